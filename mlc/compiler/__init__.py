@@ -1,0 +1,1 @@
+"""The compiler: passes from ml.yaml to an output tree (see ARCHITECTURE.md)."""

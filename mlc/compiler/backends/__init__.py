@@ -1,0 +1,17 @@
+"""Backends: pure functions from the resolved project to output files (DESIGN rule 2).
+
+They are listed here, explicitly, in the order their files are built; a backend never reads
+files, the environment or the clock. `PACKAGERS` run last, over everything the backends made.
+"""
+
+from __future__ import annotations
+
+from . import core, kustomize
+
+BACKENDS = (
+    core.emit,
+)
+
+PACKAGERS = (
+    kustomize.package,
+)

@@ -1,0 +1,42 @@
+"""Metadata every generated Kubernetes object carries, built in one place.
+
+Labels: `app.kubernetes.io/{managed-by,part-of,version,name,component}` plus the project's
+own; annotations: `mlc.dev/source`, the ml.yaml path that produced the object, so that a
+person looking at a live object can find where it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ir import Origin, ResolvedProject
+from ..names import label_value
+
+SOURCE_ANNOTATION = "mlc.dev/source"
+
+
+def labels(project: ResolvedProject, name: str, component: str | None = None) -> dict[str, str]:
+    out = dict(project.labels)
+    out["app.kubernetes.io/name"] = label_value(name)
+    if component:
+        out["app.kubernetes.io/component"] = label_value(component)
+    return out
+
+
+def selector_labels(project: ResolvedProject, name: str) -> dict[str, str]:
+    """The stable subset used in selectors: selectors are immutable, so no version here."""
+    return {"app.kubernetes.io/part-of": project.name, "app.kubernetes.io/name": label_value(name)}
+
+
+def metadata(project: ResolvedProject, name: str, *, origin: Origin | None = None,
+             component: str | None = None, namespaced: bool = True,
+             annotations: dict[str, str] | None = None,
+             extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespaced:
+        meta["namespace"] = project.platform.namespace
+    meta["labels"] = {**labels(project, name, component), **(extra_labels or {})}
+    notes = {SOURCE_ANNOTATION: origin.annotation() if origin else project.source.split(" ")[0]}
+    notes.update(annotations or {})
+    meta["annotations"] = notes
+    return meta

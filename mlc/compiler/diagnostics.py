@@ -1,0 +1,220 @@
+"""Diagnostics: errors are data, collected across a whole run and rendered like a compiler.
+
+Every pass appends to a `Diagnostics` collection instead of raising on the first problem,
+so that one `mlc validate` shows everything that is wrong. A pass that cannot go on
+(for example, YAML that does not parse) stops the pipeline by raising `CompileFailed`
+with what has been collected so far.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+FieldPath = tuple[str | int, ...]
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A place in a source file; line and column are 1-based, as editors show them."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+    end_column: int = 0
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str  # stable, documented in docs/diagnostics.md, e.g. "MLC201"
+    message: str
+    span: Span | None = None
+    path: FieldPath = ()
+    help: str | None = None
+    severity: Severity = Severity.ERROR
+    notes: tuple[str, ...] = ()
+
+    @property
+    def dotted_path(self) -> str:
+        return format_path(self.path)
+
+    def sort_key(self) -> tuple:
+        span = self.span or Span("")
+        return (span.file, span.line, span.column, self.code, self.message)
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "file": self.span.file if self.span else None,
+            "line": self.span.line if self.span else None,
+            "column": self.span.column if self.span else None,
+            "path": self.dotted_path,
+            "help": self.help,
+            "notes": list(self.notes),
+        }
+
+
+def format_path(path: FieldPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A help line naming the closest candidate, or listing the few that exist."""
+    options = sorted(set(candidates))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if options and len(options) <= 12:
+        return "expected one of: " + ", ".join(f"`{o}`" for o in options)
+    return None
+
+
+@dataclass
+class Diagnostics:
+    """An ordered collection of diagnostics; passes append, the CLI renders."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, diagnostic: Diagnostic) -> None:
+        if diagnostic not in self.items:
+            self.items.append(diagnostic)
+
+    def error(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
+              help: str | None = None, notes: Sequence[str] = ()) -> None:
+        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.ERROR, tuple(notes)))
+
+    def warning(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
+                help: str | None = None, notes: Sequence[str] = ()) -> None:
+        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.WARNING, tuple(notes)))
+
+    def extend(self, other: Iterable[Diagnostic]) -> None:
+        for d in other:
+            self.add(d)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity is Severity.WARNING]
+
+    def has_errors(self) -> bool:
+        return any(d.severity is Severity.ERROR for d in self.items)
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.items, key=Diagnostic.sort_key)
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors():
+            raise CompileFailed(self)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class CompileFailed(Exception):
+    """Raised by a pass that cannot continue; carries every diagnostic collected so far."""
+
+    def __init__(self, diagnostics: Diagnostics):
+        self.diagnostics = diagnostics
+        first = diagnostics.errors[0] if diagnostics.errors else None
+        super().__init__(f"{first.code}: {first.message}" if first else "compile failed")
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+def render_text(diagnostics: Iterable[Diagnostic], *, root: Path | None = None,
+                color: bool = False) -> str:
+    """Render like a compiler: header, location, the source line with a caret, help."""
+    lines: list[str] = []
+    cache: dict[str, list[str] | None] = {}
+    for d in diagnostics:
+        sev = d.severity.value
+        if color:
+            tint = "\033[31;1m" if d.severity is Severity.ERROR else "\033[33;1m"
+            head = f"{tint}{sev}[{d.code}]\033[0m\033[1m: {d.message}\033[0m"
+        else:
+            head = f"{sev}[{d.code}]: {d.message}"
+        lines.append(head)
+        if d.span:
+            where = f"  --> {d.span}"
+            if d.path:
+                where += f"  (at `{d.dotted_path}`)"
+            lines.append(where)
+            source_line = _source_line(d.span, root, cache)
+            if source_line is not None:
+                number = str(d.span.line)
+                pad = " " * len(number)
+                width = max(1, (d.span.end_column or d.span.column + 1) - d.span.column)
+                caret = " " * max(0, d.span.column - 1) + "^" * width
+                lines.append(f"   {pad} |")
+                lines.append(f"   {number} | {source_line}")
+                lines.append(f"   {pad} | {caret}")
+        elif d.path:
+            lines.append(f"  --> at `{d.dotted_path}`")
+        for note in d.notes:
+            lines.append(f"  = note: {note}")
+        if d.help:
+            lines.append(f"  = help: {d.help}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _source_line(span: Span, root: Path | None, cache: dict[str, list[str] | None]) -> str | None:
+    if not span.line:
+        return None
+    if span.file not in cache:
+        path = Path(span.file)
+        if root is not None and not path.is_absolute():
+            path = root / path
+        try:
+            cache[span.file] = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            cache[span.file] = None
+    text = cache[span.file]
+    if text is None or span.line > len(text):
+        return None
+    return text[span.line - 1].rstrip()
+
+
+def summary_line(diagnostics: Diagnostics) -> str:
+    e, w = len(diagnostics.errors), len(diagnostics.warnings)
+    parts = []
+    if e:
+        parts.append(f"{e} error{'s' if e != 1 else ''}")
+    if w:
+        parts.append(f"{w} warning{'s' if w != 1 else ''}")
+    return ", ".join(parts) if parts else "no problems"
+
+
+def render_json(diagnostics: Iterable[Diagnostic]) -> str:
+    return json.dumps({"diagnostics": [d.to_json() for d in diagnostics]}, indent=2,
+                      sort_keys=True) + "\n"

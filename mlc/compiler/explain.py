@@ -1,0 +1,64 @@
+"""explain: a value of one environment, defaults included, and which file and line set it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostics, did_you_mean, format_path
+from .pipeline import load_environment, select_environments
+from .validate import validate_document
+
+NO_SUCH_PATH = "MLC016"
+
+
+def explain(root: Path, env: str, dotted: str, diags: Diagnostics, *, fmt: str = "text"
+            ) -> str | None:
+    select_environments(root, [env], diags)
+    loaded = load_environment(root, env, diags)
+    project = validate_document(loaded.document, diags) if loaded else None
+    if project is None or loaded is None:
+        return None
+    value: Any = project.model_dump(by_alias=True, mode="json")
+    path = _parse(dotted)
+    for depth, part in enumerate(path):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            options = [str(k) for k in value] if isinstance(value, dict) else []
+            diags.error(NO_SUCH_PATH, f"`{format_path(path[:depth + 1])}` is not set in "
+                        f"environment `{env}`, and has no default",
+                        help=did_you_mean(str(part), options))
+            return None
+    leaves = list(_leaves(value, path))
+    rows = []
+    for leaf_path, leaf in leaves:
+        span = loaded.document.spans.get(leaf_path)
+        rows.append((format_path(leaf_path), leaf, str(span) if span else "default"))
+    if fmt == "json":
+        return json.dumps({"environment": env, "path": format_path(path), "value": value,
+                           "origins": {p: o for p, _, o in rows}}, indent=2,
+                          sort_keys=True) + "\n"
+    width = max((len(p) for p, _, _ in rows), default=0)
+    return "".join(f"{p.ljust(width)}  {json.dumps(v)}  ({o})\n" for p, v, o in rows) or "{}\n"
+
+
+def _parse(dotted: str) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    for piece in filter(None, dotted.replace("]", "").replace("[", ".").split(".")):
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts)
+
+
+def _leaves(value: Any, path: tuple) -> Any:
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from _leaves(value[key], (*path, key))
+    elif isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, i))
+    else:
+        yield path, value

@@ -1,0 +1,441 @@
+"""The IR: one environment of a project, every reference followed and every default filled.
+
+Backends read only this (DESIGN rule 3): no backend looks a name up by string or picks a
+default. Names here are final: `k8s_name` fields are valid DNS-1123 labels, unique per kind.
+Mappings are keyed and ordered by the user's names, sorted, so that iteration is stable.
+
+The IR is also the runtimes' contract: `project.json`, which the generated manifests mount
+and `mlc run` hands to each step, is `ResolvedProject.model_dump_json()`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IR(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Origin(IR):
+    """Where a resolved object was declared: the `mlc.dev/source` annotation."""
+
+    file: str
+    line: int
+    path: str  # dotted path in ml.yaml, e.g. "models.fraud-classifier"
+
+    def annotation(self) -> str:
+        return f"{self.file}#{self.path}"
+
+
+class Image(IR):
+    ref: str  # exactly what goes into a pod spec: repository[:tag][@digest]
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+class Toleration(IR):
+    key: str
+    operator: Literal["Equal", "Exists"]
+    value: str | None
+    effect: str | None
+
+
+class Hardware(IR):
+    """A hardware profile, already in Kubernetes terms."""
+
+    name: str
+    requests: dict[str, str]  # cpu, memory, ephemeral-storage, and the GPU resource
+    limits: dict[str, str]
+    gpu_resource: str | None  # "nvidia.com/gpu" or "nvidia.com/mig-1g.10gb"
+    gpu_count: int
+    gpu_type: str | None
+    node_selector: dict[str, str]  # user's, plus GPU product and spot labels
+    tolerations: list[Toleration]  # user's, plus the GPU and spot taints
+    priority_class: str | None
+    queue: str | None
+    spot: bool
+
+
+class SecretRef(IR):
+    """How a pod reads a secret: always a Kubernetes Secret by name and key.
+
+    External secrets are synced into a Secret named `k8s_name` by an ExternalSecret object.
+    """
+
+    name: str
+    k8s_name: str
+    key: str
+    external_store: str | None
+    external_path: str | None
+    external_key: str | None
+
+
+class Column(IR):
+    name: str
+    type: str
+    nullable: bool
+    min: float | None
+    max: float | None
+    allowed: list[str | int] | None
+
+
+class Source(IR):
+    name: str
+    type: str  # file, bigquery, snowflake, redshift, postgres, spark, kafka, push
+    timestamp_field: str
+    created_timestamp_field: str | None
+    columns: list[Column]
+    min_rows: int | None
+    max_staleness_seconds: int | None
+    description: str | None
+    owner: str | None
+    tags: dict[str, str]
+    # type-specific settings, as in ml.yaml (snake_case keys), e.g. path/format for files
+    options: dict[str, str | None]
+    batch_source: str | None  # stream sources: the batch source with the same data
+    origin: Origin
+
+
+class Entity(IR):
+    name: str
+    join_key: str
+    type: str
+    description: str | None
+    tags: dict[str, str]
+
+
+class FeatureField(IR):
+    name: str
+    type: str
+    description: str | None
+    tags: dict[str, str]
+
+
+class DerivedFeature(IR):
+    name: str
+    type: str
+    expression: str  # checked: names of the view's fields, numbers, + - * / ( )
+    inputs: list[str]  # the fields it reads
+    description: str | None
+
+
+class FeatureView(IR):
+    name: str
+    entities: list[str]
+    join_keys: list[str]
+    source: str
+    stream: bool  # the source is a stream (kafka/push)
+    fields: list[FeatureField]
+    derived: list[DerivedFeature]
+    ttl_seconds: int
+    online: bool
+    materialization_schedule: str
+    description: str | None
+    owner: str | None
+    tags: dict[str, str]
+    origin: Origin
+
+
+class FeatureRef(IR):
+    view: str
+    field: str
+    type: str
+    derived: bool = False
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.view}:{self.field}"
+
+
+class FeatureService(IR):
+    name: str
+    features: list[FeatureRef]
+    description: str | None
+    tags: dict[str, str]
+    synthesized: bool  # made from a model's `inputs.features` list
+
+
+class Retries(IR):
+    limit: int
+    backoff_seconds: int
+    backoff_factor: int
+    backoff_max_seconds: int
+
+
+class Training(IR):
+    kind: Literal["builtin", "custom"]
+    hyperparameters: dict[str, int | float | str | list[int]]  # builtin only
+    image: Image  # the training runtime, or the user's image
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    hardware: str
+    nodes: int
+    schedule: str | None
+    timezone: str
+    data_window_seconds: int | None
+    checkpoint_path: str | None
+    checkpoint_every_steps: int
+    retries: Retries
+    timeout_seconds: int
+
+
+class Gate(IR):
+    metric: str
+    min: float | None
+    max: float | None
+
+
+class ChampionComparison(IR):
+    metric: str
+    max_regression: float
+    higher_is_better: bool
+
+
+class Model(IR):
+    name: str
+    k8s_name: str
+    task: Literal["classification", "regression"]
+    framework: str
+    description: str | None
+    feature_service: str
+    features: list[FeatureRef]  # model input order
+    entity_keys: list[str]
+    label_source: str
+    label_column: str
+    training: Training
+    test_split: float
+    gates: list[Gate]
+    compare_with_production: ChampionComparison | None
+    registered_name: str
+    candidate_alias: str
+    production_alias: str
+    auto_promote: bool
+    pipeline: str | None  # its training pipeline in ResolvedProject.pipelines, if trainable
+    origin: Origin
+
+
+class Autoscaling(IR):
+    min_replicas: int
+    max_replicas: int
+    metric: Literal["cpu", "rps", "concurrency"]
+    target: int
+
+
+class CanaryStep(IR):
+    weight: int
+    pause_seconds: int | None
+
+
+class RolloutGates(IR):
+    max_latency_p99_seconds: float
+    max_error_rate: float
+    max_prediction_drift: float | None
+    interval_seconds: int
+    failure_limit: int
+
+
+class Variant(IR):
+    name: str
+    alias: str | None
+    version: int | None
+    weight: int
+
+
+class Rollout(IR):
+    strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"]
+    steps: list[CanaryStep]
+    gates: RolloutGates
+    shadow_alias: str | None
+    shadow_version: int | None
+    shadow_percent: int
+    variants: list[Variant]
+    auto_promote: bool
+
+
+class Slo(IR):
+    availability: float  # percent
+    latency_seconds: float
+    latency_target: float  # percent
+    window_seconds: int
+
+
+class Batching(IR):
+    max_batch_size: int
+    max_latency_seconds: float
+    max_queue: int
+
+
+class AllowFrom(IR):
+    namespace: str | None
+    pod_labels: dict[str, str]
+
+
+class BatchScoring(IR):
+    schedule: str
+    input_source: str
+    output: str
+
+
+class Endpoint(IR):
+    name: str
+    k8s_name: str
+    model: str
+    registered_name: str
+    alias: str | None  # exactly one of alias and version is set
+    version: int | None
+    model_uri: str  # models:/<name>@<alias> or models:/<name>/<version>
+    mode: Literal["online", "serverless", "batch"]
+    image: Image
+    hardware: str
+    replicas: int | None  # fixed replicas; None means autoscaling applies
+    autoscaling: Autoscaling
+    rollout: Rollout
+    slo: Slo
+    batching: Batching
+    prediction_log_sample: float
+    prediction_log_uri: str
+    online_features: bool
+    feature_service: str
+    input_features: list[FeatureRef]
+    allow_from: list[AllowFrom]
+    kserve: bool
+    batch: BatchScoring | None
+    port: int = 8080
+    pipeline: str | None  # batch scoring pipeline
+    origin: Origin
+
+
+class OnDrift(IR):
+    action: Literal["alert", "retrain"]
+    cooldown_seconds: int
+    max_runs: int
+    per_seconds: int
+
+
+class DriftCheck(IR):
+    name: str
+    k8s_name: str
+    model: str
+    endpoint: str | None
+    reference: Literal["training", "source"]
+    reference_source: str | None
+    reference_window_seconds: int | None
+    current_source: str | None  # None: the endpoint's prediction log
+    current_window_seconds: int
+    features: list[FeatureRef]
+    method: str
+    threshold: float | None
+    drift_share: float
+    schedule: str
+    on_drift: OnDrift
+    routes: list[str]
+    pipeline: str
+    origin: Origin
+
+
+class Route(IR):
+    name: str
+    type: Literal["slack", "pagerduty", "email", "webhook"]
+    settings: dict[str, str | list[str]]  # channel, url, to, smarthost, from
+    secret: SecretRef | None  # webhook URL, routing key, SMTP password or bearer token
+
+
+class Alerts(IR):
+    critical_routes: list[str]
+    warning_routes: list[str]
+    runbook_url: str
+    stale_model_after_seconds: int
+
+
+class Step(IR):
+    """One step of a pipeline; the Argo backend and `mlc run` both execute these."""
+
+    name: str  # DNS label, unique in its pipeline
+    kind: Literal["validate_data", "feature_apply", "materialize", "train", "evaluate",
+                  "register", "promote", "drift_check", "batch_score"]
+    runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
+    image: Image
+    command: list[str]  # the container's entry point
+    args: list[str]  # its arguments; `{{param}}` never appears: parameters go by name
+    parameters: list[str]  # pipeline parameters this step reads (as MLC_PARAM_<NAME> env)
+    hardware: str
+    nodes: int
+    depends: list[str]
+    retries: Retries
+    timeout_seconds: int
+    checkpoint_path: str | None = None
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
+
+
+class Parameter(IR):
+    name: str  # a valid identifier; users set it with `-p name=value`
+    default: str
+    description: str
+
+
+class Pipeline(IR):
+    name: str  # DNS label, unique in the project
+    kind: Literal["training", "drift", "batch_scoring", "materialization"]
+    model: str | None
+    endpoint: str | None
+    drift_check: str | None
+    schedule: str | None
+    timezone: str
+    parameters: list[Parameter]
+    steps: list[Step]  # in dependency order
+    concurrency_key: str  # one run at a time per key (a mutex)
+
+
+class Platform(IR):
+    namespace: str
+    image_policy: Literal["digest", "tag"]
+    gpu_node_provisioning: Literal["static", "autoscaled"]
+    service_account: str
+    artifact_root: str
+    mlflow_tracking_uri: str
+    mlflow_credentials: SecretRef | None
+    feast_provider: str
+    feast_registry: str
+    online_store_type: str
+    online_store_path: str
+    online_store_secret: SecretRef | None
+    offline_store_type: str
+    offline_store_secret: SecretRef | None
+    argocd_repo_url: str
+    argocd_target_revision: str
+    argocd_path: str
+    argocd_project: str
+    argocd_namespace: str
+    argocd_server: str
+
+
+class ResolvedProject(IR):
+    name: str
+    version: str
+    env: str
+    environments: list[str]  # every environment of the project, sorted
+    team: str | None
+    owners: list[str]
+    description: str | None
+    source: str  # "ml.yaml + environments/prod.yaml": the files this was compiled from
+    source_hash: str  # sha256 over those files' bytes, for lineage
+    labels: dict[str, str]  # common labels for every generated object
+    platform: Platform
+    images: dict[str, Image]  # train, serve, drift, and the user's images by name
+    hardware: dict[str, Hardware]
+    secrets: dict[str, SecretRef]
+    sources: dict[str, Source]
+    entities: dict[str, Entity]
+    feature_views: dict[str, FeatureView]
+    feature_services: dict[str, FeatureService]
+    models: dict[str, Model]
+    endpoints: dict[str, Endpoint]
+    drift_checks: dict[str, DriftCheck]
+    routes: dict[str, Route]
+    alerts: Alerts
+    pipelines: dict[str, Pipeline]

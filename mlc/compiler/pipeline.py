@@ -1,0 +1,119 @@
+"""The compiler, pass by pass. Read `compile_project` first: it is the whole architecture.
+
+    load -> merge environment -> validate -> resolve -> emit -> render   (write: see write.py)
+
+Every pass adds to one `Diagnostics`; a pass that cannot go on raises `CompileFailed` with
+everything collected so far. Nothing here touches the output directory: a failed compile
+writes nothing, because writing happens only after every environment compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diagnostics import CompileFailed, Diagnostics, did_you_mean
+from .ir import ResolvedProject
+from .load import Document, load_yaml_file
+from .overlay import merge_documents
+from .resolve import resolve_project
+from .validate import validate_document
+
+PROJECT_FILE = "ml.yaml"
+ENVIRONMENTS_DIR = "environments"
+DEFAULT_ENVIRONMENT = "default"  # the one environment of a project without environments/
+MISSING_PROJECT = "MLC001"
+UNKNOWN_ENVIRONMENT = "MLC014"
+BAD_ENVIRONMENT_NAME = "MLC015"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One environment after load and merge: the document with every layer's source map."""
+
+    env: str
+    document: Document
+    source: str  # "ml.yaml + environments/prod.yaml"
+    source_hash: str  # sha256 over those files, for lineage
+
+
+@dataclass(frozen=True)
+class Compiled:
+    env: str
+    project: ResolvedProject
+    files: dict[str, bytes]  # rendered, by path relative to OUT/<env>/
+
+
+def compile_project(root: Path, envs: list[str] | None, diags: Diagnostics) -> list[Compiled]:
+    """Every requested environment, compiled and rendered; raises CompileFailed on errors."""
+    from .emit import emit  # backends import hera & co.: keep them off `mlc validate`'s path
+    from .render import render
+
+    resolved = [check_environment(root, env, diags)
+                for env in select_environments(root, envs, diags)]
+    diags.raise_if_errors()  # all environments are checked before any is emitted
+    return [Compiled(env=p.env, project=p, files=render(emit(p))) for p in resolved if p]
+
+
+def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProject | None:
+    """load + merge -> validate -> resolve, for one environment; None if anything failed."""
+    local = Diagnostics()  # this environment's own problems decide whether it can go on
+    loaded = load_environment(root, env, local)
+    project = validate_document(loaded.document, local) if loaded else None
+    resolved = None
+    if loaded and project:
+        resolved = resolve_project(project, loaded.document, env=env,
+                                   environments=list_environments(root), source=loaded.source,
+                                   source_hash=loaded.source_hash, diags=local)
+    diags.extend(local)  # identical diagnostics from several environments are shown once
+    return resolved
+
+
+def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
+    """ml.yaml, with environments/<env>.yaml merged over it when there is one."""
+    files = [PROJECT_FILE]
+    document = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags)
+    overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
+    if document is not None and (root / overlay_file).exists():
+        files.append(overlay_file)
+        overlay = load_yaml_file(root / overlay_file, overlay_file, diags)
+        document = merge_documents(document, overlay, diags) if overlay is not None else None
+    if document is None or diags.has_errors():
+        return None
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return Loaded(env=env, document=document, source=" + ".join(files),
+                  source_hash=digest.hexdigest())
+
+
+def list_environments(root: Path) -> list[str]:
+    folder = root / ENVIRONMENTS_DIR
+    names = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return names or [DEFAULT_ENVIRONMENT]
+
+
+def select_environments(root: Path, envs: list[str] | None, diags: Diagnostics) -> list[str]:
+    """The environments to build: those named, or all of them; unknown names are errors."""
+    if not (root / PROJECT_FILE).is_file():
+        diags.error(MISSING_PROJECT, f"no {PROJECT_FILE} in `{root}`",
+                    help="run mlc in the project's folder, or point at it with `-C DIR`")
+        raise CompileFailed(diags)
+    known = list_environments(root)
+    from .names import is_dns_label
+
+    for name in known:
+        if not is_dns_label(name):
+            diags.error(BAD_ENVIRONMENT_NAME, f"environment file name `{name}.yaml` is not a "
+                        "valid environment name", help="use lowercase letters, digits and `-`")
+    if not envs:
+        diags.raise_if_errors()
+        return known
+    for name in envs:
+        if name not in known:
+            diags.error(UNKNOWN_ENVIRONMENT, f"unknown environment `{name}`",
+                        help=did_you_mean(name, known)
+                        or f"add {ENVIRONMENTS_DIR}/{name}.yaml")
+    diags.raise_if_errors()
+    return list(dict.fromkeys(envs))

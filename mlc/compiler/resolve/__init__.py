@@ -1,0 +1,88 @@
+"""resolve: the validated project -> the IR of one environment.
+
+Order matters: names and secrets first, because everything else refers to them; then the
+data layer (sources -> entities -> feature views -> services) that models read; then models,
+the endpoints that serve them, and the monitoring that watches both; the pipeline graph
+last, since its steps need every one of those final.
+"""
+
+from __future__ import annotations
+
+from ...schema import Project
+from .. import ir
+from ..diagnostics import Diagnostics
+from ..load import Document
+from ..names import dns_label
+from .context import NAME_CLASH, Context
+from .features import (
+    check_source_cycles,
+    resolve_entities,
+    resolve_feature_services,
+    resolve_feature_views,
+    resolve_sources,
+)
+from .models import resolve_models
+from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
+from .pipelines import PROJECT_JSON, resolve_pipelines
+from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
+from .serving import resolve_endpoints
+
+__all__ = ["PROJECT_JSON", "resolve_project"]
+
+
+def resolve_project(project: Project, doc: Document, *, env: str, environments: list[str],
+                    source: str, source_hash: str, diags: Diagnostics
+                    ) -> ir.ResolvedProject | None:
+    ctx = Context(project=project, doc=doc, env=env, diags=diags)
+    _check_name_clashes(ctx)
+    check_source_cycles(ctx)
+    images = resolve_images(ctx)
+    hardware = resolve_hardware(ctx)
+    secrets = resolve_secrets(ctx)
+    platform = resolve_platform(ctx, secrets)
+    sources = resolve_sources(ctx)
+    entities = resolve_entities(ctx)
+    views = resolve_feature_views(ctx, sources, entities)
+    services = resolve_feature_services(ctx, views)
+    models, synthesized = resolve_models(ctx, views, services, sources, hardware, images)
+    services = dict(sorted({**services, **synthesized}.items()))
+    endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform)
+    routes = resolve_routes(ctx, secrets)
+    alerts = resolve_alerts(ctx, routes)
+    checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
+    pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
+    if diags.has_errors():
+        return None
+    meta = project.metadata
+    labels = {
+        "app.kubernetes.io/managed-by": "mlc",
+        "app.kubernetes.io/part-of": meta.name,
+        "app.kubernetes.io/version": meta.version,
+        "mlc.dev/environment": env,
+    }
+    if meta.team:
+        labels["mlc.dev/team"] = meta.team
+    labels = dict(sorted({**meta.labels, **labels}.items()))
+    return ir.ResolvedProject(
+        name=meta.name, version=meta.version, env=env, environments=sorted(environments),
+        team=meta.team, owners=list(meta.owners), description=meta.description, source=source,
+        source_hash=source_hash, labels=labels, platform=platform, images=images,
+        hardware=hardware, secrets=secrets, sources=sources, entities=entities,
+        feature_views=views, feature_services=services, models=models, endpoints=endpoints,
+        drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines)
+
+
+def _check_name_clashes(ctx: Context) -> None:
+    """Two user names that map to one Kubernetes name would overwrite each other's objects."""
+    p = ctx.project
+    for section, names in (("models", p.models), ("serving", p.serving),
+                           ("monitoring.drift", p.monitoring.drift), ("features", p.features),
+                           ("secrets", p.secrets)):
+        seen: dict[str, str] = {}
+        for name in sorted(names):
+            k8s = dns_label(name)
+            if k8s in seen:
+                path = tuple(section.split(".")) + (name,)
+                ctx.error(NAME_CLASH, f"`{name}` and `{seen[k8s]}` both become the Kubernetes "
+                          f"name `{k8s}`", path, help="rename one of them")
+            seen[k8s] = name

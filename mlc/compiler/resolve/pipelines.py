@@ -1,0 +1,154 @@
+"""The pipeline graph: the steps that train, check, score and materialise, in order.
+
+Argo runs these steps as a DAG on a cluster; `mlc run` runs the same steps, in the same
+order, on one machine. A builtin step runs `python -m mlc.runtime step` in its runtime's
+image with the arguments below; the runtime finds the step in project.json and runs it.
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from ..names import dns_label
+from .context import Context
+
+PROJECT_JSON = "/etc/mlc/project.json"
+STEP_COMMAND = ["python", "-m", "mlc.runtime", "step"]
+# Steps other than training are short; these bound them when ml.yaml says nothing.
+_DEFAULT_RETRIES = ir.Retries(limit=2, backoff_seconds=10, backoff_factor=2,
+                              backoff_max_seconds=120)
+_DEFAULT_TIMEOUT = 1800
+
+
+def _step(pipeline: str, name: str, kind: str, runtime: str, image: ir.Image, *,
+          depends: list[str], hardware: str = "default", parameters: list[str] | None = None,
+          secrets: dict[str, ir.SecretRef] | None = None, **extra) -> ir.Step:
+    return ir.Step(
+        name=name, kind=kind, runtime=runtime, image=image, command=list(STEP_COMMAND),
+        args=["--project", PROJECT_JSON, "--pipeline", pipeline, "--step", name],
+        parameters=parameters or [], hardware=hardware, nodes=extra.pop("nodes", 1),
+        depends=depends, retries=extra.pop("retries", _DEFAULT_RETRIES),
+        timeout_seconds=extra.pop("timeout_seconds", _DEFAULT_TIMEOUT),
+        secrets=dict(sorted((secrets or {}).items())), **extra)
+
+
+def _platform_secrets(platform: ir.Platform, *, feast: bool) -> dict[str, ir.SecretRef]:
+    out = {}
+    if platform.mlflow_credentials:
+        out["MLFLOW_TRACKING_TOKEN"] = platform.mlflow_credentials
+    if feast and platform.online_store_secret:
+        out["MLC_ONLINE_STORE_CONNECTION"] = platform.online_store_secret
+    if feast and platform.offline_store_secret:
+        out["MLC_OFFLINE_STORE_CONNECTION"] = platform.offline_store_secret
+    return out
+
+
+def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
+                      platform: ir.Platform) -> ir.Pipeline:
+    """validate data -> materialise features -> train -> evaluate -> gate -> register -> promote."""
+    t = model.training
+    name = model.pipeline
+    train = images["train"]
+    mlflow = _platform_secrets(platform, feast=False)
+    feast = _platform_secrets(platform, feast=True)
+    window = str(t.data_window_seconds or 0)
+    params = [
+        ir.Parameter(name="data_window_seconds", default=window,
+                     description="Train on this many seconds of recent data (0: all)."),
+        ir.Parameter(name="hyperparameters", default="{}",
+                     description="JSON object of hyperparameter overrides."),
+        ir.Parameter(name="reason", default="manual",
+                     description="Why this run started: manual, schedule, drift."),
+        ir.Parameter(name="promote", default="true" if model.auto_promote else "false",
+                     description="Move the production alias when the gates pass."),
+    ]
+    steps = [
+        _step(name, "validate-data", "validate_data", "train", train, depends=[],
+              parameters=["data_window_seconds"], secrets=feast),
+        _step(name, "materialize", "materialize", "train", train, depends=["validate-data"],
+              secrets=feast),
+        _step(name, "train", "train", "custom" if t.kind == "custom" else "train",
+              t.image, depends=["materialize"], hardware=t.hardware, nodes=t.nodes,
+              parameters=["data_window_seconds", "hyperparameters", "reason"],
+              retries=t.retries, timeout_seconds=t.timeout_seconds,
+              checkpoint_path=t.checkpoint_path, secrets={**feast, **mlflow}),
+        _step(name, "evaluate", "evaluate", "train", train, depends=["train"], secrets=feast | mlflow),
+        _step(name, "register", "register", "train", train, depends=["evaluate"], secrets=mlflow),
+        _step(name, "promote", "promote", "train", train, depends=["register"],
+              parameters=["promote"], secrets=mlflow),
+    ]
+    return ir.Pipeline(name=name, kind="training", model=model.name, endpoint=None,
+                       drift_check=None, schedule=t.schedule, timezone=t.timezone,
+                       parameters=params, steps=steps, concurrency_key=name)
+
+
+def drift_pipeline(check: ir.DriftCheck, images: dict[str, ir.Image],
+                   platform: ir.Platform, timezone: str) -> ir.Pipeline:
+    name = check.pipeline
+    params = [ir.Parameter(name="window_seconds", default=str(check.current_window_seconds),
+                           description="How much recent data to compare.")]
+    steps = [_step(name, "drift-check", "drift_check", "drift", images["drift"], depends=[],
+                   parameters=["window_seconds"],
+                   secrets=_platform_secrets(platform, feast=True))]
+    return ir.Pipeline(name=name, kind="drift", model=check.model, endpoint=check.endpoint,
+                       drift_check=check.name, schedule=check.schedule, timezone=timezone,
+                       parameters=params, steps=steps, concurrency_key=name)
+
+
+def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform,
+                     timezone: str) -> ir.Pipeline:
+    assert endpoint.batch and endpoint.pipeline
+    name = endpoint.pipeline
+    steps = [_step(name, "score", "batch_score", "serve", endpoint.image, depends=[],
+                   hardware=endpoint.hardware, secrets=_platform_secrets(platform, feast=True))]
+    return ir.Pipeline(name=name, kind="batch_scoring", model=endpoint.model,
+                       endpoint=endpoint.name, drift_check=None,
+                       schedule=endpoint.batch.schedule, timezone=timezone, parameters=[],
+                       steps=steps, concurrency_key=name)
+
+
+def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
+                              platform: ir.Platform, timezone: str) -> list[ir.Pipeline]:
+    """One pipeline per distinct schedule of the online views: feast apply, then materialise."""
+    by_schedule: dict[str, list[str]] = {}
+    for view in views.values():
+        if view.online:
+            by_schedule.setdefault(view.materialization_schedule, []).append(view.name)
+    out = []
+    for schedule in sorted(by_schedule):
+        names = sorted(by_schedule[schedule])
+        name = dns_label("materialize", *names) if len(by_schedule) > 1 else "materialize"
+        secrets = _platform_secrets(platform, feast=True)
+        steps = [
+            _step(name, "feature-apply", "feature_apply", "train", images["train"], depends=[],
+                  secrets=secrets),
+            _step(name, "materialize", "materialize", "train", images["train"],
+                  depends=["feature-apply"], secrets=secrets),
+        ]
+        out.append(ir.Pipeline(name=name, kind="materialization", model=None, endpoint=None,
+                               drift_check=None, schedule=schedule, timezone=timezone,
+                               parameters=[], steps=steps, concurrency_key="materialize"))
+    return out
+
+
+def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
+                      checks: dict[str, ir.DriftCheck], endpoints: dict[str, ir.Endpoint],
+                      views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
+                      platform: ir.Platform) -> dict[str, ir.Pipeline]:
+    from .models import has_training
+
+    timezone = "UTC"
+    pipelines: list[ir.Pipeline] = []
+    for name, model in models.items():
+        if has_training(ctx.project.models[name]):
+            pipelines.append(training_pipeline(model, images, platform))
+    pipelines += [drift_pipeline(c, images, platform, timezone) for c in checks.values()]
+    pipelines += [scoring_pipeline(e, platform, timezone) for e in endpoints.values()
+                  if e.mode == "batch" and e.batch]
+    pipelines += materialization_pipelines(views, images, platform, timezone)
+    out: dict[str, ir.Pipeline] = {}
+    for p in pipelines:
+        if p.name in out:
+            ctx.error("MLC203", f"two pipelines would both be named `{p.name}`", (),
+                      help="rename one of the models, endpoints or drift checks")
+        out[p.name] = p
+    return dict(sorted(out.items()))

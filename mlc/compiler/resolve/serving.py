@@ -1,0 +1,96 @@
+"""Endpoints: the model and version they serve, scaling, rollout, SLOs."""
+
+from __future__ import annotations
+
+from ...schema.types import duration_seconds
+from .. import ir
+from ..names import dns_label
+from .context import WRONG_KIND, Context
+
+SCALE_TO_ZERO_GPU = "MLC303"
+OFFLINE_FEATURES = "MLC309"
+
+
+def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
+                      hardware: dict[str, ir.Hardware], images: dict[str, ir.Image],
+                      views: dict[str, ir.FeatureView], sources: dict[str, ir.Source],
+                      platform: ir.Platform) -> dict[str, ir.Endpoint]:
+    out = {}
+    for name in sorted(ctx.project.serving):
+        e = ctx.project.serving[name]
+        path = ("serving", name)
+        ctx.check_ref(e.hardware, hardware, "hardware profile", (*path, "hardware"), "hardware")
+        if not ctx.check_ref(e.model, models, "model", (*path, "model"), "models"):
+            continue
+        model = models[e.model]
+        alias = None if e.version is not None else (e.alias or model.production_alias)
+        uri = (f"models:/{model.registered_name}/{e.version}" if e.version is not None
+               else f"models:/{model.registered_name}@{alias}")
+        profile = hardware.get(e.hardware)
+        a = e.autoscaling
+        if (e.mode == "serverless" and a.min_replicas == 0 and profile and profile.gpu_count
+                and platform.gpu_node_provisioning == "autoscaled"):
+            ctx.warning(SCALE_TO_ZERO_GPU, f"GPU endpoint `{name}` scales to zero on GPU nodes "
+                        "that are provisioned on demand: the first request after idle waits "
+                        "for a node and a model load (minutes)",
+                        (*path, "autoscaling", "minReplicas"),
+                        help="set `minReplicas: 1` in environments that need a fast first answer")
+        if e.online_features:
+            offline = sorted({r.view for r in model.features if not views[r.view].online})
+            if offline:
+                ctx.error(OFFLINE_FEATURES, f"endpoint `{name}` looks features up online, but "
+                          f"feature view(s) {', '.join(offline)} are not online",
+                          (*path, "onlineFeatures"), help="set `online: true` on those views")
+        batch = None
+        if e.batch is not None:
+            ctx.check_ref(e.batch.input, sources, "source", (*path, "batch", "input"), "sources")
+            batch = ir.BatchScoring(schedule=e.batch.schedule, input_source=e.batch.input,
+                                    output=e.batch.output)
+        if e.mode != "batch" and e.batch is not None:
+            ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
+                        (*path, "batch"), help="set `mode: batch` or remove `batch:`")
+        r = e.rollout
+        rollout = ir.Rollout(
+            strategy=r.strategy,
+            steps=[ir.CanaryStep(weight=s.weight, pause_seconds=(
+                int(duration_seconds(s.pause)) if s.pause else None)) for s in r.steps],
+            gates=ir.RolloutGates(
+                max_latency_p99_seconds=duration_seconds(r.gates.max_latency_p99),
+                max_error_rate=r.gates.max_error_rate,
+                max_prediction_drift=r.gates.max_prediction_drift,
+                interval_seconds=int(duration_seconds(r.gates.interval)),
+                failure_limit=r.gates.failure_limit),
+            shadow_alias=(r.shadow.alias or (model.candidate_alias if r.shadow.version is None
+                                             else None)) if r.shadow else None,
+            shadow_version=r.shadow.version if r.shadow else None,
+            shadow_percent=r.shadow.percent if r.shadow else 100,
+            variants=[ir.Variant(name=v.name, alias=v.alias or (
+                None if v.version else model.production_alias), version=v.version,
+                weight=v.weight) for v in r.variants],
+            auto_promote=r.auto_promote)
+        out[name] = ir.Endpoint(
+            name=name, k8s_name=dns_label(name), model=e.model,
+            registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,
+            mode=e.mode, image=images["serve"], hardware=e.hardware, replicas=e.replicas,
+            autoscaling=ir.Autoscaling(min_replicas=a.min_replicas, max_replicas=a.max_replicas,
+                                       metric=a.metric, target=a.target),
+            rollout=rollout,
+            slo=ir.Slo(availability=e.slo.availability,
+                       latency_seconds=duration_seconds(e.slo.latency),
+                       latency_target=e.slo.latency_target,
+                       window_seconds=int(duration_seconds(e.slo.window))),
+            batching=ir.Batching(max_batch_size=e.batching.max_batch_size,
+                                 max_latency_seconds=duration_seconds(e.batching.max_latency),
+                                 max_queue=e.batching.max_queue),
+            prediction_log_sample=e.prediction_log_sample,
+            prediction_log_uri=f"{platform.artifact_root}/{ctx.project.metadata.name}/"
+                               f"{ctx.env}/predictions/{name}",
+            online_features=e.online_features, feature_service=model.feature_service,
+            input_features=model.features,
+            allow_from=[ir.AllowFrom(namespace=f.namespace,
+                                     pod_labels=dict(sorted(f.pod_labels.items())))
+                        for f in e.allow_from],
+            kserve=e.kserve, batch=batch if e.mode == "batch" else None,
+            pipeline=dns_label("score", name) if e.mode == "batch" else None,
+            origin=ctx.origin(path))
+    return out

@@ -1,0 +1,133 @@
+"""`serving`: endpoints that serve a model online, serverless or in batch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
+
+from .types import Cron, DnsLabel, Duration, Fraction, LabelKey, LabelValue, Name, Percent, Spec
+
+
+class Autoscaling(Spec):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: PositiveInt = 3
+    metric: Literal["cpu", "rps", "concurrency"] = "cpu"
+    target: PositiveInt = Field(70, description="CPU percent, requests per second per replica, "
+                                "or concurrent requests per replica.")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min_replicas > self.max_replicas:
+            raise PydanticCustomError("mlc_range", "`minReplicas` ({lo}) is above `maxReplicas` "
+                                      "({hi})", {"lo": self.min_replicas, "hi": self.max_replicas})
+        return self
+
+
+class CanaryStep(Spec):
+    weight: int = Field(ge=1, le=100)
+    pause: Duration | None = None
+
+
+class RolloutGates(Spec):
+    max_latency_p99: Duration = "500ms"
+    max_error_rate: Fraction = 0.01
+    max_prediction_drift: Fraction | None = Field(0.2, description="Largest PSI between the "
+                                                  "canary's and the stable predictions.")
+    interval: Duration = "1m"
+    failure_limit: int = Field(1, ge=0)
+
+
+class Variant(Spec):
+    name: Name
+    alias: Name | None = None
+    version: PositiveInt | None = None
+    weight: int = Field(ge=0, le=100)
+
+
+class Shadow(Spec):
+    alias: Name | None = None
+    version: PositiveInt | None = None
+    percent: int = Field(100, ge=1, le=100, description="Share of requests mirrored.")
+
+
+class Rollout(Spec):
+    strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"] = "rolling"
+    steps: list[CanaryStep] = Field(default_factory=lambda: [
+        CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")])
+    gates: RolloutGates = Field(default_factory=RolloutGates)
+    shadow: Shadow | None = None
+    variants: list[Variant] = Field(default_factory=list)
+    auto_promote: bool = Field(False, description="blueGreen: switch without a manual step.")
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.strategy == "shadow" and self.shadow is None:
+            raise PydanticCustomError("mlc_one_of",
+                                      "the shadow strategy needs a `shadow:` section", {})
+        if self.strategy == "ab":
+            if len(self.variants) < 2:
+                raise PydanticCustomError("mlc_one_of", "A/B needs at least two `variants`", {})
+            if sum(v.weight for v in self.variants) != 100:
+                raise PydanticCustomError("mlc_range", "A/B variant weights must add up to 100",
+                                          {})
+        weights = [s.weight for s in self.steps]
+        if self.strategy == "canary" and weights != sorted(weights):
+            raise PydanticCustomError("mlc_range", "canary step weights must not decrease", {})
+        return self
+
+
+class Slo(Spec):
+    availability: Percent = Field(99.9, description="Percent of requests that succeed.")
+    latency: Duration = Field("250ms", description="Threshold for a fast request.")
+    latency_target: Percent = Field(99.0, description="Percent of requests under `latency`.")
+    window: Duration = "30d"
+
+
+class Batching(Spec):
+    max_batch_size: PositiveInt = 32
+    max_latency: Duration = "5ms"
+    max_queue: PositiveInt = 256
+
+
+class AllowFrom(Spec):
+    namespace: DnsLabel | None = None
+    pod_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+
+
+class BatchScoring(Spec):
+    schedule: Cron
+    input: Name = Field(description="Source to score.")
+    output: str = Field(min_length=1, description="Path or URI the predictions are written to.")
+
+
+class Endpoint(Spec):
+    model: Name
+    alias: Name | None = Field(None, description="Registry alias to serve; defaults to the "
+                               "model's production alias.")
+    version: PositiveInt | None = Field(None, description="Pin a registry version instead.")
+    mode: Literal["online", "serverless", "batch"] = "online"
+    hardware: Name = "default"
+    replicas: PositiveInt | None = Field(None, description="Fixed replicas (no autoscaling).")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    rollout: Rollout = Field(default_factory=Rollout)
+    slo: Slo = Field(default_factory=Slo)
+    batching: Batching = Field(default_factory=Batching)
+    prediction_log_sample: Fraction = Field(0.1, description="Share of predictions logged for "
+                                            "drift checks.")
+    online_features: bool = Field(False, description="Look up features by entity key.")
+    allow_from: list[AllowFrom] = Field(default_factory=list, description="Clients allowed by "
+                                        "the NetworkPolicy (Prometheus is always allowed).")
+    kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
+    batch: BatchScoring | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.alias is not None and self.version is not None:
+            raise PydanticCustomError("mlc_one_of", "set `alias` or `version`, not both", {})
+        if self.mode == "batch" and self.batch is None:
+            raise PydanticCustomError("mlc_one_of",
+                                      "a batch endpoint needs `batch: {schedule, input, output}`",
+                                      {})
+        return self

@@ -1,0 +1,232 @@
+"""Value types of the ml.yaml language: names, quantities, durations, cron, images.
+
+Each check raises a `PydanticCustomError` whose type is a stable diagnostic kind
+(`mlc_name`, `mlc_quantity`, ...); `compiler/validate.py` maps kinds to codes, so the
+wording lives here next to the rule and the code table lives in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+
+class Spec(BaseModel):
+    """Base of every ml.yaml model: camelCase keys, no unknown keys, no coercion, frozen."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=False,
+        validate_default=False,
+    )
+
+
+def _check(pattern: re.Pattern[str], kind: str, what: str, example: str):
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise PydanticCustomError(kind, "invalid {what} `{value}`: expected {example}",
+                                      {"what": what, "value": value, "example": example})
+        return value
+    return check
+
+
+# Names of things declared in ml.yaml (models, endpoints, sources, ...). They become part of
+# Kubernetes names (with `_` mapped to `-`) and of Python identifiers, so both must be possible.
+NAME_RE = re.compile(r"[a-z]([a-z0-9_-]{0,61}[a-z0-9])?")
+Name = Annotated[str, AfterValidator(_check(
+    NAME_RE, "mlc_name", "name",
+    "lowercase letters, digits, `-` or `_`, starting with a letter, at most 63 characters "
+    "(e.g. `fraud-classifier`)"))]
+
+# Column and feature field names: they are Python identifiers in generated Feast code.
+FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+FieldName = Annotated[str, AfterValidator(_check(
+    FIELD_RE, "mlc_name", "field name", "a letter or `_` followed by letters, digits or `_` "
+    "(e.g. `amount_avg_7d`)"))]
+
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DnsLabel = Annotated[str, AfterValidator(_check(
+    DNS_LABEL_RE, "mlc_name", "Kubernetes name",
+    "a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters"))]
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}")
+LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
+
+
+def _label_key(value: str) -> str:
+    prefix, _, _ = value.rpartition("/")
+    if not LABEL_KEY_RE.fullmatch(value) or len(prefix) > 253:
+        raise PydanticCustomError(
+            "mlc_label", "invalid label key `{value}`: expected an optional DNS prefix and `/`, "
+            "then at most 63 letters, digits, `-`, `_` or `.` (e.g. `team` or `example.com/tier`)",
+            {"value": value})
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not LABEL_VALUE_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "mlc_label", "invalid label value `{value}`: expected at most 63 letters, digits, `-`, "
+            "`_` or `.`, starting and ending with a letter or digit", {"value": value})
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+# Kubernetes resource quantities. CPU may be written as a number (2, 0.5) or a string ("500m").
+QUANTITY_RE = re.compile(r"(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+)?")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def _quantity(value: str | int | float) -> str:
+    text = str(value)
+    if isinstance(value, bool) or not QUANTITY_RE.fullmatch(text) or quantity_value(text) <= 0:
+        raise PydanticCustomError(
+            "mlc_quantity", "invalid quantity `{value}`: expected a positive Kubernetes quantity "
+            "such as `500m`, `2`, `512Mi` or `16Gi`", {"value": text})
+    return text
+
+
+def quantity_value(text: str) -> float:
+    """The numeric value of a quantity string, in base units (cores or bytes)."""
+    m = QUANTITY_RE.fullmatch(text)
+    if not m:
+        raise ValueError(text)
+    number, suffix = float(m.group(1)), m.group(3) or ""
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix.startswith("e"):
+        return number * 10 ** int(suffix[1:])
+    return number * _DECIMAL[suffix]
+
+
+Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
+
+
+def _memory(value: str | int | float) -> str:
+    text = _quantity(value)
+    if text.endswith("m") or quantity_value(text) < 1024 * 1024:
+        raise PydanticCustomError(
+            "mlc_quantity", "invalid memory quantity `{value}`: expected bytes with a unit, at "
+            "least 1Mi (e.g. `512Mi` or `4Gi`); a bare number means bytes", {"value": text})
+    return text
+
+
+MemoryQuantity = Annotated[str | int, AfterValidator(_memory)]
+
+# Durations: a number and a unit, or several ("1h30m"). Argo, Prometheus and Feast all read them.
+DURATION_RE = re.compile(r"(\d+(ms|s|m|h|d|w))+")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float:
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w)", text))
+
+
+def _duration(value: str) -> str:
+    if not DURATION_RE.fullmatch(value) or duration_seconds(value) <= 0:
+        raise PydanticCustomError(
+            "mlc_duration", "invalid duration `{value}`: expected a number and a unit "
+            "(ms, s, m, h, d, w), e.g. `30s`, `15m`, `1h30m` or `7d`", {"value": value})
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+# Cron: five fields as Argo's CronWorkflow and Kubernetes read them, or a @-macro.
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_CRON_NAMES = {
+    3: {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    4: {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
+}
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why `expr` is not a valid cron expression, or None when it is."""
+    if expr in _CRON_MACROS or re.fullmatch(r"@every (\d+(ms|s|m|h))+", expr):
+        return None
+    parts = expr.split()
+    if len(parts) != 5:
+        return f"expected 5 fields (minute hour day-of-month month day-of-week), found {len(parts)}"
+    for index, (part, (label, low, high)) in enumerate(zip(parts, _CRON_FIELDS)):
+        names = _CRON_NAMES.get(index, {})
+        for item in part.split(","):
+            base, _, step = item.partition("/")
+            if step and not (step.isdigit() and int(step) > 0):
+                return f"bad step `{step}` in the {label} field"
+            if base in ("*", "?"):
+                continue
+            bounds = base.split("-")
+            if len(bounds) > 2:
+                return f"bad range `{base}` in the {label} field"
+            for bound in bounds:
+                number = names.get(bound.lower()) if bound.lower() in names else (
+                    int(bound) if bound.isdigit() else None)
+                if number is None or not low <= number <= high:
+                    return f"`{bound}` is not a valid {label} ({low}-{high})"
+    return None
+
+
+def _cron(value: str) -> str:
+    problem = cron_problem(value)
+    if problem:
+        raise PydanticCustomError(
+            "mlc_cron", "invalid cron schedule `{value}`: {problem}",
+            {"value": value, "problem": problem})
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+
+# Image references: [registry/]repository[:tag][@sha256:digest]
+IMAGE_RE = re.compile(
+    r"(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*)"
+    r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?")
+
+
+def _image(value: str) -> str:
+    m = IMAGE_RE.fullmatch(value)
+    if not m or not (m.group("tag") or m.group("digest")):
+        raise PydanticCustomError(
+            "mlc_image", "invalid image reference `{value}`: expected `registry/repository:tag`, "
+            "`registry/repository@sha256:<64 hex>` or both", {"value": value})
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image)]
+
+
+def _percent(value: float) -> float:
+    if not 0 < value < 100:
+        raise PydanticCustomError("mlc_range", "`{value}` is out of range: expected a percentage "
+                                  "strictly between 0 and 100 (e.g. 99.9)", {"value": value})
+    return value
+
+
+Percent = Annotated[float, AfterValidator(_percent)]
+
+
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise PydanticCustomError("mlc_range", "`{value}` is out of range: expected a fraction "
+                                  "from 0 to 1 (e.g. 0.05)", {"value": value})
+    return value
+
+
+Fraction = Annotated[float, AfterValidator(_fraction)]
+
+# Feature and column types, as Feast names them (lowercase here, mapped by the Feast backend).
+VALUE_TYPES = ("bool", "bytes", "float32", "float64", "int32", "int64", "string",
+               "unix_timestamp")
