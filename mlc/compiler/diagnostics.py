@@ -174,7 +174,8 @@ def render_text(diagnostics: Iterable[Diagnostic], *, root: Path | None = None,
                 number = str(d.span.line)
                 pad = " " * len(number)
                 width = max(1, (d.span.end_column or d.span.column + 1) - d.span.column)
-                caret = " " * max(0, d.span.column - 1) + "^" * width
+                source_line, column = _window(source_line, d.span.column)
+                caret = " " * max(0, column - 1) + "^" * min(width, MAX_SHOWN - column + 1)
                 lines.append(f"   {pad} |")
                 lines.append(f"   {number} | {source_line}")
                 lines.append(f"   {pad} | {caret}")
@@ -186,6 +187,22 @@ def render_text(diagnostics: Iterable[Diagnostic], *, root: Path | None = None,
             lines.append(f"  = help: {d.help}")
         lines.append("")
     return "\n".join(lines)
+
+
+MAX_SHOWN = 100  # characters of a source line shown; longer lines are cut around the caret
+
+
+def _window(line: str, column: int) -> tuple[str, int]:
+    """A long line cut to MAX_SHOWN characters around `column`, and the column within it."""
+    if len(line) <= MAX_SHOWN:
+        return line, column
+    start = max(0, min(column - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+    cut = line[start:start + MAX_SHOWN]
+    if start:
+        cut = "…" + cut[1:]
+    if start + MAX_SHOWN < len(line):
+        cut = cut[:-1] + "…"
+    return cut, column - start
 
 
 def _source_line(span: Span, root: Path | None, cache: dict[str, list[str] | None]) -> str | None:

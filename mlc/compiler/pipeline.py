@@ -77,7 +77,7 @@ def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
     overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
     if document is not None and (root / overlay_file).exists():
         files.append(overlay_file)
-        overlay = load_yaml_file(root / overlay_file, overlay_file, diags)
+        overlay = load_yaml_file(root / overlay_file, overlay_file, diags, allow_empty=True)
         document = merge_documents(document, overlay, diags) if overlay is not None else None
     if document is None or diags.has_errors():
         return None

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..schema import API_VERSION, Project
-from .diagnostics import Diagnostics, FieldPath, did_you_mean
+from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean
 from .load import Document
 
 # pydantic error type -> (code, what it means); the codes are documented in docs/diagnostics.md
@@ -50,6 +50,22 @@ LITERAL_SECRET = "MLC110"
 BAD_API_VERSION = "MLC112"
 
 
+def locate(doc: Document, path: FieldPath) -> Span | None:
+    """Where to point for `path`: a mapping or list at its key (the line that names it), a
+    scalar at its value, and a path that does not exist at its deepest existing parent."""
+    node: Any = doc.data
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return doc.span_for(path)
+    if isinstance(node, (dict, list)) and path in doc.key_spans:
+        return doc.key_spans[path]
+    return doc.span_for(path)
+
+
 def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
     """The typed project, or None after adding diagnostics for everything that is wrong."""
     _scan_for_literal_secrets(doc, doc.data, (), diags)
@@ -70,6 +86,7 @@ def _report(doc: Document, exc: ValidationError, diags: Diagnostics) -> None:
     for err in exc.errors(include_url=False):
         path = _data_path(doc.data, err["loc"])
         kind = err["type"]
+        key_error = "[key]" in err["loc"]  # the mapping key itself is invalid, not its value
         # A value that fits no branch of a union yields one error per branch; one is enough.
         if path in seen and kind not in ("extra_forbidden", "missing"):
             continue
@@ -84,11 +101,17 @@ def _report(doc: Document, exc: ValidationError, diags: Diagnostics) -> None:
                         help=f"this version of mlc reads `apiVersion: {API_VERSION}`")
         elif kind in ("literal_error", "enum", "union_tag_invalid"):
             _bad_choice(doc, path, err, diags)
+        elif kind == "string_pattern_mismatch":
+            pattern = err.get("ctx", {}).get("pattern", "")
+            diags.error("MLC115", f"invalid value `{err['input']}` for `{path[-1]}`: it must "
+                        f"match `{pattern}`", span=locate(doc, path), path=path,
+                        help=_field_description(doc, path))
         elif kind in _CODES:
-            diags.error(_CODES[kind], _message(err), span=doc.span_for(path), path=path,
+            span = doc.key_spans.get(path) if key_error else locate(doc, path)
+            diags.error(_CODES[kind], _message(err), span=span or locate(doc, path), path=path,
                         help=_HELP.get(kind))
         else:
-            diags.error(WRONG_TYPE, _wrong_type_message(err), span=doc.span_for(path), path=path,
+            diags.error(WRONG_TYPE, _wrong_type_message(err), span=locate(doc, path), path=path,
                         help=_type_help(err))
 
 
@@ -163,6 +186,14 @@ def _unknown_key(doc: Document, path: FieldPath, diags: Diagnostics) -> None:
                 help=did_you_mean(key, candidates) or "remove it")
 
 
+def _field_description(doc: Document, path: FieldPath) -> str | None:
+    model = _model_at(path[:-1], doc.data)
+    for name, f in (model.model_fields.items() if model else ()):
+        if (f.alias or name) == path[-1] and f.description:
+            return f.description[0].lower() + f.description[1:]
+    return None
+
+
 def _missing(doc: Document, path: FieldPath, err: dict, diags: Diagnostics) -> None:
     if err["type"] == "union_tag_not_found":
         key = err.get("ctx", {}).get("discriminator", "type").strip("'")
@@ -171,17 +202,20 @@ def _missing(doc: Document, path: FieldPath, err: dict, diags: Diagnostics) -> N
         parent = path[:-1]
     where = f" in `{_dotted(parent)}`" if parent else " at the top level"
     diags.error("MLC103", f"missing required key `{path[-1]}`{where}",
-                span=doc.span_for(parent), path=path, help=f"add `{path[-1]}:`")
+                span=locate(doc, parent), path=path, help=f"add `{path[-1]}:`")
 
 
 def _bad_choice(doc: Document, path: FieldPath, err: dict, diags: Diagnostics) -> None:
     ctx = err.get("ctx", {})
     raw = ctx.get("expected") or ctx.get("expected_tags") or ""
     options = re.findall(r"'([^']*)'", str(raw))
-    value = err.get("input") if err["type"] != "union_tag_invalid" else ctx.get("tag")
+    value = err.get("input")
+    if err["type"] == "union_tag_invalid":  # point at the `type:` value, not the mapping
+        value = ctx.get("tag")
+        path = (*path, str(ctx.get("discriminator", "type")).strip("'"))
     shown = value if isinstance(value, str) else _describe(value)
     diags.error("MLC109", f"invalid value `{shown}` for `{path[-1] if path else 'document'}`",
-                span=doc.span_for(path), path=path,
+                span=locate(doc, path), path=path,
                 help=did_you_mean(str(value), options) if options else None)
 
 

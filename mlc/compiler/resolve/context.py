@@ -9,6 +9,7 @@ from ...schema import Project
 from ..diagnostics import Diagnostics, FieldPath, did_you_mean
 from ..ir import Origin
 from ..load import Document
+from ..validate import locate
 
 UNKNOWN_REFERENCE = "MLC201"
 CYCLE = "MLC202"
@@ -26,15 +27,15 @@ class Context:
     diags: Diagnostics
 
     def origin(self, path: FieldPath) -> Origin:
-        span = self.doc.span_for(path)
+        span = locate(self.doc, path)
         return Origin(file=span.file if span else self.doc.file, line=span.line if span else 0,
                       path=".".join(str(p) for p in path))
 
     def error(self, code: str, message: str, path: FieldPath, help: str | None = None) -> None:
-        self.diags.error(code, message, span=self.doc.span_for(path), path=path, help=help)
+        self.diags.error(code, message, span=locate(self.doc, path), path=path, help=help)
 
     def warning(self, code: str, message: str, path: FieldPath, help: str | None = None) -> None:
-        self.diags.warning(code, message, span=self.doc.span_for(path), path=path, help=help)
+        self.diags.warning(code, message, span=locate(self.doc, path), path=path, help=help)
 
     def check_ref(self, name: str | None, known: Iterable[str], what: str, path: FieldPath,
                   section: str) -> bool:

@@ -1,0 +1,231 @@
+"""The bad-input cases: each a small project that is wrong in exactly one way.
+
+`BASE` is a valid project; a case is BASE with one edit (or files of its own), the code it
+must produce, and where (`file:line:col`). tests/test_bad_inputs.py runs them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BASE = """\
+apiVersion: mlc.dev/v1
+kind: Project
+metadata:
+  name: demo
+platform:
+  imagePolicy: tag
+hardware:
+  cpu-small:
+    cpu: 500m
+    memory: 1Gi
+sources:
+  events:
+    type: file
+    path: data/events.parquet
+    columns:
+      - {name: user_id, type: int64}
+      - {name: event_timestamp, type: unix_timestamp}
+      - {name: clicks, type: int64}
+      - {name: label, type: int64}
+entities:
+  user: {joinKey: user_id}
+features:
+  user_stats:
+    entities: [user]
+    source: events
+    fields:
+      - {name: clicks, type: int64}
+models:
+  churn:
+    task: classification
+    inputs: {features: [user_stats]}
+    label: {source: events, column: label}
+    training:
+      hardware: cpu-small
+serving:
+  churn-api:
+    model: churn
+    hardware: cpu-small
+monitoring:
+  drift:
+    churn-drift:
+      endpoint: churn-api
+      routes: [team]
+  routes:
+    team:
+      webhook: {url: "https://alerts.example.com/hook"}
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    code: str
+    where: str  # file:line:col of the first diagnostic with `code`, or "" when it has no span
+    files: dict[str, str] = field(default_factory=dict)
+    env: str | None = None  # compile only this environment
+
+    @property
+    def project(self) -> dict[str, str]:
+        return self.files if "ml.yaml" in self.files else {"ml.yaml": BASE, **self.files}
+
+
+def edit(old: str, new: str, base: str = BASE) -> str:
+    assert base.count(old) == 1, old
+    return base.replace(old, new)
+
+
+def deep(n: int) -> str:
+    return "a: " + "[" * n + "]" * n + "\n"
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+CASES = [
+    # --- load: YAML itself ---------------------------------------------------------------
+    Case("syntax-unclosed-flow", "MLC002", "ml.yaml:25:11",
+         {"ml.yaml": edit("    entities: [user]\n", "    entities: [user\n")}),
+    Case("syntax-bad-indent", "MLC002", "ml.yaml:11:13",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n      nested: oops\n")}),
+    Case("duplicate-key", "MLC003", "ml.yaml:10:5",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    cpu: 1\n    memory: 1Gi\n")}),
+    Case("alias-bomb", "MLC006", "", {"ml.yaml": BOMB}),
+    Case("deep-nesting", "MLC005", "", {"ml.yaml": deep(100_000)}),
+    Case("too-large", "MLC004", "", {"ml.yaml": BASE + "#" * 1_100_000 + "\n"}),
+    Case("top-level-list", "MLC007", "ml.yaml:1:1", {"ml.yaml": "- apiVersion: mlc.dev/v1\n"}),
+    Case("empty-file", "MLC007", "", {"ml.yaml": ""}),
+    Case("non-string-key", "MLC008", "ml.yaml:11:5",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n    1: one\n")}),
+    Case("merge-key", "MLC010", "ml.yaml:11:5",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n    <<: {cpu: 1}\n")}),
+    Case("python-tag", "MLC009", "ml.yaml:4:9",
+         {"ml.yaml": edit("  name: demo\n", "  name: !!python/object:os.system demo\n")}),
+    Case("missing-ml-yaml", "MLC001", "", {"environments/dev.yaml": "{}\n"}),
+    # --- validate: types -----------------------------------------------------------------
+    Case("string-for-int", "MLC102", "ml.yaml:35:25",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {epochs: \"5\"}\nserving")}),
+    Case("string-for-bool", "MLC102", "ml.yaml:26:13",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    online: \"true\"\n")}),
+    Case("yaml11-bool-stays-string", "MLC102", "ml.yaml:26:13",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    online: yes\n")}),
+    Case("mapping-expected", "MLC102", "ml.yaml:7:1",
+         {"ml.yaml": edit("  cpu-small:\n    cpu: 500m\n    memory: 1Gi\n",
+                          "  - cpu-small\n")}),
+    Case("unknown-top-level-key", "MLC101", "ml.yaml:28:1",
+         {"ml.yaml": edit("models:\n", "modles:\n")}),
+    Case("unknown-nested-key", "MLC101", "ml.yaml:10:5",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memroy: 1Gi\n")}),
+    Case("missing-required", "MLC103", "ml.yaml:3:1",
+         {"ml.yaml": edit("metadata:\n  name: demo\n", "metadata:\n  team: x\n")}),
+    Case("missing-kind", "MLC103", "ml.yaml:1:1", {"ml.yaml": edit("kind: Project\n", "")}),
+    Case("bad-api-version", "MLC112", "ml.yaml:1:13",
+         {"ml.yaml": edit("apiVersion: mlc.dev/v1\n", "apiVersion: mlc.dev/v2\n")}),
+    Case("enum-typo", "MLC109", "ml.yaml:30:11",
+         {"ml.yaml": edit("    task: classification\n", "    task: clasification\n")}),
+    Case("source-type-typo", "MLC109", "ml.yaml:13:11",
+         {"ml.yaml": edit("    type: file\n", "    type: fiel\n")}),
+    Case("source-type-missing", "MLC103", "ml.yaml:12:3",
+         {"ml.yaml": edit("    type: file\n", "")}),
+    # --- validate: values ----------------------------------------------------------------
+    Case("bad-name", "MLC104", "ml.yaml:29:3",
+         {"ml.yaml": edit("  churn:\n", "  Churn_Model:\n")}),
+    Case("bad-cpu", "MLC105", "ml.yaml:9:10",
+         {"ml.yaml": edit("    cpu: 500m\n", "    cpu: two\n")}),
+    Case("bad-memory-unit", "MLC105", "ml.yaml:10:13",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 4GB\n")}),
+    Case("bad-cron-range", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"0 25 * * *\"\nserving")}),
+    Case("bad-cron-fields", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"0 3 * *\"\nserving")}),
+    Case("bad-duration", "MLC107", "ml.yaml:26:10",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    ttl: 10 minutes\n")}),
+    Case("bad-image", "MLC108", "ml.yaml:8:10",
+         {"ml.yaml": edit("hardware:\n", "images:\n  train: Not An Image\nhardware:\n")}),
+    Case("bad-label-value", "MLC113", "ml.yaml:6:11",
+         {"ml.yaml": edit("  name: demo\n", "  name: demo\n  labels:\n    tier: \"-bad-\"\n")}),
+    Case("percent-out-of-range", "MLC111", "ml.yaml:39:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    slo: {availability: 100.5}\nmonitoring")}),
+    Case("min-above-max-replicas", "MLC111", "ml.yaml:39:5",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    autoscaling: {minReplicas: 5, maxReplicas: 2}\nmonitoring")}),
+    Case("secret-both-kinds", "MLC114", "ml.yaml:12:3",
+         {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    kubernetes: {name: db, key: k}\n"
+                          "    external: {store: vault, path: a/b}\nsources:\n")}),
+    Case("bad-mig-slice", "MLC115", "ml.yaml:11:45",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    gpu: {type: NVIDIA-A100-SXM4-40GB, mig: half}\n")}),
+    # --- validate: secrets written in plain text -----------------------------------------
+    Case("literal-password", "MLC110", "ml.yaml:35:63",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], env: {DB_PASSWORD: hunter2}}"
+                          "\nserving")}),
+    Case("literal-slack-webhook", "MLC110", "ml.yaml:5:16",
+         {"ml.yaml": edit("  name: demo\n", "  name: demo\n  description: "
+                          "https://hooks.slack.com/services/T000/B000/XXXX\n")}),
+    Case("password-in-url", "MLC110", "ml.yaml:8:18",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  mlflow:\n"
+                          "    trackingUri: https://admin:s3cret@mlflow.example.com\n")}),
+    # --- resolve: references --------------------------------------------------------------
+    Case("unknown-hardware", "MLC201", "ml.yaml:34:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-smal\n"
+                          "serving")}),
+    Case("unknown-source", "MLC201", "ml.yaml:25:13",
+         {"ml.yaml": edit("    source: events\n", "    source: event\n")}),
+    Case("unknown-feature-service", "MLC201", "ml.yaml:31:30",
+         {"ml.yaml": edit("{features: [user_stats]}", "{featureService: nope}")}),
+    Case("unknown-model", "MLC201", "ml.yaml:37:12",
+         {"ml.yaml": edit("    model: churn\n", "    model: chrun\n")}),
+    Case("unknown-route", "MLC201", "ml.yaml:43:16",
+         {"ml.yaml": edit("      routes: [team]\n", "      routes: [teams]\n")}),
+    Case("unknown-secret", "MLC201", "ml.yaml:46:70",
+         {"ml.yaml": edit('{url: "https://alerts.example.com/hook"}',
+                          '{url: "https://alerts.example.com/hook", tokenSecret: tok}')}),
+    Case("unknown-drift-feature", "MLC201", "ml.yaml:44:18",
+         {"ml.yaml": edit("      routes: [team]\n", "      routes: [team]\n"
+                          "      features: [click]\n")}),
+    Case("source-cycle", "MLC202", "ml.yaml:20:32",
+         {"ml.yaml": edit("entities:\n", "  a: {type: push, batchSource: b}\n"
+                          "  b: {type: push, batchSource: a}\nentities:\n")}),
+    Case("derived-cycle", "MLC202", "ml.yaml:29:9",
+         {"ml.yaml": edit("      - {name: clicks, type: int64}\nmodels", "      - {name: clicks, "
+                          "type: int64}\n    derived:\n      - {name: a, expression: b + 1}\n"
+                          "      - {name: b, expression: a * 2}\nmodels")}),
+    Case("name-clash", "MLC203", "ml.yaml:36:3",
+         {"ml.yaml": edit("serving:\n", "serving:\n  churn_api:\n    model: churn\n")}),
+    Case("bad-expression", "MLC206", "ml.yaml:29:31",
+         {"ml.yaml": edit("      - {name: clicks, type: int64}\nmodels", "      - {name: clicks, "
+                          "type: int64}\n    derived:\n      - {name: a, expression: "
+                          "\"__import__('os').system('x')\"}\nmodels")}),
+    Case("field-not-a-column", "MLC207", "ml.yaml:27:16",
+         {"ml.yaml": edit("      - {name: clicks, type: int64}\nmodels",
+                          "      - {name: click, type: int64}\nmodels")}),
+    # --- resolve: semantics ---------------------------------------------------------------
+    Case("image-not-pinned", "MLC304", "ml.yaml:6:10",
+         {"ml.yaml": edit("platform:\n  imagePolicy: tag\n", "images:\n  train: ghcr.io/a/b:1\n"
+                          "  serve: ghcr.io/a/s:1\n  drift: ghcr.io/a/d:1\n")}),
+    Case("fp16-without-gpu", "MLC305", "ml.yaml:35:33",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {mixedPrecision: fp16}\nserving")}),
+    Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
+         {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
+                          "    framework: sklearn\n").replace(
+             "      routes: [team]\n", "      routes: [team]\n      onDrift: {action: retrain}\n")}),
+    # --- environments ---------------------------------------------------------------------
+    Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
+         {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),
+    Case("overlay-bad-value-later", "MLC105", "environments/prod.yaml:3:10",
+         {"environments/prod.yaml": "hardware:\n  cpu-small:\n    cpu: lots\n"}),
+    Case("overlay-unknown-key", "MLC101", "environments/prod.yaml:3:5",
+         {"environments/prod.yaml": "serving:\n  churn-api:\n    replica: 3\n"}),
+    Case("overlay-patch-typo", "MLC011", "environments/prod.yaml:3:13",
+         {"environments/prod.yaml": "serving:\n  churn-api:\n    $patch: delet\n"}),
+    Case("overlay-changes-kind", "MLC013", "environments/prod.yaml:1:7",
+         {"environments/prod.yaml": "kind: Other\n"}),
+    Case("unknown-environment", "MLC014", "", {"environments/prod.yaml": "{}\n"}, env="prdo"),
+]
