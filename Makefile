@@ -1,0 +1,37 @@
+# The two commands of the README's quick start, and what they need.
+#   make demo   install mlc and run the bundled fraud-detection example end to end
+#   make test   install everything the tests run for real, then run them
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# torch is pinned in pyproject.toml (2.13.0, a CPU build lies on disk); never let pip pick one.
+PIP     = $(BIN)/pip install --disable-pip-version-check -q
+
+.PHONY: demo test install install-test system-deps lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) -e '.[runtime]'
+
+install-test: $(BIN)/python system-deps
+	$(PIP) -e '.[all]'
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: install
+	$(BIN)/mlc validate
+	$(BIN)/mlc compile --out deploy
+	$(BIN)/mlc run --env dev
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+lint: install-test
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) deploy .mlc .pytest_cache

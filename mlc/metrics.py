@@ -1,0 +1,118 @@
+"""The metrics contract: every metric mlc's runtimes and pipelines export, defined once.
+
+The serving and drift runtimes export exactly these; the monitoring backend's alert and
+recording rules, the dashboards and the rollout gates query only these (a test parses every
+generated query and fails on any other name). Plain data, no imports: both the runtimes and
+the compiler read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["counter", "gauge", "histogram"]
+Exporter = Literal["serve", "drift", "pipeline"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PREDICTION_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+FEATURE_BUCKETS = (-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # as Prometheus stores it (histograms add _bucket, _sum and _count)
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+    exporter: Exporter
+    buckets: tuple[float, ...] = ()
+
+    def series(self) -> tuple[str, ...]:
+        """The series names a query may use for this metric."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+# --- serving runtime (scraped from every serving pod) -------------------------------------
+REQUESTS = Metric(
+    "mlc_requests_total", "counter", ("endpoint", "model_version", "route", "code"),
+    "Requests answered, by HTTP status code.", "serve")
+REQUEST_DURATION = Metric(
+    "mlc_request_duration_seconds", "histogram", ("endpoint", "model_version", "route"),
+    "Time from request received to response sent.", "serve", LATENCY_BUCKETS)
+INFLIGHT = Metric(
+    "mlc_inflight_requests", "gauge", ("endpoint",), "Requests being handled now.", "serve")
+QUEUE_DEPTH = Metric(
+    "mlc_queue_depth", "gauge", ("endpoint",), "Rows waiting for the batcher.", "serve")
+QUEUE_CAPACITY = Metric(
+    "mlc_queue_capacity", "gauge", ("endpoint",),
+    "Rows the queue holds before answering 503.", "serve")
+BATCH_SIZE = Metric(
+    "mlc_batch_size", "histogram", ("endpoint", "model_version"),
+    "Rows per model call made by the dynamic batcher.", "serve", BATCH_BUCKETS)
+PREDICTIONS = Metric(
+    "mlc_prediction_value", "histogram", ("endpoint", "model_version"),
+    "Predicted score (classification) or value (regression).", "serve", PREDICTION_BUCKETS)
+FEATURE_VALUES = Metric(
+    "mlc_input_feature_value", "histogram", ("endpoint", "feature"),
+    "Values of each input feature, as received.", "serve", FEATURE_BUCKETS)
+MODEL_INFO = Metric(
+    "mlc_model_info", "gauge", ("endpoint", "model", "model_version", "alias"),
+    "1 for the model version this pod serves.", "serve")
+MODEL_READY = Metric(
+    "mlc_model_ready", "gauge", ("endpoint",), "1 once the model is loaded and warm.", "serve")
+MODEL_TRAINED = Metric(
+    "mlc_model_trained_timestamp_seconds", "gauge", ("endpoint", "model", "model_version"),
+    "When the served model version was registered.", "serve")
+
+# --- drift runtime (pushed to the Pushgateway by every drift-check run) --------------------
+DRIFT_SCORE = Metric(
+    "mlc_drift_score", "gauge", ("check", "feature", "method"),
+    "Drift statistic per feature (and `__prediction__`), as the method defines it.", "drift")
+DRIFT_THRESHOLD = Metric(
+    "mlc_drift_threshold", "gauge", ("check", "feature", "method"),
+    "The threshold the score is compared with.", "drift")
+DRIFT_DETECTED = Metric(
+    "mlc_drift_detected", "gauge", ("check", "feature"),
+    "1 when the feature drifted in the last run.", "drift")
+DRIFT_SHARE = Metric(
+    "mlc_drift_share", "gauge", ("check",), "Share of features that drifted.", "drift")
+DATASET_DRIFT = Metric(
+    "mlc_dataset_drift", "gauge", ("check",),
+    "1 when the share of drifted features reached the check's driftShare.", "drift")
+DRIFT_LAST_RUN = Metric(
+    "mlc_drift_last_run_timestamp_seconds", "gauge", ("check",),
+    "When the check last ran, successfully or not.", "drift")
+DRIFT_LAST_SUCCESS = Metric(
+    "mlc_drift_last_success_timestamp_seconds", "gauge", ("check",),
+    "When the check last completed.", "drift")
+DRIFT_UP = Metric(
+    "mlc_drift_check_up", "gauge", ("check",),
+    "1 when the last run completed; 0 when it failed (bad data, missing columns).", "drift")
+
+# --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
+PIPELINE_RUNS = Metric(
+    "mlc_pipeline_runs_total", "counter", ("pipeline", "kind", "status"),
+    "Finished pipeline runs by status (Succeeded, Failed, Error).", "pipeline")
+PIPELINE_DURATION = Metric(
+    "mlc_pipeline_duration_seconds", "gauge", ("pipeline", "kind"),
+    "Duration of the last run of the pipeline.", "pipeline")
+PIPELINE_LAST_SUCCESS = Metric(
+    "mlc_pipeline_last_success_timestamp_seconds", "gauge", ("pipeline", "kind"),
+    "When the pipeline last succeeded (training: the model's freshness; materialisation: "
+    "the online store's).", "pipeline")
+
+CONTRACT: tuple[Metric, ...] = (
+    REQUESTS, REQUEST_DURATION, INFLIGHT, QUEUE_DEPTH, QUEUE_CAPACITY, BATCH_SIZE, PREDICTIONS,
+    FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED,
+    DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_DETECTED, DRIFT_SHARE, DATASET_DRIFT, DRIFT_LAST_RUN,
+    DRIFT_LAST_SUCCESS, DRIFT_UP,
+    PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
+)
+BY_NAME = {m.name: m for m in CONTRACT}
+# Every series name a generated query may use.
+SERIES = frozenset(s for m in CONTRACT for s in m.series())
+PREDICTION_FEATURE = "__prediction__"  # the `feature` label value of the prediction's drift
