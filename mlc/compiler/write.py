@@ -1,0 +1,460 @@
+"""The only module that touches the output directory (DESIGN rule 4).
+
+`write_environment` replaces `out_dir/<env>` with a new tree as one step, so that `git add`
+or a crash at any moment finds the old tree or the new one, never a mix of the two:
+
+1. under an exclusive lock on `out_dir/.mlc.lock`, so two writers never interleave;
+2. recover from a crashed earlier run (see `_recover`);
+3. read `<env>/.mlc-index.json`, the record of which files mlc generated and their hashes;
+   refuse (and write nothing) if a new file would land on a file mlc did not generate
+   (MLC901) or a generated file was edited by hand (MLC902, unless `force`); an OS error
+   on the way is MLC904 and also leaves the old tree in place;
+4. build the complete new tree in `out_dir/.mlc-staging-<env>` (same filesystem, so renames
+   are atomic): files mlc did not generate are carried over, generated files written and
+   fsynced, the new index last;
+5. swap: one atomic exchange where the kernel offers it (Linux renameat2), otherwise rename
+   the old tree to `out_dir/.mlc-old-<env>`, the staged tree into place, and delete the old.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlc import __version__
+from mlc.compiler.diagnostics import Diagnostics, Span
+from mlc.compiler.output import check_path
+
+INDEX_NAME = ".mlc-index.json"
+LOCK_NAME = ".mlc.lock"
+INDEX_FORMAT = 1
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+# Environment names become folder names next to our hidden staging folders, so they may not
+# start with a dot.
+_ENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    env: str
+    written: tuple[str, ...]  # new or changed files
+    removed: tuple[str, ...]  # generated before, no longer generated, deleted
+    unchanged: tuple[str, ...]
+
+
+@dataclass
+class _Tree:
+    """What is on disk now: the index and every entry except the index itself."""
+
+    index: dict[str, str]  # path -> sha256, as recorded by the last write
+    index_bytes: bytes | None
+    entries: dict[str, str]  # path -> "file" | "link" | "dir" (empty folders) | "other"
+
+
+def write_environment(out_dir: Path, env: str, files: Mapping[str, bytes], *,
+                      force: bool = False, diags: Diagnostics) -> WriteResult | None:
+    """Replace `out_dir/env` with `files` (paths relative to it); None if refused.
+
+    Refusals are reported to `diags` and leave the disk exactly as it was.
+    """
+    if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
+        raise ValueError(f"environment name {env!r} is not a plain folder name")
+    for path, data in files.items():
+        check_path(path)
+        if path == INDEX_NAME:
+            raise ValueError(f"{INDEX_NAME} is reserved for mlc's own index")
+        if not isinstance(data, bytes):
+            raise TypeError(f"{path}: content must be bytes, got {type(data).__name__}")
+    out_dir = Path(out_dir)
+    target, aside = out_dir / env, out_dir / f".mlc-old-{env}"
+    try:
+        return _write(out_dir, env, files, force, diags)
+    except OSError as exc:
+        # Everything before the swap happens in the staging copy and a failed swap is rolled
+        # back, so the old tree is still in place (or aside, put back by the next run).
+        notes = []
+        if os.path.lexists(aside) and not os.path.lexists(target):
+            notes.append(f"the old tree is in {aside}; the next mlc run puts it back")
+        diags.error("MLC904", f"could not write {target}: {exc}", span=Span(str(target)),
+                    notes=notes, help="free space or fix permissions, then run mlc apply again")
+        return None
+
+
+def _write(out_dir: Path, env: str, files: Mapping[str, bytes], force: bool,
+           diags: Diagnostics) -> WriteResult | None:
+    target = out_dir / env
+    staging = out_dir / f".mlc-staging-{env}"
+    aside = out_dir / f".mlc-old-{env}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir / LOCK_NAME):
+        examined = _examine(out_dir, env, files, force, diags)
+        if examined is None:
+            return None
+        tree, new_hashes, disk_hashes = examined
+        written = tuple(p for p in new_hashes if disk_hashes.get(p) != new_hashes[p])
+        removed = tuple(sorted(p for p in tree.index if p not in files and p in tree.entries))
+        unchanged = tuple(p for p in new_hashes if p not in written)
+        result = WriteResult(env, written, removed, unchanged)
+        index_bytes = _index_bytes(new_hashes)
+        if not written and not removed and index_bytes == tree.index_bytes:
+            return result  # nothing to do: leave the tree (and its mtimes) alone
+
+        carried = {p: kind for p, kind in tree.entries.items() if p not in tree.index}
+        try:
+            _build(staging, target, carried, files, index_bytes)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _swap(staging, target, aside)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Reading what is there
+
+
+def _scan(target: Path, env: str, diags: Diagnostics) -> _Tree | None:
+    if not os.path.lexists(target):
+        return _Tree({}, None, {})
+    if target.is_symlink() or not target.is_dir():
+        diags.error("MLC903", f"{target} is not a folder (a file or a link)",
+                    span=Span(str(target)), help="move it away or delete it",
+                    notes=[f"mlc writes the environment `{env}` into this folder"])
+        return None
+    index_path = target / INDEX_NAME
+    index: dict[str, str] = {}
+    index_bytes = None
+    if os.path.lexists(index_path):
+        try:
+            if not stat.S_ISREG(os.lstat(index_path).st_mode):
+                raise ValueError("not a regular file")
+            index_bytes = index_path.read_bytes()
+            index = parse_index(index_bytes)
+        except (OSError, ValueError) as exc:
+            diags.error("MLC903", f"{index_path} cannot be read: {exc}",
+                        span=Span(str(index_path)),
+                        help="restore it from git, or delete it: mlc then treats every file "
+                             "in the folder as not generated by mlc")
+            return None
+    try:
+        entries = _entries(target)
+    except OSError as exc:
+        diags.error("MLC903", f"{target} cannot be read: {exc}", span=Span(str(target)),
+                    help="fix the permissions of the folder the message names")
+        return None
+    return _Tree(index, index_bytes, entries)
+
+
+def parse_index(data: bytes) -> dict[str, str]:
+    """The {path: sha256} of an index file; ValueError if it is damaged."""
+    doc = json.loads(data.decode("utf-8"))
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError("no `files` mapping")  # noqa: TRY004 - bad data, not a bad call
+    for path, digest in files.items():
+        # A tampered index must not make mlc treat paths outside the tree as its own.
+        check_path(path)
+        if path == INDEX_NAME or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"bad entry for {path!r}")
+    return dict(files)
+
+
+def _entries(target: Path) -> dict[str, str]:
+    entries: dict[str, str] = {}
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(target, onerror=fail):
+        rel_dir = os.path.relpath(dirpath, target).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, name)):
+                dirnames.remove(name)  # a link to a folder is carried as a link, not walked
+                filenames.append(name)
+        for name in filenames:
+            rel = prefix + name
+            if rel == INDEX_NAME:
+                continue
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            kind = "file" if stat.S_ISREG(mode) else "link" if stat.S_ISLNK(mode) else "other"
+            entries[rel] = kind
+        if prefix and not dirnames and not filenames:
+            entries[rel_dir] = "dir"
+    return entries
+
+
+def _check_ownership(target: Path, env: str, tree: _Tree, files: Mapping[str, bytes],
+                     new_hashes: dict[str, str], force: bool,
+                     diags: Diagnostics) -> dict[str, str]:
+    """Report MLC901/902/903; return the sha256 of every regular file that may be replaced."""
+    disk_hashes: dict[str, str] = {}
+    for path in sorted(tree.index):
+        kind = tree.entries.get(path)
+        if kind is None:
+            continue  # deleted by hand: regenerating (or forgetting) it loses nothing
+        if kind == "file":
+            disk_hashes[path] = _sha256((target / path).read_bytes())
+            if disk_hashes[path] in (tree.index[path], new_hashes.get(path)):
+                continue
+        shown = f"{env}/{path}"
+        if force:
+            diags.warning("MLC902", f"{shown} was edited by hand; overwritten (--force)",
+                          span=Span(str(target / path)))
+        else:
+            diags.error("MLC902", f"{shown} was edited by hand since mlc generated it",
+                        span=Span(str(target / path)),
+                        help="move the change into ml.yaml or the environment overlay and "
+                             "run mlc apply again, or pass --force to discard the edit")
+
+    new_dirs = {p.rsplit("/", i)[0] for p in files for i in range(1, p.count("/") + 1)}
+    for path, kind in sorted(tree.entries.items()):
+        if path in tree.index:
+            continue
+        shown = f"{env}/{path}"
+        if kind == "other":
+            diags.error("MLC903", f"{shown} is not a regular file, link or folder; mlc "
+                        "cannot carry it over into the new tree", span=Span(str(target / path)),
+                        help="move it out of the output folder")
+            continue
+        parts = path.split("/")
+        ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        clash = next((a for a in ancestors if a in files), None)
+        if path in files or (kind != "dir" and path in new_dirs) or clash:
+            notes = [f"mlc now generates {env}/{clash}"] if clash else []
+            diags.error("MLC901", f"{shown} was not generated by mlc; move it away or delete it",
+                        span=Span(str(target / path)), notes=notes)
+    return disk_hashes
+
+
+def _index_bytes(hashes: Mapping[str, str]) -> bytes:
+    doc = {"format": INDEX_FORMAT, "generator": "mlc", "version": __version__,
+           "files": dict(sorted(hashes.items()))}
+    return (json.dumps(doc, sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+# Lock files held, and how deeply: flock does not nest (a second descriptor of the same
+# file would wait for the first), and `output_lock` holds the lock around several
+# `write_environment` calls. Keyed by thread (and process) too, so that another thread
+# waits on flock instead of walking in.
+_held: dict[tuple[str, int, int], int] = {}
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    key = (os.path.realpath(lock_path), os.getpid(), threading.get_ident())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[key] = 1
+        yield
+    finally:
+        _held.pop(key, None)
+        os.close(fd)  # closing the descriptor releases the lock, even after a crash
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the output folder's lock across several reads and writes.
+
+    `mlc apply` reads every environment's tree, plans, checks and writes them all under one
+    lock, so that two applies never interleave, not even one environment at a time.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir / LOCK_NAME):
+        yield
+
+
+def check_write(out_dir: Path, env: str, files: Mapping[str, bytes], *, force: bool = False,
+                diags: Diagnostics) -> bool:
+    """Whether `write_environment` would write, reporting its refusals; writes no file.
+
+    A multi-environment apply checks every environment first, so that a refusal in one
+    leaves all of them untouched. (It may finish a crashed run's swap: see `_recover`.)
+    """
+    with output_lock(out_dir):
+        return _examine(Path(out_dir), env, files, force, diags) is not None
+
+
+def _examine(out_dir: Path, env: str, files: Mapping[str, bytes], force: bool,
+             diags: Diagnostics) -> tuple[_Tree, dict[str, str], dict[str, str]] | None:
+    """Under the lock: the tree on disk, the new and the on-disk hashes; None if refused."""
+    errors_before = len(diags.errors)
+    target = out_dir / env
+    _recover(target, out_dir / f".mlc-staging-{env}", out_dir / f".mlc-old-{env}")
+    tree = _scan(target, env, diags)
+    if tree is None:
+        return None
+    new_hashes = {path: _sha256(data) for path, data in sorted(files.items())}
+    disk_hashes = _check_ownership(target, env, tree, files, new_hashes, force, diags)
+    if len(diags.errors) > errors_before:
+        return None
+    return tree, new_hashes, disk_hashes
+
+
+def _recover(target: Path, staging: Path, aside: Path) -> None:
+    """Undo what a crashed run left behind; we hold the lock, so no other run is live.
+
+    The old tree is renamed aside only once the staged tree is complete, and the staged tree
+    is renamed into place only after that. So an aside folder with no target means the crash
+    fell between the two renames: the old tree comes back. An aside folder next to a target
+    means the swap finished: the target is the complete new tree. A staging folder is never
+    the only copy of anything (incomplete, or the old tree after an exchange): delete it.
+    """
+    if os.path.lexists(aside):
+        if os.path.lexists(target):
+            _remove(aside)
+        else:
+            os.rename(aside, target)
+    _remove(staging)
+
+
+def _build(staging: Path, target: Path, carried: Mapping[str, str],
+           files: Mapping[str, bytes], index_bytes: bytes) -> None:
+    _remove(staging)
+    made: set[Path] = set()
+    _mkdir(staging, made)
+    for path, kind in sorted(carried.items()):
+        src, dst = target / path, staging / path
+        _mkdir(dst.parent, made)
+        if kind == "dir":
+            _mkdir(dst, made)
+        elif kind == "link":
+            os.symlink(os.readlink(src), dst)
+        else:
+            # A hard link is instant and shares the inode, so an edit the user makes to the
+            # old name before the swap still lands in the new tree.
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(src, dst, follow_symlinks=False)
+    for path, data in sorted(files.items()):
+        dst = staging / path
+        _mkdir(dst.parent, made)
+        _write_file(dst, data)
+    _write_file(staging / INDEX_NAME, index_bytes)
+    # Folder entries must be durable before the swap makes them visible.
+    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        _fsync_dir(folder)
+
+
+def _mkdir(path: Path, made: set[Path]) -> None:
+    if path in made:
+        return
+    if path.parent not in made and not path.parent.exists():
+        _mkdir(path.parent, made)
+    if not path.is_dir():
+        os.mkdir(path)
+        os.chmod(path, DIR_MODE)  # explicit: the umask must not decide what git records
+    made.add(path)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), FILE_MODE)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _swap(staging: Path, target: Path, aside: Path) -> None:
+    parent = target.parent
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        _fsync_dir(parent)
+        return
+    if _exchange is not None:
+        try:
+            _exchange(staging, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+        else:
+            _fsync_dir(parent)
+            # Now holds the old tree; if it cannot go now, `_recover` removes it next time.
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+    os.rename(target, aside)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        # Put the old tree back now; should this fail too, `_recover` does it next time.
+        os.rename(aside, target)
+        raise
+    _fsync_dir(parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _load_exchange() -> Callable[[Path, Path], None] | None:
+    """renameat2(RENAME_EXCHANGE) (Linux >= 3.15) swaps two folders in one atomic step, which
+    closes the moment between two renames when the environment folder does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint)
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+
+    def exchange(a: Path, b: Path) -> None:
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+    return exchange
+
+
+_exchange = _load_exchange()
