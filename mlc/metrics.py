@@ -94,14 +94,22 @@ DRIFT_UP = Metric(
     "1 when the last run completed; 0 when it failed (bad data, missing columns).", "drift")
 
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
+# Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
+# extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
+# them without the prefix. Pipelines of every environment share one controller, so each
+# series says which namespace (environment) its workflow ran in.
+ARGO_PROMETHEUS_PREFIX = "argo_workflows_"
 PIPELINE_RUNS = Metric(
-    "mlc_pipeline_runs_total", "counter", ("pipeline", "kind", "status"),
+    "argo_workflows_mlc_pipeline_runs_total", "counter",
+    ("pipeline", "kind", "status", "workflow_namespace"),
     "Finished pipeline runs by status (Succeeded, Failed, Error).", "pipeline")
 PIPELINE_DURATION = Metric(
-    "mlc_pipeline_duration_seconds", "gauge", ("pipeline", "kind"),
+    "argo_workflows_mlc_pipeline_duration_seconds", "gauge",
+    ("pipeline", "kind", "workflow_namespace"),
     "Duration of the last run of the pipeline.", "pipeline")
 PIPELINE_LAST_SUCCESS = Metric(
-    "mlc_pipeline_last_success_timestamp_seconds", "gauge", ("pipeline", "kind"),
+    "argo_workflows_mlc_pipeline_last_success_timestamp_seconds", "gauge",
+    ("pipeline", "kind", "workflow_namespace"),
     "When the pipeline last succeeded (training: the model's freshness; materialisation: "
     "the online store's).", "pipeline")
 

@@ -182,6 +182,7 @@ class Training(IR):
     checkpoint_every_steps: int
     retries: Retries
     timeout_seconds: int
+    checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
 
 
 class Gate(IR):
@@ -244,6 +245,7 @@ class Variant(IR):
     alias: str | None
     version: int | None
     weight: int
+    model_uri: str | None = None  # what this variant serves; set by resolve
 
 
 class Rollout(IR):
@@ -255,6 +257,8 @@ class Rollout(IR):
     shadow_percent: int
     variants: list[Variant]
     auto_promote: bool
+    shadow_model_uri: str | None = None  # the shadow's model; set when strategy is shadow
+    shadow_log_uri: str | None = None  # where the shadow logs every answer it computes
 
 
 class Slo(IR):
@@ -370,6 +374,8 @@ class Step(IR):
     timeout_seconds: int
     checkpoint_path: str | None = None
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
+    checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
+    env: dict[str, str] = Field(default_factory=dict)  # plain env of a custom trainer
 
 
 class Parameter(IR):
@@ -389,6 +395,7 @@ class Pipeline(IR):
     parameters: list[Parameter]
     steps: list[Step]  # in dependency order
     concurrency_key: str  # one run at a time per key (a mutex)
+    routes: list[str] = Field(default_factory=list)  # notified when a run ends, either way
 
 
 class Platform(IR):
@@ -406,12 +413,27 @@ class Platform(IR):
     online_store_secret: SecretRef | None
     offline_store_type: str
     offline_store_secret: SecretRef | None
+    # Further Feast store settings from ml.yaml (never credentials), sorted by key.
+    online_store_options: dict[str, str | int | float | bool | dict[str, str]] = Field(
+        default_factory=dict)
+    offline_store_options: dict[str, str | int | float | bool | dict[str, str]] = Field(
+        default_factory=dict)
     argocd_repo_url: str
     argocd_target_revision: str
     argocd_path: str
     argocd_project: str
     argocd_namespace: str
     argocd_server: str
+    # The volume that the steps of one pipeline run share (MLC_RUN_DIR).
+    run_volume_size: str = "10Gi"
+    run_volume_storage_class: str | None = None
+    run_volume_access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteOnce"
+    # The Prometheus that rollout gates query, and its pods (NetworkPolicies let them scrape).
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    prometheus_namespace: str = "monitoring"
+    prometheus_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+    pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
 
 
 class ResolvedProject(IR):

@@ -31,7 +31,7 @@ class Toleration(Spec):
 class HardwareProfile(Spec):
     cpu: Quantity = Field("1", description="CPU request (cores).")
     memory: MemoryQuantity = Field("2Gi", description="Memory request and limit.")
-    cpu_limit: Quantity | None = Field(None, description="CPU limit; defaults to twice the request.")
+    cpu_limit: Quantity | None = Field(None, description="CPU limit; defaults to the request.")
     ephemeral_storage: MemoryQuantity | None = None
     gpu: Gpu | None = None
     spot: bool = Field(False, description="Run on spot/preemptible nodes.")

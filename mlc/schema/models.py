@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import Cron, Duration, FieldName, Fraction, ImageRef, Name, Spec
+from .types import Cron, DnsLabel, Duration, FieldName, Fraction, ImageRef, Name, Spec
 
 
 class BuiltinTrainer(Spec):
@@ -47,6 +47,9 @@ class Retries(Spec):
 class Checkpoint(Spec):
     path: str = Field(min_length=1, description="Volume path or object-store URI for checkpoints.")
     every_steps: PositiveInt = 500
+    volume: DnsLabel | None = Field(None, description="A PersistentVolumeClaim that holds the "
+                                    "checkpoints; `path` is then a folder inside it. Without "
+                                    "it, `path` is an object-store URI (s3://, gs://, ...).")
 
 
 class Training(Spec):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .types import DnsLabel, Name, Spec
+from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
 
 
 class Mlflow(Spec):
@@ -14,16 +14,27 @@ class Mlflow(Spec):
     credentials_secret: Name | None = None
 
 
+# A store setting: a scalar, or a map of strings (Spark's `spark_conf`).
+StoreOption = str | int | float | bool | dict[str, str]
+
+
 class OnlineStore(Spec):
     type: Literal["sqlite", "redis", "postgres", "dynamodb", "bigtable", "datastore",
                   "snowflake"] = "sqlite"
     path: str = Field("data/online_store.db", description="sqlite only.")
     connection_secret: Name | None = Field(None, description="Connection string, by reference.")
+    options: dict[str, StoreOption] = Field(
+        default_factory=dict, description="Further settings of the Feast online store, as "
+        "feature_store.yaml names them (e.g. `region`, `host`, `database`); never credentials.")
 
 
 class OfflineStore(Spec):
     type: Literal["file", "bigquery", "snowflake", "redshift", "spark", "postgres"] = "file"
     connection_secret: Name | None = None
+    options: dict[str, StoreOption] = Field(
+        default_factory=dict, description="Further settings of the Feast offline store, as "
+        "feature_store.yaml names them (e.g. `account`, `warehouse`, `database`, `region`, "
+        "`iam_role`, `spark_conf`); never credentials: those come from `connectionSecret`.")
 
 
 class FeatureStore(Spec):
@@ -43,6 +54,26 @@ class ArgoCd(Spec):
     server: str = "https://kubernetes.default.svc"
 
 
+class Prometheus(Spec):
+    url: str = Field("http://prometheus-operated.monitoring.svc:9090", min_length=1,
+                     description="The Prometheus that rollout gates query (Argo Rollouts' "
+                     "AnalysisTemplates).")
+    namespace: DnsLabel = Field("monitoring", description="Namespace of the Prometheus pods "
+                                "that scrape the serving pods; NetworkPolicies let them in.")
+    pod_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Labels of those Prometheus pods.")
+
+
+class RunVolume(Spec):
+    """The volume that the steps of one pipeline run share (data snapshot, model, metrics)."""
+
+    size: MemoryQuantity = "10Gi"
+    storage_class: DnsLabel | None = Field(None, description="Defaults to the cluster's.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        "ReadWriteOnce", description="`ReadWriteMany` where training runs on several nodes.")
+
+
 class Platform(Spec):
     namespace: DnsLabel | None = Field(None, description="Defaults to `<project>-<env>`.")
     image_policy: Literal["digest", "tag"] = Field(
@@ -55,3 +86,9 @@ class Platform(Spec):
     mlflow: Mlflow = Field(default_factory=Mlflow)
     feature_store: FeatureStore = Field(default_factory=FeatureStore)
     argocd: ArgoCd = Field(default_factory=ArgoCd)
+    run_volume: RunVolume = Field(default_factory=RunVolume)
+    prometheus: Prometheus = Field(default_factory=Prometheus)
+    pushgateway_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="Where drift checks push their metrics; "
+        "defaults to `http://prometheus-pushgateway.<namespace>.svc:9091`, the Pushgateway "
+        "that the generated ServiceMonitor scrapes.")

@@ -41,7 +41,7 @@ class _Source(Spec):
 
 
 def _table_or_query(source: _Source) -> None:
-    if (getattr(source, "table") is None) == (getattr(source, "query") is None):
+    if (source.table is None) == (source.query is None):
         raise PydanticCustomError("mlc_one_of", "set exactly one of `table` and `query`", {})
 
 

@@ -57,7 +57,8 @@ DnsLabel = Annotated[str, AfterValidator(_check(
     "a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters"))]
 
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}")
+_DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+LABEL_KEY_RE = re.compile(rf"({_DNS_PREFIX})?{_LABEL_NAME}")
 LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
 
 
@@ -160,7 +161,7 @@ def cron_problem(expr: str) -> str | None:
     parts = expr.split()
     if len(parts) != 5:
         return f"expected 5 fields (minute hour day-of-month month day-of-week), found {len(parts)}"
-    for index, (part, (label, low, high)) in enumerate(zip(parts, _CRON_FIELDS)):
+    for index, (part, (label, low, high)) in enumerate(zip(parts, _CRON_FIELDS, strict=True)):
         names = _CRON_NAMES.get(index, {})
         for item in part.split(","):
             base, _, step = item.partition("/")

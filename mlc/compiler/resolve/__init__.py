@@ -15,6 +15,7 @@ from ..load import Document
 from ..names import dns_label
 from .context import NAME_CLASH, Context
 from .features import (
+    check_feast_support,
     check_source_cycles,
     resolve_entities,
     resolve_feature_services,
@@ -26,6 +27,7 @@ from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .serving import resolve_endpoints
+from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
 
@@ -43,6 +45,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     sources = resolve_sources(ctx)
     entities = resolve_entities(ctx)
     views = resolve_feature_views(ctx, sources, entities)
+    check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
     models, synthesized = resolve_models(ctx, views, services, sources, hardware, images)
     services = dict(sorted({**services, **synthesized}.items()))
@@ -51,6 +54,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     alerts = resolve_alerts(ctx, routes)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
+    check_workflows(ctx)
     if diags.has_errors():
         return None
     meta = project.metadata

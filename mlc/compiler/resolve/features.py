@@ -122,6 +122,8 @@ def expression_inputs(expression: str) -> list[str] | str:
         if isinstance(node, ast.Constant) and (
                 isinstance(node.value, bool) or not isinstance(node.value, (int, float))):
             return "only numeric constants are allowed"
+        if isinstance(node, ast.Constant) and node.value in (float("inf"), float("-inf")):
+            return f"`{node.value}` is not a finite number"  # `1e999` reads as infinity
     return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
 
 
@@ -232,3 +234,41 @@ def check_source_cycles(ctx: Context) -> None:
         ctx.error(CYCLE, "sources refer to each other in a cycle: " + " -> ".join(cycle),
                   ("sources", cycle[0], "batchSource"),
                   help="a stream's batchSource must be a file or warehouse source")
+
+
+# The source types each offline store reads: Feast joins a view's batch source in the
+# environment's offline store, which reads only its own kind of table or file.
+_OFFLINE_STORE_SOURCES = {"file": "file", "bigquery": "bigquery", "snowflake": "snowflake",
+                          "redshift": "redshift", "spark": "spark", "postgres": "postgres"}
+
+
+def check_feast_support(ctx: Context, platform: ir.Platform, sources: dict[str, ir.Source],
+                        views: dict[str, ir.FeatureView]) -> None:
+    """What the schema allows but the feature store of this environment cannot serve."""
+    offline = platform.offline_store_type
+    for name, view in views.items():
+        source = sources.get(view.source)
+        if source is None:
+            continue
+        if platform.online_store_type == "sqlite" and "-" in name:
+            # Feast 0.67 writes `<project>_<view>` unquoted into SQLite's CREATE TABLE.
+            ctx.error("MLC210", f"feature view `{name}` has a `-` in its name, which the "
+                      "SQLite online store cannot hold", ("features", name),
+                      help=f"rename it to `{name.replace('-', '_')}`")
+        if source.type == "kafka" and source.options.get("format") == "protobuf":
+            ctx.error(WRONG_KIND, f"feature view `{name}` reads protobuf messages from "
+                      f"`{source.name}`, for which mlc cannot generate a Feast schema",
+                      ("sources", source.name, "format"), help="use `json` or `avro`")
+        batch = sources.get(source.batch_source) if source.batch_source else source
+        if batch is None:
+            continue
+        if batch.type == "file" and batch.options.get("format") == "csv":
+            ctx.error(WRONG_KIND, f"feature view `{name}` reads `{batch.name}`, a CSV file; "
+                      "Feast reads Parquet files only", ("sources", batch.name, "format"),
+                      help="convert the file to Parquet")
+        elif batch.type != _OFFLINE_STORE_SOURCES[offline]:
+            ctx.error(WRONG_KIND, f"feature view `{name}` reads `{batch.name}`, a "
+                      f"{batch.type} source, but this environment's offline store is {offline}",
+                      ("features", name, "source"),
+                      help="read one kind of source in all feature views, or set "
+                      "`platform.featureStore.offlineStore.type` to the kind they read")

@@ -23,8 +23,10 @@ def _step(pipeline: str, name: str, kind: str, runtime: str, image: ir.Image, *,
           depends: list[str], hardware: str = "default", parameters: list[str] | None = None,
           secrets: dict[str, ir.SecretRef] | None = None, **extra) -> ir.Step:
     return ir.Step(
-        name=name, kind=kind, runtime=runtime, image=image, command=list(STEP_COMMAND),
-        args=["--project", PROJECT_JSON, "--pipeline", pipeline, "--step", name],
+        name=name, kind=kind, runtime=runtime, image=image,
+        command=extra.pop("command", list(STEP_COMMAND)),
+        args=extra.pop("args", ["--project", PROJECT_JSON, "--pipeline", pipeline, "--step",
+                                name]),
         parameters=parameters or [], hardware=hardware, nodes=extra.pop("nodes", 1),
         depends=depends, retries=extra.pop("retries", _DEFAULT_RETRIES),
         timeout_seconds=extra.pop("timeout_seconds", _DEFAULT_TIMEOUT),
@@ -70,8 +72,13 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               t.image, depends=["materialize"], hardware=t.hardware, nodes=t.nodes,
               parameters=["data_window_seconds", "hyperparameters", "reason"],
               retries=t.retries, timeout_seconds=t.timeout_seconds,
-              checkpoint_path=t.checkpoint_path, secrets={**feast, **mlflow}),
-        _step(name, "evaluate", "evaluate", "train", train, depends=["train"], secrets=feast | mlflow),
+              checkpoint_path=t.checkpoint_path, checkpoint_volume=t.checkpoint_volume,
+              secrets={**feast, **mlflow},
+              # a custom trainer runs its own entry point, with the same env contract
+              **({"command": list(t.command), "args": list(t.args), "env": dict(t.env)}
+                 if t.kind == "custom" else {})),
+        _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
+              secrets=feast | mlflow),
         _step(name, "register", "register", "train", train, depends=["evaluate"], secrets=mlflow),
         _step(name, "promote", "promote", "train", train, depends=["register"],
               parameters=["promote"], secrets=mlflow),
@@ -88,7 +95,8 @@ def drift_pipeline(check: ir.DriftCheck, images: dict[str, ir.Image],
                            description="How much recent data to compare.")]
     steps = [_step(name, "drift-check", "drift_check", "drift", images["drift"], depends=[],
                    parameters=["window_seconds"],
-                   secrets=_platform_secrets(platform, feast=True))]
+                   secrets=_platform_secrets(platform, feast=True),
+                   env={"MLC_PUSHGATEWAY_URL": platform.pushgateway_url})]
     return ir.Pipeline(name=name, kind="drift", model=check.model, endpoint=check.endpoint,
                        drift_check=check.name, schedule=check.schedule, timezone=timezone,
                        parameters=params, steps=steps, concurrency_key=name)
@@ -130,6 +138,24 @@ def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str
     return out
 
 
+def _notify_routes(ctx: Context, p: ir.Pipeline,
+                   checks: dict[str, ir.DriftCheck]) -> list[str]:
+    """Who hears about a run's end: a drift check's own routes (else the warning routes); for
+    training, the warning routes plus those of the drift checks that retrain the model."""
+    warning = list(ctx.project.monitoring.alerts.warning)
+    if p.kind == "drift":
+        routes = checks[p.drift_check].routes if p.drift_check in checks else []
+        routes = routes or warning
+    elif p.kind == "training":
+        routes = warning + [r for c in checks.values()
+                            if c.model == p.model and c.on_drift.action == "retrain"
+                            for r in c.routes]
+    else:
+        routes = warning
+    known = ctx.project.monitoring.routes
+    return [r for r in dict.fromkeys(routes) if r in known]
+
+
 def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
                       checks: dict[str, ir.DriftCheck], endpoints: dict[str, ir.Endpoint],
                       views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
@@ -147,6 +173,7 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
     pipelines += materialization_pipelines(views, images, platform, timezone)
     out: dict[str, ir.Pipeline] = {}
     for p in pipelines:
+        p = p.model_copy(update={"routes": _notify_routes(ctx, p, checks)})
         if p.name in out:
             ctx.error("MLC203", f"two pipelines would both be named `{p.name}`", (),
                       help="rename one of the models, endpoints or drift checks")

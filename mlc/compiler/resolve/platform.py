@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from ...schema.hardware import HardwareProfile
 from ...schema.types import IMAGE_RE, quantity_value
 from .. import ir
 from ..names import dns_label
+from ..validate import LITERAL_SECRET
 from .context import Context
 
 IMAGE_NOT_PINNED = "MLC304"
@@ -106,10 +109,98 @@ def secret_ref(ctx: Context, secrets: dict[str, ir.SecretRef], name: str | None,
     return None
 
 
+BAD_STORE_OPTION = "MLC210"
+# Settings that mlc writes itself (`type`, the SQLite `path`) or that hold credentials, which
+# come only from `connectionSecret`.
+_RESERVED_STORE_OPTIONS = frozenset({"type", "path", "password", "connection_string",
+                                     "private_key", "private_key_content",
+                                     "private_key_passphrase", "credentials"})
+_STORE_OPTION_KEY = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def store_options(ctx: Context, options: dict, path) -> dict:
+    """A Feast store's extra settings, sorted, after refusing what feature_store.yaml cannot
+    take from ml.yaml: reserved or malformed keys, and `$`, which Feast would expand."""
+    for key in sorted(options):
+        where = (*path, "options", key)
+        if key in _RESERVED_STORE_OPTIONS:
+            code = BAD_STORE_OPTION if key in ("type", "path") else LITERAL_SECRET
+            ctx.error(code, f"`{key}` cannot be set in `options`", where,
+                      help="mlc sets `type` and `path` itself; credentials come from "
+                      "`connectionSecret`")
+        elif not _STORE_OPTION_KEY.fullmatch(key):
+            ctx.error(BAD_STORE_OPTION, f"`{key}` is not a feature_store.yaml setting name",
+                      where, help="use the snake_case name Feast documents, e.g. `iam_role`")
+        value = options[key]
+        texts = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(text, str) and "$" in text for text in texts):
+            ctx.error(BAD_STORE_OPTION, f"`{key}` contains `$`, which Feast would read as an "
+                      "environment variable", where,
+                      help="write the value without `$`; pass secrets by `connectionSecret`")
+    return {k: (dict(sorted(v.items())) if isinstance(v, dict) else v)
+            for k, v in sorted(options.items())}
+
+
+def offline_store_type(ctx: Context) -> str:
+    """The offline store: as ml.yaml names it, or else the kind of table the feature views
+    read (Feast joins a view's data in the offline store, which reads only its own kind)."""
+    store = ctx.project.platform.feature_store.offline_store
+    if "type" in store.model_fields_set:
+        return store.type
+    sources = ctx.project.sources
+    kinds = set()
+    for view in ctx.project.features.values():
+        source = sources.get(view.source)
+        batch = sources.get(getattr(source, "batch_source", None) or "") or source
+        if batch is not None and batch.type in _BATCH_SOURCE_TYPES:
+            kinds.add(batch.type)
+    # a mixture has no store to serve it; check_feast_support reports it
+    return kinds.pop() if len(kinds) == 1 else store.type
+
+
+_BATCH_SOURCE_TYPES = ("file", "bigquery", "snowflake", "redshift", "spark", "postgres")
+
+
+# Settings Feast (0.67) requires per store type; credentials come from the connection secret.
+_REQUIRED_ONLINE = {"postgres": ("host", "database", "user"), "dynamodb": ("region",),
+                    "bigtable": ("instance",), "snowflake": ("database",)}
+_REQUIRED_OFFLINE = {"snowflake": ("database",), "redshift": ("region", "database", "iam_role"),
+                     "postgres": ("host", "database", "user")}
+_SECRET_NEEDED = {"postgres"}
+
+
+def check_required_store_options(ctx: Context, fs, offline_type: str) -> None:
+    """Warn now about settings that `feast apply` would ask for later."""
+    for which, store, kind, table in (
+            ("onlineStore", fs.online_store, fs.online_store.type, _REQUIRED_ONLINE),
+            ("offlineStore", fs.offline_store, offline_type, _REQUIRED_OFFLINE)):
+        missing = [f"`{k}`" for k in table.get(kind, ()) if k not in store.options]
+        if missing:
+            ctx.warning(BAD_STORE_OPTION, f"Feast's {kind} {which[:-5]} store needs "
+                        f"{', '.join(missing)} in `options`", ("platform", "featureStore", which),
+                        help=f"add them under `platform.featureStore.{which}.options`")
+        if kind in _SECRET_NEEDED and store.connection_secret is None:
+            ctx.warning(BAD_STORE_OPTION, f"Feast's {kind} {which[:-5]} store needs a password",
+                        ("platform", "featureStore", which),
+                        help="name the secret that holds it in `connectionSecret`")
+
+
+def check_store_paths(ctx: Context, fs) -> None:
+    """feature_store.yaml holds these verbatim, and Feast expands `$NAME` in that file."""
+    for text, where in ((fs.registry, ("registry",)), (fs.online_store.path,
+                                                       ("onlineStore", "path"))):
+        if "$" in text:
+            ctx.error(BAD_STORE_OPTION, f"`{text}` contains `$`, which Feast would read as an "
+                      "environment variable", ("platform", "featureStore", *where),
+                      help="write the path without `$`")
+
+
 def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platform:
     p = ctx.project.platform
     name = ctx.project.metadata.name
     fs = p.feature_store
+    check_store_paths(ctx, fs)
+    check_required_store_options(ctx, fs, offline_store_type(ctx))
     return ir.Platform(
         namespace=p.namespace or dns_label(name, ctx.env),
         image_policy=p.image_policy,
@@ -126,14 +217,26 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
         online_store_secret=secret_ref(
             ctx, secrets, fs.online_store.connection_secret,
             ("platform", "featureStore", "onlineStore", "connectionSecret")),
-        offline_store_type=fs.offline_store.type,
+        offline_store_type=offline_store_type(ctx),
         offline_store_secret=secret_ref(
             ctx, secrets, fs.offline_store.connection_secret,
             ("platform", "featureStore", "offlineStore", "connectionSecret")),
+        online_store_options=store_options(
+            ctx, fs.online_store.options, ("platform", "featureStore", "onlineStore")),
+        offline_store_options=store_options(
+            ctx, fs.offline_store.options, ("platform", "featureStore", "offlineStore")),
         argocd_repo_url=p.argocd.repo_url,
         argocd_target_revision=p.argocd.target_revision,
         argocd_path=p.argocd.path.strip("/"),
         argocd_project=p.argocd.project,
         argocd_namespace=p.argocd.namespace,
         argocd_server=p.argocd.server,
+        run_volume_size=str(p.run_volume.size),
+        run_volume_storage_class=p.run_volume.storage_class,
+        run_volume_access_mode=p.run_volume.access_mode,
+        prometheus_url=p.prometheus.url,
+        prometheus_namespace=p.prometheus.namespace,
+        prometheus_pod_labels=dict(sorted(p.prometheus.pod_labels.items())),
+        pushgateway_url=p.pushgateway_url or (
+            f"http://prometheus-pushgateway.{p.namespace or dns_label(name, ctx.env)}.svc:9091"),
     )

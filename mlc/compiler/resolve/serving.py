@@ -11,6 +11,19 @@ SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
 
 
+def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
+    """The MLflow URI of a registered model, by version if one is pinned, else by alias."""
+    if version is not None:
+        return f"models:/{model.registered_name}/{version}"
+    return f"models:/{model.registered_name}@{alias}"
+
+
+def _variant(model: ir.Model, v) -> ir.Variant:
+    alias = v.alias or (None if v.version else model.production_alias)
+    return ir.Variant(name=v.name, alias=alias, version=v.version, weight=v.weight,
+                      model_uri=model_uri(model, alias, v.version))
+
+
 def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                       hardware: dict[str, ir.Hardware], images: dict[str, ir.Image],
                       views: dict[str, ir.FeatureView], sources: dict[str, ir.Source],
@@ -24,8 +37,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             continue
         model = models[e.model]
         alias = None if e.version is not None else (e.alias or model.production_alias)
-        uri = (f"models:/{model.registered_name}/{e.version}" if e.version is not None
-               else f"models:/{model.registered_name}@{alias}")
+        uri = model_uri(model, alias, e.version)
         profile = hardware.get(e.hardware)
         a = e.autoscaling
         if (e.mode == "serverless" and a.min_replicas == 0 and profile and profile.gpu_count
@@ -50,6 +62,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
         r = e.rollout
+        shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
+                                           else None)) if r.shadow else None
         rollout = ir.Rollout(
             strategy=r.strategy,
             steps=[ir.CanaryStep(weight=s.weight, pause_seconds=(
@@ -60,14 +74,17 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                 max_prediction_drift=r.gates.max_prediction_drift,
                 interval_seconds=int(duration_seconds(r.gates.interval)),
                 failure_limit=r.gates.failure_limit),
-            shadow_alias=(r.shadow.alias or (model.candidate_alias if r.shadow.version is None
-                                             else None)) if r.shadow else None,
+            shadow_alias=shadow_alias,
             shadow_version=r.shadow.version if r.shadow else None,
             shadow_percent=r.shadow.percent if r.shadow else 100,
-            variants=[ir.Variant(name=v.name, alias=v.alias or (
-                None if v.version else model.production_alias), version=v.version,
-                weight=v.weight) for v in r.variants],
-            auto_promote=r.auto_promote)
+            variants=[_variant(model, v) for v in r.variants],
+            auto_promote=r.auto_promote,
+            # the shadow's answers go beside the endpoint's log, never into it: drift checks
+            # read the endpoint's log and must see only answers that clients received
+            shadow_model_uri=(model_uri(model, shadow_alias, r.shadow.version)
+                              if r.shadow else None),
+            shadow_log_uri=(f"{platform.artifact_root}/{ctx.project.metadata.name}/{ctx.env}/"
+                            f"predictions/{name}-shadow" if r.shadow else None))
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

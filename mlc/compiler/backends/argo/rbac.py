@@ -1,0 +1,70 @@
+"""Service accounts and Roles: each identity may do exactly what its pods do, nothing more.
+
+- the workflow's pods: Argo's executor reports each step's result (WorkflowTaskResults), and a
+  distributed training step creates a JobSet and watches it until it ends;
+- the Sensor: creates the Workflow that retrains a model;
+- the EventSource: receives webhooks only, so it gets no token at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...ir import ResolvedProject
+from ...names import dns_label
+from ..objects import metadata
+from . import events
+from .distributed import JOBSET_API_VERSION
+
+RBAC_API = "rbac.authorization.k8s.io/v1"
+
+
+def _account(project: ResolvedProject, name: str, component: str, *,
+             token: bool) -> dict[str, Any]:
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": metadata(project, name, component=component)}
+    if not token:
+        account["automountServiceAccountToken"] = False
+    return account
+
+
+def _role(project: ResolvedProject, account: str, component: str,
+          rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    name = dns_label(account)
+    role = {"apiVersion": RBAC_API, "kind": "Role",
+            "metadata": metadata(project, name, component=component), "rules": rules}
+    binding = {"apiVersion": RBAC_API, "kind": "RoleBinding",
+               "metadata": metadata(project, name, component=component),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": account,
+                             "namespace": project.platform.namespace}]}
+    return [role, binding]
+
+
+def workflow_rules(project: ResolvedProject) -> list[dict[str, Any]]:
+    rules = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
+              "verbs": ["create", "patch"]}]
+    distributed = any(s.kind == "train" and s.nodes > 1
+                      for p in project.pipelines.values() for s in p.steps)
+    if distributed:
+        rules.append({"apiGroups": [JOBSET_API_VERSION.split("/")[0]], "resources": ["jobsets"],
+                      "verbs": ["create", "get", "list", "watch"]})
+    return rules
+
+
+def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
+    if not project.pipelines:
+        return []
+    account = project.platform.service_account
+    out = [_account(project, account, "workflows", token=True),
+           *_role(project, account, "workflows", workflow_rules(project))]
+    if events.retrain_checks(project):
+        sensor = events.sensor_account(project)
+        out += [_account(project, sensor, "drift-retraining", token=True),
+                *_role(project, sensor, "drift-retraining",
+                       [{"apiGroups": ["argoproj.io"], "resources": ["workflows"],
+                         "verbs": ["create"]}]),
+                _account(project, events.event_source_account(project), "drift-alerts",
+                         token=False)]
+    return out

@@ -1,0 +1,152 @@
+"""One pipeline step as an Argo container template.
+
+A step's container gets everything through its environment (see docs/training-contract.md):
+the step's own identity, the run folder, the pipeline parameters by name (never spliced into
+arguments or shell text), and secrets by reference. Security context, resources and
+scheduling come from backends/pods.py, exactly as every other pod of the project.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hera.workflows import Container
+from hera.workflows import models as m
+
+from ...ir import Hardware, Pipeline, ResolvedProject, Retries, Step
+from ...resolve import PROJECT_JSON
+from ...resolve.platform import QUEUE_LABEL
+from .. import pods
+from ..feast import DATA_ROOT_ENV, REPO_MOUNT_PATH
+from . import volumes
+from .expressions import WORKFLOW_NAME, literal, parameter, parameter_base64
+
+# Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
+# a retry cannot change: the data, the metrics or the drift would be the same the next time.
+FINAL_EXIT_CODES = (10, 11, 20)
+# Anything that writes under $HOME (pip, torch, MLflow caches) must land on a volume.
+HOME = "/tmp"
+# Argo's own containers in each pod (argoexec): small, and limited like every container.
+EXECUTOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"},
+                      "limits": {"cpu": "500m", "memory": "256Mi"}}
+
+
+def executor_patch(*containers: str) -> str:
+    """A podSpecPatch that holds Argo's containers to the same security rules as ours: `init`
+    is in every pod; `wait` runs beside a container step, while a resource step's `main` is
+    argoexec itself. Naming a container a pod lacks would add a broken one, hence the list."""
+    def executor(name: str) -> dict[str, Any]:
+        return {"name": name, "resources": EXECUTOR_RESOURCES,
+                "securityContext": pods.container_security_context()}
+    patch = {"initContainers": [executor("init")],
+             "containers": [executor(c) for c in containers]}
+    return json.dumps(patch, sort_keys=True, indent=2) + "\n"
+
+
+def param_env_name(name: str) -> str:
+    return f"MLC_PARAM_{name.upper()}"
+
+
+def contract_env(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str, str]:
+    """The plain environment of the step contract; values are Argo-safe."""
+    env = {
+        "HOME": HOME,
+        "MLC_PROJECT_JSON": PROJECT_JSON,
+        "MLC_PIPELINE": pipeline.name,
+        "MLC_STEP": step.name,
+        "MLC_RUN_DIR": volumes.RUN_DIR,
+        "MLC_RUN_ID": WORKFLOW_NAME,
+        "MLC_FEAST_REPO": REPO_MOUNT_PATH,
+        # relative paths of ml.yaml (file sources, a file registry) resolve under this folder;
+        # in a cluster only the run's own volume is there
+        DATA_ROOT_ENV: volumes.RUN_DIR,
+        "MLFLOW_TRACKING_URI": literal(project.platform.mlflow_tracking_uri),
+    }
+    if pipeline.model:
+        env["MLC_MODEL"] = pipeline.model
+    if step.checkpoint_path:
+        folder = volumes.checkpoint_dir(step)
+        if folder:
+            env["MLC_CHECKPOINT_DIR"] = literal(folder)
+        else:
+            env["MLC_CHECKPOINT_URI"] = literal(step.checkpoint_path)
+    return env
+
+
+def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step, *,
+             encoded: bool = False) -> list[dict[str, Any]]:
+    """Every env var of a step, sorted by name: the contract wins over a custom trainer's own
+    variables, and secrets (by reference) win over both.
+
+    `encoded` passes parameters base64-encoded as MLC_PARAM_<NAME>_B64, for pods whose spec
+    Argo substitutes into manifest text, where a raw value could end the quoted string.
+    """
+    plain = {literal(k): literal(v) for k, v in step.env.items()}
+    plain.update(contract_env(project, pipeline, step))
+    for name in step.parameters:
+        if encoded:
+            plain[param_env_name(name) + "_B64"] = parameter_base64(name)
+        else:
+            plain[param_env_name(name)] = parameter(name)
+    secret = pods.secret_env(step.secrets)
+    taken = {e["name"] for e in secret}
+    out = [{"name": k, "value": v} for k, v in plain.items() if k not in taken] + secret
+    return sorted(out, key=lambda e: e["name"])
+
+
+def retry_strategy(retries: Retries, *, policy: str = "Always") -> m.RetryStrategy | None:
+    """Retries with exponential backoff; `backoff_max_seconds` caps one wait (Argo's `cap`),
+    since Argo's `maxDuration` would count the hours of a long training run."""
+    if retries.limit == 0:
+        return None
+    codes = ", ".join(f"'{c}'" for c in FINAL_EXIT_CODES)
+    return m.RetryStrategy(
+        limit=m.IntOrString(__root__=str(retries.limit)),
+        retry_policy=policy,
+        expression=f"lastRetry.status == 'Error' || !(lastRetry.exitCode in [{codes}])",
+        backoff=m.Backoff(duration=f"{retries.backoff_seconds}s",
+                          factor=m.IntOrString(__root__=retries.backoff_factor),
+                          cap=f"{retries.backoff_max_seconds}s"))
+
+
+def pod_labels(hardware: Hardware) -> dict[str, str]:
+    # Kueue admits (plain) pods into the LocalQueue named by this label.
+    return {QUEUE_LABEL: hardware.queue} if hardware.queue else {}
+
+
+def scheduling(hardware: Hardware) -> dict[str, Any]:
+    """nodeSelector, tolerations and priority class, as hera template arguments."""
+    s = pods.scheduling(hardware)
+    out: dict[str, Any] = {}
+    if "nodeSelector" in s:
+        out["node_selector"] = literal_map(s["nodeSelector"])
+    if "tolerations" in s:
+        out["tolerations"] = [m.Toleration.parse_obj(literal_map(t))
+                              for t in s["tolerations"]]
+    if "priorityClassName" in s:
+        out["priority_class_name"] = s["priorityClassName"]
+    return out
+
+
+def literal_map(t: dict[str, str]) -> dict[str, str]:
+    """A toleration or a node selector, its user-written keys and values made Argo-safe."""
+    return {literal(k): literal(v) for k, v in t.items()}
+
+
+def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> Container:
+    hardware = project.hardware[step.hardware]
+    return Container(
+        name=step.name,
+        image=step.image.ref,
+        command=[literal(c) for c in step.command],
+        args=[literal(a) for a in step.args],
+        env=[m.EnvVar.parse_obj(e) for e in step_env(project, pipeline, step)],
+        resources=m.ResourceRequirements.parse_obj(pods.resources(hardware)),
+        security_context=m.SecurityContext.parse_obj(pods.container_security_context()),
+        volume_mounts=[m.VolumeMount.parse_obj(v) for v in volumes.step_mounts(step)],
+        labels=pod_labels(hardware) or None,
+        active_deadline_seconds=m.IntOrString(__root__=step.timeout_seconds),
+        retry_strategy=retry_strategy(step.retries),
+        **scheduling(hardware),
+    )
