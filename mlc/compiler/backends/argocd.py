@@ -1,0 +1,75 @@
+"""Argo CD: an Application that syncs this environment's folder from git.
+
+Each compile writes only OUT/<env>/, and an environment's settings (its namespace, its
+Argo CD project, the revision it tracks) are known only when that environment is compiled,
+so each environment carries its own Application, in `argocd/application-<app>.yaml`, rather
+than one ApplicationSet that would have to guess the others. The packager leaves `argocd/`
+out of the kustomization: an Application synced from the folder it points at would manage
+itself. Apply it once (`kubectl apply -f deploy/<env>/argocd/`), or let an app of apps
+point at `deploy/*/argocd`.
+
+Sync policy: automated, with pruning and self-healing, so that git is the truth and a merge
+is a deploy; retried with backoff, since CRD-backed objects can race their controllers.
+Deleting the Application leaves the objects in place (no resources finalizer): tearing an
+environment down is a decision, not a side effect. Sync waves and the objects protected from
+pruning are set on the objects themselves, by the packager (kustomize.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ir import ResolvedProject
+from ..names import dns_label
+from ..output import OutputFile
+from .kustomize import BOOTSTRAP_DIR
+from .objects import metadata
+
+API_VERSION = "argoproj.io/v1alpha1"
+SYNC_OPTIONS = [
+    # prune only after everything else applied and became healthy
+    "PruneLast=true",
+    # apply what changed, not the whole tree, on every sync
+    "ApplyOutOfSyncOnly=true",
+]
+# Not ServerSideApply: a Service's selector is an atomic map, so applying ours server-side
+# would drop the pod-template-hash key that Argo Rollouts adds to it during a rollout.
+RETRY = {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}}
+
+
+def application_name(project: ResolvedProject) -> str:
+    return dns_label(project.name, project.env)
+
+
+def source_path(project: ResolvedProject) -> str:
+    root = project.platform.argocd_path
+    return f"{root}/{project.env}" if root else project.env
+
+
+def application(project: ResolvedProject) -> dict[str, Any]:
+    p = project.platform
+    meta = metadata(project, application_name(project), namespaced=False,
+                    component="gitops")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Application",
+        "metadata": {"name": meta["name"], "namespace": p.argocd_namespace,
+                     "labels": meta["labels"], "annotations": meta["annotations"]},
+        "spec": {
+            "project": p.argocd_project,
+            "source": {"repoURL": p.argocd_repo_url, "targetRevision": p.argocd_target_revision,
+                       "path": source_path(project)},
+            "destination": {"server": p.argocd_server, "namespace": p.namespace},
+            "syncPolicy": {
+                "automated": {"prune": True, "selfHeal": True},
+                "syncOptions": list(SYNC_OPTIONS),
+                "retry": RETRY,
+            },
+            "revisionHistoryLimit": 10,
+        },
+    }
+
+
+def emit(project: ResolvedProject) -> list[OutputFile]:
+    path = f"{BOOTSTRAP_DIR}application-{application_name(project)}.yaml"
+    return [OutputFile(path, application(project), project.source)]

@@ -1,0 +1,143 @@
+"""The serving backend: what a cluster needs to serve each endpoint, in one of three forms.
+
+Per endpoint `<e>` (files only where the endpoint needs them), named like the other backends'
+files, `<system>/<kind>-<e>.yaml`:
+
+    serving/configmap-<e>.yaml                each server's runtime settings (config.py)
+    serving/serviceaccount-<e>.yaml           its identity, with no API token mounted
+    serving/deployment-<e>.yaml               rolling primary, shadow, A/B variants
+    serving/service-<e>.yaml                  `<e>`, and one per shadow/variant/preview
+    serving/horizontalpodautoscaler-<e>.yaml  cpu, rps or concurrency (autoscaling.py)
+    serving/poddisruptionbudget-<e>.yaml      one pod of a server evicted at a time
+    serving/networkpolicy-<e>.yaml            deny ingress but clients and Prometheus
+    rollouts/rollout-<e>.yaml                 Argo Rollout: canary or blue-green primary
+    rollouts/analysistemplate-<e>.yaml        its gates: error rate, p99 latency, PSI
+    knative/service-<e>.yaml                  serverless: Knative Services (primary, shadow)
+    knative/configuration-<e>.yaml            serverless A/B: a Configuration per variant...
+    knative/route-<e>.yaml                    ...and the Route that splits traffic by weight
+    kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead
+
+The plan (which servers an endpoint runs: workloads.py) is made first and every form renders
+it; see the modules for why each object looks as it does. Batch endpoints get only their
+ConfigMap (key `batch.json`): the Argo backend schedules the scoring job that reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...ir import Endpoint, ResolvedProject
+from ...output import OutputFile
+from . import analysis, autoscaling, config, deployment, knative, kserve, network, rollouts
+from . import service as services
+from .workloads import Workload, form, plan, workload_name
+
+__all__ = ["emit"]
+
+GATED = ("canary", "blueGreen")  # strategies whose primary is an Argo Rollout
+
+
+def path(system: str, kind: str, ep: Endpoint) -> str:
+    return f"{system}/{kind}-{ep.k8s_name}.yaml"
+
+
+def emit(project: ResolvedProject) -> list[OutputFile]:
+    files: list[OutputFile] = []
+    for name in sorted(project.endpoints):
+        files += endpoint_files(project, project.endpoints[name])
+    return files
+
+
+def mirror_url(project: ResolvedProject, ep: Endpoint, workloads: list[Workload]) -> str | None:
+    """Where the primary sends copies of requests: the shadow's in-cluster address."""
+    shadow = next((w for w in workloads if w.role == "shadow"), None)
+    if shadow is None:
+        return None
+    shape = form(ep)
+    if shape == "kserve":
+        return kserve.predictor_url(project, shadow.name)
+    # a Knative Service listens on port 80 of its cluster-local address
+    return services.url(project, shadow.name, ep.port if shape == "kubernetes" else None)
+
+
+def batch_settings(ep: Endpoint) -> dict[str, Any]:
+    return {"endpoint": ep.name, "role": "batch", "model_uri": ep.model_uri,
+            "batching": {"max_batch_size": ep.batching.max_batch_size}}
+
+
+def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
+    workloads = plan(ep)
+    mirror = mirror_url(project, ep, workloads)
+    settings = {w.config_key: config.runtime_settings(w, mirror) for w in workloads}
+    if ep.mode == "batch":
+        settings["batch.json"] = batch_settings(ep)
+    hashes = {w.name: config.config_hash(w, settings[w.config_key]) for w in workloads}
+    out: dict[str, list[dict[str, Any]]] = {
+        path("serving", "configmap", ep): [config.config_map(project, ep, settings)]}
+    if workloads:
+        out[path("serving", "serviceaccount", ep)] = [config.service_account(project, ep)]
+        out |= {"kubernetes": _kubernetes, "knative": _knative,
+                "kserve": _kserve}[form(ep)](project, ep, workloads, hashes)
+    return [OutputFile(name, docs[0] if len(docs) == 1 else docs, project.source)
+            for name, docs in out.items() if docs]
+
+
+def _kubernetes(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
+                hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    gated = ep.rollout.strategy in GATED
+    files: dict[str, list[dict[str, Any]]] = {
+        path("serving", "deployment", ep): [], path("serving", "horizontalpodautoscaler", ep): []}
+    for w in workloads:
+        if gated and w.role == "primary":
+            files[path("rollouts", "rollout", ep)] = [
+                rollouts.rollout(project, w, hashes[w.name])]
+            files[path("rollouts", "analysistemplate", ep)] = [
+                analysis.analysis_template(project, ep)]
+            target = ("Rollout", rollouts.API_VERSION)
+        else:
+            files[path("serving", "deployment", ep)].append(
+                deployment.deployment(project, w, hashes[w.name]))
+            target = ("Deployment", "apps/v1")
+        if autoscaling.autoscaled(w):
+            files[path("serving", "horizontalpodautoscaler", ep)].append(
+                autoscaling.hpa(project, w, *target))
+    files[path("serving", "service", ep)] = services.services(project, ep, workloads)
+    files |= _policies(project, ep, workloads)
+    return files
+
+
+def _policies(project: ResolvedProject, ep: Endpoint,
+              workloads: list[Workload]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        path("serving", "poddisruptionbudget", ep): [
+            autoscaling.disruption_budget(project, w) for w in workloads if w.max_replicas > 0],
+        path("serving", "networkpolicy", ep): network.network_policies(project, ep, workloads),
+    }
+
+
+def _knative(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
+             hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    if ep.rollout.strategy == "ab":
+        return {
+            path("knative", "configuration", ep): [
+                knative.configuration(project, w, hashes[w.name]) for w in workloads],
+            path("knative", "route", ep): [
+                knative.route(project, ep, workload_name(ep), workloads)],
+        }
+    return {path("knative", "service", ep): [knative.service(project, w, hashes[w.name])
+                                             for w in workloads]}
+
+
+def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
+            hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    files = {path("kserve", "inferenceservice", ep): [
+        kserve.inference_service(project, w, hashes[w.name]) for w in workloads]}
+    if ep.mode == "serverless":
+        if ep.rollout.strategy == "ab":
+            files[path("knative", "route", ep)] = [knative.route(
+                project, ep, workload_name(ep), workloads, kserve.PREDICTOR_SUFFIX)]
+        return files
+    if ep.rollout.strategy == "ab":
+        # the variants' pods behind one address, weighted by replica count
+        files[path("serving", "service", ep)] = services.services(project, ep, [])
+    return files | _policies(project, ep, workloads)

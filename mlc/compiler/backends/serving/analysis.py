@@ -1,0 +1,255 @@
+"""Rollout gates: an Argo Rollouts AnalysisTemplate whose PromQL reads the serving metrics.
+
+Three gates, each a metric of the template, measured every `gates.interval` while a canary
+runs (or for a while after a blue-green switch); a failed gate aborts the rollout, which
+sends all traffic back to the stable version and scales the new one down:
+
+- error rate: share of the new pods' requests answered with a 5xx code;
+- p99 latency of the new pods' requests;
+- prediction drift: the population stability index (PSI) between the new pods' predictions
+  and the stable pods' (see `psi_query`).
+
+New and stable pods are told apart by the `rollouts_pod_template_hash` label, which Argo
+Rollouts puts on the pods and the monitoring backend's PodMonitor copies onto every series;
+the hashes arrive as the template's arguments. A gate without data (no traffic yet, or a
+division 0/0) is neither passed nor failed but inconclusive: a few in a row are tolerated,
+more pause the rollout for a person to look, as Argo Rollouts does with inconclusive runs.
+
+Every metric name comes from `mlc.metrics`; label values from ml.yaml go through `literal`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mlc import metrics
+
+from ...ir import Endpoint, ResolvedProject
+from ...names import dns_label
+from ..monitoring import promql
+from ..monitoring.servicemonitors import ROLLOUT_POD_LABEL
+from ..objects import metadata
+from .workloads import COMPONENT
+
+NEW_ARG = "new-hash"  # the pod template hash of the version being rolled out
+STABLE_ARG = "stable-hash"  # the version that serves today
+HASH_LABEL = ROLLOUT_POD_LABEL.replace("-", "_")  # as Prometheus names the copied pod label
+LATENCY_QUANTILE = 0.99
+# rate() needs a few scrapes in its window to say anything; shorter gate intervals still
+# measure that often, over this much history.
+MIN_WINDOW_SECONDS = 60
+# Blue-green: the previous version gets no traffic once the new one is active, so its
+# predictions are read from the hour before the switch.
+BASELINE_WINDOW_SECONDS = 3600
+BLUE_GREEN_MEASUREMENTS = 5
+INCONCLUSIVE_LIMIT = 3
+# PSI takes ln(p / q): an empty bin counts as this share instead of 0.
+PSI_EPSILON = 1e-4
+
+_TEMPLATE_REF = re.compile(r"\{\{(.*?)\}\}")
+
+
+def template_name(ep: Endpoint) -> str:
+    return dns_label(ep.k8s_name, "gates")
+
+
+def arg(name: str) -> str:
+    return "{{args." + name + "}}"
+
+
+def literal(value: str) -> str:
+    """A PromQL string literal of `value` that Argo Rollouts' templating leaves alone.
+
+    Argo Rollouts replaces `{{...}}` in a query before Prometheus parses it, so braces from
+    ml.yaml are written as the escapes `\\x7b` and `\\x7d`, which PromQL reads back as braces.
+    """
+    return promql.string(value).replace("{", "\\x7b").replace("}", "\\x7d")
+
+
+def selector(name: str, project: ResolvedProject, ep: Endpoint, hash_arg: str,
+             regex: dict[str, str] | None = None) -> str:
+    """`name{namespace="...", endpoint="...", rollouts_pod_template_hash="{{args.X}}"}`."""
+    labels = {promql.SCOPE_LABEL: project.platform.namespace, "endpoint": ep.name}
+    parts = [f"{k}={literal(v)}" for k, v in sorted(labels.items())]
+    parts += [f"{k}=~{literal(v)}" for k, v in sorted((regex or {}).items())]
+    parts.append(f'{HASH_LABEL}="{arg(hash_arg)}"')  # our own reference: not escaped
+    return name + "{" + ", ".join(parts) + "}"
+
+
+def error_rate_query(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    requests = promql.series(metrics.REQUESTS)
+    errors = selector(requests, project, ep, NEW_ARG, {"code": "5.."})
+    total = selector(requests, project, ep, NEW_ARG)
+    return (f"sum(rate({errors}[{window}]))\n"
+            f"/\n"
+            f"sum(rate({total}[{window}]))\n")
+
+
+def latency_query(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    buckets = selector(promql.series(metrics.REQUEST_DURATION, "_bucket"), project, ep, NEW_ARG)
+    return (f"histogram_quantile({promql.number(LATENCY_QUANTILE)},\n"
+            f"  sum by (le) (rate({buckets}[{window}])))\n")
+
+
+def _canonical(bound: float) -> str:
+    """The `le` text the Python client writes and Prometheus 3 stores: 1.0 -> "1.0"."""
+    return repr(float(bound))
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line if line else line for line in text.split("\n"))
+
+
+def _relabel(expr: str, renames: list[tuple[str, str]]) -> str:
+    """`expr` with its `le` label rewritten by each (new text, regex) in turn, first first.
+
+    Written as one stack of label_replace calls with one rename per line, innermost first.
+    """
+    if not renames:
+        return expr
+    if any("$" in new for new, _ in renames):  # label_replace would expand it
+        raise ValueError(f"a label_replace replacement may not hold `$`: {renames!r}")
+    lines = ["label_replace(" * len(renames), _indent(expr, 2) + ","]
+    lines += [f'  "le", {literal(new)}, "le", {literal(regex)})' + ("," if i < len(renames) - 1
+                                                                     else "")
+              for i, (new, regex) in enumerate(renames)]
+    return "\n".join(lines)
+
+
+def _cumulative(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: str, *,
+                finite: bool = False) -> str:
+    bucket = promql.series(metrics.PREDICTIONS, "_bucket")
+    sel = selector(bucket, project, ep, hash_arg)
+    if finite:
+        sel = sel[:-1] + ', le!="+Inf"}'
+    return f"sum by (le) (rate({sel}[{window}]))"
+
+
+def _bin_shares(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: str) -> str:
+    """Share of one version's predictions in each histogram bin, one series per bin (`le`).
+
+    A bin's count is its bucket minus the bucket below (Prometheus buckets are cumulative):
+    the buckets are read once as they are and once with each bound renamed to the next one
+    up, and subtracted bin by bin. Below the lowest bound there is nothing: a 0.
+    Bounds that two clients write differently (1.0 as "1.0" or "1") are made one text first.
+    """
+    bounds = list(metrics.PREDICTIONS.buckets)
+    # Highest bound first, so that no renamed series is renamed again (two series with one
+    # label set would make the query fail).
+    shift = [(upper, promql.one_of(promql.le_values(bound)))
+             for bound, upper in reversed(list(zip(
+                 bounds, [*(_canonical(b) for b in bounds[1:]), "+Inf"], strict=True)))]
+    same = [(_canonical(b), promql.one_of(promql.le_values(b))) for b in bounds
+            if promql.le_values(b) != [_canonical(b)]]
+    cumulative = _relabel(_cumulative(project, ep, hash_arg, window), same)
+    below = _relabel(_cumulative(project, ep, hash_arg, window, finite=True), shift)
+    count = selector(promql.series(metrics.PREDICTIONS, "_count"), project, ep, hash_arg)
+    nothing_below = f'label_replace(vector(0), "le", {literal(_canonical(bounds[0]))}, "", "")'
+    return "\n".join([
+        "(",
+        _indent(cumulative, 2),
+        "  - on (le)",
+        "  (",
+        _indent(below, 4),
+        f"    or {nothing_below}",
+        "  )",
+        ")",
+        "/ on () group_left",
+        f"sum(rate({count}[{window}]))",
+    ])
+
+
+def psi_query(project: ResolvedProject, ep: Endpoint, window: str, baseline: str) -> str:
+    """PSI = sum over bins of (p - q) * ln(p / q), p and q the two versions' shares per bin.
+
+    The bins are those of the prediction histogram (`mlc.metrics.PREDICTIONS`), shares as
+    `_bin_shares` computes them. PromQL has no variables, so each share appears twice, in
+    the difference and in the logarithm. An empty bin counts as PSI_EPSILON, not 0. A PSI of
+    0.1 is commonly read as a small shift, 0.25 as a large one.
+    """
+    new = _bin_shares(project, ep, NEW_ARG, window)
+    old = _bin_shares(project, ep, STABLE_ARG, baseline)
+    eps = promql.number(PSI_EPSILON)
+    return "\n".join([
+        "# Population stability index of the new version's predictions against the stable",
+        "# version's: sum over the histogram's bins of (p - q) * ln(p / q), where p and q are",
+        "# each version's share of predictions in the bin.",
+        "sum(",
+        "  (",
+        _indent(new, 4),
+        "  - on (le)",
+        _indent(old, 4),
+        "  )",
+        "  * on (le)",
+        "  ln(",
+        "    clamp_min(",
+        _indent(new, 6) + ",",
+        f"      {eps})",
+        "    / on (le)",
+        "    clamp_min(",
+        _indent(old, 6) + ",",
+        f"      {eps})",
+        "  )",
+        ")",
+    ]) + "\n"
+
+
+def _gate(name: str, query: str, limit: float, project: ResolvedProject, ep: Endpoint,
+          interval: str, count: int | None) -> dict[str, Any]:
+    bound = promql.number(limit)
+    known = "len(result) > 0 && !isNaN(result[0])"
+    gate: dict[str, Any] = {
+        "name": name,
+        "interval": interval,
+        "initialDelay": interval,  # the first window must hold the new pods' traffic
+        "successCondition": f"{known} && result[0] <= {bound}",
+        "failureCondition": f"{known} && result[0] > {bound}",
+        "failureLimit": ep.rollout.gates.failure_limit,
+        "inconclusiveLimit": INCONCLUSIVE_LIMIT,
+        "provider": {"prometheus": {"address": project.platform.prometheus_url,
+                                    "query": check_references(query)}},
+    }
+    if count is not None:
+        gate["count"] = count
+    return gate
+
+
+def check_references(query: str) -> str:
+    """Every `{{...}}` in a query must be one of our arguments (a bug otherwise)."""
+    for ref in _TEMPLATE_REF.findall(query):
+        if ref not in (f"args.{NEW_ARG}", f"args.{STABLE_ARG}"):
+            raise ValueError(f"unexpected Argo Rollouts reference {{{{{ref}}}}} in {query!r}")
+    return query
+
+
+def analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
+    gates = ep.rollout.gates
+    seconds = max(MIN_WINDOW_SECONDS, gates.interval_seconds)
+    window = promql.duration(seconds)
+    interval = f"{gates.interval_seconds}s"
+    blue_green = ep.rollout.strategy == "blueGreen"
+    count = BLUE_GREEN_MEASUREMENTS if blue_green else None  # a canary's runs to its end
+    baseline = promql.duration(BASELINE_WINDOW_SECONDS) if blue_green else window
+    checks = [
+        _gate("error-rate", error_rate_query(project, ep, window), gates.max_error_rate,
+              project, ep, interval, count),
+        _gate("latency-p99", latency_query(project, ep, window), gates.max_latency_p99_seconds,
+              project, ep, interval, count),
+    ]
+    if gates.max_prediction_drift is not None:
+        checks.append(_gate("prediction-drift", psi_query(project, ep, window, baseline),
+                            gates.max_prediction_drift, project, ep, interval, count))
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": metadata(project, template_name(ep), origin=ep.origin,
+                             component=COMPONENT),
+        "spec": {"args": [{"name": NEW_ARG}, {"name": STABLE_ARG}], "metrics": checks},
+    }
+
+
+def analysis_seconds(ep: Endpoint) -> int:
+    """How long a blue-green post-promotion analysis runs, at most."""
+    gates = ep.rollout.gates
+    return gates.interval_seconds * (BLUE_GREEN_MEASUREMENTS + 1)

@@ -1,0 +1,172 @@
+"""The serving pod: one container running `python -m mlc.runtime serve`, in every form.
+
+Deployments, Argo Rollouts, Knative and KServe all take a pod spec; they differ in the
+fields their admission webhooks accept (Knative refuses lifecycle hooks and, unless a
+feature flag is set, topology spread and node selectors), which `form` decides here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...ir import ResolvedProject
+from ...resolve import PROJECT_JSON
+from ..core import config_map_name as project_config_map_name
+from ..feast import DATA_ROOT_ENV, ONLINE_SECRET_ENV, REPO_MOUNT_PATH, repo_config_map_name
+from ..pods import (
+    container_security_context,
+    pod_security_context,
+    resources,
+    scheduling,
+    secret_env,
+)
+from .workloads import Form, Workload, config_map_name, pod_labels, selector, service_account_name
+
+CONTAINER = "serve"
+KSERVE_CONTAINER = "kserve-container"  # the name KServe requires of a custom predictor
+PORT_NAME = "http"
+CONFIG_DIR = "/etc/mlc"
+ENDPOINT_CONFIG = f"{CONFIG_DIR}/endpoint.json"
+ENDPOINT_CONFIG_ENV = "MLC_ENDPOINT_CONFIG"
+SCRATCH_DIR = "/tmp"  # the only writable path: model downloads and library caches
+
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"  # 200 only once the model is loaded and warm
+METRICS_PATH = "/metrics"
+
+# Loading a model (downloading it, moving it to a GPU) can take minutes; the startup probe
+# gives it that long before liveness may restart the pod: 60 x 5 s = 5 minutes.
+STARTUP_PERIOD_SECONDS = 5
+STARTUP_FAILURES = 60
+# Draining: the endpoint controller and kube-proxy learn of a terminating pod a few seconds
+# late; sleeping first lets in-flight and late-routed requests finish.
+PRE_STOP_SLEEP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 30
+
+
+def command(w: Workload) -> tuple[list[str], list[str]]:
+    return (["python", "-m", "mlc.runtime"],
+            ["serve", "--project", PROJECT_JSON, "--endpoint", w.endpoint.name])
+
+
+def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
+    platform = project.platform
+    out: list[dict[str, Any]] = [
+        {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
+        # Python libraries cache under $HOME; the root filesystem is read-only
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
+    ]
+    secrets = {}
+    if platform.mlflow_credentials:
+        secrets["MLFLOW_TRACKING_TOKEN"] = platform.mlflow_credentials
+    if w.endpoint.online_features:
+        # Feast reads relative paths of ml.yaml under this folder (none exist in a cluster
+        # store, but the generated repository insists on the variable being set)
+        out.append({"name": DATA_ROOT_ENV, "value": SCRATCH_DIR})
+        if platform.online_store_secret:
+            secrets[ONLINE_SECRET_ENV] = platform.online_store_secret
+    return sorted(out + secret_env(secrets), key=lambda e: e["name"])
+
+
+def probe(path: str, *, period: int, failures: int, form: Form) -> dict[str, Any]:
+    get: dict[str, Any] = {"path": path}
+    if form != "knative":
+        get["port"] = PORT_NAME  # Knative probes the one container port by itself
+    return {"httpGet": get, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": 2}
+
+
+def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, Any]:
+    ep = w.endpoint
+    cmd, args = command(w)
+    out: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": ep.image.ref,
+        # a tag without a digest is allowed only where the environment says so (dev), and
+        # then it moves: pull it every time
+        "imagePullPolicy": "IfNotPresent" if ep.image.digest else "Always",
+        "command": cmd,
+        "args": args,
+        "env": env(project, w),
+        "ports": [{"name": "http1" if form == "knative" else PORT_NAME,
+                   "containerPort": ep.port, "protocol": "TCP"}],
+        "resources": resources(project.hardware[ep.hardware]),
+        "startupProbe": probe(LIVE_PATH, period=STARTUP_PERIOD_SECONDS,
+                              failures=STARTUP_FAILURES, form=form),
+        "livenessProbe": probe(LIVE_PATH, period=10, failures=3, form=form),
+        "readinessProbe": probe(READY_PATH, period=5, failures=2, form=form),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+        ],
+    }
+    if ep.online_features:
+        out["volumeMounts"].append({"name": "feast", "mountPath": REPO_MOUNT_PATH,
+                                    "readOnly": True})
+    if form == "kubernetes":
+        out["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
+    return out
+
+
+def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
+    """project.json and this server's settings side by side in one read-only folder."""
+    config = {"name": "config", "projected": {"sources": [
+        {"configMap": {"name": project_config_map_name(project),
+                       "items": [{"key": "project.json", "path": "project.json"}]}},
+        {"configMap": {"name": config_map_name(w.endpoint),
+                       "items": [{"key": w.config_key, "path": "endpoint.json"}]}},
+    ]}}
+    out = [config, {"name": "scratch", "emptyDir": {}}]
+    if w.endpoint.online_features:
+        out.append({"name": "feast", "configMap": {"name": repo_config_map_name(project)}})
+    return out
+
+
+def topology_spread(project: ResolvedProject, w: Workload,
+                    hash_label: str) -> list[dict[str, Any]]:
+    """Spread replicas over zones, then nodes, so that one failure takes few of them.
+
+    ScheduleAnyway: a preference, never a reason to leave a pod pending. `hash_label` limits
+    the count to the pods of one revision, so that a rollout does not skew it.
+    """
+    return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector(project, w)},
+             "matchLabelKeys": [hash_label]}
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
+
+
+def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
+             hash_label: str = "pod-template-hash") -> dict[str, Any]:
+    hardware = project.hardware[w.endpoint.hardware]
+    spec: dict[str, Any] = {
+        "serviceAccountName": service_account_name(w.endpoint),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # no Service addresses as env vars: they leak and bloat
+        "securityContext": pod_security_context(),
+        "containers": [container(project, w, form)],
+        "volumes": volumes(project, w),
+        # GPU node selector and taints, spot placement, priority: from the hardware profile
+        **scheduling(hardware),
+    }
+    if form != "knative":
+        spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
+        spec["topologySpreadConstraints"] = topology_spread(project, w, hash_label)
+    return spec
+
+
+def template_metadata(project: ResolvedProject, w: Workload, config_hash: str,
+                      annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "labels": pod_labels(project, w),
+        "annotations": {
+            "mlc.dev/config-hash": config_hash,
+            # for Prometheus setups that discover targets by annotation; the monitoring
+            # backend's PodMonitor selects the same pods by label
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(w.endpoint.port),
+            "prometheus.io/path": METRICS_PATH,
+            **(annotations or {}),
+        },
+    }
