@@ -1,0 +1,71 @@
+"""Scrape configuration: a PodMonitor per serving endpoint, a ServiceMonitor for drift metrics.
+
+Serving pods are scraped directly (PodMonitor), not through their Service: during a canary
+the stable and canary pods sit behind different Services, and a rollout gate needs both.
+
+Drift-check runs are short-lived pods, so they push their metrics to a Pushgateway and
+Prometheus scrapes that. The Pushgateway is not emitted by mlc; it is assumed to run in the
+environment's namespace as the prometheus-community chart installs it (Service labelled
+`app.kubernetes.io/name: prometheus-pushgateway`, port named `http`, 9091). One per
+environment keeps dev's pushes out of prod's alerts, and Prometheus adds the namespace label
+that every query is scoped by.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...ir import Endpoint, ResolvedProject
+from ...names import dns_label
+from ..objects import metadata, selector_labels
+
+API_VERSION = "monitoring.coreos.com/v1"
+METRICS_PATH = "/metrics"
+PUSHGATEWAY_SELECTOR = {"app.kubernetes.io/name": "prometheus-pushgateway"}
+PUSHGATEWAY_PORT = "http"
+# Argo Rollouts labels canary and stable pods with this; kept on the series (as
+# `rollouts_pod_template_hash`) so that a rollout gate can compare the two.
+ROLLOUT_POD_LABEL = "rollouts-pod-template-hash"
+
+
+def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": metadata(project, endpoint.k8s_name, origin=endpoint.origin,
+                             component="monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
+            "podTargetLabels": [ROLLOUT_POD_LABEL],
+            "podMetricsEndpoints": [{
+                # By number: the container port is named `http` on Deployments and Rollouts
+                # but must be named `http1` under Knative; its number is the same everywhere.
+                "portNumber": endpoint.port,
+                "path": METRICS_PATH,
+                # The operator may set an `endpoint` target label (to the port's name), which
+                # would overwrite the contract's `endpoint` label (the endpoint's name) on
+                # every series. Honouring the exported labels keeps ours; the serving runtime
+                # is ours too, so it is trusted not to fake `namespace` or `pod`.
+                "honorLabels": True,
+            }],
+        },
+    }
+
+
+def pushgateway_monitor(project: ResolvedProject) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ServiceMonitor",
+        "metadata": metadata(project, dns_label(project.name, "pushgateway"),
+                             component="monitoring"),
+        "spec": {
+            "selector": {"matchLabels": dict(PUSHGATEWAY_SELECTOR)},
+            "endpoints": [{
+                "port": PUSHGATEWAY_PORT,
+                "path": METRICS_PATH,
+                # Pushed series carry the job (and grouping) labels of the run that pushed
+                # them; without this Prometheus would rename them to exported_job.
+                "honorLabels": True,
+            }],
+        },
+    }
