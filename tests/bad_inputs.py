@@ -215,7 +215,8 @@ CASES = [
     Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
          {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
                           "    framework: sklearn\n").replace(
-             "      routes: [team]\n", "      routes: [team]\n      onDrift: {action: retrain}\n")}),
+             "      routes: [team]\n",
+             "      routes: [team]\n      onDrift: {action: retrain}\n")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -41,7 +41,8 @@ def _copy_shuffled(src: Path, dst: Path, seed: int) -> None:
             ruamel.dump(_shuffled(data, rng) if data else data, handle)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_key_order_does_not_change_the_output(seed: int, tmp_path_factory):
     """ml.yaml with every mapping's keys shuffled compiles to the same files.

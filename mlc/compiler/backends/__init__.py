@@ -6,10 +6,15 @@ files, the environment or the clock. `PACKAGERS` run last, over everything the b
 
 from __future__ import annotations
 
-from . import core, kustomize
+from . import argo, argocd, core, feast, kustomize, monitoring, serving
 
 BACKENDS = (
     core.emit,
+    feast.emit,
+    monitoring.emit,
+    argo.emit,
+    serving.emit,
+    argocd.emit,
 )
 
 PACKAGERS = (
