@@ -125,6 +125,60 @@ def _schema(args, diags) -> int:
     return EXIT_OK
 
 
+def _out_dir(args) -> Path:
+    return Path(args.out) if args.out else _root(args) / "deploy"
+
+
+def _plan(args, diags) -> int:
+    from .compiler.plan.command import run_plan
+
+    return run_plan(_root(args), args.env, _out_dir(args), fmt=args.format,
+                    base_ref=args.base_ref, save=Path(args.save) if args.save else None,
+                    detailed=args.detailed_exitcode,
+                    color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
+
+
+def _apply(args, diags) -> int:
+    from .compiler.apply import apply_saved, run_apply
+
+    if args.plan and (args.env or args.out):
+        print("error: a saved plan fixes its environments and output folder; drop --env and "
+              "--out", file=sys.stderr)
+        return EXIT_USAGE
+    if args.plan:
+        return apply_saved(_root(args), Path(args.plan), force=args.force,
+                           allow_delete=args.allow_delete, diags=diags)
+    return run_apply(_root(args), args.env, _out_dir(args), force=args.force,
+                     allow_delete=args.allow_delete,
+                     color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
+
+
+def _promote(args, diags) -> int:
+    from .compiler.promote import promote
+
+    return promote(_root(args), args.source, args.target, diags, dry_run=args.dry_run)
+
+
+def _run(args, diags) -> int:
+    from .local import run as local  # the runtime (torch, MLflow, Feast) loads only here
+    from .runtime.step import StepFailed, parse_params
+
+    try:
+        params = parse_params(args.param)
+    except StepFailed as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.what and not args.name:
+        print(f"error: mlc run {args.what} needs a name", file=sys.stderr)
+        return EXIT_USAGE
+    if args.what == "serve":
+        return local.serve(_root(args), args.env, args.name, diags, host=args.host,
+                           port=args.port)
+    if args.what == "drift":
+        return local.drift(_root(args), args.env, args.name, diags)
+    return local.run(_root(args), args.env, params, diags, models=args.model)
+
+
 # ---------------------------------------------------------------------------------------
 # flags
 
@@ -164,6 +218,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
     command("schema", _schema, "Print the JSON Schema of ml.yaml.")
+
+    p = command("plan", _plan, "Show what apply would change in OUT/<env> (or in the tree "
+                "committed at --base-ref): objects and fields, and risky changes.")
+    p.add_argument("--env", action="append", metavar="ENV",
+                   help="only this environment (repeatable); default: all")
+    p.add_argument("--out", metavar="DIR", help="output folder; default: DIR/deploy")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--base-ref", metavar="REF",
+                   help="compare with the output folder as committed at this git ref")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when nothing would change, 2 when something would, 1 on errors")
+    p.add_argument("--save", metavar="PLAN",
+                   help="save the plan and the hashes of its inputs, for `mlc apply PLAN`")
+
+    p = command("apply", _apply, "Write every environment's tree atomically, or a saved plan; "
+                "refuses stale plans, hand edits (--force) and risky deletions (--allow-delete).")
+    p.add_argument("plan", nargs="?", metavar="PLAN", help="a plan saved by `mlc plan --save`")
+    p.add_argument("--env", action="append", metavar="ENV",
+                   help="only this environment (repeatable); default: all")
+    p.add_argument("--out", metavar="DIR", help="output folder; default: DIR/deploy")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite generated files that were edited by hand")
+    p.add_argument("--allow-delete", action="store_true",
+                   help="apply deletions of state and of feature views that are still read")
+
+    p = command("promote", _promote, "Copy the version pins that FROM runs (image references, "
+                "served model alias or version) into environments/TO.yaml.")
+    p.add_argument("source", metavar="FROM")
+    p.add_argument("target", metavar="TO")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the change to environments/TO.yaml instead of writing it")
+
+    p = command("run", _run, "Run the pipelines on this machine: materialise features, train, "
+                "evaluate, register; or `run serve ENDPOINT` / `run drift CHECK`.")
+    p.add_argument("what", nargs="?", choices=("serve", "drift"), metavar="serve|drift",
+                   help="serve an endpoint, or run a drift check (default: the training "
+                   "pipelines)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the endpoint or drift check")
+    p.add_argument("--env", default="dev", metavar="ENV", help="environment (default: dev)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a pipeline parameter, e.g. -p promote=true (repeatable)")
+    p.add_argument("--model", action="append", metavar="MODEL",
+                   help="only this model's training pipeline (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")
+    p.add_argument("--port", type=int, help="serve: port (default: the endpoint's)")
     return parser
 
 

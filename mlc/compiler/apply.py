@@ -1,0 +1,143 @@
+"""`mlc apply`: write every environment's new tree, or exactly a saved plan.
+
+Order matters, and all of it runs under one lock on the output folder, so that two applies
+never interleave (not even one environment at a time):
+
+1. read every environment's tree and plan against it (or, for a saved plan, check that
+   neither the project nor any tree changed since the plan: a stale plan is refused);
+2. refuse, before writing anything, when a risk stands that needs a flag (`--allow-delete`
+   for deleting state or a feature view in use) or when `write` would refuse an environment
+   (a hand-edited generated file without `--force`, someone else's file in the way);
+3. write the environments one by one; each is swapped in atomically by `write`.
+
+A process killed during step 3 leaves every environment folder whole: the old tree or the
+new one (the next run finishes or undoes a half-done swap).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .diagnostics import Diagnostics
+from .plan import saved as saved_plans
+from .plan.risks import HAND_EDITED, NOT_GENERATED
+from .write import check_write, output_lock, write_environment
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+STALE_PLAN = "MLC911"
+BAD_PLAN_FILE = "MLC912"
+RISK_REFUSED = "MLC913"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One environment to write: its files, and the risks its plan found (as JSON)."""
+
+    env: str
+    files: Mapping[str, bytes]
+    risks: Sequence[Mapping]
+    location: str
+
+
+def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool = False,
+              allow_delete: bool = False, color: bool = False, diags: Diagnostics,
+              stdout: IO[str] | None = None) -> int:
+    from .pipeline import compile_project
+    from .plan.build import build_plan, environments_to_read, read_trees
+    from .plan.command import report_tree_error
+    from .plan.formats import render_text
+    from .plan.trees import TreeError
+
+    stdout = stdout or sys.stdout
+    compiled = compile_project(root, envs, diags)  # before the lock: compiling is the slow part
+    to_read = environments_to_read([c.env for c in compiled], compiled[0].project.environments)
+    with output_lock(out_dir):
+        try:
+            trees = read_trees(out_dir, to_read, shown_out=str(out_dir))
+        except TreeError as exc:
+            report_tree_error(exc, diags)
+            return EXIT_INVALID
+        plan = build_plan(root, compiled, trees, {"type": "directory", "path": str(out_dir)})
+        stdout.write(render_text(plan, color=color))
+        targets = [Target(e.env, e.files, [r.to_json() for r in e.risks], e.location)
+                   for e in plan.environments]
+        return _write_all(out_dir, targets, force=force, allow_delete=allow_delete,
+                          diags=diags, stdout=stdout)
+
+
+def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
+                allow_delete: bool = False, diags: Diagnostics,
+                stdout: IO[str] | None = None) -> int:
+    from .plan.command import report_tree_error
+    from .plan.trees import TreeError, read_disk_tree
+
+    stdout = stdout or sys.stdout
+    try:
+        plan = saved_plans.load(plan_file)
+    except saved_plans.BadPlanFile as exc:
+        diags.error(BAD_PLAN_FILE, str(exc), help="make a new one with `mlc plan --save PLAN`")
+        return EXIT_INVALID
+    changed = saved_plans.stale_sources(plan, root)
+    if changed:
+        diags.error(STALE_PLAN, f"the plan {plan_file} is stale: {', '.join(changed)} changed "
+                    "since it was made", help="run `mlc plan --save PLAN` again, review it, "
+                    "and apply the new plan")
+        return EXIT_INVALID
+    out_dir = plan.out_dir(root)
+    envs_json = {e["name"]: e for e in plan.plan.get("environments", [])}
+    with output_lock(out_dir):
+        targets = []
+        for env in plan.environments:
+            location = f"{out_dir}/{env}"
+            try:
+                tree = read_disk_tree(out_dir, env, location)
+            except TreeError as exc:
+                report_tree_error(exc, diags)
+                return EXIT_INVALID
+            moved = saved_plans.stale_tree(plan, env, tree)
+            if moved:
+                shown = ", ".join(moved[:5]) + (f" and {len(moved) - 5} more"
+                                                if len(moved) > 5 else "")
+                diags.error(STALE_PLAN, f"the plan {plan_file} is stale: {location} changed "
+                            f"since it was made ({shown})", help="run `mlc plan --save PLAN` "
+                            "again, review it, and apply the new plan")
+            targets.append(Target(env, plan.files[env],
+                                  envs_json.get(env, {}).get("risks", []), location))
+        if diags.has_errors():
+            return EXIT_INVALID
+        for env in plan.environments:
+            stdout.write(f"{env}: {envs_json.get(env, {}).get('summary_text', '')}\n")
+        return _write_all(out_dir, targets, force=force, allow_delete=allow_delete,
+                          diags=diags, stdout=stdout)
+
+
+def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delete: bool,
+               diags: Diagnostics, stdout: IO[str]) -> int:
+    """Check every environment, then write them all; nothing is written if any is refused."""
+    granted = {"--allow-delete": allow_delete, "--force": force}
+    for t in targets:
+        for risk in t.risks:
+            # write's own check refuses hand edits and foreign files, with its own codes.
+            if risk.get("code") in (HAND_EDITED, NOT_GENERATED) or not risk.get("blocks_apply"):
+                continue
+            flag = risk.get("override")
+            if flag and granted.get(flag):
+                continue
+            diags.error(RISK_REFUSED, f"{t.env}: {risk.get('message')}",
+                        help=f"review it; pass {flag} to apply it anyway" if flag else None)
+    for t in targets:
+        check_write(out_dir, t.env, t.files, force=force, diags=diags)
+    if diags.has_errors():
+        print("Nothing was applied.", file=sys.stderr)
+        return EXIT_INVALID
+    for t in targets:
+        result = write_environment(out_dir, t.env, t.files, force=force, diags=diags)
+        if result is None:  # cannot happen under the lock after check_write; stay safe
+            return EXIT_INVALID
+        stdout.write(f"{t.env}: applied to {t.location} ({len(result.written)} written, "
+                     f"{len(result.removed)} removed, {len(result.unchanged)} unchanged)\n")
+    return EXIT_OK

@@ -1,0 +1,204 @@
+"""`mlc promote FROM TO`: make TO run the versions that FROM runs, in a small, reviewable edit.
+
+Only version pins move, never configuration that is meant to differ between environments
+(replicas, hardware, stores, schedules). The pins are:
+
+- `images.train`, `images.serve`, `images.drift` and `images.custom.<name>`: the full
+  reference FROM resolves to, digest included;
+- `serving.<endpoint>.alias` or `serving.<endpoint>.version`: the registry alias or version
+  FROM serves, for every endpoint that both environments have.
+
+A pin is written into `environments/TO.yaml` only where TO resolves to a different value.
+The file is edited in place with ruamel.yaml's round-trip mode, so its comments, key order,
+flow mappings and quoting stay as they were; the result is compiled before it is written,
+and nothing is written if TO would not be valid (for example a tag-only image promoted into
+an environment that requires digests).
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from .diagnostics import Diagnostics
+from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment, select_environments
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+PROMOTE_FAILED = "MLC914"
+_BUILTIN_IMAGES = ("train", "serve", "drift")
+# Sequence layouts tried when re-emitting the file: the one that reproduces it byte for byte
+# wins, so that only the promoted lines change. (mapping indent, sequence indent, offset)
+_LAYOUTS = ((2, 2, 0), (2, 4, 2), (4, 4, 0), (4, 6, 4), (2, 4, 0))
+PATCH_DELETE = {"$patch": "delete"}
+
+
+def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
+            dry_run: bool = False, stdout: IO[str] | None = None) -> int:
+    stdout = stdout or sys.stdout
+    if source == target:
+        print("error: FROM and TO are the same environment", file=sys.stderr)
+        return EXIT_USAGE
+    select_environments(root, [source, target], diags)
+    overlay = root / ENVIRONMENTS_DIR / f"{target}.yaml"
+    if not overlay.is_file():
+        diags.error(PROMOTE_FAILED, f"there is no {ENVIRONMENTS_DIR}/{target}.yaml to write "
+                    "the pins into", help="promotion writes into an environment's overlay")
+        return EXIT_INVALID
+    src = check_environment(root, source, diags)
+    dst = check_environment(root, target, diags)
+    diags.raise_if_errors()
+    edits = pin_edits(src, dst)
+    if not edits:
+        stdout.write(f"Nothing to promote: {target} already runs what {source} runs.\n")
+        return EXIT_OK
+    old_text = overlay.read_text(encoding="utf-8")
+    base = _load_plain(root / PROJECT_FILE)
+    new_text = edit_overlay(old_text, edits, base)
+    problems = _check(root, target, new_text, edits)
+    if problems:
+        diags.error(PROMOTE_FAILED, f"promoting {source} into {target} would not compile; "
+                    f"{ENVIRONMENTS_DIR}/{target}.yaml was not changed",
+                    notes=problems, help=f"fix {source}'s pins first (for example pin image "
+                    "digests), or edit the overlay by hand")
+        return EXIT_INVALID
+    shown = f"{ENVIRONMENTS_DIR}/{target}.yaml"
+    stdout.writelines(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
+                                           f"a/{shown}", f"b/{shown}"))
+    if dry_run:
+        stdout.write(f"(dry run: {shown} not written)\n")
+        return EXIT_OK
+    tmp = overlay.with_name(f".{overlay.name}.mlc-tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, overlay)
+    names = ", ".join(path for path, _ in edits)
+    stdout.write(f"Promoted {source} -> {target}: {names}. Review with `mlc plan`.\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# Which pins move
+
+
+def promotable(project) -> dict[str, Any]:
+    """ml.yaml path -> value of every pin, as TO's overlay would spell it."""
+    out: dict[str, Any] = {}
+    for name, image in sorted(project.images.items()):
+        key = f"images.{name}" if name in _BUILTIN_IMAGES else f"images.custom.{name}"
+        out[key] = image.ref
+    for name, e in sorted(project.endpoints.items()):
+        out[f"serving.{name}"] = ("version", e.version) if e.version is not None \
+            else ("alias", e.alias)
+    return out
+
+
+def pin_edits(src, dst) -> list[tuple[str, Any]]:
+    want, have = promotable(src), promotable(dst)
+    # Only pins both have: an image or endpoint that TO does not use is not promoted into it.
+    return [(k, v) for k, v in want.items() if k in have and have[k] != v]
+
+
+# ---------------------------------------------------------------------------------------
+# Editing the overlay, keeping its comments and layout
+
+
+def edit_overlay(text: str, edits: list[tuple[str, Any]], base: Any) -> str:
+    yaml, doc = _round_trip(text)
+    from ruamel.yaml.comments import CommentedMap
+
+    if doc is None:
+        doc = CommentedMap()
+    for path, value in edits:
+        if path.startswith("images."):
+            *parents, leaf = path.split(".")
+            _mapping_at(doc, parents)[leaf] = value
+            continue
+        endpoint = path.split(".", 1)[1]
+        node = _mapping_at(doc, ["serving", endpoint])
+        kind, pinned = value
+        other = "version" if kind == "alias" else "alias"
+        node[kind] = pinned
+        base_endpoint = _get(base, "serving", endpoint)
+        if isinstance(base_endpoint, dict) and base_endpoint.get(other) is not None:
+            directive = CommentedMap(PATCH_DELETE)  # alias and version exclude each other
+            directive.fa.set_flow_style()
+            node[other] = directive
+        elif other in node:
+            del node[other]
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+def _round_trip(text: str):
+    """A round-trip YAML instance whose layout reproduces `text`, and the document."""
+    from ruamel.yaml import YAML
+
+    best = None
+    for mapping, sequence, offset in _LAYOUTS:
+        yaml = YAML()
+        yaml.preserve_quotes = True
+        yaml.width = 4096  # never fold a long line that was not folded
+        yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+        doc = yaml.load(text)
+        out = io.StringIO()
+        yaml.dump(doc, out)
+        if out.getvalue() == text or not text.strip():
+            return yaml, yaml.load(text)
+        score = sum(1 for _ in difflib.unified_diff(text.splitlines(), out.getvalue()
+                                                    .splitlines(), n=0))
+        if best is None or score < best[0]:
+            best = (score, yaml)
+    return best[1], best[1].load(text)
+
+
+def _mapping_at(doc, keys: list[str]):
+    from ruamel.yaml.comments import CommentedMap
+
+    node = doc
+    for key in keys:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = CommentedMap()
+            node[key] = child
+        node = child
+    return node
+
+
+def _get(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _load_plain(path: Path) -> Any:
+    from ruamel.yaml import YAML
+
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except Exception:  # the project compiled a moment ago; a parse problem means "no base"
+        return None
+
+
+def _check(root: Path, target: str, new_text: str, edits: list[tuple[str, Any]]) -> list[str]:
+    """Compile TO with the new overlay in a scratch copy; the problems, or [] when it works."""
+    with tempfile.TemporaryDirectory(prefix="mlc-promote-") as scratch:
+        copy = Path(scratch)
+        shutil.copy2(root / PROJECT_FILE, copy / PROJECT_FILE)
+        shutil.copytree(root / ENVIRONMENTS_DIR, copy / ENVIRONMENTS_DIR)
+        (copy / ENVIRONMENTS_DIR / f"{target}.yaml").write_text(new_text, encoding="utf-8")
+        diags = Diagnostics()
+        project = check_environment(copy, target, diags)
+        if diags.has_errors() or project is None:
+            return [f"{d.code}: {d.message}" + (f" ({d.span})" if d.span else "")
+                    for d in diags.errors]
+        now = promotable(project)
+        return [f"{path} resolves to {now.get(path)!r}, not {value!r}"
+                for path, value in edits if now.get(path) != value]
