@@ -12,8 +12,8 @@ import pytest
 
 from mlc import __version__
 from mlc.cli import main
-from mlc.compiler.load import load_yaml_file
 from mlc.compiler.diagnostics import Diagnostics
+from mlc.compiler.load import load_yaml_file
 from mlc.schema.jsonschema import schema_text
 
 from .conftest import ROOT
