@@ -160,6 +160,7 @@ def _promote(args, diags) -> int:
 
 
 def _run(args, diags) -> int:
+    # exits with the failed step's code: 10 bad data, 11 gates failed, 20 drift, 1 otherwise
     from .local import run as local  # the runtime (torch, MLflow, Feast) loads only here
     from .runtime.step import StepFailed, parse_params
 

@@ -1,0 +1,317 @@
+"""`mlc run`: the project's pipelines on this machine, step by step, with no cluster.
+
+    compile the environment          -> .mlc/deploy/<env>/ (the Feast repo among it)
+                                        .mlc/<env>/project.json (the IR, as pods get it)
+    materialisation pipeline(s)      feast apply, materialise into the local online store
+    training pipeline(s)             validate -> materialise -> train -> evaluate ->
+                                     register -> promote, tracked in .mlc/mlflow.db
+
+Each step is the entry function the cluster runs (mlc.runtime.step), called in this process
+so that torch, MLflow and Feast are imported once. The settings a pod gets from its
+manifest come from here instead: MLC_DATA_ROOT is the project folder, MLflow is a SQLite
+store under .mlc/, checkpoints go to .mlc/checkpoints/<model>/. A step's output goes to
+its log file (.mlc/runs/<pipeline>/<run-id>/logs/<step>.log); the screen shows one line per
+step. `promote` defaults to `if-none` here: a fresh project gets a champion to serve, and
+an existing champion is never replaced without `-p promote=true`.
+
+`mlc run serve ENDPOINT` and `mlc run drift CHECK` run the serving and drift runtimes with
+the same local settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlc.compiler import ir
+from mlc.compiler.diagnostics import Diagnostics
+
+from .progress import Progress
+
+STATE_DIR = ".mlc"
+FEAST_REPO_DIR = "feast"  # the Feast backend's folder in the output tree
+
+
+@dataclass(frozen=True)
+class LocalProject:
+    root: Path
+    env: str
+    project: ir.ResolvedProject
+    state: Path  # <root>/.mlc
+    project_file: Path
+    feast_repo: Path | None
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.state / 'mlflow.db'}"
+
+    def environ(self, pipeline: str | None = None, run_id: str | None = None,
+                model: str | None = None) -> dict[str, str]:
+        """What a pod's manifest would set, pointing at this machine's folders."""
+        env = {
+            "MLC_DATA_ROOT": str(self.root),
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLC_ARTIFACT_ROOT": (self.state / "mlartifacts").as_uri(),
+            "MLC_MATERIALIZE_FROM": "all",
+            # a local run talks to nothing outside this machine (the user may say otherwise)
+            "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
+        }
+        if self.feast_repo is not None:
+            env["MLC_FEAST_REPO"] = str(self.feast_repo)
+        if pipeline and run_id:
+            env["MLC_RUN_DIR"] = str(self.state / "runs" / pipeline / run_id)
+            env["MLC_RUN_ID"] = f"{pipeline}-{run_id}"
+        if model:
+            env["MLC_CHECKPOINT_DIR"] = str(self.state / "checkpoints" / model)
+        return env
+
+
+def prepare(root: Path, env: str, diags: Diagnostics) -> LocalProject:
+    """Compile `env` and write what the steps read: project.json and the Feast repo."""
+    from mlc.compiler.diagnostics import CompileFailed
+    from mlc.compiler.pipeline import compile_project
+    from mlc.compiler.write import write_environment
+
+    root = root.resolve()
+    compiled = compile_project(root, [env], diags)[0]
+    state = root / STATE_DIR
+    state.mkdir(exist_ok=True)
+    # mlc owns this copy; a hand edit here is overwritten rather than refused
+    written = write_environment(state / "deploy", env, compiled.files, force=True, diags=diags)
+    if written is None:
+        raise CompileFailed(diags)
+    project_file = state / env / "project.json"
+    project_file.parent.mkdir(parents=True, exist_ok=True)
+    project_file.write_text(compiled.project.model_dump_json(indent=2) + "\n", "utf-8")
+    repo = state / "deploy" / env / FEAST_REPO_DIR
+    has_repo = f"{FEAST_REPO_DIR}/feature_store.yaml" in compiled.files
+    return LocalProject(root=root, env=env, project=compiled.project, state=state,
+                        project_file=project_file, feast_repo=repo if has_repo else None)
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set `values` in os.environ (Feast and MLflow read it) and restore it afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def captured(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C libraries and
+    logging handlers too) to `log` while a step runs."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(1), os.dup(2)
+    streams = sys.stdout, sys.stderr
+    text = open(fd, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = sys.stderr = text  # in case sys.stdout is not file descriptor 1
+        yield
+    finally:
+        text.flush()
+        sys.stdout, sys.stderr = streams
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        text.close()
+        for descriptor in (fd, *saved):
+            os.close(descriptor)
+
+
+def select_pipelines(project: ir.ResolvedProject, models: list[str] | None
+                     ) -> list[ir.Pipeline]:
+    """Materialisation first (training reads what `feast apply` registered), then training."""
+    from mlc.runtime.step import StepFailed
+
+    if models:
+        unknown = [m for m in models if m not in project.models]
+        if unknown:
+            raise StepFailed(f"no model {', '.join(unknown)} (known: "
+                             f"{', '.join(project.models) or 'none'})")
+    chosen = [p for p in project.pipelines.values() if p.kind == "materialization"]
+    chosen += [p for p in project.pipelines.values() if p.kind == "training"
+               and (not models or p.model in models)]
+    return chosen
+
+
+def step_order(pipeline: ir.Pipeline) -> list[ir.Step]:
+    """The steps in dependency order (the IR lists them so; this keeps it true)."""
+    done: list[str] = []
+    by_name = {s.name: s for s in pipeline.steps}
+    pending = list(pipeline.steps)
+    while pending:
+        ready = [s for s in pending if all(d in done for d in s.depends)]
+        if not ready:
+            raise ValueError(f"pipeline {pipeline.name}: the steps' dependencies form a cycle")
+        for s in ready:
+            done.append(s.name)
+            pending.remove(s)
+    return [by_name[n] for n in done]
+
+
+def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str, str],
+                 run_id: str, progress: Progress) -> int:
+    """Run one pipeline's steps in order; a failed step skips the steps after it."""
+    from mlc.runtime.step import EXIT_FAILED, StepFailed, build_context, run_step
+
+    values = local.environ(pipeline.name, run_id, pipeline.model)
+    run_dir = Path(values["MLC_RUN_DIR"])
+    overrides = {k: v for k, v in params.items() if k in {p.name for p in pipeline.parameters}}
+    progress.section(f"{pipeline.name}  ({run_dir.relative_to(local.root)})")
+    failed: str | None = None
+    code = 0
+    with environment(values):
+        for step in step_order(pipeline):
+            if failed is not None:
+                progress.line(step.name, "skipped", detail=f"after {failed} failed")
+                continue
+            log = run_dir / "logs" / f"{step.name}.log"
+            progress.start(step.name)
+            report, code = None, 0
+            try:
+                with captured(log):
+                    ctx = build_context(local.project, pipeline.name, step.name,
+                                        overrides=overrides, project_file=local.project_file)
+                    try:
+                        run_step(ctx)
+                    except StepFailed as exc:
+                        print(exc.message, file=sys.stderr)
+                        raise
+                    except Exception:
+                        traceback.print_exc()
+                        raise
+            except StepFailed as exc:
+                report, code = exc.message, exc.exit_code
+            except ModuleNotFoundError as exc:
+                report, code = (f"this step needs the Python package `{exc.name}`: install "
+                                "the runtimes with `pip install 'mlc[runtime]'`"), EXIT_FAILED
+            except Exception as exc:  # a bug or an unexpected library error: the log has it
+                report, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
+            if report is None:
+                progress.finish("ok")
+                continue
+            progress.finish("failed", f"exit {code}")
+            progress.block(report)
+            progress.block(f"log: {log}")
+            failed = step.name
+    return code if failed else 0
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def run(root: Path, env: str, params: Mapping[str, str], diags: Diagnostics, *,
+        models: list[str] | None = None, progress: Progress | None = None) -> int:
+    """`mlc run`: every materialisation and training pipeline of `env`; the exit code."""
+    from mlc.runtime.step import StepFailed
+
+    progress = progress or Progress()
+    progress.say(f"mlc run: compiling {env} ...")
+    local = prepare(root, env, diags)
+    try:
+        pipelines = select_pipelines(local.project, models)
+    except StepFailed as exc:
+        progress.say(f"error: {exc.message}")
+        return 2
+    params = dict(params)
+    known = {p.name for pipe in pipelines for p in pipe.parameters}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        progress.say(f"error: no pipeline has parameter {', '.join(unknown)} (known: "
+                     f"{', '.join(sorted(known)) or 'none'})")
+        return 2
+    params.setdefault("promote", "if-none")
+    if local.feast_repo is None:
+        progress.say("note: no Feast repo was generated; features are joined from the file "
+                     "sources directly")
+    progress.say(f"{local.project.name} ({env}): {len(pipelines)} pipelines, MLflow at "
+                 f"{local.tracking_uri}")
+    run_id = new_run_id()
+    for pipeline in pipelines:
+        code = run_pipeline(local, pipeline, params, run_id, progress)
+        if code:
+            return code
+    summary(local, pipelines, run_id, progress)
+    return 0
+
+
+def summary(local: LocalProject, pipelines: list[ir.Pipeline], run_id: str,
+            progress: Progress) -> None:
+    for pipeline in pipelines:
+        folder = local.state / "runs" / pipeline.name / run_id
+        if not (folder / "register.json").is_file():
+            continue
+        reg = json.loads((folder / "register.json").read_text("utf-8"))
+        aliases = [reg["alias"]]
+        if (folder / "promote.json").is_file():
+            promoted = json.loads((folder / "promote.json").read_text("utf-8"))
+            if promoted["promoted"]:
+                aliases.append(promoted["alias"])
+            elif promoted["holder"] is not None:
+                aliases.append(f"{promoted['alias']} stays on version {promoted['holder']}")
+        progress.say(f"registered {reg['name']} version {reg['version']} "
+                     f"(@{', @'.join(aliases)})")
+    for name, endpoint in sorted(local.project.endpoints.items()):
+        if endpoint.mode == "online":
+            progress.say(f"next: mlc run serve {name}   (serves {endpoint.model_uri})")
+
+
+def serve(root: Path, env: str, endpoint: str, diags: Diagnostics, *, host: str = "127.0.0.1",
+          port: int | None = None) -> int:
+    """`mlc run serve ENDPOINT`: the serving runtime, on this machine's registry."""
+    local = prepare(root, env, diags)
+    if endpoint not in local.project.endpoints:
+        print(f"error: no endpoint `{endpoint}` (known: "
+              f"{', '.join(local.project.endpoints) or 'none'})", file=sys.stderr)
+        return 2
+    try:
+        from mlc.runtime.serve.server import main as serve_main
+    except ModuleNotFoundError as exc:
+        print(f"error: the serving runtime is not available here ({exc.name}); install "
+              "mlc[serve]", file=sys.stderr)
+        return 1
+    values = local.environ()
+    values["MLC_PREDICTION_LOG_URI"] = str(local.state / "predictions" / endpoint)
+    argv = ["--project", str(local.project_file), "--endpoint", endpoint, "--host", host]
+    if port is not None:
+        argv += ["--port", str(port)]
+    with environment(values):
+        return serve_main(argv) or 0
+
+
+def drift(root: Path, env: str, check: str, diags: Diagnostics, *,
+          progress: Progress | None = None) -> int:
+    """`mlc run drift CHECK`: the check's pipeline, reading what `mlc run serve` logged."""
+    progress = progress or Progress()
+    local = prepare(root, env, diags)
+    found = local.project.drift_checks.get(check)
+    if found is None:
+        progress.say(f"error: no drift check `{check}` (known: "
+                     f"{', '.join(local.project.drift_checks) or 'none'})")
+        return 2
+    pipeline = local.project.pipelines[found.pipeline]
+    endpoint = found.endpoint
+    values = {"MLC_PREDICTION_LOG_URI": str(local.state / "predictions" / endpoint)} \
+        if endpoint else {}
+    with environment(values):
+        return run_pipeline(local, pipeline, {}, new_run_id(), progress)

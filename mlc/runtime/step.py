@@ -1,0 +1,183 @@
+"""One pipeline step: find it in project.json, build its context, run its entry function.
+
+The generated manifests run `python -m mlc.runtime step --project P --pipeline X --step S`
+in a pod; `mlc run` calls `run_step` for the same step on this machine. Both go through
+`build_context`, so a step sees the same parameters, paths and settings wherever it runs.
+Entry modules are imported only when their step runs: torch, MLflow and Feast stay off the
+import path of everything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlc.compiler import ir
+
+# Exit codes a pipeline (and Argo's retry policy) can tell apart.
+EXIT_FAILED = 1
+EXIT_BAD_DATA = 10
+EXIT_GATES = 11
+EXIT_DRIFT = 20
+
+# kind -> (module, function). A module may serve several kinds (features, registry).
+ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "validate_data": ("mlc.runtime.train.validation", "run"),
+    "feature_apply": ("mlc.runtime.features", "apply"),
+    "materialize": ("mlc.runtime.features", "materialize"),
+    "train": ("mlc.runtime.train.trainer", "run"),
+    "evaluate": ("mlc.runtime.train.evaluation", "run"),
+    "register": ("mlc.runtime.train.registry", "register"),
+    "promote": ("mlc.runtime.train.registry", "promote"),
+    "drift_check": ("mlc.runtime.drift.step", "run"),
+    "batch_score": ("mlc.runtime.serve.batch", "run"),
+}
+
+
+class StepFailed(Exception):
+    """A step that cannot go on; `message` is the readable report the user sees."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class StepContext:
+    project: ir.ResolvedProject
+    pipeline: ir.Pipeline
+    step: ir.Step
+    params: dict[str, str]
+    run_dir: Path  # shared by the steps of one pipeline run: snapshot, model, metrics
+    data_root: Path  # relative source paths resolve against it
+    feast_repo: Path | None
+    mlflow_tracking_uri: str
+    checkpoint_dir: Path | None  # a local folder (or a mounted volume)
+    checkpoint_uri: str | None = None  # an object-store URI, when no folder is given
+    project_file: Path | None = None  # the project.json this context was read from
+    run_id: str = "manual"  # names this pipeline run (the Argo workflow, or mlc run's id)
+
+    @property
+    def model(self) -> ir.Model:
+        if not self.pipeline.model:
+            raise StepFailed(f"pipeline `{self.pipeline.name}` has no model")
+        return self.project.models[self.pipeline.model]
+
+    def param(self, name: str, default: str = "") -> str:
+        return self.params.get(name, default)
+
+
+def load_project(path: Path) -> ir.ResolvedProject:
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise StepFailed(f"cannot read the project file {path}: {exc.strerror}") from exc
+    return ir.ResolvedProject.model_validate_json(text)
+
+
+def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
+                  environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, str] | None = None,
+                  project_file: Path | None = None) -> StepContext:
+    """The context of one step: IR defaults, then the environment (MLC_*), then `overrides`."""
+    env = os.environ if environ is None else environ
+    if pipeline not in project.pipelines:
+        raise StepFailed(f"no pipeline `{pipeline}` in project `{project.name}` (known: "
+                         f"{', '.join(project.pipelines) or 'none'})")
+    pipe = project.pipelines[pipeline]
+    by_name = {s.name: s for s in pipe.steps}
+    if step not in by_name:
+        raise StepFailed(f"pipeline `{pipeline}` has no step `{step}` (known: "
+                         f"{', '.join(by_name)})")
+    params = {p.name: p.default for p in pipe.parameters}
+    for name in params:
+        value = env.get(f"MLC_PARAM_{name.upper()}")
+        if value is not None:
+            params[name] = value
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            raise StepFailed(f"pipeline `{pipeline}` has no parameter `{name}` (known: "
+                             f"{', '.join(params) or 'none'})")
+        params[name] = value
+    run_dir = Path(env.get("MLC_RUN_DIR") or Path(tempfile.gettempdir()) / "mlc-run" / pipeline)
+    feast_repo = env.get("MLC_FEAST_REPO")
+    # a folder (a mounted volume, or mlc run's .mlc/checkpoints) wins over a URI, and the
+    # pipeline's setting (MLC_CHECKPOINT_URI) over the IR's path
+    checkpoint_dir = env.get("MLC_CHECKPOINT_DIR")
+    checkpoint_uri = None
+    target = env.get("MLC_CHECKPOINT_URI") or by_name[step].checkpoint_path
+    if not checkpoint_dir and target:
+        if "://" in target:
+            checkpoint_uri = target  # object store: written through pyarrow.fs
+        else:
+            checkpoint_dir = target
+    return StepContext(
+        project=project, pipeline=pipe, step=by_name[step], params=params,
+        run_dir=run_dir, data_root=Path(env.get("MLC_DATA_ROOT") or "."),
+        feast_repo=Path(feast_repo) if feast_repo else None,
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
+        or project.platform.mlflow_tracking_uri,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_uri=checkpoint_uri, project_file=project_file,
+        run_id=env.get("MLC_RUN_ID") or env.get("ARGO_WORKFLOW_NAME") or "manual")
+
+
+def entry_point(kind: str):
+    module_name, function = ENTRY_POINTS[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise StepFailed(f"step kind `{kind}` needs {module_name}, which this installation "
+                             "does not have (is this the right runtime image?)") from exc
+        raise
+    return getattr(module, function)
+
+
+def run_step(ctx: StepContext) -> None:
+    """Run one step in this process; raises StepFailed with a readable report."""
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    entry_point(ctx.step.kind)(ctx)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mlc.runtime step",
+                                     description="Run one step of a pipeline of project.json.")
+    parser.add_argument("--project", required=True, type=Path, help="project.json (the IR)")
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--step", required=True)
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a pipeline parameter (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_params(args.param)
+        project = load_project(args.project)
+        ctx = build_context(project, args.pipeline, args.step, overrides=overrides,
+                            project_file=args.project)
+        run_step(ctx)
+    except StepFailed as exc:
+        print(f"step {args.pipeline}/{args.step} failed:\n{exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        return EXIT_FAILED
+    return 0
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise StepFailed(f"parameter `{item}` is not NAME=VALUE")
+        out[name] = value
+    return out

@@ -1,0 +1,287 @@
+"""Training data: the label rows, their features as of each row's time, and the snapshot.
+
+    label source rows in the window (entity keys, event time, label)   = the entity frame
+      + features as of each row's event time, within each view's ttl   = point in time
+      -> dataset.parquet in the run folder, its sha256 = the data snapshot
+
+Features come from Feast's historical retrieval of the model's feature service when a Feast
+repo is given (the cluster, and `mlc run`), otherwise from the file sources directly with the
+same point-in-time rule: the newest feature row at or before the event, at most ttl older.
+The window counts back from the newest labelled row, not from the clock, so a run on the
+same data trains on the same rows whenever it happens (staleness is the validation step's
+job). A retried step finds the snapshot of its first attempt and trains on exactly that.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from mlc.compiler import ir
+from mlc.runtime.step import StepContext, StepFailed
+
+DATA_DIR = "data"
+DATASET_FILE = "dataset.parquet"
+INFO_FILE = "data.json"
+SPLIT_COLUMN = "__split__"
+_ROW = "__row__"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    frame: pd.DataFrame  # keys, event time, label, features, __split__ ("train" | "test")
+    features: list[str]  # input columns, in the model's order
+    feature_refs: list[str]  # "view:field", same order
+    label: str
+    timestamp: str
+    info: dict[str, Any]  # snapshot, rows, window, retrieval: recorded for lineage
+
+    @property
+    def snapshot(self) -> str:
+        return self.info["snapshot"]
+
+    def part(self, split: str) -> pd.DataFrame:
+        return self.frame[self.frame[SPLIT_COLUMN] == split]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading sources
+
+
+def source_location(ctx: StepContext, source: ir.Source) -> str:
+    path = source.options.get("path") or ""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(ctx.data_root / path)
+
+
+def read_source(ctx: StepContext, source: ir.Source, columns: list[str] | None = None
+                ) -> pa.Table:
+    """A file source as an Arrow table (local path or object-store URI; file or folder)."""
+    if source.type != "file":
+        raise StepFailed(f"source `{source.name}` is a {source.type} source; the runtime reads "
+                         "only file sources directly (others are read through Feast)")
+    location = source_location(ctx, source)
+    fmt = source.options.get("format") or "parquet"
+    filesystem = None
+    if "://" in location:
+        from pyarrow import fs
+
+        endpoint = source.options.get("endpoint_override")
+        if endpoint and location.startswith("s3://"):
+            filesystem = fs.S3FileSystem(endpoint_override=endpoint)
+            location = location[len("s3://"):]
+        else:
+            filesystem, location = fs.FileSystem.from_uri(location)
+    try:
+        dataset = pads.dataset(location, format=fmt, filesystem=filesystem)
+        return dataset.to_table(columns=columns)
+    except FileNotFoundError as exc:
+        raise StepFailed(f"source `{source.name}`: {location} does not exist") from exc
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise StepFailed(f"source `{source.name}` ({location}) cannot be read: {exc}") from exc
+
+
+def _as_utc(series: pd.Series) -> pd.Series:
+    if not pd.api.types.is_datetime64_any_dtype(series):
+        raise StepFailed(f"column `{series.name}` must hold timestamps, found {series.dtype}")
+    if getattr(series.dt, "tz", None) is None:
+        return series.dt.tz_localize("UTC")
+    return series.dt.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------------------------------
+# The entity frame and its features
+
+
+def window_seconds(ctx: StepContext) -> int:
+    raw = ctx.param("data_window_seconds", "0") or "0"
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise StepFailed(f"parameter data_window_seconds must be a whole number of seconds, "
+                         f"got `{raw}`") from exc
+    return max(value, 0)
+
+
+def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The label source's rows in the training window, in a stable order."""
+    source = ctx.project.sources[model.label_source]
+    ts = source.timestamp_field
+    columns = [*model.entity_keys, ts, model.label_column]
+    frame = read_source(ctx, source, columns).to_pandas()
+    frame[ts] = _as_utc(frame[ts])
+    frame = frame.dropna(subset=[ts, model.label_column, *model.entity_keys])
+    window = window_seconds(ctx)
+    newest = frame[ts].max()
+    start = None
+    if window and len(frame):
+        start = newest - pd.Timedelta(seconds=window)
+        frame = frame[frame[ts] >= start]
+    # a stable order: time, then keys; rows equal in both keep the source's order
+    frame = frame.sort_values([ts, *model.entity_keys], kind="mergesort").reset_index(drop=True)
+    info = {"window_seconds": window, "window_start": _iso(start), "window_end": _iso(newest),
+            "label_source": source.name, "label_location": source_location(ctx, source)}
+    return frame, info
+
+
+def features_from_feast(ctx: StepContext, model: ir.Model, entities: pd.DataFrame
+                        ) -> pd.DataFrame:
+    """Feast historical retrieval of the model's feature service (point in time correct)."""
+    from feast import FeatureStore
+
+    assert ctx.feast_repo is not None
+    store = FeatureStore(repo_path=str(ctx.feast_repo))
+    try:
+        service = store.get_feature_service(model.feature_service)
+    except Exception as exc:  # feast raises its own not-found types per registry kind
+        raise StepFailed(f"feature service `{model.feature_service}` is not in the Feast "
+                         f"registry of {ctx.feast_repo}: {exc} (was `feast apply` run?)") from exc
+    job = store.get_historical_features(entity_df=entities, features=service)
+    return job.to_df()
+
+
+def features_from_files(ctx: StepContext, model: ir.Model, entities: pd.DataFrame,
+                        ts: str) -> pd.DataFrame:
+    """The same join as Feast's, from the file sources: newest row <= event, within ttl."""
+    out = entities.sort_values(ts, kind="mergesort")
+    wanted: dict[str, list[ir.FeatureRef]] = {}
+    for ref in model.features:
+        wanted.setdefault(ref.view, []).append(ref)
+    for view_name in sorted(wanted):
+        view = ctx.project.feature_views[view_name]
+        source = ctx.project.sources[view.source]
+        fields = [f.name for f in view.fields]
+        table = read_source(ctx, source, [*view.join_keys, source.timestamp_field, *fields])
+        rows = table.to_pandas().rename(columns={source.timestamp_field: "__feature_ts__"})
+        rows["__feature_ts__"] = _as_utc(rows["__feature_ts__"])
+        rows = rows.sort_values("__feature_ts__", kind="mergesort")
+        # merge_asof needs both time columns at the same resolution
+        rows["__feature_ts__"] = rows["__feature_ts__"].astype(out[ts].dtype)
+        out = pd.merge_asof(out, rows, left_on=ts, right_on="__feature_ts__",
+                            by=view.join_keys, direction="backward", allow_exact_matches=True,
+                            tolerance=pd.Timedelta(seconds=view.ttl_seconds) if view.ttl_seconds
+                            else None)
+        out = out.drop(columns="__feature_ts__")
+        for derived in view.derived:
+            out[derived.name] = evaluate_expression(derived.expression, out)
+        keep = {ref.field for ref in wanted[view_name]}
+        out = out.drop(columns=[f for f in [*fields, *(d.name for d in view.derived)]
+                                if f not in keep])
+    return out
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv}
+
+
+def evaluate_expression(expression: str, frame: pd.DataFrame) -> pd.Series:
+    """A derived feature: names of columns, numbers, + - * / and parentheses (as resolve
+    checked them), evaluated over float64 columns."""
+
+    def ev(node: ast.AST):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = ev(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.Name) and node.id in frame.columns:
+            return frame[node.id].astype("float64")
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        raise StepFailed(f"derived feature expression `{expression}` is not supported")
+
+    result = ev(ast.parse(expression, mode="eval"))
+    if not isinstance(result, pd.Series):
+        result = pd.Series(float(result), index=frame.index)
+    return result.astype("float64")
+
+
+# ---------------------------------------------------------------------------------------
+# The dataset and its snapshot
+
+
+def snapshot_hash(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for name, dtype in frame.dtypes.items():
+        digest.update(f"{name}:{dtype}\0".encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None = None
+                  ) -> Dataset:
+    """Join, order, split and record the training data; reuse the run's snapshot if any."""
+    folder = ctx.run_dir / DATA_DIR
+    source = ctx.project.sources[model.label_source]
+    ts, label = source.timestamp_field, model.label_column
+    features = [ref.field for ref in model.features]
+    refs = [ref.qualified for ref in model.features]
+    if (folder / DATASET_FILE).is_file() and (folder / INFO_FILE).is_file():
+        info = json.loads((folder / INFO_FILE).read_text("utf-8"))
+        frame = pd.read_parquet(folder / DATASET_FILE)
+        if snapshot_hash(frame) == info.get("snapshot"):
+            return Dataset(frame, features, refs, label, ts, info)
+
+    entities, info = label_frame(ctx, model)
+    if len(entities) == 0:
+        raise StepFailed(f"no rows of source `{model.label_source}` in the training window")
+    entities[_ROW] = np.arange(len(entities), dtype=np.int64)
+    if ctx.feast_repo is not None:
+        joined, retrieval = features_from_feast(ctx, model, entities), "feast"
+    else:
+        joined, retrieval = features_from_files(ctx, model, entities, ts), "files"
+    missing = [f for f in features if f not in joined.columns]
+    if missing:
+        raise StepFailed(f"the feature data has no column {', '.join(missing)} "
+                         f"(feature service `{model.feature_service}`)")
+    joined = joined.sort_values(_ROW, kind="mergesort").reset_index(drop=True)
+    joined[ts] = _as_utc(joined[ts]).astype("datetime64[us, UTC]")
+    frame = joined[[*model.entity_keys, ts, label, *features]].copy()
+    for name in features:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    # the newest rows are the test set: a model is judged on data later than it learned from
+    split = model.test_split if test_split is None else test_split
+    n_test = int(round(len(frame) * split))
+    frame[SPLIT_COLUMN] = np.where(np.arange(len(frame)) >= len(frame) - n_test, "test", "train")
+    info.update({
+        "snapshot": snapshot_hash(frame), "rows": len(frame),
+        "train_rows": len(frame) - n_test, "test_rows": n_test, "retrieval": retrieval,
+        "feature_service": model.feature_service, "features": features,
+        "feature_refs": refs, "label": label, "timestamp": ts,
+    })
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{DATASET_FILE}.tmp"
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(folder / DATASET_FILE)
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", "utf-8")
+    return Dataset(frame, features, refs, label, ts, info)
+
+
+def load_dataset(ctx: StepContext) -> Dataset:
+    """The snapshot written by the train step (evaluation reads the test rows from it)."""
+    folder = ctx.run_dir / DATA_DIR
+    if not (folder / INFO_FILE).is_file():
+        raise StepFailed(f"no training data snapshot in {folder}: run the train step first")
+    info = json.loads((folder / INFO_FILE).read_text("utf-8"))
+    frame = pd.read_parquet(folder / DATASET_FILE)
+    return Dataset(frame, info["features"], info["feature_refs"], info["label"],
+                   info["timestamp"], info)
+
+
+def _iso(value) -> str | None:
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).isoformat()

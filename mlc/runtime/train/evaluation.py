@@ -1,0 +1,270 @@
+"""Evaluation: the candidate on the held-out (newest) rows, ml.yaml's gates, the champion.
+
+The gates are `evaluation.gates` (each metric within min/max) and, with
+`compareWithProduction`, the candidate against the version that holds the production alias,
+scored on the same test rows: it may be worse by at most `maxRegression`. With no such
+version yet, the comparison passes (there is nothing to regress from). Fails the pipeline
+with exit 11 and a table of what passed and what did not; either way the metrics are logged
+to the training run and written to evaluation.json for the register step.
+
+Metrics are computed here with numpy (no scikit-learn in the image): classification
+roc_auc, pr_auc, log_loss, accuracy, precision, recall, f1, brier (binary; multi-class:
+roc_auc one-vs-rest macro, log_loss, accuracy, f1 macro); regression rmse, mae, mse, r2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mlc.compiler import ir
+from mlc.runtime.step import EXIT_GATES, StepContext, StepFailed
+
+EVALUATION_FILE = "evaluation.json"
+_EPS = 1e-15
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    bounds = np.flatnonzero(np.diff(xs)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(x)]])
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends - 1) / 2 + 1, ends - starts)
+    return ranks
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    positive = positive.astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = _ranks(score.astype(np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
+    positive = positive.astype(bool)
+    if not positive.any():
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    s, p = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # end of each tie group
+    tp = np.cumsum(p)[last]
+    precision = tp / (last + 1)
+    recall = tp / p.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def classification_metrics(truth: np.ndarray, predictions: np.ndarray,
+                           classes: list) -> dict[str, float]:
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(v, -1) for v in truth.tolist()])
+    known = y >= 0
+    y, predictions = y[known], predictions[known]
+    if len(y) == 0:
+        return {}
+    if predictions.ndim == 1:  # binary: P(classes[1])
+        p = np.clip(predictions.astype(np.float64), _EPS, 1 - _EPS)
+        pos = y == 1
+        hard = p >= 0.5
+        tp, fp, fn = int((hard & pos).sum()), int((hard & ~pos).sum()), int((~hard & pos).sum())
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        return {
+            "roc_auc": roc_auc(pos, p), "pr_auc": average_precision(pos, p),
+            "log_loss": float(-np.mean(np.where(pos, np.log(p), np.log(1 - p)))),
+            "accuracy": float(np.mean(hard == pos)), "precision": precision,
+            "recall": recall, "brier": float(np.mean((p - pos) ** 2)),
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        }
+    p = np.clip(predictions.astype(np.float64), _EPS, 1.0)
+    hard = p.argmax(axis=1)
+    aucs = [roc_auc(y == k, p[:, k]) for k in range(p.shape[1])]
+    f1s = []
+    for k in range(p.shape[1]):
+        tp = int(((hard == k) & (y == k)).sum())
+        denominator = int((hard == k).sum()) + int((y == k).sum())
+        f1s.append(2 * tp / denominator if denominator else 0.0)
+    return {
+        "roc_auc": float(np.nanmean(aucs)) if not all(map(math.isnan, aucs)) else float("nan"),
+        "log_loss": float(-np.mean(np.log(p[np.arange(len(y)), y]))),
+        "accuracy": float(np.mean(hard == y)), "f1": float(np.mean(f1s)),
+    }
+
+
+def regression_metrics(truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    t, p = truth.astype(np.float64), predictions.astype(np.float64)
+    if len(t) == 0:
+        return {}
+    err = p - t
+    mse = float(np.mean(err ** 2))
+    var = float(np.var(t))
+    return {"rmse": math.sqrt(mse), "mse": mse, "mae": float(np.mean(np.abs(err))),
+            "r2": 1 - mse / var if var > 0 else float("nan")}
+
+
+def metric_function(task: str, spec: dict[str, Any]
+                    ) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+    if task == "regression":
+        return regression_metrics
+    return lambda truth, predictions: classification_metrics(truth, predictions,
+                                                             spec["classes"])
+
+
+def score(module, spec: dict[str, Any], frame, label: str, task: str) -> dict[str, float]:
+    from mlc.runtime import model_format
+
+    predictions = model_format.predict_frame(module, spec, frame)
+    truth = frame[label].to_numpy()
+    return metric_function(task, spec)(truth, predictions)
+
+
+# ---------------------------------------------------------------------------------------
+# Gates
+
+
+def check_gates(gates: list[ir.Gate], metrics: dict[str, float]) -> list[dict[str, Any]]:
+    results = []
+    for gate in gates:
+        value = metrics.get(gate.metric)
+        ok = value is not None and math.isfinite(value) \
+            and (gate.min is None or value >= gate.min) \
+            and (gate.max is None or value <= gate.max)
+        results.append({"metric": gate.metric, "min": gate.min, "max": gate.max,
+                        "value": value, "passed": bool(ok)})
+    return results
+
+
+def compare(comparison: ir.ChampionComparison, candidate: dict[str, float],
+            champion: dict[str, float]) -> dict[str, Any]:
+    mine, theirs = candidate.get(comparison.metric), champion.get(comparison.metric)
+    if mine is None or theirs is None or not math.isfinite(mine) or not math.isfinite(theirs):
+        return {"metric": comparison.metric, "candidate": mine, "champion": theirs,
+                "passed": False, "note": "the metric is missing for one of the models"}
+    if comparison.higher_is_better:
+        ok = mine >= theirs - comparison.max_regression
+    else:
+        ok = mine <= theirs + comparison.max_regression
+    return {"metric": comparison.metric, "candidate": mine, "champion": theirs,
+            "max_regression": comparison.max_regression,
+            "higher_is_better": comparison.higher_is_better, "passed": bool(ok)}
+
+
+def champion_metrics(ctx: StepContext, model: ir.Model, frame) -> dict[str, Any] | None:
+    """Metrics of the version holding the production alias on `frame`; None if none."""
+    from mlc.runtime import model_format
+    from mlc.runtime.train.registry import alias_version, download_model
+    from mlc.runtime.train.tracking import client_for
+
+    client = client_for(ctx.mlflow_tracking_uri)
+    version = alias_version(client, model.registered_name, model.production_alias)
+    if version is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="mlc-champion-") as tmp:
+        path = download_model(f"models:/{model.registered_name}@{model.production_alias}",
+                              tmp)
+        module, spec = model_format.load_model(path)
+    missing = [f for f in spec["features"] if f not in frame.columns]
+    if missing:
+        return {"version": int(version.version), "metrics": {},
+                "note": f"the champion reads {', '.join(missing)}, which the test data lacks"}
+    return {"version": int(version.version),
+            "metrics": score(module, spec, frame, model.label_column, model.task)}
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"evaluation on {result['test_rows']} test rows: "
+             + ("passed" if result["passed"] else "FAILED")]
+    for g in result["gates"]:
+        bound = " and ".join(b for b in (f">= {g['min']}" if g["min"] is not None else "",
+                                         f"<= {g['max']}" if g["max"] is not None else "") if b)
+        value = "missing" if g["value"] is None else f"{g['value']:.4f}"
+        lines.append(f"  {g['metric']} {value} (must be {bound}): "
+                     + ("ok" if g["passed"] else "FAILED"))
+    c = result.get("comparison")
+    if c:
+        if c.get("champion") is None and c.get("note"):
+            lines.append(f"  vs production: {c['note']}: "
+                         + ("ok" if c["passed"] else "FAILED"))
+        else:
+            word = "lower" if c.get("higher_is_better", True) else "higher"
+            lines.append(f"  vs production (version {c.get('version')}): {c['metric']} "
+                         f"{_fmt(c['candidate'])}, production {_fmt(c['champion'])}, may be at "
+                         f"most {c.get('max_regression')} {word}: "
+                         + ("ok" if c["passed"] else "FAILED"))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "missing" if value is None else f"{value:.4f}"
+
+
+def run(ctx: StepContext) -> None:
+    from mlc.runtime import model_format
+    from mlc.runtime.train.data import load_dataset
+    from mlc.runtime.train.tracking import client_for
+    from mlc.runtime.train.trainer import MODEL_DIR, TRAIN_FILE
+
+    model = ctx.model
+    trained = ctx.run_dir / TRAIN_FILE
+    if not trained.is_file():
+        raise StepFailed(f"no {TRAIN_FILE} in {ctx.run_dir}: run the train step first")
+    train = json.loads(trained.read_text("utf-8"))
+    dataset = load_dataset(ctx)
+    test = dataset.part("test")
+    module, spec = model_format.load_model(ctx.run_dir / MODEL_DIR)
+    metrics = score(module, spec, test, dataset.label, model.task) if len(test) else {}
+    result: dict[str, Any] = {"test_rows": len(test), "metrics": metrics,
+                              "gates": check_gates(model.gates, metrics)}
+    if model.compare_with_production is not None:
+        champion = champion_metrics(ctx, model, test)
+        if champion is None:
+            result["comparison"] = {"metric": model.compare_with_production.metric,
+                                    "champion": None, "passed": True,
+                                    "note": f"no version holds `{model.production_alias}` yet"}
+        elif not champion["metrics"]:
+            result["comparison"] = {"metric": model.compare_with_production.metric,
+                                    "champion": None, "passed": False,
+                                    "version": champion["version"], "note": champion["note"]}
+        else:
+            result["comparison"] = {**compare(model.compare_with_production, metrics,
+                                              champion["metrics"]),
+                                    "version": champion["version"]}
+    result["passed"] = all(g["passed"] for g in result["gates"]) \
+        and result.get("comparison", {}).get("passed", True)
+    result["model_uri"] = train.get("model_uri")
+    result["mlflow_run_id"] = train.get("mlflow_run_id")
+
+    client = client_for(ctx.mlflow_tracking_uri)
+    from mlflow.entities import Metric, RunTag
+
+    stamp = int(time.time() * 1000)
+    logged = [Metric(f"test_{k}", float(v), stamp, 0) for k, v in sorted(metrics.items())
+              if math.isfinite(v)]
+    comparison = result.get("comparison") or {}
+    if comparison.get("champion") is not None:
+        logged.append(Metric(f"production_{comparison['metric']}",
+                             float(comparison["champion"]), stamp, 0))
+    client.log_batch(train["mlflow_run_id"], metrics=logged,
+                     tags=[RunTag("mlc.gates", "passed" if result["passed"] else "failed")],
+                     synchronous=True)
+    path = ctx.run_dir / EVALUATION_FILE
+    path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+    client.log_artifact(train["mlflow_run_id"], str(path), "mlc")
+    text = render(result)
+    if not result["passed"]:
+        raise StepFailed(f"{text}\nthe model was not registered", EXIT_GATES)
+    print(text)

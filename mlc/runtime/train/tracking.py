@@ -1,0 +1,404 @@
+"""MLflow tracking that does not slow training down.
+
+Logging each step with `mlflow.log_metric` is a round trip to the tracking store per value:
+with a SQLite store it makes a small model's training several times slower. Even batched,
+storing a metric costs MLflow's client 0.1-0.2 ms of CPU (a tenth of the bundled example's
+training step), and a thread doing it would hold the GIL the training loop needs. So a
+step's metrics are appended to a list (a few microseconds), handed over every quarter
+second, and stored with `log_batch` by a separate, lower-priority process (`ProcessSink`);
+a thread (`ThreadSink`) is the fallback where no process can be started. The trainer hands
+over the last values before it saves the model, and waits for them after. GPU values are
+converted 64 at a time, so a GPU run synchronises once per 64 steps, not once per step.
+`bench/bench_tracking.py` measures each way against no logging at all.
+
+Lineage tags are set on every run (the `TAG_*` names), so that a registered model version
+leads back to the ml.yaml it was compiled from, the code, the features and the data.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+TAG_PROJECT = "mlc.project"
+TAG_ENV = "mlc.environment"
+TAG_MODEL = "mlc.model"
+TAG_PIPELINE = "mlc.pipeline"
+TAG_PIPELINE_RUN = "mlc.pipeline_run"
+TAG_REASON = "mlc.reason"
+TAG_SOURCE = "mlc.source"
+TAG_SOURCE_HASH = "mlc.source_hash"  # sha256 of ml.yaml + the environment overlay
+TAG_GIT_COMMIT = "mlc.git_commit"
+TAG_FEATURE_SERVICE = "mlc.feature_service"
+TAG_DATA_SNAPSHOT = "mlc.data_snapshot"
+TAG_DATA_WINDOW = "mlc.data_window"
+TAG_TRAINER = "mlc.trainer"  # builtin or custom
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def experiment_name(project: str, model: str) -> str:
+    return f"{project}/{model}"
+
+
+def git_commit(root: Path) -> str | None:
+    """The commit the run's code came from: MLC_GIT_COMMIT (set by the pipeline), or git."""
+    import os
+
+    if value := os.environ.get("MLC_GIT_COMMIT"):
+        return value
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def lineage_tags(ctx, model, snapshot: str | None, trainer: str) -> dict[str, str]:
+    project = ctx.project
+    tags = {
+        TAG_PROJECT: project.name, TAG_ENV: project.env, TAG_MODEL: model.name,
+        TAG_PIPELINE: ctx.pipeline.name, TAG_PIPELINE_RUN: ctx.run_id,
+        TAG_REASON: ctx.param("reason", "manual"), TAG_SOURCE: project.source,
+        TAG_SOURCE_HASH: project.source_hash, TAG_FEATURE_SERVICE: model.feature_service,
+        TAG_DATA_WINDOW: ctx.param("data_window_seconds", "0"), TAG_TRAINER: trainer,
+    }
+    if snapshot:
+        tags[TAG_DATA_SNAPSHOT] = snapshot
+    if commit := git_commit(ctx.data_root):
+        tags[TAG_GIT_COMMIT] = tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+class SyncLogger:
+    """One `log_metric` call per value: what the background logger is measured against."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log(self, key: str, value: Any, step: int) -> None:
+        number = value.item() if hasattr(value, "item") else value
+        self.client.log_metric(self.run_id, key, float(number), step=step)
+
+    def close(self) -> None:
+        pass
+
+
+class BackgroundLogger:
+    """Buffers metrics in the training loop and hands them to a sink every `interval` s.
+
+    `log` appends to a list (tensors are stacked and converted `stack_every` at a time, so a
+    GPU run synchronises once per that many values); the sink stores them elsewhere. `close`
+    hands over the rest and waits until everything is stored.
+    """
+
+    def __init__(self, sink, run_id: str, *, interval: float = 0.25, stack_every: int = 64):
+        self.sink, self.run_id = sink, run_id
+        self.interval = interval
+        self.stack_every = stack_every
+        self._tensors: list[tuple[str, Any, int, int]] = []
+        self._ready: list[tuple[str, float, int, int]] = []
+        self._due = time.monotonic() + interval
+
+    def log(self, key: str, value: Any, step: int) -> None:
+        stamp = int(time.time() * 1000)
+        if hasattr(value, "detach") and value.device.type != "cpu":
+            # reading a GPU value waits for the GPU: convert later, many at once
+            self._tensors.append((key, value.detach(), step, stamp))
+            if len(self._tensors) >= self.stack_every:
+                self._convert()
+        else:
+            number = value.item() if hasattr(value, "item") else value
+            self._ready.append((key, float(number), step, stamp))
+        if time.monotonic() >= self._due:
+            self.flush()
+
+    def _convert(self) -> None:
+        import torch
+
+        pending, self._tensors = self._tensors, []
+        if pending:
+            values = torch.stack([v.reshape(()).float() for _, v, _, _ in pending]).tolist()
+            self._ready.extend((k, val, s, t) for (k, _, s, t), val in zip(pending, values,
+                                                                            strict=True))
+
+    def flush(self) -> None:
+        self._convert()
+        ready, self._ready = self._ready, []
+        self._due = time.monotonic() + self.interval
+        if ready:
+            self.sink.send(self.run_id, ready)
+
+    def close(self) -> None:
+        """Hand over what is left and wait until the sink stored everything; raises if any
+        value could not be stored."""
+        self.flush()
+        self.sink.drain()
+
+
+def _store(client, run_id: str, values: list[tuple[str, float, int, int]]) -> None:
+    from mlflow.entities import Metric
+
+    for i in range(0, len(values), MAX_BATCH):
+        batch = [Metric(key=k, value=v, timestamp=t, step=s)
+                 for k, v, s, t in values[i:i + MAX_BATCH]]
+        client.log_batch(run_id, metrics=batch, synchronous=True)
+
+
+def _sink_process(conn, tracking_uri: str) -> None:
+    """The sender process: stores what arrives; answers `drain` with the first error."""
+    import os
+
+    try:
+        os.nice(5)  # when cores are short, training goes first; the sender catches up
+    except OSError:
+        pass
+    client, error = None, None
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the training process is gone
+            return
+        if message[0] == "log" and error is None:
+            try:
+                if client is None:
+                    client = client_for(tracking_uri)
+                _store(client, message[1], message[2])
+            except Exception as exc:  # report at the next drain; keep the pipe drained
+                error = f"{type(exc).__name__}: {exc}"
+        elif message[0] == "drain":
+            conn.send(("error", error) if error else ("ok",))
+            error = None
+        elif message[0] == "stop":
+            return
+
+
+class ProcessSink:
+    """Stores metrics from a separate process: the tracking client's work (SQLAlchemy, HTTP)
+    then takes neither the training process's CPU time nor its GIL. Start it early: the
+    process imports MLflow while the data loads."""
+
+    def __init__(self, tracking_uri: str):
+        import multiprocessing
+
+        # spawn, not fork: the training process has threads (torch, MLflow) to fork from
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_sink_process, args=(child, tracking_uri),
+                                        name="mlc-metrics", daemon=True)
+        self._process.start()
+        child.close()
+
+    def send(self, run_id: str, values: list) -> None:
+        self._conn.send(("log", run_id, values))
+
+    def drain(self) -> None:
+        self._conn.send(("drain",))
+        reply = self._conn.recv()
+        if reply[0] == "error":
+            raise RuntimeError(f"metrics could not be logged to MLflow: {reply[1]}")
+
+    def stop(self) -> None:
+        try:
+            self._conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self._process.join(timeout=30)
+        self._conn.close()
+
+
+class ThreadSink:
+    """Stores metrics from a thread of this process: no process to start, but the client's
+    work shares the GIL with training (the benchmark's `thread` mode)."""
+
+    def __init__(self, client):
+        import queue
+
+        self.client = client
+        self._queue: queue.Queue = queue.Queue()
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="mlc-metrics", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    _store(self.client, *item)
+            except Exception as exc:
+                self._error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._queue.task_done()
+
+    def send(self, run_id: str, values: list) -> None:
+        self._queue.put((run_id, values))
+
+    def drain(self) -> None:
+        self._queue.join()
+        if self._error:
+            error, self._error = self._error, None
+            raise RuntimeError(f"metrics could not be logged to MLflow: {error}")
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+def start_sink(tracking_uri: str):
+    """The metrics sink for a training run: a sender process, or a thread where processes
+    cannot be started (or MLC_METRICS_SINK=thread asks for one)."""
+    import os
+
+    if os.environ.get("MLC_METRICS_SINK", "process") != "thread":
+        try:
+            return ProcessSink(tracking_uri)
+        except OSError:
+            pass
+    return ThreadSink(client_for(tracking_uri))
+
+
+def client_for(tracking_uri: str):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The experiment's id, created if needed. MLC_ARTIFACT_ROOT (set by `mlc run`) says
+    where a new experiment keeps its artifacts; otherwise the tracking server decides."""
+    import os
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    root = os.environ.get("MLC_ARTIFACT_ROOT")
+    location = f"{root.rstrip('/')}/{name.replace('/', '-')}" if root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by a concurrent run
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+RUN_FILE = "mlflow-run.json"  # in the run folder: a retried train step reopens this run
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+class TrackedRun:
+    """The MLflow run of one training: opened by the train step, read by later steps."""
+
+    def __init__(self, client, run_id: str, experiment_id: str, ctx):
+        self.client, self.run_id, self.experiment_id, self.ctx = client, run_id, \
+            experiment_id, ctx
+
+    @classmethod
+    def open(cls, ctx, model, dataset, *, trainer: str) -> TrackedRun:
+        import json
+
+        client = client_for(ctx.mlflow_tracking_uri)
+        experiment_id = ensure_experiment(client, experiment_name(ctx.project.name, model.name))
+        record = ctx.run_dir / RUN_FILE
+        run_id = None
+        if record.is_file():
+            previous = json.loads(record.read_text("utf-8"))
+            if previous.get("data_snapshot") == (dataset.snapshot if dataset else None):
+                run_id = previous["run_id"]
+                client.update_run(run_id, status="RUNNING")
+        if run_id is None:
+            tags = lineage_tags(ctx, model, dataset.snapshot if dataset else None, trainer)
+            tags["mlflow.runName"] = f"{model.name}-{ctx.run_id}"
+            run_id = client.create_run(experiment_id, tags=tags).info.run_id
+            record.write_text(json.dumps({"run_id": run_id, "data_snapshot": dataset.snapshot
+                                          if dataset else None}) + "\n", "utf-8")
+        return cls(client, run_id, experiment_id, ctx)
+
+    def logger(self, sink, **kwargs) -> BackgroundLogger:
+        return BackgroundLogger(sink, self.run_id, **kwargs)
+
+    def log_params(self, hp: dict[str, Any], dataset) -> None:
+        from mlflow.entities import Param
+
+        params = {k: json_value(v) for k, v in sorted(hp.items())}
+        if dataset is not None:
+            info = dataset.info
+            params.update({"data_rows": str(info["rows"]), "train_rows": str(info["train_rows"]),
+                           "test_rows": str(info["test_rows"]),
+                           "data_window_start": str(info.get("window_start")),
+                           "data_window_end": str(info.get("window_end")),
+                           "data_retrieval": info["retrieval"]})
+        existing = self.client.get_run(self.run_id).data.params
+        fresh = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
+        if fresh:
+            self.client.log_batch(self.run_id, params=fresh, synchronous=True)
+
+    def log_model(self, folder: Path, dataset, spec: dict[str, Any]) -> str:
+        """Log the model folder as a pyfunc model with signature and input example."""
+        import mlflow
+        import pandas as pd
+        import torch
+        from mlflow.models import infer_signature
+
+        from mlc.runtime import model_format
+
+        example = dataset.part("train")[spec["features"]].dropna().head(5) \
+            if dataset is not None else pd.DataFrame(columns=spec["features"])
+        example = example.astype("float64").reset_index(drop=True)
+        module, _ = model_format.load_model(folder)
+        output = model_format.predict_frame(module, spec, example) if len(example) else None
+        signature = infer_signature(example, output)
+        requirements = [f"torch=={torch.__version__.split('+')[0]}",
+                        f"mlflow=={mlflow.__version__}", "numpy", "pandas"]
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where the logged model goes
+        # MLflow's advice (type hints on predict, integer columns) does not apply to a model
+        # whose inputs are always float64; keep it out of the step's log
+        with warnings.catch_warnings(), mlflow.start_run(
+                run_id=self.run_id, experiment_id=self.experiment_id,
+                nested=mlflow.active_run() is not None):
+            warnings.simplefilter("ignore", UserWarning)
+            if dataset is not None:
+                source = dataset.info.get("label_location", "")
+                mlflow.log_input(mlflow.data.from_pandas(
+                    dataset.part("train"), source=source, name="training",
+                    targets=spec["label"]), context="training")
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC_CODE),
+                artifacts={model_format.ARTIFACT_KEY: str(folder)}, signature=signature,
+                input_example=example if len(example) else None,
+                # the format's reader travels with the model: loading it needs no mlc
+                code_paths=[model_format.__file__], pip_requirements=requirements)
+        return info.model_uri
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, summary: dict[str, Any], status: str = "FINISHED") -> None:
+        from mlflow.entities import RunTag
+
+        tags = [RunTag("mlc.model_uri", str(summary.get("model_uri", ""))),
+                RunTag("mlc.device", str(summary.get("device", ""))),
+                RunTag("mlc.precision", str(summary.get("precision", "")))]
+        self.client.log_batch(self.run_id, tags=tags, synchronous=True)
+        for name in ("data/data.json", "validation.json"):
+            if (self.ctx.run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(self.ctx.run_dir / name), "mlc")
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def json_value(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
