@@ -1,0 +1,419 @@
+"""The model server: Open Inference Protocol v2 and a plain JSON `/predict`, on uvicorn.
+
+    GET  /v2/health/live            200 while the process runs
+    GET  /v2/health/ready           200 once the model is loaded and warm; 503 before, and
+                                    from the first SIGTERM on (so traffic moves away)
+    GET  /v2 | /v2/models/{name}    server and model metadata (inputs, outputs, versions)
+    GET  /v2/models/{name}/ready
+    POST /v2/models/{name}[/versions/{v}]/infer    OIP v2 inference
+    POST /predict                   {"instances": [{feature: value}, ...]} -> {"predictions"}
+    GET  /metrics                   Prometheus text (mlc/metrics.py's serving metrics)
+
+A raw ASGI app, not a framework: every request passes one `if` chain, one JSON parse, a
+vectorised check (validation.py) and a future that the batcher (batching.py) resolves, so
+the server adds little to the model's own cost. The model loads in the background after
+the socket opens: liveness answers at once, readiness waits for the model.
+
+On SIGTERM: readiness turns false, the server keeps answering for `drain_seconds` (time for
+the load balancer to notice), then stops accepting connections, finishes every request in
+flight, empties the batch queue, flushes the prediction log and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .batching import Batcher, Closed, Overloaded
+from .metrics import CONTENT_TYPE, ServeMetrics
+from .settings import ServeSettings, settings_for_endpoint
+from .validation import RequestError, Signature
+
+__all__ = ["ServeApp", "ServeSettings", "main", "make_server", "settings_for_endpoint"]
+
+try:
+    import orjson
+
+    def dumps(doc) -> bytes:
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    loads = orjson.loads
+except ImportError:  # the image installs orjson; a bare environment still works
+    import json
+
+    def dumps(doc) -> bytes:
+        return json.dumps(doc, default=lambda o: o.tolist()).encode()
+
+    loads = json.loads
+
+log = logging.getLogger("mlc.serve")
+PREDICT_ROUTE = "/predict"
+INFER_ROUTE = "/v2/models/{name}/infer"
+# A model call faster than this runs on the event loop: handing it to a thread and back
+# costs about as much, and the loop stalls for at most this long per batch.
+INLINE_BELOW = 0.001
+JSON = [(b"content-type", b"application/json")]
+
+
+class ServeApp:
+    def __init__(self, settings: ServeSettings, loader=None):
+        self.settings = settings
+        self._loader = loader  # () -> LoadedModel; default: the MLflow registry
+        self.model = None
+        self.signature: Signature | None = None
+        self.version = ""
+        self.ready = False
+        self.draining = False
+        self.load_error: str | None = None
+        self.inflight = 0
+        self.reading = 0  # requests whose rows are not queued yet (the batcher waits for them)
+        self.online = None
+        self.prediction_log = None
+        self.batcher = Batcher(self._run_batch, max_batch_size=settings.max_batch_size,
+                               max_latency=settings.max_latency, max_queue=settings.max_queue,
+                               expecting=lambda: self.reading,
+                               inline=settings.model_thread is False)
+        self.metrics = ServeMetrics(settings.endpoint, [], settings.max_queue,
+                                    inflight=lambda: self.inflight,
+                                    queue_depth=lambda: self.batcher.queued)
+        self._names = {settings.endpoint, *settings.model_names}
+        self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
+        self._load_task: asyncio.Task | None = None
+
+    # --- model -----------------------------------------------------------------------------
+    def _load(self) -> dict:
+        """In a worker thread: the model and everything built around it (blocking work)."""
+        s = self.settings
+        if self._loader is not None:
+            model = self._loader()
+        else:
+            from .loader import load
+
+            model = load(s.model_uri, s.tracking_uri)
+        declared = [f for f in s.feature_types if f not in model.features]
+        if declared:
+            log.warning("the model does not take %s, which ml.yaml lists; serving the "
+                        "model's own inputs", ", ".join(declared))
+        parts = {"model": model, "online": None, "log": None,
+                 "inline": (not s.model_thread if s.model_thread is not None
+                            else _call_seconds(model, s.max_batch_size) < INLINE_BELOW)}
+        if s.online_features:
+            from .features import OnlineFeatures
+
+            repo, service, keys = s.online_features
+            parts["online"] = OnlineFeatures(repo, service, keys, model.features)
+        if s.prediction_log_uri and s.prediction_log_sample > 0:
+            from mlc.runtime.prediction_log import PredictionLogWriter
+
+            parts["log"] = PredictionLogWriter(s.prediction_log_uri, model.features,
+                                               s.prediction_log_sample)
+        return parts
+
+    async def _load_until_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.5
+        while not self.draining:
+            try:
+                self._install(await loop.run_in_executor(None, self._load))
+                return
+            except Exception as exc:  # registry down, alias not set yet: keep trying
+                self.load_error = str(exc)
+                log.error("model not loaded (retrying in %.1fs): %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.load_retry_max_seconds)
+
+    def _install(self, parts: dict) -> None:
+        s, model = self.settings, parts["model"]
+        types = {f: s.feature_types.get(f, "float64") for f in model.features}
+        self.signature = Signature.build(model.features, types, max_rows=s.max_queue)
+        self.online = parts["online"]
+        self.prediction_log = parts["log"]
+        if self.prediction_log is not None:
+            self.metrics.listeners.append(self.prediction_log.log)
+        self.metrics.set_features(model.features)
+        self.metrics.set_model(model.name, model.version, model.alias, model.trained_at)
+        self.batcher.inline = parts["inline"]
+        self.model, self.version = model, model.version
+        self.load_error = None
+        self.ready = self.metrics.ready = True
+        log.info("serving %s version %s (%d features; model calls %s)", model.name,
+                 model.version, len(model.features),
+                 "on the event loop" if self.batcher.inline else "in a thread")
+
+    def _run_batch(self, rows: np.ndarray) -> np.ndarray:
+        """Predict; the metrics (and, through them, the prediction log) see the call later,
+        in their own thread."""
+        model = self.model
+        predictions = model.predict(rows)
+        self.metrics.observe_batch(model.version, rows, predictions)
+        return predictions
+
+    # --- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.batcher.start()
+                self._load_task = asyncio.get_running_loop().create_task(
+                    self._load_until_ready())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def shutdown(self) -> None:
+        self.draining, self.ready, self.metrics.ready = True, False, False
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await self.batcher.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.metrics.close)  # counts and logs the last calls
+        if self.prediction_log is not None:
+            await loop.run_in_executor(None, self.prediction_log.close)
+
+    async def _http(self, scope, receive, send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == PREDICT_ROUTE:
+            return await self._infer(scope, receive, send, PREDICT_ROUTE, oip=False)
+        if path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/"):].split("/")
+            name = parts[0]
+            if name not in self._names:
+                return await _send(send, 404, {"error": f"no model named `{name}` here"})
+            tail = parts[1:]
+            if len(tail) >= 2 and tail[0] == "versions":
+                if self.model is not None and tail[1] != self.version:
+                    return await _send(send, 404, {"error": f"version {tail[1]} is not "
+                                                   f"served (serving {self.version})"})
+                tail = tail[2:]
+            if tail == ["infer"]:
+                return await self._infer(scope, receive, send, INFER_ROUTE, oip=True)
+            if tail == ["ready"]:
+                return await self._ready(send)
+            if tail in ([], [""]):
+                return await self._model_metadata(send, name)
+            return await _send(send, 404, {"error": f"no route {path}"})
+        if path == "/v2/health/live":
+            return await _send(send, 200, {"live": True})
+        if path == "/v2/health/ready":
+            return await self._ready(send)
+        if path == "/metrics":
+            return await _send_raw(send, 200, self.metrics.render(),
+                                   [(b"content-type", CONTENT_TYPE.encode())])
+        if path in ("/v2", "/v2/"):
+            return await _send(send, 200, {"name": "mlc", "version": _version(),
+                                           "extensions": []})
+        return await _send(send, 404, {"error": f"no route {method} {path}"})
+
+    async def _ready(self, send) -> None:
+        if self.ready and not self.draining:
+            return await _send(send, 200, {"ready": True})
+        reason = ("shutting down" if self.draining else
+                  f"model not loaded: {self.load_error}" if self.load_error
+                  else "model loading")
+        await _send(send, 503, {"ready": False, "reason": reason})
+
+    async def _model_metadata(self, send, name: str) -> None:
+        if self.signature is None:
+            return await _send(send, 503, {"error": "model loading"}, self._retry)
+        sig, model = self.signature, self.model
+        shape = [-1, model.output_width] if model.output_width > 1 else [-1]
+        await _send(send, 200, {
+            "name": name, "versions": [self.version], "platform": "pytorch",
+            "inputs": [{"name": n, "datatype": sig.oip_datatype(i), "shape": [-1]}
+                       for i, n in enumerate(sig.names)],
+            "outputs": [{"name": "prediction", "datatype": "FP64", "shape": shape}]})
+
+    async def _infer(self, scope, receive, send, route: str, *, oip: bool) -> None:
+        start = time.perf_counter()
+        self.inflight += 1
+        self.reading += 1
+        reading = True
+        version = self.version
+        status, body, headers = 200, None, None
+        try:
+            if scope["method"] != "POST":
+                raise RequestError(f"{route} takes POST", 405)
+            # Draining still answers: readiness is false, but the load balancer may send a
+            # few more requests before it notices; the batcher refuses once it is closed.
+            if self.model is None:
+                status, headers = 503, self._retry
+                body = {"error": "model not loaded yet"}
+            else:
+                raw = await self._read_body(scope, receive)
+                try:
+                    doc = loads(raw)
+                except ValueError as exc:
+                    raise RequestError(f"the body is not valid JSON: {exc}") from None
+                rows = await self._rows(doc, oip)
+                self.reading -= 1
+                reading = False
+                predictions = await self.batcher.submit(rows)
+                body = _answer(doc, predictions, self.settings.endpoint, version, oip)
+        except RequestError as exc:
+            status, body = exc.status, {"error": exc.message}
+        except Overloaded:
+            status, headers = 503, self._retry
+            body = {"error": f"overloaded: {self.settings.max_queue} rows already queued"}
+        except Closed:
+            status, headers, body = 503, self._retry, {"error": "shutting down"}
+        except _Disconnected:
+            status, body = 499, None
+        except Exception as exc:
+            log.exception("inference failed")
+            status, body = 500, {"error": f"inference failed: {type(exc).__name__}"}
+        finally:
+            if reading:
+                self.reading -= 1
+        try:
+            if body is not None:
+                await _send(send, status, body, headers)
+        finally:
+            self.inflight -= 1
+            self.metrics.observe_request(version, route, status, time.perf_counter() - start)
+
+    async def _rows(self, doc, oip: bool) -> np.ndarray:
+        if self.online is not None and not oip:
+            entity_rows = self.online.entity_rows(doc)
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.online.lookup, entity_rows)
+        return self.signature.rows_from_oip(doc) if oip else self.signature.rows_from_predict(
+            doc)
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length" and int(value) > limit:
+                raise RequestError(f"the body is {int(value)} bytes; at most {limit}", 413)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise RequestError(f"the body is over {limit} bytes", 413)
+            return body
+        chunks, size = [body], len(body)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"the body is over {limit} bytes", 413)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _call_seconds(model, rows: int) -> float:
+    """The median time of a full-batch model call (after the loader's warm-up call)."""
+    batch = np.zeros((rows, len(model.features)))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        model.predict(batch)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[2]
+
+
+def _answer(doc, predictions: np.ndarray, endpoint: str, version: str, oip: bool) -> dict:
+    if not oip:
+        return {"predictions": predictions, "model_version": version}
+    answer = {"model_name": endpoint, "model_version": version,
+              "outputs": [{"name": "prediction", "datatype": "FP64",
+                           "shape": list(predictions.shape), "data": predictions.ravel()}]}
+    if isinstance(doc, dict) and "id" in doc:
+        answer["id"] = doc["id"]
+    return answer
+
+
+async def _send(send, status: int, doc, headers=None) -> None:
+    await _send_raw(send, status, dumps(doc), JSON + headers if headers else JSON)
+
+
+async def _send_raw(send, status: int, body: bytes, headers) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlc")
+    except PackageNotFoundError:
+        return "0"
+
+
+def make_server(app: ServeApp, host: str, port: int, **config):
+    """A uvicorn server for `app` whose SIGTERM first drains (see module docstring)."""
+    import importlib.util
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        exit_at: float | None = None
+
+        def handle_exit(self, sig, frame) -> None:
+            app.draining, app.ready, app.metrics.ready = True, False, False
+            delay = app.settings.drain_seconds
+            if delay > 0 and self.exit_at is None:
+                self.exit_at = time.monotonic() + delay
+                return
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()  # a drained exit is a clean exit (status 0)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.exit_at is not None and time.monotonic() >= self.exit_at:
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    fast = {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
+    options = {"lifespan": "on", "access_log": False, "timeout_graceful_shutdown": 30,
+               "log_level": "info", **fast, **config}
+    cfg = uvicorn.Config(app, host=host, port=port, **options)
+    return Server(cfg)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mlc.runtime serve",
+                                     description="Serve an endpoint's model over HTTP.")
+    parser.add_argument("--project", required=True, type=Path, help="project.json (the IR)")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=None,
+                        help="default: the endpoint's port (8080)")
+    args = parser.parse_args(argv)
+    from mlc.compiler import ir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    project = ir.ResolvedProject.model_validate_json(args.project.read_text("utf-8"))
+    settings = settings_for_endpoint(project, args.endpoint)
+    port = args.port or project.endpoints[args.endpoint].port
+    make_server(ServeApp(settings), args.host, port).run()
+    return 0

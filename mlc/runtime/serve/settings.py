@@ -1,0 +1,79 @@
+"""What one server needs to know: the endpoint's settings from project.json, plus the
+environment the manifests (or `mlc run`) set: MLflow, the prediction log, Feast, limits."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServeSettings:
+    endpoint: str
+    model_uri: str
+    tracking_uri: str
+    model_names: tuple[str, ...] = ()  # names /v2/models/{name} answers to (+ the endpoint)
+    feature_types: dict[str, str] = field(default_factory=dict)
+    max_batch_size: int = 32
+    max_latency: float = 0.005
+    max_queue: int = 256
+    max_body_bytes: int = 1 << 20
+    prediction_log_uri: str | None = None
+    prediction_log_sample: float = 0.0
+    online_features: tuple[Path, str, tuple[str, ...]] | None = None  # repo, service, keys
+    drain_seconds: float = 0.0
+    model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
+    retry_after_seconds: int = 1
+    load_retry_max_seconds: float = 30.0
+
+
+def workload_config(env: dict[str, str]) -> dict:
+    """This server's part of the endpoint, as the manifests mount it (MLC_ENDPOINT_CONFIG):
+    which model a primary, shadow or A/B variant serves, the name its metrics carry, its
+    batching and prediction log. Absent under `mlc run`, where project.json says it all."""
+    path = env.get("MLC_ENDPOINT_CONFIG")
+    if not path or not Path(path).is_file():
+        return {}
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
+                          ) -> ServeSettings:
+    """Settings of endpoint `name` of a ResolvedProject: project.json, then the workload's
+    mounted config, then MLC_*/MLflow environment variables, each overriding the one before."""
+    from mlc.runtime.prediction_log import resolve_uri
+
+    env = dict(os.environ if env is None else env)
+    workload = workload_config(env)
+    batching = workload.get("batching") or {}
+    log = workload.get("prediction_log") or {}
+    if name not in project.endpoints:
+        raise SystemExit(f"error: no endpoint `{name}` in project `{project.name}` (known: "
+                         f"{', '.join(project.endpoints) or 'none'})")
+    e = project.endpoints[name]
+    online = None
+    if e.online_features:
+        repo = env.get("MLC_FEAST_REPO")
+        if not repo:
+            raise SystemExit("error: endpoint looks features up online but MLC_FEAST_REPO "
+                             "is not set")
+        online = (Path(repo), e.feature_service,
+                  tuple(project.models[e.model].entity_keys))
+    return ServeSettings(
+        endpoint=workload.get("metrics_endpoint") or e.name,
+        model_uri=env.get("MLC_MODEL_URI") or workload.get("model_uri") or e.model_uri,
+        tracking_uri=env.get("MLFLOW_TRACKING_URI") or project.platform.mlflow_tracking_uri,
+        model_names=(e.registered_name, e.model),
+        feature_types={r.field: r.type for r in e.input_features},
+        max_batch_size=batching.get("max_batch_size", e.batching.max_batch_size),
+        max_latency=batching.get("max_latency_seconds", e.batching.max_latency_seconds),
+        max_queue=batching.get("max_queue", e.batching.max_queue),
+        max_body_bytes=int(env.get("MLC_MAX_BODY_BYTES", 1 << 20)),
+        prediction_log_uri=resolve_uri(env.get("MLC_PREDICTION_LOG_URI") or log.get("uri")
+                                       or e.prediction_log_uri),
+        prediction_log_sample=log.get("sample", e.prediction_log_sample),
+        online_features=online,
+        drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
+        model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")))
