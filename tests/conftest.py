@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,25 @@ def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite golden trees and snapshot files from the current output "
                      "(never in CI)")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_state():
+    """MLflow keeps the tracking URI and the active experiment in process-global state; a
+    test that points MLflow at its own temporary store must not inherit the previous test's
+    experiment id (a runtime step or server is its own process, where this cannot happen)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None
+        sys.modules["mlflow"].set_tracking_uri("")
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
 
 
 @pytest.fixture
