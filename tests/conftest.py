@@ -30,7 +30,11 @@ def _fresh_mlflow_state():
         while fluent.active_run() is not None:
             fluent.end_run()
         fluent._active_experiment_id = None
-        sys.modules["mlflow"].set_tracking_uri("")
+        # back to "nothing set", as in a new process (an empty URI would mean ./mlruns)
+        sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = None
+        registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+        if registry is not None:
+            registry._registry_uri = None
     for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
         if key not in saved:
             del os.environ[key]

@@ -272,7 +272,10 @@ def client_for(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri)
+    # the model registry lives in the same store: a registry URI set earlier in the process
+    # (MLflow keeps it globally) must not send aliases and versions somewhere else
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def ensure_experiment(client, name: str) -> str:
