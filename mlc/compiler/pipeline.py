@@ -16,6 +16,7 @@ from pathlib import Path
 from .diagnostics import CompileFailed, Diagnostics, did_you_mean
 from .ir import ResolvedProject
 from .load import Document, load_yaml_file
+from .names import is_dns_label
 from .overlay import merge_documents
 from .resolve import resolve_project
 from .validate import validate_document
@@ -101,8 +102,6 @@ def select_environments(root: Path, envs: list[str] | None, diags: Diagnostics) 
                     help="run mlc in the project's folder, or point at it with `-C DIR`")
         raise CompileFailed(diags)
     known = list_environments(root)
-    from .names import is_dns_label
-
     for name in known:
         if not is_dns_label(name):
             diags.error(BAD_ENVIRONMENT_NAME, f"environment file name `{name}.yaml` is not a "

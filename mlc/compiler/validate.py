@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..schema import API_VERSION, Project
-from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean
+from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean, format_path
 from .load import Document
 
 # pydantic error type -> (code, what it means); the codes are documented in docs/diagnostics.md
@@ -288,7 +288,6 @@ def _pick_model(tp: Any, node: Any) -> type[BaseModel] | None:
 
 
 def _dotted(path: FieldPath) -> str:
-    from .diagnostics import format_path
     return format_path(path)
 
 

@@ -9,18 +9,15 @@ own output.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..output import check_path
+from .. import write
 from ..write import INDEX_NAME
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # write.py renames the old tree to this name between the two renames of a swap; a crash
 # right there leaves the old tree only under it (the next write moves it back).
 _ASIDE = ".mlc-old-{env}"
@@ -61,18 +58,11 @@ def sha256(data: bytes) -> str:
 
 
 def parse_index(data: bytes) -> dict[str, str]:
+    """The writer's index of a tree (write.parse_index), a damaged one as a TreeError."""
     try:
-        doc = json.loads(data.decode("utf-8"))
-        files = doc.get("files") if isinstance(doc, dict) else None
-        if not isinstance(files, dict):
-            raise ValueError("no `files` mapping")
-        for path, digest in files.items():
-            check_path(path)  # a tampered index must not reach outside the tree
-            if path == INDEX_NAME or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-                raise ValueError(f"bad entry for {path!r}")
+        return dict(sorted(write.parse_index(data).items()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise TreeError(f"{INDEX_NAME} cannot be read: {exc}") from None
-    return dict(sorted(files.items()))
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .. import ir
 from ..names import dns_label
 from .context import Context
+from .models import has_training
 
 PROJECT_JSON = "/etc/mlc/project.json"
 STEP_COMMAND = ["python", "-m", "mlc.runtime", "step"]
@@ -160,8 +161,6 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
                       checks: dict[str, ir.DriftCheck], endpoints: dict[str, ir.Endpoint],
                       views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
                       platform: ir.Platform) -> dict[str, ir.Pipeline]:
-    from .models import has_training
-
     timezone = "UTC"
     pipelines: list[ir.Pipeline] = []
     for name, model in models.items():
