@@ -302,33 +302,6 @@ def test_mixed_precision_choice(monkeypatch):
     assert trainer.precision("fp16", cuda) == (torch.float16, True)
 
 
-@pytest.mark.slow
-def test_background_logger_sends_every_value_with_its_step(tmp_path):
-    from mlc.runtime.train import tracking
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = tracking.client_for(uri)
-    experiment = tracking.ensure_experiment(client, "t")
-    for sink in (tracking.ProcessSink(uri), tracking.ThreadSink(client)):
-        run = client.create_run(experiment)
-        logger = tracking.BackgroundLogger(sink, run.info.run_id, interval=0.01,
-                                           stack_every=7)
-        for step in range(1, 2501):
-            logger.log("loss", torch.tensor(1.0 / step), step)
-            logger.log("lr", 0.5, step)
-        logger.close()
-        history = client.get_metric_history(run.info.run_id, "loss")
-        assert sorted(m.step for m in history) == list(range(1, 2501))
-        assert {m.step: m.value for m in history}[4] == pytest.approx(0.25)
-        assert len(client.get_metric_history(run.info.run_id, "lr")) == 2500
-        # a store that fails is reported when the logger closes, not silently dropped
-        logger = tracking.BackgroundLogger(sink, "no-such-run")
-        logger.log("loss", 1.0, 1)
-        with pytest.raises(RuntimeError, match="could not be logged"):
-            logger.close()
-        sink.stop()
-
-
 # ---------------------------------------------------------------------------------------
 # the pipeline's steps, end to end
 

@@ -1,15 +1,6 @@
-"""MLflow tracking that does not slow training down.
+"""The MLflow run of a training: lineage tags, parameters, the logged model, the outcome.
 
-Logging each step with `mlflow.log_metric` is a round trip to the tracking store per value:
-with a SQLite store it makes a small model's training several times slower. Even batched,
-storing a metric costs MLflow's client 0.1-0.2 ms of CPU (a tenth of the bundled example's
-training step), and a thread doing it would hold the GIL the training loop needs. So a
-step's metrics are appended to a list (a few microseconds), handed over every quarter
-second, and stored with `log_batch` by a separate, lower-priority process (`ProcessSink`);
-a thread (`ThreadSink`) is the fallback where no process can be started. The trainer hands
-over the last values before it saves the model, and waits for them after. GPU values are
-converted 64 at a time, so a GPU run synchronises once per 64 steps, not once per step.
-`bench/bench_tracking.py` measures each way against no logging at all.
+Per-step metrics go through `metric_log`, which keeps their cost out of the training loop.
 
 Lineage tags are set on every run (the `TAG_*` names), so that a registered model version
 leads back to the ml.yaml it was compiled from, the code, the features and the data.
@@ -18,8 +9,6 @@ leads back to the ml.yaml it was compiled from, the code, the features and the d
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,7 +27,6 @@ TAG_DATA_SNAPSHOT = "mlc.data_snapshot"
 TAG_DATA_WINDOW = "mlc.data_window"
 TAG_TRAINER = "mlc.trainer"  # builtin or custom
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 def experiment_name(project: str, model: str) -> str:
@@ -75,196 +63,6 @@ def lineage_tags(ctx, model, snapshot: str | None, trainer: str) -> dict[str, st
     if commit := git_commit(ctx.data_root):
         tags[TAG_GIT_COMMIT] = tags[MLFLOW_GIT_COMMIT] = commit
     return tags
-
-
-class SyncLogger:
-    """One `log_metric` call per value: what the background logger is measured against."""
-
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
-
-    def log(self, key: str, value: Any, step: int) -> None:
-        number = value.item() if hasattr(value, "item") else value
-        self.client.log_metric(self.run_id, key, float(number), step=step)
-
-    def close(self) -> None:
-        pass
-
-
-class BackgroundLogger:
-    """Buffers metrics in the training loop and hands them to a sink every `interval` s.
-
-    `log` appends to a list (tensors are stacked and converted `stack_every` at a time, so a
-    GPU run synchronises once per that many values); the sink stores them elsewhere. `close`
-    hands over the rest and waits until everything is stored.
-    """
-
-    def __init__(self, sink, run_id: str, *, interval: float = 0.25, stack_every: int = 64):
-        self.sink, self.run_id = sink, run_id
-        self.interval = interval
-        self.stack_every = stack_every
-        self._tensors: list[tuple[str, Any, int, int]] = []
-        self._ready: list[tuple[str, float, int, int]] = []
-        self._due = time.monotonic() + interval
-
-    def log(self, key: str, value: Any, step: int) -> None:
-        stamp = int(time.time() * 1000)
-        if hasattr(value, "detach") and value.device.type != "cpu":
-            # reading a GPU value waits for the GPU: convert later, many at once
-            self._tensors.append((key, value.detach(), step, stamp))
-            if len(self._tensors) >= self.stack_every:
-                self._convert()
-        else:
-            number = value.item() if hasattr(value, "item") else value
-            self._ready.append((key, float(number), step, stamp))
-        if time.monotonic() >= self._due:
-            self.flush()
-
-    def _convert(self) -> None:
-        import torch
-
-        pending, self._tensors = self._tensors, []
-        if pending:
-            values = torch.stack([v.reshape(()).float() for _, v, _, _ in pending]).tolist()
-            self._ready.extend((k, val, s, t) for (k, _, s, t), val in zip(pending, values,
-                                                                            strict=True))
-
-    def flush(self) -> None:
-        self._convert()
-        ready, self._ready = self._ready, []
-        self._due = time.monotonic() + self.interval
-        if ready:
-            self.sink.send(self.run_id, ready)
-
-    def close(self) -> None:
-        """Hand over what is left and wait until the sink stored everything; raises if any
-        value could not be stored."""
-        self.flush()
-        self.sink.drain()
-
-
-def _store(client, run_id: str, values: list[tuple[str, float, int, int]]) -> None:
-    from mlflow.entities import Metric
-
-    for i in range(0, len(values), MAX_BATCH):
-        batch = [Metric(key=k, value=v, timestamp=t, step=s)
-                 for k, v, s, t in values[i:i + MAX_BATCH]]
-        client.log_batch(run_id, metrics=batch, synchronous=True)
-
-
-def _sink_process(conn, tracking_uri: str) -> None:
-    """The sender process: stores what arrives; answers `drain` with the first error."""
-    import os
-
-    try:
-        os.nice(5)  # when cores are short, training goes first; the sender catches up
-    except OSError:
-        pass
-    client, error = None, None
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the training process is gone
-            return
-        if message[0] == "log" and error is None:
-            try:
-                if client is None:
-                    client = client_for(tracking_uri)
-                _store(client, message[1], message[2])
-            except Exception as exc:  # report at the next drain; keep the pipe drained
-                error = f"{type(exc).__name__}: {exc}"
-        elif message[0] == "drain":
-            conn.send(("error", error) if error else ("ok",))
-            error = None
-        elif message[0] == "stop":
-            return
-
-
-class ProcessSink:
-    """Stores metrics from a separate process: the tracking client's work (SQLAlchemy, HTTP)
-    then takes neither the training process's CPU time nor its GIL. Start it early: the
-    process imports MLflow while the data loads."""
-
-    def __init__(self, tracking_uri: str):
-        import multiprocessing
-
-        # spawn, not fork: the training process has threads (torch, MLflow) to fork from
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_sink_process, args=(child, tracking_uri),
-                                        name="mlc-metrics", daemon=True)
-        self._process.start()
-        child.close()
-
-    def send(self, run_id: str, values: list) -> None:
-        self._conn.send(("log", run_id, values))
-
-    def drain(self) -> None:
-        self._conn.send(("drain",))
-        reply = self._conn.recv()
-        if reply[0] == "error":
-            raise RuntimeError(f"metrics could not be logged to MLflow: {reply[1]}")
-
-    def stop(self) -> None:
-        try:
-            self._conn.send(("stop",))
-        except (BrokenPipeError, OSError):
-            pass
-        self._process.join(timeout=30)
-        self._conn.close()
-
-
-class ThreadSink:
-    """Stores metrics from a thread of this process: no process to start, but the client's
-    work shares the GIL with training (the benchmark's `thread` mode)."""
-
-    def __init__(self, client):
-        import queue
-
-        self.client = client
-        self._queue: queue.Queue = queue.Queue()
-        self._error: str | None = None
-        self._thread = threading.Thread(target=self._loop, name="mlc-metrics", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    _store(self.client, *item)
-            except Exception as exc:
-                self._error = f"{type(exc).__name__}: {exc}"
-            finally:
-                self._queue.task_done()
-
-    def send(self, run_id: str, values: list) -> None:
-        self._queue.put((run_id, values))
-
-    def drain(self) -> None:
-        self._queue.join()
-        if self._error:
-            error, self._error = self._error, None
-            raise RuntimeError(f"metrics could not be logged to MLflow: {error}")
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-
-def start_sink(tracking_uri: str):
-    """The metrics sink for a training run: a sender process, or a thread where processes
-    cannot be started (or MLC_METRICS_SINK=thread asks for one)."""
-    import os
-
-    if os.environ.get("MLC_METRICS_SINK", "process") != "thread":
-        try:
-            return ProcessSink(tracking_uri)
-        except OSError:
-            pass
-    return ThreadSink(client_for(tracking_uri))
 
 
 def client_for(tracking_uri: str):
@@ -329,7 +127,9 @@ class TrackedRun:
                                           if dataset else None}) + "\n", "utf-8")
         return cls(client, run_id, experiment_id, ctx)
 
-    def logger(self, sink, **kwargs) -> BackgroundLogger:
+    def logger(self, sink, **kwargs):
+        from mlc.runtime.train.metric_log import BackgroundLogger
+
         return BackgroundLogger(sink, self.run_id, **kwargs)
 
     def log_params(self, hp: dict[str, Any], dataset) -> None:

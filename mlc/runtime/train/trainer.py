@@ -288,10 +288,10 @@ def run(ctx: StepContext) -> None:
 
         run_custom(ctx)
         return
-    from mlc.runtime.train import tracking
+    from mlc.runtime.train import metric_log
 
     # the metrics process starts first: it imports MLflow while the data loads
-    sink = tracking.start_sink(ctx.mlflow_tracking_uri)
+    sink = metric_log.start_sink(ctx.mlflow_tracking_uri)
     try:
         _train_builtin(ctx, sink)
     finally:
