@@ -18,6 +18,19 @@ def pytest_addoption(parser):
                      "(never in CI)")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small models train fastest on one thread, and a busy test machine makes more threads
+    spin against each other; restored after each test. Modules that train use it for every
+    test (`pytestmark`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_state():
     """MLflow keeps the tracking URI and the active experiment in process-global state; a

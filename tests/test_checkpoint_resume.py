@@ -50,14 +50,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models train fastest on one thread, and a busy test machine makes more threads
-    spin against each other; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models train fastest on one thread (conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(script: Path, out: Path, location: Path, pause: float) -> subprocess.Popen:

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from .diagnostics import Diagnostics
 from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment, select_environments
+from .plan.objects import dig
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 PROMOTE_FAILED = "MLC914"
@@ -123,7 +124,7 @@ def edit_overlay(text: str, edits: list[tuple[str, Any]], base: Any) -> str:
         kind, pinned = value
         other = "version" if kind == "alias" else "alias"
         node[kind] = pinned
-        base_endpoint = _get(base, "serving", endpoint)
+        base_endpoint = dig(base, "serving", endpoint)
         if isinstance(base_endpoint, dict) and base_endpoint.get(other) is not None:
             directive = CommentedMap(PATCH_DELETE)  # alias and version exclude each other
             directive.fa.set_flow_style()
@@ -168,14 +169,6 @@ def _mapping_at(doc, keys: list[str]):
             node[key] = child
         node = child
     return node
-
-
-def _get(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _load_plain(path: Path) -> Any:

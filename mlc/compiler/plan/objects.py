@@ -177,3 +177,12 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """value[k1][k2]...: None where a key is missing or a level is not a mapping."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .model import CHANGE, DELETE, HIGH, MEDIUM, Action, Risk
+from .objects import dig
 from .trees import Tree, sha256
 
 DELETE_STATEFUL = "delete-stateful"
@@ -91,7 +92,7 @@ def _replacement(a: Action) -> str | None:
     if kind == "StatefulSet":
         return "the pod template changes: pods are replaced one at a time, without surge"
     if kind == "DaemonSet":
-        surge = _get(spec, "updateStrategy", "rollingUpdate", "maxSurge")  # default: 0
+        surge = dig(spec, "updateStrategy", "rollingUpdate", "maxSurge")  # default: 0
         return None if surge is not None and _positive(surge) else (
             "the pod template changes: each node's pod stops before its replacement starts")
     strategy = spec.get("strategy") if isinstance(spec.get("strategy"), dict) else {}
@@ -99,7 +100,7 @@ def _replacement(a: Action) -> str | None:
         if strategy.get("type") == "Recreate":
             return "the pod template changes and the strategy is Recreate: every pod stops " \
                    "before the new ones start (downtime)"
-        surge = _get(strategy, "rollingUpdate", "maxSurge")
+        surge = dig(strategy, "rollingUpdate", "maxSurge")
         if surge is not None and not _positive(surge):
             return "the pod template changes with maxSurge 0: pods are replaced without surge"
         return None
@@ -107,14 +108,6 @@ def _replacement(a: Action) -> str | None:
     if isinstance(canary, dict) and "maxSurge" in canary and not _positive(canary["maxSurge"]):
         return "the pod template changes with maxSurge 0: pods are replaced without surge"
     return None
-
-
-def _get(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _positive(surge: Any) -> bool:
