@@ -63,7 +63,8 @@ class Hardware(IR):
 class SecretRef(IR):
     """How a pod reads a secret: always a Kubernetes Secret by name and key.
 
-    External secrets are synced into a Secret named `k8s_name` by an ExternalSecret object.
+    External secrets are synced into a Secret named `k8s_name` by an ExternalSecret object
+    (backends/secrets.py); `kubernetes:` secrets exist already, and nothing creates them.
     """
 
     name: str
@@ -72,6 +73,7 @@ class SecretRef(IR):
     external_store: str | None
     external_path: str | None
     external_key: str | None
+    external_store_kind: Literal["ClusterSecretStore", "SecretStore"] | None = None
 
 
 class Column(IR):
@@ -183,6 +185,7 @@ class Training(IR):
     retries: Retries
     timeout_seconds: int
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
 
 
 class Gate(IR):
@@ -312,6 +315,8 @@ class Endpoint(IR):
     port: int = 8080
     pipeline: str | None  # batch scoring pipeline
     origin: Origin
+    env: dict[str, str] = Field(default_factory=dict)  # the user's plain env vars
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
 
 
 class OnDrift(IR):
@@ -375,7 +380,7 @@ class Step(IR):
     checkpoint_path: str | None = None
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
-    env: dict[str, str] = Field(default_factory=dict)  # plain env of a custom trainer
+    env: dict[str, str] = Field(default_factory=dict)  # the user's plain env of a trainer
 
 
 class Parameter(IR):
@@ -400,6 +405,8 @@ class Pipeline(IR):
 
 class Platform(IR):
     namespace: str
+    # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
+    development: bool = False
     image_policy: Literal["digest", "tag"]
     gpu_node_provisioning: Literal["static", "autoscaled"]
     service_account: str

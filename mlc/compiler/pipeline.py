@@ -19,7 +19,7 @@ from .load import Document, load_yaml_file
 from .names import is_dns_label
 from .overlay import merge_documents
 from .resolve import resolve_project
-from .validate import validate_document
+from .validate import validate_document, validate_layer
 
 PROJECT_FILE = "ml.yaml"
 ENVIRONMENTS_DIR = "environments"
@@ -35,6 +35,8 @@ class Loaded:
 
     env: str
     document: Document
+    base: Document  # ml.yaml alone, checked on its own as well (validate_layer)
+    layered: bool  # an environments/<env>.yaml was merged over it
     source: str  # "ml.yaml + environments/prod.yaml"
     source_hash: str  # sha256 over those files, for lineage
 
@@ -61,12 +63,15 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
     """load + merge -> validate -> resolve, for one environment; None if anything failed."""
     local = Diagnostics()  # this environment's own problems decide whether it can go on
     loaded = load_environment(root, env, local)
+    if loaded and loaded.layered:
+        validate_layer(loaded.base, local)  # a base value every overlay replaces is still wrong
     project = validate_document(loaded.document, local) if loaded else None
     resolved = None
     if loaded and project:
         resolved = resolve_project(project, loaded.document, env=env,
                                    environments=list_environments(root), source=loaded.source,
-                                   source_hash=loaded.source_hash, diags=local)
+                                   source_hash=loaded.source_hash, diags=local,
+                                   layered=loaded.layered)
     diags.extend(local)  # identical diagnostics from several environments are shown once
     return resolved
 
@@ -74,18 +79,19 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
 def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
     """ml.yaml, with environments/<env>.yaml merged over it when there is one."""
     files = [PROJECT_FILE]
-    document = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags)
+    document = base = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags)
     overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
     if document is not None and (root / overlay_file).exists():
         files.append(overlay_file)
         overlay = load_yaml_file(root / overlay_file, overlay_file, diags, allow_empty=True)
         document = merge_documents(document, overlay, diags) if overlay is not None else None
-    if document is None or diags.has_errors():
+    if document is None or base is None or diags.has_errors():
         return None
     digest = hashlib.sha256()
     for name in files:
         digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
-    return Loaded(env=env, document=document, source=" + ".join(files),
+    return Loaded(env=env, document=document, base=base, layered=len(files) > 1,
+                  source=" + ".join(files),
                   source_hash=digest.hexdigest())
 
 

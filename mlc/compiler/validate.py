@@ -77,6 +77,25 @@ def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
     return None if diags.has_errors() else project
 
 
+# What a lone layer is checked for: values wrong whatever the other layers say (types, ranges,
+# formats, choices, unknown keys, literal secrets). Not missing keys, nor one-of rules, nor
+# references: a base may leave those to the environments.
+_LAYER_CODES = frozenset({"MLC101", WRONG_TYPE, "MLC104", "MLC105", "MLC106", "MLC107",
+                          "MLC108", "MLC109", LITERAL_SECRET, "MLC111", "MLC113", "MLC115"})
+
+
+def validate_layer(doc: Document, diags: Diagnostics) -> None:
+    """ml.yaml on its own: a bad value there is an error even where every environment
+    replaces it, because the next environment added would inherit it."""
+    found = Diagnostics()
+    _scan_for_literal_secrets(doc, doc.data, (), found)
+    try:
+        Project.model_validate(doc.data, strict=True)
+    except ValidationError as exc:
+        _report(doc, exc, found)
+    diags.extend(d for d in found.items if d.code in _LAYER_CODES)
+
+
 # ---------------------------------------------------------------------------------------
 # pydantic errors -> diagnostics
 
@@ -304,8 +323,24 @@ _SECRET_VALUE = (
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
     (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password in it"),
 )
-_SECRET_HELP = ("declare it under `secrets:` as `kubernetes: {name, key}` or `external: {store, "
-                "path}` and refer to it by name from a `...Secret` key")
+_SECRET_HELP = ("declare it under `secrets:` as `kubernetes: {name, key}` or `external: {path, "
+                "key}` and refer to it by name from a `...Secret` key")
+
+
+def _secret_help(path: FieldPath) -> str:
+    """The fix for a literal secret, in the form its place takes: an environment variable
+    refers to the secret as `{secret: <name>}`."""
+    if len(path) >= 2 and path[-2] == "env":
+        name = str(path[-1])
+        return (f"declare it under `secrets:` (e.g. `{name.lower().replace('_', '-')}: "
+                "{kubernetes: {name, key}}`) and write `env: "
+                f"{{{name}: {{secret: {name.lower().replace('_', '-')}}}}}`")
+    return _SECRET_HELP
+
+
+def _is_env_reference(path: FieldPath, key: Any) -> bool:
+    """`env: {VAR: {secret: <name>}}`: the value names a secret, it is not one."""
+    return key == "secret" and len(path) >= 2 and path[-2] == "env"
 
 
 def _scan_for_literal_secrets(doc: Document, node: Any, path: FieldPath,
@@ -314,9 +349,10 @@ def _scan_for_literal_secrets(doc: Document, node: Any, path: FieldPath,
         for key, value in node.items():
             child = (*path, key)
             if (path[:1] != ("secrets",) and isinstance(value, str) and value
-                    and _SECRET_KEY.search(str(key)) and not str(key).endswith("Secret")):
+                    and _SECRET_KEY.search(str(key)) and not str(key).endswith("Secret")
+                    and not _is_env_reference(path, key)):
                 diags.error(LITERAL_SECRET, f"`{key}` looks like a secret written in plain text",
-                            span=doc.span_for(child), path=child, help=_SECRET_HELP)
+                            span=doc.span_for(child), path=child, help=_secret_help(child))
             else:
                 _scan_for_literal_secrets(doc, value, child, diags)
     elif isinstance(node, list):
@@ -326,5 +362,5 @@ def _scan_for_literal_secrets(doc: Document, node: Any, path: FieldPath,
         for pattern, what in _SECRET_VALUE:
             if pattern.search(node):
                 diags.error(LITERAL_SECRET, f"this value contains {what}",
-                            span=doc.span_for(path), path=path, help=_SECRET_HELP)
+                            span=doc.span_for(path), path=path, help=_secret_help(path))
                 break

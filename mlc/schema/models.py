@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from .secrets import EnvVars
 from .types import Cron, DnsLabel, Duration, FieldName, Fraction, ImageRef, Name, Spec
 
 
@@ -22,6 +23,8 @@ class BuiltinTrainer(Spec):
     seed: int = 42
     validation_split: Fraction = 0.2
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "training container: a string, or `{secret: <name>}`.")
 
 
 class CustomTrainer(Spec):
@@ -30,7 +33,8 @@ class CustomTrainer(Spec):
     image: Name | ImageRef = Field(description="A name under `images.custom`, or a reference.")
     command: list[str] = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "training container: a string, or `{secret: <name>}`.")
 
 
 class Backoff(Spec):

@@ -45,8 +45,13 @@ class FeatureStore(Spec):
     offline_store: OfflineStore = Field(default_factory=OfflineStore)
 
 
+# The default repository: a placeholder that only a development environment may keep.
+PLACEHOLDER_REPO_URL = "https://github.com/example/ml-platform.git"
+
+
 class ArgoCd(Spec):
-    repo_url: str = Field("https://github.com/example/ml-platform.git", min_length=1)
+    repo_url: str = Field(PLACEHOLDER_REPO_URL, min_length=1,
+                          description="The git repository Argo CD syncs the compiled tree from.")
     target_revision: str = "main"
     path: str = Field("deploy", description="Where the compiled tree lives in the repository.")
     project: DnsLabel = "default"
@@ -65,6 +70,15 @@ class Prometheus(Spec):
         description="Labels of those Prometheus pods.")
 
 
+class SecretStore(Spec):
+    """The External Secrets Operator store that `external:` secrets are read from."""
+
+    name: DnsLabel
+    kind: Literal["ClusterSecretStore", "SecretStore"] = Field(
+        "ClusterSecretStore", description="`SecretStore` only where one exists in the "
+        "environment's namespace already (mlc creates the namespace, not the store).")
+
+
 class RunVolume(Spec):
     """The volume that the steps of one pipeline run share (data snapshot, model, metrics)."""
 
@@ -76,6 +90,10 @@ class RunVolume(Spec):
 
 class Platform(Spec):
     namespace: DnsLabel | None = Field(None, description="Defaults to `<project>-<env>`.")
+    development: bool | None = Field(
+        None, description="`true` allows settings that only work on one machine or a "
+        "throw-away cluster (local file paths, SQLite, the placeholder Argo CD repository). "
+        "Unset: true for a project without environments/, false for each environment file.")
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(
@@ -88,6 +106,8 @@ class Platform(Spec):
     argocd: ArgoCd = Field(default_factory=ArgoCd)
     run_volume: RunVolume = Field(default_factory=RunVolume)
     prometheus: Prometheus = Field(default_factory=Prometheus)
+    secret_store: SecretStore | None = Field(
+        None, description="Where `external:` secrets come from; required when there are any.")
     pushgateway_url: str | None = Field(
         None, pattern=r"^https?://\S+$", description="Where drift checks push their metrics; "
         "defaults to `http://prometheus-pushgateway.<namespace>.svc:9091`, the Pushgateway "

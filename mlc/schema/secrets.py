@@ -1,11 +1,18 @@
-"""`secrets`: references to secrets kept elsewhere. ml.yaml never holds a secret's value."""
+"""`secrets`: references to secrets kept elsewhere. ml.yaml never holds a secret's value.
+
+A `kubernetes:` secret already exists in the environment's namespace (mlc creates nothing);
+an `external:` secret is synced into a Secret by the ExternalSecret that mlc emits for it.
+Environment variables take either a literal string or `{secret: <name>}`, a reference.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import DnsLabel, Spec
+from .types import DnsLabel, Name, Spec
 
 
 class KubernetesSecretRef(Spec):
@@ -14,19 +21,36 @@ class KubernetesSecretRef(Spec):
 
 
 class ExternalSecretRef(Spec):
-    store: DnsLabel = Field(description="External Secrets Operator (Cluster)SecretStore name.")
+    store: DnsLabel | None = Field(
+        None, description="External Secrets Operator store to read it from; defaults to "
+        "`platform.secretStore.name` (and is always of that store's kind).")
     path: str = Field(min_length=1, description="Path of the secret in the store.")
-    key: str | None = Field(None, description="Property inside the secret, if any.")
+    key: str | None = Field(None, pattern=r"^[-._a-zA-Z0-9]+$",
+                            description="Property inside the secret, if any.")
 
 
 class Secret(Spec):
-    kubernetes: KubernetesSecretRef | None = None
-    external: ExternalSecretRef | None = None
+    kubernetes: KubernetesSecretRef | None = Field(
+        None, description="A Secret that already exists in the namespace; mlc creates nothing.")
+    external: ExternalSecretRef | None = Field(
+        None, description="A secret in an external store, synced by an ExternalSecret.")
 
     @model_validator(mode="after")
     def exactly_one(self) -> Secret:
         if (self.kubernetes is None) == (self.external is None):
             raise PydanticCustomError(
                 "mlc_one_of", "a secret is either `kubernetes: {{name, key}}` or "
-                "`external: {{store, path}}`, exactly one of them", {})
+                "`external: {{path}}`, exactly one of them", {})
         return self
+
+
+class SecretEnv(Spec):
+    """An environment variable read from a declared secret, by reference."""
+
+    secret: Name = Field(description="A name under `secrets:`.")
+
+
+# POSIX environment variable names; Kubernetes accepts more, shells and Python's os.environ
+# users expect these.
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvVars = dict[EnvName, str | SecretEnv]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from .secrets import EnvVars
 from .types import Cron, DnsLabel, Duration, Fraction, LabelKey, LabelValue, Name, Percent, Spec
 
 
@@ -121,6 +122,8 @@ class Endpoint(Spec):
                                         "the NetworkPolicy (Prometheus is always allowed).")
     kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
     batch: BatchScoring | None = None
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "serving container: a string, or `{secret: <name>}`.")
 
     @model_validator(mode="after")
     def _shape(self):

@@ -6,10 +6,11 @@ files, the environment or the clock. `PACKAGERS` run last, over everything the b
 
 from __future__ import annotations
 
-from . import argo, argocd, core, feast, kustomize, monitoring, serving
+from . import argo, argocd, core, feast, kustomize, monitoring, secrets, serving
 
 BACKENDS = (
     core.emit,
+    secrets.emit,
     feast.emit,
     monitoring.emit,
     argo.emit,

@@ -13,6 +13,7 @@ from .. import ir
 from ..diagnostics import Diagnostics
 from ..load import Document
 from ..names import dns_label
+from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
 from .features import (
     check_feast_support,
@@ -33,9 +34,12 @@ __all__ = ["PROJECT_JSON", "resolve_project"]
 
 
 def resolve_project(project: Project, doc: Document, *, env: str, environments: list[str],
-                    source: str, source_hash: str, diags: Diagnostics
-                    ) -> ir.ResolvedProject | None:
-    ctx = Context(project=project, doc=doc, env=env, diags=diags)
+                    source: str, source_hash: str, diags: Diagnostics,
+                    layered: bool = True) -> ir.ResolvedProject | None:
+    """`layered`: the environment has an overlay file; one without is development by default."""
+    development = project.platform.development
+    ctx = Context(project=project, doc=doc, env=env, diags=diags,
+                  development=(not layered) if development is None else development)
     _check_name_clashes(ctx)
     check_source_cycles(ctx)
     images = resolve_images(ctx)
@@ -47,14 +51,17 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     views = resolve_feature_views(ctx, sources, entities)
     check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
-    models, synthesized = resolve_models(ctx, views, services, sources, hardware, images)
+    models, synthesized = resolve_models(ctx, views, services, sources, hardware, images,
+                                         secrets)
     services = dict(sorted({**services, **synthesized}.items()))
-    endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform)
+    endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
+                                  secrets)
     routes = resolve_routes(ctx, secrets)
     alerts = resolve_alerts(ctx, routes)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
+    check_cluster_safety(ctx, platform, views, endpoints)
     if diags.has_errors():
         return None
     meta = project.metadata

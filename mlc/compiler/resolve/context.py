@@ -25,6 +25,8 @@ class Context:
     doc: Document
     env: str
     diags: Diagnostics
+    # The environment may use settings that work on one machine only (platform.development).
+    development: bool = False
 
     def origin(self, path: FieldPath) -> Origin:
         span = locate(self.doc, path)

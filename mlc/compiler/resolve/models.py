@@ -7,6 +7,7 @@ from ...schema.types import IMAGE_RE, duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import UNKNOWN_COLUMN, Context
+from .env_vars import resolve_env
 from .features import feature_refs
 from .platform import resolve_image
 
@@ -28,7 +29,8 @@ def has_training(model: Model) -> bool:
 
 def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
                    services: dict[str, ir.FeatureService], sources: dict[str, ir.Source],
-                   hardware: dict[str, ir.Hardware], images: dict[str, ir.Image]
+                   hardware: dict[str, ir.Hardware], images: dict[str, ir.Image],
+                   secrets: dict[str, ir.SecretRef]
                    ) -> tuple[dict[str, ir.Model], dict[str, ir.FeatureService]]:
     """The resolved models, and the feature services synthesised for `inputs.features` lists."""
     models: dict[str, ir.Model] = {}
@@ -69,7 +71,7 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
                     ctx.error(UNKNOWN_COLUMN, f"source `{m.label.source}` has no column `{col}` "
                               "(the label source must hold the label and the entity keys)",
                               (*path, "label"), help=f"add `{col}` to its columns")
-        training = _resolve_training(ctx, m, name, hardware, images)
+        training = _resolve_training(ctx, m, name, hardware, images, secrets)
         models[name] = ir.Model(
             name=name, k8s_name=dns_label(name), task=m.task, framework=m.framework,
             description=m.description, feature_service=service_name, features=features,
@@ -89,7 +91,8 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
 
 
 def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.Hardware],
-                      images: dict[str, ir.Image]) -> ir.Training:
+                      images: dict[str, ir.Image],
+                      secrets: dict[str, ir.SecretRef]) -> ir.Training:
     t = m.training
     path = ("models", name, "training")
     ctx.check_ref(t.hardware, hardware, "hardware profile", (*path, "hardware"), "hardware")
@@ -108,7 +111,8 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         else:
             image = images["train"]
         kind, hyper = "custom", {}
-        command, args, env = list(c.command), list(c.args), dict(sorted(c.env.items()))
+        command, args = list(c.command), list(c.args)
+        env, secret_env = resolve_env(ctx, c.env, secrets, (*path, "custom", "env"))
     else:
         builtin = t.builtin or BuiltinTrainer.model_validate({}, strict=True)
         if builtin.mixed_precision == "fp16" and profile is not None and not profile.gpu_count:
@@ -117,8 +121,9 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
                       help="use `auto` (fp16/bf16 only where the hardware supports it) or a "
                       "GPU profile")
         kind, image = "builtin", images["train"]
-        hyper = builtin.model_dump()
-        command, args, env = [], [], {}
+        hyper = builtin.model_dump(exclude={"env"})
+        command, args = [], []
+        env, secret_env = resolve_env(ctx, builtin.env, secrets, (*path, "builtin", "env"))
     checkpoint = t.checkpoint
     return ir.Training(
         kind=kind, hyperparameters=hyper, image=image, command=command, args=args, env=env,
@@ -127,4 +132,4 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         checkpoint_path=checkpoint.path if checkpoint else None,
         checkpoint_every_steps=checkpoint.every_steps if checkpoint else 500,
         retries=_retries(t.retries), timeout_seconds=int(duration_seconds(t.timeout)),
-        checkpoint_volume=checkpoint.volume if checkpoint else None)
+        checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env)

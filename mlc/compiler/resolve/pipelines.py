@@ -74,9 +74,9 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               parameters=["data_window_seconds", "hyperparameters", "reason"],
               retries=t.retries, timeout_seconds=t.timeout_seconds,
               checkpoint_path=t.checkpoint_path, checkpoint_volume=t.checkpoint_volume,
-              secrets={**feast, **mlflow},
+              secrets={**feast, **mlflow, **t.secrets}, env=dict(t.env),
               # a custom trainer runs its own entry point, with the same env contract
-              **({"command": list(t.command), "args": list(t.args), "env": dict(t.env)}
+              **({"command": list(t.command), "args": list(t.args)}
                  if t.kind == "custom" else {})),
         _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
               secrets=feast | mlflow),
@@ -108,7 +108,8 @@ def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform,
     assert endpoint.batch and endpoint.pipeline
     name = endpoint.pipeline
     steps = [_step(name, "score", "batch_score", "serve", endpoint.image, depends=[],
-                   hardware=endpoint.hardware, secrets=_platform_secrets(platform, feast=True))]
+                   hardware=endpoint.hardware, env=dict(endpoint.env),
+                   secrets={**_platform_secrets(platform, feast=True), **endpoint.secrets})]
     return ir.Pipeline(name=name, kind="batch_scoring", model=endpoint.model,
                        endpoint=endpoint.name, drift_check=None,
                        schedule=endpoint.batch.schedule, timezone=timezone, parameters=[],

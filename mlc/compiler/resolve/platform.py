@@ -83,20 +83,42 @@ def resolve_hardware(ctx: Context) -> dict[str, ir.Hardware]:
     return out
 
 
+NO_SECRET_STORE = "MLC220"
+SECRET_NAME_TAKEN = "MLC222"
+
+
 def resolve_secrets(ctx: Context) -> dict[str, ir.SecretRef]:
+    """Every declared secret as the Secret a pod reads: `kubernetes:` ones exist already;
+    `external:` ones are synced by an ExternalSecret into a Secret named after the project."""
     out = {}
     prefix = ctx.project.metadata.name
+    store = ctx.project.platform.secret_store
     for name in sorted(ctx.project.secrets):
         s = ctx.project.secrets[name]
         if s.kubernetes:
             out[name] = ir.SecretRef(name=name, k8s_name=s.kubernetes.name, key=s.kubernetes.key,
                                      external_store=None, external_path=None, external_key=None)
-        else:
-            assert s.external
-            out[name] = ir.SecretRef(
-                name=name, k8s_name=dns_label(prefix, name), key=s.external.key or "value",
-                external_store=s.external.store, external_path=s.external.path,
-                external_key=s.external.key)
+            continue
+        assert s.external
+        store_name = s.external.store or (store.name if store else None)
+        if store_name is None:
+            ctx.error(NO_SECRET_STORE, f"external secret `{name}` names no secret store, and "
+                      "`platform.secretStore` is not set", ("secrets", name, "external"),
+                      help="set `platform: {secretStore: {name: <store>, kind: "
+                      "ClusterSecretStore}}` (in ml.yaml or the environment's overlay), or "
+                      "`store:` on the secret")
+        out[name] = ir.SecretRef(
+            name=name, k8s_name=dns_label(prefix, name), key=s.external.key or "value",
+            external_store=store_name, external_path=s.external.path,
+            external_key=s.external.key,
+            external_store_kind=store.kind if store else "ClusterSecretStore")
+    synced = {ref.k8s_name: name for name, ref in out.items() if ref.external_store}
+    for name, ref in out.items():
+        if ref.external_store is None and ref.k8s_name in synced:
+            ctx.error(SECRET_NAME_TAKEN, f"secret `{name}` names the Kubernetes Secret "
+                      f"`{ref.k8s_name}`, which the ExternalSecret of `{synced[ref.k8s_name]}` "
+                      "creates and owns", ("secrets", name, "kubernetes", "name"),
+                      help="point it at another Secret, or rename the external secret")
     return out
 
 
@@ -203,6 +225,7 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
     check_required_store_options(ctx, fs, offline_store_type(ctx))
     return ir.Platform(
         namespace=p.namespace or dns_label(name, ctx.env),
+        development=ctx.development,
         image_policy=p.image_policy,
         gpu_node_provisioning=p.gpu_node_provisioning,
         service_account=p.service_account or dns_label(name, "workflow"),

@@ -6,6 +6,7 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
+from .env_vars import resolve_env
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -27,7 +28,8 @@ def _variant(model: ir.Model, v) -> ir.Variant:
 def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                       hardware: dict[str, ir.Hardware], images: dict[str, ir.Image],
                       views: dict[str, ir.FeatureView], sources: dict[str, ir.Source],
-                      platform: ir.Platform) -> dict[str, ir.Endpoint]:
+                      platform: ir.Platform, secrets: dict[str, ir.SecretRef]
+                      ) -> dict[str, ir.Endpoint]:
     out = {}
     for name in sorted(ctx.project.serving):
         e = ctx.project.serving[name]
@@ -61,6 +63,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if e.mode != "batch" and e.batch is not None:
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
+        env, secret_env = resolve_env(ctx, e.env, secrets, (*path, "env"))
         r = e.rollout
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None
@@ -109,5 +112,5 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                         for f in e.allow_from],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
-            origin=ctx.origin(path))
+            origin=ctx.origin(path), env=env, secrets=secret_env)
     return out

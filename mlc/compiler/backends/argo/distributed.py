@@ -73,6 +73,9 @@ def jobset(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str
              else None)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # the workflow's account, as every other step: cloud credentials (IRSA, Workload
+        # Identity) are bound to it, and the namespace's `default` account has none
+        "serviceAccountName": project.platform.service_account,
         # the trainer never talks to the Kubernetes API
         "automountServiceAccountToken": False,
         "securityContext": pods.pod_security_context(),

@@ -50,14 +50,17 @@ def command(w: Workload) -> tuple[list[str], list[str]]:
 
 
 def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
+    """The endpoint's own variables (resolve refused names of mlc's), then the contract's;
+    secrets by reference only."""
     platform = project.platform
-    out: list[dict[str, Any]] = [
+    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in w.endpoint.env.items()]
+    out += [
         {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
         # Python libraries cache under $HOME; the root filesystem is read-only
         {"name": "HOME", "value": SCRATCH_DIR},
         {"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
     ]
-    secrets = {}
+    secrets = dict(w.endpoint.secrets)
     if platform.mlflow_credentials:
         secrets["MLFLOW_TRACKING_TOKEN"] = platform.mlflow_credentials
     if w.endpoint.online_features:
