@@ -53,8 +53,9 @@ MORE_REPLICAS = edit("    model: churn\n    hardware: cpu-small\n",
 
 STAGED = {
     "ml.yaml": BASE,
-    "environments/staging.yaml": "platform: {namespace: demo-staging}\n",
-    "environments/prod.yaml": "# Production: more replicas.\nplatform: {namespace: demo-prod}\n"
+    "environments/staging.yaml": "platform: {namespace: demo-staging, development: true}\n",
+    "environments/prod.yaml": "# Production: more replicas.\n"
+                              "platform: {namespace: demo-prod, development: true}\n"
                               "serving:\n  churn-api:\n    autoscaling: {minReplicas: 2}\n",
 }
 NEW_SERVE = "ghcr.io/mlc-dev/mlc-serve:0.2.0"

@@ -19,7 +19,7 @@ NEXT_SERVE = "ghcr.io/mlc-dev/mlc-serve:0.2.0"
 
 STAGING = """\
 # Staging: the next release runs here first.
-platform: {namespace: demo-staging}
+platform: {namespace: demo-staging, development: true}
 images:
   serve: ghcr.io/mlc-dev/mlc-serve:0.2.0  # the candidate runtime
 serving:
@@ -30,6 +30,7 @@ PROD = """\
 # Production: more replicas, and clients from payments only.
 platform:
   namespace: demo-prod   # Argo CD syncs this namespace
+  development: true   # a test cluster: local files and SQLite are fine
 serving:
   churn-api:
     autoscaling: {minReplicas: 2, maxReplicas: 6}
@@ -38,7 +39,7 @@ serving:
         podLabels: {"app": "checkout"}
 """
 PROJECT = {"ml.yaml": BASE, "environments/staging.yaml": STAGING,
-           "environments/prod.yaml": PROD, "environments/dev.yaml": "platform: {}\n"}
+           "environments/prod.yaml": PROD, "environments/dev.yaml": "platform: {development: true}\n"}
 
 
 def promote(project: Path, *args: str) -> int:
@@ -88,7 +89,7 @@ def test_a_version_pin_replaces_an_alias(tmp_path: Path, capsys, update_golden: 
     pinned_alias = edit("    model: churn\n", "    model: churn\n    alias: champion\n")
     project = write_project(tmp_path, {
         **PROJECT, "ml.yaml": pinned_alias,
-        "environments/staging.yaml": "platform: {namespace: demo-staging}\n"
+        "environments/staging.yaml": "platform: {namespace: demo-staging, development: true}\n"
                                      "serving:\n  churn-api:\n    version: 7\n"
                                      "    alias: {$patch: delete}\n"})
     assert promote(project, "staging", "prod") == 0
@@ -107,7 +108,8 @@ def test_a_version_pin_replaces_an_alias(tmp_path: Path, capsys, update_golden: 
 
 
 def test_promotion_that_would_not_compile_is_refused(tmp_path: Path, capsys):
-    strict = ("platform: {namespace: demo-staging, imagePolicy: digest}\nimages:\n"
+    strict = ("platform: {namespace: demo-staging, imagePolicy: digest, development: true}\n"
+              "images:\n"
               f"  train: ghcr.io/mlc-dev/mlc-train:0.1.0@{DIGEST}\n"
               f"  serve: {NEXT_SERVE}@{DIGEST}\n"
               f"  drift: ghcr.io/mlc-dev/mlc-drift:0.1.0@{DIGEST}\n")
@@ -132,8 +134,9 @@ def test_usage_and_unknown_environments(tmp_path: Path, capsys):
 @pytest.mark.slow
 def test_promoted_prod_passes_the_staging_check(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    project = write_project(tmp_path / "project", {**PROJECT, "environments/staging.yaml":
-                                                   "platform: {namespace: demo-staging}\n"})
+    project = write_project(tmp_path / "project", {
+        **PROJECT, "environments/staging.yaml":
+        "platform: {namespace: demo-staging, development: true}\n"})
     assert main(["apply", "-C", "project", "--out", "out"]) == 0
     # The next release goes to staging first, is applied there, then promoted.
     (project / "environments" / "staging.yaml").write_text(STAGING)
