@@ -105,8 +105,8 @@ monitoring:
     staleModelAfter: 30d
     runbookUrl: "https://runbooks.example.com/{{.Labels}}/shop"
 """,
-    "environments/dev.yaml": "platform: {namespace: shop-dev}\n",
-    "environments/prod.yaml": "platform: {namespace: shop-prod}\n",
+    "environments/dev.yaml": "platform: {namespace: shop-dev, development: true}\n",
+    "environments/prod.yaml": "platform: {namespace: shop-prod, development: true}\n",
 }
 SHOP_ENVS = ("dev", "prod")
 

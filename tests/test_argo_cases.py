@@ -255,8 +255,7 @@ def test_custom_trainer_gets_the_contract(tmp_path):
         "images": {"custom": {"mine": "registry.example.com/ml/trainer:1.0"}},
         "models": {"churn": {"framework": "custom", "training": {
             "custom": {"image": "mine", "command": ["python", "-m", "trainer"],
-                       "args": ["--epochs", "3"], "env": {"LOG_LEVEL": "debug",
-                                                          "MLC_STEP": "mine"}},
+                       "args": ["--epochs", "3"], "env": {"LOG_LEVEL": "debug"}},
             "checkpoint": {"path": "s3://bucket/churn"}}}}})
     c = ap.template(wt, "train")["container"]
     assert c["image"] == "registry.example.com/ml/trainer:1.0"
@@ -264,7 +263,7 @@ def test_custom_trainer_gets_the_contract(tmp_path):
     assert c["args"] == ["--epochs", "3"]
     env = ap.env(c)
     assert env["LOG_LEVEL"]["value"] == "debug"
-    assert env["MLC_STEP"]["value"] == "train"  # the contract wins over the user's env
+    assert env["MLC_STEP"]["value"] == "train"  # an env of mlc's own is refused (MLC221)
     assert env["MLC_CHECKPOINT_URI"]["value"] == "s3://bucket/churn"
     for name in ("MLC_PROJECT_JSON", "MLC_PIPELINE", "MLC_MODEL", "MLFLOW_TRACKING_URI",
                  "MLC_RUN_DIR"):

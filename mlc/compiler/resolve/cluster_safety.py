@@ -74,4 +74,4 @@ def check_cluster_safety(ctx: Context, platform: ir.Platform,
         ctx.error(PLACEHOLDER_REPOSITORY, f"Argo CD would sync {where} from `{url}`, a "
                   "placeholder repository", ("platform", "argocd", "repoUrl"),
                   help="set `platform: {argocd: {repoUrl: <the repository this tree is "
-                  f"committed to>}}`, {_DEV_HELP}")
+                  "committed to>}}`, " + _DEV_HELP)
