@@ -89,7 +89,7 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
         if old_ir is None and old_files:
             notes.append(NO_PROJECT_JSON)
     found = [*r.tree_risks(old, new_files), *r.action_risks(actions),
-             *r.ir_risks(old_ir, new_ir)]
+             *r.ir_risks(old_ir, new_ir), *r.secret_risks(new_files, new_ir)]
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
     return EnvPlan(env=env, location=old.location, actions=actions,

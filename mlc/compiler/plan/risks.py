@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .model import CHANGE, DELETE, HIGH, MEDIUM, Action, Risk
-from .objects import dig
+from .objects import dig, load_yaml_documents, split_file
 from .trees import Tree, sha256
 
 DELETE_STATEFUL = "delete-stateful"
@@ -26,6 +26,7 @@ INPUT_SCHEMA_CHANGE = "input-schema-change"
 PROD_NOT_IN_STAGING = "prod-not-in-staging"
 HAND_EDITED = "hand-edited"
 NOT_GENERATED = "not-generated"
+SECRET_NOT_PRODUCED = "secret-not-produced"
 
 # Deleting these loses data or everything inside them.
 STATEFUL_KINDS = frozenset({"StatefulSet", "PersistentVolumeClaim", "PersistentVolume",
@@ -218,6 +219,82 @@ def _input_schema_changes(old: Mapping, new: Mapping) -> list[Risk]:
 def _inputs(endpoint: Mapping) -> list[tuple[str, str]]:
     return [(f"{r.get('view')}:{r.get('field')}", str(r.get("type")))
             for r in endpoint.get("input_features") or [] if isinstance(r, dict)]
+
+
+# ---------------------------------------------------------------------------------------
+# Secrets: every Secret a pod or an AlertmanagerConfig reads must come from somewhere
+
+
+def secret_risks(new_files: Mapping[str, bytes], new_ir: Mapping[str, Any]) -> list[Risk]:
+    """Secrets the new tree reads that neither an object of the tree creates (a Secret, an
+    ExternalSecret's target) nor ml.yaml declares to exist already (`kubernetes:` secrets):
+    the pods that read them would never start (CreateContainerConfigError)."""
+    produced: set[tuple[str, str | None]] = set()
+    for ref in _d(new_ir, "secrets").values():
+        if not ref.get("external_store"):
+            produced.add((str(ref.get("k8s_name")), str(ref.get("key"))))
+    read: dict[tuple[str, str | None], str] = {}
+    for path in sorted(new_files):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for item in split_file(path, new_files[path]):
+            doc = item.value
+            if not isinstance(doc, dict) or "kind" not in doc:
+                continue
+            produced |= _secrets_made(doc)
+            for ref in _secrets_read(doc):
+                read.setdefault(ref, path)
+    names = {name for name, _ in produced}
+    risks = []
+    for (name, key), path in sorted(read.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if (name, key) in produced or (key is None and name in names):
+            continue
+        what = f"key `{key}` of Secret `{name}`" if key else f"Secret `{name}`"
+        risks.append(Risk(SECRET_NOT_PRODUCED, HIGH, f"{path} reads {what}, which nothing in "
+                          "the tree creates and ml.yaml does not declare: its pods would not "
+                          "start", subject=path))
+    return risks
+
+
+def _secrets_made(doc: Mapping[str, Any]) -> set[tuple[str, str | None]]:
+    kind, name = doc.get("kind"), str(dig(doc, "metadata", "name") or "")
+    if kind == "Secret":
+        keys = [*(doc.get("data") or {}), *(doc.get("stringData") or {})]
+        return {(name, str(k)) for k in keys} | {(name, None)}
+    if kind == "ExternalSecret":
+        target = str(dig(doc, "spec", "target", "name") or name)
+        return {(target, str(d.get("secretKey"))) for d in dig(doc, "spec", "data") or []
+                if isinstance(d, dict)} | {(target, None)}
+    return set()
+
+
+def _secrets_read(node: Any, alertmanager: bool = False) -> set[tuple[str, str | None]]:
+    """(name, key) of every Secret reference in an object; key None where the whole Secret
+    is mounted. Resource templates (the JobSet a step creates) are walked inside their
+    manifest text."""
+    out: set[tuple[str, str | None]] = set()
+    if isinstance(node, dict):
+        alertmanager = alertmanager or node.get("kind") == "AlertmanagerConfig"
+        for field, value in node.items():
+            if field == "secretKeyRef" and isinstance(value, dict):
+                out.add((str(value.get("name")), str(value.get("key"))))
+            elif field == "secret" and isinstance(value, dict):
+                name = value.get("secretName") or value.get("name")
+                items = [i.get("key") for i in value.get("items") or [] if isinstance(i, dict)]
+                out |= {(str(name), str(k)) for k in items} or {(str(name), None)}
+            elif field == "manifest" and isinstance(value, str):
+                for doc in load_yaml_documents(value) or []:
+                    out |= _secrets_read(doc)
+            elif (alertmanager and isinstance(value, dict) and set(value) <= {"name", "key",
+                                                                            "optional"}
+                  and {"name", "key"} <= set(value)):
+                out.add((str(value["name"]), str(value["key"])))  # a SecretKeySelector
+            else:
+                out |= _secrets_read(value, alertmanager)
+    elif isinstance(node, list):
+        for value in node:
+            out |= _secrets_read(value, alertmanager)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
