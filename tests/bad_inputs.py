@@ -58,6 +58,21 @@ monitoring:
 """
 
 
+# A cluster environment's overlay that fixes every one-machine setting of BASE; each case
+# below undoes one of the fixes.
+CLUSTER = """\
+platform:
+  argocd: {repoUrl: "https://git.acme.internal/ml/deploy.git"}
+  featureStore:
+    registry: s3://acme/registry.db
+    onlineStore: {type: redis, connectionSecret: redis}
+secrets:
+  redis: {kubernetes: {name: feast-redis, key: url}}
+sources:
+  events: {path: "s3://acme/events.parquet"}
+"""
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -217,6 +232,39 @@ CASES = [
                           "    framework: sklearn\n").replace(
              "      routes: [team]\n",
              "      routes: [team]\n      onDrift: {action: retrain}\n")}),
+    # --- secrets --------------------------------------------------------------------------
+    Case("external-secret-without-store", "MLC220", "ml.yaml:13:5",
+         {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    external: {path: a/b}\n"
+                          "sources:\n")}),
+    Case("env-name-of-mlc", "MLC221", "ml.yaml:39:24",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    env: {MLC_RUN_DIR: /data}\nmonitoring")}),
+    Case("secret-name-taken", "MLC222", "ml.yaml:15:24",
+         {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    external: {store: vault, path: a/b}\n"
+                          "  other:\n    kubernetes: {name: demo-db, key: value}\nsources:\n")}),
+    Case("env-unknown-secret", "MLC201", "ml.yaml:39:30",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    env: {HF_TOKEN: {secret: hf-token}}\nmonitoring")}),
+    Case("literal-token-in-env", "MLC110", "ml.yaml:39:21",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    env: {HF_TOKEN: hf_abc123}\nmonitoring")}),
+    # --- cluster environments: settings that only work on one machine ---------------------
+    Case("local-source-path", "MLC370", "ml.yaml:14:11",
+         {"environments/prod.yaml": CLUSTER.replace(
+             'sources:\n  events: {path: "s3://acme/events.parquet"}\n', "")}),
+    Case("local-feast-registry", "MLC371", "environments/prod.yaml:4:15",
+         {"environments/prod.yaml": CLUSTER.replace("s3://acme/registry.db", "registry.db")}),
+    Case("sqlite-online-store", "MLC372", "environments/prod.yaml:5:25",
+         {"environments/prod.yaml": CLUSTER.replace("type: redis", "type: sqlite")}),
+    Case("placeholder-repository", "MLC373", "ml.yaml:5:1",
+         {"environments/prod.yaml": CLUSTER.replace(
+             "  argocd: {repoUrl: \"https://git.acme.internal/ml/deploy.git\"}\n", "")}),
+    # --- ml.yaml on its own ---------------------------------------------------------------
+    Case("base-value-every-environment-overrides", "MLC111", "ml.yaml:39:48",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    autoscaling: {minReplicas: 1, maxReplicas: -6}\nmonitoring"),
+          "environments/dev.yaml": "serving:\n  churn-api:\n    autoscaling: {maxReplicas: 2}\n",
+          "environments/prod.yaml": "serving:\n  churn-api:\n    autoscaling: {maxReplicas: 6}\n"}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

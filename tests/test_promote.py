@@ -39,7 +39,8 @@ serving:
         podLabels: {"app": "checkout"}
 """
 PROJECT = {"ml.yaml": BASE, "environments/staging.yaml": STAGING,
-           "environments/prod.yaml": PROD, "environments/dev.yaml": "platform: {development: true}\n"}
+           "environments/prod.yaml": PROD,
+           "environments/dev.yaml": "platform: {development: true}\n"}
 
 
 def promote(project: Path, *args: str) -> int:

@@ -3,7 +3,6 @@ and a plan risk for any Secret the tree reads that nothing makes or declares."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -267,10 +266,3 @@ def test_the_example_is_valid_in_every_environment():
         assert check_environment(ROOT, env, diags) is not None, [str(d) for d in diags.items]
         assert not diags.has_errors()
 
-
-def test_a_project_json_carries_secrets_by_reference_only():
-    for env, files, ir in compiled(GOLDEN / "projects" / "gpu-distributed"):
-        text = json.dumps(ir)
-        assert "hf_" not in text
-        assert ir["endpoints"]["ranker-api"]["secrets"]["HF_TOKEN"]["k8s_name"] == \
-            "recsys-hf-token"

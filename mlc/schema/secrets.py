@@ -39,8 +39,8 @@ class Secret(Spec):
     def exactly_one(self) -> Secret:
         if (self.kubernetes is None) == (self.external is None):
             raise PydanticCustomError(
-                "mlc_one_of", "a secret is either `kubernetes: {{name, key}}` or "
-                "`external: {{path}}`, exactly one of them", {})
+                "mlc_one_of", "a secret is either `kubernetes: {name, key}` or "
+                "`external: {path, key}`, exactly one of them", {})
         return self
 
 
