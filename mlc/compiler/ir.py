@@ -74,6 +74,7 @@ class SecretRef(IR):
     external_path: str | None
     external_key: str | None
     external_store_kind: Literal["ClusterSecretStore", "SecretStore"] | None = None
+    origin: Origin | None = None  # where ml.yaml (or an overlay) declares it
 
 
 class Column(IR):

@@ -28,7 +28,7 @@ def external_secret(project: ResolvedProject, ref: SecretRef) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "ExternalSecret",
-        "metadata": metadata(project, ref.k8s_name, component="secrets"),
+        "metadata": metadata(project, ref.k8s_name, origin=ref.origin, component="secrets"),
         "spec": {
             "refreshInterval": REFRESH_INTERVAL,
             "secretStoreRef": {"name": ref.external_store,

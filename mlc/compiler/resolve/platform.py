@@ -97,7 +97,8 @@ def resolve_secrets(ctx: Context) -> dict[str, ir.SecretRef]:
         s = ctx.project.secrets[name]
         if s.kubernetes:
             out[name] = ir.SecretRef(name=name, k8s_name=s.kubernetes.name, key=s.kubernetes.key,
-                                     external_store=None, external_path=None, external_key=None)
+                                     external_store=None, external_path=None, external_key=None,
+                                     origin=ctx.origin(("secrets", name)))
             continue
         assert s.external
         store_name = s.external.store or (store.name if store else None)
@@ -111,7 +112,8 @@ def resolve_secrets(ctx: Context) -> dict[str, ir.SecretRef]:
             name=name, k8s_name=dns_label(prefix, name), key=s.external.key or "value",
             external_store=store_name, external_path=s.external.path,
             external_key=s.external.key,
-            external_store_kind=store.kind if store else "ClusterSecretStore")
+            external_store_kind=store.kind if store else "ClusterSecretStore",
+            origin=ctx.origin(("secrets", name)))
     synced = {ref.k8s_name: name for name, ref in out.items() if ref.external_store}
     for name, ref in out.items():
         if ref.external_store is None and ref.k8s_name in synced:
