@@ -266,3 +266,14 @@ def test_the_example_is_valid_in_every_environment():
         assert check_environment(ROOT, env, diags) is not None, [str(d) for d in diags.items]
         assert not diags.has_errors()
 
+
+
+def test_a_literal_env_value_reaches_argo_as_text(tmp_path: Path):
+    """Argo would expand `{{...}}` in a value; the user's text must arrive unchanged."""
+    from .test_argo_cases import HOSTILE, tags
+
+    env = _trainer_env(tmp_path, {"models": {"churn": {"training": {"builtin": {
+        "env": {"NOTE": HOSTILE}}}}}})
+    value = env["NOTE"]["value"]
+    assert set(tags(value)) == {"='{{'"}  # the only tags: Argo's own escape of `{{`
+    assert value.replace("{{='{{'}}", "{{") == HOSTILE
