@@ -21,6 +21,21 @@ import pytest
 import yaml
 
 
+def wait_ok(http: httpx.Client, path: str, proc: subprocess.Popen, output, what: str,
+            timeout: float) -> None:
+    """Poll `path` until it answers 200; fail with the process's output if it exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, output()
+        try:
+            if http.get(path).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never became ready\n{output()}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,16 +82,7 @@ class PrometheusServer:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.http.get("/-/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"prometheus never became ready\n{self.output()}")
+        wait_ok(self.http, "/-/ready", self.proc, self.output, "prometheus", timeout)
 
     def output(self) -> str:
         self.log.flush()
@@ -121,10 +127,6 @@ class PrometheusServer:
                 self.proc.wait(timeout=10)
         self.http.close()
         self.log.close()
-
-
-def values(result: list[tuple[dict, float]]) -> list[float]:
-    return [v for _, v in result]
 
 
 def is_nan(result: list[tuple[dict, float]]) -> bool:

@@ -42,7 +42,7 @@ from mlc.compiler.pipeline import compile_project
 
 from .argo_analysis import decide
 from .conftest import ROOT
-from .prometheus_server import PrometheusServer, Target, free_port, is_nan
+from .prometheus_server import PrometheusServer, Target, free_port, is_nan, wait_ok
 
 pytestmark = pytest.mark.slow
 ENV = "prod"
@@ -107,16 +107,8 @@ class Pod:
         return value
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.http.get("/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the server never became ready\n{self.output()}")
+        assert self.proc is not None
+        wait_ok(self.http, "/v2/health/ready", self.proc, self.output, "the server", timeout)
 
     def output(self) -> str:
         self.log.flush()

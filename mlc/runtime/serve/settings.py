@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # What a server that its config names no variant or role for is: the endpoint's one server.
 DEFAULT_VARIANT = "primary"
 
