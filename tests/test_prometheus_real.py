@@ -143,14 +143,20 @@ def _register(tracking_uri: str, model_uri: str, features: list[str]) -> None:
     mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
 
 
-def _send(pod: Pod, rows: list[dict], concurrency: int) -> dict[int, int]:
-    """POST each row to /predict; how many answers of each status came back."""
-    def one(row: dict) -> int:
-        return pod.http.post("/predict", json={"instances": [row]}).status_code
+class Sent:
+    """What came back for a batch of requests: how many of each status, the slowest answer."""
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        codes = list(pool.map(one, rows))
-    return {code: codes.count(code) for code in sorted(set(codes))}
+    def __init__(self, pod: Pod, rows: list[dict], concurrency: int):
+        def one(row: dict) -> tuple[int, float]:
+            start = time.perf_counter()
+            code = pod.http.post("/predict", json={"instances": [row]}).status_code
+            return code, time.perf_counter() - start
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            answers = list(pool.map(one, rows))
+        codes = [code for code, _ in answers]
+        self.codes = {code: codes.count(code) for code in sorted(set(codes))}
+        self.slowest = max(seconds for _, seconds in answers)
 
 
 def test_gates_and_alerts_against_a_real_prometheus(tmp_path):
@@ -235,20 +241,31 @@ def test_gates_and_alerts_against_a_real_prometheus(tmp_path):
         assert not [a for a in prometheus.alerts() if a["state"] == "firing"]
 
         # --- healthy traffic --------------------------------------------------------------
-        assert _send(pod, [row] * HEALTHY, 4) == {200: HEALTHY}
+        healthy = Sent(pod, [row] * HEALTHY, 4)
+        assert healthy.codes == {200: HEALTHY}
         scraped(f'sum(mlc_requests_total{{code="200", endpoint="{ENDPOINT}"}})', HEALTHY)
-        assert decisions() == dict.fromkeys(gates, "Successful")
+        got = decisions()
+        # No timing in pass/fail: the server's latencies are at most the client's, so when
+        # every answer came within the 0.1 s bucket, below the gate's 0.15 s, the latency
+        # gate must pass; on a machine too loaded for that, it only has to measure.
+        fast = healthy.slowest <= 0.1
+        assert got == {**dict.fromkeys(gates, "Successful"),
+                       **({} if fast else {"latency-p99": got["latency-p99"]})}
+        assert got["latency-p99"] in ("Successful", "Failed")
         for name in ratios:
             assert [v for _, v in recorded(name)] == [0.0], (name, recorded(name))
         assert not condition("EndpointHighErrorRatio")
         assert not condition("EndpointNoTraffic")
-        assert not [a for a in prometheus.alerts() if a["state"] == "firing"]
+        assert not [a for a in prometheus.alerts() if a["state"] == "firing"
+                    and (fast or a["labels"].get("slo") != "latency")]
 
         # --- the first 5xx since start-up ------------------------------------------------
-        assert _send(pod, [{**row, marker: faulty_model.FAIL}] * FAILING, 4) == {500: FAILING}
+        assert Sent(pod, [{**row, marker: faulty_model.FAIL}] * FAILING, 4).codes == {
+            500: FAILING}
         scraped(f'sum(mlc_requests_total{{code="500", endpoint="{ENDPOINT}"}})', FAILING)
-        assert decisions() == {"error-rate": "Failed", "latency-p99": "Successful",
-                               "prediction-drift": "Successful"}
+        got = decisions()
+        assert got == {"error-rate": "Failed", "latency-p99": got["latency-p99"] if not fast
+                       else "Successful", "prediction-drift": "Successful"}
         share = FAILING / (HEALTHY + FAILING)
         for name in ratios:  # every window holds the whole test: the same share
             (value,) = [v for _, v in recorded(name)]
@@ -260,7 +277,9 @@ def test_gates_and_alerts_against_a_real_prometheus(tmp_path):
             "critical", "warning"}, burn
 
         # --- slow answers ---------------------------------------------------------------
-        assert _send(pod, [{**row, marker: faulty_model.SLOW}] * SLOW, 10) == {200: SLOW}
+        # each at least SLOW_SECONDS (0.3 s) in the server: p99 lands above 0.25 s whatever
+        # the rest of the traffic took, and more than 6% of requests missed the 0.1 s objective
+        assert Sent(pod, [{**row, marker: faulty_model.SLOW}] * SLOW, 10).codes == {200: SLOW}
         scraped(f'sum(mlc_request_duration_seconds_count{{endpoint="{ENDPOINT}", '
                 f'route="/predict"}})', HEALTHY + FAILING + SLOW)
         assert decisions() == {"error-rate": "Failed", "latency-p99": "Failed",

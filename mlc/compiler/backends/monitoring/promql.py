@@ -205,7 +205,12 @@ def latency_bucket(threshold_seconds: float) -> float:
 
 def slow_ratio(project: ResolvedProject, endpoint: Endpoint, window: str, bucket: float, *,
                extra: Mapping[str, str] | None = None) -> str:
-    """Share of requests slower than the histogram bucket `bucket` over `window`."""
+    """Share of requests slower than the histogram bucket `bucket` over `window`.
+
+    Unlike the 5xx counters, the bucket and the count are parts of one histogram, exported
+    together (from start-up, by the serving runtime): the division always pairs up. No
+    requests make it 1 - 0/0, NaN, as for the error ratio.
+    """
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
     fast = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels,
                     {"le": one_of(le_values(bucket))}, NOT_SERVED)
