@@ -37,35 +37,59 @@ class Metric:
 
 
 # --- serving runtime (scraped from every serving pod) -------------------------------------
+# Every serving series carries `variant`: which of an endpoint's servers exported it, the A/B
+# variant's name or the server's role (`primary`, `shadow`), from its runtime settings.
+#
+# The request counters exist at 0 from start-up, for every route and every status code the
+# server answers with (SERVE_CODES): rate() over a series that appears at its first 5xx
+# misses that burst, and a ratio over a missing numerator is no result at all, where it
+# should be 0. Requests for paths the server does not know count as route UNMATCHED_ROUTE,
+# which the SLOs and gates leave out (a scanner's 404s say nothing about the model).
+PREDICT_ROUTE = "/predict"
+INFER_ROUTE = "/v2/models/{name}/infer"
+UNMATCHED_ROUTE = "unmatched"
+SERVED_ROUTES = (PREDICT_ROUTE, INFER_ROUTE)
+SERVE_CODES = {
+    PREDICT_ROUTE: ("200", "400", "405", "413", "499", "500", "503"),
+    INFER_ROUTE: ("200", "400", "405", "413", "499", "500", "503"),
+    UNMATCHED_ROUTE: ("404",),
+}
+SERVER_ERROR_CODES = "5.."  # the codes the availability SLO and the error-rate gate count
+
 REQUESTS = Metric(
-    "mlc_requests_total", "counter", ("endpoint", "model_version", "route", "code"),
+    "mlc_requests_total", "counter", ("endpoint", "variant", "model_version", "route", "code"),
     "Requests answered, by HTTP status code.", "serve")
 REQUEST_DURATION = Metric(
-    "mlc_request_duration_seconds", "histogram", ("endpoint", "model_version", "route"),
+    "mlc_request_duration_seconds", "histogram",
+    ("endpoint", "variant", "model_version", "route"),
     "Time from request received to response sent.", "serve", LATENCY_BUCKETS)
 INFLIGHT = Metric(
-    "mlc_inflight_requests", "gauge", ("endpoint",), "Requests being handled now.", "serve")
+    "mlc_inflight_requests", "gauge", ("endpoint", "variant"), "Requests being handled now.",
+    "serve")
 QUEUE_DEPTH = Metric(
-    "mlc_queue_depth", "gauge", ("endpoint",), "Rows waiting for the batcher.", "serve")
+    "mlc_queue_depth", "gauge", ("endpoint", "variant"), "Rows waiting for the batcher.",
+    "serve")
 QUEUE_CAPACITY = Metric(
-    "mlc_queue_capacity", "gauge", ("endpoint",),
+    "mlc_queue_capacity", "gauge", ("endpoint", "variant"),
     "Rows the queue holds before answering 503.", "serve")
 BATCH_SIZE = Metric(
-    "mlc_batch_size", "histogram", ("endpoint", "model_version"),
+    "mlc_batch_size", "histogram", ("endpoint", "variant", "model_version"),
     "Rows per model call made by the dynamic batcher.", "serve", BATCH_BUCKETS)
 PREDICTIONS = Metric(
-    "mlc_prediction_value", "histogram", ("endpoint", "model_version"),
+    "mlc_prediction_value", "histogram", ("endpoint", "variant", "model_version"),
     "Predicted score (classification) or value (regression).", "serve", PREDICTION_BUCKETS)
 FEATURE_VALUES = Metric(
-    "mlc_input_feature_value", "histogram", ("endpoint", "feature"),
+    "mlc_input_feature_value", "histogram", ("endpoint", "variant", "feature"),
     "Values of each input feature, as received.", "serve", FEATURE_BUCKETS)
 MODEL_INFO = Metric(
-    "mlc_model_info", "gauge", ("endpoint", "model", "model_version", "alias"),
+    "mlc_model_info", "gauge", ("endpoint", "variant", "model", "model_version", "alias"),
     "1 for the model version this pod serves.", "serve")
 MODEL_READY = Metric(
-    "mlc_model_ready", "gauge", ("endpoint",), "1 once the model is loaded and warm.", "serve")
+    "mlc_model_ready", "gauge", ("endpoint", "variant"), "1 once the model is loaded and warm.",
+    "serve")
 MODEL_TRAINED = Metric(
-    "mlc_model_trained_timestamp_seconds", "gauge", ("endpoint", "model", "model_version"),
+    "mlc_model_trained_timestamp_seconds", "gauge",
+    ("endpoint", "variant", "model", "model_version"),
     "When the served model version was registered.", "serve")
 
 # --- drift runtime (pushed to the Pushgateway by every drift-check run) --------------------

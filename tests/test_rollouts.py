@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from mlc import metrics
+from mlc.compiler.backends.monitoring import traffic
 from mlc.compiler.backends.serving import analysis
 
+from .argo_analysis import decide
 from .test_serving import ENDPOINTS, Built, build, example
 
 NAMESPACE = "scoring-default"
@@ -260,6 +262,104 @@ def test_every_generated_query_parses(tmp_path, gated):
     result = subprocess.run([promtool(), "check", "rules", "rules.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _nan_or(value: float) -> str:
+    return "NaN" if math.isnan(value) else repr(value)
+
+
+def _value_checks(query: str, expected: float) -> list[dict]:
+    """promtool checks that `query` yields exactly one sample, of value `expected` (NaN too)."""
+    one = {"expr": f"count(\n{query}\n)", "eval_time": "20m",
+           "exp_samples": [{"labels": "{}", "value": 1}]}
+    if math.isnan(expected):  # NaN is the one value not equal to itself
+        value = {"expr": f"count(\n({query}\n) != ({query}\n))", "eval_time": "20m",
+                 "exp_samples": [{"labels": "{}", "value": 1}]}
+    else:
+        value = {"expr": f"abs(\n({query}\n) - {expected!r}) < bool 1e-9", "eval_time": "20m",
+                 "exp_samples": [{"labels": "{}", "value": 1}]}
+    return [one, value]
+
+
+@pytest.mark.slow
+def test_gate_decisions_on_healthy_failing_and_idle_canaries(tmp_path, gated):
+    """Each gate on traffic shaped as the serving runtime exports it (every status code's
+    counter from 0), decided as Argo Rollouts decides (tests/argo_analysis.py).
+
+    healthy: the canary never answers 5xx: every gate returns one value and passes (before
+    the 5xx counters existed from start-up, the error rate was an empty result: an Error in
+    Argo Rollouts). first burst: its first 5xx, 92% of requests, fails the error gate.
+    idle: the canary's counters exist but nobody sends it requests; unscraped: it exports
+    nothing yet. Both measure nothing: one NaN sample per gate, inconclusive, never a pass
+    and never an Error.
+    """
+    template = gated.named("AnalysisTemplate", "canary-gates")
+    by_name = {m["name"]: m for m in template["spec"]["metrics"]}
+    q = {name: substituted(text) for name, text in queries(template).items()}
+    labels = {"namespace": NAMESPACE, "endpoint": "canary"}
+    new, old = (traffic.server_labels({**labels, "rollouts_pod_template_hash": h})
+                for h in ("new", "old"))
+    fast = [0, 0, 50, 200, 100, 40, 10, 0, 0, 0, 0, 0, 0, 0]  # p99 within 0.1 s
+    latency_p99 = _quantile(0.99, list(metrics.REQUEST_DURATION.buckets), fast[:-1])
+
+    def requests(labels: dict[str, str], phases) -> list[dict]:
+        return [{"series": s.notation(), "values": s.values}
+                for s in traffic.requests(labels, phases)]
+
+    def canary(phases, latency=fast, predictions=OLD_BINS) -> list[dict]:
+        return (requests(new, phases) + _histogram(metrics.REQUEST_DURATION, new, latency)
+                + _histogram(metrics.PREDICTIONS, new, predictions))
+
+    stable = (requests(old, [(80, {"200": 100})])
+              + _histogram(metrics.REQUEST_DURATION, old, fast)
+              + _histogram(metrics.PREDICTIONS, old, OLD_BINS))
+
+    idle_bins = [0] * 14
+    scenarios = {  # name: (series, {gate: expected value})
+        "healthy": (canary([(80, {"200": 100})]),
+                    {"error-rate": 0.0, "latency-p99": latency_p99, "prediction-drift": 0.0}),
+        "first burst": (canary([(40, {"200": 100}), (40, {"200": 8, "503": 92})]),
+                        {"error-rate": 0.92, "latency-p99": latency_p99,
+                         "prediction-drift": 0.0}),
+        "idle": (canary([(80, {})], latency=idle_bins, predictions=idle_bins[:-1]),
+                 dict.fromkeys(q, math.nan)),
+        "unscraped": ([], dict.fromkeys(q, math.nan)),
+    }
+    decisions = {
+        "healthy": dict.fromkeys(q, "Successful"),
+        "first burst": {"error-rate": "Failed", "latency-p99": "Successful",
+                        "prediction-drift": "Successful"},
+        "idle": dict.fromkeys(q, "Inconclusive"),
+        "unscraped": dict.fromkeys(q, "Inconclusive"),
+    }
+    tests = []
+    for name, (series, expected) in scenarios.items():
+        assert set(expected) == set(q)
+        tests.append({"name": name, "interval": "15s", "input_series": series + stable,
+                      "promql_expr_test": [c for gate, value in expected.items()
+                                           for c in _value_checks(q[gate], value)]})
+        got = {gate: decide(by_name[gate], [value]) for gate, value in expected.items()}
+        assert got == decisions[name], name
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": []}))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yaml"], "evaluation_interval": "15s", "tests": tests}))
+    result = subprocess.run([promtool(), "test", "rules", "test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # what an empty result would have meant
+    assert {decide(m, []) for m in by_name.values()} == {"Error"}
+
+
+def test_argo_rollouts_model_decides_as_argo_does():
+    metric = {"successCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] <= 0.1",
+              "failureCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] > 0.1"}
+    assert decide(metric, [0.0]) == "Successful"
+    assert decide(metric, [0.5]) == "Failed"
+    assert decide(metric, [math.nan]) == "Inconclusive"
+    assert decide(metric, []) == "Error"  # the guard does not help: Argo checks first
+    assert decide({"successCondition": "result[0] < 1"}, [2.0]) == "Failed"
+    assert decide({"failureCondition": "result[0] > 1"}, [0.5]) == "Successful"
+    assert decide({}, []) == "Successful"
 
 
 # ---------------------------------------------------------------------------------------

@@ -145,13 +145,55 @@ def test_metrics_are_exactly_the_contracts():
         for s in f.samples:
             assert set(s.labels) - {"le"} == set(metric.labels), s
     assert samples[("mlc_requests_total", (("code", "503"), ("endpoint", "ep"),
-                                           ("model_version", "3"), ("route", "/predict")))] == 1
+                                           ("model_version", "3"), ("route", "/predict"),
+                                           ("variant", "primary")))] == 1
     x_buckets = {s.labels["le"]: s.value for s in families["mlc_input_feature_value"].samples
                  if s.name.endswith("_bucket") and s.labels["feature"] == "y"}
     assert x_buckets["-3.0"] == 1 and x_buckets["+Inf"] == 1  # NaN is not a value
-    assert samples[("mlc_queue_depth", (("endpoint", "ep"),))] == 5
+    assert samples[("mlc_queue_depth", (("endpoint", "ep"), ("variant", "primary")))] == 5
     assert samples[("mlc_model_info", (("alias", "champion"), ("endpoint", "ep"),
-                                       ("model", "fraud"), ("model_version", "3")))] == 1
+                                       ("model", "fraud"), ("model_version", "3"),
+                                       ("variant", "primary")))] == 1
+
+
+def _requests(m: ServeMetrics) -> dict[tuple[str, str, str, str], float]:
+    """(variant, model_version, route, code) -> count, as a scrape reads them."""
+    families = text_string_to_metric_families(m.render().decode())
+    return {(s.labels["variant"], s.labels["model_version"], s.labels["route"],
+             s.labels["code"]): s.value
+            for f in families if f.name == "mlc_requests" for s in f.samples
+            if s.name == "mlc_requests_total"}
+
+
+def test_every_status_code_is_exported_at_zero_from_start_up():
+    """Before any request, and for a model version as soon as it is loaded: a counter that
+    appeared only with its first 5xx would hide that 5xx from rate(), and leave the error
+    ratio without a numerator (no result) on a healthy service."""
+    m = ServeMetrics("ep", [], 16, inflight=lambda: 0, queue_depth=lambda: 0, variant="blue")
+    expected = {("blue", "", route, code)
+                for route, codes in contract.SERVE_CODES.items() for code in codes}
+    assert _requests(m) == dict.fromkeys(expected, 0.0)
+    assert {"200", "404", "500", "503"} <= {code for *_, code in expected}  # 2xx, 4xx, 5xx
+    m.set_model("fraud", "3", "champion", None)
+    counts = _requests(m)
+    assert {k: v for k, v in counts.items() if k[1] == "3"} == {
+        ("blue", "3", route, code): 0.0 for _, _, route, code in expected}
+    m.observe_request("3", contract.PREDICT_ROUTE, 503, 0.01)
+    m.observe_request("3", contract.UNMATCHED_ROUTE, 404, 0.001)
+    counts = _requests(m)
+    assert counts[("blue", "3", contract.PREDICT_ROUTE, "503")] == 1
+    assert counts[("blue", "3", contract.UNMATCHED_ROUTE, "404")] == 1
+    assert counts[("blue", "3", contract.PREDICT_ROUTE, "500")] == 0
+    counts = {(s.name, s.labels.get("route")): s.value
+              for f in text_string_to_metric_families(m.render().decode()) for s in f.samples
+              if s.name.endswith("_count") and s.labels["model_version"] == "3"}
+    # latency histograms too, for every route; and the predictions the drift gate reads
+    assert counts == {**{("mlc_request_duration_seconds_count", r): 0.0
+                         for r in contract.SERVE_CODES if r != contract.PREDICT_ROUTE},
+                      ("mlc_request_duration_seconds_count", contract.PREDICT_ROUTE): 1.0,
+                      ("mlc_request_duration_seconds_count", contract.UNMATCHED_ROUTE): 1.0,
+                      ("mlc_batch_size_count", None): 0.0,
+                      ("mlc_prediction_value_count", None): 0.0}
 
 
 def test_prediction_log_round_trip(tmp_path):
@@ -333,8 +375,13 @@ def test_server_end_to_end(tmp_path, dev):
                  in families}
         assert names == SERVE_NAMES
         assert (f'mlc_requests_total{{code="400",endpoint="{ENDPOINT}",model_version='
-                f'"{version}",route="/predict"}} 3.0') in text
-        assert 'mlc_model_ready{endpoint="fraud-api"} 1.0' in text
+                f'"{version}",route="/predict",variant="primary"}} 3.0') in text
+        assert (f'mlc_requests_total{{code="500",endpoint="{ENDPOINT}",model_version='
+                f'"{version}",route="/predict",variant="primary"}} 0.0') in text
+        # /v2/models/nope: a 404, counted under one route whatever the path
+        assert (f'mlc_requests_total{{code="404",endpoint="{ENDPOINT}",model_version='
+                f'"{version}",route="unmatched",variant="primary"}} 1.0') in text
+        assert 'mlc_model_ready{endpoint="fraud-api",variant="primary"} 1.0' in text
     finally:
         code = server.stop()
     assert code == 0, server.output()
@@ -527,5 +574,13 @@ def test_the_mounted_workload_config_overrides_project_json(tmp_path):
                                    env={"MLC_ENDPOINT_CONFIG": str(config)})
     assert shadow.model_uri == "models:/fraud-classifier@challenger"
     assert shadow.endpoint == "fraud-api-shadow"
+    assert plain.variant == "primary"  # no config: the endpoint's one server
+    assert shadow.variant == "primary"  # a config that names neither variant nor role
+    config.write_text(json.dumps({"role": "shadow", "variant": None}))
+    assert settings_for_endpoint(project, "fraud-api",
+                                 env={"MLC_ENDPOINT_CONFIG": str(config)}).variant == "shadow"
+    config.write_text(json.dumps({"role": "variant", "variant": "b"}))
+    assert settings_for_endpoint(project, "fraud-api",
+                                 env={"MLC_ENDPOINT_CONFIG": str(config)}).variant == "b"
     assert (shadow.max_batch_size, shadow.max_queue, shadow.prediction_log_sample) == (8, 16, 1.0)
     assert shadow.prediction_log_uri.endswith("shadow-log")

@@ -7,6 +7,12 @@ a request costs a dict increment and a bisect, and a model call costs a list app
 rows and predictions of many calls are bucketed together in one vectorised pass, in a
 background thread (one `observe` per value would cost milliseconds per 64-row batch of 30
 features).
+
+Every series carries the server's `variant` (its A/B variant or role). The request counters
+and latency histograms of every route and status code the server answers with exist at 0 from
+start-up, and again for each model version as soon as it is loaded (before it is ready):
+Prometheus must see a counter at 0 before its first increment to count that increment, and
+an error ratio must read 0, not nothing, while no request has failed.
 """
 
 from __future__ import annotations
@@ -130,8 +136,10 @@ class ServeMetrics:
     """
 
     def __init__(self, endpoint: str, features: Sequence[str], queue_capacity: int,
-                 inflight: Callable[[], int], queue_depth: Callable[[], int]):
+                 inflight: Callable[[], int], queue_depth: Callable[[], int],
+                 variant: str = "primary"):
         self.endpoint = endpoint
+        self.variant = variant
         self.queue_capacity = queue_capacity
         self._inflight = inflight
         self._queue_depth = queue_depth
@@ -152,6 +160,20 @@ class ServeMetrics:
         self.ready = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self.expect_version("")  # what is answered before a model is loaded
+
+    def expect_version(self, version: str) -> None:
+        """Start every request series of `version` at 0 (see the module docstring)."""
+        for route, codes in contract.SERVE_CODES.items():
+            for code in codes:
+                self.requests.setdefault((version, route, code), 0)
+            if (version, route) not in self.durations:
+                self.durations[(version, route)] = Histogram(contract.REQUEST_DURATION.buckets)
+        if version:  # a loaded model's calls: the prediction drift gate reads these
+            with self._lock:
+                if version not in self.batch_sizes:
+                    self.batch_sizes[version] = Histogram(contract.BATCH_SIZE.buckets)
+                    self.predictions[version] = Histogram(contract.PREDICTIONS.buckets)
 
     # --- observations -----------------------------------------------------------------------
     def observe_request(self, version: str, route: str, code: int, seconds: float) -> None:
@@ -219,6 +241,7 @@ class ServeMetrics:
 
     def set_model(self, model: str, version: str, alias: str | None,
                   trained_at: float | None) -> None:
+        self.expect_version(version)
         self.model = {"model": model, "model_version": version, "alias": alias or ""}
         self.trained_at = trained_at
 
@@ -227,15 +250,15 @@ class ServeMetrics:
         return []
 
     def collect(self) -> Iterator:
-        e = self.endpoint
+        e, v = self.endpoint, self.variant
         requests = family(contract.REQUESTS)
         for (version, route, code), n in sorted(self.requests.items()):
-            requests.add_metric(label_values(contract.REQUESTS, endpoint=e, model_version=version,
-                                             route=route, code=code), n)
+            requests.add_metric(label_values(contract.REQUESTS, endpoint=e, variant=v,
+                                             model_version=version, route=route, code=code), n)
         yield requests
         durations = family(contract.REQUEST_DURATION)
         for (version, route), h in sorted(self.durations.items()):
-            durations.add_metric(label_values(contract.REQUEST_DURATION, endpoint=e,
+            durations.add_metric(label_values(contract.REQUEST_DURATION, endpoint=e, variant=v,
                                               model_version=version, route=route),
                                  h.buckets(), h.total)
         yield durations
@@ -244,32 +267,34 @@ class ServeMetrics:
                               (contract.QUEUE_CAPACITY, self.queue_capacity),
                               (contract.MODEL_READY, 1 if self.ready else 0)):
             gauge = family(metric)
-            gauge.add_metric(label_values(metric, endpoint=e), value)
+            gauge.add_metric(label_values(metric, endpoint=e, variant=v), value)
             yield gauge
         self.flush()
         with self._lock:
             sizes, preds = family(contract.BATCH_SIZE), family(contract.PREDICTIONS)
             for version in sorted(self.batch_sizes):
-                labels = label_values(contract.BATCH_SIZE, endpoint=e, model_version=version)
+                labels = label_values(contract.BATCH_SIZE, endpoint=e, variant=v,
+                                      model_version=version)
                 h = self.batch_sizes[version]
                 sizes.add_metric(labels, h.buckets(), h.total)
                 h = self.predictions[version]
-                preds.add_metric(label_values(contract.PREDICTIONS, endpoint=e,
+                preds.add_metric(label_values(contract.PREDICTIONS, endpoint=e, variant=v,
                                               model_version=version), h.buckets(), h.total)
             values = family(contract.FEATURE_VALUES)
             for i, name in enumerate(self.features.features):
                 buckets, total = self.features.histogram(i)
-                values.add_metric(label_values(contract.FEATURE_VALUES, endpoint=e,
+                values.add_metric(label_values(contract.FEATURE_VALUES, endpoint=e, variant=v,
                                                feature=name), buckets, total)
         yield sizes
         yield preds
         yield values
         info, trained = family(contract.MODEL_INFO), family(contract.MODEL_TRAINED)
         if self.model is not None:
-            info.add_metric(label_values(contract.MODEL_INFO, endpoint=e, **self.model), 1)
+            info.add_metric(label_values(contract.MODEL_INFO, endpoint=e, variant=v,
+                                         **self.model), 1)
             if self.trained_at is not None:
                 trained.add_metric(label_values(
-                    contract.MODEL_TRAINED, endpoint=e, model=self.model["model"],
+                    contract.MODEL_TRAINED, endpoint=e, variant=v, model=self.model["model"],
                     model_version=self.model["model_version"]), self.trained_at)
         yield info
         yield trained

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlc import metrics as contract
+
 from .batching import Batcher, Closed, Overloaded
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .settings import ServeSettings, settings_for_endpoint
@@ -51,8 +53,8 @@ except ImportError:  # the image installs orjson; a bare environment still works
     loads = json.loads
 
 log = logging.getLogger("mlc.serve")
-PREDICT_ROUTE = "/predict"
-INFER_ROUTE = "/v2/models/{name}/infer"
+PREDICT_ROUTE = contract.PREDICT_ROUTE
+INFER_ROUTE = contract.INFER_ROUTE
 # A model call faster than this runs on the event loop: handing it to a thread and back
 # costs about as much, and the loop stalls for at most this long per batch.
 INLINE_BELOW = 0.001
@@ -79,7 +81,8 @@ class ServeApp:
                                inline=settings.model_thread is False)
         self.metrics = ServeMetrics(settings.endpoint, [], settings.max_queue,
                                     inflight=lambda: self.inflight,
-                                    queue_depth=lambda: self.batcher.queued)
+                                    queue_depth=lambda: self.batcher.queued,
+                                    variant=settings.variant)
         self._names = {settings.endpoint, *settings.model_names}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
         self._load_task: asyncio.Task | None = None
@@ -191,12 +194,12 @@ class ServeApp:
             parts = path[len("/v2/models/"):].split("/")
             name = parts[0]
             if name not in self._names:
-                return await _send(send, 404, {"error": f"no model named `{name}` here"})
+                return await self._not_found(send, {"error": f"no model named `{name}` here"})
             tail = parts[1:]
             if len(tail) >= 2 and tail[0] == "versions":
                 if self.model is not None and tail[1] != self.version:
-                    return await _send(send, 404, {"error": f"version {tail[1]} is not "
-                                                   f"served (serving {self.version})"})
+                    return await self._not_found(send, {"error": f"version {tail[1]} is not "
+                                                          f"served (serving {self.version})"})
                 tail = tail[2:]
             if tail == ["infer"]:
                 return await self._infer(scope, receive, send, INFER_ROUTE, oip=True)
@@ -204,7 +207,7 @@ class ServeApp:
                 return await self._ready(send)
             if tail in ([], [""]):
                 return await self._model_metadata(send, name)
-            return await _send(send, 404, {"error": f"no route {path}"})
+            return await self._not_found(send, {"error": f"no route {path}"})
         if path == "/v2/health/live":
             return await _send(send, 200, {"live": True})
         if path == "/v2/health/ready":
@@ -215,7 +218,14 @@ class ServeApp:
         if path in ("/v2", "/v2/"):
             return await _send(send, 200, {"name": "mlc", "version": _version(),
                                            "extensions": []})
-        return await _send(send, 404, {"error": f"no route {method} {path}"})
+        return await self._not_found(send, {"error": f"no route {method} {path}"})
+
+    async def _not_found(self, send, doc: dict) -> None:
+        """A 404, counted (under one route label, whatever the path: no unbounded labels)."""
+        start = time.perf_counter()
+        await _send(send, 404, doc)
+        self.metrics.observe_request(self.version, contract.UNMATCHED_ROUTE, 404,
+                                     time.perf_counter() - start)
 
     async def _ready(self, send) -> None:
         if self.ready and not self.draining:

@@ -8,6 +8,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# What a server that its config names no variant or role for is: the endpoint's one server.
+DEFAULT_VARIANT = "primary"
+
 
 @dataclass
 class ServeSettings:
@@ -27,6 +30,8 @@ class ServeSettings:
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
     retry_after_seconds: int = 1
     load_retry_max_seconds: float = 30.0
+    # the `variant` label of every metric: the A/B variant, or the server's role
+    variant: str = DEFAULT_VARIANT
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -76,4 +81,5 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         prediction_log_sample=log.get("sample", e.prediction_log_sample),
         online_features=online,
         drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
-        model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")))
+        model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
+        variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT)

@@ -110,19 +110,22 @@ def one_of(values: Iterable[str]) -> str:
 # Selectors
 
 
-def matchers(labels: Mapping[str, str], regex: Mapping[str, str] | None = None) -> str:
-    """`{a="x", b=~"y"}`: equality matchers from `labels`, regex matchers from `regex`.
+def matchers(labels: Mapping[str, str], regex: Mapping[str, str] | None = None,
+             exclude: Mapping[str, str] | None = None) -> str:
+    """`{a="x", b=~"y", c!="z"}`: equality matchers from `labels`, regex matchers from
+    `regex`, inequality matchers from `exclude`.
 
     Label names come from the contract (identifiers), never from ml.yaml; values are escaped.
     """
     parts = [f"{name}={string(value)}" for name, value in sorted(labels.items())]
     parts += [f"{name}=~{string(value)}" for name, value in sorted((regex or {}).items())]
+    parts += [f"{name}!={string(value)}" for name, value in sorted((exclude or {}).items())]
     return "{" + ", ".join(parts) + "}"
 
 
 def selector(name: str, labels: Mapping[str, str], regex: Mapping[str, str] | None = None,
-             ) -> str:
-    return name + matchers(labels, regex)
+             exclude: Mapping[str, str] | None = None) -> str:
+    return name + matchers(labels, regex, exclude)
 
 
 def duration(seconds: int) -> str:
@@ -158,21 +161,35 @@ def endpoint_labels(project: ResolvedProject, endpoint: Endpoint) -> dict[str, s
     return {**scope(project), "endpoint": endpoint.name}
 
 
+# The requests an endpoint's SLOs and gates count: those for a route the server knows
+# (404s for unknown paths are counted apart, under this route, and say nothing of the model).
+NOT_SERVED = {"route": metrics.UNMATCHED_ROUTE}
+
+
 def request_rate(project: ResolvedProject, endpoint: Endpoint, window: str, *,
                  by: Iterable[str] = (), errors_only: bool = False,
                  extra: Mapping[str, str] | None = None) -> str:
     """Requests per second over `window`; `errors_only`: answers with a 5xx status code."""
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
-    regex = {"code": "5.."} if errors_only else None
-    sel = selector(series(metrics.REQUESTS), labels, regex)
+    regex = {"code": metrics.SERVER_ERROR_CODES} if errors_only else None
+    sel = selector(series(metrics.REQUESTS), labels, regex, NOT_SERVED)
     return f"sum by ({_by(by)}) (rate({sel}[{window}]))"
 
 
 def error_ratio(project: ResolvedProject, endpoint: Endpoint, window: str, *,
                 extra: Mapping[str, str] | None = None) -> str:
-    """Share of requests answered with a 5xx code over `window` (what availability counts)."""
-    return (f"{request_rate(project, endpoint, window, errors_only=True, extra=extra)}\n/\n"
-            f"{request_rate(project, endpoint, window, extra=extra)}")
+    """Share of requests answered with a 5xx code over `window` (what availability counts).
+
+    The serving runtime exports its 5xx counters at 0 from start-up, but a ratio must not
+    depend on that: where no 5xx series exists (a pod of an older runtime, a scrape that lost
+    them), the errors read as 0 times the requests, which keeps the requests' labels so that
+    the division still pairs up (`or vector(0)` has no labels and would pair with nothing).
+    With no requests at all the ratio is 0/0, NaN: no alert compares true on it, and a rollout
+    gate reads it as "no data" (inconclusive), never as a pass.
+    """
+    errors = request_rate(project, endpoint, window, errors_only=True, extra=extra)
+    total = request_rate(project, endpoint, window, extra=extra)
+    return f"(\n  {errors}\n  or\n  0 * {total}\n)\n/\n{total}"
 
 
 def latency_bucket(threshold_seconds: float) -> float:
@@ -188,11 +205,16 @@ def latency_bucket(threshold_seconds: float) -> float:
 
 def slow_ratio(project: ResolvedProject, endpoint: Endpoint, window: str, bucket: float, *,
                extra: Mapping[str, str] | None = None) -> str:
-    """Share of requests slower than the histogram bucket `bucket` over `window`."""
+    """Share of requests slower than the histogram bucket `bucket` over `window`.
+
+    Unlike the 5xx counters, the bucket and the count are parts of one histogram, exported
+    together (from start-up, by the serving runtime): the division always pairs up. No
+    requests make it 1 - 0/0, NaN, as for the error ratio.
+    """
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
     fast = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels,
-                    {"le": one_of(le_values(bucket))})
-    total = selector(series(metrics.REQUEST_DURATION, "_count"), labels)
+                    {"le": one_of(le_values(bucket))}, NOT_SERVED)
+    total = selector(series(metrics.REQUEST_DURATION, "_count"), labels, exclude=NOT_SERVED)
     by = _by(())
     return (f"1 - (\n  sum by ({by}) (rate({fast}[{window}]))\n  /\n"
             f"  sum by ({by}) (rate({total}[{window}]))\n)")
@@ -202,7 +224,7 @@ def latency_quantile(project: ResolvedProject, endpoint: Endpoint, quantile: flo
                      window: str, *, by: Iterable[str] = (),
                      extra: Mapping[str, str] | None = None) -> str:
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
-    sel = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels)
+    sel = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels, exclude=NOT_SERVED)
     return (f"histogram_quantile({number(quantile)}, "
             f"sum by ({_by(('le', *by))}) (rate({sel}[{window}])))")
 

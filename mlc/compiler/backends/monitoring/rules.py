@@ -20,7 +20,7 @@ from mlc import metrics
 
 from ...ir import DriftCheck, Endpoint, FeatureView, Model, Origin, ResolvedProject
 from ...names import dns_label
-from . import promql, schedules, slo
+from . import promql, schedules, slo, traffic
 from .alerts import Alert, Group, Scenario, Series
 from .gotemplate import Label
 
@@ -76,20 +76,28 @@ def rule_sets(project: ResolvedProject) -> list[RuleSet]:
 def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
     labels = promql.endpoint_labels(project, endpoint)
     requests = promql.series(metrics.REQUESTS)
-    base = {**labels, "model_version": "1", "route": "/predict"}
+    server = traffic.server_labels(labels)
     out = []
 
     def at(series: tuple[Series, ...], minutes: int) -> Scenario:
         return Scenario(series, minutes * 60, pace_seconds=slo.TEST_PACE)
+
+    def steady(minutes: int, per_minute: traffic.PerMinute) -> tuple[Series, ...]:
+        return traffic.requests(server, [(minutes, per_minute)])
+    # No request since start-up: every counter exported, all at 0.
+    idle = at(steady(35, {}), 35)
     limit = endpoint.rollout.gates.max_error_rate
     if limit < 1:
         ratio = promql.selector(
             slo.record_name(slo.availability(endpoint), slo.ALWAYS_RECORDED), labels)
         window = promql.duration(slo.ALWAYS_RECORDED)
 
-        def traffic(share: float) -> tuple[Series, ...]:
-            return (Series(requests, {**base, "code": "200"}, f"0+{_n(100 * (1 - share))}x15"),
-                    Series(requests, {**base, "code": "503"}, f"0+{_n(100 * share)}x15"))
+        def share(errors: float) -> tuple[Series, ...]:
+            return steady(15, {"200": 100 * (1 - errors), "503": 100 * errors})
+
+        # The first 5xx since start-up, most of every minute's requests from minute 6 on
+        # (the series was there at 0 before, as the runtime exports it).
+        burst = traffic.requests(server, [(5, {"200": 100}), (15, {"200": 80, "503": 920})])
 
         out.append(Alert(
             name="EndpointHighErrorRatio", expr=f"{ratio} > {promql.number(limit)}",
@@ -99,8 +107,8 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
             description=(f"Over the last {window} more than {promql.number(limit * 100)}% of "
                          f"the requests to {endpoint.name} got a 5xx answer (the rollout gate "
                          "maxErrorRate). Check the serving pods' logs and the last rollout.",),
-            unhealthy=((at(traffic((1 + limit) / 2), 15), labels),),
-            healthy=(at(traffic(limit / 2), 15),)))
+            unhealthy=((at(share((1 + limit) / 2), 15), labels), (at(burst, 20), labels)),
+            healthy=(at(share(limit / 2), 15), at(share(0), 15), idle)))
     depth = promql.selector(promql.series(metrics.QUEUE_DEPTH), labels)
     capacity = promql.selector(promql.series(metrics.QUEUE_CAPACITY), labels)
     pod = {**labels, "pod": f"{endpoint.k8s_name}-0"}
@@ -134,9 +142,11 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
                          "request metrics at all. Check its clients, the Service and the "
                          "NetworkPolicy, and that Prometheus scrapes the pods.",),
             unhealthy=(
-                (at((Series(requests, {**base, "code": "200"}, "100+0x35"),), 35), labels),
+                (idle, labels),
+                # traffic that stopped: the counters stay, flat
+                (at(traffic.requests(server, [(2, {"200": 100}), (38, {})]), 40), labels),
                 (at((), 35), labels)),  # nothing exported at all
-            healthy=(at((Series(requests, {**base, "code": "200"}, "0+100x35"),), 35),)))
+            healthy=(at(steady(35, {"200": 100}), 35),)))
     return out
 
 

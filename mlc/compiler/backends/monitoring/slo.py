@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
-from . import promql
+from . import promql, traffic
 from .alerts import Alert, Recording, Scenario, Series, Severity
 
 _WORKBOOK_WINDOW = 30 * 86400
@@ -126,7 +126,8 @@ def burn_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
     The tests feed traffic whose share of bad requests lies halfway between consecutive
     thresholds (and above the highest, and below the lowest): each line must fire on every
     share above its own threshold and stay silent on every share below it, which pins each
-    threshold from both sides.
+    threshold from both sides. Every line also stays silent on a service that never fails
+    and on one that gets no requests at all (its ratios are 0/0).
     """
     out = []
     labels = promql.endpoint_labels(project, endpoint)
@@ -137,6 +138,8 @@ def burn_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
         shares = [(a + b) / 2 for a, b in zip(points, points[1:], strict=False)]
         scenarios = [(share, _scenario(project, endpoint, objective, share))
                      for share in shares]
+        quiet = [_scenario(project, endpoint, objective, 0.0),
+                 _scenario(project, endpoint, objective, 0.0, rpm=0)]
         for w in lines:
             limit = _limit(objective, w)
             out.append(Alert(
@@ -147,7 +150,7 @@ def burn_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
                 summary=_summary(endpoint, objective, w),
                 description=_description(endpoint, objective, w),
                 unhealthy=tuple((s, labels) for share, s in scenarios if share > limit),
-                healthy=tuple(s for share, s in scenarios if share <= limit),
+                healthy=(*(s for share, s in scenarios if share <= limit), *quiet),
                 labels={"slo": objective.kind, "long_window": promql.duration(w.long),
                         "short_window": promql.duration(w.short)}))
     return out
@@ -189,21 +192,16 @@ def _description(endpoint: Endpoint, objective: Objective, w: BurnWindow) -> tup
 
 
 def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective,
-              share: float) -> Scenario:
+              share: float, rpm: int = _RPM) -> Scenario:
     """Traffic of which a constant `share` is bad (5xx, or slower than the objective)."""
-    base = {**promql.endpoint_labels(project, endpoint), "model_version": "1"}
+    base = traffic.server_labels(promql.endpoint_labels(project, endpoint))
     # The share is the same in every window, and rate() needs only two samples in one, so
     # 15 minutes of traffic exercises the 3-day windows as well as the 5-minute ones.
     steps = 15
-    good_per_minute = _RPM * (1 - share)
+    good_per_minute = rpm * (1 - share)
     if objective.kind == "availability":
-        name = promql.series(metrics.REQUESTS)
-        series = (
-            Series(name, {**base, "route": "/predict", "code": "200"},
-                   f"0+{promql.number(good_per_minute)}x{steps}"),
-            Series(name, {**base, "route": "/predict", "code": "500"},
-                   f"0+{promql.number(_RPM * share)}x{steps}"),
-        )
+        rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
+        series = traffic.requests(base, [(steps, rates)])
     else:
         bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
         series = (
@@ -211,6 +209,6 @@ def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective
                    {**base, "route": "/predict", "le": repr(float(bucket))},
                    f"0+{promql.number(good_per_minute)}x{steps}"),
             Series(promql.series(metrics.REQUEST_DURATION, "_count"),
-                   {**base, "route": "/predict"}, f"0+{_RPM}x{steps}"),
+                   {**base, "route": "/predict"}, f"0+{rpm}x{steps}"),
         )
     return Scenario(series, eval_seconds=steps * 60, pace_seconds=TEST_PACE)

@@ -11,9 +11,16 @@ sends all traffic back to the stable version and scales the new one down:
 
 New and stable pods are told apart by the `rollouts_pod_template_hash` label, which Argo
 Rollouts puts on the pods and the monitoring backend's PodMonitor copies onto every series;
-the hashes arrive as the template's arguments. A gate without data (no traffic yet, or a
-division 0/0) is neither passed nor failed but inconclusive: a few in a row are tolerated,
-more pause the rollout for a person to look, as Argo Rollouts does with inconclusive runs.
+the hashes arrive as the template's arguments.
+
+Every query returns exactly one sample, whatever the data: Argo Rollouts reads an empty
+result as a measurement error, not as "no data" (its condition evaluator refuses to index
+into an empty result, even behind `len(result) > 0`), and enough errors in a row abort the
+rollout. So a count that has no series reads as 0, and a query with nothing to measure
+returns NaN: no traffic on the new pods (0/0), or no series at all. A NaN is neither passed
+nor failed but inconclusive: a few in a row are tolerated, more pause the rollout for a
+person to look, as Argo Rollouts does with inconclusive runs. A canary nobody sends traffic
+to therefore never passes its gates by accident, and is not aborted for it either.
 
 Every metric name comes from `mlc.metrics`; label values from ml.yaml go through `literal`.
 """
@@ -68,28 +75,43 @@ def literal(value: str) -> str:
 
 
 def selector(name: str, project: ResolvedProject, ep: Endpoint, hash_arg: str,
-             regex: dict[str, str] | None = None) -> str:
+             regex: dict[str, str] | None = None, exclude: dict[str, str] | None = None) -> str:
     """`name{namespace="...", endpoint="...", rollouts_pod_template_hash="{{args.X}}"}`."""
     labels = {promql.SCOPE_LABEL: project.platform.namespace, "endpoint": ep.name}
     parts = [f"{k}={literal(v)}" for k, v in sorted(labels.items())]
     parts += [f"{k}=~{literal(v)}" for k, v in sorted((regex or {}).items())]
+    parts += [f"{k}!={literal(v)}" for k, v in sorted((exclude or {}).items())]
     parts.append(f'{HASH_LABEL}="{arg(hash_arg)}"')  # our own reference: not escaped
     return name + "{" + ", ".join(parts) + "}"
 
 
+# What a query with nothing to measure returns instead of an empty result (see the module
+# docstring): one sample, which every gate's conditions read as inconclusive.
+NO_DATA = "vector(NaN)"
+
+
 def error_rate_query(project: ResolvedProject, ep: Endpoint, window: str) -> str:
     requests = promql.series(metrics.REQUESTS)
-    errors = selector(requests, project, ep, NEW_ARG, {"code": "5.."})
-    total = selector(requests, project, ep, NEW_ARG)
-    return (f"sum(rate({errors}[{window}]))\n"
+    errors = selector(requests, project, ep, NEW_ARG, {"code": metrics.SERVER_ERROR_CODES},
+                      promql.NOT_SERVED)
+    total = selector(requests, project, ep, NEW_ARG, exclude=promql.NOT_SERVED)
+    # Both sides fall back to 0: no 5xx series is no 5xx, and no series at all is 0/0, NaN.
+    return ("# Share of the new pods' requests answered 5xx; NaN (inconclusive) without "
+            "traffic.\n"
+            f"(sum(rate({errors}[{window}])) or vector(0))\n"
             f"/\n"
-            f"sum(rate({total}[{window}]))\n")
+            f"(sum(rate({total}[{window}])) or vector(0))\n")
 
 
 def latency_query(project: ResolvedProject, ep: Endpoint, window: str) -> str:
-    buckets = selector(promql.series(metrics.REQUEST_DURATION, "_bucket"), project, ep, NEW_ARG)
-    return (f"histogram_quantile({promql.number(LATENCY_QUANTILE)},\n"
-            f"  sum by (le) (rate({buckets}[{window}])))\n")
+    buckets = selector(promql.series(metrics.REQUEST_DURATION, "_bucket"), project, ep, NEW_ARG,
+                       exclude=promql.NOT_SERVED)
+    # histogram_quantile over buckets that did not grow is NaN already; no buckets at all
+    # would be no result.
+    return ("# p99 latency of the new pods' requests; NaN (inconclusive) without traffic.\n"
+            f"histogram_quantile({promql.number(LATENCY_QUANTILE)},\n"
+            f"  sum by (le) (rate({buckets}[{window}])))\n"
+            f"or {NO_DATA}\n")
 
 
 def _canonical(bound: float) -> str:
@@ -192,6 +214,8 @@ def psi_query(project: ResolvedProject, ep: Endpoint, window: str, baseline: str
         f"      {eps})",
         "  )",
         ")",
+        # no prediction series of either version: no result, which Argo would call an error
+        f"or {NO_DATA}",
     ]) + "\n"
 
 
