@@ -217,6 +217,22 @@ CASES = [
                           "    framework: sklearn\n").replace(
              "      routes: [team]\n",
              "      routes: [team]\n      onDrift: {action: retrain}\n")}),
+    # --- resolve: rollouts that nothing would deliver as written -------------------------
+    Case("shadow-gates", "MLC340", "ml.yaml:42:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
+                          "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("serverless-blue-green", "MLC340", "ml.yaml:40:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    rollout: {strategy: blueGreen}\n"
+                          "monitoring")}),
+    Case("kserve-standard-canary", "MLC341", "ml.yaml:40:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    kserve: true\n    rollout: {strategy: canary}\nmonitoring")}),
+    Case("shadow-steps", "MLC342", "ml.yaml:42:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
+                          "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

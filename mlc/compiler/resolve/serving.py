@@ -6,6 +6,7 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
+from .delivery import check_rollout
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -61,6 +62,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if e.mode != "batch" and e.batch is not None:
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
+        check_rollout(ctx, name, e, platform.image_policy)
         r = e.rollout
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None
