@@ -61,7 +61,7 @@ def _check_pins(ctx: Context, name: str, e: Endpoint) -> None:
     that moves the alias changes a running arm at its next scale-up."""
     r = e.rollout
     arms: list[tuple[str, tuple]] = []
-    if e.version is None:
+    if e.version is None and r.strategy != "ab":  # A/B: the variants serve, not the endpoint
         arms.append(("the endpoint", ("serving", name, "alias" if e.alias else "model")))
     if r.strategy == "shadow" and r.shadow is not None and r.shadow.version is None:
         arms.append(("the shadow", ("serving", name, "rollout", "shadow")))
