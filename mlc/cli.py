@@ -161,9 +161,10 @@ def _promote(args, diags) -> int:
 
 def _pin(args, diags) -> int:
     from .compiler.pin import pin
+    from .registry import alias_versions
 
-    return pin(_root(args), args.env_name, diags, tracking_uri=args.tracking_uri,
-               dry_run=args.dry_run)
+    return pin(_root(args), args.env_name, diags, alias_versions,
+               tracking_uri=args.tracking_uri, dry_run=args.dry_run)
 
 
 def _run(args, diags) -> int:

@@ -13,6 +13,7 @@ from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pin import PIN_FAILED, pin
 from mlc.compiler.pipeline import check_environment
 from mlc.compiler.resolve.delivery import ALIAS_NOT_PINNED
+from mlc.registry import alias_versions
 
 from .conftest import ROOT, write_project
 from .test_serving import project_text
@@ -74,7 +75,7 @@ def test_unpinned_rollouts_are_warned_about(project):
 
 def test_pin_writes_the_registry_versions_and_keeps_the_comments(project, registry):
     uri, client = registry
-    assert pin(project, "prod", Diagnostics(), tracking_uri=uri) == 0
+    assert pin(project, "prod", Diagnostics(), alias_versions, tracking_uri=uri) == 0
     text = (project / "environments" / "prod.yaml").read_text()
     assert text.startswith(OVERLAY.splitlines()[0])
     assert "# peak traffic" in text
@@ -101,7 +102,8 @@ def test_pin_writes_the_registry_versions_and_keeps_the_comments(project, regist
         def writelines(self, lines):
             out.extend(lines)
 
-    assert pin(project, "prod", Diagnostics(), tracking_uri=uri, stdout=Sink()) == 0
+    assert pin(project, "prod", Diagnostics(), alias_versions, tracking_uri=uri,
+               stdout=Sink()) == 0
     assert "Nothing to pin" in "".join(out)
 
 
@@ -110,7 +112,7 @@ def test_an_alias_the_registry_lacks_changes_nothing(project, registry, tmp_path
     client.delete_registered_model_alias("scorer", "challenger")
     before = (project / "environments" / "prod.yaml").read_text()
     diags = Diagnostics()
-    assert pin(project, "prod", diags, tracking_uri=uri) == 1
+    assert pin(project, "prod", diags, alias_versions, tracking_uri=uri) == 1
     assert [d.code for d in diags.errors] == [PIN_FAILED]
     assert any("scorer@challenger" in n for n in diags.errors[0].notes)
     assert (project / "environments" / "prod.yaml").read_text() == before

@@ -12,17 +12,17 @@ in git, and so in the plan, which version each arm serves:
   items merge by name),
 each with `alias: {$patch: delete}` where ml.yaml sets the alias (alias and version exclude
 each other). Only arms that serve an alias are touched. The aliases are read from the MLflow
-registry (`--tracking-uri`, default the environment's `platform.mlflow.trackingUri`); the
+registry by mlc/registry.py (`--tracking-uri`, default the environment's
+`platform.mlflow.trackingUri`); the
 overlay is edited as `mlc promote` edits it (comments and layout kept), compiled before it
 is written, and left alone if anything fails.
 """
 
 from __future__ import annotations
 
-import difflib
 import io
-import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +30,16 @@ from .diagnostics import Diagnostics
 from .ir import ResolvedProject
 from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment, select_environments
 from .plan.objects import dig
-from .promote import EXIT_INVALID, EXIT_OK, PATCH_DELETE, _load_plain, _mapping_at, _round_trip
+from .promote import (
+    EXIT_INVALID,
+    EXIT_OK,
+    PATCH_DELETE,
+    compile_with_overlay,
+    load_plain,
+    mapping_at,
+    round_trip,
+    show_and_write,
+)
 
 PIN_FAILED = "MLC344"
 
@@ -53,24 +62,6 @@ def aliased_arms(project: ResolvedProject) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def resolve_versions(tracking_uri: str, arms: list[tuple[str, str, str, str]]
-                     ) -> tuple[dict[tuple[str, str], int], list[str]]:
-    """The version each arm's alias points at in the registry, and what could not be read."""
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a plain folder store is fine
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    versions, problems = {}, []
-    for endpoint, arm, model, alias in arms:
-        try:
-            versions[(endpoint, arm)] = int(client.get_model_version_by_alias(model, alias)
-                                            .version)
-        except MlflowException as exc:
-            problems.append(f"{model}@{alias} ({endpoint}, {arm}): {exc.message}")
-    return versions, problems
-
-
 def _pin_node(node, base_node: Any, version: int) -> None:
     from ruamel.yaml.comments import CommentedMap
 
@@ -86,7 +77,7 @@ def _pin_node(node, base_node: Any, version: int) -> None:
 def _variant_node(doc, endpoint: str, variant: str):
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-    rollout = _mapping_at(doc, ["serving", endpoint, "rollout"])
+    rollout = mapping_at(doc, ["serving", endpoint, "rollout"])
     items = rollout.get("variants")
     if not isinstance(items, list):
         items = CommentedSeq()
@@ -100,7 +91,7 @@ def _variant_node(doc, endpoint: str, variant: str):
 
 
 def edit_overlay(text: str, versions: dict[tuple[str, str], int], base: Any) -> str:
-    yaml, doc = _round_trip(text)
+    yaml, doc = round_trip(text)
     from ruamel.yaml.comments import CommentedMap
 
     if doc is None:
@@ -108,9 +99,9 @@ def edit_overlay(text: str, versions: dict[tuple[str, str], int], base: Any) -> 
     for (endpoint, arm), version in sorted(versions.items()):
         base_endpoint = dig(base, "serving", endpoint)
         if arm == "endpoint":
-            _pin_node(_mapping_at(doc, ["serving", endpoint]), base_endpoint, version)
+            _pin_node(mapping_at(doc, ["serving", endpoint]), base_endpoint, version)
         elif arm == "shadow":
-            _pin_node(_mapping_at(doc, ["serving", endpoint, "rollout", "shadow"]),
+            _pin_node(mapping_at(doc, ["serving", endpoint, "rollout", "shadow"]),
                       dig(base_endpoint, "rollout", "shadow"), version)
         else:
             variant = arm.split(":", 1)[1]
@@ -126,26 +117,24 @@ def edit_overlay(text: str, versions: dict[tuple[str, str], int], base: Any) -> 
 
 def _compiles_to(root: Path, env: str, new_text: str,
                  versions: dict[tuple[str, str], int]) -> list[str]:
-    """Compile ENV with the new overlay in a scratch copy: the problems, or []."""
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mlc-pin-") as scratch:
-        copy = Path(scratch)
-        shutil.copy2(root / PROJECT_FILE, copy / PROJECT_FILE)
-        shutil.copytree(root / ENVIRONMENTS_DIR, copy / ENVIRONMENTS_DIR)
-        (copy / ENVIRONMENTS_DIR / f"{env}.yaml").write_text(new_text, encoding="utf-8")
-        diags = Diagnostics()
-        project = check_environment(copy, env, diags)
-        if diags.has_errors() or project is None:
-            return [f"{d.code}: {d.message}" for d in diags.errors]
-        left = {(e, arm) for e, arm, _, _ in aliased_arms(project)}
-        return [f"{e} ({arm}) still serves an alias" for e, arm in sorted(versions)
-                if (e, arm) in left]
+    """Compile ENV with the new overlay: the problems, or []."""
+    project, problems = compile_with_overlay(root, env, new_text)
+    if project is None:
+        return problems
+    left = {(e, arm) for e, arm, _, _ in aliased_arms(project)}
+    return [f"{e} ({arm}) still serves an alias" for e, arm in sorted(versions)
+            if (e, arm) in left]
 
 
-def pin(root: Path, env: str, diags: Diagnostics, *, tracking_uri: str | None = None,
-        dry_run: bool = False, stdout: IO[str] | None = None) -> int:
+Resolver = Callable[[str, list[tuple[str, str, str, str]]],
+                    tuple[dict[tuple[str, str], int], list[str]]]
+
+
+def pin(root: Path, env: str, diags: Diagnostics, resolve: Resolver, *,
+        tracking_uri: str | None = None, dry_run: bool = False,
+        stdout: IO[str] | None = None) -> int:
+    """`resolve(uri, arms)`: the registry's version per (endpoint, arm), and what failed;
+    mlc/registry.py reads MLflow (the compiler itself never imports it)."""
     stdout = stdout or sys.stdout
     select_environments(root, [env], diags)
     overlay = root / ENVIRONMENTS_DIR / f"{env}.yaml"
@@ -162,7 +151,7 @@ def pin(root: Path, env: str, diags: Diagnostics, *, tracking_uri: str | None = 
         stdout.write(f"Nothing to pin: every endpoint of {env} serves a version.\n")
         return EXIT_OK
     uri = tracking_uri or project.platform.mlflow_tracking_uri
-    versions, problems = resolve_versions(uri, arms)
+    versions, problems = resolve(uri, arms)
     if problems:
         diags.error(PIN_FAILED, f"the registry at {uri} could not resolve every alias; "
                     f"{ENVIRONMENTS_DIR}/{env}.yaml was not changed", notes=problems,
@@ -170,22 +159,15 @@ def pin(root: Path, env: str, diags: Diagnostics, *, tracking_uri: str | None = 
                          "with `--tracking-uri`")
         return EXIT_INVALID
     old_text = overlay.read_text(encoding="utf-8")
-    new_text = edit_overlay(old_text, versions, _load_plain(root / PROJECT_FILE))
+    new_text = edit_overlay(old_text, versions, load_plain(root / PROJECT_FILE))
     problems = _compiles_to(root, env, new_text, versions)
     if problems:
         diags.error(PIN_FAILED, f"pinning {env} would not compile; {ENVIRONMENTS_DIR}/{env}"
                     ".yaml was not changed", notes=problems,
                     help="edit the overlay by hand")
         return EXIT_INVALID
-    shown = f"{ENVIRONMENTS_DIR}/{env}.yaml"
-    stdout.writelines(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
-                                           f"a/{shown}", f"b/{shown}"))
-    if dry_run:
-        stdout.write(f"(dry run: {shown} not written)\n")
+    if not show_and_write(overlay, old_text, new_text, dry_run=dry_run, stdout=stdout):
         return EXIT_OK
-    tmp = overlay.with_name(f".{overlay.name}.mlc-tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.replace(tmp, overlay)
     pinned = ", ".join(f"{e} {arm} -> {v}" for (e, arm), v in sorted(versions.items()))
     stdout.write(f"Pinned {env}: {pinned}. Review with `mlc plan`.\n")
     return EXIT_OK
