@@ -233,6 +233,11 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
                           "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
+    Case("serverless-gpu-without-knative-flags", "MLC345", "ml.yaml:42:15",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n  t4:\n    cpu: \"4\"\n"
+                          "    memory: 16Gi\n    gpu: {type: Tesla-T4, count: 1}\n").replace(
+             "    model: churn\n    hardware: cpu-small\n",
+             "    model: churn\n    hardware: t4\n    mode: serverless\n")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -24,6 +24,7 @@ from mlc.compiler.diagnostics import Diagnostics, Severity
 from mlc.compiler.ir import ResolvedProject
 from mlc.compiler.pipeline import check_environment
 from mlc.compiler.render import render
+from mlc.compiler.resolve.knative import KNATIVE_FLAG_OFF
 from mlc.compiler.resolve.serving import SCALE_TO_ZERO_GPU
 
 from . import schema_check
@@ -103,6 +104,9 @@ CRDS = {
     ("serving.kserve.io/v1beta1", "InferenceService"):
         "kserve/serving.kserve.io_inferenceservices.yaml",
 }
+# What the serverless GPU endpoints' node selector and tolerations need (MLC345).
+KNATIVE_GPU_FLAGS = {"knative": {"features": ["kubernetes.podspec-nodeselector",
+                                              "kubernetes.podspec-tolerations"]}}
 # The three newest Kubernetes minor versions kubernetes-validate ships schemas for.
 K8S_VERSIONS = sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()},
                       key=lambda v: tuple(int(x) for x in v.split(".")))[-3:]
@@ -164,7 +168,7 @@ def example(env: str) -> Built:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Built:
-    return build(tmp_path_factory.mktemp("suite"), ENDPOINTS)
+    return build(tmp_path_factory.mktemp("suite"), ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
 
 
 def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -234,8 +238,8 @@ def test_pods_inside_custom_resources_are_valid_pods(suite):
 
 
 def test_output_is_deterministic(tmp_path):
-    first = build(tmp_path / "a", ENDPOINTS)
-    second = build(tmp_path / "b", ENDPOINTS)
+    first = build(tmp_path / "a", ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
+    second = build(tmp_path / "b", ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
     assert render(serving.emit(first.project)) == render(serving.emit(second.project))
 
 
@@ -509,7 +513,20 @@ def _gpu_serverless(min_replicas: int, provisioning: str) -> dict[str, Any]:
     return {"serving": {"gpu": {"model": "scorer", "hardware": "t4", "mode": "serverless",
                                 "autoscaling": {"minReplicas": min_replicas,
                                                 "maxReplicas": 2}}},
-            "platform": {"gpuNodeProvisioning": provisioning}}
+            "platform": {"gpuNodeProvisioning": provisioning, **KNATIVE_GPU_FLAGS}}
+
+
+@pytest.mark.parametrize("features", [[], ["kubernetes.podspec-nodeselector"]])
+def test_knative_refuses_gpu_scheduling_without_its_feature_flags(tmp_path, features):
+    case = _gpu_serverless(1, "static")
+    write_project(tmp_path, {"ml.yaml": project_text(
+        case["serving"], {"knative": {"features": features}})})
+    diags = Diagnostics()
+    assert check_environment(tmp_path, "default", diags) is None
+    [error] = [d for d in diags.errors if d.code == KNATIVE_FLAG_OFF]
+    assert error.dotted_path == "serving.gpu.hardware"
+    assert "kubernetes.podspec-tolerations" in error.message
+    assert ("kubernetes.podspec-nodeselector" in error.message) == (not features)
 
 
 @pytest.mark.parametrize(("min_replicas", "provisioning", "warned"), [

@@ -45,6 +45,19 @@ class FeatureStore(Spec):
     offline_store: OfflineStore = Field(default_factory=OfflineStore)
 
 
+# Knative's `config-features` flags that allow the pod fields a hardware profile may need;
+# all three are "disabled" in a default Knative install.
+KnativeFeature = Literal["kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations",
+                         "kubernetes.podspec-priorityclassname"]
+
+
+class Knative(Spec):
+    features: list[KnativeFeature] = Field(
+        default_factory=list, description="Knative feature flags enabled in the cluster "
+        "(`config-features` in knative-serving); serverless endpoints on hardware profiles "
+        "with node selectors, tolerations or a priority class need them.")
+
+
 class ArgoCd(Spec):
     repo_url: str = Field("https://github.com/example/ml-platform.git", min_length=1)
     target_revision: str = "main"
@@ -86,6 +99,7 @@ class Platform(Spec):
     mlflow: Mlflow = Field(default_factory=Mlflow)
     feature_store: FeatureStore = Field(default_factory=FeatureStore)
     argocd: ArgoCd = Field(default_factory=ArgoCd)
+    knative: Knative = Field(default_factory=Knative)
     run_volume: RunVolume = Field(default_factory=RunVolume)
     prometheus: Prometheus = Field(default_factory=Prometheus)
     pushgateway_url: str | None = Field(

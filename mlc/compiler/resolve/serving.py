@@ -7,6 +7,7 @@ from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
 from .delivery import check_rollout
+from .knative import check_knative_flags
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -63,6 +64,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
         check_rollout(ctx, name, e, platform.image_policy)
+        check_knative_flags(ctx, name, e, profile)
         r = e.rollout
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None
