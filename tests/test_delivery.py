@@ -29,11 +29,13 @@ from hera.workflows import models as hera_models
 from mlc import metrics
 from mlc.compiler.backends import argocd
 from mlc.compiler.backends.serving import gate_driver
+from mlc.compiler.diagnostics import Diagnostics
+from mlc.compiler.pipeline import check_environment
 from mlc.runtime import gate as gate_runtime
 
 from . import schema_check
-from .conftest import ROOT
-from .test_serving import Built, build
+from .conftest import ROOT, write_project
+from .test_serving import CRDS, Built, build, project_text
 
 NAMESPACE = "scoring-default"
 WORKFLOW_CRD = "argo-workflows/argoproj.io_workflows.yaml"
@@ -85,6 +87,16 @@ def test_driven_endpoints_get_a_workflow_and_its_identity(built):
     assert knative["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
     isvc = built.named("InferenceService", "kserve-canary")
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0  # a new revision starts at 0
+
+
+def test_every_custom_resource_matches_its_upstream_schema(built):
+    checked = set()
+    for obj in built.objects():
+        relpath = CRDS.get((obj["apiVersion"], obj["kind"]))
+        if relpath:
+            assert schema_check.check_crd(obj, relpath) == [], obj["metadata"]["name"]
+            checked.add(obj["kind"])
+    assert checked == {"Workflow", "Service", "InferenceService"}
 
 
 def test_workflows_match_the_upstream_schema_and_round_trip_through_hera(built):
@@ -338,11 +350,52 @@ def test_no_traffic_is_not_a_pass(gated, tmp_path):
     assert result.returncode == gate_runtime.EXIT_INCONCLUSIVE, result.stdout + result.stderr
 
 
+def test_bad_revision_names_are_refused(tmp_path):
+    gates = tmp_path / "gates.json"
+    gates.write_text("{}")
+    assert gate_runtime.main(["--gates", str(gates), "--new", 'x"}) or vector(1', "--stable",
+                              "y", "--duration", "1"]) == gate_runtime.EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------------------
+# What was dropped without a word before: now refused with a located error
+
+
+def _diagnostics(tmp_path, endpoint: dict[str, Any]) -> dict[str, str]:
+    write_project(tmp_path, {"ml.yaml": project_text({"e": endpoint})})
+    diags = Diagnostics()
+    check_environment(tmp_path, "default", diags)
+    return {d.code: d.dotted_path for d in diags.items if d.code != "MLC343"}
+
+
+@pytest.mark.parametrize(("endpoint", "expected"), [
+    ({"kserve": True, "rollout": {"strategy": "canary"}},
+     {"MLC341": "serving.e.rollout.strategy"}),
+    ({"kserve": True, "rollout": {"strategy": "blueGreen"}},
+     {"MLC340": "serving.e.rollout.strategy"}),
+    ({"mode": "serverless", "rollout": {"strategy": "blueGreen"}},
+     {"MLC340": "serving.e.rollout.strategy"}),
+    ({"rollout": {"strategy": "shadow", "shadow": {"alias": "b"}, "gates": {"interval": "2m"}}},
+     {"MLC340": "serving.e.rollout.gates"}),
+    ({"mode": "serverless", "rollout": {"strategy": "ab", "gates": {"maxErrorRate": 0.1},
+                                        "variants": [{"name": "a", "weight": 50},
+                                                     {"name": "b", "weight": 50}]}},
+     {"MLC340": "serving.e.rollout.gates"}),
+    ({"kserve": True, "mode": "serverless", "rollout": {
+        "strategy": "shadow", "shadow": {"alias": "b"}, "steps": [{"weight": 10}]}},
+     {"MLC342": "serving.e.rollout.steps"}),
+    # an environment turning the canary off keeps its gates and steps for later: no error
+    ({"rollout": {"strategy": "rolling", "gates": {"maxErrorRate": 0.1},
+                  "steps": [{"weight": 10}]}}, {}),
+    ({"mode": "serverless", "kserve": True, "rollout": {"strategy": "canary"}}, {}),
+], ids=["kserve-standard-canary", "kserve-blue-green", "knative-blue-green", "shadow-gates",
+        "ab-gates", "shadow-steps", "rolling-keeps-them", "kserve-serverless-canary"])
+def test_what_nothing_would_deliver_is_refused(tmp_path, endpoint, expected):
+    assert _diagnostics(tmp_path, {"model": "scorer", **endpoint}) == expected
+
+
 def test_the_example_has_no_delivery_workflow():
     """An online canary is an Argo Rollout: its gates need no workflow."""
-    from mlc.compiler.diagnostics import Diagnostics
-    from mlc.compiler.pipeline import check_environment
-
     project = check_environment(ROOT, "prod", Diagnostics())
     assert project is not None
     assert not gate_driver.driven(project.endpoints["fraud-api"])
