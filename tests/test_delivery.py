@@ -142,6 +142,9 @@ def test_kserve_steps_move_canary_traffic_percent(built):
         "predictor": {"canaryTrafficPercent": 0}}
     steps = [s[0]["name"] for s in t["rollout"]["steps"]]
     assert steps[-2:] == ["promote", "rearm"]
+    # nothing new: the split stays at 0, so that the next revision starts without traffic
+    same = t["deliver"]["steps"][1][1]
+    assert (same["name"], same["template"]) == ("pin-current", "rearm")
     assert t["finish"]["steps"][0][0]["template"] == "rearm"
 
 

@@ -15,8 +15,10 @@ those forms the serving backend writes an Argo Workflow that does what an Argo R
 3. all steps passed: the new revision gets all traffic and is pinned as the stable one;
 4. any failure (a gate, a patch, a step stopped by a person): the exit handler gives all
    traffic back to the previous revision.
-When the revisions are the same (a sync that changed no pod), the current one is pinned, so
-that the revision a later sync creates starts with no traffic.
+When the revisions are the same (a sync that changed no pod), the current one is pinned
+(KServe: the split is set to 0), so that the revision a later sync creates starts with no
+traffic. After a promotion KServe gets 100 percent, then 0 again once it has recorded the new
+revision as rolled out, for the same reason.
 
 Trigger: the Workflow is an Argo CD PostSync hook, so it starts after every sync of the
 environment, once the synced objects are healthy (the new revision is ready), and Argo CD's
@@ -243,8 +245,10 @@ def workflow(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     deliver = Steps(name="deliver", sub_steps=[
         Step(name="revisions", template="revisions"),
         [Step(name="rollout", template="rollout", arguments=revs, when=changed),
-         Step(name="pin-current", template="pin",
-              arguments={"revision": revs[STABLE]}, when=same)],
+         # KServe: a 0 split (100 would give the next revision all traffic at once)
+         Step(name="pin-current", template=REARM, when=same) if form(ep) == "kserve" else
+         Step(name="pin-current", template="pin", arguments={"revision": revs[STABLE]},
+              when=same)],
     ])
     # anything but success gives all traffic back to the revision that served before
     failed = (f"'{{{{workflow.status}}}}' != 'Succeeded' && "
