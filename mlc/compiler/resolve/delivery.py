@@ -14,6 +14,7 @@ canary of the base file off (`rollout: {strategy: rolling}` in environments/dev.
 from __future__ import annotations
 
 from ...schema.serving import Endpoint
+from .. import ir
 from .context import Context
 
 UNENFORCEABLE_GATES = "MLC340"
@@ -24,7 +25,8 @@ ALIAS_NOT_PINNED = "MLC343"
 MULTI_VERSION = ("canary", "blueGreen", "shadow", "ab")
 
 
-def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str) -> None:
+def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
+                  model: ir.Model) -> None:
     path = ("serving", name, "rollout")
     r = e.rollout
     if e.mode == "batch":
@@ -53,25 +55,29 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str) -> No
                   f"the {r.strategy} strategy would ignore them", (*path, "steps"),
                   help="remove `steps:`, or use `strategy: canary`")
     if image_policy == "digest" and r.strategy in MULTI_VERSION:
-        _check_pins(ctx, name, e)
+        _check_pins(ctx, name, e, model)
 
 
-def _check_pins(ctx: Context, name: str, e: Endpoint) -> None:
+def _check_pins(ctx: Context, name: str, e: Endpoint, model: ir.Model) -> None:
     """Arms that serve an alias load whatever it points at when a pod starts: a retrain
     that moves the alias changes a running arm at its next scale-up."""
     r = e.rollout
-    arms: list[tuple[str, tuple]] = []
+    default = model.production_alias
+    arms: list[tuple[str, str, tuple]] = []
     if e.version is None and r.strategy != "ab":  # A/B: the variants serve, not the endpoint
-        arms.append(("the endpoint", ("serving", name, "alias" if e.alias else "model")))
+        arms.append(("the endpoint", e.alias or default,
+                     ("serving", name, "alias" if e.alias else "model")))
     if r.strategy == "shadow" and r.shadow is not None and r.shadow.version is None:
-        arms.append(("the shadow", ("serving", name, "rollout", "shadow")))
+        arms.append(("its shadow", r.shadow.alias or model.candidate_alias,
+                     ("serving", name, "rollout", "shadow")))
     if r.strategy == "ab":
-        arms += [(f"variant `{v.name}`", ("serving", name, "rollout", "variants", i))
+        arms += [(f"variant `{v.name}`", v.alias or default,
+                  ("serving", name, "rollout", "variants", i))
                  for i, v in enumerate(r.variants) if v.version is None]
-    for arm, where in arms:
-        ctx.warning(ALIAS_NOT_PINNED, f"endpoint `{name}`: {arm} serves a registry alias, "
-                    "resolved whenever a pod starts: a retrain that moves the alias changes "
-                    f"what a running {r.strategy} serves, one new pod at a time", where,
+    for arm, alias, where in arms:
+        ctx.warning(ALIAS_NOT_PINNED, f"endpoint `{name}`: {arm} serves the registry alias "
+                    f"`{alias}`, resolved whenever a pod starts: a retrain that moves it changes "
+                    f"what a running {r.strategy} rollout serves, one new pod at a time", where,
                     help=f"pin versions with `mlc pin {ctx.env}`, which resolves the aliases "
                          f"against the registry and writes them into "
                          f"environments/{ctx.env}.yaml")

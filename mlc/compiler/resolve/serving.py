@@ -63,7 +63,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if e.mode != "batch" and e.batch is not None:
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
-        check_rollout(ctx, name, e, platform.image_policy)
+        check_rollout(ctx, name, e, platform.image_policy, model)
         check_knative_flags(ctx, name, e, profile)
         r = e.rollout
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
