@@ -131,6 +131,8 @@ def test_knative_steps_move_the_service_traffic(built):
     rollback = t["finish"]["steps"][0][0]
     assert rollback["template"] == "pin" and "Succeeded" in rollback["when"]
     assert wf["spec"]["onExit"] == "finish"
+    # 1 s gates after a 1 s delay: 3 s pause, then one interval and a day for the approval
+    assert wf["spec"]["activeDeadlineSeconds"] == 600 + (1 + 3) + (1 + 1) + 24 * 3600
 
 
 def test_kserve_steps_move_canary_traffic_percent(built):

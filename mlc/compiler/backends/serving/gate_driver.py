@@ -56,6 +56,12 @@ HOOK = {"argocd.argoproj.io/hook": "PostSync",
         "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"}
 GATE_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"},
                   "limits": {"cpu": "500m", "memory": "256Mi"}}
+# A step without a pause waits for a person this long, at most; then the workflow fails and
+# rolls back: a canary nobody approved does not stay. (Until it ends, Argo CD's sync of the
+# environment waits for this hook.)
+APPROVAL_WINDOW_SECONDS = 24 * 3600
+# Reading the object, the patches, pulling the serve image for each gate pod.
+OVERHEAD_SECONDS = 600
 NEW, STABLE = "new", "stable"
 REARM = "rearm"
 # The workflow's own tags: our text, never from ml.yaml.
@@ -232,6 +238,18 @@ def _rollout_steps(ep: Endpoint) -> Steps:
     return Steps(name="rollout", inputs=_inputs(NEW, STABLE), sub_steps=sub)
 
 
+def deadline_seconds(ep: Endpoint) -> int:
+    """The longest a rollout may take: each step's gates (after their initial delay), the
+    approvals, and the overhead; past it Argo fails the workflow, which rolls back."""
+    interval = ep.rollout.gates.interval_seconds
+    total = OVERHEAD_SECONDS
+    for step in ep.rollout.steps:
+        total += interval + (step.pause_seconds or interval)
+        if step.pause_seconds is None:
+            total += APPROVAL_WINDOW_SECONDS
+    return total
+
+
 def workflow(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     meta = metadata(project, workflow_name(ep), origin=ep.origin, component=COMPONENT,
                     annotations=HOOK)
@@ -265,6 +283,7 @@ def workflow(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
         templates=[deliver, _revisions(project, ep), _rollout_steps(ep),
                    *_templates(project, ep), finish],
         service_account_name=account_name(ep),
+        active_deadline_seconds=deadline_seconds(ep),
         security_context=m.PodSecurityContext.parse_obj(pods.pod_security_context()),
         volumes=[gates_volume],
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
