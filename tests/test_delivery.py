@@ -366,35 +366,42 @@ def test_bad_revision_names_are_refused(tmp_path):
 # What was dropped without a word before: now refused with a located error
 
 
-def _diagnostics(tmp_path, endpoint: dict[str, Any]) -> dict[str, str]:
+def _diagnostics(tmp_path, endpoint: dict[str, Any]) -> dict[str, list[str]]:
     write_project(tmp_path, {"ml.yaml": project_text({"e": endpoint})})
     diags = Diagnostics()
     check_environment(tmp_path, "default", diags)
-    return {d.code: d.dotted_path for d in diags.items if d.code != "MLC343"}
+    out: dict[str, list[str]] = {}
+    for d in diags.items:
+        if d.code != "MLC343":
+            out.setdefault(d.code, []).append(d.dotted_path)
+    return out
 
 
 @pytest.mark.parametrize(("endpoint", "expected"), [
     ({"kserve": True, "rollout": {"strategy": "canary"}},
-     {"MLC341": "serving.e.rollout.strategy"}),
+     {"MLC341": ["serving.e.rollout.strategy"]}),
     ({"kserve": True, "rollout": {"strategy": "blueGreen"}},
-     {"MLC340": "serving.e.rollout.strategy"}),
+     {"MLC340": ["serving.e.rollout.strategy"]}),
     ({"mode": "serverless", "rollout": {"strategy": "blueGreen"}},
-     {"MLC340": "serving.e.rollout.strategy"}),
+     {"MLC340": ["serving.e.rollout.strategy"]}),
     ({"rollout": {"strategy": "shadow", "shadow": {"alias": "b"}, "gates": {"interval": "2m"}}},
-     {"MLC340": "serving.e.rollout.gates"}),
+     {"MLC340": ["serving.e.rollout.gates"]}),
     ({"mode": "serverless", "rollout": {"strategy": "ab", "gates": {"maxErrorRate": 0.1},
                                         "variants": [{"name": "a", "weight": 50},
                                                      {"name": "b", "weight": 50}]}},
-     {"MLC340": "serving.e.rollout.gates"}),
+     {"MLC340": ["serving.e.rollout.gates"]}),
     ({"kserve": True, "mode": "serverless", "rollout": {
         "strategy": "shadow", "shadow": {"alias": "b"}, "steps": [{"weight": 10}]}},
-     {"MLC342": "serving.e.rollout.steps"}),
+     {"MLC342": ["serving.e.rollout.steps"]}),
+    ({"rollout": {"strategy": "canary", "shadow": {"alias": "b"}, "autoPromote": True}},
+     {"MLC342": ["serving.e.rollout.shadow", "serving.e.rollout.autoPromote"]}),
     # an environment turning the canary off keeps its gates and steps for later: no error
     ({"rollout": {"strategy": "rolling", "gates": {"maxErrorRate": 0.1},
                   "steps": [{"weight": 10}]}}, {}),
     ({"mode": "serverless", "kserve": True, "rollout": {"strategy": "canary"}}, {}),
 ], ids=["kserve-standard-canary", "kserve-blue-green", "knative-blue-green", "shadow-gates",
-        "ab-gates", "shadow-steps", "rolling-keeps-them", "kserve-serverless-canary"])
+        "ab-gates", "shadow-steps", "canary-with-shadow-settings", "rolling-keeps-them",
+        "kserve-serverless-canary"])
 def test_what_nothing_would_deliver_is_refused(tmp_path, endpoint, expected):
     assert _diagnostics(tmp_path, {"model": "scorer", **endpoint}) == expected
 

@@ -7,8 +7,10 @@ Which system enforces an endpoint's gates (docs/delivery.md):
 - nothing else. Gates written for a shadow or an A/B rollout, a blue-green switch on Knative
   or KServe, or a canary on KServe's Standard mode (no traffic split) are errors here.
 
-A rolling strategy ignores `steps` and `gates` on purpose: it is how an environment turns a
-canary of the base file off (`rollout: {strategy: rolling}` in environments/dev.yaml).
+Settings only another strategy reads (`steps`, `shadow`, `variants`, `autoPromote`) are
+errors too. A rolling strategy ignores all of them, and `gates`, on purpose: it is how an
+environment turns a rollout of the base file off (`rollout: {strategy: rolling}` in
+environments/dev.yaml).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from .context import Context
 
 UNENFORCEABLE_GATES = "MLC340"
 KSERVE_STANDARD_CANARY = "MLC341"
-IGNORED_STEPS = "MLC342"
+IGNORED_SETTING = "MLC342"
 ALIAS_NOT_PINNED = "MLC343"
+# (field, ml.yaml key, the one strategy that reads it)
+IGNORED_SETTINGS = (("steps", "steps", "canary"), ("shadow", "shadow", "shadow"),
+                    ("variants", "variants", "ab"), ("auto_promote", "autoPromote", "blueGreen"))
 # strategies that run two versions side by side, whose arms must not change under them
 MULTI_VERSION = ("canary", "blueGreen", "shadow", "ab")
 
@@ -50,10 +55,12 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
                   "gated", (*path, "strategy"),
                   help="set `mode: serverless` (KServe's Knative mode splits traffic by "
                        "`canaryTrafficPercent`), or drop `kserve: true` for an Argo Rollout")
-    if r.strategy in ("blueGreen", "shadow", "ab") and "steps" in r.model_fields_set:
-        ctx.error(IGNORED_STEPS, f"endpoint `{name}`: `steps` are used only by a canary; "
-                  f"the {r.strategy} strategy would ignore them", (*path, "steps"),
-                  help="remove `steps:`, or use `strategy: canary`")
+    if r.strategy != "rolling":
+        for field, key, owner in IGNORED_SETTINGS:
+            if field in r.model_fields_set and owner != r.strategy:
+                ctx.error(IGNORED_SETTING, f"endpoint `{name}`: `{key}` is used only by the "
+                          f"{owner} strategy; {r.strategy} would ignore it", (*path, key),
+                          help=f"remove `{key}:`, or use `strategy: {owner}`")
     if image_policy == "digest" and r.strategy in MULTI_VERSION:
         _check_pins(ctx, name, e, model)
 
