@@ -159,6 +159,14 @@ def _promote(args, diags) -> int:
     return promote(_root(args), args.source, args.target, diags, dry_run=args.dry_run)
 
 
+def _pin(args, diags) -> int:
+    from .compiler.pin import pin
+    from .registry import alias_versions
+
+    return pin(_root(args), args.env_name, diags, alias_versions,
+               tracking_uri=args.tracking_uri, dry_run=args.dry_run)
+
+
 def _run(args, diags) -> int:
     # exits with the failed step's code: 10 bad data, 11 gates failed, 20 drift, 1 otherwise
     from .local import run as local  # the runtime (torch, MLflow, Feast) loads only here
@@ -250,6 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TO")
     p.add_argument("--dry-run", action="store_true",
                    help="print the change to environments/TO.yaml instead of writing it")
+
+    p = command("pin", _pin, "Replace the registry aliases that ENV serves by the versions "
+                "they point at now, in environments/ENV.yaml.")
+    p.add_argument("env_name", metavar="ENV")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="the MLflow registry to read (default: the environment's "
+                   "platform.mlflow.trackingUri)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the change to environments/ENV.yaml instead of writing it")
 
     p = command("run", _run, "Run the pipelines on this machine: materialise features, train, "
                 "evaluate, register; or `run serve ENDPOINT` / `run drift CHECK`.")

@@ -265,6 +265,27 @@ CASES = [
                           "    autoscaling: {minReplicas: 1, maxReplicas: -6}\nmonitoring"),
           "environments/dev.yaml": "serving:\n  churn-api:\n    autoscaling: {maxReplicas: 2}\n",
           "environments/prod.yaml": "serving:\n  churn-api:\n    autoscaling: {maxReplicas: 6}\n"}),
+    # --- resolve: rollouts that nothing would deliver as written -------------------------
+    Case("shadow-gates", "MLC340", "ml.yaml:42:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
+                          "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("serverless-blue-green", "MLC340", "ml.yaml:40:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    rollout: {strategy: blueGreen}\n"
+                          "monitoring")}),
+    Case("kserve-standard-canary", "MLC341", "ml.yaml:40:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    kserve: true\n    rollout: {strategy: canary}\nmonitoring")}),
+    Case("shadow-steps", "MLC342", "ml.yaml:42:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
+                          "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
+    Case("serverless-gpu-without-knative-flags", "MLC345", "ml.yaml:42:15",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n  t4:\n    cpu: \"4\"\n"
+                          "    memory: 16Gi\n    gpu: {type: Tesla-T4, count: 1}\n").replace(
+             "    model: churn\n    hardware: cpu-small\n",
+             "    model: churn\n    hardware: t4\n    mode: serverless\n")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

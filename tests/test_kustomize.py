@@ -17,7 +17,7 @@ from mlc.compiler.output import OutputFile
 from mlc.compiler.pipeline import check_environment, compile_project
 
 from .conftest import ROOT, write_project
-from .test_serving import ENDPOINTS, project_text
+from .test_serving import ENDPOINTS, KNATIVE_GPU_FLAGS, project_text
 
 
 class _Loader(yaml.SafeLoader):
@@ -92,7 +92,7 @@ def test_every_environment_of_the_example_builds(tmp_path):
 
 @pytest.mark.slow
 def test_every_serving_form_builds(tmp_path):
-    write_project(tmp_path / "project", {"ml.yaml": project_text(ENDPOINTS)})
+    write_project(tmp_path / "project", {"ml.yaml": project_text(ENDPOINTS, KNATIVE_GPU_FLAGS)})
     (objects,) = kustomize_build(tmp_path / "project", tmp_path / "out").values()
     check_built("default", objects, "scoring-default", "scoring")
     kinds = {(o["apiVersion"], o["kind"]) for o in objects}

@@ -122,10 +122,14 @@ def test_rolling_endpoints_are_plain_deployments():
     assert not dev.of_kind("Rollout") and not dev.of_kind("AnalysisTemplate")
 
 
-def test_serverless_canary_is_knative_gradual_rollout(gated):
+def test_serverless_canary_is_stepped_by_the_delivery_workflow(gated):
+    """Not Knative's gradual rollout, which would move traffic without measuring anything:
+    tests/test_delivery.py covers the workflow."""
     knative = gated.named("Service", "serverless", "serving.knative.dev/v1")
-    assert knative["metadata"]["annotations"]["serving.knative.dev/rollout-duration"] == "300s"
+    assert "serving.knative.dev/rollout-duration" not in knative["metadata"].get(
+        "annotations", {})
     assert knative["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+    assert gated.files["delivery/workflow-serverless.yaml"][0]["kind"] == "Workflow"
     assert not [r for r in gated.of_kind("Rollout") if r["metadata"]["name"] == "serverless"]
 
 

@@ -24,6 +24,7 @@ from mlc.compiler.diagnostics import Diagnostics, Severity
 from mlc.compiler.ir import ResolvedProject
 from mlc.compiler.pipeline import check_environment
 from mlc.compiler.render import render
+from mlc.compiler.resolve.knative import KNATIVE_FLAG_OFF
 from mlc.compiler.resolve.serving import SCALE_TO_ZERO_GPU
 
 from . import schema_check
@@ -96,12 +97,16 @@ CRDS = {
     ("argoproj.io/v1alpha1", "Rollout"): "argo-rollouts/rollout-crd.yaml",
     ("argoproj.io/v1alpha1", "AnalysisTemplate"): "argo-rollouts/analysis-template-crd.yaml",
     ("argoproj.io/v1alpha1", "Application"): "argo-cd/application-crd.yaml",
+    ("argoproj.io/v1alpha1", "Workflow"): "argo-workflows/argoproj.io_workflows.yaml",
     ("serving.knative.dev/v1", "Service"): "knative-serving/service.yaml",
     ("serving.knative.dev/v1", "Configuration"): "knative-serving/configuration.yaml",
     ("serving.knative.dev/v1", "Route"): "knative-serving/route.yaml",
     ("serving.kserve.io/v1beta1", "InferenceService"):
         "kserve/serving.kserve.io_inferenceservices.yaml",
 }
+# What the serverless GPU endpoints' node selector and tolerations need (MLC345).
+KNATIVE_GPU_FLAGS = {"knative": {"features": ["kubernetes.podspec-nodeselector",
+                                              "kubernetes.podspec-tolerations"]}}
 # The three newest Kubernetes minor versions kubernetes-validate ships schemas for.
 K8S_VERSIONS = sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()},
                       key=lambda v: tuple(int(x) for x in v.split(".")))[-3:]
@@ -163,7 +168,7 @@ def example(env: str) -> Built:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Built:
-    return build(tmp_path_factory.mktemp("suite"), ENDPOINTS)
+    return build(tmp_path_factory.mktemp("suite"), ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
 
 
 def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -233,8 +238,8 @@ def test_pods_inside_custom_resources_are_valid_pods(suite):
 
 
 def test_output_is_deterministic(tmp_path):
-    first = build(tmp_path / "a", ENDPOINTS)
-    second = build(tmp_path / "b", ENDPOINTS)
+    first = build(tmp_path / "a", ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
+    second = build(tmp_path / "b", ENDPOINTS, platform=KNATIVE_GPU_FLAGS)
     assert render(serving.emit(first.project)) == render(serving.emit(second.project))
 
 
@@ -246,12 +251,12 @@ def test_every_pod_is_locked_down(suite):
     pods = [(o["metadata"]["name"], s) for o in suite.objects() for s in pod_specs(o)]
     assert len(pods) >= 15
     for name, pod in pods:
-        assert pod["securityContext"]["runAsNonRoot"] is True, name
-        assert pod["securityContext"]["runAsUser"] > 0, name
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert pod["automountServiceAccountToken"] is False, name
         for c in pod["containers"]:
-            sc = c["securityContext"]
+            # what the container runs with: its own settings over the pod's
+            sc = {**pod.get("securityContext", {}), **c["securityContext"]}
+            assert sc["runAsNonRoot"] is True, name
+            assert sc["runAsUser"] > 0 and sc["runAsGroup"] > 0, name
             assert sc["readOnlyRootFilesystem"] is True, name
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc["capabilities"] == {"drop": ["ALL"]}, name
@@ -266,9 +271,32 @@ def test_every_pod_is_locked_down(suite):
         assert {"/etc/mlc", "/tmp"} <= mounts, name  # read-only root: /tmp is an emptyDir
 
 
+def test_knative_pods_use_only_fields_a_default_install_accepts(suite):
+    """Knative's webhook refuses a pod-level securityContext unless the feature flag
+    `kubernetes.podspec-securitycontext` is on (off by default), and `privileged` always."""
+    knative = [o for o in suite.objects()
+               if o["apiVersion"] == "serving.knative.dev/v1" and pod_specs(o)]
+    knative += [o for o in suite.of_kind("InferenceService") if o["metadata"][
+        "annotations"]["serving.kserve.io/deploymentMode"] == "Knative"]
+    assert len(knative) >= 6
+    for obj in knative:
+        for pod in pod_specs(obj):
+            assert "securityContext" not in pod, obj["metadata"]["name"]
+            sc = pod["containers"][0]["securityContext"]
+            assert "privileged" not in sc, obj["metadata"]["name"]
+            assert sc["runAsGroup"] == sc["runAsUser"] == 10001
+    online = suite.named("Deployment", "gpu-online")["spec"]["template"]["spec"]
+    assert online["securityContext"]["fsGroup"] == 10001  # elsewhere the pod keeps its own
+
+
 def test_service_accounts_mount_no_token(suite):
     accounts = suite.of_kind("ServiceAccount")
-    assert accounts and all(a["automountServiceAccountToken"] is False for a in accounts)
+    # but the delivery workflow's, whose resource steps patch the endpoint's one object
+    delivery = {a["metadata"]["name"] for a in accounts
+                if a["automountServiceAccountToken"] is True}
+    assert delivery == {"serverless-delivery"}
+    assert accounts and all(a["automountServiceAccountToken"] is False for a in accounts
+                            if a["metadata"]["name"] not in delivery)
 
 
 def test_every_object_is_labelled_and_names_its_source(suite):
@@ -485,7 +513,20 @@ def _gpu_serverless(min_replicas: int, provisioning: str) -> dict[str, Any]:
     return {"serving": {"gpu": {"model": "scorer", "hardware": "t4", "mode": "serverless",
                                 "autoscaling": {"minReplicas": min_replicas,
                                                 "maxReplicas": 2}}},
-            "platform": {"gpuNodeProvisioning": provisioning}}
+            "platform": {"gpuNodeProvisioning": provisioning, **KNATIVE_GPU_FLAGS}}
+
+
+@pytest.mark.parametrize("features", [[], ["kubernetes.podspec-nodeselector"]])
+def test_knative_refuses_gpu_scheduling_without_its_feature_flags(tmp_path, features):
+    case = _gpu_serverless(1, "static")
+    write_project(tmp_path, {"ml.yaml": project_text(
+        case["serving"], {"knative": {"features": features}})})
+    diags = Diagnostics()
+    assert check_environment(tmp_path, "default", diags) is None
+    [error] = [d for d in diags.errors if d.code == KNATIVE_FLAG_OFF]
+    assert error.dotted_path == "serving.gpu.hardware"
+    assert "kubernetes.podspec-tolerations" in error.message
+    assert ("kubernetes.podspec-nodeselector" in error.message) == (not features)
 
 
 @pytest.mark.parametrize(("min_replicas", "provisioning", "warned"), [

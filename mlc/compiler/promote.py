@@ -59,7 +59,7 @@ def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
         stdout.write(f"Nothing to promote: {target} already runs what {source} runs.\n")
         return EXIT_OK
     old_text = overlay.read_text(encoding="utf-8")
-    base = _load_plain(root / PROJECT_FILE)
+    base = load_plain(root / PROJECT_FILE)
     new_text = edit_overlay(old_text, edits, base)
     problems = _check(root, target, new_text, edits)
     if problems:
@@ -68,18 +68,26 @@ def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
                     notes=problems, help=f"fix {source}'s pins first (for example pin image "
                     "digests), or edit the overlay by hand")
         return EXIT_INVALID
-    shown = f"{ENVIRONMENTS_DIR}/{target}.yaml"
+    if not show_and_write(overlay, old_text, new_text, dry_run=dry_run, stdout=stdout):
+        return EXIT_OK
+    names = ", ".join(path for path, _ in edits)
+    stdout.write(f"Promoted {source} -> {target}: {names}. Review with `mlc plan`.\n")
+    return EXIT_OK
+
+
+def show_and_write(overlay: Path, old_text: str, new_text: str, *, dry_run: bool,
+                   stdout: IO[str]) -> bool:
+    """Print the overlay's diff, then replace it atomically unless `dry_run`; True if written."""
+    shown = f"{ENVIRONMENTS_DIR}/{overlay.name}"
     stdout.writelines(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
                                            f"a/{shown}", f"b/{shown}"))
     if dry_run:
         stdout.write(f"(dry run: {shown} not written)\n")
-        return EXIT_OK
+        return False
     tmp = overlay.with_name(f".{overlay.name}.mlc-tmp")
     tmp.write_text(new_text, encoding="utf-8")
     os.replace(tmp, overlay)
-    names = ", ".join(path for path, _ in edits)
-    stdout.write(f"Promoted {source} -> {target}: {names}. Review with `mlc plan`.\n")
-    return EXIT_OK
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,7 +117,7 @@ def pin_edits(src, dst) -> list[tuple[str, Any]]:
 
 
 def edit_overlay(text: str, edits: list[tuple[str, Any]], base: Any) -> str:
-    yaml, doc = _round_trip(text)
+    yaml, doc = round_trip(text)
     from ruamel.yaml.comments import CommentedMap
 
     if doc is None:
@@ -117,10 +125,10 @@ def edit_overlay(text: str, edits: list[tuple[str, Any]], base: Any) -> str:
     for path, value in edits:
         if path.startswith("images."):
             *parents, leaf = path.split(".")
-            _mapping_at(doc, parents)[leaf] = value
+            mapping_at(doc, parents)[leaf] = value
             continue
         endpoint = path.split(".", 1)[1]
-        node = _mapping_at(doc, ["serving", endpoint])
+        node = mapping_at(doc, ["serving", endpoint])
         kind, pinned = value
         other = "version" if kind == "alias" else "alias"
         node[kind] = pinned
@@ -136,7 +144,7 @@ def edit_overlay(text: str, edits: list[tuple[str, Any]], base: Any) -> str:
     return out.getvalue()
 
 
-def _round_trip(text: str):
+def round_trip(text: str):
     """A round-trip YAML instance whose layout reproduces `text`, and the document."""
     from ruamel.yaml import YAML
 
@@ -158,7 +166,7 @@ def _round_trip(text: str):
     return best[1], best[1].load(text)
 
 
-def _mapping_at(doc, keys: list[str]):
+def mapping_at(doc, keys: list[str]):
     from ruamel.yaml.comments import CommentedMap
 
     node = doc
@@ -171,7 +179,7 @@ def _mapping_at(doc, keys: list[str]):
     return node
 
 
-def _load_plain(path: Path) -> Any:
+def load_plain(path: Path) -> Any:
     from ruamel.yaml import YAML
 
     try:
@@ -180,18 +188,27 @@ def _load_plain(path: Path) -> Any:
         return None
 
 
-def _check(root: Path, target: str, new_text: str, edits: list[tuple[str, Any]]) -> list[str]:
-    """Compile TO with the new overlay in a scratch copy; the problems, or [] when it works."""
-    with tempfile.TemporaryDirectory(prefix="mlc-promote-") as scratch:
+def compile_with_overlay(root: Path, env: str, new_text: str) -> tuple[Any, list[str]]:
+    """ENV compiled with `new_text` as its overlay, in a scratch copy of the project: the
+    project (None when it fails) and its errors."""
+    with tempfile.TemporaryDirectory(prefix="mlc-overlay-") as scratch:
         copy = Path(scratch)
         shutil.copy2(root / PROJECT_FILE, copy / PROJECT_FILE)
         shutil.copytree(root / ENVIRONMENTS_DIR, copy / ENVIRONMENTS_DIR)
-        (copy / ENVIRONMENTS_DIR / f"{target}.yaml").write_text(new_text, encoding="utf-8")
+        (copy / ENVIRONMENTS_DIR / f"{env}.yaml").write_text(new_text, encoding="utf-8")
         diags = Diagnostics()
-        project = check_environment(copy, target, diags)
+        project = check_environment(copy, env, diags)
         if diags.has_errors() or project is None:
-            return [f"{d.code}: {d.message}" + (f" ({d.span})" if d.span else "")
-                    for d in diags.errors]
-        now = promotable(project)
-        return [f"{path} resolves to {now.get(path)!r}, not {value!r}"
-                for path, value in edits if now.get(path) != value]
+            return None, [f"{d.code}: {d.message}" + (f" ({d.span})" if d.span else "")
+                          for d in diags.errors]
+        return project, []
+
+
+def _check(root: Path, target: str, new_text: str, edits: list[tuple[str, Any]]) -> list[str]:
+    """Compile TO with the new overlay; the problems, or [] when it works."""
+    project, problems = compile_with_overlay(root, target, new_text)
+    if project is None:
+        return problems
+    now = promotable(project)
+    return [f"{path} resolves to {now.get(path)!r}, not {value!r}"
+            for path, value in edits if now.get(path) != value]

@@ -9,6 +9,7 @@ USAGE = """usage: python -m mlc.runtime COMMAND ...
 commands:
   step   --project project.json --pipeline P --step S [-p NAME=VALUE]   run one pipeline step
   serve  --project project.json --endpoint E [--host H] [--port N]      serve an endpoint
+  gate   --gates gates.json --new REV --stable REV --duration S         measure rollout gates
 """
 
 
@@ -29,6 +30,10 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 1
         return serve_main(rest) or 0
+    if command == "gate":
+        from .gate import main as gate_main
+
+        return gate_main(rest)
     sys.stderr.write(f"unknown command `{command}`\n{USAGE}")
     return 2
 

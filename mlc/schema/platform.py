@@ -47,6 +47,17 @@ class FeatureStore(Spec):
 
 # The default repository: a placeholder that only a development environment may keep.
 PLACEHOLDER_REPO_URL = "https://github.com/example/ml-platform.git"
+# Knative's `config-features` flags that allow the pod fields a hardware profile may need;
+# all three are "disabled" in a default Knative install.
+KnativeFeature = Literal["kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations",
+                         "kubernetes.podspec-priorityclassname"]
+
+
+class Knative(Spec):
+    features: list[KnativeFeature] = Field(
+        default_factory=list, description="Knative feature flags enabled in the cluster "
+        "(`config-features` in knative-serving); serverless endpoints on hardware profiles "
+        "with node selectors, tolerations or a priority class need them.")
 
 
 class ArgoCd(Spec):
@@ -104,6 +115,7 @@ class Platform(Spec):
     mlflow: Mlflow = Field(default_factory=Mlflow)
     feature_store: FeatureStore = Field(default_factory=FeatureStore)
     argocd: ArgoCd = Field(default_factory=ArgoCd)
+    knative: Knative = Field(default_factory=Knative)
     run_volume: RunVolume = Field(default_factory=RunVolume)
     prometheus: Prometheus = Field(default_factory=Prometheus)
     secret_store: SecretStore | None = Field(

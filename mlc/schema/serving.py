@@ -56,8 +56,11 @@ class Shadow(Spec):
 class Rollout(Spec):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"] = "rolling"
     steps: list[CanaryStep] = Field(default_factory=lambda: [
-        CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")])
-    gates: RolloutGates = Field(default_factory=RolloutGates)
+        CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")],
+        description="Canary only: the new version's share of traffic, step by step.")
+    gates: RolloutGates = Field(default_factory=RolloutGates, description="Measured during a "
+                                "canary or blue-green rollout; a failed gate rolls back "
+                                "(docs/delivery.md says what enforces them in each mode).")
     shadow: Shadow | None = None
     variants: list[Variant] = Field(default_factory=list)
     auto_promote: bool = Field(False, description="blueGreen: switch without a manual step.")

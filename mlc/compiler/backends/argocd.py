@@ -13,6 +13,10 @@ is a deploy; retried with backoff, since CRD-backed objects can race their contr
 Deleting the Application leaves the objects in place (no resources finalizer): tearing an
 environment down is a decision, not a side effect. Sync waves and the objects protected from
 pruning are set on the objects themselves, by the packager (kustomize.py).
+
+Where a delivery workflow moves a Knative or KServe canary's traffic (serving/gate_driver.py),
+the Application ignores those fields and keeps them on sync (`RespectIgnoreDifferences`), or
+self-healing would undo each step of the rollout.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..names import dns_label
 from ..output import OutputFile
 from .kustomize import BOOTSTRAP_DIR
 from .objects import metadata
+from .serving.gate_driver import ignored_fields
 
 API_VERSION = "argoproj.io/v1alpha1"
 SYNC_OPTIONS = [
@@ -50,6 +55,7 @@ def application(project: ResolvedProject) -> dict[str, Any]:
     p = project.platform
     meta = metadata(project, application_name(project), namespaced=False,
                     component="gitops")
+    ignored = ignored_fields(project)
     return {
         "apiVersion": API_VERSION,
         "kind": "Application",
@@ -62,9 +68,11 @@ def application(project: ResolvedProject) -> dict[str, Any]:
             "destination": {"server": p.argocd_server, "namespace": p.namespace},
             "syncPolicy": {
                 "automated": {"prune": True, "selfHeal": True},
-                "syncOptions": list(SYNC_OPTIONS),
+                "syncOptions": SYNC_OPTIONS + (["RespectIgnoreDifferences=true"]
+                                               if ignored else []),
                 "retry": RETRY,
             },
+            **({"ignoreDifferences": ignored} if ignored else {}),
             "revisionHistoryLimit": 10,
         },
     }

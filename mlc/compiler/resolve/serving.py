@@ -7,6 +7,8 @@ from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
 from .env_vars import resolve_env
+from .delivery import check_rollout
+from .knative import check_knative_flags
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -64,6 +66,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
         env, secret_env = resolve_env(ctx, e.env, secrets, (*path, "env"))
+        check_rollout(ctx, name, e, platform.image_policy, model)
+        check_knative_flags(ctx, name, e, profile)
         r = e.rollout
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None

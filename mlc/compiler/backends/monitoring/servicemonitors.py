@@ -26,6 +26,9 @@ PUSHGATEWAY_PORT = "http"
 # Argo Rollouts labels canary and stable pods with this; kept on the series (as
 # `rollouts_pod_template_hash`) so that a rollout gate can compare the two.
 ROLLOUT_POD_LABEL = "rollouts-pod-template-hash"
+# Knative labels each revision's pods with its name; kept (as `serving_knative_dev_revision`)
+# for the gates of Knative and KServe canaries, which the delivery workflow measures.
+KNATIVE_REVISION_LABEL = "serving.knative.dev/revision"
 
 
 def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
                              component="monitoring"),
         "spec": {
             "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
-            "podTargetLabels": [ROLLOUT_POD_LABEL],
+            "podTargetLabels": [ROLLOUT_POD_LABEL, KNATIVE_REVISION_LABEL],
             "podMetricsEndpoints": [{
                 # By number: the container port is named `http` on Deployments and Rollouts
                 # but must be named `http1` under Knative; its number is the same everywhere.

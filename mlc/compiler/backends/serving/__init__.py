@@ -16,6 +16,8 @@ files, `<system>/<kind>-<e>.yaml`:
     knative/configuration-<e>.yaml            serverless A/B: a Configuration per variant...
     knative/route-<e>.yaml                    ...and the Route that splits traffic by weight
     kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead
+    delivery/workflow-<e>.yaml                Knative/KServe canary: steps, gates (gate_driver)
+    delivery/rbac-<e>.yaml                    ...and the one object its identity may patch
 
 The plan (which servers an endpoint runs: workloads.py) is made first and every form renders
 it; see the modules for why each object looks as it does. Batch endpoints get only their
@@ -28,7 +30,17 @@ from typing import Any
 
 from ...ir import Endpoint, ResolvedProject
 from ...output import OutputFile
-from . import analysis, autoscaling, config, deployment, knative, kserve, network, rollouts
+from . import (
+    analysis,
+    autoscaling,
+    config,
+    deployment,
+    gate_driver,
+    knative,
+    kserve,
+    network,
+    rollouts,
+)
 from . import service as services
 from .workloads import Workload, form, plan, workload_name
 
@@ -71,6 +83,8 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
     settings = {w.config_key: config.runtime_settings(w, mirror) for w in workloads}
     if ep.mode == "batch":
         settings["batch.json"] = batch_settings(ep)
+    if gate_driver.driven(ep):
+        settings[gate_driver.GATES_KEY] = gate_driver.gate_settings(project, ep)
     hashes = {w.name: config.config_hash(w, settings[w.config_key]) for w in workloads}
     out: dict[str, list[dict[str, Any]]] = {
         path("serving", "configmap", ep): [config.config_map(project, ep, settings)]}
@@ -78,6 +92,9 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
         out[path("serving", "serviceaccount", ep)] = [config.service_account(project, ep)]
         out |= {"kubernetes": _kubernetes, "knative": _knative,
                 "kserve": _kserve}[form(ep)](project, ep, workloads, hashes)
+        if gate_driver.driven(ep):
+            out[path("delivery", "workflow", ep)] = [gate_driver.workflow(project, ep)]
+            out[path("delivery", "rbac", ep)] = gate_driver.rbac(project, ep)
     return [OutputFile(name, docs[0] if len(docs) == 1 else docs, project.source)
             for name, docs in out.items() if docs]
 

@@ -232,7 +232,7 @@ def _gate(name: str, query: str, limit: float, project: ResolvedProject, ep: End
         "failureLimit": ep.rollout.gates.failure_limit,
         "inconclusiveLimit": INCONCLUSIVE_LIMIT,
         "provider": {"prometheus": {"address": project.platform.prometheus_url,
-                                    "query": check_references(query)}},
+                                    "query": query}},
     }
     if count is not None:
         gate["count"] = count
@@ -247,23 +247,39 @@ def check_references(query: str) -> str:
     return query
 
 
-def analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
+def gate_checks(project: ResolvedProject, ep: Endpoint) -> list[tuple[str, str, float]]:
+    """(name, query, limit) of every gate of the endpoint: the one list that both the
+    AnalysisTemplate and the delivery workflow's gate file (gate_driver.py) are made of."""
     gates = ep.rollout.gates
-    seconds = max(MIN_WINDOW_SECONDS, gates.interval_seconds)
-    window = promql.duration(seconds)
-    interval = f"{gates.interval_seconds}s"
+    window = promql.duration(max(MIN_WINDOW_SECONDS, gates.interval_seconds))
     blue_green = ep.rollout.strategy == "blueGreen"
-    count = BLUE_GREEN_MEASUREMENTS if blue_green else None  # a canary's runs to its end
     baseline = promql.duration(BASELINE_WINDOW_SECONDS) if blue_green else window
     checks = [
-        _gate("error-rate", error_rate_query(project, ep, window), gates.max_error_rate,
-              project, ep, interval, count),
-        _gate("latency-p99", latency_query(project, ep, window), gates.max_latency_p99_seconds,
-              project, ep, interval, count),
+        ("error-rate", error_rate_query(project, ep, window), gates.max_error_rate),
+        ("latency-p99", latency_query(project, ep, window), gates.max_latency_p99_seconds),
     ]
     if gates.max_prediction_drift is not None:
-        checks.append(_gate("prediction-drift", psi_query(project, ep, window, baseline),
-                            gates.max_prediction_drift, project, ep, interval, count))
+        checks.append(("prediction-drift", psi_query(project, ep, window, baseline),
+                       gates.max_prediction_drift))
+    return [(name, check_references(query), limit) for name, query, limit in checks]
+
+
+def for_label(query: str, label: str) -> str:
+    """`query` with its version matchers on `label` instead of the pod template hash.
+
+    Knative and KServe-on-Knative pods carry their revision's name, not a pod template hash;
+    the matchers on HASH_LABEL are ours alone (text from ml.yaml sits in escaped literals, in
+    which `="` cannot occur), so renaming them keeps every other part of the query as is.
+    """
+    return query.replace(f'{HASH_LABEL}="', f'{label}="')
+
+
+def analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
+    gates = ep.rollout.gates
+    interval = f"{gates.interval_seconds}s"
+    count = BLUE_GREEN_MEASUREMENTS if ep.rollout.strategy == "blueGreen" else None
+    checks = [_gate(name, query, limit, project, ep, interval, count)
+              for name, query, limit in gate_checks(project, ep)]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",

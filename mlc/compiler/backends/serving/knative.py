@@ -6,11 +6,11 @@ scale to zero), down to zero when `minReplicas` is 0. Endpoints are cluster-loca
 in the cluster call them, nothing outside does.
 
 Rollouts in Knative terms:
-- rolling and blue-green: Knative's own behaviour; traffic moves to a new revision only once
+- rolling: Knative's own behaviour; traffic moves to a new revision only once
   it is ready, all at once;
-- canary: Knative's gradual rollout (`serving.knative.dev/rollout-duration`), which shifts
-  traffic from the previous revision to the new one over the sum of the steps' pauses.
-  Knative has no metric gates: the AnalysisTemplate is not used here;
+- canary: the delivery workflow (gate_driver.py) moves `spec.traffic` step by step and
+  measures the AnalysisTemplate's gates; the Service declares all traffic on the latest
+  revision only for its creation, and Argo CD leaves the field to the workflow after that;
 - A/B: one Configuration per variant and a Route that splits traffic by the variants'
   weights, exactly; each variant is also reachable on its own at `<variant>-<endpoint>`;
 - shadow: a second, cluster-local Knative Service that only the primary calls.
@@ -54,20 +54,13 @@ def template(project: ResolvedProject, w: Workload, config_hash: str) -> dict[st
             "spec": pod_spec(project, w, "knative")}
 
 
-def rollout_seconds(ep: Endpoint) -> int:
-    return sum(step.pause_seconds or 0 for step in ep.rollout.steps)
-
-
 def service(project: ResolvedProject, w: Workload, config_hash: str) -> dict[str, Any]:
     ep = w.endpoint
-    notes = {}
-    if ep.rollout.strategy == "canary" and w.role == "primary" and rollout_seconds(ep):
-        notes["serving.knative.dev/rollout-duration"] = f"{rollout_seconds(ep)}s"
     return {
         "apiVersion": API_VERSION,
         "kind": "Service",
         "metadata": metadata(project, w.name, origin=ep.origin, component=COMPONENT,
-                             annotations=notes, extra_labels=VISIBILITY),
+                             extra_labels=VISIBILITY),
         "spec": {
             "template": template(project, w, config_hash),
             "traffic": [{"latestRevision": True, "percent": 100}],

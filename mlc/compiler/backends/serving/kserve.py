@@ -7,8 +7,10 @@ Service and autoscaler made by KServe), serverless ones in its Knative mode. The
 ServiceAccount, NetworkPolicy and disruption budget stay as mlc writes them; they select the
 pods by the labels the predictor puts on them.
 
-KServe rolls a predictor out by its own rules (a rolling update; the newest ready revision in
-Knative mode), so canary steps and metric gates are not compiled for KServe endpoints.
+KServe rolls a predictor out by its own rules: a rolling update in Standard mode, which has
+no traffic split (a canary there is refused by `mlc validate`, MLC341); in Knative mode a
+canary starts its new revision at `canaryTrafficPercent: 0`, and the delivery workflow
+(gate_driver.py) raises the percentage step by step while it measures the gates.
 Autoscaling: CPU through the HPA, requests per second and concurrency through KEDA reading
 the serving metrics from Prometheus, and Knative's own autoscaler in Knative mode.
 """
@@ -65,6 +67,8 @@ def inference_service(project: ResolvedProject, w: Workload,
     knative = ep.mode == "serverless"
     notes, fields = scaling(project, w, knative)
     notes[MODE] = "Knative" if knative else "Standard"
+    if knative and ep.rollout.strategy == "canary":
+        fields["canaryTrafficPercent"] = 0
     pod = pod_spec(project, w, "knative" if knative else "kubernetes")
     container = pod["containers"][0]
     container["name"] = KSERVE_CONTAINER  # the name KServe requires

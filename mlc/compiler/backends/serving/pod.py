@@ -3,6 +3,12 @@
 Deployments, Argo Rollouts, Knative and KServe all take a pod spec; they differ in the
 fields their admission webhooks accept (Knative refuses lifecycle hooks and, unless a
 feature flag is set, topology spread and node selectors), which `form` decides here.
+
+Knative also refuses a pod-level `securityContext` unless its
+`kubernetes.podspec-securitycontext` flag is on (it is off in a default install), and the
+container-level `privileged` field always. Under Knative the same lock-down is therefore
+written on the container alone: non-root user and group, no escalation, no capabilities,
+read-only root, RuntimeDefault seccomp, all fields a default install accepts.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from ...resolve import PROJECT_JSON
 from ..core import config_map_name as project_config_map_name
 from ..feast import DATA_ROOT_ENV, ONLINE_SECRET_ENV, REPO_MOUNT_PATH, repo_config_map_name
 from ..pods import (
+    RUNTIME_UID,
     container_security_context,
     pod_security_context,
     resources,
@@ -99,7 +106,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
                               failures=STARTUP_FAILURES, form=form),
         "livenessProbe": probe(LIVE_PATH, period=10, failures=3, form=form),
         "readinessProbe": probe(READY_PATH, period=5, failures=2, form=form),
-        "securityContext": container_security_context(),
+        "securityContext": security_context(form),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -111,6 +118,14 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
     if form == "kubernetes":
         out["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
     return out
+
+
+def security_context(form: Form) -> dict[str, Any]:
+    out = container_security_context()
+    if form == "knative":
+        del out["privileged"]  # false is the default; Knative refuses the field itself
+        out["runAsGroup"] = RUNTIME_UID  # on the pod elsewhere, which Knative refuses
+    return dict(sorted(out.items()))
 
 
 def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
@@ -147,13 +162,13 @@ def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
         "serviceAccountName": service_account_name(w.endpoint),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,  # no Service addresses as env vars: they leak and bloat
-        "securityContext": pod_security_context(),
         "containers": [container(project, w, form)],
         "volumes": volumes(project, w),
         # GPU node selector and taints, spot placement, priority: from the hardware profile
         **scheduling(hardware),
     }
     if form != "knative":
+        spec["securityContext"] = pod_security_context()
         spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
         spec["topologySpreadConstraints"] = topology_spread(project, w, hash_label)
     return spec

@@ -1,0 +1,90 @@
+"""What a rollout asks for that its endpoint's form cannot deliver: refused, never dropped.
+
+Which system enforces an endpoint's gates (docs/delivery.md):
+- online canary and blue-green: Argo Rollouts with the AnalysisTemplate;
+- serverless canary (Knative), and KServe canary in KServe's Knative mode: the delivery
+  workflow (backends/serving/gate_driver.py);
+- nothing else. Gates written for a shadow or an A/B rollout, a blue-green switch on Knative
+  or KServe, or a canary on KServe's Standard mode (no traffic split) are errors here.
+
+Settings only another strategy reads (`steps`, `shadow`, `variants`, `autoPromote`) are
+errors too. A rolling strategy ignores all of them, and `gates`, on purpose: it is how an
+environment turns a rollout of the base file off (`rollout: {strategy: rolling}` in
+environments/dev.yaml).
+"""
+
+from __future__ import annotations
+
+from ...schema.serving import Endpoint
+from .. import ir
+from .context import Context
+
+UNENFORCEABLE_GATES = "MLC340"
+KSERVE_STANDARD_CANARY = "MLC341"
+IGNORED_SETTING = "MLC342"
+ALIAS_NOT_PINNED = "MLC343"
+# (field, ml.yaml key, the one strategy that reads it)
+IGNORED_SETTINGS = (("steps", "steps", "canary"), ("shadow", "shadow", "shadow"),
+                    ("variants", "variants", "ab"), ("auto_promote", "autoPromote", "blueGreen"))
+# strategies that run two versions side by side, whose arms must not change under them
+MULTI_VERSION = ("canary", "blueGreen", "shadow", "ab")
+
+
+def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
+                  model: ir.Model) -> None:
+    path = ("serving", name, "rollout")
+    r = e.rollout
+    if e.mode == "batch":
+        return
+    if r.strategy in ("shadow", "ab") and "gates" in r.model_fields_set:
+        what = "a shadow rollout" if r.strategy == "shadow" else "an A/B rollout"
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in {what}: "
+                  "no version is promoted or rolled back by them", (*path, "gates"),
+                  help="remove `gates:`; to gate a new version, roll it out with "
+                       "`strategy: canary` (see docs/delivery.md)")
+    if r.strategy == "blueGreen" and (e.kserve or e.mode == "serverless"):
+        where = "KServe" if e.kserve else "Knative (`mode: serverless`)"
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: a blue-green switch on {where} "
+                  "has no preview and no gates: the new revision would take all traffic "
+                  "unmeasured", (*path, "strategy"),
+                  help="use `strategy: canary` with `steps: [{weight: 100, pause: 10m}]`: "
+                       "all traffic at once, gated, rolled back on a failed gate")
+    if r.strategy == "canary" and e.kserve and e.mode == "online":
+        ctx.error(KSERVE_STANDARD_CANARY, f"endpoint `{name}`: KServe's Standard mode (an "
+                  "online endpoint) has no traffic split, so a canary cannot be stepped or "
+                  "gated", (*path, "strategy"),
+                  help="set `mode: serverless` (KServe's Knative mode splits traffic by "
+                       "`canaryTrafficPercent`), or drop `kserve: true` for an Argo Rollout")
+    if r.strategy != "rolling":
+        for field, key, owner in IGNORED_SETTINGS:
+            if field in r.model_fields_set and owner != r.strategy:
+                ctx.error(IGNORED_SETTING, f"endpoint `{name}`: `{key}` is used only by the "
+                          f"{owner} strategy; {r.strategy} would ignore it", (*path, key),
+                          help=f"remove `{key}:`, or use `strategy: {owner}`")
+    if image_policy == "digest" and r.strategy in MULTI_VERSION:
+        _check_pins(ctx, name, e, model)
+
+
+def _check_pins(ctx: Context, name: str, e: Endpoint, model: ir.Model) -> None:
+    """Arms that serve an alias load whatever it points at when a pod starts: a retrain
+    that moves the alias changes a running arm at its next scale-up."""
+    r = e.rollout
+    default = model.production_alias
+    arms: list[tuple[str, str, tuple]] = []
+    if e.version is None and r.strategy != "ab":  # A/B: the variants serve, not the endpoint
+        arms.append(("the endpoint", e.alias or default,
+                     ("serving", name, "alias" if e.alias else "model")))
+    if r.strategy == "shadow" and r.shadow is not None and r.shadow.version is None:
+        arms.append(("its shadow", r.shadow.alias or model.candidate_alias,
+                     ("serving", name, "rollout", "shadow")))
+    if r.strategy == "ab":
+        arms += [(f"variant `{v.name}`", v.alias or default,
+                  ("serving", name, "rollout", "variants", i))
+                 for i, v in enumerate(r.variants) if v.version is None]
+    for arm, alias, where in arms:
+        ctx.warning(ALIAS_NOT_PINNED, f"endpoint `{name}`: {arm} serves the registry alias "
+                    f"`{alias}`, resolved whenever a pod starts: a retrain that moves it changes "
+                    f"what a running {r.strategy} rollout serves, one new pod at a time", where,
+                    help=f"pin versions with `mlc pin {ctx.env}`, which resolves the aliases "
+                         f"against the registry and writes them into "
+                         f"environments/{ctx.env}.yaml")
