@@ -30,6 +30,7 @@ SERVING = {
 }
 OVERLAY = """\
 # production: more replicas, same models
+platform: {development: true}  # no cluster-only settings in this test project
 serving:
   api:
     autoscaling: {minReplicas: 2, maxReplicas: 4}  # peak traffic
