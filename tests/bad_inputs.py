@@ -212,6 +212,10 @@ CASES = [
     Case("fp16-without-gpu", "MLC305", "ml.yaml:35:33",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
                           "      builtin: {mixedPrecision: fp16}\nserving")}),
+    Case("label-source-store-cannot-read", "MLC240", "ml.yaml:35:21",
+         {"ml.yaml": edit("entities:\n", "  labels:\n    type: bigquery\n"
+                          "    table: proj.ds.labels\nentities:\n").replace(
+             "label: {source: events, column: label}", "label: {source: labels, column: label}")}),
     Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
          {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
                           "    framework: sklearn\n").replace(

@@ -142,10 +142,15 @@ def source_window(ctx: StepContext, check: ir.DriftCheck, source_name: str, star
                   end: float) -> pd.DataFrame:
     """The source's rows with start <= event time < end, with the check's features (joined
     from the feature views, as in training, when the source lacks them)."""
+    import datetime as dt
+
+    from mlc.runtime import sources
     from mlc.runtime.train import data
 
     source = ctx.project.sources[source_name]
-    frame = data.read_source(ctx, source).to_pandas()
+    # the window goes into a warehouse's query; the filter below still applies to files
+    frame = sources.read(ctx, source, start=dt.datetime.fromtimestamp(start, dt.UTC),
+                         end=dt.datetime.fromtimestamp(end, dt.UTC)).to_pandas()
     ts = source.timestamp_field
     if ts not in frame.columns:
         raise DriftDataError(f"source `{source_name}` has no timestamp column `{ts}`")

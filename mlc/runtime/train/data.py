@@ -5,8 +5,9 @@
       -> dataset.parquet in the run folder, its sha256 = the data snapshot
 
 Features come from Feast's historical retrieval of the model's feature service when a Feast
-repo is given (the cluster, and `mlc run`), otherwise from the file sources directly with the
-same point-in-time rule: the newest feature row at or before the event, at most ttl older.
+repo is given (the cluster, and `mlc run`), otherwise from the sources directly (sources/:
+files, or a query of the warehouse) with the same point-in-time rule: the newest feature row
+at or before the event, at most ttl older.
 The window counts back from the newest labelled row, not from the clock, so a run on the
 same data trains on the same rows whenever it happens (staleness is the validation step's
 job). A retried step finds the snapshot of its first attempt and trains on exactly that.
@@ -19,15 +20,13 @@ import hashlib
 import json
 import operator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 
 from mlc.compiler import ir
+from mlc.runtime import sources
 from mlc.runtime.step import StepContext, StepFailed
 
 DATA_DIR = "data"
@@ -52,44 +51,6 @@ class Dataset:
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame[SPLIT_COLUMN] == split]
-
-
-# ---------------------------------------------------------------------------------------
-# Reading sources
-
-
-def source_location(ctx: StepContext, source: ir.Source) -> str:
-    path = source.options.get("path") or ""
-    if "://" in path or Path(path).is_absolute():
-        return path
-    return str(ctx.data_root / path)
-
-
-def read_source(ctx: StepContext, source: ir.Source, columns: list[str] | None = None
-                ) -> pa.Table:
-    """A file source as an Arrow table (local path or object-store URI; file or folder)."""
-    if source.type != "file":
-        raise StepFailed(f"source `{source.name}` is a {source.type} source; the runtime reads "
-                         "only file sources directly (others are read through Feast)")
-    location = source_location(ctx, source)
-    fmt = source.options.get("format") or "parquet"
-    filesystem = None
-    if "://" in location:
-        from pyarrow import fs
-
-        endpoint = source.options.get("endpoint_override")
-        if endpoint and location.startswith("s3://"):
-            filesystem = fs.S3FileSystem(endpoint_override=endpoint)
-            location = location[len("s3://"):]
-        else:
-            filesystem, location = fs.FileSystem.from_uri(location)
-    try:
-        dataset = pads.dataset(location, format=fmt, filesystem=filesystem)
-        return dataset.to_table(columns=columns)
-    except FileNotFoundError as exc:
-        raise StepFailed(f"source `{source.name}`: {location} does not exist") from exc
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise StepFailed(f"source `{source.name}` ({location}) cannot be read: {exc}") from exc
 
 
 def _as_utc(series: pd.Series) -> pd.Series:
@@ -119,7 +80,7 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     source = ctx.project.sources[model.label_source]
     ts = source.timestamp_field
     columns = [*model.entity_keys, ts, model.label_column]
-    frame = read_source(ctx, source, columns).to_pandas()
+    frame = sources.read(ctx, source, columns).to_pandas()
     frame[ts] = _as_utc(frame[ts])
     frame = frame.dropna(subset=[ts, model.label_column, *model.entity_keys])
     window = window_seconds(ctx)
@@ -131,7 +92,7 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     # a stable order: time, then keys; rows equal in both keep the source's order
     frame = frame.sort_values([ts, *model.entity_keys], kind="mergesort").reset_index(drop=True)
     info = {"window_seconds": window, "window_start": _iso(start), "window_end": _iso(newest),
-            "label_source": source.name, "label_location": source_location(ctx, source)}
+            "label_source": source.name, "label_location": sources.location(ctx, source)}
     return frame, info
 
 
@@ -162,7 +123,7 @@ def features_from_files(ctx: StepContext, model: ir.Model, entities: pd.DataFram
         view = ctx.project.feature_views[view_name]
         source = ctx.project.sources[view.source]
         fields = [f.name for f in view.fields]
-        table = read_source(ctx, source, [*view.join_keys, source.timestamp_field, *fields])
+        table = sources.read(ctx, source, [*view.join_keys, source.timestamp_field, *fields])
         rows = table.to_pandas().rename(columns={source.timestamp_field: "__feature_ts__"})
         rows["__feature_ts__"] = _as_utc(rows["__feature_ts__"])
         rows = rows.sort_values("__feature_ts__", kind="mergesort")

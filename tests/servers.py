@@ -1,0 +1,125 @@
+"""Real servers for integration tests: started on 127.0.0.1, a free port, in a temp folder.
+
+Each yields how to reach it and stops it afterwards. A missing binary skips the test with
+the reason; a server that does not come up fails it with the server's own log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+START_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    proc.kill()
+    pytest.fail(f"server on port {port} did not come up:\n{text}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.user,
+                               password=self.password, dbname=self.database, autocommit=True)
+
+
+@contextmanager
+def postgres() -> Iterator[Postgres]:
+    initdb, server = POSTGRES_BIN / "initdb", POSTGRES_BIN / "postgres"
+    if not initdb.is_file():
+        pytest.skip(f"PostgreSQL is not installed ({initdb} is missing)")
+    pytest.importorskip("psycopg", reason="psycopg (Feast's postgres extra) is not installed")
+    # PostgreSQL refuses to run as root; CI runs tests as root, so the server runs as nobody
+    as_user = {"user": "nobody", "group": "nogroup"} if os.geteuid() == 0 else {}
+    # its own folder, not pytest's: that one is private to root, and the server may be nobody
+    folder = Path(tempfile.mkdtemp(prefix="mlc-postgres-"))
+    data, password = folder / "pgdata", "mlc-test-password"
+    (folder / "pwfile").write_text(password + "\n")
+    if as_user:
+        shutil.chown(folder, *as_user.values())
+        shutil.chown(folder / "pwfile", *as_user.values())
+    subprocess.run([str(initdb), "-D", str(data), "-U", "mlc", "-A", "scram-sha-256",
+                    f"--pwfile={folder / 'pwfile'}", "--no-sync"], check=True,
+                   capture_output=True, cwd=folder, **as_user)
+    port, log = free_port(), folder / "postgres.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(server), "-D", str(data), "-h", "127.0.0.1", "-p",
+                                 str(port), "-k", str(folder), "-c", "fsync=off"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=folder, **as_user)
+    try:
+        _wait_for_port(port, proc, log)
+        yield Postgres("127.0.0.1", port, "mlc", password, "postgres")
+    finally:
+        _stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Redis:
+    host: str
+    port: int
+    password: str
+
+
+@contextmanager
+def redis(folder: Path, password: str = "mlc-test-password") -> Iterator[Redis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), folder / "redis.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port),
+                                 "--dir", str(folder), "--save", "", "--appendonly", "no",
+                                 "--requirepass", password], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        _wait_for_port(port, proc, log)
+        yield Redis("127.0.0.1", port, password)
+    finally:
+        _stop(proc)
