@@ -216,6 +216,21 @@ CASES = [
          {"ml.yaml": edit("entities:\n", "  labels:\n    type: bigquery\n"
                           "    table: proj.ds.labels\nentities:\n").replace(
              "label: {source: events, column: label}", "label: {source: labels, column: label}")}),
+    Case("batch-output-unknown-placeholder", "MLC241", "ml.yaml:42:59",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "  churn-nightly:\n    model: churn\n    mode: batch\n"
+                          "    batch: {schedule: \"0 2 * * *\", input: events, "
+                          "output: \"s3://b/scores/{day}/\"}\nmonitoring")}),
+    Case("batch-output-format-mismatch", "MLC242", "ml.yaml:42:85",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "  churn-nightly:\n    model: churn\n    mode: batch\n"
+                          "    batch: {schedule: \"0 2 * * *\", input: events, "
+                          "output: scores/today.csv, format: parquet}\nmonitoring")}),
+    Case("batch-unknown-timezone", "MLC243", "ml.yaml:42:78",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "  churn-nightly:\n    model: churn\n    mode: batch\n"
+                          "    batch: {schedule: \"0 2 * * *\", input: events, "
+                          "output: scores/, timezone: Mars/Olympus}\nmonitoring")}),
     Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
          {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
                           "    framework: sklearn\n").replace(

@@ -123,3 +123,21 @@ def redis(folder: Path, password: str = "mlc-test-password") -> Iterator[Redis]:
         yield Redis("127.0.0.1", port, password)
     finally:
         _stop(proc)
+
+
+@contextmanager
+def pushgateway(folder: Path) -> Iterator[str]:
+    """A Prometheus Pushgateway; yields its URL."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), folder / "pushgateway.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        _wait_for_port(port, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)

@@ -282,7 +282,11 @@ class AllowFrom(IR):
 class BatchScoring(IR):
     schedule: str
     input_source: str
-    output: str
+    output: str  # as ml.yaml writes it, `{date}` and `{hour}` filled in at run time
+    output_folder: bool  # a folder of part files and `_SUCCESS`, else one file
+    format: Literal["parquet", "csv"]
+    timezone: str  # IANA: the schedule's and `{date}`'s
+    timeout_seconds: int
 
 
 class Endpoint(IR):
