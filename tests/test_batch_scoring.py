@@ -196,3 +196,33 @@ def test_csv_file_output_replaces_the_file(tmp_path):
                         run_id="r", marker={})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scores.csv"]
     assert pd.read_csv(tmp_path / "out" / "scores.csv").equals(frame)
+
+
+def test_mlc_run_score_writes_the_partition_locally(tmp_path, capsys):
+    """`mlc run score ENDPOINT -p date=...`: an s3:// output lands under .mlc/scores/."""
+    import mlflow
+
+    from mlc.cli import main
+    from mlc.local import run as local
+
+    from .test_serve import _register
+
+    root = _project(tmp_path, '{schedule: "0 2 * * *", input: transactions, '
+                    'output: "s3://bucket/scores/dt={date}/", format: csv}')
+    prepared = local.prepare(root, "dev", Diagnostics())
+    model = prepared.project.models["fraud-classifier"]
+    version = _register(tmp_path / "model", prepared.tracking_uri, model.registered_name,
+                        [r.field for r in model.features], [8])
+    mlflow.MlflowClient(prepared.tracking_uri).set_registered_model_alias(
+        model.registered_name, model.production_alias, version)
+    env = {**os.environ, **prepared.environ()}
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from "
+                    "mlc.runtime.features import apply_repo; apply_repo(Path(sys.argv[1]))",
+                    str(prepared.feast_repo)], env=env, check=True, capture_output=True)
+    assert main(["run", "-C", str(root), "score", ENDPOINT, "-p", "date=2026-01-02"]) == 0
+    partition = root / ".mlc" / "scores" / ENDPOINT / "scores" / "dt=2026-01-02"
+    assert sorted(p.name for p in partition.iterdir()) == ["_SUCCESS", "part-00000.csv"]
+    scores = pd.read_csv(partition / "part-00000.csv")
+    assert len(scores) == len(pd.read_parquet(root / "data" / "transactions.parquet"))
+    assert main(["run", "-C", str(root), "score", "fraud-api"]) == 2
+    assert "no batch endpoint `fraud-api`" in capsys.readouterr().out
