@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from mlc.compiler import ir
+from mlc.runtime import feast_connection
 from mlc.runtime.step import StepContext, StepFailed
 
 from .queries import select_query
@@ -34,6 +35,7 @@ def repo_config(ctx: StepContext):
         raise StepFailed("warehouse sources are read through the Feast offline store: set "
                          "MLC_FEAST_REPO to the generated Feast repo (got "
                          f"{repo or 'nothing'})")
+    feast_connection.prepare(repo)
     return load_repo_config(repo.resolve(), repo.resolve() / "feature_store.yaml")
 
 

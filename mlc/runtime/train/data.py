@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlc.compiler import ir
-from mlc.runtime import sources
+from mlc.runtime import feast_connection, sources
 from mlc.runtime.step import StepContext, StepFailed
 
 DATA_DIR = "data"
@@ -102,6 +102,7 @@ def features_from_feast(ctx: StepContext, model: ir.Model, entities: pd.DataFram
     from feast import FeatureStore
 
     assert ctx.feast_repo is not None
+    feast_connection.prepare(ctx.feast_repo)
     store = FeatureStore(repo_path=str(ctx.feast_repo))
     try:
         service = store.get_feature_service(model.feature_service)
