@@ -93,10 +93,27 @@ def postgres() -> Iterator[Postgres]:
                                 stdout=out, stderr=subprocess.STDOUT, cwd=folder, **as_user)
     try:
         _wait_for_port(port, proc, log)
-        yield Postgres("127.0.0.1", port, "mlc", password, "postgres")
+        server_ = Postgres("127.0.0.1", port, "mlc", password, "postgres")
+        _wait_until_accepting(server_, log)
+        yield server_
     finally:
         _stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_until_accepting(pg: Postgres, log: Path) -> None:
+    """The port opens before recovery ends ("the database system is starting up")."""
+    import psycopg
+
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        try:
+            with pg.connect():
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL did not accept connections:\n{log.read_text()}")
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)

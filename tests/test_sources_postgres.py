@@ -97,14 +97,14 @@ def setup(tmp_path_factory):
         yield compiled.project, environ, tmp, pg
 
 
-def _ctx(setup, pipeline: str, step: str, monkeypatch):
+def _ctx(setup, pipeline: str, step: str, monkeypatch, run: str = "run"):
     from mlc.runtime.step import build_context
 
     project, environ, tmp, _ = setup
     for k, v in environ.items():
         monkeypatch.setenv(k, v)  # Feast expands the secret from the process environment
     return build_context(project, pipeline, step,
-                         environ={**environ, "MLC_RUN_DIR": str(tmp / pipeline)})
+                         environ={**environ, "MLC_RUN_DIR": str(tmp / pipeline / run)})
 
 
 def test_read_pushes_columns_and_window_into_the_query(setup, monkeypatch):
@@ -167,3 +167,29 @@ def test_drift_window_reads_postgres(setup, monkeypatch):
     start, end = T0 + dt.timedelta(hours=24), T0 + dt.timedelta(hours=48)
     frame = drift.source_window(ctx, check, "activity", start.timestamp(), end.timestamp())
     assert len(frame) == 20 and set(frame["clicks"] % 100) == {24, 30, 36, 42}
+
+
+def test_rows_without_features_are_counted_and_fail_above_the_limit(setup, monkeypatch):
+    from mlc.runtime.step import EXIT_BAD_DATA, StepFailed
+    from mlc.runtime.train import data
+
+    _, _, _, pg = setup
+    with pg.connect() as conn:  # user 7 has no activity at all
+        conn.execute("INSERT INTO labels VALUES (7, %s, 1)", (T0 + dt.timedelta(hours=30),))
+    try:
+        ctx = _ctx(setup, "train-churn", "train", monkeypatch, run="counted")
+        dataset = data.build_dataset(ctx, ctx.model)
+        info = dataset.info
+        assert (info["label_rows"], info["dropped_rows"] + info["rows_without_features"]) == \
+            (16, 1)
+        assert info["dropped_share"] == round(1 / 16, 6)
+        strict = ctx.model.model_copy(update={"training": ctx.model.training.model_copy(
+            update={"max_dropped_rows": 0.05})})
+        ctx = _ctx(setup, "train-churn", "train", monkeypatch, run="strict")
+        with pytest.raises(StepFailed) as failed:
+            data.build_dataset(ctx, strict)
+        assert failed.value.exit_code == EXIT_BAD_DATA
+        assert "above `training.maxDroppedRows` (0.05)" in failed.value.message
+    finally:
+        with pg.connect() as conn:
+            conn.execute("DELETE FROM labels WHERE user_id = 7")

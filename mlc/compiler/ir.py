@@ -183,6 +183,7 @@ class Training(IR):
     retries: Retries
     timeout_seconds: int
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
+    max_dropped_rows: float | None = None  # share of label rows the feature join may lose
 
 
 class Gate(IR):

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mlc.compiler import ir
 from mlc.runtime import feast_connection, sources
-from mlc.runtime.step import StepContext, StepFailed
+from mlc.runtime.step import EXIT_BAD_DATA, StepContext, StepFailed
 
 DATA_DIR = "data"
 DATASET_FILE = "dataset.parquet"
@@ -214,6 +214,12 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
     frame = joined[[*model.entity_keys, ts, label, *features]].copy()
     for name in features:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    dropped = count_rows_without_features(model, frame, len(entities))
+    print(describe_dropped(dropped))
+    limit = model.training.max_dropped_rows
+    if limit is not None and dropped["dropped_share"] > limit:
+        raise StepFailed(f"{describe_dropped(dropped)}: above `training.maxDroppedRows` "
+                         f"({limit:g}); nothing was trained", EXIT_BAD_DATA)
     # the newest rows are the test set: a model is judged on data later than it learned from
     split = model.test_split if test_split is None else test_split
     n_test = int(round(len(frame) * split))
@@ -222,7 +228,7 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
         "snapshot": snapshot_hash(frame), "rows": len(frame),
         "train_rows": len(frame) - n_test, "test_rows": n_test, "retrieval": retrieval,
         "feature_service": model.feature_service, "features": features,
-        "feature_refs": refs, "label": label, "timestamp": ts,
+        "feature_refs": refs, "label": label, "timestamp": ts, **dropped,
     })
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{DATASET_FILE}.tmp"
@@ -230,6 +236,38 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
     tmp.replace(folder / DATASET_FILE)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", "utf-8")
     return Dataset(frame, features, refs, label, ts, info)
+
+
+def count_rows_without_features(model: ir.Model, frame: pd.DataFrame, label_rows: int
+                                ) -> dict[str, Any]:
+    """How many labelled rows the feature join lost, and how many came back without features.
+
+    Lost rows did not come back from the join at all (Feast's retrieval can drop entity
+    rows). Rows without features came back with every feature missing (no view had a row
+    for their keys within the ttl): they stay in the data, filled as serving fills them, but
+    they teach the model nothing, so `training.maxDroppedRows` counts them with the lost.
+    Rows missing only some views' features are counted per view.
+    """
+    features = [ref.field for ref in model.features]
+    empty = int(frame[features].isna().all(axis=1).sum()) if features else 0
+    views = sorted({ref.view for ref in model.features})
+    per_view = {view: int(frame[[r.field for r in model.features if r.view == view]]
+                          .isna().all(axis=1).sum()) for view in views}
+    lost = label_rows - len(frame)
+    return {"label_rows": label_rows, "dropped_rows": lost, "rows_without_features": empty,
+            "dropped_share": round((lost + empty) / label_rows, 6) if label_rows else 0.0,
+            "rows_missing_view": per_view}
+
+
+def describe_dropped(d: dict[str, Any]) -> str:
+    text = (f"training data: {d['label_rows']} labelled rows, {d['dropped_rows']} dropped by "
+            f"the feature join, {d['rows_without_features']} without any feature value "
+            f"({d['dropped_share']:.1%} unusable)")
+    partial = {v: n for v, n in d["rows_missing_view"].items() if n}
+    if partial:
+        text += "; rows without " + ", ".join(
+            f"`{v}` features: {n}" for v, n in partial.items()) + " (filled)"
+    return text
 
 
 def load_dataset(ctx: StepContext) -> Dataset:
