@@ -225,12 +225,12 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "  churn-nightly:\n    model: churn\n    mode: batch\n"
                           "    batch: {schedule: \"0 2 * * *\", input: events, "
-                          "output: scores/today.csv, format: parquet}\nmonitoring")}),
-    Case("batch-unknown-timezone", "MLC243", "ml.yaml:42:78",
+                          "output: s3://b/today.csv, format: parquet}\nmonitoring")}),
+    Case("batch-unknown-timezone", "MLC243", "ml.yaml:42:85",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "  churn-nightly:\n    model: churn\n    mode: batch\n"
                           "    batch: {schedule: \"0 2 * * *\", input: events, "
-                          "output: scores/, timezone: Mars/Olympus}\nmonitoring")}),
+                          "output: s3://b/scores/, timezone: Mars/Olympus}\nmonitoring")}),
     Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
          {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
                           "    framework: sklearn\n").replace(

@@ -226,3 +226,15 @@ def test_mlc_run_score_writes_the_partition_locally(tmp_path, capsys):
     assert len(scores) == len(pd.read_parquet(root / "data" / "transactions.parquet"))
     assert main(["run", "-C", str(root), "score", "fraud-api"]) == 2
     assert "no batch endpoint `fraud-api`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("output", "warned"), [("scores/dt={date}/", True),
+                                                ("s3://bucket/scores/dt={date}/", False)])
+def test_a_local_output_is_warned_about(tmp_path, output, warned):
+    from mlc.compiler.pipeline import check_environment
+
+    root = _project(tmp_path, f'{{schedule: "0 2 * * *", input: transactions, '
+                    f'output: "{output}"}}')
+    diags = Diagnostics()
+    assert check_environment(root, "dev", diags) is not None
+    assert ("MLC244" in [d.code for d in diags.warnings]) == warned

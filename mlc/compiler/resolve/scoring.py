@@ -20,6 +20,7 @@ from .context import Context
 BAD_OUTPUT = "MLC241"
 FORMAT_MISMATCH = "MLC242"
 UNKNOWN_TIMEZONE = "MLC243"
+OUTPUT_NOT_KEPT = "MLC244"
 
 PLACEHOLDERS = ("date", "hour")
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -62,6 +63,13 @@ def resolve_batch(ctx: Context, endpoint: str, batch, sources: dict[str, ir.Sour
                   "neither a folder nor a .parquet or .csv file", (*path, "output"),
                   help="end it with `/` for a folder of part files and a `_SUCCESS` marker, "
                   f"or name the file, e.g. `{output.rstrip('/')}.{fmt}`")
+    if "://" not in output:
+        # steps resolve relative paths under the run's volume, which goes with the run
+        ctx.warning(OUTPUT_NOT_KEPT, f"batch output `{output}` of endpoint `{endpoint}` is a "
+                    "local path: in a cluster it is written to the run's own volume and "
+                    "deleted with it", (*path, "output"),
+                    help="use an object-store URI, e.g. `s3://bucket/scores/dt={date}/` (a "
+                    "local path suits `mlc run score` only)")
     tz = batch.timezone or default_timezone
     if not _IANA.match(tz) or not _known_zone(tz):
         ctx.error(UNKNOWN_TIMEZONE, f"`{tz}` is not an IANA time zone", (*path, "timezone"),
