@@ -124,37 +124,35 @@ class Redis:
 
 
 @contextmanager
-def redis(folder: Path, password: str = "mlc-test-password") -> Iterator[Redis]:
-    binary = shutil.which("redis-server")
+def _serving(name: str, folder: Path, args) -> Iterator[int]:
+    """Run the binary `name` with `args(port)` in `folder` until the block ends; yields the
+    port once it accepts connections."""
+    binary = shutil.which(name)
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        pytest.skip(f"{name} is not installed")
     folder.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), folder / "redis.log"
+    port, log = free_port(), folder / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port),
-                                 "--dir", str(folder), "--save", "", "--appendonly", "no",
-                                 "--requirepass", password], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=folder)
+        proc = subprocess.Popen([binary, *args(port)], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=folder)
     try:
         _wait_for_port(port, proc, log)
-        yield Redis("127.0.0.1", port, password)
+        yield port
     finally:
         _stop(proc)
 
 
 @contextmanager
+def redis(folder: Path, password: str = "mlc-test-password") -> Iterator[Redis]:
+    with _serving("redis-server", folder, lambda port: [
+            "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder), "--save", "",
+            "--appendonly", "no", "--requirepass", password]) as port:
+        yield Redis("127.0.0.1", port, password)
+
+
+@contextmanager
 def pushgateway(folder: Path) -> Iterator[str]:
     """A Prometheus Pushgateway; yields its URL."""
-    binary = shutil.which("prometheus-pushgateway")
-    if binary is None:
-        pytest.skip("prometheus-pushgateway is not installed")
-    folder.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), folder / "pushgateway.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    try:
-        _wait_for_port(port, proc, log)
+    with _serving("prometheus-pushgateway", folder,
+                  lambda port: [f"--web.listen-address=127.0.0.1:{port}"]) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
