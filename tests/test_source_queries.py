@@ -64,3 +64,40 @@ def test_reader_store_types_are_the_ones_the_feast_backend_writes():
     from mlc.compiler.backends.feast.store_config import OFFLINE_STORES
 
     assert {k: OFFLINE_STORES[k][0] for k in STORE_TYPES} == STORE_TYPES
+
+
+def _feast_source(source: ir.Source):
+    """The Feast source object the generated repo declares for `source`."""
+    import feast
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+        PostgreSQLSource,
+    )
+
+    o = source.options
+    common = {"name": source.name, "timestamp_field": source.timestamp_field}
+    if source.type == "bigquery":
+        return feast.BigQuerySource(table=o.get("table"), query=o.get("query"), **common)
+    if source.type == "snowflake":
+        return feast.SnowflakeSource(database=o.get("database"), schema=o.get("db_schema"),
+                                     table=o.get("table"), query=o.get("query"), **common)
+    if source.type == "redshift":
+        return feast.RedshiftSource(database=o.get("database"), schema=o.get("db_schema"),
+                                    table=o.get("table"), query=o.get("query"), **common)
+    return PostgreSQLSource(table=o.get("table"), query=o.get("query"), **common)
+
+
+@pytest.mark.parametrize("source", [
+    _source("bigquery", table="proj.ds.events"),
+    _source("bigquery", query="SELECT 1 AS x"),
+    _source("snowflake", database="DB", db_schema="PUBLIC", table="EVENTS"),
+    _source("redshift", database="dev", db_schema="analytics", table="events"),
+    _source("redshift", database="dev", db_schema="public", query="SELECT * FROM t"),
+    _source("postgres", table="public.events"),
+    _source("postgres", query="SELECT * FROM events"),
+])
+def test_steps_read_the_table_feast_reads(source):
+    """The FROM of a step's query is Feast's own reference to the same source."""
+    pytest.importorskip("feast")
+    from mlc.runtime.sources.queries import from_expression
+
+    assert from_expression(source) == _feast_source(source).get_table_query_string()
