@@ -81,7 +81,8 @@ def publish(target: str, frame: pd.DataFrame, *, fmt: str, folder: bool, data_ro
     _write(filesystem, f"{staging}/{part}", frame, fmt)
     filesystem.create_dir(final, recursive=True)
     # the marker goes first: from here on no reader takes the partition for complete
-    old = [i.path for i in filesystem.get_file_info(fs.FileSelector(final, recursive=True))
+    selector = fs.FileSelector(final, recursive=True, allow_not_found=True)
+    old = [i.path for i in filesystem.get_file_info(selector)
            if i.type == fs.FileType.File]
     for stale in sorted(old, key=lambda p: not p.endswith(f"/{SUCCESS_FILE}")):
         filesystem.delete_file(stale)
