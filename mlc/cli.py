@@ -185,6 +185,8 @@ def _run(args, diags) -> int:
                            port=args.port)
     if args.what == "drift":
         return local.drift(_root(args), args.env, args.name, diags)
+    if args.what == "score":
+        return local.score(_root(args), args.env, args.name, params, diags)
     return local.run(_root(args), args.env, params, diags, models=args.model)
 
 
@@ -269,14 +271,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="print the change to environments/ENV.yaml instead of writing it")
 
     p = command("run", _run, "Run the pipelines on this machine: materialise features, train, "
-                "evaluate, register; or `run serve ENDPOINT` / `run drift CHECK`.")
-    p.add_argument("what", nargs="?", choices=("serve", "drift"), metavar="serve|drift",
-                   help="serve an endpoint, or run a drift check (default: the training "
-                   "pipelines)")
+                "evaluate, register; or `run serve ENDPOINT` / `run drift CHECK` / "
+                "`run score ENDPOINT`.")
+    p.add_argument("what", nargs="?", choices=("serve", "drift", "score"),
+                   metavar="serve|drift|score",
+                   help="serve an endpoint, run a drift check, or score a batch endpoint "
+                   "(default: the training pipelines)")
     p.add_argument("name", nargs="?", metavar="NAME", help="the endpoint or drift check")
     p.add_argument("--env", default="dev", metavar="ENV", help="environment (default: dev)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a pipeline parameter, e.g. -p promote=true (repeatable)")
+                   help="set a pipeline parameter, e.g. -p promote=true, or -p "
+                   "date=2026-01-02 for `run score` (repeatable)")
     p.add_argument("--model", action="append", metavar="MODEL",
                    help="only this model's training pipeline (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")

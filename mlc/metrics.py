@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Exporter = Literal["serve", "drift", "pipeline"]
+Exporter = Literal["serve", "drift", "batch", "pipeline"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -117,6 +117,23 @@ DRIFT_UP = Metric(
     "mlc_drift_check_up", "gauge", ("check",),
     "1 when the last run completed; 0 when it failed (bad data, missing columns).", "drift")
 
+# --- batch scoring runtime (pushed to the Pushgateway by every scoring run) -----------------
+SCORING_ROWS = Metric(
+    "mlc_batch_scoring_rows", "gauge", ("endpoint", "stage"),
+    "Rows of the last completed run: `input` read, `scored` written.", "batch")
+SCORING_LAST_RUN = Metric(
+    "mlc_batch_scoring_last_run_timestamp_seconds", "gauge", ("endpoint",),
+    "When the endpoint's scoring last ran, successfully or not.", "batch")
+SCORING_LAST_SUCCESS = Metric(
+    "mlc_batch_scoring_last_success_timestamp_seconds", "gauge", ("endpoint",),
+    "When the endpoint's scores were last published.", "batch")
+SCORING_UP = Metric(
+    "mlc_batch_scoring_up", "gauge", ("endpoint",),
+    "1 when the last scoring run published its scores; 0 when it failed.", "batch")
+SCORING_DURATION = Metric(
+    "mlc_batch_scoring_duration_seconds", "gauge", ("endpoint",),
+    "How long the last scoring run took.", "batch")
+
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
 # Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
 # extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
@@ -142,6 +159,7 @@ CONTRACT: tuple[Metric, ...] = (
     FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED,
     DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_DETECTED, DRIFT_SHARE, DATASET_DRIFT, DRIFT_LAST_RUN,
     DRIFT_LAST_SUCCESS, DRIFT_UP,
+    SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}

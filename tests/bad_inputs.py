@@ -91,6 +91,13 @@ def edit(old: str, new: str, base: str = BASE) -> str:
     return base.replace(old, new)
 
 
+def batch_endpoint(settings: str) -> str:
+    """BASE with a nightly batch endpoint whose `batch:` ends with `settings`."""
+    return edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                "  churn-nightly:\n    model: churn\n    mode: batch\n"
+                f"    batch: {{schedule: \"0 2 * * *\", input: events, {settings}}}\nmonitoring")
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -227,6 +234,16 @@ CASES = [
     Case("fp16-without-gpu", "MLC305", "ml.yaml:35:33",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
                           "      builtin: {mixedPrecision: fp16}\nserving")}),
+    Case("label-source-store-cannot-read", "MLC240", "ml.yaml:35:21",
+         {"ml.yaml": edit("entities:\n", "  labels:\n    type: bigquery\n"
+                          "    table: proj.ds.labels\nentities:\n").replace(
+             "label: {source: events, column: label}", "label: {source: labels, column: label}")}),
+    Case("batch-output-unknown-placeholder", "MLC241", "ml.yaml:42:59",
+         {"ml.yaml": batch_endpoint('output: "s3://b/scores/{day}/"')}),
+    Case("batch-output-format-mismatch", "MLC242", "ml.yaml:42:85",
+         {"ml.yaml": batch_endpoint("output: s3://b/today.csv, format: parquet")}),
+    Case("batch-unknown-timezone", "MLC243", "ml.yaml:42:85",
+         {"ml.yaml": batch_endpoint("output: s3://b/scores/, timezone: Mars/Olympus")}),
     Case("retrain-without-training", "MLC301", "ml.yaml:45:25",
          {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
                           "    framework: sklearn\n").replace(

@@ -187,6 +187,7 @@ class Training(IR):
     timeout_seconds: int
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
+    max_dropped_rows: float | None = None  # share of label rows the feature join may lose
 
 
 class Gate(IR):
@@ -286,7 +287,11 @@ class AllowFrom(IR):
 class BatchScoring(IR):
     schedule: str
     input_source: str
-    output: str
+    output: str  # as ml.yaml writes it, `{date}` and `{hour}` filled in at run time
+    output_folder: bool  # a folder of part files and `_SUCCESS`, else one file
+    format: Literal["parquet", "csv"]
+    timezone: str  # IANA: the schedule's and `{date}`'s
+    timeout_seconds: int
 
 
 class Endpoint(IR):

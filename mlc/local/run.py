@@ -315,3 +315,36 @@ def drift(root: Path, env: str, check: str, diags: Diagnostics, *,
         if endpoint else {}
     with environment(values):
         return run_pipeline(local, pipeline, {}, new_run_id(), progress)
+
+
+def score(root: Path, env: str, endpoint: str, params: Mapping[str, str],
+          diags: Diagnostics, *, progress: Progress | None = None) -> int:
+    """`mlc run score ENDPOINT`: the batch endpoint's scoring pipeline, on this machine's
+    registry and Feast repo (run `mlc run` first: it trains and registers the model). An
+    output in an object store is written under .mlc/scores/<endpoint>/ instead."""
+    from mlc.runtime.serve.batch import OUTPUT_ENV
+
+    progress = progress or Progress()
+    local = prepare(root, env, diags)
+    found = local.project.endpoints.get(endpoint)
+    if found is None or found.batch is None or found.pipeline is None:
+        batch = [n for n, e in sorted(local.project.endpoints.items()) if e.batch]
+        progress.say(f"error: no batch endpoint `{endpoint}` (known: "
+                     f"{', '.join(batch) or 'none'})")
+        return 2
+    pipeline = local.project.pipelines[found.pipeline]
+    known = {p.name for p in pipeline.parameters}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        progress.say(f"error: pipeline {pipeline.name} has no parameter {', '.join(unknown)} "
+                     f"(known: {', '.join(sorted(known))})")
+        return 2
+    values = {}
+    output = found.batch.output
+    if "://" in output:
+        path = output.split("://", 1)[1].partition("/")[2]
+        values[OUTPUT_ENV] = str(local.state / "scores" / endpoint / path) + \
+            ("/" if output.endswith("/") else "")
+        progress.say(f"note: {output} is written to {values[OUTPUT_ENV]} on this machine")
+    with environment(values):
+        return run_pipeline(local, pipeline, params, new_run_id(), progress)

@@ -18,6 +18,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlc.runtime import feast_connection
 from mlc.runtime.step import StepContext, StepFailed
 
 EPOCH = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
@@ -56,6 +57,7 @@ def apply_repo(repo: Path) -> None:
     from feast.repo_operations import apply_total
 
     repo = repo.resolve()
+    feast_connection.prepare(repo)
     config = load_repo_config(repo, repo / "feature_store.yaml")
     with _importable(repo):
         apply_total(config, repo, skip_source_validation=True)
@@ -84,6 +86,7 @@ def materialize_repo(repo: Path, now: dt.datetime | None = None) -> list[str]:
     from feast import FeatureStore
 
     now = now or dt.datetime.now(dt.UTC)
+    feast_connection.prepare(repo)
     store = FeatureStore(repo_path=str(repo.resolve()))
     views = sorted((v for v in store.list_feature_views() if v.online), key=lambda v: v.name)
     start = _start_for_new_views()

@@ -64,6 +64,10 @@ class Training(Spec):
     schedule: Cron | None = Field(None, description="Scheduled retraining.")
     timezone: str = "UTC"
     data_window: Duration | None = Field(None, description="Train on this much recent data.")
+    max_dropped_rows: Fraction | None = Field(
+        None, description="Fail training when more than this share of the labelled rows in the "
+        "window is lost by the feature join or comes back without any feature value (e.g. "
+        "0.1); unset: report the share, never fail on it.")
     checkpoint: Checkpoint | None = None
     retries: Retries = Field(default_factory=Retries)
     timeout: Duration = "6h"

@@ -103,7 +103,15 @@ class AllowFrom(Spec):
 class BatchScoring(Spec):
     schedule: Cron
     input: Name = Field(description="Source to score.")
-    output: str = Field(min_length=1, description="Path or URI the predictions are written to.")
+    output: str = Field(min_length=1, description="Where the predictions go: a folder (ending "
+                        "in `/`, e.g. `s3://bucket/scores/dt={date}/`), published whole with a "
+                        "`_SUCCESS` marker, or one file. `{date}` (YYYY-MM-DD) and `{hour}` "
+                        "(HH) are the run's date and hour in `timezone`.")
+    format: Literal["parquet", "csv"] | None = Field(None, description="Defaults to the file's "
+                                                     "extension, else parquet.")
+    timezone: str | None = Field(None, description="IANA time zone of the schedule and of "
+                                 "`{date}`; defaults to UTC.")
+    timeout: Duration = Field("30m", description="A run still going after this is stopped.")
 
 
 class Endpoint(Spec):

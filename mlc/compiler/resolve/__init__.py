@@ -27,6 +27,7 @@ from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
+from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .workflows import check_workflows
 
@@ -59,6 +60,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     routes = resolve_routes(ctx, secrets)
     alerts = resolve_alerts(ctx, routes)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
+    check_step_sources(ctx, platform, sources, models, endpoints, checks)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)

@@ -103,16 +103,21 @@ def drift_pipeline(check: ir.DriftCheck, images: dict[str, ir.Image],
                        parameters=params, steps=steps, concurrency_key=name)
 
 
-def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform,
-                     timezone: str) -> ir.Pipeline:
+def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform) -> ir.Pipeline:
     assert endpoint.batch and endpoint.pipeline
     name = endpoint.pipeline
+    batch = endpoint.batch
+    params = [ir.Parameter(name="date", default="",
+                           description="Score as of this date (YYYY-MM-DD, or an ISO time): "
+                           "fills `{date}` and `{hour}` of the output; default: now.")]
     steps = [_step(name, "score", "batch_score", "serve", endpoint.image, depends=[],
-                   hardware=endpoint.hardware, env=dict(endpoint.env),
-                   secrets={**_platform_secrets(platform, feast=True), **endpoint.secrets})]
+                   hardware=endpoint.hardware, parameters=["date"],
+                   timeout_seconds=batch.timeout_seconds,
+                   secrets={**_platform_secrets(platform, feast=True), **endpoint.secrets},
+                   env={**endpoint.env, "MLC_PUSHGATEWAY_URL": platform.pushgateway_url})]
     return ir.Pipeline(name=name, kind="batch_scoring", model=endpoint.model,
                        endpoint=endpoint.name, drift_check=None,
-                       schedule=endpoint.batch.schedule, timezone=timezone, parameters=[],
+                       schedule=batch.schedule, timezone=batch.timezone, parameters=params,
                        steps=steps, concurrency_key=name)
 
 
@@ -168,7 +173,7 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
         if has_training(ctx.project.models[name]):
             pipelines.append(training_pipeline(model, images, platform))
     pipelines += [drift_pipeline(c, images, platform, timezone) for c in checks.values()]
-    pipelines += [scoring_pipeline(e, platform, timezone) for e in endpoints.values()
+    pipelines += [scoring_pipeline(e, platform) for e in endpoints.values()
                   if e.mode == "batch" and e.batch]
     pipelines += materialization_pipelines(views, images, platform, timezone)
     out: dict[str, ir.Pipeline] = {}

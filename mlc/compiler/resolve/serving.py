@@ -6,9 +6,10 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
-from .env_vars import resolve_env
 from .delivery import check_rollout
+from .env_vars import resolve_env
 from .knative import check_knative_flags
+from .scoring import resolve_batch
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -57,11 +58,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                 ctx.error(OFFLINE_FEATURES, f"endpoint `{name}` looks features up online, but "
                           f"feature view(s) {', '.join(offline)} are not online",
                           (*path, "onlineFeatures"), help="set `online: true` on those views")
-        batch = None
-        if e.batch is not None:
-            ctx.check_ref(e.batch.input, sources, "source", (*path, "batch", "input"), "sources")
-            batch = ir.BatchScoring(schedule=e.batch.schedule, input_source=e.batch.input,
-                                    output=e.batch.output)
+        batch = resolve_batch(ctx, name, e.batch, sources, "UTC") if e.batch else None
         if e.mode != "batch" and e.batch is not None:
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")

@@ -34,12 +34,13 @@ import pandas as pd
 
 from mlc import metrics as contract
 from mlc.compiler import ir
+from mlc.runtime import pushgateway
 from mlc.runtime.prediction_log import PREDICTION_COLUMN, read_log, resolve_uri
 from mlc.runtime.step import EXIT_DRIFT, EXIT_FAILED, StepContext, StepFailed
 
 from .stats import DatasetDrift, DriftDataError, column_drift, dataset_drift, infer_kind
 
-PUSHGATEWAY_ENV = "MLC_PUSHGATEWAY_URL"
+PUSHGATEWAY_ENV = pushgateway.PUSHGATEWAY_ENV
 REFERENCE_ENV = "MLC_DRIFT_REFERENCE"
 PUSH_JOB = "mlc-drift"
 REFERENCE_FILE = "reference.parquet"  # model_format.REFERENCE_FILE (that module needs torch)
@@ -142,10 +143,15 @@ def source_window(ctx: StepContext, check: ir.DriftCheck, source_name: str, star
                   end: float) -> pd.DataFrame:
     """The source's rows with start <= event time < end, with the check's features (joined
     from the feature views, as in training, when the source lacks them)."""
+    import datetime as dt
+
+    from mlc.runtime import sources
     from mlc.runtime.train import data
 
     source = ctx.project.sources[source_name]
-    frame = data.read_source(ctx, source).to_pandas()
+    # the window goes into a warehouse's query; the filter below still applies to files
+    frame = sources.read(ctx, source, start=dt.datetime.fromtimestamp(start, dt.UTC),
+                         end=dt.datetime.fromtimestamp(end, dt.UTC)).to_pandas()
     ts = source.timestamp_field
     if ts not in frame.columns:
         raise DriftDataError(f"source `{source_name}` has no timestamp column `{ts}`")
@@ -235,28 +241,8 @@ class Exporter:
                      replace=False)
 
     def _export(self, values: list[tuple[contract.Metric, float, dict]], replace: bool) -> None:
-        from prometheus_client import (
-            CollectorRegistry,
-            Gauge,
-            push_to_gateway,
-            pushadd_to_gateway,
-            write_to_textfile,
-        )
-
-        registry = CollectorRegistry()
-        gauges: dict[str, Gauge] = {}
-        for metric, value, labels in values:
-            if metric.name not in gauges:
-                gauges[metric.name] = Gauge(metric.name, metric.help, list(metric.labels),
-                                            registry=registry)
-            gauges[metric.name].labels(check=self.check, **labels).set(value)
-        url = os.environ.get(PUSHGATEWAY_ENV)
-        if url:
-            push = push_to_gateway if replace else pushadd_to_gateway
-            push(url, job=PUSH_JOB, grouping_key={"check": self.check}, registry=registry,
-                 timeout=10)
-        else:
-            write_to_textfile(str(self.folder / "metrics.prom"), registry)
+        pushgateway.export(values, job=PUSH_JOB, grouping={"check": self.check},
+                           textfile=self.folder / "metrics.prom", replace=replace)
 
 
 def describe(check: ir.DriftCheck, result: DatasetDrift, prediction, folder: Path) -> str:

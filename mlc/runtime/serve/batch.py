@@ -1,45 +1,92 @@
-"""The batch_score step: score a source with the endpoint's model, write the predictions.
+"""The batch_score step: score a source with the endpoint's model, publish the predictions.
 
 The model comes from the registry exactly as the server loads it (loader.py: by alias,
-weights only). The input source's rows get the model's features from the source itself
-when it has those columns, else as of each row's time from the feature views (Feast's
-offline store, or the file sources), the same join training used. The output (Parquet, or
-CSV when the path ends in .csv; a local path or an object-store URI) holds the entity keys,
-the event time, `prediction` (per class `prediction_<class>` for multi-class models) and
-`model_version`, and replaces the previous file in one rename.
+weights only). The input source (any source type: mlc/runtime/sources/) gets the model's
+features from its own columns when it has them, else as of each row's time from the feature
+views (Feast's offline store, or the sources directly), the same join training used. The
+output holds the entity keys, the event time, `prediction` (per class `prediction_<class>`
+for multi-class models) and `model_version`; publish.py decides where (the output template
+filled with the run's date in the endpoint's time zone, or the `date` parameter for a
+backfill) and makes it appear at once (`_SUCCESS` last).
+
+Every run pushes the SCORING_* gauges (mlc/metrics.py): rows read and written, when it ran,
+whether it published; a failed run pushes `mlc_batch_scoring_up 0` and leaves the last
+success time alone, which the ScoringFailed and ScoresStale alerts watch.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mlc import metrics as contract
+from mlc.runtime import pushgateway
 from mlc.runtime.step import StepContext, StepFailed
 
+from . import publish
+
 CHUNK_ROWS = 65_536  # rows per model call: bounded memory for any input size
+PUSH_JOB = "mlc-batch-scoring"
+OUTPUT_ENV = "MLC_BATCH_OUTPUT"  # replaces the output template (mlc run: a local folder)
 
 
 def run(ctx: StepContext) -> None:
+    endpoint = ctx.project.endpoints.get(ctx.pipeline.endpoint or "")
+    if endpoint is None or endpoint.batch is None:
+        raise StepFailed(f"pipeline `{ctx.pipeline.name}` has no batch endpoint to score")
+    started = time.time()
+    textfile = ctx.run_dir / "scoring" / "metrics.prom"
+
+    def export(values, replace: bool) -> None:
+        pushgateway.export(values, job=PUSH_JOB, grouping={"endpoint": endpoint.name},
+                           textfile=textfile, replace=replace)
+    try:
+        rows_in, rows_out, target = score(ctx, endpoint)
+    except Exception:
+        try:
+            export([(contract.SCORING_LAST_RUN, started, {}), (contract.SCORING_UP, 0, {})],
+                   replace=False)
+        except Exception as push_error:  # keep the first error; report the second
+            print(f"warning: the failed run could not be reported: {push_error}")
+        raise
+    export([(contract.SCORING_ROWS, rows_in, {"stage": "input"}),
+            (contract.SCORING_ROWS, rows_out, {"stage": "scored"}),
+            (contract.SCORING_LAST_RUN, started, {}),
+            (contract.SCORING_LAST_SUCCESS, time.time(), {}),
+            (contract.SCORING_DURATION, time.time() - started, {}),
+            (contract.SCORING_UP, 1, {})], replace=True)
+    print(f"published {rows_out} scores of {rows_in} input rows -> {target}")
+
+
+def score(ctx: StepContext, endpoint) -> tuple[int, int, str]:
+    from mlc.runtime import sources
     from mlc.runtime.train import data
 
     from .loader import ModelLoadError, load
 
-    endpoint = ctx.project.endpoints.get(ctx.pipeline.endpoint or "")
-    if endpoint is None or endpoint.batch is None:
-        raise StepFailed(f"pipeline `{ctx.pipeline.name}` has no batch endpoint to score")
+    batch = endpoint.batch
+    try:
+        moment = publish.run_time(batch.timezone, ctx.param("date"))
+    except ValueError as exc:
+        raise StepFailed(f"parameter date must be YYYY-MM-DD or an ISO time, got "
+                         f"`{ctx.param('date')}`") from exc
+    target = publish.fill(os.environ.get(OUTPUT_ENV) or batch.output, moment)
     try:
         model = load(endpoint.model_uri, ctx.mlflow_tracking_uri)
     except ModelLoadError as exc:
         raise StepFailed(str(exc)) from exc
-    source = ctx.project.sources[endpoint.batch.input_source]
-    frame = data.read_source(ctx, source).to_pandas()
-    if len(frame) == 0:
+    source = ctx.project.sources[batch.input_source]
+    frame = sources.read(ctx, source).to_pandas()
+    rows_in = len(frame)
+    if rows_in == 0:
         raise StepFailed(f"source `{source.name}` has no rows to score", 10)
+    spec = ctx.project.models[endpoint.model]
     features = model.features
     if not all(f in frame.columns for f in features):
-        spec = ctx.project.models[endpoint.model]
         ts = source.timestamp_field
         missing = [k for k in [*spec.entity_keys, ts] if k not in frame.columns]
         if missing:
@@ -53,7 +100,6 @@ def run(ctx: StepContext) -> None:
     rows = frame[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     predictions = np.concatenate([model.predict(rows[i:i + CHUNK_ROWS])
                                   for i in range(0, len(rows), CHUNK_ROWS)])
-    spec = ctx.project.models[endpoint.model]
     keep = [c for c in [*spec.entity_keys, source.timestamp_field] if c in frame.columns]
     out = frame[keep].reset_index(drop=True)
     if predictions.ndim == 2:
@@ -63,30 +109,9 @@ def run(ctx: StepContext) -> None:
     else:
         out["prediction"] = predictions
     out["model_version"] = model.version
-    target = write_output(ctx, endpoint.batch.output, out)
-    print(f"scored {len(out)} rows of `{source.name}` with {model.name} version "
-          f"{model.version} -> {target}")
-
-
-def write_output(ctx: StepContext, output: str, frame: pd.DataFrame) -> str:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-    from pyarrow import fs
-
-    if "://" in output:
-        filesystem, path = fs.FileSystem.from_uri(output)
-    else:
-        local = Path(output) if Path(output).is_absolute() else ctx.data_root / output
-        filesystem, path = fs.LocalFileSystem(), str(local.resolve())
-    parent = path.rsplit("/", 1)[0]
-    filesystem.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp"
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if path.endswith(".csv"):
-        with filesystem.open_output_stream(tmp) as stream:
-            pacsv.write_csv(table, stream)
-    else:
-        pq.write_table(table, tmp, filesystem=filesystem)
-    filesystem.move(tmp, path)
-    return output
+    publish.publish(target, out, fmt=batch.format, folder=target.endswith("/"),
+                    data_root=Path(ctx.data_root), run_id=ctx.run_id,
+                    marker={"rows": len(out), "input_rows": rows_in, "model": model.name,
+                            "model_version": str(model.version),
+                            "as_of": moment.isoformat(), "run": ctx.run_id})
+    return rows_in, len(out), target

@@ -28,6 +28,9 @@ class OnlineFeatures:
                  features: Sequence[str]):
         from feast import FeatureStore
 
+        from mlc.runtime import feast_connection
+
+        feast_connection.prepare(repo)
         self.store = FeatureStore(repo_path=str(repo))
         self.service = self.store.get_feature_service(service)
         self.entity_keys = list(entity_keys)

@@ -5,8 +5,9 @@
       -> dataset.parquet in the run folder, its sha256 = the data snapshot
 
 Features come from Feast's historical retrieval of the model's feature service when a Feast
-repo is given (the cluster, and `mlc run`), otherwise from the file sources directly with the
-same point-in-time rule: the newest feature row at or before the event, at most ttl older.
+repo is given (the cluster, and `mlc run`), otherwise from the sources directly (sources/:
+files, or a query of the warehouse) with the same point-in-time rule: the newest feature row
+at or before the event, at most ttl older.
 The window counts back from the newest labelled row, not from the clock, so a run on the
 same data trains on the same rows whenever it happens (staleness is the validation step's
 job). A retried step finds the snapshot of its first attempt and trains on exactly that.
@@ -19,16 +20,14 @@ import hashlib
 import json
 import operator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 
 from mlc.compiler import ir
-from mlc.runtime.step import StepContext, StepFailed
+from mlc.runtime import feast_connection, sources
+from mlc.runtime.step import EXIT_BAD_DATA, StepContext, StepFailed
 
 DATA_DIR = "data"
 DATASET_FILE = "dataset.parquet"
@@ -52,44 +51,6 @@ class Dataset:
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame[SPLIT_COLUMN] == split]
-
-
-# ---------------------------------------------------------------------------------------
-# Reading sources
-
-
-def source_location(ctx: StepContext, source: ir.Source) -> str:
-    path = source.options.get("path") or ""
-    if "://" in path or Path(path).is_absolute():
-        return path
-    return str(ctx.data_root / path)
-
-
-def read_source(ctx: StepContext, source: ir.Source, columns: list[str] | None = None
-                ) -> pa.Table:
-    """A file source as an Arrow table (local path or object-store URI; file or folder)."""
-    if source.type != "file":
-        raise StepFailed(f"source `{source.name}` is a {source.type} source; the runtime reads "
-                         "only file sources directly (others are read through Feast)")
-    location = source_location(ctx, source)
-    fmt = source.options.get("format") or "parquet"
-    filesystem = None
-    if "://" in location:
-        from pyarrow import fs
-
-        endpoint = source.options.get("endpoint_override")
-        if endpoint and location.startswith("s3://"):
-            filesystem = fs.S3FileSystem(endpoint_override=endpoint)
-            location = location[len("s3://"):]
-        else:
-            filesystem, location = fs.FileSystem.from_uri(location)
-    try:
-        dataset = pads.dataset(location, format=fmt, filesystem=filesystem)
-        return dataset.to_table(columns=columns)
-    except FileNotFoundError as exc:
-        raise StepFailed(f"source `{source.name}`: {location} does not exist") from exc
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise StepFailed(f"source `{source.name}` ({location}) cannot be read: {exc}") from exc
 
 
 def _as_utc(series: pd.Series) -> pd.Series:
@@ -119,7 +80,7 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     source = ctx.project.sources[model.label_source]
     ts = source.timestamp_field
     columns = [*model.entity_keys, ts, model.label_column]
-    frame = read_source(ctx, source, columns).to_pandas()
+    frame = sources.read(ctx, source, columns).to_pandas()
     frame[ts] = _as_utc(frame[ts])
     frame = frame.dropna(subset=[ts, model.label_column, *model.entity_keys])
     window = window_seconds(ctx)
@@ -131,7 +92,7 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     # a stable order: time, then keys; rows equal in both keep the source's order
     frame = frame.sort_values([ts, *model.entity_keys], kind="mergesort").reset_index(drop=True)
     info = {"window_seconds": window, "window_start": _iso(start), "window_end": _iso(newest),
-            "label_source": source.name, "label_location": source_location(ctx, source)}
+            "label_source": source.name, "label_location": sources.location(ctx, source)}
     return frame, info
 
 
@@ -141,6 +102,7 @@ def features_from_feast(ctx: StepContext, model: ir.Model, entities: pd.DataFram
     from feast import FeatureStore
 
     assert ctx.feast_repo is not None
+    feast_connection.prepare(ctx.feast_repo)
     store = FeatureStore(repo_path=str(ctx.feast_repo))
     try:
         service = store.get_feature_service(model.feature_service)
@@ -162,7 +124,7 @@ def features_from_files(ctx: StepContext, model: ir.Model, entities: pd.DataFram
         view = ctx.project.feature_views[view_name]
         source = ctx.project.sources[view.source]
         fields = [f.name for f in view.fields]
-        table = read_source(ctx, source, [*view.join_keys, source.timestamp_field, *fields])
+        table = sources.read(ctx, source, [*view.join_keys, source.timestamp_field, *fields])
         rows = table.to_pandas().rename(columns={source.timestamp_field: "__feature_ts__"})
         rows["__feature_ts__"] = _as_utc(rows["__feature_ts__"])
         rows = rows.sort_values("__feature_ts__", kind="mergesort")
@@ -252,6 +214,12 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
     frame = joined[[*model.entity_keys, ts, label, *features]].copy()
     for name in features:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    dropped = count_rows_without_features(model, frame, len(entities))
+    print(describe_dropped(dropped))
+    limit = model.training.max_dropped_rows
+    if limit is not None and dropped["dropped_share"] > limit:
+        raise StepFailed(f"{describe_dropped(dropped)}: above `training.maxDroppedRows` "
+                         f"({limit:g}); nothing was trained", EXIT_BAD_DATA)
     # the newest rows are the test set: a model is judged on data later than it learned from
     split = model.test_split if test_split is None else test_split
     n_test = int(round(len(frame) * split))
@@ -260,7 +228,7 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
         "snapshot": snapshot_hash(frame), "rows": len(frame),
         "train_rows": len(frame) - n_test, "test_rows": n_test, "retrieval": retrieval,
         "feature_service": model.feature_service, "features": features,
-        "feature_refs": refs, "label": label, "timestamp": ts,
+        "feature_refs": refs, "label": label, "timestamp": ts, **dropped,
     })
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{DATASET_FILE}.tmp"
@@ -268,6 +236,38 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
     tmp.replace(folder / DATASET_FILE)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", "utf-8")
     return Dataset(frame, features, refs, label, ts, info)
+
+
+def count_rows_without_features(model: ir.Model, frame: pd.DataFrame, label_rows: int
+                                ) -> dict[str, Any]:
+    """How many labelled rows the feature join lost, and how many came back without features.
+
+    Lost rows did not come back from the join at all (Feast's retrieval can drop entity
+    rows). Rows without features came back with every feature missing (no view had a row
+    for their keys within the ttl): they stay in the data, filled as serving fills them, but
+    they teach the model nothing, so `training.maxDroppedRows` counts them with the lost.
+    Rows missing only some views' features are counted per view.
+    """
+    features = [ref.field for ref in model.features]
+    empty = int(frame[features].isna().all(axis=1).sum()) if features else 0
+    views = sorted({ref.view for ref in model.features})
+    per_view = {view: int(frame[[r.field for r in model.features if r.view == view]]
+                          .isna().all(axis=1).sum()) for view in views}
+    lost = label_rows - len(frame)
+    return {"label_rows": label_rows, "dropped_rows": lost, "rows_without_features": empty,
+            "dropped_share": round((lost + empty) / label_rows, 6) if label_rows else 0.0,
+            "rows_missing_view": per_view}
+
+
+def describe_dropped(d: dict[str, Any]) -> str:
+    text = (f"training data: {d['label_rows']} labelled rows, {d['dropped_rows']} dropped by "
+            f"the feature join, {d['rows_without_features']} without any feature value "
+            f"({d['dropped_share']:.1%} unusable)")
+    partial = {v: n for v, n in d["rows_missing_view"].items() if n}
+    if partial:
+        text += "; rows without " + ", ".join(
+            f"`{v}` features: {n}" for v, n in partial.items()) + " (filled)"
+    return text
 
 
 def load_dataset(ctx: StepContext) -> Dataset:

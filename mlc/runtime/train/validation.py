@@ -10,7 +10,7 @@ allowed values, the row count (`checks.minRows`) and the age of the newest times
       amount: 12 rows above max 50000 (e.g. row 4711: 73000.5)
 
 Arrow compute does the counting, so a large file is scanned without a copy into pandas.
-Sources other than files are read by Feast at training time and are listed as not checked.
+Warehouse sources are read with the query that training reads them with (mlc/runtime/sources/).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlc.compiler import ir
+from mlc.runtime import sources
 from mlc.runtime.step import EXIT_BAD_DATA, StepContext, StepFailed
-from mlc.runtime.train.data import read_source, source_location, window_seconds
+from mlc.runtime.train.data import window_seconds
 
 REPORT_FILE = "validation.json"
 
@@ -218,20 +219,15 @@ def validate(ctx: StepContext, model: ir.Model, now: dt.datetime | None = None
     reports: list[SourceReport] = []
     for name in sources_of(model, ctx.project):
         source = ctx.project.sources[name]
-        if source.type != "file":
-            reports.append(SourceReport(name, source.type, checked=False,
-                                        note=f"{source.type} sources are read through Feast; "
-                                        "not checked here"))
-            continue
         try:
-            table = read_source(ctx, source)
+            table = sources.read(ctx, source)
         except StepFailed as exc:  # no data is bad data: the same exit code, one report
             problems.append(Problem(name, None, "missing", 0, exc.message))
-            reports.append(SourceReport(name, source_location(ctx, source)))
+            reports.append(SourceReport(name, sources.location(ctx, source)))
             continue
         window = window_seconds(ctx) if name == model.label_source else 0
         found, report = check_table(source, table, window=window, now=now)
-        report.location = source_location(ctx, source)
+        report.location = sources.location(ctx, source)
         problems += found
         reports.append(report)
     return problems, reports

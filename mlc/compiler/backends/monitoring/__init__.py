@@ -11,8 +11,8 @@ Output, per environment:
     monitoring/alertmanagerconfig.yaml         notification routes and the retrain webhook
 
 Subjects are `endpoint-<name>`, `drift-<name>`, `model-<name>` and `feature-view-<name>`
-(rules.py). Every query reads only the metrics of `mlc.metrics` (a test checks each one),
-built through `promql.py`.
+(rules.py), and `scoring-<name>` for batch endpoints (scoring.py). Every query reads only the
+metrics of `mlc.metrics` (a test checks each one), built through `promql.py`.
 
 Assumptions the cluster must meet, documented here because no object can enforce them:
 Prometheus selects these PrometheusRules, PodMonitors and ServiceMonitors (the operator's
@@ -30,12 +30,13 @@ from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
 from .alertmanager import alertmanager_config
 from .rules import RuleSet, rule_sets
+from .scoring import scoring_rule_sets
 
 
 def emit(project: ResolvedProject) -> list[OutputFile]:
     src = project.source
     files = []
-    for rule_set in rule_sets(project):
+    for rule_set in [*rule_sets(project), *scoring_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",
@@ -53,7 +54,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
             OutputFile(f"monitoring/dashboard-{endpoint.k8s_name}.yaml",
                        dashboards.config_map(project, endpoint), src),
         ]
-    if project.drift_checks:
+    if project.drift_checks or any(e.batch for e in project.endpoints.values()):
         files.append(OutputFile("monitoring/servicemonitor-pushgateway.yaml",
                                 servicemonitors.pushgateway_monitor(project), src))
     config = alertmanager_config(project)
