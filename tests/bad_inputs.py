@@ -103,6 +103,23 @@ CASES = [
     Case("python-tag", "MLC009", "ml.yaml:4:9",
          {"ml.yaml": edit("  name: demo\n", "  name: !!python/object:os.system demo\n")}),
     Case("missing-ml-yaml", "MLC001", "", {"environments/dev.yaml": "{}\n"}),
+    Case("line-too-long", "MLC019", "ml.yaml:5:1",
+         {"ml.yaml": edit("  name: demo\n",
+                          "  name: demo\n  description: " + "x" * 60_000 + "\n")}),
+    Case("overlay-line-too-long", "MLC019", "environments/prod.yaml:2:1",
+         {"environments/prod.yaml": "metadata:\n  description: " + "ab " * 7_000 + "\n"}),
+    # --- load: numbers no field can mean ---------------------------------------------------
+    Case("overflowing-float", "MLC020", "ml.yaml:9:10",
+         {"ml.yaml": edit("    cpu: 500m\n", "    cpu: 1e400\n")}),
+    Case("nan-learning-rate", "MLC020", "ml.yaml:35:31",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {learningRate: .nan}\nserving")}),
+    Case("infinite-in-overlay", "MLC020", "environments/prod.yaml:3:40",
+         {"environments/prod.yaml": "models:\n  churn:\n    training: {builtin: "
+                                    "{learningRate: .inf}}\n"}),
+    Case("seed-beyond-64-bits", "MLC021", "ml.yaml:35:23",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {seed: 18446744073709551616}\nserving")}),
     # --- validate: types -----------------------------------------------------------------
     Case("string-for-int", "MLC102", "ml.yaml:35:25",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"

@@ -302,7 +302,10 @@ _SECRET_VALUE = (
     (re.compile(r"https://hooks\.slack\.com/services/\S+"), "a Slack webhook URL"),
     (re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password in it"),
+    # the lookbehind starts a match only where a scheme can start: without it a long run of
+    # letters is retried from every position, quadratic in the length of the value
+    (re.compile(r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
+     "a URL with a password in it"),
 )
 _SECRET_HELP = ("declare it under `secrets:` as `kubernetes: {name, key}` or `external: {store, "
                 "path}` and refer to it by name from a `...Secret` key")

@@ -163,7 +163,10 @@ def _scan(target: Path, env: str, diags: Diagnostics) -> _Tree | None:
 
 def parse_index(data: bytes) -> dict[str, str]:
     """The {path: sha256} of an index file; ValueError if it is damaged."""
-    doc = json.loads(data.decode("utf-8"))
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except RecursionError as exc:  # `[[[[...`: json nests by recursion
+        raise ValueError("nested too deeply to be an mlc index") from exc
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, dict):
         raise ValueError("no `files` mapping")  # noqa: TRY004 - bad data, not a bad call
