@@ -171,6 +171,37 @@ CASES = [
     Case("min-above-max-replicas", "MLC111", "ml.yaml:39:5",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    autoscaling: {minReplicas: 5, maxReplicas: 2}\nmonitoring")}),
+    Case("quantity-too-large", "MLC105", "ml.yaml:9:10",
+         {"ml.yaml": edit("    cpu: 500m\n", "    cpu: \"1e400\"\n")}),
+    Case("duration-not-ascii-digits", "MLC107", "ml.yaml:26:10",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    ttl: \u0663d\n")}),
+    Case("ttl-beyond-ten-years", "MLC107", "ml.yaml:26:10",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    ttl: 99999999999w\n")}),
+    Case("sub-second-timeout", "MLC107", "ml.yaml:35:16",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving",
+                          "      hardware: cpu-small\n      timeout: 500ms\nserving")}),
+    Case("sub-second-canary-pause", "MLC107", "ml.yaml:39:61",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout: {strategy: canary, steps: [{weight: 10, pause: 500ms}]}"
+                          "\nmonitoring")}),
+    Case("cron-reversed-range", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"5-1 * * * *\"\nserving")}),
+    Case("cron-zero-step", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"*/0 * * * *\"\nserving")}),
+    Case("cron-every-sub-second", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"@every 10ms\"\nserving")}),
+    Case("cron-arabic-indic-digit", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"\u0663 * * * *\"\nserving")}),
+    Case("learning-rate-absurd", "MLC111", "ml.yaml:35:31",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {learningRate: 1e300}\nserving")}),
+    Case("negative-seed", "MLC111", "ml.yaml:35:23",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {seed: -1}\nserving")}),
     Case("secret-both-kinds", "MLC114", "ml.yaml:12:3",
          {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    kubernetes: {name: db, key: k}\n"
                           "    external: {store: vault, path: a/b}\nsources:\n")}),
@@ -239,6 +270,13 @@ CASES = [
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),
     Case("overlay-bad-value-later", "MLC105", "environments/prod.yaml:3:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    cpu: lots\n"}),
+    Case("overlay-min-above-max", "MLC111", "environments/prod.yaml:3:32",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    autoscaling: {minReplicas: 1, maxReplicas: 3}\nmonitoring"),
+          "environments/prod.yaml": "serving:\n  churn-api:\n    autoscaling: {minReplicas: 5}\n"}),
+    Case("overlay-replicas-as-string", "MLC102", "environments/prod.yaml:3:32",
+         {"environments/prod.yaml": "serving:\n  churn-api:\n"
+                                    "    autoscaling: {minReplicas: \"3\"}\n"}),
     Case("overlay-unknown-key", "MLC101", "environments/prod.yaml:3:5",
          {"environments/prod.yaml": "serving:\n  churn-api:\n    replica: 3\n"}),
     Case("overlay-patch-typo", "MLC011", "environments/prod.yaml:3:13",

@@ -107,12 +107,31 @@ def _report(doc: Document, exc: ValidationError, diags: Diagnostics) -> None:
                         f"match `{pattern}`", span=locate(doc, path), path=path,
                         help=_field_description(doc, path))
         elif kind in _CODES:
-            span = doc.key_spans.get(path) if key_error else locate(doc, path)
+            span = doc.key_spans.get(path) if key_error else (
+                _overlay_child(doc, path) or locate(doc, path))
             diags.error(_CODES[kind], _message(err), span=span or locate(doc, path), path=path,
                         help=_HELP.get(kind))
         else:
             diags.error(WRONG_TYPE, _wrong_type_message(err), span=locate(doc, path), path=path,
                         help=_type_help(err))
+
+
+def _overlay_child(doc: Document, path: FieldPath) -> Span | None:
+    """For a check over a whole mapping (`minReplicas` above `maxReplicas`): the first of its
+    values that an overlay set, since that later layer is what made the mapping wrong."""
+    node: Any = doc.data
+    for part in path:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    for key in node:
+        span = doc.spans.get((*path, key))
+        if span is not None and span.file != doc.file:
+            return span
+    return None
 
 
 _HELP = {

@@ -13,7 +13,7 @@ class Gpu(Spec):
     type: str = Field(description="GPU product, matched against the node label "
                       "`nvidia.com/gpu.product` (e.g. `NVIDIA-A100-SXM4-80GB`).",
                       pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-    count: PositiveInt = 1
+    count: PositiveInt = Field(1, le=64)
     memory: MemoryQuantity | None = Field(None, description="Minimum GPU memory, for docs and "
                                           "scheduling hints.")
     mig: str | None = Field(None, pattern=r"^[1-7]g\.\d+gb$",

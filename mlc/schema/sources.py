@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import VALUE_TYPES, Duration, FieldName, Name, Spec
+from .types import VALUE_TYPES, FieldName, Name, Seconds, Spec
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
 
@@ -26,7 +26,7 @@ class Column(Spec):
 
 class DataChecks(Spec):
     min_rows: int | None = Field(None, ge=0)
-    max_staleness: Duration | None = Field(None, description="The newest timestamp must be at "
+    max_staleness: Seconds | None = Field(None, description="The newest timestamp must be at "
                                            "most this old when training starts.")
 
 
@@ -120,7 +120,7 @@ class KafkaSource(_Source):
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     format: Literal["json", "avro", "protobuf"] = "json"
     batch_source: Name = Field(description="Batch source holding the same data, for training.")
-    watermark_delay: Duration = "5m"
+    watermark_delay: Seconds = "5m"
 
 
 class PushSource(_Source):
