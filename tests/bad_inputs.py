@@ -208,6 +208,34 @@ CASES = [
     Case("bad-mig-slice", "MLC115", "ml.yaml:11:45",
          {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
                           "    gpu: {type: NVIDIA-A100-SXM4-40GB, mig: half}\n")}),
+    # --- validate: names that become Kubernetes names, keys and variables -----------------
+    Case("secret-key-with-slash", "MLC104", "ml.yaml:13:33",
+         {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n"
+                          "    kubernetes: {name: db, key: a/b}\nsources:\n")}),
+    Case("toleration-key-with-space", "MLC113", "ml.yaml:11:25",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    tolerations: [{key: \"a b\", value: x}]\n")}),
+    Case("toleration-exists-with-value", "MLC114", "ml.yaml:11:19",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    tolerations: [{key: gpu, operator: Exists, value: x}]\n")}),
+    Case("env-var-name-invalid", "MLC104", "ml.yaml:35:50",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], env: {1BAD: x}}\nserving")}),
+    Case("env-var-name-of-the-contract", "MLC104", "ml.yaml:35:50",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], env: {MLC_STEP: x}}"
+                          "\nserving")}),
+    Case("reserved-namespace", "MLC104", "ml.yaml:7:14",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  namespace: kube-system\n")}),
+    Case("source-path-escapes-project", "MLC116", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: ../../etc/passwd\n")}),
+    Case("source-path-absolute", "MLC116", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: /etc/passwd\n")}),
+    Case("expression-nested-too-deep", "MLC206", "ml.yaml:29:31",
+         {"ml.yaml": edit("      - {name: clicks, type: int64}\nmodels", "      - {name: clicks, "
+                          "type: int64}\n    derived:\n      - {name: a, expression: \""
+                          + "-" * 300 + "clicks\"}\nmodels")}),
     # --- validate: secrets written in plain text -----------------------------------------
     Case("literal-password", "MLC110", "ml.yaml:35:63",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"

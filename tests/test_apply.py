@@ -265,7 +265,8 @@ KILLER = textwrap.dedent('''
             settled = state()
         recovered = apply() == 0 and state()
         results.append({"n": n, "killed": os.WIFSIGNALED(status), "state": seen,
-                        "journal": journal, "settled": settled, "recovered": recovered, "leftovers_after_recovery": sorted(
+                        "journal": journal, "settled": settled, "recovered": recovered,
+                        "leftovers_after_recovery": sorted(
                             p.name for p in out.iterdir()
                             if p.name.startswith(".mlc-") and p.name != ".mlc.lock")})
     print(json.dumps({"calls": len(calls), "runs": results}))

@@ -255,8 +255,7 @@ def test_custom_trainer_gets_the_contract(tmp_path):
         "images": {"custom": {"mine": "registry.example.com/ml/trainer:1.0"}},
         "models": {"churn": {"framework": "custom", "training": {
             "custom": {"image": "mine", "command": ["python", "-m", "trainer"],
-                       "args": ["--epochs", "3"], "env": {"LOG_LEVEL": "debug",
-                                                          "MLC_STEP": "mine"}},
+                       "args": ["--epochs", "3"], "env": {"LOG_LEVEL": "debug"}},
             "checkpoint": {"path": "s3://bucket/churn"}}}}})
     c = ap.template(wt, "train")["container"]
     assert c["image"] == "registry.example.com/ml/trainer:1.0"
@@ -264,7 +263,7 @@ def test_custom_trainer_gets_the_contract(tmp_path):
     assert c["args"] == ["--epochs", "3"]
     env = ap.env(c)
     assert env["LOG_LEVEL"]["value"] == "debug"
-    assert env["MLC_STEP"]["value"] == "train"  # the contract wins over the user's env
+    assert env["MLC_STEP"]["value"] == "train"  # a user's MLC_* variable is refused (MLC104)
     assert env["MLC_CHECKPOINT_URI"]["value"] == "s3://bucket/churn"
     for name in ("MLC_PROJECT_JSON", "MLC_PIPELINE", "MLC_MODEL", "MLFLOW_TRACKING_URI",
                  "MLC_RUN_DIR"):
@@ -317,7 +316,8 @@ def test_hostile_strings_never_open_a_tag(tmp_path):
     files, wt = train_template(tmp_path, {
         "platform": {"mlflow": {"trackingUri": "http://mlflow/" + HOSTILE}},
         "images": {"custom": {"mine": "registry.example.com/ml/trainer:1.0"}},
-        "hardware": {"cpu-small": {"tolerations": [{"key": "team", "value": HOSTILE,
+        # toleration values follow Kubernetes' label rules (MLC113), so no tag fits in one
+        "hardware": {"cpu-small": {"tolerations": [{"key": "team", "value": "ml.team_1",
                                                     "effect": "NoSchedule"}]}},
         "models": {"churn": {"framework": "custom", "description": HOSTILE, "training": {
             "custom": {"image": "mine", "command": ["python", "-c", HOSTILE],
@@ -339,7 +339,7 @@ def test_hostile_strings_never_open_a_tag(tmp_path):
     assert argo_substitute(env["MLC_CHECKPOINT_DIR"]["value"]).endswith(HOSTILE)
     values = [argo_substitute(t.get("value", "")) for t in ap.template(wt, "train")
               ["tolerations"]]
-    assert HOSTILE in values
+    assert "ml.team_1" in values
 
 
 def test_hostile_strings_stay_inert_in_distributed_manifests(tmp_path):

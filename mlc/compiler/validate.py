@@ -25,6 +25,7 @@ _CODES: dict[str, str] = {
     "missing": "MLC103",
     "union_tag_not_found": "MLC103",
     "mlc_name": "MLC104",
+    "mlc_key": "MLC104",  # a Kubernetes key or variable name: the message says what fits
     "mlc_quantity": "MLC105",
     "mlc_cron": "MLC106",
     "mlc_duration": "MLC107",
@@ -44,6 +45,7 @@ _CODES: dict[str, str] = {
     "mlc_label": "MLC113",
     "mlc_one_of": "MLC114",
     "string_pattern_mismatch": "MLC115",
+    "mlc_path": "MLC116",
 }
 WRONG_TYPE = "MLC102"
 LITERAL_SECRET = "MLC110"

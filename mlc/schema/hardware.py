@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Quantity, Spec
 
@@ -22,10 +23,17 @@ class Gpu(Spec):
 
 
 class Toleration(Spec):
-    key: str
+    key: LabelKey  # taints are keyed like labels
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self):
+        if self.operator == "Exists" and self.value:
+            raise PydanticCustomError("mlc_one_of", "a toleration with `operator: Exists` "
+                                      "matches any value; remove `value`", {})
+        return self
 
 
 class HardwareProfile(Spec):

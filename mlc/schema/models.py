@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from .types import (
     Cron,
     DnsLabel,
+    EnvVarName,
     FieldName,
     Fraction,
     ImageRef,
@@ -39,7 +40,7 @@ class CustomTrainer(Spec):
     image: Name | ImageRef = Field(description="A name under `images.custom`, or a reference.")
     command: list[str] = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
 
 
 class Backoff(Spec):

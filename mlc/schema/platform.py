@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
+from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
 
 class Mlflow(Spec):
@@ -75,7 +75,8 @@ class RunVolume(Spec):
 
 
 class Platform(Spec):
-    namespace: DnsLabel | None = Field(None, description="Defaults to `<project>-<env>`.")
+    namespace: ProjectNamespace | None = Field(None, description="Defaults to "
+                                               "`<project>-<env>`.")
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(

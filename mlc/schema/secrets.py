@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import DnsLabel, Spec
+from .types import DnsLabel, SecretKey, Spec
 
 
 class KubernetesSecretRef(Spec):
     name: DnsLabel
-    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$")
+    key: SecretKey
 
 
 class ExternalSecretRef(Spec):

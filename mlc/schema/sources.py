@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import VALUE_TYPES, FieldName, Name, Seconds, Spec
+from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
 
@@ -47,7 +47,7 @@ def _table_or_query(source: _Source) -> None:
 
 class FileSource(_Source):
     type: Literal["file"]
-    path: str = Field(min_length=1, description="Local path (relative to ml.yaml) or an "
+    path: SourcePath = Field(min_length=1, description="Local path (relative to ml.yaml) or an "
                       "object-store URI (s3://, gs://, az://).")
     format: Literal["parquet", "csv"] = "parquet"
     endpoint_override: str | None = Field(None, description="S3-compatible endpoint URL.")
@@ -104,7 +104,7 @@ class PostgresSource(_Source):
 class SparkSource(_Source):
     type: Literal["spark"]
     table: str | None = Field(None, pattern=r"^[A-Za-z0-9_.]+$")
-    path: str | None = None
+    path: SourcePath | None = None
     file_format: Literal["parquet", "csv", "json", "avro", "delta"] = "parquet"
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ wording lives here next to the rule and the code table lives in one place.
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from typing import Annotated
 
@@ -83,6 +84,69 @@ def _label_value(value: str) -> str:
 
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+def _namespace(value: str) -> str:
+    value = _check(DNS_LABEL_RE, "mlc_key", "namespace", "a DNS-1123 label")(value)
+    if value == "default" or value.startswith("kube-"):
+        raise PydanticCustomError(
+            "mlc_key", "namespace `{value}` is reserved: `default` and `kube-*` belong to the "
+            "cluster itself (kube-system runs its control plane)", {"value": value})
+    return value
+
+
+# The namespace mlc creates and fills with the project's objects; pruning runs there.
+ProjectNamespace = Annotated[str, AfterValidator(_namespace)]
+
+# Names of environment variables a container is given. Kubernetes checks them with this rule
+# (IsEnvVarName); MLC_ and the few others below are the step contract's own, which would win
+# over a user's variable of the same name, so such a variable is refused instead of dropped.
+ENV_VAR_RE = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]{0,254}")
+_CONTRACT_ENV = frozenset({"HOME", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
+                           "MASTER_ADDR", "MASTER_PORT", "JOBSET_NAME"})
+
+
+def _env_var_name(value: str) -> str:
+    value = _check(ENV_VAR_RE, "mlc_key", "environment variable name",
+                   "letters, digits, `_`, `-` or `.`, not starting with a digit "
+                   "(e.g. `BATCH_SIZE`)")(value)
+    if value in _CONTRACT_ENV or value.startswith(("MLC_", "PET_")):
+        raise PydanticCustomError(
+            "mlc_key", "environment variable `{value}` is set by mlc itself (the step "
+            "contract: HOME, MLFLOW_*, MLC_*, PET_*, MASTER_*); choose another name",
+            {"value": value})
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
+
+# A key inside a Kubernetes Secret or ConfigMap (IsConfigMapKey).
+SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+SecretKey = Annotated[str, AfterValidator(_check(
+    SECRET_KEY_RE, "mlc_key", "secret key", "at most 253 letters, digits, `-`, `_` or `.` "
+    "(e.g. `password`)"))]
+
+
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
+
+
+def _source_path(value: str) -> str:
+    if _URI.fullmatch(value):
+        return value
+    if value.startswith(("/", "~")) or re.match(r"[A-Za-z]:", value):
+        problem = "an absolute path"
+    elif posixpath.normpath(value.replace("\\", "/")).split("/")[0] == "..":
+        problem = "a path that leaves the project folder"
+    else:
+        return value
+    raise PydanticCustomError(
+        "mlc_path", "`{value}` is {problem}: local data paths are relative to ml.yaml and stay "
+        "inside the project (in a cluster, only the run's volume is there)",
+        {"value": _shown(value), "problem": problem})
+
+
+# Where a source's data is: an object-store URI, or a path inside the project folder.
+SourcePath = Annotated[str, AfterValidator(_source_path)]
+
 
 # Kubernetes resource quantities. CPU may be written as a number (2, 0.5) or a string ("500m").
 # `[0-9]`, not `\d`: `\d` also matches other scripts' digits, which Kubernetes refuses.
