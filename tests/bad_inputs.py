@@ -247,6 +247,17 @@ CASES = [
     Case("password-in-url", "MLC110", "ml.yaml:8:18",
          {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  mlflow:\n"
                           "    trackingUri: https://admin:s3cret@mlflow.example.com\n")}),
+    Case("literal-jwt-in-overlay", "MLC110", "environments/prod.yaml:2:16",
+         {"environments/prod.yaml": "metadata:\n  description: " + ".".join([
+             "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+             "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"]) + "\n"}),
+    Case("password-flag-in-args", "MLC110", "ml.yaml:35:66",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], args: [--db-password, "
+                          "hunter2hunter2]}\nserving")}),
+    Case("redis-url-empty-user-password", "MLC110", "ml.yaml:8:18",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  mlflow:\n"
+                          "    trackingUri: redis://:s3cretpass@cache.example.com:6379\n")}),
     # --- resolve: references --------------------------------------------------------------
     Case("unknown-hardware", "MLC201", "ml.yaml:34:17",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-smal\n"

@@ -72,6 +72,9 @@ class Document:
     spans: Mapping[FieldPath, Span] = field(default_factory=dict)
     key_spans: Mapping[FieldPath, Span] = field(default_factory=dict)
     raw: bytes = field(default=b"", repr=False, compare=False)  # the bytes read, for hashing
+    # the text of every file the document was loaded from, by name: for checks that read
+    # comments, which the data does not keep (literal_secrets.py's allowlist pragma)
+    texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def span_for(self, path: FieldPath) -> Span | None:
         """The value span of the deepest existing prefix of `path`, so that an error about a
@@ -168,7 +171,7 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
     spans = {path: span for is_key, path, span in composer.entries if not is_key}
     if not isinstance(root, dict):
         if root is None and allow_empty:  # an overlay with nothing to override
-            return Document(file, {}, {(): Span(file, 1, 1, 2)}, {})
+            return Document(file, {}, {(): Span(file, 1, 1, 2)}, {}, texts={file: text})
         if root is None:
             diags.error("MLC007", f"{file} is empty", span=Span(file, 1, 1, 2),
                         help="add `key: value` lines, or delete the file")
@@ -177,7 +180,7 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
                         f"found {_type_name(root)}", span=spans.get(()) or Span(file))
         return None
     key_spans = {path: span for is_key, path, span in composer.entries if is_key}
-    return Document(file, root, spans, key_spans)
+    return Document(file, root, spans, key_spans, texts={file: text})
 
 
 def _lines_fit(text: str, file: str, diags: Diagnostics) -> bool:

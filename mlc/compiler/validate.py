@@ -3,7 +3,7 @@
 pydantic does the checking (strict: no `"2"` for 2, no `1` for true); this pass turns its
 errors into diagnostics with stable codes, points them at the layer that set the value, and
 adds what pydantic cannot know: "did you mean" for keys and enum values, and a scan for
-secret values written in plain text.
+secret values written in plain text (literal_secrets.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..schema import API_VERSION, Project
+from . import literal_secrets
 from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean, format_path
 from .load import Document
 
@@ -48,7 +49,6 @@ _CODES: dict[str, str] = {
     "mlc_path": "MLC116",
 }
 WRONG_TYPE = "MLC102"
-LITERAL_SECRET = "MLC110"
 BAD_API_VERSION = "MLC112"
 
 
@@ -70,7 +70,7 @@ def locate(doc: Document, path: FieldPath) -> Span | None:
 
 def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
     """The typed project, or None after adding diagnostics for everything that is wrong."""
-    _scan_for_literal_secrets(doc, doc.data, (), diags)
+    literal_secrets.scan(doc, diags)
     try:
         project = Project.model_validate(doc.data, strict=True)
     except ValidationError as exc:
@@ -310,45 +310,3 @@ def _pick_model(tp: Any, node: Any) -> type[BaseModel] | None:
 
 def _dotted(path: FieldPath) -> str:
     return format_path(path)
-
-
-# ---------------------------------------------------------------------------------------
-# Literal secrets: ml.yaml is committed to git, so a secret value in it is already leaked.
-
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api[-_]?key|access[-_]?key|"
-                         r"private[-_]?key|credentials?)$")
-_SECRET_VALUE = (
-    (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key"),
-    (re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-    (re.compile(r"https://hooks\.slack\.com/services/\S+"), "a Slack webhook URL"),
-    (re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    # the lookbehind starts a match only where a scheme can start: without it a long run of
-    # letters is retried from every position, quadratic in the length of the value
-    (re.compile(r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
-     "a URL with a password in it"),
-)
-_SECRET_HELP = ("declare it under `secrets:` as `kubernetes: {name, key}` or `external: {store, "
-                "path}` and refer to it by name from a `...Secret` key")
-
-
-def _scan_for_literal_secrets(doc: Document, node: Any, path: FieldPath,
-                              diags: Diagnostics) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = (*path, key)
-            if (path[:1] != ("secrets",) and isinstance(value, str) and value
-                    and _SECRET_KEY.search(str(key)) and not str(key).endswith("Secret")):
-                diags.error(LITERAL_SECRET, f"`{key}` looks like a secret written in plain text",
-                            span=doc.span_for(child), path=child, help=_SECRET_HELP)
-            else:
-                _scan_for_literal_secrets(doc, value, child, diags)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            _scan_for_literal_secrets(doc, value, (*path, index), diags)
-    elif isinstance(node, str):
-        for pattern, what in _SECRET_VALUE:
-            if pattern.search(node):
-                diags.error(LITERAL_SECRET, f"this value contains {what}",
-                            span=doc.span_for(path), path=path, help=_SECRET_HELP)
-                break
