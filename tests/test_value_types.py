@@ -7,6 +7,7 @@ whatever it cannot use is refused with its own error, never an exception.
 from __future__ import annotations
 
 import math
+import re
 import string
 from datetime import timedelta
 
@@ -19,9 +20,14 @@ from mlc.schema.types import (
     MAX_DURATION_SECONDS,
     MAX_QUANTITY,
     Cron,
+    DnsLabel,
     Duration,
+    EnvVarName,
+    LabelKey,
+    LabelValue,
     Quantity,
     Seconds,
+    SecretKey,
     cron_problem,
     duration_seconds,
     quantity_value,
@@ -152,3 +158,67 @@ def test_cron_refusals(expr):
                                   "*/15 0-6 1,15 * *", "0  3 * * *"])
 def test_cron_acceptances(expr):
     assert cron_problem(expr) is None
+
+
+# ---------------------------------------------------------------------------------------
+# names, against Kubernetes' own rules (k8s.io/apimachinery/pkg/util/validation), written
+# out here from its documentation rather than taken from mlc
+
+def _k8s_dns1123_label(v: str) -> bool:
+    return len(v) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", v) is not None
+
+
+def _k8s_dns1123_subdomain(v: str) -> bool:
+    return len(v) <= 253 and all(_k8s_dns1123_label(p) for p in v.split("."))
+
+
+def _k8s_qualified_name(v: str) -> bool:  # label keys, toleration keys
+    prefix, slash, name = v.rpartition("/")
+    if slash and not (prefix and _k8s_dns1123_subdomain(prefix)):
+        return False
+    return 0 < len(name) <= 63 and re.fullmatch(
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", name) is not None
+
+
+def _k8s_label_value(v: str) -> bool:
+    return v == "" or (len(v) <= 63 and re.fullmatch(
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", v) is not None)
+
+
+def _no_chdir(v: str) -> bool:
+    return v not in (".", "..") and not v.startswith("..")
+
+
+def _k8s_config_map_key(v: str) -> bool:
+    return len(v) <= 253 and re.fullmatch(r"[-._a-zA-Z0-9]+", v) is not None and _no_chdir(v)
+
+
+def _k8s_env_var_name(v: str) -> bool:
+    return re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", v) is not None and _no_chdir(v)
+
+
+name_text = st.one_of(
+    st.text(alphabet=st.sampled_from("aZ09-_./ \u0663é"), max_size=70),
+    st.text(alphabet=st.sampled_from("ab-."), min_size=60, max_size=300),
+    st.tuples(st.text(alphabet=st.sampled_from("ab-."), min_size=1, max_size=300),
+              st.sampled_from(["/x", "/a.b", "/"])).map("".join),
+    st.integers(60, 70).map(lambda n: "a" * n + ".b/x"),
+    st.text(max_size=20))
+
+RULES = [(DnsLabel, _k8s_dns1123_label), (LabelKey, _k8s_qualified_name),
+         (LabelValue, _k8s_label_value), (SecretKey, _k8s_config_map_key),
+         (EnvVarName, _k8s_env_var_name)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(range(len(RULES))), name_text)
+def test_an_accepted_name_passes_kubernetes_rules(which, text):
+    kind, rule = RULES[which]
+    if _accepted(TypeAdapter(kind), text):
+        assert rule(text), (kind, text)
+
+
+@pytest.mark.parametrize("text", [".", "..", "..x"])
+def test_folder_steps_are_not_keys(text):
+    assert not _accepted(TypeAdapter(SecretKey), text)
+    assert not _accepted(TypeAdapter(EnvVarName), text)

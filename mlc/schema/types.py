@@ -66,7 +66,8 @@ LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
 
 def _label_key(value: str) -> str:
     prefix, _, _ = value.rpartition("/")
-    if not LABEL_KEY_RE.fullmatch(value) or len(prefix) > 253:
+    if (not LABEL_KEY_RE.fullmatch(value) or len(prefix) > 253
+            or any(len(part) > 63 for part in prefix.split("."))):
         raise PydanticCustomError(
             "mlc_label", "invalid label key `{value}`: expected an optional DNS prefix and `/`, "
             "then at most 63 letters, digits, `-`, `_` or `.` (e.g. `team` or `example.com/tier`)",
@@ -105,10 +106,20 @@ _CONTRACT_ENV = frozenset({"HOME", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN
                            "MASTER_ADDR", "MASTER_PORT", "JOBSET_NAME"})
 
 
+def _not_a_folder_step(value: str, what: str) -> str:
+    # Kubernetes refuses `.`, `..` and a leading `..` in keys and variable names: they are
+    # used as file names when mounted
+    if value in (".", "..") or value.startswith(".."):
+        raise PydanticCustomError("mlc_key", "invalid {what} `{value}`: it may not be `.` or "
+                                  "`..` or start with `..`", {"what": what, "value": value})
+    return value
+
+
 def _env_var_name(value: str) -> str:
     value = _check(ENV_VAR_RE, "mlc_key", "environment variable name",
                    "letters, digits, `_`, `-` or `.`, not starting with a digit "
                    "(e.g. `BATCH_SIZE`)")(value)
+    _not_a_folder_step(value, "environment variable name")
     if value in _CONTRACT_ENV or value.startswith(("MLC_", "PET_")):
         raise PydanticCustomError(
             "mlc_key", "environment variable `{value}` is set by mlc itself (the step "
@@ -123,7 +134,7 @@ EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
 SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 SecretKey = Annotated[str, AfterValidator(_check(
     SECRET_KEY_RE, "mlc_key", "secret key", "at most 253 letters, digits, `-`, `_` or `.` "
-    "(e.g. `password`)"))]
+    "(e.g. `password`)")), AfterValidator(lambda v: _not_a_folder_step(v, "secret key"))]
 
 
 _URI = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
