@@ -258,3 +258,18 @@ def test_plan_reads_a_folder_it_may_not_write(tmp_path, capsys):
     # plan never writes: a missing output folder is planned against, not created
     assert main(["plan", "-C", str(project), "--out", str(tmp_path / "nowhere")]) == 0
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_damaged_journal_is_a_located_error(tmp_path, capsys):
+    project = _project(tmp_path)
+    out = tmp_path / "out"
+    assert main(["compile", "-C", str(project), "--out", str(out)]) == 0
+    (out / swap.JOURNAL_NAME).write_text("[" * 100_000)
+    before = {env: generated(out / env) for env in ENVS}
+    capsys.readouterr()
+    for command in ("compile", "apply"):
+        assert main([command, "-C", str(project), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "error[MLC903]" in err and f"--> {out / swap.JOURNAL_NAME}" in err, err
+        assert "Traceback" not in err and "internal error" not in err
+    assert {env: generated(out / env) for env in ENVS} == before

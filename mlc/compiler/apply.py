@@ -27,7 +27,7 @@ from .diagnostics import Diagnostics
 from .out_dir import check_out_dir
 from .plan import saved as saved_plans
 from .plan.risks import HAND_EDITED, NOT_GENERATED
-from .write import check_write, output_lock, write_environments
+from .write import check_write, output_lock, report_os_error, write_environments
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 STALE_PLAN = "MLC911"
@@ -49,14 +49,27 @@ def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool 
               allow_delete: bool = False, color: bool = False, diags: Diagnostics,
               stdout: IO[str] | None = None) -> int:
     from .pipeline import compile_project
-    from .plan.build import build_plan, environments_to_read, read_trees
-    from .plan.command import report_tree_error
-    from .plan.formats import render_text
-    from .plan.trees import TreeError
+    from .plan.build import environments_to_read
 
     stdout = stdout or sys.stdout
     compiled = compile_project(root, envs, diags)  # before the lock: compiling is the slow part
     to_read = environments_to_read([c.env for c in compiled], compiled[0].project.environments)
+    try:
+        return _apply_compiled(root, compiled, to_read, out_dir, force=force,
+                               allow_delete=allow_delete, color=color, diags=diags,
+                               stdout=stdout)
+    except OSError as exc:  # taking the lock, or finishing an interrupted write
+        report_os_error(exc, Path(out_dir), diags)
+        return EXIT_INVALID
+
+
+def _apply_compiled(root, compiled, to_read, out_dir, *, force, allow_delete, color, diags,
+                    stdout) -> int:
+    from .plan.build import build_plan, read_trees
+    from .plan.command import report_tree_error
+    from .plan.formats import render_text
+    from .plan.trees import TreeError
+
     with output_lock(out_dir):
         try:
             trees = read_trees(out_dir, to_read, shown_out=str(out_dir))
@@ -74,9 +87,6 @@ def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool 
 def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
                 allow_delete: bool = False, diags: Diagnostics,
                 stdout: IO[str] | None = None) -> int:
-    from .plan.command import report_tree_error
-    from .plan.trees import TreeError, read_disk_tree
-
     stdout = stdout or sys.stdout
     try:
         plan = saved_plans.load(plan_file)
@@ -92,6 +102,19 @@ def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
     out_dir = plan.out_dir(root)
     if not check_out_dir(root, out_dir, diags):
         return EXIT_INVALID
+    try:
+        return _apply_plan(plan, plan_file, out_dir, force=force, allow_delete=allow_delete,
+                           diags=diags, stdout=stdout)
+    except OSError as exc:  # taking the lock, or finishing an interrupted write
+        report_os_error(exc, Path(out_dir), diags)
+        return EXIT_INVALID
+
+
+def _apply_plan(plan, plan_file: Path, out_dir: Path, *, force: bool, allow_delete: bool,
+                diags: Diagnostics, stdout: IO[str]) -> int:
+    from .plan.command import report_tree_error
+    from .plan.trees import TreeError, read_disk_tree
+
     envs_json = {e["name"]: e for e in plan.plan.get("environments", [])}
     with output_lock(out_dir):
         targets = []

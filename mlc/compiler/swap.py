@@ -35,6 +35,10 @@ INDEX_NAME = ".mlc-index.json"
 FILE_MODE = 0o644
 
 
+class DamagedJournal(OSError):
+    """The journal of an interrupted transaction cannot be read; nothing is touched."""
+
+
 def staging_of(out_dir: Path, env: str) -> Path:
     return out_dir / f".mlc-staging-{env}"
 
@@ -85,8 +89,7 @@ def finish_interrupted(out_dir: Path) -> None:
         if not isinstance(wanted, dict):
             raise TypeError("environments")
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise OSError(errno.EINVAL, f"{journal} is damaged ({exc}); restore the output "
-                      "folder from git and delete the file") from None
+        raise DamagedJournal(errno.EINVAL, f"{journal} is damaged ({exc})") from None
     for env, sha in sorted(wanted.items()):
         target, staging, aside = out_dir / env, staging_of(out_dir, env), aside_of(out_dir, env)
         if _index_sha(target) == sha or _index_sha(staging) != sha:

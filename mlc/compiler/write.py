@@ -37,6 +37,7 @@ from mlc.compiler.diagnostics import Diagnostics, Span
 from mlc.compiler.output import check_path
 from mlc.compiler.swap import (
     JOURNAL_NAME,
+    DamagedJournal,
     aside_of,
     commit,
     finish_interrupted,
@@ -92,18 +93,30 @@ def write_environments(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], 
     try:
         return _write(out_dir, trees, force, diags)
     except OSError as exc:
-        # Everything before the swaps happens in staging copies and failed swaps are rolled
-        # back, so the old trees are in place (or aside, put back by the next run).
-        notes = [f"the old tree of `{env}` is in {aside_of(out_dir, env)}; the next mlc run "
-                 "puts it back" for env in sorted(trees)
-                 if os.path.lexists(aside_of(out_dir, env))
-                 and not os.path.lexists(out_dir / env)]
-        where = Path(exc.filename) if isinstance(exc.filename, str) else out_dir
-        diags.error("MLC904", f"could not write {out_dir}: {exc.strerror or exc}",
-                    span=Span(str(where)), notes=notes,
-                    help="free space or fix permissions, then run mlc again; no environment "
-                    "was changed")
+        report_os_error(exc, out_dir, diags, envs=sorted(trees))
         return None
+
+
+def report_os_error(exc: OSError, out_dir: Path, diags: Diagnostics, *,
+                    envs: list[str] = ()) -> None:
+    """An OS error while working on the output folder, as MLC904 (or MLC903 for a damaged
+    journal), located at the file it names."""
+    if isinstance(exc, DamagedJournal):
+        journal = out_dir / JOURNAL_NAME
+        diags.error("MLC903", f"{exc.strerror}: an interrupted write cannot be finished",
+                    span=Span(str(journal)), help="restore the output folder from git, then "
+                    f"delete {journal}")
+        return
+    # Everything before the swaps happens in staging copies and failed swaps are rolled
+    # back, so the old trees are in place (or aside, put back by the next run).
+    notes = [f"the old tree of `{env}` is in {aside_of(out_dir, env)}; the next mlc run "
+             "puts it back" for env in envs
+             if os.path.lexists(aside_of(out_dir, env)) and not os.path.lexists(out_dir / env)]
+    where = Path(exc.filename) if isinstance(exc.filename, str) else out_dir
+    diags.error("MLC904", f"could not write {out_dir}: {exc.strerror or exc}",
+                span=Span(str(where)), notes=notes,
+                help="free space or fix permissions, then run mlc again; no environment "
+                "was changed")
 
 
 def _check_arguments(env: str, files: Mapping[str, bytes]) -> None:
