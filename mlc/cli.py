@@ -92,17 +92,20 @@ def _validate(args, diags) -> int:
 
 def _compile(args, diags) -> int:
     from .compiler.pipeline import compile_project
-    from .compiler.write import write_environment
+    from .compiler.write import write_environments
 
     root = _root(args)
-    out_dir = Path(args.out) if args.out else root / "deploy"
+    out_dir = _out_dir(args, diags)
+    if out_dir is None:
+        return EXIT_INVALID
     compiled = compile_project(root, args.env, diags)
-    for result in compiled:
-        written = write_environment(out_dir, result.env, result.files, force=args.force,
-                                    diags=diags)
-        if written is None:
-            return EXIT_INVALID
-        print(f"{result.env}: {len(result.files)} files in {out_dir / result.env} "
+    # every environment or none: a refusal in one leaves the others untouched too
+    results = write_environments(out_dir, {c.env: c.files for c in compiled}, force=args.force,
+                                 diags=diags)
+    if results is None:
+        return EXIT_INVALID
+    for c, written in zip(compiled, results, strict=True):
+        print(f"{c.env}: {len(c.files)} files in {out_dir / c.env} "
               f"({len(written.written)} written, {len(written.removed)} removed, "
               f"{len(written.unchanged)} unchanged)")
     return EXIT_OK
@@ -125,14 +128,21 @@ def _schema(args, diags) -> int:
     return EXIT_OK
 
 
-def _out_dir(args) -> Path:
-    return Path(args.out) if args.out else _root(args) / "deploy"
+def _out_dir(args, diags, *, writing: bool = True) -> Path | None:
+    """The output folder, None (with a diagnostic) when using it would be unsafe."""
+    from .compiler.out_dir import check_out_dir
+
+    out_dir = Path(args.out) if args.out else _root(args) / "deploy"
+    return out_dir if check_out_dir(_root(args), out_dir, diags, writing=writing) else None
 
 
 def _plan(args, diags) -> int:
     from .compiler.plan.command import run_plan
 
-    return run_plan(_root(args), args.env, _out_dir(args), fmt=args.format,
+    out_dir = _out_dir(args, diags, writing=False)
+    if out_dir is None:
+        return EXIT_INVALID
+    return run_plan(_root(args), args.env, out_dir, fmt=args.format,
                     base_ref=args.base_ref, save=Path(args.save) if args.save else None,
                     detailed=args.detailed_exitcode,
                     color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
@@ -148,7 +158,10 @@ def _apply(args, diags) -> int:
     if args.plan:
         return apply_saved(_root(args), Path(args.plan), force=args.force,
                            allow_delete=args.allow_delete, diags=diags)
-    return run_apply(_root(args), args.env, _out_dir(args), force=args.force,
+    out_dir = _out_dir(args, diags)
+    if out_dir is None:
+        return EXIT_INVALID
+    return run_apply(_root(args), args.env, out_dir, force=args.force,
                      allow_delete=args.allow_delete,
                      color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
 

@@ -125,6 +125,23 @@ CASES = [
     Case("python-tag", "MLC009", "ml.yaml:4:9",
          {"ml.yaml": edit("  name: demo\n", "  name: !!python/object:os.system demo\n")}),
     Case("missing-ml-yaml", "MLC001", "", {"environments/dev.yaml": "{}\n"}),
+    Case("line-too-long", "MLC019", "ml.yaml:5:1",
+         {"ml.yaml": edit("  name: demo\n",
+                          "  name: demo\n  description: " + "x" * 60_000 + "\n")}),
+    Case("overlay-line-too-long", "MLC019", "environments/prod.yaml:2:1",
+         {"environments/prod.yaml": "metadata:\n  description: " + "ab " * 7_000 + "\n"}),
+    # --- load: numbers no field can mean ---------------------------------------------------
+    Case("overflowing-float", "MLC020", "ml.yaml:9:10",
+         {"ml.yaml": edit("    cpu: 500m\n", "    cpu: 1e400\n")}),
+    Case("nan-learning-rate", "MLC020", "ml.yaml:35:31",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {learningRate: .nan}\nserving")}),
+    Case("infinite-in-overlay", "MLC020", "environments/prod.yaml:3:40",
+         {"environments/prod.yaml": "models:\n  churn:\n    training: {builtin: "
+                                    "{learningRate: .inf}}\n"}),
+    Case("seed-beyond-64-bits", "MLC021", "ml.yaml:35:23",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {seed: 18446744073709551616}\nserving")}),
     # --- validate: types -----------------------------------------------------------------
     Case("string-for-int", "MLC102", "ml.yaml:35:25",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
@@ -176,12 +193,71 @@ CASES = [
     Case("min-above-max-replicas", "MLC111", "ml.yaml:39:5",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    autoscaling: {minReplicas: 5, maxReplicas: 2}\nmonitoring")}),
+    Case("quantity-too-large", "MLC105", "ml.yaml:9:10",
+         {"ml.yaml": edit("    cpu: 500m\n", "    cpu: \"1e400\"\n")}),
+    Case("duration-not-ascii-digits", "MLC107", "ml.yaml:26:10",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    ttl: \u0663d\n")}),
+    Case("ttl-beyond-ten-years", "MLC107", "ml.yaml:26:10",
+         {"ml.yaml": edit("    source: events\n", "    source: events\n    ttl: 99999999999w\n")}),
+    Case("sub-second-timeout", "MLC107", "ml.yaml:35:16",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving",
+                          "      hardware: cpu-small\n      timeout: 500ms\nserving")}),
+    Case("sub-second-canary-pause", "MLC107", "ml.yaml:39:61",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout: {strategy: canary, steps: [{weight: 10, pause: 500ms}]}"
+                          "\nmonitoring")}),
+    Case("cron-reversed-range", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"5-1 * * * *\"\nserving")}),
+    Case("cron-zero-step", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"*/0 * * * *\"\nserving")}),
+    Case("cron-every-sub-second", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"@every 10ms\"\nserving")}),
+    Case("cron-arabic-indic-digit", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      schedule: \"\u0663 * * * *\"\nserving")}),
+    Case("learning-rate-absurd", "MLC111", "ml.yaml:35:31",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {learningRate: 1e300}\nserving")}),
+    Case("negative-seed", "MLC111", "ml.yaml:35:23",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      builtin: {seed: -1}\nserving")}),
     Case("secret-both-kinds", "MLC114", "ml.yaml:12:3",
          {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    kubernetes: {name: db, key: k}\n"
                           "    external: {store: vault, path: a/b}\nsources:\n")}),
     Case("bad-mig-slice", "MLC115", "ml.yaml:11:45",
          {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
                           "    gpu: {type: NVIDIA-A100-SXM4-40GB, mig: half}\n")}),
+    # --- validate: names that become Kubernetes names, keys and variables -----------------
+    Case("secret-key-with-slash", "MLC104", "ml.yaml:13:33",
+         {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n"
+                          "    kubernetes: {name: db, key: a/b}\nsources:\n")}),
+    Case("toleration-key-with-space", "MLC113", "ml.yaml:11:25",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    tolerations: [{key: \"a b\", value: x}]\n")}),
+    Case("toleration-exists-with-value", "MLC114", "ml.yaml:11:19",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    tolerations: [{key: gpu, operator: Exists, value: x}]\n")}),
+    Case("env-var-name-invalid", "MLC104", "ml.yaml:35:50",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], env: {1BAD: x}}\nserving")}),
+    Case("env-var-name-of-the-contract", "MLC104", "ml.yaml:35:50",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], env: {MLC_STEP: x}}"
+                          "\nserving")}),
+    Case("reserved-namespace", "MLC104", "ml.yaml:7:14",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  namespace: kube-system\n")}),
+    Case("source-path-escapes-project", "MLC116", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: ../../etc/passwd\n")}),
+    Case("source-path-absolute", "MLC116", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: /etc/passwd\n")}),
+    Case("expression-nested-too-deep", "MLC206", "ml.yaml:29:31",
+         {"ml.yaml": edit("      - {name: clicks, type: int64}\nmodels", "      - {name: clicks, "
+                          "type: int64}\n    derived:\n      - {name: a, expression: \""
+                          + "-" * 300 + "clicks\"}\nmodels")}),
     # --- validate: secrets written in plain text -----------------------------------------
     Case("literal-password", "MLC110", "ml.yaml:35:63",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
@@ -193,6 +269,17 @@ CASES = [
     Case("password-in-url", "MLC110", "ml.yaml:8:18",
          {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  mlflow:\n"
                           "    trackingUri: https://admin:s3cret@mlflow.example.com\n")}),
+    Case("literal-jwt-in-overlay", "MLC110", "environments/prod.yaml:2:16",
+         {"environments/prod.yaml": "metadata:\n  description: " + ".".join([
+             "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+             "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"]) + "\n"}),
+    Case("password-flag-in-args", "MLC110", "ml.yaml:35:66",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], args: [--db-password, "
+                          "hunter2hunter2]}\nserving")}),
+    Case("redis-url-empty-user-password", "MLC110", "ml.yaml:8:18",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  mlflow:\n"
+                          "    trackingUri: redis://:s3cretpass@cache.example.com:6379\n")}),
     # --- resolve: references --------------------------------------------------------------
     Case("unknown-hardware", "MLC201", "ml.yaml:34:17",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-smal\n"
@@ -253,7 +340,7 @@ CASES = [
     Case("external-secret-without-store", "MLC220", "ml.yaml:13:5",
          {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    external: {path: a/b}\n"
                           "sources:\n")}),
-    Case("env-name-of-mlc", "MLC221", "ml.yaml:39:24",
+    Case("env-name-of-mlc", "MLC104", "ml.yaml:39:24",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    env: {MLC_RUN_DIR: /data}\nmonitoring")}),
     Case("secret-name-taken", "MLC222", "ml.yaml:15:24",
@@ -308,6 +395,13 @@ CASES = [
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),
     Case("overlay-bad-value-later", "MLC105", "environments/prod.yaml:3:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    cpu: lots\n"}),
+    Case("overlay-min-above-max", "MLC111", "environments/prod.yaml:3:32",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    autoscaling: {minReplicas: 1, maxReplicas: 3}\nmonitoring"),
+          "environments/prod.yaml": "serving:\n  churn-api:\n    autoscaling: {minReplicas: 5}\n"}),
+    Case("overlay-replicas-as-string", "MLC102", "environments/prod.yaml:3:32",
+         {"environments/prod.yaml": "serving:\n  churn-api:\n"
+                                    "    autoscaling: {minReplicas: \"3\"}\n"}),
     Case("overlay-unknown-key", "MLC101", "environments/prod.yaml:3:5",
          {"environments/prod.yaml": "serving:\n  churn-api:\n    replica: 3\n"}),
     Case("overlay-patch-typo", "MLC011", "environments/prod.yaml:3:13",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlc import __version__
-from mlc.compiler import write
+from mlc.compiler import swap, write
 from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.write import INDEX_NAME, LOCK_NAME, WriteResult, write_environment
 
@@ -265,10 +265,12 @@ def _expect_new_tree(tmp_path: Path) -> None:
 
 def test_failed_rename_puts_the_old_tree_back(tmp_path: Path, monkeypatch) -> None:
     old = _old_tree(tmp_path)
-    monkeypatch.setattr(write, "_exchange", None)  # the two-rename path
+    monkeypatch.setattr(swap, "_exchange", None)  # the two-rename path
     real_rename, calls = os.rename, []
 
     def flaky_rename(src, dst):
+        if ".mlc-transaction" in str(src):
+            return real_rename(src, dst)
         calls.append((src, dst))
         if len(calls) == 2:
             raise OSError("simulated crash")
@@ -288,12 +290,14 @@ def test_failed_rename_puts_the_old_tree_back(tmp_path: Path, monkeypatch) -> No
 @pytest.mark.parametrize("death", [KeyboardInterrupt, OSError])
 def test_hard_crash_between_renames_is_recovered(tmp_path: Path, monkeypatch, death) -> None:
     old = _old_tree(tmp_path)
-    monkeypatch.setattr(write, "_exchange", None)
+    monkeypatch.setattr(swap, "_exchange", None)
     real_rename, calls = os.rename, []
 
     def dying_rename(src, dst):
         # The first rename (old tree aside) happens; then the process "dies": neither the
-        # staged tree nor the rollback is renamed.
+        # staged tree nor the rollback is renamed. (The journal's own rename goes through.)
+        if ".mlc-transaction" in str(src):
+            return real_rename(src, dst)
         calls.append((src, dst))
         if len(calls) > 1:
             raise death("simulated crash")
@@ -318,7 +322,7 @@ def test_hard_crash_between_renames_is_recovered(tmp_path: Path, monkeypatch, de
 
 
 def test_crash_after_exchange_is_cleaned_up(tmp_path: Path, monkeypatch) -> None:
-    if write._exchange is None:
+    if swap._exchange is None:
         pytest.skip("no renameat2 on this platform")
     _old_tree(tmp_path)
     real_rmtree = shutil.rmtree

@@ -8,10 +8,11 @@ never interleave (not even one environment at a time):
 2. refuse, before writing anything, when a risk stands that needs a flag (`--allow-delete`
    for deleting state or a feature view in use) or when `write` would refuse an environment
    (a hand-edited generated file without `--force`, someone else's file in the way);
-3. write the environments one by one; each is swapped in atomically by `write`.
+3. write every environment as one transaction (write.write_environments).
 
-A process killed during step 3 leaves every environment folder whole: the old tree or the
-new one (the next run finishes or undoes a half-done swap).
+A process killed during step 3 leaves every environment folder whole, and the next mlc run
+(plan or apply, under the same lock) finds every old tree or every new one: the swaps are
+journaled, and a killed transaction is finished before anything is read.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import IO
 
 from .diagnostics import Diagnostics
+from .out_dir import check_out_dir
 from .plan import saved as saved_plans
 from .plan.risks import HAND_EDITED, NOT_GENERATED
-from .write import check_write, output_lock, write_environment
+from .write import check_write, output_lock, report_os_error, write_environments
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 STALE_PLAN = "MLC911"
@@ -47,14 +49,27 @@ def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool 
               allow_delete: bool = False, color: bool = False, diags: Diagnostics,
               stdout: IO[str] | None = None) -> int:
     from .pipeline import compile_project
-    from .plan.build import build_plan, environments_to_read, read_trees
-    from .plan.command import report_tree_error
-    from .plan.formats import render_text
-    from .plan.trees import TreeError
+    from .plan.build import environments_to_read
 
     stdout = stdout or sys.stdout
     compiled = compile_project(root, envs, diags)  # before the lock: compiling is the slow part
     to_read = environments_to_read([c.env for c in compiled], compiled[0].project.environments)
+    try:
+        return _apply_compiled(root, compiled, to_read, out_dir, force=force,
+                               allow_delete=allow_delete, color=color, diags=diags,
+                               stdout=stdout)
+    except OSError as exc:  # taking the lock, or finishing an interrupted write
+        report_os_error(exc, Path(out_dir), diags)
+        return EXIT_INVALID
+
+
+def _apply_compiled(root, compiled, to_read, out_dir, *, force, allow_delete, color, diags,
+                    stdout) -> int:
+    from .plan.build import build_plan, read_trees
+    from .plan.command import report_tree_error
+    from .plan.formats import render_text
+    from .plan.trees import TreeError
+
     with output_lock(out_dir):
         try:
             trees = read_trees(out_dir, to_read, shown_out=str(out_dir))
@@ -72,9 +87,6 @@ def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool 
 def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
                 allow_delete: bool = False, diags: Diagnostics,
                 stdout: IO[str] | None = None) -> int:
-    from .plan.command import report_tree_error
-    from .plan.trees import TreeError, read_disk_tree
-
     stdout = stdout or sys.stdout
     try:
         plan = saved_plans.load(plan_file)
@@ -88,6 +100,21 @@ def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
                     "and apply the new plan")
         return EXIT_INVALID
     out_dir = plan.out_dir(root)
+    if not check_out_dir(root, out_dir, diags):
+        return EXIT_INVALID
+    try:
+        return _apply_plan(plan, plan_file, out_dir, force=force, allow_delete=allow_delete,
+                           diags=diags, stdout=stdout)
+    except OSError as exc:  # taking the lock, or finishing an interrupted write
+        report_os_error(exc, Path(out_dir), diags)
+        return EXIT_INVALID
+
+
+def _apply_plan(plan, plan_file: Path, out_dir: Path, *, force: bool, allow_delete: bool,
+                diags: Diagnostics, stdout: IO[str]) -> int:
+    from .plan.command import report_tree_error
+    from .plan.trees import TreeError, read_disk_tree
+
     envs_json = {e["name"]: e for e in plan.plan.get("environments", [])}
     with output_lock(out_dir):
         targets = []
@@ -134,10 +161,12 @@ def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delet
     if diags.has_errors():
         print("Nothing was applied.", file=sys.stderr)
         return EXIT_INVALID
-    for t in targets:
-        result = write_environment(out_dir, t.env, t.files, force=force, diags=diags)
-        if result is None:  # cannot happen under the lock after check_write; stay safe
-            return EXIT_INVALID
+    results = write_environments(out_dir, {t.env: t.files for t in targets}, force=force,
+                                 diags=diags)
+    if results is None:  # an OS error: reported, and no environment was changed
+        print("Nothing was applied.", file=sys.stderr)
+        return EXIT_INVALID
+    for t, result in zip(targets, results, strict=True):
         stdout.write(f"{t.env}: applied to {t.location} ({len(result.written)} written, "
                      f"{len(result.removed)} removed, {len(result.unchanged)} unchanged)\n")
     return EXIT_OK

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from .reading import ReadRefused, read_project_file, read_regular_file
+
+SOURCE_READ_LIMIT = 1 << 20  # the loader refuses larger files; never quote from one
+
 FieldPath = tuple[str | int, ...]
 
 
@@ -47,6 +51,9 @@ class Diagnostic:
     help: str | None = None
     severity: Severity = Severity.ERROR
     notes: tuple[str, ...] = ()
+    # False for a file that did not load: it may be anything (a secret, another program's
+    # data), so rendering shows the offending token alone, never its whole line
+    excerpt: bool = True
 
     @property
     def dotted_path(self) -> str:
@@ -102,12 +109,14 @@ class Diagnostics:
             self.items.append(diagnostic)
 
     def error(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
-              help: str | None = None, notes: Sequence[str] = ()) -> None:
-        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.ERROR, tuple(notes)))
+              help: str | None = None, notes: Sequence[str] = (), excerpt: bool = True) -> None:
+        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.ERROR, tuple(notes),
+                            excerpt))
 
     def warning(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
-                help: str | None = None, notes: Sequence[str] = ()) -> None:
-        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.WARNING, tuple(notes)))
+                help: str | None = None, notes: Sequence[str] = (), excerpt: bool = True) -> None:
+        self.add(Diagnostic(code, message, span, tuple(path), help, Severity.WARNING,
+                            tuple(notes), excerpt))
 
     def extend(self, other: Iterable[Diagnostic]) -> None:
         for d in other:
@@ -158,35 +167,78 @@ def render_text(diagnostics: Iterable[Diagnostic], *, root: Path | None = None,
     cache: dict[str, list[str] | None] = {}
     for d in diagnostics:
         sev = d.severity.value
+        message = printable(d.message)
         if color:
             tint = "\033[31;1m" if d.severity is Severity.ERROR else "\033[33;1m"
-            head = f"{tint}{sev}[{d.code}]\033[0m\033[1m: {d.message}\033[0m"
+            head = f"{tint}{sev}[{d.code}]\033[0m\033[1m: {message}\033[0m"
         else:
-            head = f"{sev}[{d.code}]: {d.message}"
+            head = f"{sev}[{d.code}]: {message}"
         lines.append(head)
         if d.span:
-            where = f"  --> {d.span}"
+            where = f"  --> {printable(str(d.span))}"
             if d.path:
-                where += f"  (at `{d.dotted_path}`)"
+                where += f"  (at `{printable(d.dotted_path)}`)"
             lines.append(where)
-            source_line = _source_line(d.span, root, cache)
-            if source_line is not None:
-                number = str(d.span.line)
-                pad = " " * len(number)
-                width = max(1, (d.span.end_column or d.span.column + 1) - d.span.column)
-                source_line, column = _window(source_line, d.span.column)
-                caret = " " * max(0, column - 1) + "^" * min(width, MAX_SHOWN - column + 1)
-                lines.append(f"   {pad} |")
-                lines.append(f"   {number} | {source_line}")
-                lines.append(f"   {pad} | {caret}")
+            lines.extend(_excerpt(d, root, cache))
         elif d.path:
-            lines.append(f"  --> at `{d.dotted_path}`")
+            lines.append(f"  --> at `{printable(d.dotted_path)}`")
         for note in d.notes:
-            lines.append(f"  = note: {note}")
+            lines.append(f"  = note: {printable(note)}")
         if d.help:
-            lines.append(f"  = help: {d.help}")
+            lines.append(f"  = help: {printable(d.help)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _excerpt(d: Diagnostic, root: Path | None, cache: dict[str, list[str] | None]) -> list[str]:
+    """The source line with a caret under the span; only the token itself when the file did
+    not load. Both are escaped after cutting, with the caret moved to match."""
+    assert d.span is not None
+    source_line = _source_line(d.span, root, cache)
+    if source_line is None:
+        return []
+    start = max(0, d.span.column - 1)
+    width = max(1, (d.span.end_column or d.span.column + 1) - d.span.column)
+    if not d.excerpt:
+        # the token where it stands, its line blanked around it, so the column still shows
+        token = source_line[start:start + min(width, MAX_TOKEN)]
+        if not token.strip():
+            return []
+        start = min(start, MAX_SHOWN // 2)
+        source_line, width = " " * start + token, len(token)
+    cut, column = _window(source_line, start + 1)
+    before, marked = printable(cut[:column - 1]), printable(cut[column - 1:column - 1 + width])
+    shown = before + printable(cut[column - 1:])
+    # a span just past the end of the line (something missing there) still gets its caret
+    caret = " " * (len(before) + max(0, column - 1 - len(cut))) + "^" * max(1, len(marked))
+    number = str(d.span.line)
+    pad = " " * len(number)
+    return [f"   {pad} |", f"   {number} | {shown}", f"   {pad} | {caret}"]
+
+
+MAX_TOKEN = 40  # characters of a token quoted from a file that did not load
+
+
+def printable(text: str) -> str:
+    """`text` with control and bidirectional-formatting characters written as escapes, so
+    that input cannot move the cursor, recolour the terminal or reorder what a reviewer
+    reads (CI posts these lines into pull requests)."""
+    if text.isprintable() and not _BIDI.intersection(text):
+        return text
+    out = []
+    for char in text:
+        if char in _BIDI or (not char.isprintable() and char != "\t"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+# Unicode's bidirectional formatting characters (UAX #9): embeddings, overrides, isolates and
+# marks. Most are already not printable by Python's rules; these are the ones that are.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 MAX_SHOWN = 100  # characters of a source line shown; longer lines are cut around the caret
@@ -210,12 +262,15 @@ def _source_line(span: Span, root: Path | None, cache: dict[str, list[str] | Non
         return None
     if span.file not in cache:
         path = Path(span.file)
-        if root is not None and not path.is_absolute():
-            path = root / path
         try:
-            cache[span.file] = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            cache[span.file] = None
+            if root is not None and not path.is_absolute():
+                raw = read_project_file(root, span.file, SOURCE_READ_LIMIT)
+            else:
+                raw = read_regular_file(path, SOURCE_READ_LIMIT)
+        except ReadRefused:
+            raw = None
+        cache[span.file] = (raw.decode("utf-8", errors="replace").splitlines()
+                            if raw is not None and len(raw) <= SOURCE_READ_LIMIT else None)
     text = cache[span.file]
     if text is None or span.line > len(text):
         return None

@@ -16,9 +16,10 @@ ruamel loader, for four reasons:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,29 @@ from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scanner import Scanner, ScannerError
 
 from mlc.compiler.diagnostics import Diagnostics, FieldPath, Span
+from mlc.compiler.reading import ReadRefused, read_project_file, read_regular_file
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "Document", "load_yaml_file",
-           "load_yaml_text"]
+__all__ = ["MAX_ALIASED_NODES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_LINE_CHARS", "MAX_NODES",
+           "Document", "load_yaml_file", "load_yaml_text"]
 
 MAX_FILE_BYTES = 512_000  # the pure-Python parser reads ~80 kB/s; keep the worst case short
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+# Values copied by aliases: real projects reuse a few small blocks, a bomb needs many copies.
+# Composing 5,000 copied values costs well under 100 ms even for deeply nested copies.
+MAX_ALIASED_NODES = 5_000
+# No ml.yaml line needs this much; a longer one is generated data or an attack on the
+# regular expressions that later passes run over every string.
+MAX_LINE_CHARS = 10_000
+# Numbers end up in Kubernetes int32/int64 fields, Python and PromQL: anything wider than a
+# signed 64-bit integer cannot be meant.
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+LINK_OUTSIDE = "MLC017"
+NOT_REGULAR = "MLC018"
+LINE_TOO_LONG = "MLC019"
+NOT_FINITE = "MLC020"
+INT_TOO_LARGE = "MLC021"
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,10 @@ class Document:
     data: Any
     spans: Mapping[FieldPath, Span] = field(default_factory=dict)
     key_spans: Mapping[FieldPath, Span] = field(default_factory=dict)
+    raw: bytes = field(default=b"", repr=False, compare=False)  # the bytes read, for hashing
+    # the text of every file the document was loaded from, by name: for checks that read
+    # comments, which the data does not keep (literal_secrets.py's allowlist pragma)
+    texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def span_for(self, path: FieldPath) -> Span | None:
         """The value span of the deepest existing prefix of `path`, so that an error about a
@@ -70,19 +91,21 @@ class Document:
 # Entry points
 
 
-def load_yaml_file(path: Path, file: str, diags: Diagnostics, *, allow_empty: bool = False
-                   ) -> Document | None:
-    """Read and load one file; `file` is the name diagnostics show (relative to the project)."""
+def load_yaml_file(path: Path, file: str, diags: Diagnostics, *, allow_empty: bool = False,
+                   root: Path | None = None) -> Document | None:
+    """Read and load one file; `file` is the name diagnostics show (relative to the project).
+
+    With `root`, `file` is read as `root/file` and refused unless it is a regular file inside
+    `root` (see reading.py); without, `path` is read, still only if it is a regular file.
+    """
     try:
-        with open(path, "rb") as handle:
-            # read one byte past the cap so an oversized file is refused without reading it all
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        diags.error("MLC001", f"file not found: {file}", span=Span(file))
-        return None
-    except OSError as err:
-        reason = err.strerror or str(err)
-        diags.error("MLC001", f"cannot read {file}: {reason}", span=Span(file))
+        # one byte past the cap, so an oversized file is refused without reading it all
+        if root is not None:
+            raw = read_project_file(root, file, MAX_FILE_BYTES)
+        else:
+            raw = read_regular_file(path, MAX_FILE_BYTES)
+    except ReadRefused as err:
+        _refused(file, err, diags)
         return None
     if len(raw) > MAX_FILE_BYTES:
         _too_large(file, diags)
@@ -95,9 +118,25 @@ def load_yaml_file(path: Path, file: str, diags: Diagnostics, *, allow_empty: bo
         column = len(raw[line_start:err.start].decode("utf-8", "replace")) + 1
         diags.error("MLC001", f"{file} is not valid UTF-8 text: byte 0x{raw[err.start]:02x} "
                     f"at line {line}", span=Span(file, line, column, column + 1),
-                    help="save the file with UTF-8 encoding")
+                    help="save the file with UTF-8 encoding", excerpt=False)
         return None
-    return load_yaml_text(text, file, diags, allow_empty=allow_empty)
+    document = load_yaml_text(text, file, diags, allow_empty=allow_empty)
+    return replace(document, raw=raw) if document is not None else None
+
+
+def _refused(file: str, err: ReadRefused, diags: Diagnostics) -> None:
+    if err.kind == "missing":
+        diags.error("MLC001", f"file not found: {file}", span=Span(file))
+    elif err.kind == "outside":
+        diags.error(LINK_OUTSIDE, f"{file} is a link to a file outside the project folder; "
+                    "mlc does not read it", span=Span(file),
+                    help="replace the link with the file itself, or link to a file inside "
+                    "the project folder")
+    elif err.kind == "not-regular":
+        diags.error(NOT_REGULAR, f"{file} is {err.detail}, not a regular file", span=Span(file),
+                    help=f"{file} must be a plain text file; move whatever is there away")
+    else:
+        diags.error("MLC001", f"cannot read {file}: {err.detail}", span=Span(file))
 
 
 def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: bool = False
@@ -122,15 +161,17 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
         composer.too_deep(Span(file))
         return None
     except Exception as err:  # noqa: BLE001 - third-party parser; the contract is "never raise"
-        diags.error("MLC002", f"internal error in the YAML parser: {type(err).__name__}: {err}",
+        diags.error("MLC002", f"internal error in the YAML parser: {type(err).__name__}",
                     span=Span(file))
         return None
-    if not composer.ok:
+    # after composing, so that what the parser reports first (nesting, aliases) keeps its
+    # code; parsing is linear, it is later passes that must never see a line this long
+    if not composer.ok or not _lines_fit(text, file, diags):
         return None
     spans = {path: span for is_key, path, span in composer.entries if not is_key}
     if not isinstance(root, dict):
         if root is None and allow_empty:  # an overlay with nothing to override
-            return Document(file, {}, {(): Span(file, 1, 1, 2)}, {})
+            return Document(file, {}, {(): Span(file, 1, 1, 2)}, {}, texts={file: text})
         if root is None:
             diags.error("MLC007", f"{file} is empty", span=Span(file, 1, 1, 2),
                         help="add `key: value` lines, or delete the file")
@@ -139,7 +180,23 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
                         f"found {_type_name(root)}", span=spans.get(()) or Span(file))
         return None
     key_spans = {path: span for is_key, path, span in composer.entries if is_key}
-    return Document(file, root, spans, key_spans)
+    return Document(file, root, spans, key_spans, texts={file: text})
+
+
+def _lines_fit(text: str, file: str, diags: Diagnostics) -> bool:
+    start, number = 0, 1
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > MAX_LINE_CHARS:
+            diags.error(LINE_TOO_LONG, f"line {number} of {file} is {end - start} characters "
+                        f"long; mlc reads lines of at most {MAX_LINE_CHARS}",
+                        span=Span(file, number, 1, 2), excerpt=False,
+                        help="break the value over several lines (a `>-` folded block), or "
+                        "move the data out of the configuration")
+            return False
+        start, number = end + 1, number + 1
+    return True
 
 
 def _too_large(file: str, diags: Diagnostics) -> None:
@@ -152,10 +209,10 @@ def _syntax_error(err: YAMLError, text: str, file: str, diags: Diagnostics) -> N
         char = err.character if isinstance(err.character, int) else 0
         diags.error("MLC002", f"YAML syntax error: character U+{char:04X} is not allowed in "
                     "YAML text", span=_position_span(text, file, err.position),
-                    help="remove the control character")
+                    help="remove the control character", excerpt=False)
         return
     if not isinstance(err, MarkedYAMLError):
-        diags.error("MLC002", f"YAML syntax error: {err}", span=Span(file))
+        diags.error("MLC002", f"YAML syntax error: {err}", span=Span(file), excerpt=False)
         return
     mark = err.problem_mark or err.context_mark
     problem = (err.problem or err.context or "invalid YAML").strip()
@@ -169,7 +226,8 @@ def _syntax_error(err: YAMLError, text: str, file: str, diags: Diagnostics) -> N
     if "'\\t'" in problem:
         help_text = "YAML indentation must use spaces, not tabs"
     span = _mark_span(file, mark) if mark is not None else Span(file)
-    diags.error("MLC002", f"YAML syntax error: {problem}", span=span, notes=notes, help=help_text)
+    diags.error("MLC002", f"YAML syntax error: {problem}", span=span, notes=notes, help=help_text,
+                excerpt=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,6 +359,7 @@ class _Composer:
         self.file, self.diags = file, diags
         self.ok = True
         self.nodes = 0
+        self.aliased = 0
         # (is_key, path, span) in document order, so an anchored subtree is one slice
         self.entries: list[tuple[bool, FieldPath, Span]] = []
         self.anchors: dict[str, _Anchor | object] = {}
@@ -407,6 +466,12 @@ class _Composer:
                        f"`&{event.anchor}` before it", span)
             return None
         self._count(anchor.nodes, span)
+        self.aliased += anchor.nodes
+        if self.aliased > MAX_ALIASED_NODES:
+            self.error("MLC006", f"aliases in {self.file} copy more than {MAX_ALIASED_NODES} "
+                       "values", span, help="aliases (`*name`) repeat whole subtrees; this many "
+                       "copies is almost certainly an alias bomb: write the values out")
+            raise _Stop
         if not keep:
             return anchor.value
         # copies of the anchored node's spans, re-rooted here: an error inside an aliased
@@ -421,9 +486,9 @@ class _Composer:
         tag = event.tag
         if tag is None and event.style is None:
             try:
-                return _resolve_plain(event.value)
+                return self._number(_resolve_plain(event.value), event.value, span)
             except ValueError:
-                self.error("MLC009", "integer has too many digits", span,
+                self.error(INT_TOO_LARGE, "integer has too many digits", span,
                            help="quote it if it is meant as text")
                 return None
         if tag in (None, "!", f"{_CORE}str"):  # quoted, or tagged as a string
@@ -440,7 +505,25 @@ class _Composer:
             self.error("MLC009", f"`{event.value}` is not a valid `!!{kind}` value", span,
                        help=f"remove the `!!{kind}` tag or fix the value")
             return None
-        return float(value) if kind == "float" else value
+        return self._number(float(value) if kind == "float" else value, event.value, span)
+
+    def _number(self, value: Any, text: str, span: Span) -> Any:
+        """Infinity, NaN and integers beyond 64 bits are refused here, once for every field:
+        no setting means them, and NaN compares false with everything, so a `min: .nan`
+        gate would always pass."""
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        if isinstance(value, float) and not math.isfinite(value):
+            what = "not a number" if math.isnan(value) else "infinite"
+            self.error(NOT_FINITE, f"`{shown}` is {what}; mlc accepts finite numbers only", span,
+                       help="write an ordinary number such as `0.5` or `1e-4`, or quote it "
+                       "if it is meant as text")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+                INT_RANGE[0] <= value <= INT_RANGE[1]):
+            self.error(INT_TOO_LARGE, f"`{shown}` does not fit in a signed 64-bit integer",
+                       span, help="use a smaller number, or quote it if it is meant as text")
+            return None
+        return value
 
     def _check_tag(self, tag: str | None, kind: str, span: Span) -> None:
         if tag not in (None, "!", f"{_CORE}{kind}"):

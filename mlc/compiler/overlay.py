@@ -59,7 +59,8 @@ def merge_documents(base: Document, overlay: Document, diags: Diagnostics) -> Do
     data = merger.merge(base.data, (), overlay.data, (), ())
     if isinstance(base.data, dict):
         data = merger.keep_fixed_keys(data)
-    return Document(base.file, data, merger.spans, merger.key_spans)
+    return Document(base.file, data, merger.spans, merger.key_spans,
+                    texts={**base.texts, **overlay.texts})
 
 
 def _directive(value: Any) -> str | None:

@@ -10,6 +10,7 @@ writes nothing, because writing happens only after every environment compiled.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,20 +80,23 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
 def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
     """ml.yaml, with environments/<env>.yaml merged over it when there is one."""
     files = [PROJECT_FILE]
-    document = base = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags)
+    document = base = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags, root=root)
+    layers = [document]
     overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
-    if document is not None and (root / overlay_file).exists():
+    # lexists: a dangling link named like an overlay is an error, not a missing overlay
+    if document is not None and os.path.lexists(root / overlay_file):
         files.append(overlay_file)
-        overlay = load_yaml_file(root / overlay_file, overlay_file, diags, allow_empty=True)
+        overlay = load_yaml_file(root / overlay_file, overlay_file, diags, allow_empty=True,
+                                 root=root)
+        layers.append(overlay)
         document = merge_documents(document, overlay, diags) if overlay is not None else None
     if document is None or base is None or diags.has_errors():
         return None
     digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    for name, layer in zip(files, layers, strict=True):  # the bytes that were parsed
+        digest.update(name.encode() + b"\0" + layer.raw + b"\0")
     return Loaded(env=env, document=document, base=base, layered=len(files) > 1,
-                  source=" + ".join(files),
-                  source_hash=digest.hexdigest())
+                  source=" + ".join(files), source_hash=digest.hexdigest())
 
 
 def list_environments(root: Path) -> list[str]:
@@ -103,7 +107,7 @@ def list_environments(root: Path) -> list[str]:
 
 def select_environments(root: Path, envs: list[str] | None, diags: Diagnostics) -> list[str]:
     """The environments to build: those named, or all of them; unknown names are errors."""
-    if not (root / PROJECT_FILE).is_file():
+    if not os.path.lexists(root / PROJECT_FILE):
         diags.error(MISSING_PROJECT, f"no {PROJECT_FILE} in `{root}`",
                     help="run mlc in the project's folder, or point at it with `-C DIR`")
         raise CompileFailed(diags)

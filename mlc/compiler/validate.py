@@ -3,7 +3,7 @@
 pydantic does the checking (strict: no `"2"` for 2, no `1` for true); this pass turns its
 errors into diagnostics with stable codes, points them at the layer that set the value, and
 adds what pydantic cannot know: "did you mean" for keys and enum values, and a scan for
-secret values written in plain text.
+secret values written in plain text (literal_secrets.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..schema import API_VERSION, Project
+from . import literal_secrets
 from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean, format_path
 from .load import Document
 
@@ -25,6 +26,7 @@ _CODES: dict[str, str] = {
     "missing": "MLC103",
     "union_tag_not_found": "MLC103",
     "mlc_name": "MLC104",
+    "mlc_key": "MLC104",  # a Kubernetes key or variable name: the message says what fits
     "mlc_quantity": "MLC105",
     "mlc_cron": "MLC106",
     "mlc_duration": "MLC107",
@@ -44,9 +46,9 @@ _CODES: dict[str, str] = {
     "mlc_label": "MLC113",
     "mlc_one_of": "MLC114",
     "string_pattern_mismatch": "MLC115",
+    "mlc_path": "MLC116",
 }
 WRONG_TYPE = "MLC102"
-LITERAL_SECRET = "MLC110"
 BAD_API_VERSION = "MLC112"
 
 
@@ -68,7 +70,7 @@ def locate(doc: Document, path: FieldPath) -> Span | None:
 
 def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
     """The typed project, or None after adding diagnostics for everything that is wrong."""
-    _scan_for_literal_secrets(doc, doc.data, (), diags)
+    literal_secrets.scan(doc, diags)
     try:
         project = Project.model_validate(doc.data, strict=True)
     except ValidationError as exc:
@@ -81,14 +83,14 @@ def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
 # formats, choices, unknown keys, literal secrets). Not missing keys, nor one-of rules, nor
 # references: a base may leave those to the environments.
 _LAYER_CODES = frozenset({"MLC101", WRONG_TYPE, "MLC104", "MLC105", "MLC106", "MLC107",
-                          "MLC108", "MLC109", LITERAL_SECRET, "MLC111", "MLC113", "MLC115"})
+                          "MLC108", "MLC109", literal_secrets.LITERAL_SECRET, "MLC111", "MLC113", "MLC115"})
 
 
 def validate_layer(doc: Document, diags: Diagnostics) -> None:
     """ml.yaml on its own: a bad value there is an error even where every environment
     replaces it, because the next environment added would inherit it."""
     found = Diagnostics()
-    _scan_for_literal_secrets(doc, doc.data, (), found)
+    literal_secrets.scan(doc, found)
     try:
         Project.model_validate(doc.data, strict=True)
     except ValidationError as exc:
@@ -126,12 +128,31 @@ def _report(doc: Document, exc: ValidationError, diags: Diagnostics) -> None:
                         f"match `{pattern}`", span=locate(doc, path), path=path,
                         help=_field_description(doc, path))
         elif kind in _CODES:
-            span = doc.key_spans.get(path) if key_error else locate(doc, path)
+            span = doc.key_spans.get(path) if key_error else (
+                _overlay_child(doc, path) or locate(doc, path))
             diags.error(_CODES[kind], _message(err), span=span or locate(doc, path), path=path,
                         help=_HELP.get(kind))
         else:
             diags.error(WRONG_TYPE, _wrong_type_message(err), span=locate(doc, path), path=path,
                         help=_type_help(err))
+
+
+def _overlay_child(doc: Document, path: FieldPath) -> Span | None:
+    """For a check over a whole mapping (`minReplicas` above `maxReplicas`): the first of its
+    values that an overlay set, since that later layer is what made the mapping wrong."""
+    node: Any = doc.data
+    for part in path:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    for key in node:
+        span = doc.spans.get((*path, key))
+        if span is not None and span.file != doc.file:
+            return span
+    return None
 
 
 _HELP = {
@@ -308,59 +329,3 @@ def _pick_model(tp: Any, node: Any) -> type[BaseModel] | None:
 
 def _dotted(path: FieldPath) -> str:
     return format_path(path)
-
-
-# ---------------------------------------------------------------------------------------
-# Literal secrets: ml.yaml is committed to git, so a secret value in it is already leaked.
-
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api[-_]?key|access[-_]?key|"
-                         r"private[-_]?key|credentials?)$")
-_SECRET_VALUE = (
-    (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key"),
-    (re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-    (re.compile(r"https://hooks\.slack\.com/services/\S+"), "a Slack webhook URL"),
-    (re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password in it"),
-)
-_SECRET_HELP = ("declare it under `secrets:` as `kubernetes: {name, key}` or `external: {path, "
-                "key}` and refer to it by name from a `...Secret` key")
-
-
-def _secret_help(path: FieldPath) -> str:
-    """The fix for a literal secret, in the form its place takes: an environment variable
-    refers to the secret as `{secret: <name>}`."""
-    if len(path) >= 2 and path[-2] == "env":
-        name = str(path[-1])
-        return (f"declare it under `secrets:` (e.g. `{name.lower().replace('_', '-')}: "
-                "{kubernetes: {name, key}}`) and write `env: "
-                f"{{{name}: {{secret: {name.lower().replace('_', '-')}}}}}`")
-    return _SECRET_HELP
-
-
-def _is_env_reference(path: FieldPath, key: Any) -> bool:
-    """`env: {VAR: {secret: <name>}}`: the value names a secret, it is not one."""
-    return key == "secret" and len(path) >= 2 and path[-2] == "env"
-
-
-def _scan_for_literal_secrets(doc: Document, node: Any, path: FieldPath,
-                              diags: Diagnostics) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = (*path, key)
-            if (path[:1] != ("secrets",) and isinstance(value, str) and value
-                    and _SECRET_KEY.search(str(key)) and not str(key).endswith("Secret")
-                    and not _is_env_reference(path, key)):
-                diags.error(LITERAL_SECRET, f"`{key}` looks like a secret written in plain text",
-                            span=doc.span_for(child), path=child, help=_secret_help(child))
-            else:
-                _scan_for_literal_secrets(doc, value, child, diags)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            _scan_for_literal_secrets(doc, value, (*path, index), diags)
-    elif isinstance(node, str):
-        for pattern, what in _SECRET_VALUE:
-            if pattern.search(node):
-                diags.error(LITERAL_SECRET, f"this value contains {what}",
-                            span=doc.span_for(path), path=path, help=_secret_help(path))
-                break

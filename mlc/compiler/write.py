@@ -1,25 +1,24 @@
 """The only module that touches the output directory (DESIGN rule 4).
 
-`write_environment` replaces `out_dir/<env>` with a new tree as one step, so that `git add`
-or a crash at any moment finds the old tree or the new one, never a mix of the two:
+`write_environments` replaces `out_dir/<env>` of every environment given with its new tree
+as one transaction, so that `git add` after a successful run, or any mlc run after a crash,
+finds every old tree or every new one, never prod new and staging old:
 
-1. under an exclusive lock on `out_dir/.mlc.lock`, so two writers never interleave;
-2. recover from a crashed earlier run (see `_recover`);
-3. read `<env>/.mlc-index.json`, the record of which files mlc generated and their hashes;
-   refuse (and write nothing) if a new file would land on a file mlc did not generate
-   (MLC901) or a generated file was edited by hand (MLC902, unless `force`); an OS error
-   on the way is MLC904 and also leaves the old tree in place;
-4. build the complete new tree in `out_dir/.mlc-staging-<env>` (same filesystem, so renames
+1. under an exclusive lock on `out_dir/.mlc.lock`, so two writers never interleave (compile,
+   plan and apply all take it);
+2. finish or undo what a crashed earlier run left behind (swap.finish_interrupted, `_recover`);
+3. read each `<env>/.mlc-index.json`, the record of which files mlc generated and their
+   hashes; refuse (and write nothing, in no environment) if a new file would land on a file
+   mlc did not generate (MLC901) or a generated file was edited by hand (MLC902, unless
+   `force`); an OS error on the way is MLC904 and also leaves every old tree in place;
+4. build each complete new tree in `out_dir/.mlc-staging-<env>` (same filesystem, so renames
    are atomic): files mlc did not generate are carried over, generated files written and
    fsynced, the new index last;
-5. swap: one atomic exchange where the kernel offers it (Linux renameat2), otherwise rename
-   the old tree to `out_dir/.mlc-old-<env>`, the staged tree into place, and delete the old.
+5. swap them all in, journaled, rolled back on error (swap.py).
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import hashlib
 import json
@@ -27,9 +26,8 @@ import os
 import re
 import shutil
 import stat
-import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,16 @@ from pathlib import Path
 from mlc import __version__
 from mlc.compiler.diagnostics import Diagnostics, Span
 from mlc.compiler.output import check_path
+from mlc.compiler.swap import (
+    JOURNAL_NAME,
+    DamagedJournal,
+    aside_of,
+    commit,
+    finish_interrupted,
+    fsync_dir,
+    staging_of,
+)
+from mlc.compiler.swap import remove as _remove
 
 INDEX_NAME = ".mlc-index.json"
 LOCK_NAME = ".mlc.lock"
@@ -69,10 +77,49 @@ class _Tree:
 
 def write_environment(out_dir: Path, env: str, files: Mapping[str, bytes], *,
                       force: bool = False, diags: Diagnostics) -> WriteResult | None:
-    """Replace `out_dir/env` with `files` (paths relative to it); None if refused.
+    """Replace `out_dir/env` with `files` (paths relative to it); None if refused."""
+    results = write_environments(out_dir, {env: files}, force=force, diags=diags)
+    return results[0] if results else None
 
-    Refusals are reported to `diags` and leave the disk exactly as it was.
-    """
+
+def write_environments(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], *,
+                       force: bool = False, diags: Diagnostics) -> list[WriteResult] | None:
+    """Replace `out_dir/<env>` with its files for every environment, all or none; None if
+    refused or failed. Refusals and failures are reported to `diags` and leave every
+    environment's tree as it was."""
+    for env, files in trees.items():
+        _check_arguments(env, files)
+    out_dir = Path(out_dir)
+    try:
+        return _write(out_dir, trees, force, diags)
+    except OSError as exc:
+        report_os_error(exc, out_dir, diags, envs=sorted(trees))
+        return None
+
+
+def report_os_error(exc: OSError, out_dir: Path, diags: Diagnostics, *,
+                    envs: list[str] = ()) -> None:
+    """An OS error while working on the output folder, as MLC904 (or MLC903 for a damaged
+    journal), located at the file it names."""
+    if isinstance(exc, DamagedJournal):
+        journal = out_dir / JOURNAL_NAME
+        diags.error("MLC903", f"{exc.strerror}: an interrupted write cannot be finished",
+                    span=Span(str(journal)), help="restore the output folder from git, then "
+                    f"delete {journal}")
+        return
+    # Everything before the swaps happens in staging copies and failed swaps are rolled
+    # back, so the old trees are in place (or aside, put back by the next run).
+    notes = [f"the old tree of `{env}` is in {aside_of(out_dir, env)}; the next mlc run "
+             "puts it back" for env in envs
+             if os.path.lexists(aside_of(out_dir, env)) and not os.path.lexists(out_dir / env)]
+    where = Path(exc.filename) if isinstance(exc.filename, str) else out_dir
+    diags.error("MLC904", f"could not write {out_dir}: {exc.strerror or exc}",
+                span=Span(str(where)), notes=notes,
+                help="free space or fix permissions, then run mlc again; no environment "
+                "was changed")
+
+
+def _check_arguments(env: str, files: Mapping[str, bytes]) -> None:
     if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
         raise ValueError(f"environment name {env!r} is not a plain folder name")
     for path, data in files.items():
@@ -81,48 +128,42 @@ def write_environment(out_dir: Path, env: str, files: Mapping[str, bytes], *,
             raise ValueError(f"{INDEX_NAME} is reserved for mlc's own index")
         if not isinstance(data, bytes):
             raise TypeError(f"{path}: content must be bytes, got {type(data).__name__}")
-    out_dir = Path(out_dir)
-    target, aside = out_dir / env, out_dir / f".mlc-old-{env}"
-    try:
-        return _write(out_dir, env, files, force, diags)
-    except OSError as exc:
-        # Everything before the swap happens in the staging copy and a failed swap is rolled
-        # back, so the old tree is still in place (or aside, put back by the next run).
-        notes = []
-        if os.path.lexists(aside) and not os.path.lexists(target):
-            notes.append(f"the old tree is in {aside}; the next mlc run puts it back")
-        diags.error("MLC904", f"could not write {target}: {exc}", span=Span(str(target)),
-                    notes=notes, help="free space or fix permissions, then run mlc apply again")
-        return None
 
 
-def _write(out_dir: Path, env: str, files: Mapping[str, bytes], force: bool,
-           diags: Diagnostics) -> WriteResult | None:
-    target = out_dir / env
-    staging = out_dir / f".mlc-staging-{env}"
-    aside = out_dir / f".mlc-old-{env}"
+def _write(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], force: bool,
+           diags: Diagnostics) -> list[WriteResult] | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir / LOCK_NAME):
-        examined = _examine(out_dir, env, files, force, diags)
-        if examined is None:
+        finish_interrupted(out_dir)
+        examined = {env: _examine(out_dir, env, files, force, diags)
+                    for env, files in sorted(trees.items())}
+        if any(e is None for e in examined.values()):
             return None
-        tree, new_hashes, disk_hashes = examined
-        written = tuple(p for p in new_hashes if disk_hashes.get(p) != new_hashes[p])
-        removed = tuple(sorted(p for p in tree.index if p not in files and p in tree.entries))
-        unchanged = tuple(p for p in new_hashes if p not in written)
-        result = WriteResult(env, written, removed, unchanged)
-        index_bytes = _index_bytes(new_hashes)
-        if not written and not removed and index_bytes == tree.index_bytes:
-            return result  # nothing to do: leave the tree (and its mtimes) alone
-
-        carried = {p: kind for p, kind in tree.entries.items() if p not in tree.index}
+        results, staged, new_index_sha = [], [], {}
         try:
-            _build(staging, target, carried, files, index_bytes)
+            for env, files in trees.items():
+                tree, new_hashes, disk_hashes = examined[env]
+                written = tuple(p for p in new_hashes if disk_hashes.get(p) != new_hashes[p])
+                removed = tuple(sorted(p for p in tree.index
+                                       if p not in files and p in tree.entries))
+                unchanged = tuple(p for p in new_hashes if p not in written)
+                results.append(WriteResult(env, written, removed, unchanged))
+                index_bytes = _index_bytes(new_hashes)
+                if not written and not removed and index_bytes == tree.index_bytes:
+                    continue  # nothing to do: leave the tree (and its mtimes) alone
+                carried = {p: kind for p, kind in tree.entries.items() if p not in tree.index}
+                staged.append(env)
+                _build(staging_of(out_dir, env), out_dir / env, carried, files, index_bytes)
+                new_index_sha[env] = _sha256(index_bytes)
+            commit(out_dir, new_index_sha)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            # Not committed (or rolled back): the staged trees are incomplete or unused. A
+            # journal that stayed (its rollback failed) still needs them to finish forward.
+            if not os.path.lexists(out_dir / JOURNAL_NAME):
+                for env in staged:
+                    shutil.rmtree(staging_of(out_dir, env), ignore_errors=True)
             raise
-        _swap(staging, target, aside)
-    return result
+    return results
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,7 +204,10 @@ def _scan(target: Path, env: str, diags: Diagnostics) -> _Tree | None:
 
 def parse_index(data: bytes) -> dict[str, str]:
     """The {path: sha256} of an index file; ValueError if it is damaged."""
-    doc = json.loads(data.decode("utf-8"))
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except RecursionError as exc:  # `[[[[...`: json nests by recursion
+        raise ValueError("nested too deeply to be an mlc index") from exc
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, dict):
         raise ValueError("no `files` mapping")  # noqa: TRY004 - bad data, not a bad call
@@ -294,6 +338,7 @@ def output_lock(out_dir: Path) -> Iterator[None]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir / LOCK_NAME):
+        finish_interrupted(out_dir)  # what is read under the lock is never half a transaction
         yield
 
 
@@ -313,7 +358,7 @@ def _examine(out_dir: Path, env: str, files: Mapping[str, bytes], force: bool,
     """Under the lock: the tree on disk, the new and the on-disk hashes; None if refused."""
     errors_before = len(diags.errors)
     target = out_dir / env
-    _recover(target, out_dir / f".mlc-staging-{env}", out_dir / f".mlc-old-{env}")
+    _recover(target, staging_of(out_dir, env), aside_of(out_dir, env))
     tree = _scan(target, env, diags)
     if tree is None:
         return None
@@ -367,7 +412,7 @@ def _build(staging: Path, target: Path, carried: Mapping[str, str],
     _write_file(staging / INDEX_NAME, index_bytes)
     # Folder entries must be durable before the swap makes them visible.
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _mkdir(path: Path, made: set[Path]) -> None:
@@ -388,73 +433,3 @@ def _write_file(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a folder; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _swap(staging: Path, target: Path, aside: Path) -> None:
-    parent = target.parent
-    if not os.path.lexists(target):
-        os.rename(staging, target)
-        _fsync_dir(parent)
-        return
-    if _exchange is not None:
-        try:
-            _exchange(staging, target)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-                raise
-        else:
-            _fsync_dir(parent)
-            # Now holds the old tree; if it cannot go now, `_recover` removes it next time.
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-    os.rename(target, aside)
-    try:
-        os.rename(staging, target)
-    except BaseException:
-        # Put the old tree back now; should this fail too, `_recover` does it next time.
-        os.rename(aside, target)
-        raise
-    _fsync_dir(parent)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
-def _load_exchange() -> Callable[[Path, Path], None] | None:
-    """renameat2(RENAME_EXCHANGE) (Linux >= 3.15) swaps two folders in one atomic step, which
-    closes the moment between two renames when the environment folder does not exist."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint)
-    renameat2.restype = ctypes.c_int
-    at_fdcwd, rename_exchange = -100, 2
-
-    def exchange(a: Path, b: Path) -> None:
-        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(a), None, str(b))
-
-    return exchange
-
-
-_exchange = _load_exchange()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .sources import ValueType
-from .types import Cron, Duration, FieldName, Name, Spec
+from .types import Cron, FieldName, Name, Seconds, Spec
 
 
 class Entity(Spec):
@@ -42,7 +42,7 @@ class FeatureView(Spec):
     source: Name
     fields: list[FeatureField] = Field(min_length=1)
     derived: list[DerivedFeature] = Field(default_factory=list)
-    ttl: Duration = Field("7d", description="How far back a point-in-time join looks.")
+    ttl: Seconds = Field("7d", description="How far back a point-in-time join looks.")
     online: bool = True
     materialization: Materialization = Field(default_factory=Materialization)
     description: str | None = None

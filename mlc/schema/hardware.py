@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Quantity, Spec
 
@@ -13,7 +14,7 @@ class Gpu(Spec):
     type: str = Field(description="GPU product, matched against the node label "
                       "`nvidia.com/gpu.product` (e.g. `NVIDIA-A100-SXM4-80GB`).",
                       pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-    count: PositiveInt = 1
+    count: PositiveInt = Field(1, le=64)
     memory: MemoryQuantity | None = Field(None, description="Minimum GPU memory, for docs and "
                                           "scheduling hints.")
     mig: str | None = Field(None, pattern=r"^[1-7]g\.\d+gb$",
@@ -22,10 +23,17 @@ class Gpu(Spec):
 
 
 class Toleration(Spec):
-    key: str
+    key: LabelKey  # taints are keyed like labels
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self):
+        if self.operator == "Exists" and self.value:
+            raise PydanticCustomError("mlc_one_of", "a toleration with `operator: Exists` "
+                                      "matches any value; remove `value`", {})
+        return self
 
 
 class HardwareProfile(Spec):

@@ -8,19 +8,28 @@ from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from .secrets import EnvVars
-from .types import Cron, DnsLabel, Duration, FieldName, Fraction, ImageRef, Name, Spec
+from .types import (
+    Cron,
+    DnsLabel,
+    FieldName,
+    Fraction,
+    ImageRef,
+    Name,
+    Seconds,
+    Spec,
+)
 
 
 class BuiltinTrainer(Spec):
     """The bundled tabular trainer (a torch MLP), configured by hyperparameters."""
 
     hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 256
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    epochs: PositiveInt = Field(10, le=100_000)
+    batch_size: PositiveInt = Field(256, le=1 << 20)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10)
     dropout: Fraction = 0.0
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**63 - 1)  # numpy refuses negative seeds
     validation_split: Fraction = 0.2
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
@@ -38,9 +47,9 @@ class CustomTrainer(Spec):
 
 
 class Backoff(Spec):
-    duration: Duration = "30s"
-    factor: PositiveInt = 2
-    max_duration: Duration = "10m"
+    duration: Seconds = "30s"
+    factor: PositiveInt = Field(2, le=10)
+    max_duration: Seconds = "10m"
 
 
 class Retries(Spec):
@@ -50,7 +59,7 @@ class Retries(Spec):
 
 class Checkpoint(Spec):
     path: str = Field(min_length=1, description="Volume path or object-store URI for checkpoints.")
-    every_steps: PositiveInt = 500
+    every_steps: PositiveInt = Field(500, le=10**9)
     volume: DnsLabel | None = Field(None, description="A PersistentVolumeClaim that holds the "
                                     "checkpoints; `path` is then a folder inside it. Without "
                                     "it, `path` is an object-store URI (s3://, gs://, ...).")
@@ -60,17 +69,18 @@ class Training(Spec):
     builtin: BuiltinTrainer | None = None
     custom: CustomTrainer | None = None
     hardware: Name = "default"
-    nodes: PositiveInt = Field(1, description="More than one runs distributed (PyTorchJob).")
+    nodes: PositiveInt = Field(1, le=1024,
+                               description="More than one runs distributed (PyTorchJob).")
     schedule: Cron | None = Field(None, description="Scheduled retraining.")
     timezone: str = "UTC"
-    data_window: Duration | None = Field(None, description="Train on this much recent data.")
+    data_window: Seconds | None = Field(None, description="Train on this much recent data.")
     max_dropped_rows: Fraction | None = Field(
         None, description="Fail training when more than this share of the labelled rows in the "
         "window is lost by the feature join or comes back without any feature value (e.g. "
         "0.1); unset: report the share, never fail on it.")
     checkpoint: Checkpoint | None = None
     retries: Retries = Field(default_factory=Retries)
-    timeout: Duration = "6h"
+    timeout: Seconds = "6h"
 
     @model_validator(mode="after")
     def _one(self):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import Cron, Duration, FieldName, Fraction, Name, Spec
+from .types import Cron, FieldName, Fraction, Name, Seconds, Spec
 
 DriftMethod = Literal["auto", "psi", "ks", "wasserstein", "jensenshannon", "kl_div", "chisquare",
                       "z"]
@@ -16,14 +16,14 @@ DriftMethod = Literal["auto", "psi", "ks", "wasserstein", "jensenshannon", "kl_d
 class DriftWindow(Spec):
     source: Name | None = Field(None, description="A source; defaults to the prediction log "
                                 "(current) or the training snapshot (reference).")
-    window: Duration = "1d"
+    window: Seconds = "1d"
 
 
 class OnDrift(Spec):
     action: Literal["alert", "retrain"] = "alert"
-    cooldown: Duration = Field("24h", description="Least time between two retrains.")
-    max_runs: PositiveInt = Field(3, description="At most this many retrains ...")
-    per: Duration = Field("7d", description="... in this period.")
+    cooldown: Seconds = Field("24h", description="Least time between two retrains.")
+    max_runs: PositiveInt = Field(3, le=100, description="At most this many retrains ...")
+    per: Seconds = Field("7d", description="... in this period.")
 
 
 class DriftCheck(Spec):
@@ -33,8 +33,8 @@ class DriftCheck(Spec):
     current: DriftWindow = Field(default_factory=DriftWindow)
     features: list[FieldName] = Field(default_factory=list, description="Empty means all inputs.")
     method: DriftMethod = "auto"
-    threshold: float | None = Field(None, gt=0, description="Per-feature threshold; defaults to "
-                                    "the method's own.")
+    threshold: float | None = Field(None, gt=0, le=1000, description="Per-feature threshold; "
+                                    "defaults to the method's own.")
     drift_share: Fraction = Field(0.5, description="Share of drifted features that makes the "
                                   "dataset drifted.")
     schedule: Cron = "0 * * * *"
@@ -90,7 +90,7 @@ class Alerts(Spec):
     warning: list[Name] = Field(default_factory=list, description="Routes for warnings.")
     runbook_url: str = Field("https://runbooks.example.com/mlc",
                              pattern=r"^https?://\S+$", description="Base of runbook links.")
-    stale_model_after: Duration = Field("14d", description="Alert when the production model is "
+    stale_model_after: Seconds = Field("14d", description="Alert when the production model is "
                                         "older than this.")
 
 

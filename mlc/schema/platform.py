@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
+from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
 
 class Mlflow(Spec):
@@ -100,7 +100,8 @@ class RunVolume(Spec):
 
 
 class Platform(Spec):
-    namespace: DnsLabel | None = Field(None, description="Defaults to `<project>-<env>`.")
+    namespace: ProjectNamespace | None = Field(None, description="Defaults to "
+                                               "`<project>-<env>`.")
     development: bool | None = Field(
         None, description="`true` allows settings that only work on one machine or a "
         "throw-away cluster (local file paths, SQLite, the placeholder Argo CD repository). "

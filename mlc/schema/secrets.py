@@ -7,17 +7,15 @@ Environment variables take either a literal string or `{secret: <name>}`, a refe
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import DnsLabel, Name, Spec
+from .types import DnsLabel, EnvVarName, Name, SecretKey, Spec
 
 
 class KubernetesSecretRef(Spec):
     name: DnsLabel
-    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$")
+    key: SecretKey
 
 
 class ExternalSecretRef(Spec):
@@ -50,7 +48,5 @@ class SecretEnv(Spec):
     secret: Name = Field(description="A name under `secrets:`.")
 
 
-# POSIX environment variable names; Kubernetes accepts more, shells and Python's os.environ
-# users expect these.
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-EnvVars = dict[EnvName, str | SecretEnv]
+# Names by Kubernetes' rule; those the step and serving contracts set are refused (EnvVarName).
+EnvVars = dict[EnvVarName, str | SecretEnv]

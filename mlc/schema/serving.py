@@ -8,15 +8,26 @@ from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from .secrets import EnvVars
-from .types import Cron, DnsLabel, Duration, Fraction, LabelKey, LabelValue, Name, Percent, Spec
+from .types import (
+    Cron,
+    DnsLabel,
+    Duration,
+    Fraction,
+    LabelKey,
+    LabelValue,
+    Name,
+    Percent,
+    Seconds,
+    Spec,
+)
 
 
 class Autoscaling(Spec):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: PositiveInt = 3
+    min_replicas: int = Field(1, ge=0, le=1000)
+    max_replicas: PositiveInt = Field(3, le=1000)
     metric: Literal["cpu", "rps", "concurrency"] = "cpu"
-    target: PositiveInt = Field(70, description="CPU percent, requests per second per replica, "
-                                "or concurrent requests per replica.")
+    target: PositiveInt = Field(70, le=1_000_000, description="CPU percent, requests per second "
+                                "per replica, or concurrent requests per replica.")
 
     @model_validator(mode="after")
     def _order(self):
@@ -28,7 +39,7 @@ class Autoscaling(Spec):
 
 class CanaryStep(Spec):
     weight: int = Field(ge=1, le=100)
-    pause: Duration | None = None
+    pause: Seconds | None = None
 
 
 class RolloutGates(Spec):
@@ -36,8 +47,8 @@ class RolloutGates(Spec):
     max_error_rate: Fraction = 0.01
     max_prediction_drift: Fraction | None = Field(0.2, description="Largest PSI between the "
                                                   "canary's and the stable predictions.")
-    interval: Duration = "1m"
-    failure_limit: int = Field(1, ge=0)
+    interval: Seconds = "1m"
+    failure_limit: int = Field(1, ge=0, le=100)
 
 
 class Variant(Spec):
@@ -86,13 +97,13 @@ class Slo(Spec):
     availability: Percent = Field(99.9, description="Percent of requests that succeed.")
     latency: Duration = Field("250ms", description="Threshold for a fast request.")
     latency_target: Percent = Field(99.0, description="Percent of requests under `latency`.")
-    window: Duration = "30d"
+    window: Seconds = "30d"
 
 
 class Batching(Spec):
-    max_batch_size: PositiveInt = 32
+    max_batch_size: PositiveInt = Field(32, le=65_536)
     max_latency: Duration = "5ms"
-    max_queue: PositiveInt = 256
+    max_queue: PositiveInt = Field(256, le=1_000_000)
 
 
 class AllowFrom(Spec):
@@ -121,7 +132,8 @@ class Endpoint(Spec):
     version: PositiveInt | None = Field(None, description="Pin a registry version instead.")
     mode: Literal["online", "serverless", "batch"] = "online"
     hardware: Name = "default"
-    replicas: PositiveInt | None = Field(None, description="Fixed replicas (no autoscaling).")
+    replicas: PositiveInt | None = Field(None, le=1000,
+                                         description="Fixed replicas (no autoscaling).")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     rollout: Rollout = Field(default_factory=Rollout)
     slo: Slo = Field(default_factory=Slo)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import VALUE_TYPES, Duration, FieldName, Name, Spec
+from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
 
@@ -26,7 +26,7 @@ class Column(Spec):
 
 class DataChecks(Spec):
     min_rows: int | None = Field(None, ge=0)
-    max_staleness: Duration | None = Field(None, description="The newest timestamp must be at "
+    max_staleness: Seconds | None = Field(None, description="The newest timestamp must be at "
                                            "most this old when training starts.")
 
 
@@ -47,7 +47,7 @@ def _table_or_query(source: _Source) -> None:
 
 class FileSource(_Source):
     type: Literal["file"]
-    path: str = Field(min_length=1, description="Local path (relative to ml.yaml) or an "
+    path: SourcePath = Field(min_length=1, description="Local path (relative to ml.yaml) or an "
                       "object-store URI (s3://, gs://, az://).")
     format: Literal["parquet", "csv"] = "parquet"
     endpoint_override: str | None = Field(None, description="S3-compatible endpoint URL.")
@@ -104,7 +104,7 @@ class PostgresSource(_Source):
 class SparkSource(_Source):
     type: Literal["spark"]
     table: str | None = Field(None, pattern=r"^[A-Za-z0-9_.]+$")
-    path: str | None = None
+    path: SourcePath | None = None
     file_format: Literal["parquet", "csv", "json", "avro", "delta"] = "parquet"
 
     @model_validator(mode="after")
@@ -120,7 +120,7 @@ class KafkaSource(_Source):
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     format: Literal["json", "avro", "protobuf"] = "json"
     batch_source: Name = Field(description="Batch source holding the same data, for training.")
-    watermark_delay: Duration = "5m"
+    watermark_delay: Seconds = "5m"
 
 
 class PushSource(_Source):

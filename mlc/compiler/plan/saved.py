@@ -18,7 +18,9 @@ from typing import Any
 
 from mlc import __version__
 
+from ..load import MAX_FILE_BYTES
 from ..pipeline import ENVIRONMENTS_DIR, PROJECT_FILE
+from ..reading import ReadRefused, read_project_file
 from .model import Plan
 from .trees import Tree, sha256
 
@@ -52,7 +54,13 @@ def source_hashes(root: Path) -> dict[str, str]:
     folder = root / ENVIRONMENTS_DIR
     if folder.is_dir():
         names += sorted(f"{ENVIRONMENTS_DIR}/{p.name}" for p in folder.glob("*.yaml"))
-    return {n: sha256((root / n).read_bytes()) for n in names if (root / n).is_file()}
+    out = {}
+    for name in names:
+        try:  # the bounded, regular-files-only read of every project file (reading.py)
+            out[name] = sha256(read_project_file(root, name, MAX_FILE_BYTES))
+        except ReadRefused:
+            continue  # the compile that made the plan refused it already
+    return out
 
 
 def stored_out(root: Path, out_dir: Path) -> str:

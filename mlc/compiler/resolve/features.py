@@ -106,6 +106,11 @@ def resolve_feature_views(ctx: Context, sources: dict[str, ir.Source],
     return out
 
 
+# The Feast backend parenthesizes every operation, and Python refuses source nested more than
+# 200 parentheses deep (and recursion runs out long before a 500-character limit would stop
+# `------x`); no derived feature needs more than a handful of levels.
+MAX_EXPRESSION_DEPTH = 64
+
 _ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Add, ast.Sub, ast.Mult, ast.Div,
                   ast.USub, ast.UAdd, ast.Name, ast.Load, ast.Constant)
 
@@ -116,6 +121,11 @@ def expression_inputs(expression: str) -> list[str] | str:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:
         return f"it does not parse: {exc.msg}"
+    except (RecursionError, MemoryError, ValueError):
+        return "it is nested too deeply to parse"
+    if expression_depth(tree.body) > MAX_EXPRESSION_DEPTH:
+        return (f"it nests operations more than {MAX_EXPRESSION_DEPTH} levels deep; split it "
+                "into several derived features")
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             return f"`{type(node).__name__}` is not allowed; use names, numbers, + - * / and ( )"
@@ -125,6 +135,18 @@ def expression_inputs(expression: str) -> list[str] | str:
         if isinstance(node, ast.Constant) and node.value in (float("inf"), float("-inf")):
             return f"`{node.value}` is not a finite number"  # `1e999` reads as infinity
     return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
+
+
+def expression_depth(node: ast.AST) -> int:
+    """How deeply operations nest in an expression tree (a name or a number is 1); counted
+    without recursion, so a degenerate tree cannot exhaust the stack."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(current)
+                     if isinstance(child, ast.expr))
+    return deepest
 
 
 def _resolve_derived(ctx: Context, view, path, fields: set[str]) -> list[ir.DerivedFeature]:

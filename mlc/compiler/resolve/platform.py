@@ -7,8 +7,8 @@ import re
 from ...schema.hardware import HardwareProfile
 from ...schema.types import IMAGE_RE, quantity_value
 from .. import ir
+from ..literal_secrets import LITERAL_SECRET
 from ..names import dns_label
-from ..validate import LITERAL_SECRET
 from .context import Context
 
 IMAGE_NOT_PINNED = "MLC304"

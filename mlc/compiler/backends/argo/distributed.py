@@ -22,6 +22,7 @@ from hera.workflows import Resource
 from ...ir import Pipeline, ResolvedProject, Step
 from ...names import dns_label
 from .. import pods
+from ..escape import container_text
 from ..objects import SOURCE_ANNOTATION, labels
 from . import steps, volumes
 from .expressions import WORKFLOW_NAME, literal
@@ -60,8 +61,8 @@ def jobset(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str
     container = {
         "name": "trainer",
         "image": step.image.ref,
-        "command": [literal(c) for c in step.command],
-        "args": [literal(a) for a in step.args],
+        "command": [container_text(literal(c)) for c in step.command],
+        "args": [container_text(literal(a)) for a in step.args],
         "env": steps.step_env(project, pipeline, step, encoded=True)
         + rendezvous_env(step, hardware.gpu_count),
         "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}],

@@ -14,6 +14,7 @@ from hera.workflows import models as m
 from ...ir import Pipeline, ResolvedProject, Retries
 from ...resolve import PROJECT_JSON
 from .. import pods
+from ..escape import container_text
 from . import steps, volumes
 from .expressions import WORKFLOW_FAILURES, WORKFLOW_NAME, WORKFLOW_STATUS, literal
 
@@ -40,7 +41,7 @@ def notify_step(project: ResolvedProject, pipeline: Pipeline) -> Container | Non
         "MLC_RUN_FAILURES": WORKFLOW_FAILURES,
         "MLC_NOTIFY_ROUTES": ",".join(pipeline.routes),
         "MLC_ROUTE_SECRETS_DIR": volumes.ROUTE_SECRETS_DIR,
-        "MLFLOW_TRACKING_URI": literal(project.platform.mlflow_tracking_uri),
+        "MLFLOW_TRACKING_URI": container_text(literal(project.platform.mlflow_tracking_uri)),
     }
     mounts = [volumes.project_json_mount(), {"name": volumes.TMP, "mountPath": "/tmp"}]
     if any(project.routes[r].secret for r in pipeline.routes):

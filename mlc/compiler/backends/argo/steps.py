@@ -18,6 +18,7 @@ from ...ir import Hardware, Pipeline, ResolvedProject, Retries, Step
 from ...resolve import PROJECT_JSON
 from ...resolve.platform import QUEUE_LABEL
 from .. import pods
+from ..escape import container_text
 from ..feast import DATA_ROOT_ENV, REPO_MOUNT_PATH
 from . import volumes
 from .expressions import WORKFLOW_NAME, literal, parameter, parameter_base64
@@ -84,6 +85,7 @@ def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step, *,
     """
     plain = {literal(k): literal(v) for k, v in step.env.items()}
     plain.update(contract_env(project, pipeline, step))
+    plain = {k: container_text(v) for k, v in plain.items()}  # parameters are added after
     for name in step.parameters:
         if encoded:
             plain[param_env_name(name) + "_B64"] = parameter_base64(name)
@@ -139,8 +141,8 @@ def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> 
     return Container(
         name=step.name,
         image=step.image.ref,
-        command=[literal(c) for c in step.command],
-        args=[literal(a) for a in step.args],
+        command=[container_text(literal(c)) for c in step.command],
+        args=[container_text(literal(a)) for a in step.args],
         env=[m.EnvVar.parse_obj(e) for e in step_env(project, pipeline, step)],
         resources=m.ResourceRequirements.parse_obj(pods.resources(hardware)),
         security_context=m.SecurityContext.parse_obj(pods.container_security_context()),

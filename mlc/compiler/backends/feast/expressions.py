@@ -13,6 +13,7 @@ import ast
 import math
 from collections.abc import Mapping
 
+from ...resolve.features import MAX_EXPRESSION_DEPTH, expression_depth
 from .literals import Code, py_literal
 
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -42,9 +43,12 @@ def _parse(expression: str) -> ast.expr:
     if not isinstance(expression, str):
         raise UnsafeExpression(f"expected a string, got {expression!r}")
     try:
-        return ast.parse(expression, mode="eval").body
+        tree = ast.parse(expression, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise UnsafeExpression(f"{expression!r} does not parse: {exc}") from None
+    if expression_depth(tree) > MAX_EXPRESSION_DEPTH:  # the generated source must parse too
+        raise UnsafeExpression(f"{expression!r} nests deeper than {MAX_EXPRESSION_DEPTH}")
+    return tree
 
 
 def _walk(node: ast.expr, column) -> str:

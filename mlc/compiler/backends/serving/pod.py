@@ -18,6 +18,7 @@ from typing import Any
 from ...ir import ResolvedProject
 from ...resolve import PROJECT_JSON
 from ..core import config_map_name as project_config_map_name
+from ..escape import container_text
 from ..feast import DATA_ROOT_ENV, ONLINE_SECRET_ENV, REPO_MOUNT_PATH, repo_config_map_name
 from ..pods import (
     RUNTIME_UID,
@@ -65,7 +66,7 @@ def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
         {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
         # Python libraries cache under $HOME; the root filesystem is read-only
         {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
+        {"name": "MLFLOW_TRACKING_URI", "value": container_text(platform.mlflow_tracking_uri)},
     ]
     secrets = dict(w.endpoint.secrets)
     if platform.mlflow_credentials:
