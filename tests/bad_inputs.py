@@ -340,7 +340,7 @@ CASES = [
     Case("external-secret-without-store", "MLC220", "ml.yaml:13:5",
          {"ml.yaml": edit("sources:\n", "secrets:\n  db:\n    external: {path: a/b}\n"
                           "sources:\n")}),
-    Case("env-name-of-mlc", "MLC104", "ml.yaml:39:24",
+    Case("env-name-of-mlc", "MLC104", "ml.yaml:39:11",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    env: {MLC_RUN_DIR: /data}\nmonitoring")}),
     Case("secret-name-taken", "MLC222", "ml.yaml:15:24",

@@ -83,7 +83,8 @@ def validate_document(doc: Document, diags: Diagnostics) -> Project | None:
 # formats, choices, unknown keys, literal secrets). Not missing keys, nor one-of rules, nor
 # references: a base may leave those to the environments.
 _LAYER_CODES = frozenset({"MLC101", WRONG_TYPE, "MLC104", "MLC105", "MLC106", "MLC107",
-                          "MLC108", "MLC109", literal_secrets.LITERAL_SECRET, "MLC111", "MLC113", "MLC115"})
+                          "MLC108", "MLC109", literal_secrets.LITERAL_SECRET, "MLC111",
+                          "MLC113", "MLC115"})
 
 
 def validate_layer(doc: Document, diags: Diagnostics) -> None:
