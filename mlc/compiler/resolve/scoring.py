@@ -63,8 +63,9 @@ def resolve_batch(ctx: Context, endpoint: str, batch, sources: dict[str, ir.Sour
                   "neither a folder nor a .parquet or .csv file", (*path, "output"),
                   help="end it with `/` for a folder of part files and a `_SUCCESS` marker, "
                   f"or name the file, e.g. `{output.rstrip('/')}.{fmt}`")
-    if "://" not in output:
-        # steps resolve relative paths under the run's volume, which goes with the run
+    if "://" not in output and ctx.development:
+        # steps resolve relative paths under the run's volume, which goes with the run;
+        # outside development the same path is an error (MLC370, cluster_safety.py)
         ctx.warning(OUTPUT_NOT_KEPT, f"batch output `{output}` of endpoint `{endpoint}` is a "
                     "local path: in a cluster it is written to the run's own volume and "
                     "deleted with it", (*path, "output"),
