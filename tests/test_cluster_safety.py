@@ -70,7 +70,7 @@ def test_the_fixed_settings_pass(tmp_path):
 
 
 @pytest.mark.parametrize("patch, code", [
-    ({"sources": {"events": {"path": "/data/events.parquet"}}}, "MLC370"),
+    ({"sources": {"events": {"path": "data/events.parquet"}}}, "MLC370"),
     ({"platform": {"featureStore": {"registry": "registry.db"}}}, "MLC371"),
     ({"platform": {"featureStore": {"onlineStore": {"type": "sqlite"}}}}, "MLC372"),
     ({"platform": {"argocd": {"repoUrl": "https://git.example.com/ml.git"}}}, "MLC373"),

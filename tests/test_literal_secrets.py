@@ -71,6 +71,21 @@ def test_secret_shape_is_refused(tmp_path, capsys, shape):
     assert hit["file"] == "ml.yaml" and hit["line"] and "secrets:" in hit["help"]
 
 
+SHOWN_SECRETS = {"aws-temporary-key": AWS_TEMP, "jwt": JWT, "stripe-live": STRIPE,
+                 "password-in-args": "hunter2hunter2", "token-in-query": "abcd1234efgh",
+                 "redis-empty-user": "s3cretpass"}
+
+
+@pytest.mark.parametrize("shape", sorted(SHOWN_SECRETS))
+def test_the_rendered_error_never_repeats_the_secret(tmp_path, capsys, shape):
+    """CI posts validate's output into the pull request: the excerpt masks the value."""
+    project = write_project(tmp_path / "p", {"ml.yaml": SHAPES[shape]})
+    assert main(["validate", "-C", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert "error[MLC110]" in err and "<redacted>" in err, err
+    assert SHOWN_SECRETS[shape] not in err, err
+
+
 def test_secret_in_an_overlay_is_located_there(tmp_path, capsys):
     project = write_project(tmp_path / "p", {"ml.yaml": BASE, "environments/prod.yaml":
                                              f"metadata:\n  description: {JWT}\n"})

@@ -54,6 +54,9 @@ class Diagnostic:
     # False for a file that did not load: it may be anything (a secret, another program's
     # data), so rendering shows the offending token alone, never its whole line
     excerpt: bool = True
+    # True where the span is a secret written in plain text: the excerpt masks it and leaves
+    # out the rest of its line, so a CI log or PR comment never repeats the secret
+    redact: bool = False
 
     @property
     def dotted_path(self) -> str:
@@ -109,9 +112,10 @@ class Diagnostics:
             self.items.append(diagnostic)
 
     def error(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
-              help: str | None = None, notes: Sequence[str] = (), excerpt: bool = True) -> None:
+              help: str | None = None, notes: Sequence[str] = (), excerpt: bool = True,
+              redact: bool = False) -> None:
         self.add(Diagnostic(code, message, span, tuple(path), help, Severity.ERROR, tuple(notes),
-                            excerpt))
+                            excerpt, redact))
 
     def warning(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
                 help: str | None = None, notes: Sequence[str] = (), excerpt: bool = True) -> None:
@@ -206,6 +210,8 @@ def _excerpt(d: Diagnostic, root: Path | None, cache: dict[str, list[str] | None
             return []
         start = min(start, MAX_SHOWN // 2)
         source_line, width = " " * start + token, len(token)
+    if d.redact:
+        source_line, width = source_line[:start] + REDACTED, len(REDACTED)
     cut, column = _window(source_line, start + 1)
     before, marked = printable(cut[:column - 1]), printable(cut[column - 1:column - 1 + width])
     shown = before + printable(cut[column - 1:])
@@ -216,6 +222,7 @@ def _excerpt(d: Diagnostic, root: Path | None, cache: dict[str, list[str] | None
     return [f"   {pad} |", f"   {number} | {shown}", f"   {pad} | {caret}"]
 
 
+REDACTED = "<redacted>"
 MAX_TOKEN = 40  # characters of a token quoted from a file that did not load
 
 

@@ -75,7 +75,7 @@ def scan(doc: Document, diags: Diagnostics) -> None:
         what = _secret_in(key, value, path)
         if what and not _allowed(doc, path):
             diags.error(LITERAL_SECRET, what, span=doc.span_for(path), path=path,
-                        help=_help(path))
+                        help=_help(path), redact=True)
 
 
 def _is_env_reference(path: FieldPath) -> bool:
@@ -95,12 +95,16 @@ def _help(path: FieldPath) -> str:
     return _HELP
 
 
+# Sections that name where secrets live, never what they are.
+_REFERENCES = frozenset({((), "secrets"), (("platform",), "secretStore")})
+
+
 def _strings(node: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str | None, str]]:
     """(path, the key it is under, the string) for every string value; for an item of a list
     of arguments that follows a flag such as `--password`, that flag is the key."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if path[:1] == () and key == "secrets":
+            if (path, key) in _REFERENCES:
                 continue  # references to secrets: names, stores and paths, never values
             child = (*path, key)
             if isinstance(value, str):

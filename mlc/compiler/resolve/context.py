@@ -33,8 +33,10 @@ class Context:
         return Origin(file=span.file if span else self.doc.file, line=span.line if span else 0,
                       path=".".join(str(p) for p in path))
 
-    def error(self, code: str, message: str, path: FieldPath, help: str | None = None) -> None:
-        self.diags.error(code, message, span=locate(self.doc, path), path=path, help=help)
+    def error(self, code: str, message: str, path: FieldPath, help: str | None = None, *,
+              redact: bool = False) -> None:
+        self.diags.error(code, message, span=locate(self.doc, path), path=path, help=help,
+                         redact=redact)
 
     def warning(self, code: str, message: str, path: FieldPath, help: str | None = None) -> None:
         self.diags.warning(code, message, span=locate(self.doc, path), path=path, help=help)

@@ -151,7 +151,7 @@ def store_options(ctx: Context, options: dict, path) -> dict:
             code = BAD_STORE_OPTION if key in ("type", "path") else LITERAL_SECRET
             ctx.error(code, f"`{key}` cannot be set in `options`", where,
                       help="mlc sets `type` and `path` itself; credentials come from "
-                      "`connectionSecret`")
+                      "`connectionSecret`", redact=code == LITERAL_SECRET)
         elif not _STORE_OPTION_KEY.fullmatch(key):
             ctx.error(BAD_STORE_OPTION, f"`{key}` is not a feature_store.yaml setting name",
                       where, help="use the snake_case name Feast documents, e.g. `iam_role`")
