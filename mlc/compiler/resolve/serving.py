@@ -6,6 +6,7 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
+from .traffic import traffic
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -62,6 +63,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
         r = e.rollout
+        ctx.check_ref(r.router.hardware, hardware, "hardware profile",
+                      (*path, "rollout", "router", "hardware"), "hardware")
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None
         rollout = ir.Rollout(
@@ -84,7 +87,17 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             shadow_model_uri=(model_uri(model, shadow_alias, r.shadow.version)
                               if r.shadow else None),
             shadow_log_uri=(f"{platform.artifact_root}/{ctx.project.metadata.name}/{ctx.env}/"
-                            f"predictions/{name}-shadow" if r.shadow else None))
+                            f"predictions/{name}-shadow" if r.shadow else None),
+            shadow_tolerance=r.shadow.tolerance if r.shadow else 0.0,
+            shadow_max_queue=r.shadow.max_queue if r.shadow else 0,
+            shadow_timeout_seconds=duration_seconds(r.shadow.timeout) if r.shadow else 0.0,
+            assignment_header=(r.assignment.header.lower()
+                               if r.assignment and r.assignment.header else None),
+            assignment_field=r.assignment.field if r.assignment else None,
+            traffic=traffic(ctx, name, e, model, platform),
+            router_replicas=r.router.replicas,
+            router_hardware=r.router.hardware,
+            router_timeout_seconds=duration_seconds(r.router.timeout))
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

@@ -9,6 +9,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class MirrorSettings:
+    """Where a primary copies a share of its requests: its shadow (see shadow.py)."""
+
+    url: str
+    percent: int
+    task: str  # classification: agreement is the same class; regression: within tolerance
+    tolerance: float
+    max_queue: int
+    timeout_seconds: float
+
+    @classmethod
+    def from_config(cls, doc: dict | None) -> MirrorSettings | None:
+        if not doc:
+            return None
+        return cls(url=doc["url"].rstrip("/"), percent=int(doc["percent"]), task=doc["task"],
+                   tolerance=float(doc["tolerance"]), max_queue=int(doc["max_queue"]),
+                   timeout_seconds=float(doc["timeout_seconds"]))
+
+
 @dataclass
 class ServeSettings:
     endpoint: str
@@ -27,6 +47,9 @@ class ServeSettings:
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
     retry_after_seconds: int = 1
     load_retry_max_seconds: float = 30.0
+    role: str = "primary"  # primary, shadow or variant
+    variant: str | None = None  # the A/B variant this server is
+    mirror: MirrorSettings | None = None
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -76,4 +99,7 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         prediction_log_sample=log.get("sample", e.prediction_log_sample),
         online_features=online,
         drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
-        model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")))
+        model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
+        role=workload.get("role") or "primary",
+        variant=workload.get("variant"),
+        mirror=MirrorSettings.from_config(workload.get("mirror")))

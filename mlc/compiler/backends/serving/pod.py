@@ -1,4 +1,5 @@
-"""The serving pod: one container running `python -m mlc.runtime serve`, in every form.
+"""The serving pod: one container running `python -m mlc.runtime serve`, in every form
+(the A/B router's runs `python -m mlc.runtime route`, on its own hardware profile).
 
 Deployments, Argo Rollouts, Knative and KServe all take a pod spec; they differ in the
 fields their admission webhooks accept (Knative refuses lifecycle hooks and, unless a
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...ir import ResolvedProject
+from ...ir import Hardware, ResolvedProject
 from ...resolve import PROJECT_JSON
 from ..core import config_map_name as project_config_map_name
 from ..feast import DATA_ROOT_ENV, ONLINE_SECRET_ENV, REPO_MOUNT_PATH, repo_config_map_name
@@ -45,8 +46,16 @@ TERMINATION_GRACE_SECONDS = 30
 
 
 def command(w: Workload) -> tuple[list[str], list[str]]:
+    if w.role == "router":
+        return (["python", "-m", "mlc.runtime"], ["route", "--endpoint", w.endpoint.name])
     return (["python", "-m", "mlc.runtime"],
             ["serve", "--project", PROJECT_JSON, "--endpoint", w.endpoint.name])
+
+
+def hardware(project: ResolvedProject, w: Workload) -> Hardware:
+    if w.role == "router":
+        return project.hardware[w.endpoint.rollout.router_hardware]
+    return project.hardware[w.endpoint.hardware]
 
 
 def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
@@ -55,8 +64,10 @@ def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
         {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
         # Python libraries cache under $HOME; the root filesystem is read-only
         {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri},
     ]
+    if w.role == "router":  # it reads its settings only: no registry, no feature store
+        return sorted(out, key=lambda e: e["name"])
+    out.append({"name": "MLFLOW_TRACKING_URI", "value": platform.mlflow_tracking_uri})
     secrets = {}
     if platform.mlflow_credentials:
         secrets["MLFLOW_TRACKING_TOKEN"] = platform.mlflow_credentials
@@ -91,7 +102,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
         "env": env(project, w),
         "ports": [{"name": "http1" if form == "knative" else PORT_NAME,
                    "containerPort": ep.port, "protocol": "TCP"}],
-        "resources": resources(project.hardware[ep.hardware]),
+        "resources": resources(hardware(project, w)),
         "startupProbe": probe(LIVE_PATH, period=STARTUP_PERIOD_SECONDS,
                               failures=STARTUP_FAILURES, form=form),
         "livenessProbe": probe(LIVE_PATH, period=10, failures=3, form=form),
@@ -102,7 +113,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
             {"name": "scratch", "mountPath": SCRATCH_DIR},
         ],
     }
-    if ep.online_features:
+    if ep.online_features and w.role != "router":
         out["volumeMounts"].append({"name": "feast", "mountPath": REPO_MOUNT_PATH,
                                     "readOnly": True})
     if form == "kubernetes":
@@ -119,7 +130,7 @@ def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
                        "items": [{"key": w.config_key, "path": "endpoint.json"}]}},
     ]}}
     out = [config, {"name": "scratch", "emptyDir": {}}]
-    if w.endpoint.online_features:
+    if w.endpoint.online_features and w.role != "router":
         out.append({"name": "feast", "configMap": {"name": repo_config_map_name(project)}})
     return out
 
@@ -139,7 +150,7 @@ def topology_spread(project: ResolvedProject, w: Workload,
 
 def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
              hash_label: str = "pod-template-hash") -> dict[str, Any]:
-    hardware = project.hardware[w.endpoint.hardware]
+    profile = hardware(project, w)
     spec: dict[str, Any] = {
         "serviceAccountName": service_account_name(w.endpoint),
         "automountServiceAccountToken": False,
@@ -148,7 +159,7 @@ def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
         "containers": [container(project, w, form)],
         "volumes": volumes(project, w),
         # GPU node selector and taints, spot placement, priority: from the hardware profile
-        **scheduling(hardware),
+        **scheduling(profile),
     }
     if form != "knative":
         spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
