@@ -70,6 +70,25 @@ def test_agreement_per_task():
     assert not agreement(p, p[:2], "classification", 0).any()  # another shape
 
 
+def test_the_comparison_counts_rows_of_every_shape():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    stats = ShadowStats("ep", "classification", 0.0)
+    stats.compare(np.array([0.2, 0.8]), np.array([0.3, 0.1]))  # agree, disagree
+    stats.compare(np.array([[0.1, 0.9]]), np.array([[0.2, 0.8]]))  # the same class
+    stats.compare(np.array([0.6]), np.full(0, np.nan))  # an answer of no known shape
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(stats)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in f.samples}
+    assert samples[("mlc_shadow_compared_total", (("endpoint", "ep"),))] == 4
+    assert samples[("mlc_shadow_agreed_total", (("endpoint", "ep"),))] == 2
+    count = "mlc_shadow_prediction_value_count"
+    assert samples[(count, (("endpoint", "ep"), ("role", "primary")))] == 4
+    assert samples[(count, (("endpoint", "ep"), ("role", "shadow")))] == 3
+
+
 def test_a_stuck_shadow_never_holds_the_primary_up(tmp_path):
     """The shadow accepts connections and never answers: offering copies still returns at
     once, the queue holds at most max_queue, and every copy beyond is dropped and counted."""
@@ -142,7 +161,8 @@ def test_the_entity_key_is_read_from_either_body_shape():
 class Process:
     """One runtime process, started as the generated manifests start it."""
 
-    def __init__(self, tmp: Path, name: str, args: list[str], config: dict, env: dict[str, str]):
+    def __init__(self, tmp: Path, name: str, args: list[str], config: dict, env: dict[str, str],
+                 cpus: set[int] | None = None):
         self.port = _free_port()
         config_path = tmp / f"{name}.json"
         config_path.write_text(json.dumps(config))
@@ -152,6 +172,8 @@ class Process:
              "--port", str(self.port)],
             env={**os.environ, "MLC_ENDPOINT_CONFIG": str(config_path), **env},
             stdout=self.log, stderr=subprocess.STDOUT)
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
@@ -169,6 +191,14 @@ class Process:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"never ready\n{self.output()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (Linux /proc; NaN elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         text = httpx.get(self.url + "/metrics", timeout=10).text
@@ -250,15 +280,22 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
     assert primary_cfg["mirror"]["percent"] == SHADOW_PERCENT
     serve = ["serve", "--project", str(tmp_path / "project.json"), "--endpoint"]
     env = {"MLFLOW_TRACKING_URI": tracking, "MLC_TORCH_THREADS": "1"}
+    # In a cluster the shadow runs on other nodes. Here, where there are two CPUs, the two
+    # servers measured run on one and the shadow and this client on the other, so that
+    # the shadow's own work does not count as the mirror's cost.
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    measured, others = ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 else (None, None)
+    if others:
+        os.sched_setaffinity(0, others)
     shadow = Process(tmp_path, "shadow", [*serve, "fraud"], shadow_cfg,
-                     {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "shadow-log")})
+                     {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "shadow-log")}, others)
     shadow.wait_ready()
     primary_cfg["mirror"]["url"] = shadow.url  # the cluster address, here
     primary = Process(tmp_path, "primary", [*serve, "fraud"], primary_cfg,
-                      {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "primary-log")})
+                      {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "primary-log")}, measured)
     # the same model and settings without a mirror, measured side by side with the primary
     plain = Process(tmp_path, "plain", [*serve, "fraud-plain"], plain_cfg,
-                    {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "plain-log")})
+                    {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "plain-log")}, measured)
     codes = []
     try:
         primary.wait_ready()
@@ -275,13 +312,17 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
             await _requests(plain.url, warm, [{}] * 100)
             # interleaved in slices, so that both see the same load on this machine
             on, off = [], []
+            cpu = {"on": -primary.cpu_seconds(), "off": -plain.cpu_seconds()}
             for start in range(0, SHADOW_REQUESTS, 200):
                 part = slice(start, start + 200)
                 on += await _requests(primary.url, bodies[part], headers[part], 4)
                 off += await _requests(plain.url, bodies[part], headers[part], 4)
-            return on, off
+            await asyncio.sleep(1.0)  # the last copies' answers
+            cpu["on"] += primary.cpu_seconds()
+            cpu["off"] += plain.cpu_seconds()
+            return on, off, cpu
 
-        on, off = asyncio.run(side_by_side())
+        on, off, cpu = asyncio.run(side_by_side())
         assert all(r.status_code == 200 for r, _ in on + off)
         sent_ids = [r.headers[request_id.HEADER] for r, _ in on]
         for i, rid in enumerate(sent_ids):
@@ -308,6 +349,8 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
         agreed = _total(m, "mlc_shadow_agreed_total")
     finally:
         codes = [p.stop() for p in (primary, plain, shadow)]
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
     assert codes == [0, 0, 0], primary.output() + shadow.output()
 
     share = expected / SHADOW_REQUESTS
@@ -342,7 +385,9 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
           f"arrived, agreement {agreed / compared:.1%}; p99 with mirror "
           f"{on_p99 * 1e3:.2f} ms, without {off_p99 * 1e3:.2f} ms "
           f"({(on_p99 / off_p99 - 1):+.1%}); median {statistics.median(s for _, s in on) * 1e3:.2f}"
-          f" vs {statistics.median(s for _, s in off) * 1e3:.2f} ms")
+          f" vs {statistics.median(s for _, s in off) * 1e3:.2f} ms; primary CPU per request "
+          f"{cpu['on'] / SHADOW_REQUESTS * 1e3:.3f} ms with mirror, "
+          f"{cpu['off'] / SHADOW_REQUESTS * 1e3:.3f} ms without")
 
 
 AB_REQUESTS = 10_000

@@ -86,7 +86,9 @@ class ServeApp:
         self.metrics = ServeMetrics(settings.endpoint, [], settings.max_queue,
                                     inflight=lambda: self.inflight,
                                     queue_depth=lambda: self.batcher.queued)
-        self.shadow_stats = ShadowStats(settings.endpoint)
+        mirror = settings.mirror
+        self.shadow_stats = (ShadowStats(settings.endpoint, mirror.task, mirror.tolerance)
+                             if mirror else ShadowStats(settings.endpoint))
         self.metrics.registry.register(self.shadow_stats)
         self.mirror = (ShadowMirror(settings.mirror, self.shadow_stats)
                        if settings.mirror is not None and settings.role == "primary" else None)
