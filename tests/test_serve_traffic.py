@@ -99,7 +99,7 @@ def test_a_stuck_shadow_never_holds_the_primary_up(tmp_path):
 
         server = await asyncio.start_server(hang, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        stats = ShadowStats("ep")
+        stats = ShadowStats("ep", mirroring=True)
         mirror = ShadowMirror(MirrorSettings(url=f"http://127.0.0.1:{port}", percent=100,
                                              task="classification", tolerance=0.0, max_queue=16,
                                              timeout_seconds=30.0), stats)
@@ -356,6 +356,8 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
     share = expected / SHADOW_REQUESTS
     assert abs(share - SHADOW_PERCENT / 100) < 0.045  # 4.4 sd of 2,000 draws at 30 %
     assert _total(m, "mlc_shadow_dropped_total") == 0
+    assert _total(m, "mlc_shadow_dropped_total", reason="queue_full") == 0  # exported at 0
+    assert ("mlc_shadow_dropped_total", (("endpoint", "fraud"), ("reason", "queue_full"))) in m
     warm_copies = mirrored - expected
     assert arrived == mirrored == answered and 0 <= warm_copies <= 100
     assert _total(m, "mlc_shadow_responses_total", code="200") == answered

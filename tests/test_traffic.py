@@ -6,6 +6,8 @@ let each caller in."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import kubernetes_validate
 import pytest
@@ -148,3 +150,68 @@ def test_kserve_raw_ab_is_allowed_where_the_pods_match_the_weights(tmp_path):
                                         {"name": "b", "weight": 5}]}}})
     assert built.project.endpoints["ab"].rollout.traffic == "pods"
     assert not built.diagnostics.has_errors()
+
+
+# --- the gate queries, evaluated by the real promtool ------------------------------------------
+
+@pytest.mark.slow
+def test_shadow_and_router_queries_compute_what_they_say(tmp_path):
+    from mlc.compiler.backends.serving import shadow_queries as q
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/install-system-deps.sh installs it)")
+
+    built = build(tmp_path / "p", {"fraud": {"model": "scorer", "rollout": SHADOW}})
+    project, ep = built.project, built.project.endpoints["fraud"]
+    ns = project.platform.namespace
+    where = f'namespace="{ns}", endpoint="fraud"'
+
+    def series(name: str, values: str, **labels: str) -> dict:
+        extra = "".join(f', {k}="{v}"' for k, v in sorted(labels.items()))
+        return {"series": f"{name}{{{where}, pod=\"p1\"{extra}}}", "values": values}
+
+    # per minute: 100 compared, 90 agreed; 95 answered 200 and 5 failed; 98 sent, 2 dropped;
+    # the shadow's answers: 50 under 10 ms, all 100 under 50 ms; the router: 90 / 10
+    inputs = [
+        series("mlc_shadow_compared_total", "0+100x10"),
+        series("mlc_shadow_agreed_total", "0+90x10"),
+        series("mlc_shadow_responses_total", "0+95x10", code="200"),
+        series("mlc_shadow_responses_total", "0+5x10", code="error"),
+        series("mlc_shadow_mirrored_total", "0+98x10"),
+        series("mlc_shadow_dropped_total", "0+2x10", reason="queue_full"),
+        series("mlc_shadow_dropped_total", "0+0x10", reason="shutdown"),
+        *[series("mlc_shadow_duration_seconds_bucket", f"0+{n}x10", le=le)
+          for le, n in (("0.005", 0), ("0.01", 50), ("0.025", 80), ("0.05", 100),
+                        ("+Inf", 100))],
+        series("mlc_router_requests_total", "0+90x10", variant="control", code="200"),
+        series("mlc_router_requests_total", "0+10x10", variant="treatment", code="200"),
+    ]
+    same = f"{{{where}}}"
+    tests = [
+        (q.agreement_ratio(project, ep, "5m"), [(same, 0.9)]),
+        (q.shadow_error_ratio(project, ep, "5m"), [(same, 0.05)]),
+        (q.dropped_ratio(project, ep, "5m"), [(same, 0.02)]),
+        # between 0.025 and 0.05: 80 of 100 below the lower bound, linear inside the bucket
+        (q.shadow_latency_quantile(project, ep, 0.9, "5m"), [(same, 0.0375)]),
+        (q.variant_share(project, ep, "5m"), [(f'{{{where}, variant="control"}}', 0.9),
+                                              (f'{{{where}, variant="treatment"}}', 0.1)]),
+    ]
+    # rounded: promtool compares floats exactly, and rates carry rounding error
+    doc = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": inputs,
+        "promql_expr_test": [{"expr": f"round(\n{expr}\n, 0.0001)", "eval_time": "10m",
+                              "exp_samples": [{"labels": labels, "value": value}
+                                              for labels, value in expected]}
+                             for expr, expected in tests]}]}
+    path = tmp_path / "shadow_test.yaml"
+    path.write_text(json.dumps(doc))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and the check can fail: a wrong expectation is reported
+    doc["tests"][0]["promql_expr_test"][0]["exp_samples"][0]["value"] = 0.8
+    path.write_text(json.dumps(doc))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and "agreed" in result.stdout + result.stderr

@@ -87,7 +87,8 @@ class ServeApp:
                                     inflight=lambda: self.inflight,
                                     queue_depth=lambda: self.batcher.queued)
         mirror = settings.mirror
-        self.shadow_stats = (ShadowStats(settings.endpoint, mirror.task, mirror.tolerance)
+        self.shadow_stats = (ShadowStats(settings.endpoint, mirror.task, mirror.tolerance,
+                                         mirroring=settings.role == "primary")
                              if mirror else ShadowStats(settings.endpoint))
         self.metrics.registry.register(self.shadow_stats)
         self.mirror = (ShadowMirror(settings.mirror, self.shadow_stats)

@@ -98,13 +98,17 @@ class ShadowStats:
     pod exports the whole serving contract.
     """
 
-    def __init__(self, endpoint: str, task: str = "classification", tolerance: float = 0.0):
+    def __init__(self, endpoint: str, task: str = "classification", tolerance: float = 0.0,
+                 *, mirroring: bool = False):
         self.endpoint = endpoint
         self.task = task
         self.tolerance = tolerance
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.mirrored = 0
-        self.dropped: dict[str, int] = {}
+        # a mirroring primary exports its drop counters from 0, so that a query of the
+        # dropped share has data before the first drop (and rate() sees the first one)
+        self.dropped: dict[str, int] = (dict.fromkeys((DROP_QUEUE_FULL, DROP_SHUTDOWN), 0)
+                                        if mirroring else {})
         self.responses: dict[str, int] = {}
         self.duration = Histogram(contract.SHADOW_DURATION.buckets)
         self.compared = 0
