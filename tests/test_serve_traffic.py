@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlc.compiler.backends.serving import shadow_queries
 from mlc.runtime.prediction_log import (
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
@@ -264,6 +267,49 @@ SHADOW_PERCENT = 30
 SHADOW_REQUESTS = 2000
 
 
+class Prometheus:
+    """A real Prometheus scraping `targets` every second, as the PodMonitor would (with the
+    pod's namespace as a target label)."""
+
+    def __init__(self, tmp: Path, binary: str, targets: list[str], namespace: str):
+        self.port = _free_port()
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "scrape_configs": [{"job_name": "serving", "static_configs": [
+                      {"targets": targets, "labels": {"namespace": namespace}}]}]}
+        (tmp / "prometheus.yml").write_text(json.dumps(config))
+        self.log = open(tmp / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={tmp / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_scraping(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, Path(self.log.name).read_text()[-3000:]
+            try:
+                ready = httpx.get(self.url + "/-/ready", timeout=5).status_code == 200
+                up = self.query("up") if ready else {}
+                if up and all(v == 1 for v in up.values()):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("Prometheus never scraped its targets")
+
+    def query(self, expr: str) -> dict[tuple, float]:
+        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
+        assert r.status_code == 200, r.text
+        return {tuple(sorted(x["metric"].items())): float(x["value"][1])
+                for x in r.json()["data"]["result"]}
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
 @pytest.mark.slow
 def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
     built = build(tmp_path / "project", {"fraud": {
@@ -297,9 +343,16 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
     plain = Process(tmp_path, "plain", [*serve, "fraud-plain"], plain_cfg,
                     {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "plain-log")}, measured)
     codes = []
+    prometheus_binary = shutil.which("prometheus")
+    prometheus = gates = None
     try:
         primary.wait_ready()
         plain.wait_ready()
+        if prometheus_binary:  # the gate queries, on what a real Prometheus scraped
+            prometheus = Prometheus(tmp_path, prometheus_binary,
+                                    [primary.url.removeprefix("http://")],
+                                    project.platform.namespace)
+            prometheus.wait_scraping()
         features = [r.field for r in project.models["scorer"].features]
         bodies = _rows(features, SHADOW_REQUESTS, seed=1)
         # half the clients send their own request id; the primary makes one for the rest
@@ -345,9 +398,18 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
             time.sleep(0.2)
         arrived = _total(shadow.metrics(), "mlc_requests_total", endpoint="fraud-shadow",
                          code="200")
+        if prometheus is not None:
+            time.sleep(3)  # a few scrapes after the last copy's answer
+            ep = project.endpoints["fraud"]
+            gates = {name: prometheus.query(query(project, ep, "10m")) for name, query in (
+                ("agreement", shadow_queries.agreement_ratio),
+                ("errors", shadow_queries.shadow_error_ratio),
+                ("dropped", shadow_queries.dropped_ratio))}
         compared = _total(m, "mlc_shadow_compared_total")
         agreed = _total(m, "mlc_shadow_agreed_total")
     finally:
+        if prometheus is not None:
+            prometheus.stop()
         codes = [p.stop() for p in (primary, plain, shadow)]
         if cpus:
             os.sched_setaffinity(0, set(cpus))
@@ -376,6 +438,14 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
             (joined[PREDICTION_COLUMN + "_s"] >= 0.5))
     assert compared == len(joined) and agreed == int(same.sum())
     assert 0 < agreed < compared  # two different networks: they agree, not always
+    if gates is None:
+        warnings.warn("prometheus is not installed: the gate queries were not run against "
+                      "the scraped metrics (scripts/install-system-deps.sh installs it)",
+                      stacklevel=1)
+    else:
+        key = (("endpoint", "fraud"), ("namespace", project.platform.namespace))
+        assert gates["agreement"] == {key: pytest.approx(agreed / compared, rel=1e-9)}
+        assert gates["errors"] == {key: 0.0} and gates["dropped"] == {key: 0.0}
     assert shadow_log[VARIANT_COLUMN].isna().all()
 
     def p99(samples):
