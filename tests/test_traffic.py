@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from mlc.compiler.backends.serving.gateway import route_prefix
-from mlc.compiler.diagnostics import Severity
+from mlc.compiler.diagnostics import Diagnostics, Severity
 from mlc.compiler.resolve.traffic import GATEWAY_UNUSED, replicas_for_share
 
 from . import schema_check
@@ -215,3 +215,18 @@ def test_shadow_and_router_queries_compute_what_they_say(tmp_path):
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0 and "agreed" in result.stdout + result.stderr
+
+
+def test_a_variant_named_like_the_router_is_refused(tmp_path):
+    from mlc.compiler.pipeline import check_environment
+    from mlc.compiler.resolve.context import NAME_CLASH
+
+    from .conftest import write_project
+    from .test_serving import project_text
+
+    write_project(tmp_path, {"ml.yaml": project_text({"ab": {"model": "scorer", "rollout": {
+        "strategy": "ab", "variants": [{"name": "router", "weight": 50},
+                                       {"name": "b", "weight": 50}]}}})})
+    diags = Diagnostics()
+    check_environment(tmp_path, "default", diags)
+    assert [d.code for d in diags if d.severity == Severity.ERROR] == [NAME_CLASH]

@@ -13,13 +13,14 @@ import math
 
 from .. import ir
 from ..diagnostics import did_you_mean
-from .context import WRONG_KIND, Context
+from .context import NAME_CLASH, WRONG_KIND, Context
 
 POD_RATIO = "MLC350"
 NO_STICKY_KEY = "MLC351"
 UNKNOWN_KEY = "MLC352"
 GATEWAY_UNUSED = "MLC353"
 
+ROUTER = "router"  # the A/B router's workload is `<endpoint>-router`
 # How far (in percentage points) a variant's share of pods may be from its weight where
 # nothing but pod counts splits the traffic.
 POD_RATIO_TOLERANCE = 5
@@ -76,6 +77,11 @@ def traffic(ctx: Context, name: str, e, model: ir.Model, platform: ir.Platform) 
         return "pods"
     if platform.gateway is not None and r.assignment is None:
         return "gateway"
+    for i, v in enumerate(r.variants):
+        if v.name == ROUTER:  # both would be the workload and Service `<endpoint>-router`
+            ctx.error(NAME_CLASH, f"variant `{v.name}` of endpoint `{name}` has the name of "
+                      "the endpoint's A/B router", (*path, "variants", i, "name"),
+                      help="rename the variant")
     # a gateway's HTTPRoute cannot hash a key into weights: it sends all to the router
     return "router"
 

@@ -224,7 +224,10 @@ class RouterApp:
 
         start = time.perf_counter()
         rid = request_id.from_headers(scope["headers"])
-        body = await _read_body(receive, self.settings.max_body_bytes)
+        try:
+            body = await _read_body(receive, self.settings.max_body_bytes)
+        except _Disconnected:
+            return  # the client left: nothing to forward, no one to answer
         if body is None:
             return await _send(send, 413, json.dumps({"error": "the body is over "
                                f"{self.settings.max_body_bytes} bytes"}).encode(), [])
@@ -266,12 +269,17 @@ class RouterApp:
         return None
 
 
+class _Disconnected(Exception):
+    pass
+
+
 async def _read_body(receive, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b""
+            raise _Disconnected()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

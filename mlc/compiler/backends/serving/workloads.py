@@ -15,7 +15,7 @@ from typing import Literal
 
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_1035_label, dns_label, label_value
-from ...resolve.traffic import replicas_for_share
+from ...resolve.traffic import ROUTER, replicas_for_share
 from ..objects import labels as object_labels
 from ..objects import selector_labels
 
@@ -116,7 +116,7 @@ def selector(project: ResolvedProject, w: Workload) -> dict[str, str]:
 
 
 def router_name(endpoint: Endpoint) -> str:
-    return workload_name(endpoint, "router")
+    return workload_name(endpoint, ROUTER)
 
 
 def live_selector(project: ResolvedProject, endpoint: Endpoint) -> dict[str, str]:
