@@ -230,3 +230,11 @@ def test_a_variant_named_like_the_router_is_refused(tmp_path):
     diags = Diagnostics()
     check_environment(tmp_path, "default", diags)
     assert [d.code for d in diags if d.severity == Severity.ERROR] == [NAME_CLASH]
+
+
+def test_an_assignment_outside_ab_is_reported_as_ignored(tmp_path):
+    from mlc.compiler.resolve.context import WRONG_KIND
+
+    built = build(tmp_path, {"s": {"model": "scorer", "rollout": {
+        **SHADOW, "assignment": {"header": "x-user-id"}}}})
+    assert [d.code for d in built.diagnostics if d.severity == Severity.WARNING] == [WRONG_KIND]
