@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Exporter = Literal["serve", "drift", "batch", "pipeline"]
+Exporter = Literal["serve", "shadow", "router", "drift", "batch", "pipeline"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -92,6 +92,51 @@ MODEL_TRAINED = Metric(
     ("endpoint", "variant", "model", "model_version"),
     "When the served model version was registered.", "serve")
 
+# --- shadow comparison (exported by a primary that mirrors requests to its shadow) --------
+# Each mirrored request is compared row by row with the primary's own answer; a gate reads
+# the agreement rate, the two roles' prediction histograms (PSI) and the shadow's latency
+# and errors from these (docs/shadow-and-ab.md). `endpoint` is the primary's endpoint name;
+# the model server exports them beside its `serve` metrics (empty where it mirrors nothing).
+SHADOW_MIRRORED = Metric(
+    "mlc_shadow_mirrored_total", "counter", ("endpoint",),
+    "Requests sampled for the shadow and queued to be sent to it.", "shadow")
+SHADOW_DROPPED = Metric(
+    "mlc_shadow_dropped_total", "counter", ("endpoint", "reason"),
+    "Sampled requests never sent to the shadow (`queue_full`: the bounded mirror queue was "
+    "full; `shutdown`: still queued when the primary stopped).", "shadow")
+SHADOW_RESPONSES = Metric(
+    "mlc_shadow_responses_total", "counter", ("endpoint", "code"),
+    "The shadow's answers to mirrored requests, by HTTP status code (`error`: no answer: "
+    "connection failure or timeout).", "shadow")
+SHADOW_DURATION = Metric(
+    "mlc_shadow_duration_seconds", "histogram", ("endpoint",),
+    "Time the shadow took to answer a mirrored request, as the primary measured it.", "shadow",
+    LATENCY_BUCKETS)
+SHADOW_COMPARED = Metric(
+    "mlc_shadow_compared_total", "counter", ("endpoint",),
+    "Predictions (rows) answered by both the primary and the shadow and compared.", "shadow")
+SHADOW_AGREED = Metric(
+    "mlc_shadow_agreed_total", "counter", ("endpoint",),
+    "Compared predictions on which the shadow agreed (classification: the same class; "
+    "regression: within the shadow's tolerance).", "shadow")
+SHADOW_PREDICTIONS = Metric(
+    "mlc_shadow_prediction_value", "histogram", ("endpoint", "role"),
+    "Compared predictions of the primary (`role=primary`) and of the shadow (`role=shadow`) "
+    "for the same requests.", "shadow", PREDICTION_BUCKETS)
+
+# --- A/B router (exported by the router that assigns each request to a variant) -------------
+ROUTER_REQUESTS = Metric(
+    "mlc_router_requests_total", "counter", ("endpoint", "variant", "code"),
+    "Requests the router forwarded, by assigned variant and the status code returned.",
+    "router")
+ROUTER_DURATION = Metric(
+    "mlc_router_request_duration_seconds", "histogram", ("endpoint", "variant"),
+    "Time from request received to response sent, through the router.", "router",
+    LATENCY_BUCKETS)
+SHADOW_AB_METRICS: tuple[Metric, ...] = (
+    SHADOW_MIRRORED, SHADOW_DROPPED, SHADOW_RESPONSES, SHADOW_DURATION, SHADOW_COMPARED,
+    SHADOW_AGREED, SHADOW_PREDICTIONS, ROUTER_REQUESTS, ROUTER_DURATION)
+
 # --- drift runtime (pushed to the Pushgateway by every drift-check run) --------------------
 DRIFT_SCORE = Metric(
     "mlc_drift_score", "gauge", ("check", "feature", "method"),
@@ -161,6 +206,7 @@ CONTRACT: tuple[Metric, ...] = (
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
+    *SHADOW_AB_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}
 # Every series name a generated query may use.

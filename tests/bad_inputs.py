@@ -390,6 +390,23 @@ CASES = [
                           "    memory: 16Gi\n    gpu: {type: Tesla-T4, count: 1}\n").replace(
              "    model: churn\n    hardware: cpu-small\n",
              "    model: churn\n    hardware: t4\n    mode: serverless\n")}),
+    Case("ab-pod-ratio", "MLC350", "ml.yaml:43:29",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"
+                          "        - {name: a, weight: 95}\n        - {name: b, weight: 5}\n"
+                          "monitoring")}),
+    Case("ab-sticky-serverless", "MLC351", "ml.yaml:42:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    rollout:\n      strategy: ab\n"
+                          "      assignment: {header: x-user-id}\n      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "monitoring")}),
+    Case("ab-unknown-key", "MLC352", "ml.yaml:41:27",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: ab\n"
+                          "      assignment: {field: usr_id}\n      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "monitoring")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

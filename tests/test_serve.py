@@ -23,7 +23,13 @@ from mlc import metrics as contract
 from mlc.compiler import ir
 from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import check_environment
-from mlc.runtime.prediction_log import PREDICTION_COLUMN, PredictionLogWriter, read_log
+from mlc.runtime.prediction_log import (
+    PREDICTION_COLUMN,
+    REQUEST_ID_COLUMN,
+    VARIANT_COLUMN,
+    PredictionLogWriter,
+    read_log,
+)
 from mlc.runtime.serve.batching import Batcher, Closed, Overloaded
 from mlc.runtime.serve.metrics import ServeMetrics
 from mlc.runtime.serve.validation import RequestError, Signature
@@ -32,6 +38,7 @@ from .conftest import ROOT
 
 ENDPOINT = "fraud-api"
 SERVE_NAMES = {m.name for m in contract.CONTRACT if m.exporter == "serve"}
+SHADOW_NAMES = {m.name for m in contract.CONTRACT if m.exporter == "shadow"}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -373,7 +380,7 @@ def test_server_end_to_end(tmp_path, dev):
         families = {f.name for f in text_string_to_metric_families(text)}
         names = {n for n in contract.BY_NAME if n in families or n.removesuffix("_total")
                  in families}
-        assert names == SERVE_NAMES
+        assert names == SERVE_NAMES | SHADOW_NAMES
         assert (f'mlc_requests_total{{code="400",endpoint="{ENDPOINT}",model_version='
                 f'"{version}",route="/predict",variant="primary"}} 3.0') in text
         assert (f'mlc_requests_total{{code="500",endpoint="{ENDPOINT}",model_version='
@@ -388,7 +395,10 @@ def test_server_end_to_end(tmp_path, dev):
     logged = read_log(str(tmp_path / "log"))
     assert len(logged) == 3  # /predict: 2 rows, infer: 1 row, every row sampled
     assert set(logged["model_version"]) == {version}
-    assert list(logged.columns[2:]) == [*features, PREDICTION_COLUMN]
+    assert list(logged.columns[2:]) == [*features, PREDICTION_COLUMN, REQUEST_ID_COLUMN,
+                                        VARIANT_COLUMN]
+    assert logged[REQUEST_ID_COLUMN].str.len().min() == 32  # ids the server made
+    assert logged[VARIANT_COLUMN].isna().all()
 
 
 @pytest.mark.slow

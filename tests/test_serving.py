@@ -448,7 +448,8 @@ def test_shadow_gets_mirrored_traffic_and_never_answers_clients(suite):
     primary_settings, shadow_settings = (json.loads(data["primary.json"]),
                                          json.loads(data["shadow.json"]))
     assert primary_settings["mirror"] == {
-        "url": "http://shadow-shadow.scoring-default.svc.cluster.local:8080", "percent": 25}
+        "url": "http://shadow-shadow.scoring-default.svc.cluster.local:8080", "percent": 25,
+        "task": "classification", "tolerance": 0.01, "max_queue": 1000, "timeout_seconds": 1.0}
     assert shadow_settings["model_uri"] == "models:/scorer@challenger"
     assert shadow_settings["mirror"] is None
     assert shadow_settings["prediction_log"]["sample"] == 1.0  # every answer is logged...
@@ -465,14 +466,21 @@ def test_serverless_shadow_is_a_cluster_local_knative_service(suite):
     assert json.loads(data["shadow.json"])["model_uri"] == "models:/scorer/7"
 
 
-def test_online_ab_splits_by_replicas(suite):
+def test_online_ab_is_split_by_the_router_and_sized_by_weight(suite):
     control = suite.named("HorizontalPodAutoscaler", "ab-control")["spec"]
     treatment = suite.named("HorizontalPodAutoscaler", "ab-treatment")["spec"]
     assert (control["minReplicas"], control["maxReplicas"]) == (2, 8)
     assert (treatment["minReplicas"], treatment["maxReplicas"]) == (1, 2)
+    # the endpoint's address is the router's, which splits by weight, not by pod count
     live = suite.named("Service", "ab")["spec"]["selector"]
-    assert live["mlc.dev/role"] == "variant" and "mlc.dev/variant" not in live
+    assert live["mlc.dev/role"] == "router" and "mlc.dev/variant" not in live
+    router = suite.named("Deployment", "ab-router")["spec"]
+    assert router["template"]["spec"]["containers"][0]["args"] == ["route", "--endpoint", "ab"]
     data = suite.named("ConfigMap", "ab-serve")["data"]
+    settings = json.loads(data["router.json"])
+    assert [(v["name"], v["weight"], v["url"]) for v in settings["variants"]] == [
+        ("control", 80, "http://ab-control.scoring-default.svc.cluster.local:8080"),
+        ("treatment", 20, "http://ab-treatment.scoring-default.svc.cluster.local:8080")]
     assert json.loads(data["variant-treatment.json"])["model_uri"] == \
         "models:/scorer@challenger"
     assert json.loads(data["variant-control.json"])["model_uri"] == "models:/scorer@champion"

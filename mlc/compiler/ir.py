@@ -264,6 +264,21 @@ class Rollout(IR):
     auto_promote: bool
     shadow_model_uri: str | None = None  # the shadow's model; set when strategy is shadow
     shadow_log_uri: str | None = None  # where the shadow logs every answer it computes
+    # --- shadow comparison and A/B routing (mlc/runtime/serve/shadow.py, router.py) ---
+    shadow_tolerance: float = 0.01  # regression: largest difference counted as agreement
+    shadow_max_queue: int = 1000  # copies held for the shadow before they are dropped
+    shadow_timeout_seconds: float = 1.0
+    assignment_header: str | None = None  # A/B sticky key: a header (lower case)...
+    assignment_field: str | None = None  # ...or an entity field of the request body
+    # How live traffic reaches the variants (A/B) and the shadow: `router` (the router
+    # Deployment assigns by weight and key), `gateway` (an HTTPRoute's weights and mirror),
+    # `knative` (a Route's exact split), `pods` (one Service over all variants' pods: KServe
+    # raw mode only, where resolve checked the replica ratio), or `server` (the primary
+    # copies to its shadow). None: one server takes all live traffic.
+    traffic: Literal["router", "gateway", "knative", "pods", "server"] | None = None
+    router_replicas: int = 2
+    router_hardware: str = "default"
+    router_timeout_seconds: float = 30.0
 
 
 class Slo(IR):
@@ -409,6 +424,13 @@ class Pipeline(IR):
     routes: list[str] = Field(default_factory=list)  # notified when a run ends, either way
 
 
+class Gateway(IR):
+    api: Literal["gateway-api"]
+    name: str
+    namespace: str  # resolve fills the environment's namespace when ml.yaml names none
+    section_name: str | None
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -447,6 +469,8 @@ class Platform(IR):
     prometheus_pod_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
     pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
+    gateway: Gateway | None = None  # the Gateway API gateway of this environment, if any
+
 
 
 class ResolvedProject(IR):

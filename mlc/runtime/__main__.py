@@ -10,6 +10,7 @@ commands:
   step   --project project.json --pipeline P --step S [-p NAME=VALUE]   run one pipeline step
   serve  --project project.json --endpoint E [--host H] [--port N]      serve an endpoint
   gate   --gates gates.json --new REV --stable REV --duration S         measure rollout gates
+  route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
 """
 
 
@@ -34,6 +35,14 @@ def main(argv: list[str]) -> int:
         from .gate import main as gate_main
 
         return gate_main(rest)
+    if command == "route":
+        try:
+            from .serve.router import main as route_main
+        except ModuleNotFoundError as exc:
+            print(f"error: the serving runtime is not installed here ({exc.name})",
+                  file=sys.stderr)
+            return 1
+        return route_main(rest) or 0
     sys.stderr.write(f"unknown command `{command}`\n{USAGE}")
     return 2
 

@@ -12,6 +12,9 @@ one Parquet file per flush, each row one sampled prediction with the columns
     <feature> ...    float64             each model input, as received (NaN: missing)
     __prediction__   float64             P(positive class), the class index (multi-class),
                                          or the predicted value (regression)
+    request_id       string              the request's id (its `x-request-id`), which a
+                                         primary and its shadow log alike: the join key
+    variant          string              the A/B variant that answered (null: none)
 
 Files are written whole and never appended to, so a reader sees complete files only; the
 date folders let a reader skip days outside its window without opening them. Many servers
@@ -35,6 +38,8 @@ import numpy as np
 PREDICTION_COLUMN = "__prediction__"  # == mlc.metrics.PREDICTION_FEATURE
 TIMESTAMP_COLUMN = "timestamp"
 VERSION_COLUMN = "model_version"
+REQUEST_ID_COLUMN = "request_id"
+VARIANT_COLUMN = "variant"
 ENV_OVERRIDE = "MLC_PREDICTION_LOG_URI"  # replaces the IR's URI (local runs, tests)
 
 
@@ -66,8 +71,9 @@ class PredictionLogWriter:
 
     def __init__(self, uri: str, features: Sequence[str], sample_rate: float, *,
                  flush_rows: int = 10_000, flush_seconds: float = 30.0,
-                 seed: int | None = None):
+                 seed: int | None = None, variant: str | None = None):
         self.uri = uri
+        self.variant = variant
         self.features = list(features)
         self.sample_rate = float(sample_rate)
         self.flush_rows = flush_rows
@@ -77,7 +83,8 @@ class PredictionLogWriter:
         self._skip = self._gap() - 1 if self.sample_rate > 0 else 0  # rows before the next kept
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+        # (timestamps, rows, predictions, model version, request id)
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str | None]] = []
         self._rows = 0
         self._oldest: float | None = None
         self._seq = 0
@@ -96,12 +103,12 @@ class PredictionLogWriter:
         import pyarrow.parquet as pq
 
         _filesystem(self.uri)
-        chunk = (np.zeros(1), np.zeros((1, len(self.features))), np.zeros(1), "0")
+        chunk = (np.zeros(1), np.zeros((1, len(self.features))), np.zeros(1), "0", None)
         pq.write_table(self._table([chunk]), pa.BufferOutputStream())
 
     def log(self, rows: np.ndarray, predictions: np.ndarray, model_version: str,
-            now: float | None = None) -> int:
-        """Sample rows of one model call; returns how many were kept.
+            now: float | None = None, request_id: str | None = None) -> int:
+        """Sample rows of one model call (or of one request); returns how many were kept.
 
         Sampling skips a geometric number of rows between kept ones (the same law as a coin
         per row): a call with nothing to keep costs a subtraction, not a random draw per row.
@@ -120,7 +127,8 @@ class PredictionLogWriter:
         self._skip = position - n
         now = time.time() if now is None else now
         chunk = (np.full(len(picked), now), np.array(rows[picked], dtype=np.float64),
-                 _prediction_column(np.asarray(predictions)[picked]), str(model_version))
+                 _prediction_column(np.asarray(predictions)[picked]), str(model_version),
+                 request_id)
         with self._lock:
             self._chunks.append(chunk)
             self._rows += len(picked)
@@ -177,6 +185,10 @@ class PredictionLogWriter:
         for i, name in enumerate(self.features):
             columns[name] = pa.array(rows[:, i], pa.float64())
         columns[PREDICTION_COLUMN] = pa.array(preds, pa.float64())
+        columns[REQUEST_ID_COLUMN] = pa.array(
+            [c[4] for c in chunks for _ in range(len(c[0]))], pa.string())
+        columns[VARIANT_COLUMN] = (pa.nulls(len(ts), pa.string()) if self.variant is None
+                                   else pa.array([self.variant] * len(ts), pa.string()))
         return pa.table(columns)
 
     def _write(self, chunks) -> None:

@@ -90,6 +90,24 @@ class SecretStore(Spec):
         "environment's namespace already (mlc creates the namespace, not the store).")
 
 
+class Gateway(Spec):
+    """The Gateway (Gateway API) that routes clients to this environment's endpoints.
+
+    With one, an online endpoint gets an HTTPRoute attached to it: the gateway then mirrors
+    a shadow's share of requests (a RequestMirror filter) and splits A/B traffic by weight,
+    instead of the primary server and a pod ratio.
+    """
+
+    api: Literal["gateway-api"] = Field(
+        description="`gateway-api`: gateway.networking.k8s.io/v1 HTTPRoutes (Istio, Envoy "
+        "Gateway, Cilium and others implement it).")
+    name: DnsLabel = Field(description="The Gateway object's name.")
+    namespace: DnsLabel | None = Field(None, description="The Gateway's namespace; defaults "
+                                       "to the environment's.")
+    section_name: DnsLabel | None = Field(None, description="One listener of the Gateway; "
+                                          "default: every listener that admits the route.")
+
+
 class RunVolume(Spec):
     """The volume that the steps of one pipeline run share (data snapshot, model, metrics)."""
 
@@ -121,6 +139,7 @@ class Platform(Spec):
     prometheus: Prometheus = Field(default_factory=Prometheus)
     secret_store: SecretStore | None = Field(
         None, description="Where `external:` secrets come from; required when there are any.")
+    gateway: Gateway | None = None
     pushgateway_url: str | None = Field(
         None, pattern=r"^https?://\S+$", description="Where drift checks push their metrics; "
         "defaults to `http://prometheus-pushgateway.<namespace>.svc:9091`, the Pushgateway "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from .secrets import EnvVars
@@ -62,6 +62,39 @@ class Shadow(Spec):
     alias: Name | None = None
     version: PositiveInt | None = None
     percent: int = Field(100, ge=1, le=100, description="Share of requests mirrored.")
+    tolerance: float = Field(0.01, ge=0, description="Regression: the largest absolute "
+                             "difference (in the label's unit) between the shadow's and the "
+                             "primary's prediction that counts as agreement.")
+    max_queue: PositiveInt = Field(1000, le=100_000, description="Copies the primary holds for "
+                                   "the shadow; beyond, copies are dropped and counted.")
+    timeout: Duration = Field("1s", description="How long the primary waits for the shadow's "
+                              "answer to a copy.")
+
+
+# An HTTP header name (RFC 9110 token), as a client sends it.
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
+
+
+class Assignment(Spec):
+    """What keeps one user on one A/B variant: a header or an entity field of the request."""
+
+    header: HeaderName | None = Field(None, description="A request header, e.g. `x-user-id`.")
+    field: Name | None = Field(None, description="A field of the request body: one of the "
+                               "model's entity keys or input features, e.g. `customer_id`.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.header is None) == (self.field is None):
+            raise PydanticCustomError("mlc_one_of", "set `header` or `field`, one of them", {})
+        return self
+
+
+class Router(Spec):
+    """The A/B router's own Deployment (where no gateway splits the traffic)."""
+
+    replicas: PositiveInt = 2
+    hardware: Name = Field("default", description="Hardware profile of the router's pods.")
+    timeout: Duration = Field("30s", description="How long the router waits for a variant.")
 
 
 class Rollout(Spec):
@@ -74,6 +107,10 @@ class Rollout(Spec):
                                 "(docs/delivery.md says what enforces them in each mode).")
     shadow: Shadow | None = None
     variants: list[Variant] = Field(default_factory=list)
+    assignment: Assignment | None = Field(None, description="A/B: the sticky key that assigns "
+                                          "a request to a variant; none: each request at "
+                                          "random, by the weights.")
+    router: Router = Field(default_factory=Router)
     auto_promote: bool = Field(False, description="blueGreen: switch without a manual step.")
 
     @model_validator(mode="after")

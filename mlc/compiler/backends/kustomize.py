@@ -45,6 +45,7 @@ SYNC_WAVES: dict[tuple[str, str], int] = {
     ("serving.knative.dev", "Configuration"): 1,
     ("serving.knative.dev", "Route"): 2,  # after the Configurations it splits traffic over
     ("serving.kserve.io", "InferenceService"): 1,
+    ("gateway.networking.k8s.io", "HTTPRoute"): 2,  # after the Services it sends traffic to
 }
 # Objects that hold state: a sync never prunes them, nor does deleting the Application.
 KEEP: frozenset[tuple[str, str]] = frozenset({

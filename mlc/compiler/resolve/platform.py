@@ -264,4 +264,7 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
         prometheus_pod_labels=dict(sorted(p.prometheus.pod_labels.items())),
         pushgateway_url=p.pushgateway_url or (
             f"http://prometheus-pushgateway.{p.namespace or dns_label(name, ctx.env)}.svc:9091"),
+        gateway=ir.Gateway(api=p.gateway.api, name=p.gateway.name,
+                           namespace=p.gateway.namespace or p.namespace or dns_label(name, ctx.env),
+                           section_name=p.gateway.section_name) if p.gateway else None,
     )

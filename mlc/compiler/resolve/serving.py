@@ -10,6 +10,7 @@ from .delivery import check_rollout
 from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
+from .traffic import traffic
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -66,6 +67,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         check_rollout(ctx, name, e, platform.image_policy, model)
         check_knative_flags(ctx, name, e, profile)
         r = e.rollout
+        ctx.check_ref(r.router.hardware, hardware, "hardware profile",
+                      (*path, "rollout", "router", "hardware"), "hardware")
         shadow_alias = (r.shadow.alias or (model.candidate_alias if r.shadow.version is None
                                            else None)) if r.shadow else None
         rollout = ir.Rollout(
@@ -88,7 +91,17 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             shadow_model_uri=(model_uri(model, shadow_alias, r.shadow.version)
                               if r.shadow else None),
             shadow_log_uri=(f"{platform.artifact_root}/{ctx.project.metadata.name}/{ctx.env}/"
-                            f"predictions/{name}-shadow" if r.shadow else None))
+                            f"predictions/{name}-shadow" if r.shadow else None),
+            shadow_tolerance=r.shadow.tolerance if r.shadow else 0.0,
+            shadow_max_queue=r.shadow.max_queue if r.shadow else 0,
+            shadow_timeout_seconds=duration_seconds(r.shadow.timeout) if r.shadow else 0.0,
+            assignment_header=(r.assignment.header.lower()
+                               if r.assignment and r.assignment.header else None),
+            assignment_field=r.assignment.field if r.assignment else None,
+            traffic=traffic(ctx, name, e, model, platform),
+            router_replicas=r.router.replicas,
+            router_hardware=r.router.hardware,
+            router_timeout_seconds=duration_seconds(r.router.timeout))
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

@@ -14,6 +14,10 @@ vectorised check (validation.py) and a future that the batcher (batching.py) res
 the server adds little to the model's own cost. The model loads in the background after
 the socket opens: liveness answers at once, readiness waits for the model.
 
+Every answer carries the request's id (`x-request-id`, the client's or a new one), which is
+logged beside its predictions. A primary with a shadow queues a copy of a sampled share of
+its answered requests for the shadow (shadow.py) after answering, without waiting.
+
 On SIGTERM: readiness turns false, the server keeps answering for `drain_seconds` (time for
 the load balancer to notice), then stops accepting connections, finishes every request in
 flight, empties the batch queue, flushes the prediction log and exits 0.
@@ -30,9 +34,11 @@ import numpy as np
 
 from mlc import metrics as contract
 
+from . import request_id
 from .batching import Batcher, Closed, Overloaded
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .settings import ServeSettings, settings_for_endpoint
+from .shadow import Copy, ShadowMirror, ShadowStats
 from .validation import RequestError, Signature
 
 __all__ = ["ServeApp", "ServeSettings", "main", "make_server", "settings_for_endpoint"]
@@ -83,6 +89,17 @@ class ServeApp:
                                     inflight=lambda: self.inflight,
                                     queue_depth=lambda: self.batcher.queued,
                                     variant=settings.variant)
+        mirror = settings.mirror
+        self.shadow_stats = (ShadowStats(settings.endpoint, mirror.task, mirror.tolerance,
+                                         mirroring=settings.role == "primary")
+                             if mirror else ShadowStats(settings.endpoint))
+        self.metrics.registry.register(self.shadow_stats)
+        self.mirror = (ShadowMirror(settings.mirror, self.shadow_stats)
+                       if settings.mirror is not None and settings.role == "primary" else None)
+        # copies go to the shadow's route for the same body, by a name every server answers to
+        model = settings.model_names[0] if settings.model_names else settings.endpoint
+        self._mirror_paths = {PREDICT_ROUTE: PREDICT_ROUTE,
+                              INFER_ROUTE: INFER_ROUTE.format(name=model)}
         self._names = {settings.endpoint, *settings.model_names}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
         self._load_task: asyncio.Task | None = None
@@ -113,7 +130,7 @@ class ServeApp:
             from mlc.runtime.prediction_log import PredictionLogWriter
 
             parts["log"] = PredictionLogWriter(s.prediction_log_uri, model.features,
-                                               s.prediction_log_sample)
+                                               s.prediction_log_sample, variant=s.variant)
         return parts
 
     async def _load_until_ready(self) -> None:
@@ -134,9 +151,9 @@ class ServeApp:
         types = {f: s.feature_types.get(f, "float64") for f in model.features}
         self.signature = Signature.build(model.features, types, max_rows=s.max_queue)
         self.online = parts["online"]
+        # logged per request (in _infer), not per model call: a row's request id is known
+        # only there
         self.prediction_log = parts["log"]
-        if self.prediction_log is not None:
-            self.metrics.listeners.append(self.prediction_log.log)
         self.metrics.set_features(model.features)
         self.metrics.set_model(model.name, model.version, model.alias, model.trained_at)
         self.batcher.inline = parts["inline"]
@@ -168,6 +185,8 @@ class ServeApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.batcher.start()
+                if self.mirror is not None:
+                    await self.mirror.start()
                 self._load_task = asyncio.get_running_loop().create_task(
                     self._load_until_ready())
                 await send({"type": "lifespan.startup.complete"})
@@ -176,11 +195,17 @@ class ServeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def shutdown(self) -> None:
+    def begin_drain(self) -> None:
+        """Readiness turns false; requests are still answered (see make_server)."""
         self.draining, self.ready, self.metrics.ready = True, False, False
+
+    async def shutdown(self) -> None:
+        self.begin_drain()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         await self.batcher.close()
+        if self.mirror is not None:
+            await self.mirror.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.metrics.close)  # counts and logs the last calls
         if self.prediction_log is not None:
@@ -252,7 +277,9 @@ class ServeApp:
         self.reading += 1
         reading = True
         version = self.version
+        rid = request_id.from_headers(scope["headers"])
         status, body, headers = 200, None, None
+        raw = predictions = None
         try:
             if scope["method"] != "POST":
                 raise RequestError(f"{route} takes POST", 405)
@@ -271,6 +298,8 @@ class ServeApp:
                 self.reading -= 1
                 reading = False
                 predictions = await self.batcher.submit(rows)
+                if self.prediction_log is not None:
+                    self.prediction_log.log(rows, predictions, version, request_id=rid)
                 body = _answer(doc, predictions, self.settings.endpoint, version, oip)
         except RequestError as exc:
             status, body = exc.status, {"error": exc.message}
@@ -289,10 +318,13 @@ class ServeApp:
                 self.reading -= 1
         try:
             if body is not None:
-                await _send(send, status, body, headers)
+                ids = [(request_id.HEADER_BYTES, rid.encode())]
+                await _send(send, status, body, ids + headers if headers else ids)
         finally:
             self.inflight -= 1
             self.metrics.observe_request(version, route, status, time.perf_counter() - start)
+        if status == 200 and self.mirror is not None:
+            self.mirror.offer(Copy(rid, self._mirror_paths[route], raw, predictions))
 
     async def _rows(self, doc, oip: bool) -> np.ndarray:
         if self.online is not None and not oip:
@@ -374,8 +406,9 @@ def _version() -> str:
         return "0"
 
 
-def make_server(app: ServeApp, host: str, port: int, **config):
-    """A uvicorn server for `app` whose SIGTERM first drains (see module docstring)."""
+def make_server(app, host: str, port: int, **config):
+    """A uvicorn server for `app` (a ServeApp or the A/B router) whose SIGTERM first drains
+    (see module docstring)."""
     import importlib.util
 
     import uvicorn
@@ -384,7 +417,7 @@ def make_server(app: ServeApp, host: str, port: int, **config):
         exit_at: float | None = None
 
         def handle_exit(self, sig, frame) -> None:
-            app.draining, app.ready, app.metrics.ready = True, False, False
+            app.begin_drain()
             delay = app.settings.drain_seconds
             if delay > 0 and self.exit_at is None:
                 self.exit_at = time.monotonic() + delay

@@ -12,6 +12,26 @@ from pathlib import Path
 DEFAULT_VARIANT = "primary"
 
 
+@dataclass(frozen=True)
+class MirrorSettings:
+    """Where a primary copies a share of its requests: its shadow (see shadow.py)."""
+
+    url: str
+    percent: int
+    task: str  # classification: agreement is the same class; regression: within tolerance
+    tolerance: float
+    max_queue: int
+    timeout_seconds: float
+
+    @classmethod
+    def from_config(cls, doc: dict | None) -> MirrorSettings | None:
+        if not doc:
+            return None
+        return cls(url=doc["url"].rstrip("/"), percent=int(doc["percent"]), task=doc["task"],
+                   tolerance=float(doc["tolerance"]), max_queue=int(doc["max_queue"]),
+                   timeout_seconds=float(doc["timeout_seconds"]))
+
+
 @dataclass
 class ServeSettings:
     endpoint: str
@@ -30,8 +50,10 @@ class ServeSettings:
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
     retry_after_seconds: int = 1
     load_retry_max_seconds: float = 30.0
-    # the `variant` label of every metric: the A/B variant, or the server's role
+    role: str = "primary"  # primary, shadow or variant
+    # the `variant` label of every metric and log line: the A/B variant, or the role
     variant: str = DEFAULT_VARIANT
+    mirror: MirrorSettings | None = None
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -82,4 +104,6 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         online_features=online,
         drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
         model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
-        variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT)
+        role=workload.get("role") or "primary",
+        variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
+        mirror=MirrorSettings.from_config(workload.get("mirror")))

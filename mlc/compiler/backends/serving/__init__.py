@@ -10,6 +10,8 @@ files, `<system>/<kind>-<e>.yaml`:
     serving/horizontalpodautoscaler-<e>.yaml  cpu, rps or concurrency (autoscaling.py)
     serving/poddisruptionbudget-<e>.yaml      one pod of a server evicted at a time
     serving/networkpolicy-<e>.yaml            deny ingress but clients and Prometheus
+    gateway/httproute-<e>.yaml                `platform.gateway`: its route, A/B weights and
+                                              shadow mirror (gateway.py)
     rollouts/rollout-<e>.yaml                 Argo Rollout: canary or blue-green primary
     rollouts/analysistemplate-<e>.yaml        its gates: error rate, p99 latency, PSI
     knative/service-<e>.yaml                  serverless: Knative Services (primary, shadow)
@@ -36,6 +38,7 @@ from . import (
     config,
     deployment,
     gate_driver,
+    gateway,
     knative,
     kserve,
     network,
@@ -61,9 +64,10 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
 
 
 def mirror_url(project: ResolvedProject, ep: Endpoint, workloads: list[Workload]) -> str | None:
-    """Where the primary sends copies of requests: the shadow's in-cluster address."""
+    """Where the primary sends copies of requests: the shadow's in-cluster address (none
+    where the gateway mirrors)."""
     shadow = next((w for w in workloads if w.role == "shadow"), None)
-    if shadow is None:
+    if shadow is None or ep.rollout.traffic != "server":
         return None
     shape = form(ep)
     if shape == "kserve":
@@ -80,7 +84,12 @@ def batch_settings(ep: Endpoint) -> dict[str, Any]:
 def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
     workloads = plan(ep)
     mirror = mirror_url(project, ep, workloads)
-    settings = {w.config_key: config.runtime_settings(w, mirror) for w in workloads}
+    task = project.models[ep.model].task
+    variant_urls = {w.variant: services.url(project, w.name, ep.port) for w in workloads
+                    if w.role == "variant"}
+    settings = {w.config_key: (config.router_settings(w, variant_urls) if w.role == "router"
+                               else config.runtime_settings(w, mirror, task))
+                for w in workloads}
     if ep.mode == "batch":
         settings["batch.json"] = batch_settings(ep)
     if gate_driver.driven(ep):
@@ -119,6 +128,8 @@ def _kubernetes(project: ResolvedProject, ep: Endpoint, workloads: list[Workload
             files[path("serving", "horizontalpodautoscaler", ep)].append(
                 autoscaling.hpa(project, w, *target))
     files[path("serving", "service", ep)] = services.services(project, ep, workloads)
+    if project.platform.gateway is not None:
+        files[path("gateway", "httproute", ep)] = [gateway.http_route(project, ep, workloads)]
     files |= _policies(project, ep, workloads)
     return files
 

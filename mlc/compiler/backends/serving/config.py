@@ -2,8 +2,9 @@
 
 `project.json` (the core ConfigMap) tells the serving runtime everything about the project;
 the endpoint's ConfigMap holds what differs between the servers of one endpoint: the model
-each one loads, its role, where it logs predictions, and where the primary mirrors traffic.
-Each server mounts its own key as /etc/mlc/endpoint.json (see pod.py).
+each one loads, its role, where it logs predictions, and where the primary mirrors traffic;
+the A/B router's key holds the variants' weights and addresses and the sticky key. Each
+server mounts its own key as /etc/mlc/endpoint.json (see pod.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from .workloads import COMPONENT, Workload, config_map_name, service_account_nam
 SHADOW_LOG_SAMPLE = 1.0
 
 
-def runtime_settings(w: Workload, mirror_url: str | None) -> dict:
+def runtime_settings(w: Workload, mirror_url: str | None, task: str) -> dict:
     ep = w.endpoint
     shadow = w.role == "shadow"
+    r = ep.rollout
     return {
         "endpoint": ep.name,
         # the `endpoint` label of the metrics this server exports: a shadow answers mirrored
@@ -41,10 +43,30 @@ def runtime_settings(w: Workload, mirror_url: str | None) -> dict:
             "sample": SHADOW_LOG_SAMPLE if shadow else ep.prediction_log_sample,
             "uri": ep.rollout.shadow_log_uri if shadow else ep.prediction_log_uri,
         },
-        # the primary copies this share of its requests to the shadow after answering, and
-        # drops the shadow's answer: the shadow logs it, the client never sees it
-        "mirror": ({"url": mirror_url, "percent": ep.rollout.shadow_percent}
+        # the primary copies this share of its requests to the shadow after answering and
+        # compares the shadow's answer with its own: the shadow logs it, the client never
+        # sees it (mlc/runtime/serve/shadow.py)
+        "mirror": ({"url": mirror_url, "percent": r.shadow_percent, "task": task,
+                    "tolerance": r.shadow_tolerance, "max_queue": r.shadow_max_queue,
+                    "timeout_seconds": r.shadow_timeout_seconds}
                    if mirror_url and w.role == "primary" else None),
+    }
+
+
+def router_settings(w: Workload, variant_urls: dict[str, str]) -> dict:
+    """The A/B router's settings (mlc/runtime/serve/router.py): which variant Service takes
+    which share, and the key that keeps one user on one variant."""
+    ep, r = w.endpoint, w.endpoint.rollout
+    assignment = ({"header": r.assignment_header} if r.assignment_header else
+                  {"field": r.assignment_field} if r.assignment_field else None)
+    return {
+        "endpoint": ep.name,
+        "role": "router",
+        "port": ep.port,
+        "timeout_seconds": r.router_timeout_seconds,
+        "assignment": assignment,
+        "variants": [{"name": v.name, "weight": v.weight, "url": variant_urls[v.name]}
+                     for v in r.variants if v.weight > 0],
     }
 
 

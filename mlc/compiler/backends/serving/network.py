@@ -2,8 +2,11 @@
 
 Ingress is denied by default: the endpoint's live pods accept its port from the clients
 listed in `allowFrom` and from Prometheus (its scrapes use the same port); a shadow accepts
-only its primary's mirrored requests and Prometheus. Egress is left open: the server calls
-MLflow, the artifact store and the online store, whose addresses ml.yaml does not hold.
+only its primary's mirrored requests and Prometheus. Where `platform.gateway` routes the
+endpoint, the gateway's namespace is a client of the live pods, and the shadow's mirror;
+A/B variants behind the router accept the router's pods besides the clients. Egress is left
+open: the server calls MLflow, the artifact store and the online store, whose addresses
+ml.yaml does not hold.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from ...ir import AllowFrom, Endpoint, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
 from .pod import PORT_NAME
-from .workloads import COMPONENT, Workload, selector
+from .workloads import COMPONENT, Workload, form, selector
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 
@@ -50,15 +53,29 @@ def network_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
     }
 
 
+def gateway_peer(project: ResolvedProject) -> dict[str, Any]:
+    g = project.platform.gateway
+    assert g is not None
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: g.namespace}}}
+
+
 def network_policies(project: ResolvedProject, ep: Endpoint,
                      workloads: list[Workload]) -> list[dict[str, Any]]:
     clients = [client_peer(a) for a in ep.allow_from]
+    routed = project.platform.gateway is not None and form(ep) == "kubernetes"
+    if routed:
+        clients.append(gateway_peer(project))
     primary = next((w for w in workloads if w.role == "primary"), None)
+    router = next((w for w in workloads if w.role == "router"), None)
     out = []
     for w in workloads:
-        if w.role == "shadow":
+        if w.role == "shadow" and ep.rollout.traffic == "gateway":
+            peers = [gateway_peer(project)]
+        elif w.role == "shadow":
             assert primary is not None
             peers = [{"podSelector": {"matchLabels": selector(project, primary)}}]
+        elif w.role == "variant" and router is not None:
+            peers = [*clients, {"podSelector": {"matchLabels": selector(project, router)}}]
         else:
             peers = list(clients)
         out.append(network_policy(project, ep, w, [*peers, prometheus_peer(project)]))

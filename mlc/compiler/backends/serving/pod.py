@@ -1,4 +1,5 @@
-"""The serving pod: one container running `python -m mlc.runtime serve`, in every form.
+"""The serving pod: one container running `python -m mlc.runtime serve`, in every form
+(the A/B router's runs `python -m mlc.runtime route`, on its own hardware profile).
 
 Deployments, Argo Rollouts, Knative and KServe all take a pod spec; they differ in the
 fields their admission webhooks accept (Knative refuses lifecycle hooks and, unless a
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...ir import ResolvedProject
+from ...ir import Hardware, ResolvedProject
 from ...resolve import PROJECT_JSON
 from ..core import config_map_name as project_config_map_name
 from ..escape import container_text
@@ -53,21 +54,32 @@ TERMINATION_GRACE_SECONDS = 30
 
 
 def command(w: Workload) -> tuple[list[str], list[str]]:
+    if w.role == "router":
+        return (["python", "-m", "mlc.runtime"], ["route", "--endpoint", w.endpoint.name])
     return (["python", "-m", "mlc.runtime"],
             ["serve", "--project", PROJECT_JSON, "--endpoint", w.endpoint.name])
+
+
+def hardware(project: ResolvedProject, w: Workload) -> Hardware:
+    if w.role == "router":
+        return project.hardware[w.endpoint.rollout.router_hardware]
+    return project.hardware[w.endpoint.hardware]
 
 
 def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
     """The endpoint's own variables (resolve refused names of mlc's), then the contract's;
     secrets by reference only."""
     platform = project.platform
-    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in w.endpoint.env.items()]
-    out += [
+    out: list[dict[str, Any]] = [
         {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
         # Python libraries cache under $HOME; the root filesystem is read-only
         {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "MLFLOW_TRACKING_URI", "value": container_text(platform.mlflow_tracking_uri)},
     ]
+    if w.role == "router":  # it reads its settings only: no registry, no feature store
+        return sorted(out, key=lambda e: e["name"])
+    out += [{"name": k, "value": v} for k, v in w.endpoint.env.items()]
+    out.append({"name": "MLFLOW_TRACKING_URI",
+                "value": container_text(platform.mlflow_tracking_uri)})
     secrets = dict(w.endpoint.secrets)
     if platform.mlflow_credentials:
         secrets["MLFLOW_TRACKING_TOKEN"] = platform.mlflow_credentials
@@ -102,7 +114,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
         "env": env(project, w),
         "ports": [{"name": "http1" if form == "knative" else PORT_NAME,
                    "containerPort": ep.port, "protocol": "TCP"}],
-        "resources": resources(project.hardware[ep.hardware]),
+        "resources": resources(hardware(project, w)),
         "startupProbe": probe(LIVE_PATH, period=STARTUP_PERIOD_SECONDS,
                               failures=STARTUP_FAILURES, form=form),
         "livenessProbe": probe(LIVE_PATH, period=10, failures=3, form=form),
@@ -113,7 +125,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
             {"name": "scratch", "mountPath": SCRATCH_DIR},
         ],
     }
-    if ep.online_features:
+    if ep.online_features and w.role != "router":
         out["volumeMounts"].append({"name": "feast", "mountPath": REPO_MOUNT_PATH,
                                     "readOnly": True})
     if form == "kubernetes":
@@ -138,7 +150,7 @@ def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
                        "items": [{"key": w.config_key, "path": "endpoint.json"}]}},
     ]}}
     out = [config, {"name": "scratch", "emptyDir": {}}]
-    if w.endpoint.online_features:
+    if w.endpoint.online_features and w.role != "router":
         out.append({"name": "feast", "configMap": {"name": repo_config_map_name(project)}})
     return out
 
@@ -158,7 +170,7 @@ def topology_spread(project: ResolvedProject, w: Workload,
 
 def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
              hash_label: str = "pod-template-hash") -> dict[str, Any]:
-    hardware = project.hardware[w.endpoint.hardware]
+    profile = hardware(project, w)
     spec: dict[str, Any] = {
         "serviceAccountName": service_account_name(w.endpoint),
         "automountServiceAccountToken": False,
@@ -166,7 +178,7 @@ def pod_spec(project: ResolvedProject, w: Workload, form: Form, *,
         "containers": [container(project, w, form)],
         "volumes": volumes(project, w),
         # GPU node selector and taints, spot placement, priority: from the hardware profile
-        **scheduling(hardware),
+        **scheduling(profile),
     }
     if form != "knative":
         spec["securityContext"] = pod_security_context()

@@ -2,23 +2,24 @@
 
 A rollout strategy decides how many servers an endpoint runs and what each one serves: one
 primary (rolling, canary, blue-green), a primary and its shadow, or one server per A/B
-variant. The form those servers take (a Deployment or an Argo Rollout, a Knative Service, a
-KServe InferenceService) is decided separately, so every form renders the same plan and the
+variant, plus the A/B router where it splits the traffic (`Rollout.traffic == "router"`).
+The form those servers take (a Deployment or an Argo Rollout, a Knative Service, a KServe
+InferenceService) is decided separately, so every form renders the same plan and the
 ConfigMap, Services and policies agree with whichever form is chosen.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_1035_label, dns_label, label_value
+from ...resolve.traffic import ROUTER, replicas_for_share
 from ..objects import labels as object_labels
 from ..objects import selector_labels
 
-Role = Literal["primary", "shadow", "variant"]
+Role = Literal["primary", "shadow", "variant", "router"]
 Form = Literal["kubernetes", "knative", "kserve"]
 
 # Every pod of an endpoint carries `app.kubernetes.io/name: <endpoint>`, which the monitoring
@@ -38,7 +39,7 @@ class Workload:
     role: Role
     name: str  # the workload's object name; its Service (if any) has the same name
     variant: str | None
-    model_uri: str
+    model_uri: str | None  # None: the router, which serves no model
     config_key: str  # its runtime settings in the endpoint's ConfigMap
     replicas: int | None  # fixed replicas, or None when autoscaled between min and max
     min_replicas: int
@@ -68,9 +69,16 @@ def plan(endpoint: Endpoint) -> list[Workload]:
         return []  # the Argo backend schedules batch scoring; it reads only the ConfigMap
     r = endpoint.rollout
     if r.strategy == "ab":
-        return [_scaled(endpoint, "variant", workload_name(endpoint, v.name), v.name,
-                        v.model_uri or endpoint.model_uri, f"variant-{v.name}.json", v.weight)
-                for v in r.variants]
+        variants = [_scaled(endpoint, "variant", workload_name(endpoint, v.name), v.name,
+                            v.model_uri or endpoint.model_uri, f"variant-{v.name}.json",
+                            v.weight) for v in r.variants]
+        if r.traffic != "router":
+            return variants
+        router = Workload(endpoint=endpoint, role="router", name=router_name(endpoint),
+                          variant=None, model_uri=None, config_key="router.json",
+                          replicas=r.router_replicas, min_replicas=r.router_replicas,
+                          max_replicas=r.router_replicas, weight=0)
+        return [*variants, router]
     primary = _scaled(endpoint, "primary", workload_name(endpoint), None, endpoint.model_uri,
                       "primary.json", 100)
     if r.strategy != "shadow":
@@ -84,15 +92,12 @@ def plan(endpoint: Endpoint) -> list[Workload]:
 
 def _scaled(endpoint: Endpoint, role: Role, name: str, variant: str | None, uri: str,
             key: str, share: int, *, live: bool = True) -> Workload:
-    """Replicas for a server that takes `share` percent of the endpoint's traffic.
-
-    Rounded up, so that a small share still gets a server and no share gets less capacity
-    than its traffic needs; a share of 0 (an A/B variant switched off) gets no replicas.
-    """
+    """Replicas for a server that takes `share` percent of the endpoint's traffic
+    (see replicas_for_share)."""
     a = endpoint.autoscaling
 
     def part(n: int, floor: int) -> int:
-        return 0 if share == 0 else max(floor, math.ceil(n * share / 100))
+        return replicas_for_share(n, share, floor)
 
     fixed = part(endpoint.replicas, 1) if endpoint.replicas is not None else None
     lo = part(a.min_replicas, 1 if a.min_replicas else 0)
@@ -110,9 +115,16 @@ def selector(project: ResolvedProject, w: Workload) -> dict[str, str]:
     return out
 
 
+def router_name(endpoint: Endpoint) -> str:
+    return workload_name(endpoint, ROUTER)
+
+
 def live_selector(project: ResolvedProject, endpoint: Endpoint) -> dict[str, str]:
-    """Every pod that answers the endpoint's clients: the primary, or all A/B variants."""
-    role = "variant" if endpoint.rollout.strategy == "ab" else "primary"
+    """Every pod that answers the endpoint's clients: the primary, the A/B router, or (split
+    by pod count) all A/B variants."""
+    r = endpoint.rollout
+    role = ("router" if r.traffic == "router" else "variant" if r.strategy == "ab"
+            else "primary")
     return {**selector_labels(project, endpoint.k8s_name), ROLE_LABEL: role}
 
 
