@@ -64,7 +64,8 @@ def outside_secret(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["ml.yaml", "environments/prod.yaml"])
 def test_link_out_of_the_project_is_refused_unread(tmp_path, capsys, outside_secret, name):
-    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "environments/prod.yaml": "{}\n"})
+    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "environments/prod.yaml":
+                                             "platform: {development: true}\n"})
     (project / name).unlink()
     (project / name).symlink_to(outside_secret)
     code, err = _compile(project, tmp_path, capsys)
@@ -83,7 +84,8 @@ def test_link_to_proc_self_environ_is_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_link_inside_the_project_is_read(tmp_path, capsys):
-    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "shared/prod.yaml": "{}\n"})
+    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "shared/prod.yaml":
+                                             "platform: {development: true}\n"})
     (project / "environments").mkdir()
     (project / "environments" / "prod.yaml").symlink_to("../shared/prod.yaml")
     assert main(["validate", "-C", str(project)]) == 0, capsys.readouterr().err
@@ -99,7 +101,8 @@ def test_dangling_overlay_link_is_an_error_not_a_missing_overlay(tmp_path, capsy
 
 @pytest.mark.parametrize("name", ["ml.yaml", "environments/prod.yaml"])
 def test_fifo_is_refused_without_hanging(tmp_path, capsys, name):
-    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "environments/prod.yaml": "{}\n"})
+    project = write_project(tmp_path / "p", {"ml.yaml": BASE, "environments/prod.yaml":
+                                             "platform: {development: true}\n"})
     (project / name).unlink()
     os.mkfifo(project / name)
     result: list = []

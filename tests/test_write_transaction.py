@@ -193,7 +193,8 @@ def test_a_journal_left_by_a_killed_run_is_finished_forward(tmp_path, monkeypatc
 
 
 def _project(tmp_path: Path) -> Path:
-    overlays = {f"environments/{env}.yaml": "{}\n" for env in ENVS}
+    # development ones: the one-machine settings of BASE are what these tests write
+    overlays = {f"environments/{env}.yaml": "platform: {development: true}\n" for env in ENVS}
     return write_project(tmp_path / "project", {"ml.yaml": BASE, **overlays})
 
 
