@@ -19,7 +19,7 @@ from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import check_environment
 from mlc.runtime import model_format
 from mlc.runtime.step import EXIT_GATES, StepFailed, build_context, run_step
-from mlc.runtime.train import data, evaluation, trainer
+from mlc.runtime.train import data, evaluation, scoring, trainer
 
 from .conftest import ROOT
 
@@ -273,7 +273,8 @@ def test_regression_and_multiclass_learn(task):
                          validate=evaluation.metric_function(kind, spec))
     module = model_format.build_module(spec)
     module.load_state_dict(result.state_dict)
-    metrics = evaluation.score(module.eval(), spec, dataset.part("test"), "y", kind)
+    metrics = evaluation.score(scoring.mlc_predictor(module.eval(), spec), dataset.part("test"),
+                               "y", kind)
     if task == "regression":
         assert metrics["r2"] > 0.9 and spec["target_std"] > 1
         assert "val_rmse" in result.history[-1]
@@ -334,14 +335,24 @@ def test_train_evaluate_register_promote(project, tmp_path, monkeypatch):
     assert version.current_stage in (None, "None")  # aliases only, never stages
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     info = mlflow.models.get_model_info("models:/fraud-classifier@champion")
-    assert [c.name for c in info.signature.inputs.inputs] == \
-        [r.field for r in project.models["fraud-classifier"].features]
+    features = project.models["fraud-classifier"].features
+    # the signature has ml.yaml's types: an int64 feature is long, not double
+    assert [(c.name, c.type.name) for c in info.signature.inputs.inputs] == \
+        [(r.field, {"int64": "long", "float64": "double"}[r.type]) for r in features]
+    assert "long" in {c.type.name for c in info.signature.inputs.inputs}
+    assert [c.name for c in info.signature.outputs.inputs] == ["prediction"]
     assert info.saved_input_example_info is not None
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.user"]
+    assert tags["mlflow.source.name"] == f"{PIPELINE}/train"
     pyfunc = mlflow.pyfunc.load_model("models:/fraud-classifier@champion")
     test = data.load_dataset(build_context(project, PIPELINE, "evaluate", environ=env))
-    rows = test.part("test")[test.features].head(20)
+    # rows typed as Feast hands them over (int64 stays int64)
+    rows = scoring.typed_inputs(test.part("test").head(20), project.models["fraud-classifier"])
+    assert "int64" in set(map(str, rows.dtypes))
     module, spec = model_format.load_model(run1 / "model")
-    np.testing.assert_allclose(pyfunc.predict(rows).to_numpy(),
+    predicted = pyfunc.predict(rows)
+    assert list(predicted.columns) == ["prediction"]
+    np.testing.assert_allclose(predicted["prediction"].to_numpy(),
                                model_format.predict_frame(module, spec, rows))
     assert model_format.load_reference(run1 / "model") is not None
 

@@ -166,6 +166,11 @@ class Retries(IR):
     backoff_max_seconds: int
 
 
+class CustomMetric(IR):
+    name: str
+    higher_is_better: bool | None  # None: the trainer did not say
+
+
 class Training(IR):
     kind: Literal["builtin", "custom"]
     hyperparameters: dict[str, int | float | str | list[int]]  # builtin only
@@ -183,6 +188,7 @@ class Training(IR):
     retries: Retries
     timeout_seconds: int
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
+    metrics: list[CustomMetric] = Field(default_factory=list)  # a custom trainer's, by name
 
 
 class Gate(IR):
