@@ -164,7 +164,9 @@ VARIABLES: tuple[Variable, ...] = (
              "as above, set again (paths absolute) so that the command sees them under "
              "`mlc run` too"),
     Variable(RUN_ID_MLFLOW_ENV, "runtime", CUSTOM,
-             "the MLflow run the step opened (lineage tags set): log into it, never end it"),
+             "the MLflow run the step opened (lineage tags set): log into it "
+             "(`mlflow.start_run(run_id=...)`); the step records its outcome after the "
+             "command; with `nodes > 1`, node 0 only"),
     Variable(EXPERIMENT_ID_ENV, "runtime", CUSTOM, "that run's experiment"),
 )
 

@@ -15,6 +15,11 @@ xgboost, pyfunc, ...): evaluation scores it through mlflow.pyfunc, and registrat
 promotion treat both alike. Metrics the command writes to MLC_METRICS_FILE are logged to the
 run; the last value of each metric declared in `training.custom.metrics` goes to train.json,
 where the gates find it.
+
+On several nodes (a JobSet, `nodes > 1`) every node's pod runs this step and the command;
+node 0 (PET_NODE_RANK) builds the data and owns the MLflow run, the model and train.json.
+The other nodes wait for node 0's data snapshot in the shared run folder and run the command
+without MLFLOW_RUN_ID: what they log or save is not the run's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from pathlib import Path
 from mlc import step_contract as sc
 from mlc.runtime import model_format
 from mlc.runtime.step import StepContext, StepFailed, write_record
+
+RANK_ENV = "PET_NODE_RANK"
+FOLLOWER_POLL_SECONDS = 2.0
 
 
 def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
@@ -52,9 +60,10 @@ def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
         sc.DATA_ROOT_ENV: str(ctx.data_root.resolve()),
         sc.MODEL_ENV: model.name,
         sc.TRACKING_URI_ENV: ctx.mlflow_tracking_uri,
-        sc.RUN_ID_MLFLOW_ENV: run.run_id,
-        sc.EXPERIMENT_ID_ENV: run.experiment_id,
     }
+    if run is not None:  # node 0, or the only node
+        env[sc.RUN_ID_MLFLOW_ENV] = run.run_id
+        env[sc.EXPERIMENT_ID_ENV] = run.experiment_id
     if ctx.project_file is not None:
         env[sc.PROJECT_JSON_ENV] = str(ctx.project_file.resolve())
     if ctx.checkpoint_dir is not None:
@@ -123,6 +132,47 @@ def logged_model_uri(run) -> str | None:
     return models[0].model_uri
 
 
+def node_rank() -> int:
+    value = os.environ.get(RANK_ENV, "0") or "0"
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise StepFailed(f"{RANK_ENV} must be a number, got `{value}`") from exc
+
+
+def run_command(command: list[str], env: dict[str, str]) -> int:
+    """The user's command, in this process's working directory (the image's WORKDIR in a
+    pod, the project folder under `mlc run`), so relative paths mean what the image says."""
+    print(f"running {' '.join(command)}", flush=True)
+    sys.stdout.flush()
+    try:
+        return subprocess.run(command, env=env, check=False).returncode
+    except OSError as exc:
+        raise StepFailed(f"cannot start the training command `{command[0]}`: {exc}") from exc
+
+
+def run_follower(ctx: StepContext, command: list[str], rank: int) -> None:
+    """A node other than 0: node 0's data, the command, nothing tracked."""
+    from mlc.runtime.train import data
+
+    deadline = time.monotonic() + ctx.step.timeout_seconds
+    while True:
+        try:
+            dataset = data.load_dataset(ctx)
+            break
+        except (StepFailed, OSError, ValueError):  # not written yet, or being replaced
+            if time.monotonic() > deadline:
+                raise StepFailed(f"node {rank}: node 0 wrote no training data in "
+                                 f"{ctx.run_dir} before the step's timeout") from None
+            time.sleep(FOLLOWER_POLL_SECONDS)
+    env = {**os.environ, **contract_env(ctx, dataset, None)}
+    code = run_command(command, env)
+    if code != 0:
+        raise StepFailed(f"node {rank}: the training command exited with {code}: "
+                         f"{' '.join(command)}")
+    print(f"node {rank}: the training command is done; node 0 records the run")
+
+
 def run_custom(ctx: StepContext) -> None:
     from mlc.runtime.train import data, tracking
 
@@ -131,22 +181,23 @@ def run_custom(ctx: StepContext) -> None:
     command = [*training.command, *training.args]
     if not command:
         raise StepFailed(f"model `{model.name}` has custom training with no command")
+    rank = node_rank()
+    if rank:
+        run_follower(ctx, command, rank)
+        return
     dataset = data.build_dataset(ctx, model)
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="custom")
     run.log_params({"command": " ".join(command)}, dataset)
     env = {**os.environ, **contract_env(ctx, dataset, run)}
     started = time.perf_counter()
-    print(f"running {' '.join(command)}", flush=True)
-    sys.stdout.flush()
     try:
-        done = subprocess.run(command, env=env, cwd=str(ctx.data_root), check=False)
-    except OSError as exc:
+        code = run_command(command, env)
+    except StepFailed:
         run.finish({}, status="FAILED")
-        raise StepFailed(f"cannot start the training command `{command[0]}`: {exc}") from exc
-    if done.returncode != 0:
+        raise
+    if code != 0:
         run.finish({}, status="FAILED")
-        raise StepFailed(f"the training command exited with {done.returncode}: "
-                         f"{' '.join(command)}")
+        raise StepFailed(f"the training command exited with {code}: {' '.join(command)}")
     reported = read_metrics(ctx.run_dir / sc.CUSTOM_METRICS_FILE)
     logged = _log_metrics(run, reported)
     folder = ctx.run_dir / sc.MODEL_DIR

@@ -71,12 +71,32 @@ def _pyfunc(path: Path, model: ir.Model, classes: list | None) -> Predictor:
         raise StepFailed(f"the model in {path} is neither an mlc model nor an MLflow model "
                          f"that mlflow.pyfunc can load: {exc}") from exc
     features = [ref.field for ref in model.features]
+    declared = signature_types(loaded)
 
     def predict(frame) -> np.ndarray:
-        out = loaded.predict(typed_inputs(frame, model))
-        return as_predictions(out, model.task, classes)
+        inputs = typed_inputs(frame, model)
+        if declared:  # the model's own signature wins: MLflow refuses int64 for a double
+            inputs = inputs.astype({k: v for k, v in declared.items() if k in inputs
+                                    and (v != "int64" or not inputs[k].isna().any())})
+        return as_predictions(loaded.predict(inputs), model.task, classes)
 
     return Predictor(features=features, classes=classes, predict=predict, flavour="mlflow")
+
+
+_NUMPY_TYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
+
+
+def signature_types(loaded) -> dict[str, str]:
+    """The numeric input columns of a pyfunc model's signature, as numpy types."""
+    schema = loaded.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return {}
+    out = {}
+    for spec in schema.inputs:
+        kind = getattr(getattr(spec, "type", None), "name", None)
+        if spec.name and kind in _NUMPY_TYPES:
+            out[spec.name] = _NUMPY_TYPES[kind]
+    return out
 
 
 def as_predictions(out, task: str, classes: list | None) -> np.ndarray:
