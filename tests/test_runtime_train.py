@@ -436,3 +436,54 @@ def test_custom_training_gets_the_contract_and_is_tracked_the_same_way(project, 
                                             "args": ["-c", "raise SystemExit(3)"]})
     with pytest.raises(StepFailed, match="exited with 3"):
         run_steps(failing, environ(tmp_path, "failing"), ["train"])
+
+
+# ---------------------------------------------------------------------------------------
+# models of any MLflow flavour, custom metrics
+
+
+def test_pyfunc_outputs_become_what_the_metrics_take():
+    from mlc.runtime.train.scoring import as_predictions
+
+    binary = [0, 1]
+    proba = np.array([[0.8, 0.2], [0.3, 0.7]])
+    np.testing.assert_allclose(as_predictions(proba, "classification", binary), [0.2, 0.7])
+    frame = pd.DataFrame({"1": [0.2, 0.7], "0": [0.8, 0.3]})  # columns named by class
+    np.testing.assert_allclose(as_predictions(frame, "classification", binary), [0.2, 0.7])
+    labels = np.array(["no", "yes", "yes"])
+    np.testing.assert_array_equal(as_predictions(labels, "classification", ["no", "yes"]),
+                                  [0.0, 1.0, 1.0])
+    multi = as_predictions(np.array(["b", "c"]), "classification", ["a", "b", "c"])
+    np.testing.assert_array_equal(multi, [[0, 1, 0], [0, 0, 1]])
+    out = pd.DataFrame({"prediction": [1.5, 2.5]})
+    np.testing.assert_allclose(as_predictions(out, "regression", None), [1.5, 2.5])
+
+
+def test_typed_inputs_keep_ml_yaml_integer_types(project):
+    from mlc.runtime.train.scoring import typed_inputs
+
+    model = project.models["fraud-classifier"]
+    fields = [r.field for r in model.features]
+    frame = pd.DataFrame({f: [1.0, 2.0] for f in fields})
+    typed = typed_inputs(frame, model)
+    for ref in model.features:
+        assert str(typed[ref.field].dtype) == ("int64" if ref.type == "int64" else "float64")
+    frame.loc[0, fields[0]] = np.nan  # a missing value cannot be an int64
+    assert str(typed_inputs(frame, model)[fields[0]].dtype) == "float64"
+
+
+def test_declared_custom_metrics_are_read_at_their_last_step(tmp_path):
+    from mlc.runtime.train import custom
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"eval_loss": [[2, 0.3], [1, 0.5]], "other": 1,
+                                "bad": float("nan")}))
+    reported = custom.read_metrics(path)
+    assert reported == {"eval_loss": [(2, 0.3), (1, 0.5)], "other": [(0, 1.0)]}
+    model = ir.Model.model_construct(training=ir.Training.model_construct(
+        metrics=[ir.CustomMetric(name="eval_loss", higher_is_better=False),
+                 ir.CustomMetric(name="never", higher_is_better=None)]))
+    assert custom.final_values(model, reported) == {"eval_loss": 0.3}
+    path.write_text("[1]")
+    with pytest.raises(StepFailed, match="JSON object"):
+        custom.read_metrics(path)
