@@ -35,6 +35,7 @@ PIPELINE = "train-fraud-classifier"
 MLFLOW_HOST = "mlflow.mlflow-dev.svc.cluster.local:5000"  # environments/dev.yaml
 TRAIN_IMAGE = "ghcr.io/mlc-dev/mlc-train:0.1.0"
 CUSTOM_IMAGE = "registry.example.com/fraud/trainer:1.0"
+CUSTOM_MODEL = "fraud-custom"  # both custom-trainer tests register this model
 SMALL = json.dumps({"epochs": 1, "hidden_layers": [32], "batch_size": 64, "learning_rate": 0.003})
 
 # The user's training code, in the custom image's WORKDIR. It records what it was given,
@@ -117,14 +118,17 @@ def mlflow_server(tmp_path_factory):
             process.kill()
 
 
-def project(tmp: Path, patch=None) -> Path:
+def project(tmp: Path, patch=None, registry: str = "fraud-builtin") -> Path:
     """The example project, changed by `patch(values)`, in its own folder. Its checkpoints go
-    to a volume instead of S3, which this sandbox cannot reach."""
+    to a volume instead of S3, which this sandbox cannot reach; `registry` names the
+    registered model on the shared server."""
     folder = tmp / "project"
     shutil.copytree(ROOT / "environments", folder / "environments")
     values = YAML(typ="safe").load((ROOT / "ml.yaml").read_text("utf-8"))  # YAML 1.2: 1e-3
-    values["models"]["fraud-classifier"]["training"]["checkpoint"] = {
-        "volume": "fraud-checkpoints", "path": "fraud", "everySteps": 200}
+    model = values["models"]["fraud-classifier"]
+    model["training"]["checkpoint"] = {"volume": "fraud-checkpoints", "path": "fraud",
+                                       "everySteps": 200}
+    model["registry"]["name"] = registry
     if patch:
         patch(values)
     (folder / "ml.yaml").write_text(json.dumps(values, indent=2), "utf-8")
@@ -152,8 +156,9 @@ def custom_trainer(nodes: int = 1):
     return patch
 
 
-def run_training(tmp: Path, mlflow_server: str, patch=None) -> tuple[Cluster, Path, str]:
-    folder = project(tmp, patch)
+def run_training(tmp: Path, mlflow_server: str, patch=None, registry: str = "fraud-builtin"
+                 ) -> tuple[Cluster, Path, str]:
+    folder = project(tmp, patch, registry)
     tree = mlc_compile(folder, ENV, tmp / "deploy")
     workdir = tmp / "image-mlc"  # mlc's images: WORKDIR /home/mlc, empty and read-only
     workdir.mkdir()
@@ -195,7 +200,7 @@ def test_builtin_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
 
 
 def test_custom_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
-    _, run_dir, workflow = run_training(tmp_path, mlflow_server, custom_trainer())
+    _, run_dir, workflow = run_training(tmp_path, mlflow_server, custom_trainer(), CUSTOM_MODEL)
     seen = json.loads((run_dir / "contract-seen-0.json").read_text())
     # the command got every variable of the contract, and ran in its image's WORKDIR
     missing = [n for n in sc.names("runtime") + sc.names("pod", sc.ALL) if n not in seen
@@ -220,7 +225,7 @@ def test_custom_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
 
 
 def test_distributed_custom_trainer_runs_its_jobset_pods(tmp_path, mlflow_server):
-    cluster, run_dir, workflow = run_training(tmp_path, mlflow_server, custom_trainer(nodes=2))
+    _, run_dir, _ = run_training(tmp_path, mlflow_server, custom_trainer(nodes=2), CUSTOM_MODEL)
     node0 = json.loads((run_dir / "contract-seen-0.json").read_text())
     node1 = json.loads((run_dir / "contract-seen-1.json").read_text())
     assert (node0["PET_NODE_RANK"], node1["PET_NODE_RANK"]) == ("0", "1")
@@ -230,4 +235,10 @@ def test_distributed_custom_trainer_runs_its_jobset_pods(tmp_path, mlflow_server
     # torchrun's rendezvous: both nodes name node 0's stable host ($(JOBSET_NAME) expanded)
     assert node0["PET_MASTER_ADDR"] == node1["PET_MASTER_ADDR"]
     assert "-node-0-0." in node0["PET_MASTER_ADDR"] and "$(" not in node0["PET_MASTER_ADDR"]
-    registered(mlflow_server, run_dir)
+    comparison = json.loads((run_dir / sc.EVALUATION_FILE).read_text())["comparison"]
+    assert comparison["passed"]
+    client, version = registered(mlflow_server, run_dir)
+    if comparison.get("version"):  # the single-node test ran first and holds the alias:
+        # its eval_loss, recorded on the version at registration, was the champion's
+        before = client.get_model_version(version.name, str(comparison["version"]))
+        assert comparison["champion"] == pytest.approx(float(before.tags["metric.eval_loss"]))

@@ -232,11 +232,12 @@ def render(result: dict[str, Any]) -> str:
 def candidate(ctx: StepContext, model: ir.Model, train: dict[str, Any], classes: list | None,
               tmp: Path):
     """The trained model: the run folder's mlc model, else the MLflow model it logged."""
+    from mlc.runtime import model_format
     from mlc.runtime.train import scoring
     from mlc.runtime.train.registry import download_model
 
     folder = ctx.run_dir / MODEL_DIR
-    if (folder / "spec.json").is_file():
+    if (folder / model_format.SPEC_FILE).is_file():
         return scoring.load(folder, model, classes)
     if not train.get("model_uri"):
         raise StepFailed(f"{TRAIN_FILE} names no model: the train step logged none")
