@@ -407,6 +407,29 @@ CASES = [
                           "      assignment: {field: usr_id}\n      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
                           "monitoring")}),
+    Case("gate-on-unknown-metric", "MLC230", "ml.yaml:36:24",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "    evaluation:\n      gates: [{metric: eval_loss, max: 0.4}]\n"
+                          "serving")}),
+    Case("compare-on-undeclared-custom-metric", "MLC230", "ml.yaml:37:39",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], metrics: [{name: a}]}\n"
+                          "    evaluation:\n      compareWithProduction: {metric: b}\n"
+                          "serving")}),
+    Case("custom-metric-shadows-builtin", "MLC231", "ml.yaml:35:61",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], "
+                          "metrics: [{name: roc_auc}]}\nserving")}),
+    Case("compare-custom-metric-without-direction", "MLC232", "ml.yaml:37:7",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "      custom: {image: x/y:1, command: [t], "
+                          "metrics: [{name: eval_loss}]}\n"
+                          "    evaluation:\n      compareWithProduction: {metric: eval_loss}\n"
+                          "serving")}),
+    Case("compare-direction-contradicts-metric", "MLC233", "ml.yaml:36:65",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                          "    evaluation:\n      compareWithProduction: "
+                          "{metric: log_loss, higherIsBetter: true}\nserving")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -259,8 +259,10 @@ def test_custom_trainer_gets_the_contract(tmp_path):
             "checkpoint": {"path": "s3://bucket/churn"}}}}})
     c = ap.template(wt, "train")["container"]
     assert c["image"] == "registry.example.com/ml/trainer:1.0"
-    assert c["command"] == ["python", "-m", "trainer"]
-    assert c["args"] == ["--epochs", "3"]
+    # the step runtime runs the user's command (from project.json), as under `mlc run`
+    assert c["command"] == ["python", "-m", "mlc.runtime", "step"]
+    assert c["args"] == ["--project", "/etc/mlc/project.json", "--pipeline", "train-churn",
+                         "--step", "train"]
     env = ap.env(c)
     assert env["LOG_LEVEL"]["value"] == "debug"
     assert env["MLC_STEP"]["value"] == "train"  # a user's MLC_* variable is refused (MLC104)
@@ -331,8 +333,10 @@ def test_hostile_strings_never_open_a_tag(tmp_path):
                     assert tag is not None and any(p.fullmatch(tag) for p in allowed), \
                         f"{path}: tag {tag!r} in {text!r}"
     c = ap.template(wt, "train")["container"]
-    assert [argo_substitute(a) for a in c["args"]] == [HOSTILE, "'"]
-    assert argo_substitute(c["command"][2]) == HOSTILE
+    # the user's command and args reach the step runtime through project.json, which Argo
+    # never substitutes; the container runs the step runtime
+    assert c["command"] == ["python", "-m", "mlc.runtime", "step"]
+    assert HOSTILE not in " ".join(c["args"])
     env = ap.env(c)
     assert argo_substitute(env["HINT"]["value"]) == HOSTILE
     assert argo_substitute(env["MLFLOW_TRACKING_URI"]["value"]) == "http://mlflow/" + HOSTILE
@@ -346,10 +350,12 @@ def test_hostile_strings_stay_inert_in_distributed_manifests(tmp_path):
     _, wt = train_template(tmp_path, ap.DISTRIBUTED, {"models": {"churn": {
         "framework": "custom", "training": {"custom": {
             "image": "registry.example.com/ml/trainer:1.0", "command": ["train"],
-            "args": [HOSTILE]}}}}})
+            "args": [HOSTILE], "env": {"HINT": HOSTILE}}}}}})
     manifest = ap.template(wt, "train")["resource"]["manifest"]
     for tag in tags(manifest):
         assert tag is not None and any(p.fullmatch(tag) for p in ALLOWED_TAGS), tag
     container = json.loads(manifest)["spec"]["replicatedJobs"][0]["template"]["spec"][
         "template"]["spec"]["containers"][0]
-    assert [argo_substitute(a) for a in container["args"]] == [HOSTILE]
+    env = {e["name"]: e for e in container["env"]}
+    assert argo_substitute(env["HINT"]["value"]) == HOSTILE
+    assert container["command"] == ["python", "-m", "mlc.runtime", "step"]

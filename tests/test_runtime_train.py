@@ -19,7 +19,7 @@ from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import check_environment
 from mlc.runtime import model_format
 from mlc.runtime.step import EXIT_GATES, StepFailed, build_context, run_step
-from mlc.runtime.train import data, evaluation, trainer
+from mlc.runtime.train import data, evaluation, scoring, trainer
 
 from .conftest import ROOT
 
@@ -273,7 +273,8 @@ def test_regression_and_multiclass_learn(task):
                          validate=evaluation.metric_function(kind, spec))
     module = model_format.build_module(spec)
     module.load_state_dict(result.state_dict)
-    metrics = evaluation.score(module.eval(), spec, dataset.part("test"), "y", kind)
+    metrics = evaluation.score(scoring.mlc_predictor(module.eval(), spec), dataset.part("test"),
+                               "y", kind)
     if task == "regression":
         assert metrics["r2"] > 0.9 and spec["target_std"] > 1
         assert "val_rmse" in result.history[-1]
@@ -334,14 +335,24 @@ def test_train_evaluate_register_promote(project, tmp_path, monkeypatch):
     assert version.current_stage in (None, "None")  # aliases only, never stages
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     info = mlflow.models.get_model_info("models:/fraud-classifier@champion")
-    assert [c.name for c in info.signature.inputs.inputs] == \
-        [r.field for r in project.models["fraud-classifier"].features]
+    features = project.models["fraud-classifier"].features
+    # the signature has ml.yaml's types: an int64 feature is long, not double
+    assert [(c.name, c.type.name) for c in info.signature.inputs.inputs] == \
+        [(r.field, {"int64": "long", "float64": "double"}[r.type]) for r in features]
+    assert "long" in {c.type.name for c in info.signature.inputs.inputs}
+    assert [c.name for c in info.signature.outputs.inputs] == ["prediction"]
     assert info.saved_input_example_info is not None
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.user"]
+    assert tags["mlflow.source.name"] == f"{PIPELINE}/train"
     pyfunc = mlflow.pyfunc.load_model("models:/fraud-classifier@champion")
     test = data.load_dataset(build_context(project, PIPELINE, "evaluate", environ=env))
-    rows = test.part("test")[test.features].head(20)
+    # rows typed as Feast hands them over (int64 stays int64)
+    rows = scoring.typed_inputs(test.part("test").head(20), project.models["fraud-classifier"])
+    assert "int64" in set(map(str, rows.dtypes))
     module, spec = model_format.load_model(run1 / "model")
-    np.testing.assert_allclose(pyfunc.predict(rows).to_numpy(),
+    predicted = pyfunc.predict(rows)
+    assert list(predicted.columns) == ["prediction"]
+    np.testing.assert_allclose(predicted["prediction"].to_numpy(),
                                model_format.predict_frame(module, spec, rows))
     assert model_format.load_reference(run1 / "model") is not None
 
@@ -425,3 +436,54 @@ def test_custom_training_gets_the_contract_and_is_tracked_the_same_way(project, 
                                             "args": ["-c", "raise SystemExit(3)"]})
     with pytest.raises(StepFailed, match="exited with 3"):
         run_steps(failing, environ(tmp_path, "failing"), ["train"])
+
+
+# ---------------------------------------------------------------------------------------
+# models of any MLflow flavour, custom metrics
+
+
+def test_pyfunc_outputs_become_what_the_metrics_take():
+    from mlc.runtime.train.scoring import as_predictions
+
+    binary = [0, 1]
+    proba = np.array([[0.8, 0.2], [0.3, 0.7]])
+    np.testing.assert_allclose(as_predictions(proba, "classification", binary), [0.2, 0.7])
+    frame = pd.DataFrame({"1": [0.2, 0.7], "0": [0.8, 0.3]})  # columns named by class
+    np.testing.assert_allclose(as_predictions(frame, "classification", binary), [0.2, 0.7])
+    labels = np.array(["no", "yes", "yes"])
+    np.testing.assert_array_equal(as_predictions(labels, "classification", ["no", "yes"]),
+                                  [0.0, 1.0, 1.0])
+    multi = as_predictions(np.array(["b", "c"]), "classification", ["a", "b", "c"])
+    np.testing.assert_array_equal(multi, [[0, 1, 0], [0, 0, 1]])
+    out = pd.DataFrame({"prediction": [1.5, 2.5]})
+    np.testing.assert_allclose(as_predictions(out, "regression", None), [1.5, 2.5])
+
+
+def test_typed_inputs_keep_ml_yaml_integer_types(project):
+    from mlc.runtime.train.scoring import typed_inputs
+
+    model = project.models["fraud-classifier"]
+    fields = [r.field for r in model.features]
+    frame = pd.DataFrame({f: [1.0, 2.0] for f in fields})
+    typed = typed_inputs(frame, model)
+    for ref in model.features:
+        assert str(typed[ref.field].dtype) == ("int64" if ref.type == "int64" else "float64")
+    frame.loc[0, fields[0]] = np.nan  # a missing value cannot be an int64
+    assert str(typed_inputs(frame, model)[fields[0]].dtype) == "float64"
+
+
+def test_declared_custom_metrics_are_read_at_their_last_step(tmp_path):
+    from mlc.runtime.train import custom
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"eval_loss": [[2, 0.3], [1, 0.5]], "other": 1,
+                                "bad": float("nan")}))
+    reported = custom.read_metrics(path)
+    assert reported == {"eval_loss": [(2, 0.3), (1, 0.5)], "other": [(0, 1.0)]}
+    model = ir.Model.model_construct(training=ir.Training.model_construct(
+        metrics=[ir.CustomMetric(name="eval_loss", higher_is_better=False),
+                 ir.CustomMetric(name="never", higher_is_better=None)]))
+    assert custom.final_values(model, reported) == {"eval_loss": 0.3}
+    path.write_text("[1]")
+    with pytest.raises(StepFailed, match="JSON object"):
+        custom.read_metrics(path)

@@ -169,6 +169,11 @@ class Retries(IR):
     backoff_max_seconds: int
 
 
+class CustomMetric(IR):
+    name: str
+    higher_is_better: bool | None  # None: the trainer did not say
+
+
 class Training(IR):
     kind: Literal["builtin", "custom"]
     hyperparameters: dict[str, int | float | str | list[int]]  # builtin only
@@ -188,6 +193,7 @@ class Training(IR):
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
     max_dropped_rows: float | None = None  # share of label rows the feature join may lose
+    metrics: list[CustomMetric] = Field(default_factory=list)  # a custom trainer's, by name
 
 
 class Gate(IR):

@@ -20,6 +20,7 @@ the same local settings.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -179,7 +180,9 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
     progress.section(f"{pipeline.name}  ({run_dir.relative_to(local.root)})")
     failed: str | None = None
     code = 0
-    with environment(values):
+    # a custom trainer's command runs in the working directory, as in its image: here, the
+    # project folder, where its relative paths (a train.py) lie
+    with environment(values), contextlib.chdir(local.root):
         for step in step_order(pipeline):
             if failed is not None:
                 progress.line(step.name, "skipped", detail=f"after {failed} failed")

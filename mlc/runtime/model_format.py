@@ -44,7 +44,11 @@ REFERENCE_FILE = "reference.parquet"
 # The folder's name among an MLflow pyfunc model's artifacts (`artifacts={ARTIFACT_KEY:
 # folder}`); MLflow stores it under artifacts/<the folder's base name>.
 ARTIFACT_KEY = "mlc_model"
+# The reference sample's column of the model's predictions; the prediction log names it the
+# same, and the double underscores keep it apart from any feature's name.
 PREDICTION_COLUMN = "__prediction__"
+# The pyfunc face's output column (one value per row), as MLflow's tools expect it.
+PYFUNC_OUTPUT = "prediction"
 
 
 class TabularMLP(nn.Module):
@@ -222,6 +226,16 @@ def predict_frame(model: nn.Module, spec: dict[str, Any], frame) -> np.ndarray:
         raise KeyError(f"missing input columns: {', '.join(missing)}")
     rows = frame[spec["features"]].astype("float64").to_numpy()
     return predict(model, spec, rows)
+
+
+def pyfunc_output(spec: dict[str, Any], predictions: np.ndarray):
+    """What the pyfunc face returns: a `prediction` column (P(positive) or the value), or
+    one column of probabilities per class."""
+    import pandas as pd
+
+    if predictions.ndim == 2:
+        return pd.DataFrame(predictions, columns=[str(c) for c in spec["classes"]])
+    return pd.DataFrame({PYFUNC_OUTPUT: predictions})
 
 
 def _atomic_write(path: Path, write) -> None:

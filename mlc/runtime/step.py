@@ -1,15 +1,19 @@
 """One pipeline step: find it in project.json, build its context, run its entry function.
 
 The generated manifests run `python -m mlc.runtime step --project P --pipeline X --step S`
-in a pod; `mlc run` calls `run_step` for the same step on this machine. Both go through
-`build_context`, so a step sees the same parameters, paths and settings wherever it runs.
+in every pod (a custom trainer's too: its command is run from here); `mlc run` calls
+`run_step` for the same step on this machine. Both go through `build_context`, so a step sees
+the same parameters, paths and settings wherever it runs (mlc/step_contract.py).
 Entry modules are imported only when their step runs: torch, MLflow and Feast stay off the
 import path of everything else.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlc import step_contract as sc
 from mlc.compiler import ir
 
 # Exit codes a pipeline (and Argo's retry policy) can tell apart.
@@ -98,7 +103,7 @@ def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
                          f"{', '.join(by_name)})")
     params = {p.name: p.default for p in pipe.parameters}
     for name in params:
-        value = env.get(f"MLC_PARAM_{name.upper()}")
+        value = param_from_env(env, name)
         if value is not None:
             params[name] = value
     for name, value in (overrides or {}).items():
@@ -106,13 +111,13 @@ def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
             raise StepFailed(f"pipeline `{pipeline}` has no parameter `{name}` (known: "
                              f"{', '.join(params) or 'none'})")
         params[name] = value
-    run_dir = Path(env.get("MLC_RUN_DIR") or Path(tempfile.gettempdir()) / "mlc-run" / pipeline)
-    feast_repo = env.get("MLC_FEAST_REPO")
+    run_dir = Path(env.get(sc.RUN_DIR_ENV) or Path(tempfile.gettempdir()) / "mlc-run" / pipeline)
+    feast_repo = env.get(sc.FEAST_REPO_ENV)
     # a folder (a mounted volume, or mlc run's .mlc/checkpoints) wins over a URI, and the
     # pipeline's setting (MLC_CHECKPOINT_URI) over the IR's path
-    checkpoint_dir = env.get("MLC_CHECKPOINT_DIR")
+    checkpoint_dir = env.get(sc.CHECKPOINT_DIR_ENV)
     checkpoint_uri = None
-    target = env.get("MLC_CHECKPOINT_URI") or by_name[step].checkpoint_path
+    target = env.get(sc.CHECKPOINT_URI_ENV) or by_name[step].checkpoint_path
     if not checkpoint_dir and target:
         if "://" in target:
             checkpoint_uri = target  # object store: written through pyarrow.fs
@@ -120,13 +125,34 @@ def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
             checkpoint_dir = target
     return StepContext(
         project=project, pipeline=pipe, step=by_name[step], params=params,
-        run_dir=run_dir, data_root=Path(env.get("MLC_DATA_ROOT") or "."),
+        run_dir=run_dir, data_root=Path(env.get(sc.DATA_ROOT_ENV) or "."),
         feast_repo=Path(feast_repo) if feast_repo else None,
-        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
+        mlflow_tracking_uri=env.get(sc.TRACKING_URI_ENV)
         or project.platform.mlflow_tracking_uri,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         checkpoint_uri=checkpoint_uri, project_file=project_file,
-        run_id=env.get("MLC_RUN_ID") or env.get("ARGO_WORKFLOW_NAME") or "manual")
+        run_id=env.get(sc.RUN_ID_ENV) or env.get("ARGO_WORKFLOW_NAME") or "manual")
+
+
+def param_from_env(env: Mapping[str, str], name: str) -> str | None:
+    """MLC_PARAM_<NAME>, or its base64 form (the JobSet's pods get that one)."""
+    key = f"{sc.PARAM_PREFIX}{name.upper()}"
+    if key in env:
+        return env[key]
+    encoded = env.get(key + sc.PARAM_B64_SUFFIX)
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise StepFailed(f"{key}{sc.PARAM_B64_SUFFIX} is not base64-encoded UTF-8") from exc
+
+
+def write_record(path: Path, value: Mapping) -> None:
+    """A step's JSON record in the run folder, replaced whole (a reader never sees half)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+    tmp.replace(path)
 
 
 def entry_point(kind: str):

@@ -36,14 +36,31 @@ class BuiltinTrainer(Spec):
                          "training container: a string, or `{secret: <name>}`.")
 
 
+METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class CustomMetric(Spec):
+    """A metric the custom command reports in MLC_METRICS_FILE; gates may then use it."""
+
+    name: str = Field(pattern=METRIC_NAME)
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Whether higher or lower is better; `compareWithProduction` on "
+        "this metric needs it.")
+
+
 class CustomTrainer(Spec):
-    """A user image and command that follow the same contract as the builtin trainer."""
+    """A user image and command that follow the same contract as the builtin trainer. The
+    image must contain mlc: the step runtime runs the command."""
 
     image: Name | ImageRef = Field(description="A name under `images.custom`, or a reference.")
     command: list[str] = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "training container: a string, or `{secret: <name>}`.")
+    metrics: list[CustomMetric] = Field(
+        default_factory=list, description="Metrics the command writes to MLC_METRICS_FILE "
+        "that gates and `compareWithProduction` may use (the builtin evaluation's metrics "
+        "are always available).")
 
 
 class Backoff(Spec):
@@ -91,7 +108,7 @@ class Training(Spec):
 
 
 class Gate(Spec):
-    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    metric: str = Field(pattern=METRIC_NAME)
     min: float | None = None
     max: float | None = None
 
@@ -103,10 +120,11 @@ class Gate(Spec):
 
 
 class ChampionComparison(Spec):
-    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    metric: str = Field(pattern=METRIC_NAME)
     max_regression: float = Field(0.0, ge=0, description="How much worse than the production "
                                   "model the candidate may be.")
-    higher_is_better: bool = True
+    higher_is_better: bool | None = Field(None, description="Defaults to the metric's own "
+                                          "direction.")
 
 
 class Evaluation(Spec):

@@ -6,6 +6,7 @@ from ...schema.models import BuiltinTrainer, Model
 from ...schema.types import IMAGE_RE, duration_seconds
 from .. import ir
 from ..names import dns_label
+from . import evaluation
 from .context import UNKNOWN_COLUMN, Context
 from .env_vars import resolve_env
 from .features import feature_refs
@@ -72,16 +73,14 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
                               "(the label source must hold the label and the entity keys)",
                               (*path, "label"), help=f"add `{col}` to its columns")
         training = _resolve_training(ctx, m, name, hardware, images, secrets)
+        custom = training.metrics
         models[name] = ir.Model(
             name=name, k8s_name=dns_label(name), task=m.task, framework=m.framework,
             description=m.description, feature_service=service_name, features=features,
             entity_keys=keys, label_source=m.label.source, label_column=m.label.column,
             training=training, test_split=m.evaluation.test_split,
-            gates=[ir.Gate(metric=g.metric, min=g.min, max=g.max) for g in m.evaluation.gates],
-            compare_with_production=(ir.ChampionComparison(
-                metric=c.metric, max_regression=c.max_regression,
-                higher_is_better=c.higher_is_better)
-                if (c := m.evaluation.compare_with_production) else None),
+            gates=evaluation.gates(ctx, m, name, custom),
+            compare_with_production=evaluation.comparison(ctx, m, name, custom),
             registered_name=m.registry.name or name,
             candidate_alias=m.registry.candidate_alias,
             production_alias=m.registry.production_alias, auto_promote=m.registry.auto_promote,
@@ -133,4 +132,4 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         checkpoint_every_steps=checkpoint.every_steps if checkpoint else 500,
         retries=_retries(t.retries), timeout_seconds=int(duration_seconds(t.timeout)),
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
-        max_dropped_rows=t.max_dropped_rows)
+        max_dropped_rows=t.max_dropped_rows, metrics=evaluation.custom_metrics(ctx, m, name))

@@ -1,18 +1,20 @@
 """The pipeline graph: the steps that train, check, score and materialise, in order.
 
 Argo runs these steps as a DAG on a cluster; `mlc run` runs the same steps, in the same
-order, on one machine. A builtin step runs `python -m mlc.runtime step` in its runtime's
-image with the arguments below; the runtime finds the step in project.json and runs it.
+order, on one machine. Every step runs `python -m mlc.runtime step` with the arguments below
+(mlc/step_contract.py); the runtime finds the step in project.json and runs it. A custom
+trainer's step does too, in the user's image (which must contain mlc): the step runtime runs
+the user's command with the contract's variables, as it does under `mlc run`.
 """
 
 from __future__ import annotations
 
+from ...step_contract import PROJECT_JSON
 from .. import ir
 from ..names import dns_label
 from .context import Context
 from .models import has_training
 
-PROJECT_JSON = "/etc/mlc/project.json"
 STEP_COMMAND = ["python", "-m", "mlc.runtime", "step"]
 # Steps other than training are short; these bound them when ml.yaml says nothing.
 _DEFAULT_RETRIES = ir.Retries(limit=2, backoff_seconds=10, backoff_factor=2,
@@ -74,10 +76,10 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               parameters=["data_window_seconds", "hyperparameters", "reason"],
               retries=t.retries, timeout_seconds=t.timeout_seconds,
               checkpoint_path=t.checkpoint_path, checkpoint_volume=t.checkpoint_volume,
-              secrets={**feast, **mlflow, **t.secrets}, env=dict(t.env),
-              # a custom trainer runs its own entry point, with the same env contract
-              **({"command": list(t.command), "args": list(t.args)}
-                 if t.kind == "custom" else {})),
+              secrets={**feast, **mlflow, **t.secrets},
+              # the step runtime runs a custom trainer's command (project.json has it) with
+              # the contract's variables; the user's own env reaches it through the pod
+              env=dict(t.env)),
         _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
               secrets=feast | mlflow),
         _step(name, "register", "register", "train", train, depends=["evaluate"], secrets=mlflow),

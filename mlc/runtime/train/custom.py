@@ -2,23 +2,24 @@
 are tracked the same way.
 
 The train step builds the same data snapshot as the builtin trainer, opens the MLflow run
-with the same lineage tags, then runs `training.custom.command + args` with:
+with the same lineage tags, then runs `training.custom.command + args` with the variables of
+mlc/step_contract.py (docs/training-contract.md): the pod's own, plus MLC_TRAIN_DATA,
+MLC_FEATURES, MLC_LABEL, MLC_TASK, MLC_HYPERPARAMETERS, MLC_MODEL_DIR, MLC_METRICS_FILE,
+MLFLOW_RUN_ID and MLFLOW_EXPERIMENT_ID. The same code runs in a cluster (every pod runs
+`python -m mlc.runtime step`, so the user's image must contain mlc, e.g. `FROM` the mlc-train
+image) and under `mlc run`.
 
-    MLC_TRAIN_DATA       the snapshot (parquet): entity keys, event time, label, features,
-                         and __split__ = train | test (test rows are for evaluation only)
-    MLC_FEATURES         JSON list of the input columns, in order
-    MLC_LABEL, MLC_TASK  the label column; classification | regression
-    MLC_HYPERPARAMETERS  JSON object (the run's `hyperparameters` parameter)
-    MLC_MODEL_DIR        where to save the model with mlc.runtime.model_format.save_model
-    MLC_METRICS_FILE     optional JSON the command writes: {"name": value} or
-                         {"name": [[step, value], ...]}
-    MLC_CHECKPOINT_DIR   a folder for the command's own checkpoints (when ml.yaml names one)
-    MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID   the run, to log more into it
-    MLC_RUN_DIR, MLC_PROJECT_JSON, MLC_MODEL, MLC_PARAM_<NAME>, and `training.custom.env`
+The model is either an mlc model saved into MLC_MODEL_DIR (logged here like the builtin
+trainer's), or any MLflow model the command logged into MLFLOW_RUN_ID itself (sklearn,
+xgboost, pyfunc, ...): evaluation scores it through mlflow.pyfunc, and registration and
+promotion treat both alike. Metrics the command writes to MLC_METRICS_FILE are logged to the
+run; the last value of each metric declared in `training.custom.metrics` goes to train.json,
+where the gates find it.
 
-When the command succeeds, its metrics and model are logged like the builtin trainer's, so
-evaluation, registration and serving treat both alike. In a cluster the step runs in the
-user's image, which must contain mlc (e.g. `FROM` the mlc-train image).
+On several nodes (a JobSet, `nodes > 1`) every node's pod runs this step and the command;
+node 0 (PET_NODE_RANK) builds the data and owns the MLflow run, the model and train.json.
+The other nodes wait for node 0's data snapshot in the shared run folder and run the command
+without MLFLOW_RUN_ID: what they log or save is not the run's.
 """
 
 from __future__ import annotations
@@ -29,97 +30,196 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from mlc import step_contract as sc
 from mlc.runtime import model_format
-from mlc.runtime.step import StepContext, StepFailed
+from mlc.runtime.step import StepContext, StepFailed, write_record
+
+RANK_ENV = "PET_NODE_RANK"
+FOLLOWER_POLL_SECONDS = 2.0
 
 
 def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
+    """The variables the step runtime adds for the command (step_contract, set_by=runtime),
+    and the ones the pod had in another form (parameters decoded, paths made absolute)."""
     model = ctx.model
     run_dir = ctx.run_dir.resolve()
     env = {
-        **model.training.env,
-        "MLC_TRAIN_DATA": str(run_dir / "data" / "dataset.parquet"),
-        "MLC_FEATURES": json.dumps(dataset.features),
-        "MLC_LABEL": dataset.label,
-        "MLC_TASK": model.task,
-        "MLC_HYPERPARAMETERS": ctx.param("hyperparameters", "{}") or "{}",
-        "MLC_MODEL_DIR": str(run_dir / "model"),
-        "MLC_METRICS_FILE": str(run_dir / "custom-metrics.json"),
-        "MLC_RUN_DIR": str(run_dir),
-        "MLC_MODEL": model.name,
-        "MLFLOW_TRACKING_URI": ctx.mlflow_tracking_uri,
-        "MLFLOW_RUN_ID": run.run_id,
-        "MLFLOW_EXPERIMENT_ID": run.experiment_id,
+        sc.TRAIN_DATA_ENV: str(run_dir / sc.DATASET_FILE),
+        sc.FEATURES_ENV: json.dumps(dataset.features),
+        sc.LABEL_ENV: dataset.label,
+        sc.TASK_ENV: model.task,
+        sc.HYPERPARAMETERS_ENV: ctx.param("hyperparameters", "{}") or "{}",
+        sc.MODEL_DIR_ENV: str(run_dir / sc.MODEL_DIR),
+        sc.METRICS_FILE_ENV: str(run_dir / sc.CUSTOM_METRICS_FILE),
+        sc.PIPELINE_ENV: ctx.pipeline.name,
+        sc.STEP_ENV: ctx.step.name,
+        sc.RUN_ID_ENV: ctx.run_id,
+        sc.RUN_DIR_ENV: str(run_dir),
+        sc.DATA_ROOT_ENV: str(ctx.data_root.resolve()),
+        sc.MODEL_ENV: model.name,
+        sc.TRACKING_URI_ENV: ctx.mlflow_tracking_uri,
     }
+    if run is not None:  # node 0, or the only node
+        env[sc.RUN_ID_MLFLOW_ENV] = run.run_id
+        env[sc.EXPERIMENT_ID_ENV] = run.experiment_id
     if ctx.project_file is not None:
-        env["MLC_PROJECT_JSON"] = str(ctx.project_file.resolve())
+        env[sc.PROJECT_JSON_ENV] = str(ctx.project_file.resolve())
     if ctx.checkpoint_dir is not None:
-        env["MLC_CHECKPOINT_DIR"] = str(ctx.checkpoint_dir)
+        env[sc.CHECKPOINT_DIR_ENV] = str(ctx.checkpoint_dir)
     for name, value in ctx.params.items():
-        env[f"MLC_PARAM_{name.upper()}"] = value
+        env[f"{sc.PARAM_PREFIX}{name.upper()}"] = value
     return env
 
 
-def _log_metrics(run, path) -> int:
-    from mlflow.entities import Metric
-
+def read_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """MLC_METRICS_FILE as {name: [(step, value), ...]}, finite values only."""
     if not path.is_file():
-        return 0
+        return {}
     try:
         reported = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as exc:
         raise StepFailed(f"{path} is not JSON: {exc}") from exc
-    stamp = int(time.time() * 1000)
-    metrics = []
+    if not isinstance(reported, dict):
+        raise StepFailed(f"{path} must hold a JSON object of metric names")
+    out: dict[str, list[tuple[int, float]]] = {}
     for key, value in sorted(reported.items()):
         points = value if isinstance(value, list) else [[0, value]]
-        for step, number in points:
-            if isinstance(number, int | float) and math.isfinite(number):
-                metrics.append(Metric(str(key), float(number), stamp, int(step)))
+        for point in points:
+            if not (isinstance(point, list | tuple) and len(point) == 2):
+                raise StepFailed(f"{path}: metric `{key}` must be a number or a list of "
+                                 f"[step, value] pairs, got {point!r}")
+            step, number = point
+            if isinstance(number, int | float) and not isinstance(number, bool) \
+                    and math.isfinite(number):
+                out.setdefault(str(key), []).append((int(step), float(number)))
+    return out
+
+
+def _log_metrics(run, reported: dict[str, list[tuple[int, float]]]) -> int:
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(key, value, stamp, step) for key, points in reported.items()
+               for step, value in points]
     for i in range(0, len(metrics), 1000):
         run.client.log_batch(run.run_id, metrics=metrics[i:i + 1000], synchronous=True)
     return len(metrics)
 
 
+def final_values(model, reported: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
+    """The declared metrics' values at their last step: what the gates compare."""
+    out = {}
+    for metric in model.training.metrics:
+        points = reported.get(metric.name)
+        if points:
+            out[metric.name] = max(points, key=lambda p: p[0])[1]
+    return out
+
+
+def logged_model_uri(run) -> str | None:
+    """The model the command logged into the run (any flavour); None when it logged none."""
+    models = [m for m in run.client.search_logged_models(
+        experiment_ids=[run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'")
+        if m.source_run_id == run.run_id]
+    if not models:
+        return None
+    if len(models) > 1:
+        names = ", ".join(sorted(m.name for m in models))
+        raise StepFailed(f"the training command logged {len(models)} models ({names}) into "
+                         "the run; log exactly one, the model to evaluate and register")
+    return models[0].model_uri
+
+
+def node_rank() -> int:
+    value = os.environ.get(RANK_ENV, "0") or "0"
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise StepFailed(f"{RANK_ENV} must be a number, got `{value}`") from exc
+
+
+def run_command(command: list[str], env: dict[str, str]) -> int:
+    """The user's command, in this process's working directory (the image's WORKDIR in a
+    pod, the project folder under `mlc run`), so relative paths mean what the image says."""
+    print(f"running {' '.join(command)}", flush=True)
+    sys.stdout.flush()
+    try:
+        return subprocess.run(command, env=env, check=False).returncode
+    except OSError as exc:
+        raise StepFailed(f"cannot start the training command `{command[0]}`: {exc}") from exc
+
+
+def run_follower(ctx: StepContext, command: list[str], rank: int) -> None:
+    """A node other than 0: node 0's data, the command, nothing tracked."""
+    from mlc.runtime.train import data
+
+    deadline = time.monotonic() + ctx.step.timeout_seconds
+    while True:
+        try:
+            dataset = data.load_dataset(ctx)
+            break
+        except (StepFailed, OSError, ValueError):  # not written yet, or being replaced
+            if time.monotonic() > deadline:
+                raise StepFailed(f"node {rank}: node 0 wrote no training data in "
+                                 f"{ctx.run_dir} before the step's timeout") from None
+            time.sleep(FOLLOWER_POLL_SECONDS)
+    env = {**os.environ, **contract_env(ctx, dataset, None)}
+    code = run_command(command, env)
+    if code != 0:
+        raise StepFailed(f"node {rank}: the training command exited with {code}: "
+                         f"{' '.join(command)}")
+    print(f"node {rank}: the training command is done; node 0 records the run")
+
+
 def run_custom(ctx: StepContext) -> None:
     from mlc.runtime.train import data, tracking
-    from mlc.runtime.train.trainer import TRAIN_FILE, write_json
 
     model = ctx.model
     training = model.training
     command = [*training.command, *training.args]
     if not command:
         raise StepFailed(f"model `{model.name}` has custom training with no command")
+    rank = node_rank()
+    if rank:
+        run_follower(ctx, command, rank)
+        return
     dataset = data.build_dataset(ctx, model)
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="custom")
     run.log_params({"command": " ".join(command)}, dataset)
     env = {**os.environ, **contract_env(ctx, dataset, run)}
     started = time.perf_counter()
-    print(f"running {' '.join(command)}", flush=True)
-    sys.stdout.flush()
     try:
-        done = subprocess.run(command, env=env, cwd=str(ctx.data_root), check=False)
-    except OSError as exc:
+        code = run_command(command, env)
+    except StepFailed:
         run.finish({}, status="FAILED")
-        raise StepFailed(f"cannot start the training command `{command[0]}`: {exc}") from exc
-    if done.returncode != 0:
+        raise
+    if code != 0:
         run.finish({}, status="FAILED")
-        raise StepFailed(f"the training command exited with {done.returncode}: "
-                         f"{' '.join(command)}")
-    logged = _log_metrics(run, ctx.run_dir / "custom-metrics.json")
-    folder = ctx.run_dir / "model"
-    try:
-        spec = model_format.load_spec(folder)
-    except (FileNotFoundError, ValueError) as exc:
-        run.finish({}, status="FAILED")
-        raise StepFailed(f"the training command left no model in {folder} ({exc}); save one "
-                         "with mlc.runtime.model_format.save_model") from exc
-    model_uri = run.log_model(folder, dataset, spec)
+        raise StepFailed(f"the training command exited with {code}: {' '.join(command)}")
+    reported = read_metrics(ctx.run_dir / sc.CUSTOM_METRICS_FILE)
+    logged = _log_metrics(run, reported)
+    folder = ctx.run_dir / sc.MODEL_DIR
+    if (folder / model_format.SPEC_FILE).is_file():
+        try:
+            spec = model_format.load_spec(folder)
+        except ValueError as exc:
+            run.finish({}, status="FAILED")
+            raise StepFailed(f"the model in {folder} cannot be read: {exc}") from exc
+        model_uri, flavour = run.log_model(folder, dataset, spec), "mlc"
+    else:
+        model_uri, flavour = logged_model_uri(run), "mlflow"
+        if model_uri is None:
+            run.finish({}, status="FAILED")
+            raise StepFailed(f"the training command left no model: save one into {folder} "
+                             "with mlc.runtime.model_format.save_model, or log an MLflow "
+                             f"model (any flavour) into the run {sc.RUN_ID_MLFLOW_ENV}")
     summary = {"mlflow_run_id": run.run_id, "experiment_id": run.experiment_id,
-               "model_uri": model_uri, "data_snapshot": dataset.snapshot, "trainer": "custom",
-               "command": command, "metrics_logged": logged,
+               "model_uri": model_uri, "model_format": flavour,
+               "data_snapshot": dataset.snapshot, "trainer": "custom", "command": command,
+               "metrics_logged": logged, "custom_metrics": final_values(model, reported),
                "seconds": round(time.perf_counter() - started, 3)}
     run.finish(summary)
-    write_json(ctx.run_dir / TRAIN_FILE, summary)
+    write_record(ctx.run_dir / sc.TRAIN_FILE, summary)
     print(f"custom training of {model.name} done; MLflow run {run.run_id}")

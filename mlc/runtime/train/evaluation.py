@@ -10,6 +10,10 @@ to the training run and written to evaluation.json for the register step.
 Metrics are computed here with numpy (no scikit-learn in the image): classification
 roc_auc, pr_auc, log_loss, accuracy, precision, recall, f1, brier (binary; multi-class:
 roc_auc one-vs-rest macro, log_loss, accuracy, f1 macro); regression rmse, mae, mse, r2.
+mlc/step_contract.py lists them (with their direction) for the compiler, which refuses a
+gate on any other name. The model is scored whatever its format (scoring.py); a custom
+trainer's declared metrics (train.json, from MLC_METRICS_FILE) join the computed ones, and
+a champion comparison on one of those reads the production version's recorded value.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlc.compiler import ir
 from mlc.runtime.step import EXIT_GATES, StepContext, StepFailed
+from mlc.step_contract import EVALUATION_FILE, MODEL_DIR, TRAIN_FILE
 
-EVALUATION_FILE = "evaluation.json"
 _EPS = 1e-15
 
 
@@ -124,12 +129,18 @@ def metric_function(task: str, spec: dict[str, Any]
                                                              spec["classes"])
 
 
-def score(module, spec: dict[str, Any], frame, label: str, task: str) -> dict[str, float]:
-    from mlc.runtime import model_format
-
-    predictions = model_format.predict_frame(module, spec, frame)
+def score(predictor, frame, label: str, task: str) -> dict[str, float]:
+    predictions = predictor.predict(frame)
     truth = frame[label].to_numpy()
-    return metric_function(task, spec)(truth, predictions)
+    return metric_function(task, {"classes": predictor.classes})(truth, predictions)
+
+
+def label_classes(dataset, task: str) -> list | None:
+    """The label values in order, for a model that does not record its classes."""
+    if task != "classification":
+        return None
+    values = dataset.frame[dataset.label].dropna().unique().tolist()
+    return sorted(values, key=lambda v: (not isinstance(v, int | float), v))
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,9 +174,11 @@ def compare(comparison: ir.ChampionComparison, candidate: dict[str, float],
             "higher_is_better": comparison.higher_is_better, "passed": bool(ok)}
 
 
-def champion_metrics(ctx: StepContext, model: ir.Model, frame) -> dict[str, Any] | None:
-    """Metrics of the version holding the production alias on `frame`; None if none."""
-    from mlc.runtime import model_format
+def champion_metrics(ctx: StepContext, model: ir.Model, frame,
+                     classes: list | None) -> dict[str, Any] | None:
+    """Metrics of the version holding the production alias on `frame`; None if none. A
+    custom trainer's metric cannot be recomputed: the version's recorded value is used."""
+    from mlc.runtime.train import scoring
     from mlc.runtime.train.registry import alias_version, download_model
     from mlc.runtime.train.tracking import client_for
 
@@ -173,16 +186,24 @@ def champion_metrics(ctx: StepContext, model: ir.Model, frame) -> dict[str, Any]
     version = alias_version(client, model.registered_name, model.production_alias)
     if version is None:
         return None
+    metric = model.compare_with_production.metric if model.compare_with_production else None
+    if metric in {m.name for m in model.training.metrics}:
+        recorded = (version.tags or {}).get(f"metric.{metric}")
+        if recorded is None:
+            return {"version": int(version.version), "metrics": {},
+                    "note": f"the production version has no recorded `{metric}`"}
+        return {"version": int(version.version), "metrics": {metric: float(recorded)}}
     with tempfile.TemporaryDirectory(prefix="mlc-champion-") as tmp:
         path = download_model(f"models:/{model.registered_name}@{model.production_alias}",
                               tmp)
-        module, spec = model_format.load_model(path)
-    missing = [f for f in spec["features"] if f not in frame.columns]
-    if missing:
-        return {"version": int(version.version), "metrics": {},
-                "note": f"the champion reads {', '.join(missing)}, which the test data lacks"}
-    return {"version": int(version.version),
-            "metrics": score(module, spec, frame, model.label_column, model.task)}
+        predictor = scoring.load(path, model, classes)
+        missing = [f for f in predictor.features if f not in frame.columns]
+        if missing:
+            return {"version": int(version.version), "metrics": {},
+                    "note": f"the champion reads {', '.join(missing)}, which the test data "
+                    "lacks"}
+        return {"version": int(version.version),
+                "metrics": score(predictor, frame, model.label_column, model.task)}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -208,15 +229,28 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def candidate(ctx: StepContext, model: ir.Model, train: dict[str, Any], classes: list | None,
+              tmp: Path):
+    """The trained model: the run folder's mlc model, else the MLflow model it logged."""
+    from mlc.runtime import model_format
+    from mlc.runtime.train import scoring
+    from mlc.runtime.train.registry import download_model
+
+    folder = ctx.run_dir / MODEL_DIR
+    if (folder / model_format.SPEC_FILE).is_file():
+        return scoring.load(folder, model, classes)
+    if not train.get("model_uri"):
+        raise StepFailed(f"{TRAIN_FILE} names no model: the train step logged none")
+    return scoring.load(download_model(train["model_uri"], tmp), model, classes)
+
+
 def _fmt(value) -> str:
     return "missing" if value is None else f"{value:.4f}"
 
 
 def run(ctx: StepContext) -> None:
-    from mlc.runtime import model_format
     from mlc.runtime.train.data import load_dataset
     from mlc.runtime.train.tracking import client_for
-    from mlc.runtime.train.trainer import MODEL_DIR, TRAIN_FILE
 
     model = ctx.model
     trained = ctx.run_dir / TRAIN_FILE
@@ -225,12 +259,17 @@ def run(ctx: StepContext) -> None:
     train = json.loads(trained.read_text("utf-8"))
     dataset = load_dataset(ctx)
     test = dataset.part("test")
-    module, spec = model_format.load_model(ctx.run_dir / MODEL_DIR)
-    metrics = score(module, spec, test, dataset.label, model.task) if len(test) else {}
+    classes = label_classes(dataset, model.task)
+    with tempfile.TemporaryDirectory(prefix="mlc-candidate-") as tmp:
+        predictor = candidate(ctx, model, train, classes, Path(tmp))
+        computed = score(predictor, test, dataset.label, model.task) if len(test) else {}
+    # the custom trainer's declared metrics, as its command reported them
+    metrics = {**computed, **train.get("custom_metrics", {})}
     result: dict[str, Any] = {"test_rows": len(test), "metrics": metrics,
+                              "model_format": predictor.flavour,
                               "gates": check_gates(model.gates, metrics)}
     if model.compare_with_production is not None:
-        champion = champion_metrics(ctx, model, test)
+        champion = champion_metrics(ctx, model, test, classes)
         if champion is None:
             result["comparison"] = {"metric": model.compare_with_production.metric,
                                     "champion": None, "passed": True,
@@ -252,7 +291,7 @@ def run(ctx: StepContext) -> None:
     from mlflow.entities import Metric, RunTag
 
     stamp = int(time.time() * 1000)
-    logged = [Metric(f"test_{k}", float(v), stamp, 0) for k, v in sorted(metrics.items())
+    logged = [Metric(f"test_{k}", float(v), stamp, 0) for k, v in sorted(computed.items())
               if math.isfinite(v)]
     comparison = result.get("comparison") or {}
     if comparison.get("champion") is not None:

@@ -28,9 +28,7 @@ class MlcTabularModel(PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input, columns=self.spec["features"])
         out = self._format.predict_frame(self.model, self.spec, model_input)
-        if out.ndim == 2:  # class probabilities, one column per class
-            return pd.DataFrame(out, columns=[str(c) for c in self.spec["classes"]])
-        return pd.Series(out, name=self._format.PREDICTION_COLUMN)
+        return self._format.pyfunc_output(self.spec, out)
 
 
 mlflow.models.set_model(MlcTabularModel())

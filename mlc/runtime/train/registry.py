@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mlc.runtime.step import StepContext, StepFailed
+from mlc.step_contract import EVALUATION_FILE, PROMOTE_FILE, REGISTER_FILE
 
-REGISTER_FILE = "register.json"
-PROMOTE_FILE = "promote.json"
 LINEAGE_TAGS = ("mlc.project", "mlc.environment", "mlc.source_hash", "mlc.git_commit",
                 "mlc.feature_service", "mlc.data_snapshot", "mlc.pipeline_run", "mlc.reason")
 
@@ -60,7 +59,6 @@ def _read(ctx: StepContext, name: str) -> dict[str, Any]:
 def register(ctx: StepContext) -> None:
     from mlflow.exceptions import MlflowException
 
-    from mlc.runtime.train.evaluation import EVALUATION_FILE
     from mlc.runtime.train.tracking import client_for
 
     model = ctx.model

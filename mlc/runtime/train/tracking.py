@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mlc.step_contract import MLFLOW_RUN_FILE
+
 TAG_PROJECT = "mlc.project"
 TAG_ENV = "mlc.environment"
 TAG_MODEL = "mlc.model"
@@ -27,6 +29,9 @@ TAG_DATA_SNAPSHOT = "mlc.data_snapshot"
 TAG_DATA_WINDOW = "mlc.data_window"
 TAG_TRAINER = "mlc.trainer"  # builtin or custom
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+MLFLOW_USER = "mlflow.user"
+MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"
 
 
 def experiment_name(project: str, model: str) -> str:
@@ -62,7 +67,24 @@ def lineage_tags(ctx, model, snapshot: str | None, trainer: str) -> dict[str, st
         tags[TAG_DATA_SNAPSHOT] = snapshot
     if commit := git_commit(ctx.data_root):
         tags[TAG_GIT_COMMIT] = tags[MLFLOW_GIT_COMMIT] = commit
+    # MLflow's own tags, which its UI and other tools read
+    tags.update({MLFLOW_USER: run_user(ctx), MLFLOW_SOURCE_TYPE: "JOB",
+                 MLFLOW_SOURCE_NAME: f"{ctx.pipeline.name}/{ctx.step.name}"})
     return tags
+
+
+def run_user(ctx) -> str:
+    """Who ran it: in a pod, its service account (pods have no login); else the OS user."""
+    import getpass
+    import os
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        p = ctx.project.platform
+        return f"system:serviceaccount:{p.namespace}:{p.service_account}"
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry
+        return "mlc"
 
 
 def client_for(tracking_uri: str):
@@ -95,7 +117,7 @@ def ensure_experiment(client, name: str) -> str:
         return found.experiment_id
 
 
-RUN_FILE = "mlflow-run.json"  # in the run folder: a retried train step reopens this run
+RUN_FILE = MLFLOW_RUN_FILE  # in the run folder: a retried train step reopens this run
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
@@ -127,11 +149,6 @@ class TrackedRun:
                                           if dataset else None}) + "\n", "utf-8")
         return cls(client, run_id, experiment_id, ctx)
 
-    def logger(self, sink, **kwargs):
-        from mlc.runtime.train.metric_log import BackgroundLogger
-
-        return BackgroundLogger(sink, self.run_id, **kwargs)
-
     def log_params(self, hp: dict[str, Any], dataset) -> None:
         from mlflow.entities import Param
 
@@ -149,25 +166,31 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=fresh, synchronous=True)
 
     def log_model(self, folder: Path, dataset, spec: dict[str, Any]) -> str:
-        """Log the model folder as a pyfunc model with signature and input example."""
+        """Log the model folder as a pyfunc model with signature and input example. The
+        signature's input types are ml.yaml's (an int64 feature stays long), its output the
+        `prediction` column (or one per class)."""
         import mlflow
         import pandas as pd
         import torch
         from mlflow.models import infer_signature
 
         from mlc.runtime import model_format
+        from mlc.runtime.train.scoring import typed_inputs
 
-        example = dataset.part("train")[spec["features"]].dropna().head(5) \
+        model = self.ctx.model
+        example = dataset.part("train").dropna(subset=spec["features"]).head(5) \
             if dataset is not None else pd.DataFrame(columns=spec["features"])
-        example = example.astype("float64").reset_index(drop=True)
+        example = typed_inputs(example, model, spec["features"]).reset_index(drop=True)
         module, _ = model_format.load_model(folder)
-        output = model_format.predict_frame(module, spec, example) if len(example) else None
+        output = model_format.pyfunc_output(
+            spec, model_format.predict_frame(module, spec, example)) if len(example) else None
         signature = infer_signature(example, output)
+        signature.inputs = input_schema(model, spec["features"])
         requirements = [f"torch=={torch.__version__.split('+')[0]}",
                         f"mlflow=={mlflow.__version__}", "numpy", "pandas"]
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where the logged model goes
-        # MLflow's advice (type hints on predict, integer columns) does not apply to a model
-        # whose inputs are always float64; keep it out of the step's log
+        # MLflow's advice (type hints on predict, integer columns that could be missing)
+        # does not apply: the types are ml.yaml's, the reader fills missing values
         with warnings.catch_warnings(), mlflow.start_run(
                 run_id=self.run_id, experiment_id=self.experiment_id,
                 nested=mlflow.active_run() is not None):
@@ -199,6 +222,21 @@ class TrackedRun:
             if (self.ctx.run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(self.ctx.run_dir / name), "mlc")
         self.client.set_terminated(self.run_id, status=status)
+
+
+# ml.yaml's value types as MLflow's column types; derived features are float64
+MLFLOW_TYPES = {"int32": "integer", "int64": "long", "float32": "float", "float64": "double",
+                "bool": "boolean", "string": "string"}
+
+
+def input_schema(model, features: list[str]):
+    """The signature's inputs, typed as ml.yaml declares the features (not as inferred from
+    a sample, where a missing value would turn an int64 column into double)."""
+    from mlflow.types import ColSpec, Schema
+
+    types = {ref.field: ref.type for ref in model.features}
+    return Schema([ColSpec(MLFLOW_TYPES.get(types.get(name, "float64"), "double"), name)
+                   for name in features])
 
 
 def json_value(value: Any) -> str:

@@ -24,22 +24,22 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mlc import step_contract as sc
 from mlc.runtime import model_format
-from mlc.runtime.step import StepContext, StepFailed
+from mlc.runtime.step import StepContext, StepFailed, write_record
 from mlc.runtime.train.checkpoints import CheckpointStore, fingerprint, rng_state, set_rng_state
 
 if TYPE_CHECKING:  # pandas and pyarrow stay unimported for callers of `fit` alone
     from mlc.runtime.train.data import Dataset
 
-TRAIN_FILE = "train.json"
-MODEL_DIR = "model"
+TRAIN_FILE = sc.TRAIN_FILE
+MODEL_DIR = sc.MODEL_DIR
 REFERENCE_ROWS = 5000
 DEFAULTS: dict[str, Any] = {
     "hidden_layers": [64, 32], "epochs": 10, "batch_size": 256, "learning_rate": 1e-3,
@@ -299,7 +299,7 @@ def run(ctx: StepContext) -> None:
 
 
 def _train_builtin(ctx: StepContext, sink) -> None:
-    from mlc.runtime.train import data, evaluation, tracking
+    from mlc.runtime.train import data, evaluation, metric_log, tracking
 
     model = ctx.model
     dataset = data.build_dataset(ctx, model)
@@ -311,7 +311,7 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     store = checkpoint_store(ctx, dataset.snapshot, hp, spec)
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
     run.log_params(hp, dataset)
-    logger = run.logger(sink)
+    logger = metric_log.BackgroundLogger(sink, run.run_id)
     try:
         result = fit(spec, arrays, hp, store=store, every=model.training.checkpoint_every_steps,
                      logger=logger, validate=evaluation.metric_function(model.task, spec))
@@ -333,7 +333,7 @@ def _train_builtin(ctx: StepContext, sink) -> None:
                "fit_seconds": round(result.seconds, 3), "history": result.history,
                "trainer": "builtin"}
     run.finish(summary)
-    write_json(ctx.run_dir / TRAIN_FILE, summary)
+    write_record(ctx.run_dir / TRAIN_FILE, summary)
     if store is not None:
         store.clear()
     last = result.history[-1] if result.history else {}
@@ -364,8 +364,3 @@ def reference_sample(dataset: Dataset, spec: dict[str, Any], module: nn.Module, 
         frame[model_format.PREDICTION_COLUMN] = predictions
     return frame
 
-
-def write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
-    tmp.replace(path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from hera.workflows import Container
 from hera.workflows import models as m
 
+from mlc import step_contract as sc
+
 from ...ir import Pipeline, ResolvedProject, Retries
 from ...resolve import PROJECT_JSON
 from .. import pods
@@ -33,7 +35,7 @@ def notify_step(project: ResolvedProject, pipeline: Pipeline) -> Container | Non
     if not pipeline.routes:
         return None
     env = {
-        "HOME": steps.HOME,
+        "HOME": sc.HOME,
         "MLC_PROJECT_JSON": PROJECT_JSON,
         "MLC_PIPELINE": pipeline.name,
         "MLC_RUN_ID": WORKFLOW_NAME,

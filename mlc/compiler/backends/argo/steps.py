@@ -1,6 +1,7 @@
 """One pipeline step as an Argo container template.
 
-A step's container gets everything through its environment (see docs/training-contract.md):
+A step's container gets everything through its environment (mlc/step_contract.py, listed in
+docs/training-contract.md):
 the step's own identity, the run folder, the pipeline parameters by name (never spliced into
 arguments or shell text), and secrets by reference. Security context, resources and
 scheduling come from backends/pods.py, exactly as every other pod of the project.
@@ -14,8 +15,9 @@ from typing import Any
 from hera.workflows import Container
 from hera.workflows import models as m
 
+from mlc import step_contract as sc
+
 from ...ir import Hardware, Pipeline, ResolvedProject, Retries, Step
-from ...resolve import PROJECT_JSON
 from ...resolve.platform import QUEUE_LABEL
 from .. import pods
 from ..escape import container_text
@@ -26,8 +28,6 @@ from .expressions import WORKFLOW_NAME, literal, parameter, parameter_base64
 # Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
 # a retry cannot change: the data, the metrics or the drift would be the same the next time.
 FINAL_EXIT_CODES = (10, 11, 20)
-# Anything that writes under $HOME (pip, torch, MLflow caches) must land on a volume.
-HOME = "/tmp"
 # Argo's own containers in each pod (argoexec): small, and limited like every container.
 EXECUTOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"cpu": "500m", "memory": "256Mi"}}
@@ -46,32 +46,32 @@ def executor_patch(*containers: str) -> str:
 
 
 def param_env_name(name: str) -> str:
-    return f"MLC_PARAM_{name.upper()}"
+    return f"{sc.PARAM_PREFIX}{name.upper()}"
 
 
 def contract_env(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str, str]:
     """The plain environment of the step contract; values are Argo-safe."""
     env = {
-        "HOME": HOME,
-        "MLC_PROJECT_JSON": PROJECT_JSON,
-        "MLC_PIPELINE": pipeline.name,
-        "MLC_STEP": step.name,
-        "MLC_RUN_DIR": volumes.RUN_DIR,
-        "MLC_RUN_ID": WORKFLOW_NAME,
-        "MLC_FEAST_REPO": REPO_MOUNT_PATH,
+        "HOME": sc.HOME,
+        sc.PROJECT_JSON_ENV: sc.PROJECT_JSON,
+        sc.PIPELINE_ENV: pipeline.name,
+        sc.STEP_ENV: step.name,
+        sc.RUN_DIR_ENV: sc.RUN_DIR,
+        sc.RUN_ID_ENV: WORKFLOW_NAME,
+        sc.FEAST_REPO_ENV: REPO_MOUNT_PATH,
         # relative paths of ml.yaml (file sources, a file registry) resolve under this folder;
         # in a cluster only the run's own volume is there
-        DATA_ROOT_ENV: volumes.RUN_DIR,
-        "MLFLOW_TRACKING_URI": literal(project.platform.mlflow_tracking_uri),
+        DATA_ROOT_ENV: sc.RUN_DIR,
+        sc.TRACKING_URI_ENV: literal(project.platform.mlflow_tracking_uri),
     }
     if pipeline.model:
-        env["MLC_MODEL"] = pipeline.model
+        env[sc.MODEL_ENV] = pipeline.model
     if step.checkpoint_path:
         folder = volumes.checkpoint_dir(step)
         if folder:
-            env["MLC_CHECKPOINT_DIR"] = literal(folder)
+            env[sc.CHECKPOINT_DIR_ENV] = literal(folder)
         else:
-            env["MLC_CHECKPOINT_URI"] = literal(step.checkpoint_path)
+            env[sc.CHECKPOINT_URI_ENV] = literal(step.checkpoint_path)
     return env
 
 
@@ -88,7 +88,7 @@ def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step, *,
     plain = {k: container_text(v) for k, v in plain.items()}  # parameters are added after
     for name in step.parameters:
         if encoded:
-            plain[param_env_name(name) + "_B64"] = parameter_base64(name)
+            plain[param_env_name(name) + sc.PARAM_B64_SUFFIX] = parameter_base64(name)
         else:
             plain[param_env_name(name)] = parameter(name)
     secret = pods.secret_env(step.secrets)

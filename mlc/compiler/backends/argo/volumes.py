@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlc.step_contract import CHECKPOINT_MOUNT, PROJECT_JSON, RUN_DIR
+
 from ...ir import Pipeline, ResolvedProject, Route, Step
-from ...resolve import PROJECT_JSON
 from ..core import config_map_name
 from ..feast import repo_volume, repo_volume_mounts
 
@@ -25,8 +26,6 @@ SHM = "dshm"
 ROUTE_SECRETS = "route-secrets"
 FEAST = "feast"
 
-RUN_DIR = "/var/lib/mlc/run"
-CHECKPOINT_MOUNT = "/var/lib/mlc/checkpoints"
 ROUTE_SECRETS_DIR = "/var/run/secrets/mlc/routes"
 # Secrets readable by the pod's group (fsGroup) only.
 SECRET_FILE_MODE = 0o440

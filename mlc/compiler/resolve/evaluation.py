@@ -1,0 +1,95 @@
+"""A model's gates and champion comparison, checked against the metrics its evaluation has.
+
+The evaluate step computes the builtin metrics (mlc/step_contract.py, the same list the
+runtime computes) for every model, and adds the metrics a custom trainer declares and reports
+in MLC_METRICS_FILE. A gate on any other name could never pass, so it is refused here.
+"""
+
+from __future__ import annotations
+
+from ...schema.models import Model
+from ...step_contract import builtin_metrics
+from .. import ir
+from .context import Context
+
+UNKNOWN_METRIC = "MLC230"
+METRIC_SHADOWS_BUILTIN = "MLC231"
+DIRECTION_UNKNOWN = "MLC232"
+DIRECTION_CONTRADICTS = "MLC233"
+
+
+def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
+    custom = m.training.custom
+    if custom is None:
+        return []
+    builtin = builtin_metrics(m.task)
+    out: dict[str, ir.CustomMetric] = {}
+    for i, metric in enumerate(custom.metrics):
+        path = ("models", name, "training", "custom", "metrics", i, "name")
+        if metric.name in builtin:
+            ctx.error(METRIC_SHADOWS_BUILTIN, f"custom metric `{metric.name}` of model `{name}` "
+                      "has the name of a metric the evaluation computes itself", path,
+                      help=f"rename it, e.g. `custom_{metric.name}`, or drop it and gate on "
+                      "the builtin one")
+            continue
+        if metric.name in out:
+            ctx.error("MLC204", f"custom metric `{metric.name}` is declared twice", path,
+                      help="declare each metric once")
+            continue
+        direction = None if metric.direction is None else metric.direction == "maximize"
+        out[metric.name] = ir.CustomMetric(name=metric.name, higher_is_better=direction)
+    return list(out.values())
+
+
+def _known(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
+    known: dict[str, bool | None] = dict(builtin_metrics(m.task))
+    known.update({c.name: c.higher_is_better for c in custom})
+    return dict(sorted(known.items()))
+
+
+def _unknown(ctx: Context, metric: str, model: str, what: str, known: dict, path) -> None:
+    ctx.error(UNKNOWN_METRIC, f"{what} of model `{model}` uses metric `{metric}`, which its "
+              f"evaluation never has (known: {', '.join(known)})", path,
+              help="use one of the known metrics, or declare it under "
+              "`training.custom.metrics` and write it to MLC_METRICS_FILE")
+
+
+def gates(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]) -> list[ir.Gate]:
+    known = _known(m, custom)
+    out = []
+    for i, g in enumerate(m.evaluation.gates):
+        if g.metric not in known:
+            _unknown(ctx, g.metric, name, "a gate", known,
+                     ("models", name, "evaluation", "gates", i, "metric"))
+        out.append(ir.Gate(metric=g.metric, min=g.min, max=g.max))
+    return out
+
+
+def comparison(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]
+               ) -> ir.ChampionComparison | None:
+    c = m.evaluation.compare_with_production
+    if c is None:
+        return None
+    path = ("models", name, "evaluation", "compareWithProduction")
+    known = _known(m, custom)
+    if c.metric not in known:
+        _unknown(ctx, c.metric, name, "`compareWithProduction`", known, (*path, "metric"))
+        return None
+    direction = known[c.metric]
+    if c.higher_is_better is None and direction is None:
+        ctx.error(DIRECTION_UNKNOWN, f"`compareWithProduction` of model `{name}` compares "
+                  f"`{c.metric}`, but nothing says whether higher or lower is better", path,
+                  help=f"declare `direction: maximize` (or `minimize`) on custom metric "
+                  f"`{c.metric}`, or set `higherIsBetter`")
+        return None
+    if c.higher_is_better is not None and direction is not None \
+            and c.higher_is_better != direction:
+        word = "higher" if direction else "lower"
+        ctx.error(DIRECTION_CONTRADICTS, f"`higherIsBetter: {str(c.higher_is_better).lower()}` "
+                  f"contradicts metric `{c.metric}`, for which {word} is better",
+                  (*path, "higherIsBetter"),
+                  help="remove `higherIsBetter`: the metric's direction is used")
+        return None
+    return ir.ChampionComparison(
+        metric=c.metric, max_regression=c.max_regression,
+        higher_is_better=direction if c.higher_is_better is None else c.higher_is_better)

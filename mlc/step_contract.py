@@ -1,0 +1,257 @@
+"""The step contract: every variable and file a pipeline step gets, defined once.
+
+The Argo backend sets the pod's variables from these names, the step runtime reads them and
+hands the custom trainer's command its own, and docs/training-contract.md's tables are
+generated from `VARIABLES` and `FILES` (`python -m mlc.step_contract docs/training-contract.md`
+rewrites them; a test fails when the doc is stale). Plain data, no imports: the compiler, the
+runtimes and `mlc run` all read it.
+
+Every step, in a cluster or on one machine, runs `python -m mlc.runtime step`; a custom
+trainer's command is run by that step runtime, so it sees the same variables wherever it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+# --- where things are in a pod ------------------------------------------------------------
+PROJECT_JSON = "/etc/mlc/project.json"
+FEAST_REPO = "/etc/mlc/feast"
+RUN_DIR = "/var/lib/mlc/run"
+CHECKPOINT_MOUNT = "/var/lib/mlc/checkpoints"
+HOME = "/tmp"  # the root filesystem is read-only: caches under $HOME land on a volume
+
+# --- files in the run folder ($MLC_RUN_DIR), shared by the steps of one run ---------------
+DATASET_FILE = "data/dataset.parquet"
+DATA_INFO_FILE = "data/data.json"
+VALIDATION_FILE = "validation.json"
+MODEL_DIR = "model"
+CUSTOM_METRICS_FILE = "custom-metrics.json"
+MLFLOW_RUN_FILE = "mlflow-run.json"
+TRAIN_FILE = "train.json"
+EVALUATION_FILE = "evaluation.json"
+REGISTER_FILE = "register.json"
+PROMOTE_FILE = "promote.json"
+
+# --- metrics the builtin evaluation computes on the test rows ----------------------------
+# name -> True when higher is better; mlc/runtime/train/evaluation.py computes exactly these
+# (a test holds the two together), and validate checks gates against them.
+CLASSIFICATION_METRICS: dict[str, bool] = {
+    "accuracy": True, "brier": False, "f1": True, "log_loss": False, "pr_auc": True,
+    "precision": True, "recall": True, "roc_auc": True}
+# multi-class labels get only these (one-vs-rest macro roc_auc, macro f1)
+MULTICLASS_METRICS = ("accuracy", "f1", "log_loss", "roc_auc")
+REGRESSION_METRICS: dict[str, bool] = {"mae": False, "mse": False, "r2": True, "rmse": False}
+
+
+def builtin_metrics(task: str) -> dict[str, bool]:
+    return dict(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
+
+
+SetBy = Literal["pod", "runtime", "mlc run"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    set_by: SetBy  # pod: the manifest's env (mlc run passes the same settings in-process);
+    #                runtime: the step runtime, for the custom command
+    steps: str  # which steps get it
+    meaning: str
+
+
+@dataclass(frozen=True)
+class File:
+    path: str  # absolute in the pod, or relative to $MLC_RUN_DIR
+    steps: str  # which steps write (w) or read (r) it
+    meaning: str
+
+
+ALL = "every step"
+TRAIN = "train"
+CUSTOM = "train (custom command)"
+DISTRIBUTED = "train (nodes > 1)"
+
+# names the code uses; the table below says what each one means
+PROJECT_JSON_ENV = "MLC_PROJECT_JSON"
+PIPELINE_ENV = "MLC_PIPELINE"
+STEP_ENV = "MLC_STEP"
+MODEL_ENV = "MLC_MODEL"
+RUN_ID_ENV = "MLC_RUN_ID"
+RUN_DIR_ENV = "MLC_RUN_DIR"
+DATA_ROOT_ENV = "MLC_DATA_ROOT"
+FEAST_REPO_ENV = "MLC_FEAST_REPO"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+CHECKPOINT_DIR_ENV = "MLC_CHECKPOINT_DIR"
+CHECKPOINT_URI_ENV = "MLC_CHECKPOINT_URI"
+PARAM_PREFIX = "MLC_PARAM_"
+PARAM_B64_SUFFIX = "_B64"
+TRAIN_DATA_ENV = "MLC_TRAIN_DATA"
+FEATURES_ENV = "MLC_FEATURES"
+LABEL_ENV = "MLC_LABEL"
+TASK_ENV = "MLC_TASK"
+HYPERPARAMETERS_ENV = "MLC_HYPERPARAMETERS"
+MODEL_DIR_ENV = "MLC_MODEL_DIR"
+METRICS_FILE_ENV = "MLC_METRICS_FILE"
+RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
+EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
+    Variable(PROJECT_JSON_ENV, "pod", ALL,
+             f"`{PROJECT_JSON}`: the resolved project (the IR), read-only"),
+    Variable(PIPELINE_ENV, "pod", ALL, "the pipeline's name, e.g. `train-fraud-classifier`"),
+    Variable(STEP_ENV, "pod", ALL, "the step's name, e.g. `train`"),
+    Variable(MODEL_ENV, "pod", "steps of a pipeline with a model",
+             "the model the pipeline trains, checks or serves"),
+    Variable(RUN_ID_ENV, "pod", ALL,
+             "names this run (the Argo workflow's name); the same in every step of the run"),
+    Variable(RUN_DIR_ENV, "pod", ALL,
+             f"`{RUN_DIR}`: a folder shared by all steps of one run (the files below)"),
+    Variable(TRACKING_URI_ENV, "pod", ALL, "where runs and models are logged"),
+    Variable(FEAST_REPO_ENV, "pod", ALL,
+             f"`{FEAST_REPO}`: the generated Feast repository, read-only"),
+    Variable(DATA_ROOT_ENV, "pod", ALL,
+             "where relative paths of ml.yaml resolve; in a cluster, the run folder"),
+    Variable(CHECKPOINT_DIR_ENV, "pod", TRAIN,
+             "the checkpoint folder, when the checkpoints live on a volume"),
+    Variable(CHECKPOINT_URI_ENV, "pod", TRAIN,
+             "the checkpoint prefix (`s3://...`), when they live in an object store"),
+    Variable(f"{PARAM_PREFIX}<NAME>", "pod", "steps that read the parameter",
+             "each pipeline parameter the step reads, by upper-cased name"),
+    Variable(f"{PARAM_PREFIX}<NAME>{PARAM_B64_SUFFIX}", "pod", DISTRIBUTED,
+             "the same, base64-encoded (Argo substitutes it into the JobSet's manifest text); "
+             "the step runtime decodes it and gives the custom command "
+             f"`{PARAM_PREFIX}<NAME>`"),
+    Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
+             "secret (by reference): the tracking server's token, when ml.yaml names one"),
+    Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",
+             "secret (by reference): the online store's connection"),
+    Variable("MLC_OFFLINE_STORE_CONNECTION", "pod", "steps that read features",
+             "secret (by reference): the offline store's connection"),
+    Variable("MLC_PUSHGATEWAY_URL", "pod", "drift-check",
+             "where the drift check pushes its metrics"),
+    Variable("PET_NNODES", "pod", DISTRIBUTED, "the number of nodes (torchrun)"),
+    Variable("PET_NODE_RANK", "pod", DISTRIBUTED, "this pod's rank, 0 .. nodes-1"),
+    Variable("PET_NPROC_PER_NODE", "pod", DISTRIBUTED,
+             "processes per node: the GPUs (or MIG slices) per node, at least 1"),
+    Variable("PET_MASTER_ADDR, MASTER_ADDR", "pod", DISTRIBUTED,
+             "node 0's stable DNS name"),
+    Variable("PET_MASTER_PORT, MASTER_PORT", "pod", DISTRIBUTED, "`29500`"),
+    Variable("MLC_ARTIFACT_ROOT", "mlc run", ALL,
+             "where a new MLflow experiment keeps its artifacts (`.mlc/mlartifacts`)"),
+    Variable(TRAIN_DATA_ENV, "runtime", CUSTOM,
+             f"`$MLC_RUN_DIR/{DATASET_FILE}`: entity keys, event time, label, features, and "
+             "`__split__` = `train` | `test` (test rows are for evaluation only)"),
+    Variable(FEATURES_ENV, "runtime", CUSTOM, "JSON list of the input columns, in order"),
+    Variable(LABEL_ENV, "runtime", CUSTOM, "the label column"),
+    Variable(TASK_ENV, "runtime", CUSTOM, "`classification` or `regression`"),
+    Variable(HYPERPARAMETERS_ENV, "runtime", CUSTOM,
+             "JSON object: the run's `hyperparameters` parameter"),
+    Variable(MODEL_DIR_ENV, "runtime", CUSTOM,
+             f"`$MLC_RUN_DIR/{MODEL_DIR}`: save an mlc model here "
+             "(`mlc.runtime.model_format.save_model`), or log any MLflow model into "
+             "`MLFLOW_RUN_ID` instead"),
+    Variable(METRICS_FILE_ENV, "runtime", CUSTOM,
+             f"`$MLC_RUN_DIR/{CUSTOM_METRICS_FILE}`: JSON the command may write, "
+             "`{\"name\": value}` or `{\"name\": [[step, value], ...]}`; the metrics declared "
+             "in `training.custom.metrics` are gateable, by their last value"),
+    Variable(f"{PIPELINE_ENV}, {STEP_ENV}, {RUN_ID_ENV}, {RUN_DIR_ENV}, {DATA_ROOT_ENV}, "
+             f"{MODEL_ENV}, {PROJECT_JSON_ENV}, {TRACKING_URI_ENV}", "runtime", CUSTOM,
+             "as above, set again (paths absolute) so that the command sees them under "
+             "`mlc run` too"),
+    Variable(RUN_ID_MLFLOW_ENV, "runtime", CUSTOM,
+             "the MLflow run the step opened (lineage tags set): log into it "
+             "(`mlflow.start_run(run_id=...)`); the step records its outcome after the "
+             "command; with `nodes > 1`, node 0 only"),
+    Variable(EXPERIMENT_ID_ENV, "runtime", CUSTOM, "that run's experiment"),
+)
+
+FILES: tuple[File, ...] = (
+    File(PROJECT_JSON, ALL + " (r)", "the IR, read-only (a ConfigMap)"),
+    File(f"{FEAST_REPO}/", ALL + " (r)",
+         "`feature_store.yaml` and `features.py`, read-only (a ConfigMap)"),
+    File("/tmp", ALL, "scratch space (an emptyDir)"),
+    File(f"$MLC_RUN_DIR (`{RUN_DIR}`)", ALL,
+         "shared by the run's steps (a volume per run); holds the files below"),
+    File(CHECKPOINT_MOUNT, TRAIN, "the checkpoint volume, when ml.yaml names one"),
+    File("/dev/shm", TRAIN, "shared memory for data loaders and NCCL"),
+    File(VALIDATION_FILE, "validate-data (w)", "the data checks' report"),
+    File(DATASET_FILE, "train (w), evaluate (r)",
+         "the point-in-time training set; its sha256 is the data snapshot"),
+    File(DATA_INFO_FILE, "train (w), evaluate (r)", "rows, split, window of that set"),
+    File(MLFLOW_RUN_FILE, "train (w)", "the MLflow run; a retried train step reopens it"),
+    File(f"{MODEL_DIR}/", "train (w), evaluate (r)",
+         "the model in mlc's format (`MLC_MODEL_DIR`), when the trainer saved one"),
+    File(CUSTOM_METRICS_FILE, "train (custom command: w)", "`MLC_METRICS_FILE`"),
+    File(TRAIN_FILE, "train (w), evaluate (r)",
+         "the MLflow run, the model's URI (any flavour), the final custom metrics"),
+    File(EVALUATION_FILE, "evaluate (w), register (r)", "metrics, gates, the champion comparison"),
+    File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
+    File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
+)
+
+
+def names(set_by: SetBy, steps: str | None = None) -> list[str]:
+    """The concrete variable names (placeholders like <NAME> left out) set by `set_by`,
+    optionally only those given to `steps`."""
+    return [n.strip() for v in VARIABLES if v.set_by == set_by
+            and (steps is None or v.steps == steps)
+            for n in v.name.split(",") if "<" not in n]
+
+
+# --- the generated part of docs/training-contract.md -------------------------------------
+BEGIN = "<!-- BEGIN generated from mlc/step_contract.py ({}): do not edit -->"
+END = "<!-- END generated ({}) -->"
+_SET_BY = {"pod": "the pod", "runtime": "the step runtime", "mlc run": "`mlc run` only"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def variables_table() -> str:
+    lines = ["| Variable | Set by | Steps | Meaning |", "| --- | --- | --- | --- |"]
+    for v in VARIABLES:
+        names = ", ".join(f"`{n.strip()}`" for n in v.name.split(","))
+        lines.append(f"| {names} | {_SET_BY[v.set_by]} | {v.steps} | {_cell(v.meaning)} |")
+    return "\n".join(lines)
+
+
+def files_table() -> str:
+    lines = ["| Path | Steps | Contents |", "| --- | --- | --- |"]
+    for f in FILES:
+        path = f.path if "`" in f.path else f"`{f.path}`"
+        lines.append(f"| {path} | {f.steps} | {_cell(f.meaning)} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"variables": variables_table, "files": files_table}
+
+
+def render_doc(text: str) -> str:
+    """`text` with each generated section replaced by the current table."""
+    for name, table in SECTIONS.items():
+        begin, end = BEGIN.format(name), END.format(name)
+        head, found, rest = text.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not found or not found_end:
+            raise ValueError(f"the doc lacks the markers of the `{name}` table")
+        text = f"{head}{begin}\n{table()}\n{end}{tail}"
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m mlc.step_contract docs/training-contract.md", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    path.write_text(render_doc(path.read_text("utf-8")), "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
