@@ -94,13 +94,17 @@ USER_ENV = {"USER_A": "$(MLC_STEP)", "USER_B": "p@$$w{{x}}", "USER_C": "$(HOME)$
 
 
 def test_custom_trainer_process_receives_ml_yaml_text(tmp_path: Path):
+    """The step runtime runs the user's command from project.json (a mounted file, which
+    nothing expands); the user's env reaches the container through the pod spec, which the
+    kubelet expands: both must arrive as ml.yaml wrote them."""
     doc = project({"models": {"churn": {"framework": "custom", "training": {"custom": {
         "image": "ghcr.io/acme/trainer:1", "command": [sys.executable, "-c", PROBE],
         "args": ARGS, "env": USER_ENV}}}}})
-    files = emit(resolve(tmp_path / "project", doc))
+    resolved = resolve(tmp_path / "project", doc)
+    files = emit(resolved)
     [container] = [t["container"] for path, docs in sorted(files.items()) for o in docs
                    for t in o.get("spec", {}).get("templates", [])
-                   if t.get("container") and PROBE in json.dumps(t["container"])]
+                   if t.get("container") and "USER_A" in json.dumps(t["container"])]
 
     # what Argo makes of the template, then what the kubelet makes of the pod
     tags = {"workflow.name": "run-1"}
@@ -111,8 +115,12 @@ def test_custom_trainer_process_receives_ml_yaml_text(tmp_path: Path):
         resolved_env[name] = kubelet_expand(value, resolved_env)
     argv = [kubelet_expand(argo_substitute(a, tags), resolved_env)
             for a in container["command"] + container["args"]]
+    assert argv[1:4] == ["-m", "mlc.runtime", "step"]  # the one step entry point
 
-    result = subprocess.run(argv, env={**resolved_env, "PATH": "/usr/bin:/bin"},
+    # the command as the step runtime reads it from project.json, run with the pod's env
+    training = resolved.models["churn"].training
+    command = [*training.command, *training.args]
+    result = subprocess.run(command, env={**resolved_env, "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=60, check=True)
     seen = json.loads(result.stdout)
     assert seen["argv"] == ARGS

@@ -237,4 +237,5 @@ def test_an_assignment_outside_ab_is_reported_as_ignored(tmp_path):
 
     built = build(tmp_path, {"s": {"model": "scorer", "rollout": {
         **SHADOW, "assignment": {"header": "x-user-id"}}}})
-    assert [d.code for d in built.diagnostics if d.severity == Severity.WARNING] == [WRONG_KIND]
+    warned = [d.code for d in built.diagnostics if d.severity == Severity.WARNING]
+    assert [c for c in warned if c != "MLC343"] == [WRONG_KIND]  # MLC343: arms serve aliases
