@@ -59,7 +59,9 @@ DISTRIBUTED = {
     "hardware": {"a100x4": {"cpu": "32", "memory": "256Gi",
                             "gpu": {"type": "NVIDIA-A100-SXM4-80GB", "count": 4},
                             "queue": "train-queue"}},
+    # several nodes take a custom trainer that knows its rank (the builtin one is refused)
     "models": {"churn": {"training": {
+        "custom": {"image": "ghcr.io/acme/trainer:1", "command": ["python", "-m", "train"]},
         "hardware": "a100x4", "nodes": 2,
         "checkpoint": {"volume": "checkpoints", "path": "churn"},
         "retries": {"limit": 4, "backoff": {"duration": "1m", "factor": 3,

@@ -364,6 +364,9 @@ CASES = [
          {"environments/prod.yaml": CLUSTER.replace(
              "  argocd: {repoUrl: \"https://git.acme.internal/ml/deploy.git\"}\n", "")}),
     # --- ml.yaml on its own ---------------------------------------------------------------
+    Case("builtin-trainer-on-nodes", "MLC325", "ml.yaml:35:14",
+         {"ml.yaml": edit("      hardware: cpu-small\nserving",
+                          "      hardware: cpu-small\n      nodes: 2\nserving")}),
     Case("base-value-every-environment-overrides", "MLC111", "ml.yaml:39:48",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    autoscaling: {minReplicas: 1, maxReplicas: -6}\nmonitoring"),

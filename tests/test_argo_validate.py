@@ -67,10 +67,14 @@ def test_good_checkpoints(tmp_path, checkpoint):
 
 
 def test_distributed_training_warnings(tmp_path):
-    found = codes(tmp_path, {"models": {"churn": {"training": {"nodes": 2}}}})
+    custom = {"image": "ghcr.io/acme/trainer:1", "command": ["python", "-m", "train"]}
+    found = codes(tmp_path, {"models": {"churn": {"training": {"nodes": 2, "custom": custom}}}})
     assert found == {"MLC321": ["warning: models.churn.training.nodes"],
                      "MLC322": ["warning: models.churn.training.nodes"]}
     assert codes(tmp_path, ap.DISTRIBUTED) == {}
+    # the builtin trainer runs on one node: several are refused, not silently run apart
+    found = codes(tmp_path, {"models": {"churn": {"training": {"nodes": 2}}}})
+    assert found["MLC325"] == ["error: models.churn.training.nodes"]
 
 
 def test_drift_retrain_needs_training(tmp_path):

@@ -238,3 +238,19 @@ def test_a_local_output_is_warned_about(tmp_path, output, warned):
     diags = Diagnostics()
     assert check_environment(root, "dev", diags) is not None
     assert ("MLC244" in [d.code for d in diags.warnings]) == warned
+
+
+def test_a_scheduled_run_scores_the_day_it_was_scheduled_for(tmp_path):
+    """The CronWorkflow passes Argo's `workflow.scheduledTime` (RFC 3339, UTC) as `date`:
+    a run scheduled for 01:00 UTC on 2 January scores 2 January in Berlin, even if it
+    starts late."""
+    from mlc.runtime.serve.publish import fill, run_time
+
+    moment = run_time("Europe/Berlin", "2026-01-02T01:00:00Z")
+    assert fill("s3://b/dt={date}/h={hour}/", moment) == "s3://b/dt=2026-01-02/h=02/"
+    root = ROOT / "tests" / "golden" / "projects" / "batch-serverless"
+    diags = Diagnostics()
+    [compiled] = compile_project(root, ["prod"], diags)
+    cron = yaml.safe_load(compiled.files["argo/cronworkflow-score-price-batch.yaml"])
+    assert cron["spec"]["workflowSpec"]["arguments"]["parameters"] == [
+        {"name": "date", "value": "{{workflow.scheduledTime}}"}]

@@ -323,6 +323,10 @@ def test_train_evaluate_register_promote(project, tmp_path, monkeypatch):
     assert tags["mlc.gates"] == "passed"
     assert run.data.params["epochs"] == "2" and run.data.params["data_retrieval"] == "files"
     assert "test_roc_auc" in run.data.metrics
+    joined = json.loads((run1 / "data" / "data.json").read_text())
+    assert run.data.metrics["data_label_rows"] == joined["label_rows"] > 0
+    assert run.data.metrics["data_dropped_rows"] == joined["dropped_rows"]
+    assert run.data.metrics["data_dropped_share"] == joined["dropped_share"]
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in losses) == list(range(1, train["steps"] + 1))
     assert not (tmp_path / "checkpoints").exists() or not any(

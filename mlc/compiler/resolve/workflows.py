@@ -19,6 +19,7 @@ SHARED_RUN_VOLUME = "MLC321"
 NO_CHECKPOINT = "MLC322"
 UNKNOWN_TIMEZONE = "MLC323"
 CRON_DAY_OF_WEEK = "MLC324"
+BUILTIN_ON_NODES = "MLC325"
 
 # Object stores the runtimes write checkpoints to through pyarrow/fsspec.
 OBJECT_STORE_URI = re.compile(r"(s3|gs|gcs|az|abfs|abfss|hdfs)://[^\s/]+(/\S*)?")
@@ -32,6 +33,13 @@ def check_workflows(ctx: Context) -> None:
         if t.checkpoint is not None:
             _check_checkpoint(ctx, t.checkpoint.path, t.checkpoint.volume,
                               (*path, "checkpoint"))
+        if t.nodes > 1 and t.custom is None:
+            # every pod would train alone on its part of nothing shared and log its own run:
+            # the builtin trainer uses all GPUs of one node, never several nodes
+            ctx.error(BUILTIN_ON_NODES, f"model `{name}` trains on {t.nodes} nodes with the "
+                      "builtin trainer, which runs on one node only", (*path, "nodes"),
+                      help="use `nodes: 1` (the builtin trainer uses every GPU of its node), "
+                      "or a custom trainer that reads PET_NODE_RANK (docs/training-contract.md)")
         if t.nodes > 1 and p.platform.run_volume.access_mode != "ReadWriteMany":
             # a warning, not an error: storage without attachment (NFS) shares a ReadWriteOnce
             # volume across nodes anyway; block storage (EBS, PD) would leave pods waiting

@@ -121,6 +121,10 @@ RUN_FILE = MLFLOW_RUN_FILE  # in the run folder: a retried train step reopens th
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
+# Counts of the training data's feature join (data.count_rows_without_features).
+DATA_METRICS = ("label_rows", "dropped_rows", "rows_without_features", "dropped_share")
+
+
 class TrackedRun:
     """The MLflow run of one training: opened by the train step, read by later steps."""
 
@@ -164,6 +168,20 @@ class TrackedRun:
         fresh = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
         if fresh:
             self.client.log_batch(self.run_id, params=fresh, synchronous=True)
+        if dataset is not None:
+            self._log_data_metrics(dataset.info)
+
+    def _log_data_metrics(self, info: dict[str, Any]) -> None:
+        """What the feature join lost, as metrics: comparable across runs and gateable."""
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(f"data_{key}", float(info[key]), stamp, 0)
+                   for key in DATA_METRICS if info.get(key) is not None]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
     def log_model(self, folder: Path, dataset, spec: dict[str, Any]) -> str:
         """Log the model folder as a pyfunc model with signature and input example. The

@@ -22,6 +22,8 @@ WORKFLOW_STATUS = "{{workflow.status}}"
 WORKFLOW_NAMESPACE = "{{workflow.namespace}}"
 WORKFLOW_DURATION = "{{workflow.duration}}"
 WORKFLOW_FAILURES = "{{workflow.failures}}"
+# When a CronWorkflow meant the run to start (RFC 3339); set only for runs it starts.
+WORKFLOW_SCHEDULED_TIME = "{{workflow.scheduledTime}}"
 # Unix seconds of the run's creation (Argo sets `workflow.creationTimestamp.s` so).
 WORKFLOW_CREATED_UNIX = "{{workflow.creationTimestamp.s}}"
 

@@ -16,6 +16,7 @@ from hera.workflows import models as m
 from ...ir import Pipeline, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
+from .expressions import WORKFLOW_SCHEDULED_TIME
 from .templates import origin, template_name
 
 # Argo names each run `<cron workflow>-<unix time>`: 52 characters leave room for it.
@@ -28,6 +29,7 @@ SUCCESSFUL_HISTORY = 3
 FAILED_HISTORY = 5
 TRIGGER_LABEL = "mlc.dev/trigger"
 REASON_PARAMETER = "reason"
+DATE_PARAMETER = "date"  # batch scoring's "as of" (RFC 3339 accepted)
 
 
 def cron_name(pipeline: Pipeline) -> str:
@@ -39,8 +41,11 @@ def cron_workflow(project: ResolvedProject, pipeline: Pipeline) -> dict[str, Any
     meta = metadata(project, cron_name(pipeline), origin=origin(project, pipeline),
                     component=pipeline.kind)
     names = {p.name for p in pipeline.parameters}
-    arguments = ([Parameter(name=REASON_PARAMETER, value="schedule")]
-                 if REASON_PARAMETER in names else None)
+    arguments = [Parameter(name=REASON_PARAMETER, value="schedule")] \
+        if REASON_PARAMETER in names else []
+    if DATE_PARAMETER in names:
+        # a late or retried run still scores the day it was scheduled for, not the day it ran
+        arguments.append(Parameter(name=DATE_PARAMETER, value=WORKFLOW_SCHEDULED_TIME))
     cron = CronWorkflow(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -54,6 +59,6 @@ def cron_workflow(project: ResolvedProject, pipeline: Pipeline) -> dict[str, Any
         failed_jobs_history_limit=FAILED_HISTORY,
         workflow_metadata=m.WorkflowMetadata(labels={TRIGGER_LABEL: "schedule"}),
         workflow_template_ref=m.WorkflowTemplateRef(name=template_name(pipeline)),
-        arguments=arguments,
+        arguments=arguments or None,
     )
     return cron.to_dict()
