@@ -259,6 +259,9 @@ CASES = [
     Case("placeholder-repository", "MLC373", "ml.yaml:5:1",
          {"environments/prod.yaml": CLUSTER.replace(
              "  argocd: {repoUrl: \"https://git.acme.internal/ml/deploy.git\"}\n", "")}),
+    Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:13:25",
+         {"environments/prod.yaml": CLUSTER + "monitoring:\n  drift:\n    churn-drift:\n"
+          "      onDrift: {action: retrain}\n"}),
     # --- ml.yaml on its own ---------------------------------------------------------------
     Case("base-value-every-environment-overrides", "MLC111", "ml.yaml:39:48",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"

@@ -59,7 +59,10 @@ def workflows_inside(obj: dict) -> list[dict]:
     if obj["kind"] in CRD:
         return [obj]
     if obj["kind"] == "Sensor":
-        return [t["template"]["k8s"]["source"]["resource"] for t in obj["spec"]["triggers"]]
+        gates = [t["template"]["k8s"]["source"]["resource"] for t in obj["spec"]["triggers"]]
+        # and the training Workflow each gate creates
+        return gates + [yaml.safe_load(t["resource"]["manifest"]) for g in gates
+                        for t in g["spec"]["templates"] if "resource" in t]
     return []
 
 
@@ -115,6 +118,10 @@ def test_workflow_objects_round_trip_through_hera(example, cases):
         for path, docs in files.items():
             for obj in docs:
                 for wf in workflows_inside(obj):
+                    if any("memoize" in t for t in wf["spec"].get("templates", [])):
+                        # hera's model requires a `key` in memoize.cache.configMap, which the
+                        # CRD (checked above) refuses and Argo does not read
+                        continue
                     model = HERA[wf["kind"]].parse_obj(wf)
                     assert model.dict(by_alias=True, exclude_none=True) == wf, f"{tree}/{path}"
 

@@ -360,6 +360,8 @@ class Alerts(IR):
     warning_routes: list[str]
     runbook_url: str
     stale_model_after_seconds: int
+    # The bearer token of the drift webhook (argo/events.py); None only in development.
+    webhook_secret: SecretRef | None = None
 
 
 class Step(IR):

@@ -57,7 +57,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
     routes = resolve_routes(ctx, secrets)
-    alerts = resolve_alerts(ctx, routes)
+    alerts = resolve_alerts(ctx, routes, secrets)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
