@@ -406,6 +406,24 @@ class Pipeline(IR):
     routes: list[str] = Field(default_factory=list)  # notified when a run ends, either way
 
 
+class NetworkPeer(IR):
+    """Pods (namespace and labels) or, with `cidr`, addresses outside the cluster."""
+
+    namespace: str | None
+    pod_labels: dict[str, str]
+    cidr: str | None
+    ports: list[int]  # TCP; empty: every port
+
+
+class Network(IR):
+    egress: list[NetworkPeer]  # the user's further destinations (platform.network.egress)
+    kubernetes_api: list[str]  # CIDRs
+    dns: NetworkPeer
+    knative_namespace: str
+    gateway_namespace: str
+    alertmanager: NetworkPeer
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -444,6 +462,7 @@ class Platform(IR):
     prometheus_pod_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
     pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
+    network: Network | None = None  # set by resolve
 
 
 class ResolvedProject(IR):
