@@ -259,6 +259,12 @@ CASES = [
     Case("placeholder-repository", "MLC373", "ml.yaml:5:1",
          {"environments/prod.yaml": CLUSTER.replace(
              "  argocd: {repoUrl: \"https://git.acme.internal/ml/deploy.git\"}\n", "")}),
+    Case("network-cidr-with-host-bits", "MLC102", "ml.yaml:8:21",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  network:\n"
+                          "    kubernetesApi: [10.0.0.1/8]\n")}),
+    Case("network-egress-cidr-and-namespace", "MLC114", "ml.yaml:9:9",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  network:\n"
+                          "    egress:\n      - {cidr: 10.0.0.0/8, namespace: x, ports: [1]}\n")}),
     Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:13:25",
          {"environments/prod.yaml": CLUSTER + "monitoring:\n  drift:\n    churn-drift:\n"
           "      onDrift: {action: retrain}\n"}),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
@@ -82,6 +83,19 @@ class Prometheus(Spec):
         description="Labels of those Prometheus pods.")
 
 
+def _check_cidr(cidr: str) -> str:
+    """Kubernetes refuses a NetworkPolicy whose ipBlock is not a network address."""
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise PydanticCustomError("mlc_cidr", "`{cidr}` is not a CIDR: {reason}",
+                                  {"cidr": cidr, "reason": str(e)}) from None
+    return cidr
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+
 class PodPeer(Spec):
     namespace: DnsLabel = Field(description="The pods' namespace.")
     pod_labels: dict[LabelKey, LabelValue] = Field(
@@ -92,8 +106,7 @@ class EgressRule(Spec):
     """A destination that ml.yaml cannot name: an online store whose address is in a secret,
     a database, a proxy. Every pipeline step and model server may connect to it."""
 
-    cidr: str | None = Field(None, pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
-                             description="An IP range outside the cluster, e.g. 10.2.0.0/16.")
+    cidr: Cidr | None = Field(None, description="An IP range outside the cluster, e.g. 10.2.0.0/16.")
     namespace: DnsLabel | None = Field(None, description="Or pods of this namespace.")
     pod_labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="With `namespace`: only pods with these labels.")
@@ -116,7 +129,7 @@ class Network(Spec):
 
     egress: list[EgressRule] = Field(
         default_factory=list, description="Further destinations of steps and model servers.")
-    kubernetes_api: list[str] = Field(
+    kubernetes_api: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0"], min_length=1,
         description="IP ranges of the Kubernetes API server (ports 443 and 6443), which Argo's "
         "executor, JobSet steps, delivery and the Sensor call. The default allows any.")

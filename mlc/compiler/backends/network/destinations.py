@@ -49,7 +49,8 @@ def rule(peers: list[dict[str, Any]], ports: list[dict[str, Any]]) -> dict[str, 
 def outside(project: ResolvedProject) -> dict[str, Any]:
     """Any address but, where `platform.network.kubernetesApi` names it, the API server's: an
     HTTPS store outside the cluster shares its port with the API, not its addresses."""
-    api = [c for c in _network(project).kubernetes_api if c != ANYWHERE]
+    # (an IPv6 range cannot be cut out of an IPv4 block)
+    api = [c for c in _network(project).kubernetes_api if c != ANYWHERE and ":" not in c]
     block: dict[str, Any] = {"cidr": ANYWHERE}
     if api:
         block["except"] = sorted(api)
