@@ -265,6 +265,9 @@ CASES = [
     Case("network-egress-cidr-and-namespace", "MLC114", "ml.yaml:9:9",
          {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  network:\n"
                           "    egress:\n      - {cidr: 10.0.0.0/8, namespace: x, ports: [1]}\n")}),
+    Case("serverless-allow-from", "MLC271", "ml.yaml:40:5",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    allowFrom: [{namespace: web}]\nmonitoring")}),
     Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:13:25",
          {"environments/prod.yaml": CLUSTER + "monitoring:\n  drift:\n    churn-drift:\n"
           "      onDrift: {action: retrain}\n"}),

@@ -12,6 +12,7 @@ from .knative import check_knative_flags
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
+SERVERLESS_ALLOW_FROM = "MLC271"
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -92,6 +93,15 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                               if r.shadow else None),
             shadow_log_uri=(f"{platform.artifact_root}/{ctx.project.metadata.name}/{ctx.env}/"
                             f"predictions/{name}-shadow" if r.shadow else None))
+        if e.allow_from and e.mode == "serverless":
+            # Knative's activator and gateway connect to the pods, never the callers: a
+            # NetworkPolicy there cannot tell one caller from another (docs/network.md).
+            ctx.error(SERVERLESS_ALLOW_FROM, f"endpoint `{name}` is serverless, so its pods "
+                      "are called by Knative's activator and gateway, not by the clients in "
+                      "`allowFrom`, which a NetworkPolicy cannot enforce",
+                      (*path, "allowFrom"), help="restrict callers in the ingress gateway "
+                      "(e.g. an AuthorizationPolicy) and remove `allowFrom`, or use `mode: "
+                      "online`")
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

@@ -7,7 +7,7 @@ accepts only its primary's mirrored requests and Prometheus. Knative pods (serve
 endpoints, with or without KServe) are reached through Knative: its activator and autoscaler
 (in Knative's namespace) and the ingress gateway connect to the queue-proxy, as Knative's
 documentation asks NetworkPolicies to allow; clients never reach the pod themselves, so
-`allowFrom` is the gateway's to enforce, not this policy's.
+`allowFrom` is the gateway's to enforce, and resolve refuses it there (MLC271).
 """
 
 from __future__ import annotations
