@@ -66,6 +66,7 @@ platform:
   featureStore:
     registry: s3://acme/registry.db
     onlineStore: {type: redis, connectionSecret: redis}
+  network: {egress: [{namespace: redis, ports: [6379]}]}
 secrets:
   redis: {kubernetes: {name: feast-redis, key: url}}
 sources:
@@ -268,7 +269,10 @@ CASES = [
     Case("serverless-allow-from", "MLC271", "ml.yaml:40:5",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    mode: serverless\n    allowFrom: [{namespace: web}]\nmonitoring")}),
-    Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:13:25",
+    Case("undeclared-store-address", "MLC272", "environments/prod.yaml:5:25",
+         {"environments/prod.yaml": CLUSTER.replace(
+             "  network: {egress: [{namespace: redis, ports: [6379]}]}\n", "")}),
+    Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:14:25",
          {"environments/prod.yaml": CLUSTER + "monitoring:\n  drift:\n    churn-drift:\n"
           "      onDrift: {action: retrain}\n"}),
     # --- ml.yaml on its own ---------------------------------------------------------------

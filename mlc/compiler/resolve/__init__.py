@@ -14,6 +14,7 @@ from ..diagnostics import Diagnostics
 from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
+from .network import check_network
 from .context import NAME_CLASH, Context
 from .features import (
     check_feast_support,
@@ -62,6 +63,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
+    check_network(ctx, platform)
     if diags.has_errors():
         return None
     meta = project.metadata

@@ -72,7 +72,7 @@ def _work_egress(project: ResolvedProject) -> list[dict[str, Any]]:
     network = project.platform.network
     assert network is not None
     return [*(d.url_rule(project, u) for u in d.store_urls(project)),
-            *d.offline_store_rules(project),
+            *d.store_rules(project),
             *(d.declared_rule(peer) for peer in network.egress)]
 
 

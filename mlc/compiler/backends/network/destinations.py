@@ -106,11 +106,14 @@ def store_urls(project: ResolvedProject) -> list[str]:
     return urls
 
 
-def offline_store_rules(project: ResolvedProject) -> list[dict[str, Any]]:
-    # Cloud warehouses (BigQuery, Snowflake, Redshift) answer on HTTPS or their own port.
-    ports = {"bigquery": 443, "snowflake.offline": 443, "snowflake": 443, "redshift": 5439}
-    port = ports.get(project.platform.offline_store_type)
-    return [rule([outside(project)], tcp(port))] if port else []
+def store_rules(project: ResolvedProject) -> list[dict[str, Any]]:
+    """Feast stores that are cloud services: their APIs answer on HTTPS (Redshift on its own
+    port). Stores at a host of the user's are declared in `platform.network.egress`."""
+    ports = {"bigquery": 443, "snowflake": 443, "redshift": 5439, "dynamodb": 443,
+             "bigtable": 443, "datastore": 443}
+    p = project.platform
+    wanted = {ports[t] for t in (p.online_store_type, p.offline_store_type) if t in ports}
+    return [rule([outside(project)], tcp(*wanted))] if wanted else []
 
 
 def unique(rules: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
