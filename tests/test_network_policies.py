@@ -167,6 +167,12 @@ def test_needed_flows_are_allowed_and_others_denied(tree, objs, ir):
                 assert allowed(policies, pod, Pod("mlflow", host_ns, {"app": "mlflow"}), port)
             if ir["platform"]["artifact_root"].startswith("s3://"):
                 assert allowed(policies, pod, Address("52.216.0.10"), 443), where
+            for declared in network["egress"]:  # e.g. the online store's Redis
+                target = (Address(str(next(ipaddress.ip_network(declared["cidr"]).hosts())))
+                          if declared["cidr"] else Pod("store", declared["namespace"],
+                                                       declared["pod_labels"]))
+                for port in declared["ports"]:
+                    assert allowed(policies, pod, target, port), where
         if role == "step":
             assert allowed(policies, pod, prometheus, 9090), where  # the gates' queries
         if role == "worker":

@@ -15,6 +15,7 @@ UNDECLARED_STORE_ADDRESS = "MLC272"
 # Store types whose address is a host of the user's (not a cloud API on HTTPS).
 _ONLINE_ADDRESSED = frozenset({"redis", "postgres"})
 _OFFLINE_ADDRESSED = frozenset({"postgres", "spark"})
+_SOURCE_ADDRESSED = frozenset({"postgres", "spark", "kafka"})
 
 
 def check_network(ctx: Context, platform: ir.Platform) -> None:
@@ -28,5 +29,15 @@ def check_network(ctx: Context, platform: ir.Platform) -> None:
                       "is in its connection secret, so no NetworkPolicy lets the pods reach "
                       "it: every pod's egress is denied but for the flows mlc knows",
                       ("platform", "featureStore", kind, "type"),
-                      help="declare where it is: `platform: {network: {egress: [{namespace: "
-                      "redis, ports: [6379]}]}}` (or `{cidr: 10.0.0.0/16, ports: [...]}`)")
+                      help=_HELP)
+    for name in sorted(ctx.project.sources):
+        source_type = ctx.project.sources[name].type
+        if source_type in _SOURCE_ADDRESSED:
+            ctx.error(UNDECLARED_STORE_ADDRESS, f"source `{name}` reads {source_type} at a "
+                      "host that no NetworkPolicy lets the pods reach: every pod's egress is "
+                      "denied but for the flows mlc knows", ("sources", name, "type"),
+                      help=_HELP)
+
+
+_HELP = ("declare where it is: `platform: {network: {egress: [{namespace: redis, ports: "
+         "[6379]}]}}` (or `{cidr: 10.0.0.0/16, ports: [...]}`)")

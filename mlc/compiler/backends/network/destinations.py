@@ -107,12 +107,15 @@ def store_urls(project: ResolvedProject) -> list[str]:
 
 
 def store_rules(project: ResolvedProject) -> list[dict[str, Any]]:
-    """Feast stores that are cloud services: their APIs answer on HTTPS (Redshift on its own
-    port). Stores at a host of the user's are declared in `platform.network.egress`."""
+    """Feast stores and sources that are cloud services: their APIs answer on HTTPS (Redshift
+    on its own port). Those at a host of the user's are declared in `platform.network.egress`
+    (resolve/network.py refuses them otherwise)."""
     ports = {"bigquery": 443, "snowflake": 443, "redshift": 5439, "dynamodb": 443,
              "bigtable": 443, "datastore": 443}
     p = project.platform
-    wanted = {ports[t] for t in (p.online_store_type, p.offline_store_type) if t in ports}
+    types = {p.online_store_type, p.offline_store_type, *(s.type for s in
+                                                          project.sources.values())}
+    wanted = {ports[t] for t in types if t in ports}
     return [rule([outside(project)], tcp(*wanted))] if wanted else []
 
 
