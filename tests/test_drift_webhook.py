@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from mlc.compiler.backends import BACKENDS
-from mlc.compiler.backends.kustomize import is_manifest
 from mlc.compiler.backends.argo import cooldown
+from mlc.compiler.backends.kustomize import is_manifest
 
 from . import argo_projects as ap
 from .conftest import ROOT

@@ -106,7 +106,8 @@ class EgressRule(Spec):
     """A destination that ml.yaml cannot name: an online store whose address is in a secret,
     a database, a proxy. Every pipeline step and model server may connect to it."""
 
-    cidr: Cidr | None = Field(None, description="An IP range outside the cluster, e.g. 10.2.0.0/16.")
+    cidr: Cidr | None = Field(
+        None, description="An IP range outside the cluster, e.g. 10.2.0.0/16.")
     namespace: DnsLabel | None = Field(None, description="Or pods of this namespace.")
     pod_labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="With `namespace`: only pods with these labels.")

@@ -14,7 +14,6 @@ from ..diagnostics import Diagnostics
 from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
-from .network import check_network
 from .context import NAME_CLASH, Context
 from .features import (
     check_feast_support,
@@ -26,6 +25,7 @@ from .features import (
 )
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
+from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .serving import resolve_endpoints

@@ -35,7 +35,7 @@ CLAIM = "claim"
 START = "start"
 # The claim's output is the uid of the Workflow it ran in; a memo hit returns an older one.
 CLAIM_COMMAND = ["python", "-c", "import sys; print(sys.argv[1])", "{{workflow.uid}}"]
-OWNS_COOLDOWN = "'{{steps.%s.outputs.result}}' == '{{workflow.uid}}'" % CLAIM
+OWNS_COOLDOWN = f"'{{{{steps.{CLAIM}.outputs.result}}}}' == '{{{{workflow.uid}}}}'"
 GATE_DEADLINE_SECONDS = 600  # a gate only waits for its mutex and creates one object
 KEEP_GATE_SECONDS = 86400  # a finished gate is kept a day, to see why an alert did nothing
 
