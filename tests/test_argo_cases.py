@@ -184,8 +184,8 @@ def test_drift_retraining(tmp_path):
     assert workflow["spec"]["arguments"]["parameters"] == [{"name": "reason", "value": "drift"}]
     # cooldown 12h, at most 3 per 7d: runs start at least 7d/3 = 56h apart
     lease = 7 * 86400 // 3
-    claim = next(t for t in gate["spec"]["templates"] if t["name"] == "claim")
-    assert claim["memoize"]["maxAge"] == f"{lease}s"
+    cooldown = next(t for t in gate["spec"]["templates"] if t["name"] == "cooldown")
+    assert cooldown["container"]["command"][-1] == str(lease)
     assert trigger["rateLimit"] == {"unit": "Minute", "requestsPerUnit": 1}
     assert "retryStrategy" not in trigger
     assert wt["spec"]["synchronization"]["mutexes"] == [{"name": "train-churn"}]
@@ -201,8 +201,8 @@ def test_cooldown_longer_than_the_cap_spacing_wins(tmp_path):
         "cooldown": "3d", "maxRuns": 5, "per": "7d"}}}}})
     sensor = files["argo/sensor-retrain-churn-drift.yaml"][0]
     gate = sensor["spec"]["triggers"][0]["template"]["k8s"]["source"]["resource"]
-    claim = next(t for t in gate["spec"]["templates"] if t["name"] == "claim")
-    assert claim["memoize"]["maxAge"] == f"{3 * 86400}s"
+    cooldown = next(t for t in gate["spec"]["templates"] if t["name"] == "cooldown")
+    assert cooldown["container"]["command"][-1] == str(3 * 86400)
 
 
 def test_alerting_drift_makes_no_sensor(tmp_path):

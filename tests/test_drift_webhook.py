@@ -1,9 +1,9 @@
 """The drift webhook that starts retraining: authenticated, size-limited, rate-limited, and a
 cooldown that no forged or earlier run can hold by squatting on a Workflow name.
 
-The gate Workflow's claim step is run here as a local process with its own command; Argo's
-memoization (a cache entry per key, reused while younger than maxAge) is modelled around it to
-replay a sequence of alerts and check which of them start a training run.
+The gate Workflow's cooldown step is run here as a local process with its own command; the
+ConfigMap it reads (through Argo's parameter from a ConfigMap key, with its default) and the
+record step writes is a dict, so that a sequence of alerts shows which start a training run.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def test_no_run_has_a_fixed_name(prod):
     assert roles[gate["spec"]["serviceAccountName"]]["rules"] == [
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
          "verbs": ["create", "patch"]},
-        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}]
+        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
+         "resourceNames": ["fraud-detection-drift-cooldown"]}]
 
 
 def _substitute(text: str, values: dict[str, str]) -> str:
@@ -101,48 +103,66 @@ def _substitute(text: str, values: dict[str, str]) -> str:
 
 
 def _when(expression: str) -> bool:
-    """Argo's `when` for the one form the gate uses: 'a' == 'b' (govaluate string equality)."""
-    match = re.fullmatch(r"'([^']*)' == '([^']*)'", expression)
-    assert match, expression
-    return match.group(1) == match.group(2)
+    """Argo's `when` for the one form the gate uses: `a == b` (govaluate equality)."""
+    left, _, right = expression.partition(" == ")
+    assert left and right, expression
+    return left.strip() == right.strip()
 
 
-def _run_claim(claim: dict, uid: str) -> str:
-    command = [_substitute(a, {"workflow.uid": uid}) for a in claim["container"]["command"]]
+def _run_cooldown(template: dict, last: str, now: int) -> str:
+    """The cooldown step's own command, as a local process, with Argo's substitutions."""
+    values = {"inputs.parameters.last_start": last, "workflow.creationTimestamp.s": str(now)}
+    command = [_substitute(a, values) for a in template["container"]["command"]]
     assert command[0] == "python"
     done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
                           check=True, timeout=60)
     return done.stdout.strip()  # Argo's outputs.result: stdout, trailing newline trimmed
 
 
-def _max_age(claim: dict) -> int:
-    return int(claim["memoize"]["maxAge"].removesuffix("s"))
-
-
 def test_cooldown_starts_at_most_one_run_per_lease(prod):
     gate = _gate(prod)
-    claim, start = _template(gate, cooldown.CLAIM), _template(gate, cooldown.START)
+    cooldown_t = _template(gate, cooldown.COOLDOWN)
+    record, start = _template(gate, cooldown.RECORD), _template(gate, cooldown.START)
     steps = _template(gate, cooldown.ENTRYPOINT)["steps"]
-    assert [[s["name"] for s in group] for group in steps] == [["claim"], ["start"]]
-    when = steps[1][0]["when"]
-    lease = _max_age(claim)
+    assert [[s["name"] for s in group] for group in steps] == [["cooldown"], ["record"],
+                                                               ["start"]]
+    [parameter] = cooldown_t["inputs"]["parameters"]
+    source = parameter["valueFrom"]["configMapKeyRef"]
+    assert source == {"name": "fraud-detection-drift-cooldown", "key": "fraud-inputs"}
+    written = yaml.safe_load(record["resource"]["manifest"])
+    assert written["metadata"]["name"] == source["name"]
+    assert record["resource"]["action"] == "patch"
+    lease = int(cooldown_t["container"]["command"][-1])
     assert lease == 7 * 86400 // 2  # maxRuns 2 per 7d spaces starts wider than cooldown 24h
-    memo: dict[str, tuple[int, str]] = {}  # Argo's cache: key -> (written at, outputs.result)
+    config_map: dict[str, str] = {}  # the ConfigMap's data, as the record steps leave it
 
-    def alert(at: int, uid: str) -> bool:
-        key = claim["memoize"]["key"]
-        hit = memo.get(key)
-        if hit is not None and at - hit[0] < lease:
-            result = hit[1]
-        else:
-            result = _run_claim(claim, uid)
-            memo[key] = (at, result)
-        return _when(_substitute(when, {"steps.claim.outputs.result": result,
-                                        "workflow.uid": uid}))
+    def alert(now: int) -> bool:
+        """One gate Workflow, created at `now`: the steps in order, as Argo runs them."""
+        last = config_map.get(source["key"], parameter["valueFrom"]["default"])
+        result = _run_cooldown(cooldown_t, last, now)
+        values = {"steps.cooldown.outputs.result": result,
+                  "workflow.creationTimestamp.s": str(now)}
+        if not _when(_substitute(steps[1][0]["when"], values)):
+            return False
+        config_map.update({k: _substitute(v, values) for k, v in written["data"].items()})
+        return _when(_substitute(steps[2][0]["when"], values))
 
-    assert alert(0, "uid-a")  # the first alert starts training
-    assert not alert(3600, "uid-b")  # within the lease: the gate ends, nothing starts
-    assert not alert(lease - 1, "uid-c")
-    assert alert(lease, "uid-d")  # the lease has passed: a real alert trains again
+    t0 = 1_800_000_000
+    assert alert(t0)  # the first alert starts training
+    assert not alert(t0 + 3600)  # within the lease: the gate ends, nothing starts
+    assert not alert(t0 + lease - 1)
+    assert config_map == {"fraud-inputs": str(t0)}  # a refused gate records nothing
+    assert alert(t0 + lease)  # the lease has passed: a real alert trains again
+    assert not alert(t0 + lease + 60)
     assert start["resource"]["action"] == "create"
 
+
+def test_the_cooldown_config_map_is_the_gate_s_alone(prod):
+    (cm,) = [o for o in ap.objects(prod, "ConfigMap")
+             if o["metadata"]["name"] == "fraud-detection-drift-cooldown"]
+    assert "data" not in cm  # Argo CD leaves the starts the gates write alone
+    assert cm["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Parameter"
+    rules = [r for role in ap.objects(prod, "Role") for r in role["rules"]
+             if "configmaps" in r["resources"]]
+    assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
+                      "resourceNames": ["fraud-detection-drift-cooldown"]}]

@@ -1,19 +1,21 @@
 """The drift retraining gate: the cooldown and the cap, kept without a name anyone can squat on.
 
 The Sensor (events.py) does not create the training run itself: it creates a small gate
-Workflow, under a generated name, that
-1. `claim`s the check's cooldown: a step that prints its own Workflow's uid, memoized by Argo
-   under the check's name for `lease_seconds()`. While the memo is fresh Argo does not run the
-   step again but hands back the uid stored in it: that of the run that claimed it;
-2. `start`s the training Workflow (again a generated name, the model's WorkflowTemplate with
-   `reason=drift`) only when the uid it got back is its own.
-The gates of one check take a mutex, so that two alerts arriving together cannot both find the
-memo empty. The memo lives in a ConfigMap that Argo's controller writes; no pod of ours holds
-a token that could change it. Runs are spaced by their starts: a retrain starts at least
-`cooldown` after the previous drift retrain started, and, spacing them by per/maxRuns, no
-more than `maxRuns` start in any window of length `per`. A gate that finds the cooldown held
-succeeds without starting anything, so the alert is dropped, as Alertmanager will post it again
-every `repeatInterval` while it fires.
+Workflow, under a generated name, whose steps are
+1. `cooldown`: given the start time of the check's last drift retrain (read by Argo from the
+   ConfigMap `<project>-drift-cooldown`, key = the check; 0 when there is none), the gate's
+   own creation time and the lease, it prints `run` when the lease has passed, else `wait`;
+2. `record`: on `run`, it writes its creation time into that ConfigMap;
+3. `start`: then it creates the training Workflow (a generated name too, the model's
+   WorkflowTemplate with `reason=drift`).
+The gates of one check hold a mutex, so two alerts arriving together cannot both read the old
+time. The ConfigMap is in the tree without `data` (Argo CD leaves what it does not declare
+alone) and only the gate's identity may patch it. So a retrain starts at least `lease_seconds()`
+after the previous drift retrain started: at least `cooldown`, and, spacing starts by
+per/maxRuns, never more than `maxRuns` in any window of length `per`. A gate that has to wait
+succeeds without starting anything; Alertmanager posts a still-firing alert again every
+`repeatInterval`. (Argo's memoization would be simpler, but its controller drops cache
+entries that were not hit for 30 seconds by default.)
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from .steps import EXECUTOR_RESOURCES, executor_patch
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "gate"
-CLAIM = "claim"
+COOLDOWN = "cooldown"
+RECORD = "record"
 START = "start"
-# The claim's output is the uid of the Workflow it ran in; a memo hit returns an older one.
-CLAIM_COMMAND = ["python", "-c", "import sys; print(sys.argv[1])", "{{workflow.uid}}"]
-OWNS_COOLDOWN = f"'{{{{steps.{CLAIM}.outputs.result}}}}' == '{{{{workflow.uid}}}}'"
+LAST_START = "last_start"  # the cooldown step's input: unix seconds, from the ConfigMap
+NOW = "{{workflow.creationTimestamp.s}}"
+# argv: last start, this gate's creation, lease (seconds). Prints the decision for `when`.
+COOLDOWN_SCRIPT = ("import sys; last, now, lease = map(int, sys.argv[1:4]); "
+                   "print('run' if now - last >= lease else 'wait')")
+MAY_RUN = f"{{{{steps.{COOLDOWN}.outputs.result}}}} == run"
+PARAMETER_CONFIGMAP_LABEL = {"workflows.argoproj.io/configmap-type": "Parameter"}
 GATE_DEADLINE_SECONDS = 600  # a gate only waits for its mutex and creates one object
 KEEP_GATE_SECONDS = 86400  # a finished gate is kept a day, to see why an alert did nothing
 
@@ -50,8 +57,16 @@ def gate_account(project: ResolvedProject) -> str:
     return dns_label(project.name, "retrain-gate")
 
 
-def memo_config_map(project: ResolvedProject) -> str:
+def cooldown_config_map_name(project: ResolvedProject) -> str:
     return dns_label(project.name, "drift-cooldown")
+
+
+def cooldown_config_map(project: ResolvedProject) -> dict[str, Any]:
+    """Where the gates keep each check's last start: no `data`, so Argo CD never resets it."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(project, cooldown_config_map_name(project),
+                                 component="drift-retraining",
+                                 extra_labels=dict(PARAMETER_CONFIGMAP_LABEL))}
 
 
 def training_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
@@ -72,21 +87,33 @@ def gate_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]
     meta = metadata(project, dns_label(pipeline.name, "drift-gate"), origin=check.origin,
                     component="drift-retraining", extra_labels={TRIGGER_LABEL: "drift"})
     meta = {"generateName": meta.pop("name") + "-", **meta}
-    claim = {
-        "name": CLAIM,
-        "memoize": {"key": check.k8s_name, "maxAge": f"{lease_seconds(check)}s",
-                    "cache": {"configMap": {"name": memo_config_map(project)}}},
+    cooldown = {
+        "name": COOLDOWN,
+        "inputs": {"parameters": [{"name": LAST_START, "valueFrom": {
+            "configMapKeyRef": {"name": cooldown_config_map_name(project),
+                                "key": check.k8s_name},
+            "default": "0"}}]},  # no drift retrain yet
         "container": {
             "name": "main",
             "image": project.images["drift"].ref,
-            "command": list(CLAIM_COMMAND),
+            "command": ["python", "-c", COOLDOWN_SCRIPT,
+                        f"{{{{inputs.parameters.{LAST_START}}}}}", NOW,
+                        str(lease_seconds(check))],
             "resources": EXECUTOR_RESOURCES,
             "securityContext": pods.container_security_context(),
         },
     }
+    record = {
+        "name": RECORD,
+        "podSpecPatch": executor_patch("main"),  # a resource step's pod runs argoexec alone
+        "resource": {"action": "patch", "mergeStrategy": "merge", "manifest": dump_document({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cooldown_config_map_name(project)},
+            "data": {check.k8s_name: NOW}})},
+    }
     start = {
         "name": START,
-        "podSpecPatch": executor_patch("main"),  # a resource step's pod runs argoexec alone
+        "podSpecPatch": executor_patch("main"),
         "resource": {"action": "create",
                      "manifest": dump_document(training_workflow(project, check))},
     }
@@ -105,10 +132,12 @@ def gate_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]
             "ttlStrategy": {"secondsAfterCompletion": KEEP_GATE_SECONDS},
             "templates": [
                 {"name": ENTRYPOINT, "steps": [
-                    [{"name": CLAIM, "template": CLAIM}],
-                    [{"name": START, "template": START, "when": OWNS_COOLDOWN}],
+                    [{"name": COOLDOWN, "template": COOLDOWN}],
+                    [{"name": RECORD, "template": RECORD, "when": MAY_RUN}],
+                    [{"name": START, "template": START, "when": MAY_RUN}],
                 ]},
-                claim,
+                cooldown,
+                record,
                 start,
             ],
         },

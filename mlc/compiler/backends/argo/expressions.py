@@ -56,8 +56,10 @@ def parameter_is_true(name: str) -> str:
 # Every tag the backend may emit, as regular expressions over the text between the braces.
 ALLOWED_TAGS = (
     re.compile(r"='\{\{'"),
-    re.compile(r"workflow\.(name|namespace|status|duration|failures|creationTimestamp\.s|uid)"),
-    re.compile(r"steps\.claim\.outputs\.result"),  # the drift gate's (cooldown.py)
+    re.compile(r"workflow\.(name|namespace|status|duration|failures|creationTimestamp\.s)"),
+    # the drift gate's (cooldown.py)
+    re.compile(r"steps\.cooldown\.outputs\.result"),
+    re.compile(r"inputs\.parameters\.last_start"),
     re.compile(r"workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*"),
     re.compile(r"=toBase64\(workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*\)"),
 )

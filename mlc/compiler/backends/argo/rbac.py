@@ -3,7 +3,8 @@
 - the workflow's pods: Argo's executor reports each step's result (WorkflowTaskResults), and a
   distributed training step creates a JobSet and watches it until it ends;
 - the Sensor: creates the gate Workflow of a drift alert (cooldown.py);
-- the gate's pods: report their results, and create the training Workflow;
+- the gate's pods: report their results, record a start in the cooldown ConfigMap (that one
+  object only), and create the training Workflow;
 - the EventSource: receives webhooks only, so it gets no token at all.
 """
 
@@ -71,8 +72,10 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
                 *_role(project, sensor, "drift-retraining", [dict(CREATE_WORKFLOWS)]),
                 _account(project, cooldown.gate_account(project), "drift-retraining",
                          token=True),
-                *_role(project, cooldown.gate_account(project), "drift-retraining",
-                       [dict(TASK_RESULTS), dict(CREATE_WORKFLOWS)]),
+                *_role(project, cooldown.gate_account(project), "drift-retraining", [
+                    dict(TASK_RESULTS), dict(CREATE_WORKFLOWS),
+                    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
+                     "resourceNames": [cooldown.cooldown_config_map_name(project)]}]),
                 _account(project, events.event_source_account(project), "drift-alerts",
                          token=False)]
     return out
