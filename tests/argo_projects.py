@@ -39,7 +39,9 @@ BASE: dict[str, Any] = {
                                   "onDrift": {"action": "retrain", "cooldown": "12h",
                                               "maxRuns": 3, "per": "7d"}}},
         "routes": {"team": {"webhook": {"url": "https://alerts.example.com/hook"}}},
+        "webhookSecret": "drift-webhook",
     },
+    "secrets": {"drift-webhook": {"kubernetes": {"name": "drift-webhook", "key": "token"}}},
 }
 
 GPU = {"hardware": {"h100": {"cpu": "16", "memory": "128Gi",

@@ -66,6 +66,7 @@ platform:
   featureStore:
     registry: s3://acme/registry.db
     onlineStore: {type: redis, connectionSecret: redis}
+  network: {egress: [{namespace: redis, ports: [6379]}]}
 secrets:
   redis: {kubernetes: {name: feast-redis, key: url}}
 sources:
@@ -363,6 +364,21 @@ CASES = [
     Case("placeholder-repository", "MLC373", "ml.yaml:5:1",
          {"environments/prod.yaml": CLUSTER.replace(
              "  argocd: {repoUrl: \"https://git.acme.internal/ml/deploy.git\"}\n", "")}),
+    Case("network-cidr-with-host-bits", "MLC102", "ml.yaml:8:21",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  network:\n"
+                          "    kubernetesApi: [10.0.0.1/8]\n")}),
+    Case("network-egress-cidr-and-namespace", "MLC114", "ml.yaml:9:9",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  network:\n"
+                          "    egress:\n      - {cidr: 10.0.0.0/8, namespace: x, ports: [1]}\n")}),
+    Case("serverless-allow-from", "MLC271", "ml.yaml:40:5",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    allowFrom: [{namespace: web}]\nmonitoring")}),
+    Case("undeclared-store-address", "MLC272", "environments/prod.yaml:5:25",
+         {"environments/prod.yaml": CLUSTER.replace(
+             "  network: {egress: [{namespace: redis, ports: [6379]}]}\n", "")}),
+    Case("unauthenticated-drift-webhook", "MLC270", "environments/prod.yaml:14:25",
+         {"environments/prod.yaml": CLUSTER + "monitoring:\n  drift:\n    churn-drift:\n"
+          "      onDrift: {action: retrain}\n"}),
     # --- ml.yaml on its own ---------------------------------------------------------------
     Case("builtin-trainer-on-nodes", "MLC325", "ml.yaml:35:14",
          {"ml.yaml": edit("      hardware: cpu-small\nserving",

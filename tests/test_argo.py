@@ -59,12 +59,17 @@ def workflows_inside(obj: dict) -> list[dict]:
     if obj["kind"] in CRD:
         return [obj]
     if obj["kind"] == "Sensor":
-        return [t["template"]["k8s"]["source"]["resource"] for t in obj["spec"]["triggers"]]
+        gates = [t["template"]["k8s"]["source"]["resource"] for t in obj["spec"]["triggers"]]
+        # and the training Workflow each gate creates
+        inner = [yaml.safe_load(t["resource"]["manifest"]) for g in gates
+                 for t in g["spec"]["templates"] if "resource" in t]
+        return gates + [m for m in inner if m["kind"] == "Workflow"]
     return []
 
 
 def test_example_files(example):
     assert sorted(example["prod"]) == [
+        "argo/configmap-fraud-detection-drift-cooldown.yaml",
         "argo/cronworkflow-drift-fraud-inputs.yaml",
         "argo/cronworkflow-materialize.yaml",
         "argo/cronworkflow-train-fraud-classifier.yaml",

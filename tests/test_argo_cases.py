@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 
+import yaml
+
 from mlc.compiler.backends.argo.distributed import jobset_from_template
 from mlc.compiler.backends.argo.expressions import ALLOWED_TAGS, literal
 from mlc.compiler.backends.argo.steps import FINAL_EXIT_CODES
@@ -171,17 +173,20 @@ def test_drift_retraining(tmp_path):
     [trigger] = sensor["spec"]["triggers"]
     k8s = trigger["template"]["k8s"]
     assert k8s["operation"] == "create"
-    workflow = k8s["source"]["resource"]
-    # a fixed name: while this run exists (until the lease runs out) the next alert is refused
-    assert workflow["metadata"]["name"] == "train-churn-drift"
-    assert "generateName" not in workflow["metadata"]
+    gate = k8s["source"]["resource"]
+    # generated names: no Workflow anyone creates can hold a name the next alert needs
+    assert "name" not in gate["metadata"]
+    assert gate["metadata"]["generateName"] == "train-churn-drift-gate-"
+    start = next(t for t in gate["spec"]["templates"] if t["name"] == "start")
+    workflow = yaml.safe_load(start["resource"]["manifest"])
+    assert workflow["metadata"]["generateName"] == "train-churn-drift-"
     assert workflow["spec"]["workflowTemplateRef"] == {"name": "train-churn"}
     assert workflow["spec"]["arguments"]["parameters"] == [{"name": "reason", "value": "drift"}]
     # cooldown 12h, at most 3 per 7d: runs start at least 7d/3 = 56h apart
     lease = 7 * 86400 // 3
-    assert workflow["spec"]["ttlStrategy"] == {"secondsAfterCompletion": lease,
-                                               "secondsAfterFailure": lease,
-                                               "secondsAfterSuccess": lease}
+    cooldown = next(t for t in gate["spec"]["templates"] if t["name"] == "cooldown")
+    assert cooldown["container"]["command"][-1] == str(lease)
+    assert trigger["rateLimit"] == {"unit": "Minute", "requestsPerUnit": 1}
     assert "retryStrategy" not in trigger
     assert wt["spec"]["synchronization"]["mutexes"] == [{"name": "train-churn"}]
     rbac = {(o["kind"], o["metadata"]["name"]): o for o in files["argo/rbac.yaml"]}
@@ -195,8 +200,9 @@ def test_cooldown_longer_than_the_cap_spacing_wins(tmp_path):
     files, _ = train_template(tmp_path, {"monitoring": {"drift": {"churn-drift": {"onDrift": {
         "cooldown": "3d", "maxRuns": 5, "per": "7d"}}}}})
     sensor = files["argo/sensor-retrain-churn-drift.yaml"][0]
-    workflow = sensor["spec"]["triggers"][0]["template"]["k8s"]["source"]["resource"]
-    assert workflow["spec"]["ttlStrategy"]["secondsAfterCompletion"] == 3 * 86400
+    gate = sensor["spec"]["triggers"][0]["template"]["k8s"]["source"]["resource"]
+    cooldown = next(t for t in gate["spec"]["templates"] if t["name"] == "cooldown")
+    assert cooldown["container"]["command"][-1] == str(3 * 86400)
 
 
 def test_alerting_drift_makes_no_sensor(tmp_path):

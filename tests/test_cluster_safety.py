@@ -17,7 +17,8 @@ from .conftest import write_project
 SAFE = {"platform": {"argocd": {"repoUrl": "https://git.acme.internal/ml/deploy.git"},
                      "featureStore": {"registry": "s3://acme-feast/registry.db",
                                       "onlineStore": {"type": "redis",
-                                                      "connectionSecret": "redis"}}},
+                                                      "connectionSecret": "redis"}},
+                     "network": {"egress": [{"namespace": "redis", "ports": [6379]}]}},
         "secrets": {"redis": {"kubernetes": {"name": "feast-redis", "key": "url"}}},
         "sources": {"events": {"path": "s3://acme-data/events.parquet"}}}
 

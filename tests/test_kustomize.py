@@ -61,7 +61,9 @@ def check_built(env: str, objects: list[dict], namespace: str, part_of: str) -> 
         for key in ("managed-by", "part-of", "name", "version"):
             assert labels.get(f"app.kubernetes.io/{key}"), where
         assert labels["app.kubernetes.io/part-of"] == part_of, where
-        assert meta.get("annotations", {}).get("mlc.dev/source", "").startswith("ml.yaml"), where
+        # the file that declared it: ml.yaml, or this environment's overlay
+        source = meta.get("annotations", {}).get("mlc.dev/source", "")
+        assert source.startswith(("ml.yaml#", f"environments/{env}.yaml#")), where
         if obj["kind"] not in CLUSTER_SCOPED:
             assert meta["namespace"] == namespace, where
 

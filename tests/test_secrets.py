@@ -74,7 +74,8 @@ def test_the_example_prod_tree_makes_every_secret_it_reads():
         assert secret_risks(files, ir) == [], env
         if env == "prod":
             paths = {p for p in files if p.startswith("secrets/")}
-            assert paths == {"secrets/fraud-detection-pagerduty-key.yaml",
+            assert paths == {"secrets/fraud-detection-drift-webhook-token.yaml",
+                             "secrets/fraud-detection-pagerduty-key.yaml",
                              "secrets/fraud-detection-redis-url.yaml"}
             (k,) = objects({"kustomization.yaml": files["kustomization.yaml"]})
             assert paths <= set(k["resources"])

@@ -386,6 +386,8 @@ class Alerts(IR):
     warning_routes: list[str]
     runbook_url: str
     stale_model_after_seconds: int
+    # The bearer token of the drift webhook (argo/events.py); None only in development.
+    webhook_secret: SecretRef | None = None
 
 
 class Step(IR):
@@ -437,6 +439,24 @@ class Gateway(IR):
     section_name: str | None
 
 
+class NetworkPeer(IR):
+    """Pods (namespace and labels) or, with `cidr`, addresses outside the cluster."""
+
+    namespace: str | None
+    pod_labels: dict[str, str]
+    cidr: str | None
+    ports: list[int]  # TCP; empty: every port
+
+
+class Network(IR):
+    egress: list[NetworkPeer]  # the user's further destinations (platform.network.egress)
+    kubernetes_api: list[str]  # CIDRs
+    dns: NetworkPeer
+    knative_namespace: str
+    gateway_namespace: str
+    alertmanager: NetworkPeer
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -477,6 +497,7 @@ class Platform(IR):
     pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
     gateway: Gateway | None = None  # the Gateway API gateway of this environment, if any
 
+    network: Network | None = None  # set by resolve
 
 
 class ResolvedProject(IR):

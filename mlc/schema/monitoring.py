@@ -98,3 +98,7 @@ class Monitoring(Spec):
     drift: dict[Name, DriftCheck] = Field(default_factory=dict)
     routes: dict[Name, Route] = Field(default_factory=dict)
     alerts: Alerts = Field(default_factory=Alerts)
+    webhook_secret: Name | None = Field(
+        None, description="The secret (in `secrets`) holding the bearer token that "
+        "Alertmanager sends to the drift webhook which starts retraining, and which the "
+        "webhook requires. Needed by `onDrift: {action: retrain}` outside development.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
@@ -81,6 +83,70 @@ class Prometheus(Spec):
         description="Labels of those Prometheus pods.")
 
 
+def _check_cidr(cidr: str) -> str:
+    """Kubernetes refuses a NetworkPolicy whose ipBlock is not a network address."""
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise PydanticCustomError("mlc_cidr", "`{cidr}` is not a CIDR: {reason}",
+                                  {"cidr": cidr, "reason": str(e)}) from None
+    return cidr
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+
+class PodPeer(Spec):
+    namespace: DnsLabel = Field(description="The pods' namespace.")
+    pod_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels of the pods; none: every pod there.")
+
+
+class EgressRule(Spec):
+    """A destination that ml.yaml cannot name: an online store whose address is in a secret,
+    a database, a proxy. Every pipeline step and model server may connect to it."""
+
+    cidr: Cidr | None = Field(
+        None, description="An IP range outside the cluster, e.g. 10.2.0.0/16.")
+    namespace: DnsLabel | None = Field(None, description="Or pods of this namespace.")
+    pod_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="With `namespace`: only pods with these labels.")
+    ports: list[int] = Field(min_length=1, description="TCP ports.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.cidr is None) == (self.namespace is None):
+            raise PydanticCustomError("mlc_one_of", "an egress rule has exactly one of "
+                                      "`cidr` and `namespace`", {})
+        if self.pod_labels and self.namespace is None:
+            raise PydanticCustomError("mlc_one_of", "`podLabels` needs `namespace`", {})
+        if any(not 1 <= port <= 65535 for port in self.ports):
+            raise PydanticCustomError("mlc_port", "ports are 1-65535", {})
+        return self
+
+
+class Network(Spec):
+    """Who the environment's pods talk to, for its NetworkPolicies (deny all but these)."""
+
+    egress: list[EgressRule] = Field(
+        default_factory=list, description="Further destinations of steps and model servers.")
+    kubernetes_api: list[Cidr] = Field(
+        default_factory=lambda: ["0.0.0.0/0"], min_length=1,
+        description="IP ranges of the Kubernetes API server (ports 443 and 6443), which Argo's "
+        "executor, JobSet steps, delivery and the Sensor call. The default allows any.")
+    dns: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
+        {"namespace": "kube-system", "podLabels": {"k8s-app": "kube-dns"}}),
+        description="The cluster DNS pods.")
+    knative_namespace: DnsLabel = Field(
+        "knative-serving", description="Knative's namespace: its activator and autoscaler "
+        "connect to serverless pods.")
+    gateway_namespace: DnsLabel = Field(
+        "istio-system", description="The ingress gateway's namespace (Knative, KServe).")
+    alertmanager: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
+        {"namespace": "monitoring", "podLabels": {"app.kubernetes.io/name": "alertmanager"}}),
+        description="The Alertmanager pods that call the drift webhook.")
+
+
 class SecretStore(Spec):
     """The External Secrets Operator store that `external:` secrets are read from."""
 
@@ -137,6 +203,7 @@ class Platform(Spec):
     knative: Knative = Field(default_factory=Knative)
     run_volume: RunVolume = Field(default_factory=RunVolume)
     prometheus: Prometheus = Field(default_factory=Prometheus)
+    network: Network = Field(default_factory=Network)
     secret_store: SecretStore | None = Field(
         None, description="Where `external:` secrets come from; required when there are any.")
     gateway: Gateway | None = None

@@ -25,6 +25,7 @@ from .features import (
 )
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
+from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .readers import check_step_sources
@@ -58,12 +59,13 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
     routes = resolve_routes(ctx, secrets)
-    alerts = resolve_alerts(ctx, routes)
+    alerts = resolve_alerts(ctx, routes, secrets)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     check_step_sources(ctx, platform, sources, models, endpoints, checks)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
+    check_network(ctx, platform)
     if diags.has_errors():
         return None
     meta = project.metadata

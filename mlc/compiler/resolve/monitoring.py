@@ -36,15 +36,33 @@ def resolve_routes(ctx: Context, secrets: dict[str, ir.SecretRef]) -> dict[str, 
     return out
 
 
-def resolve_alerts(ctx: Context, routes: dict[str, ir.Route]) -> ir.Alerts:
-    a = ctx.project.monitoring.alerts
+UNAUTHENTICATED_WEBHOOK = "MLC270"
+
+
+def resolve_alerts(ctx: Context, routes: dict[str, ir.Route],
+                   secrets: dict[str, ir.SecretRef]) -> ir.Alerts:
+    m = ctx.project.monitoring
+    a = m.alerts
+    webhook_secret = secret_ref(ctx, secrets, m.webhook_secret, ("monitoring", "webhookSecret"))
+    retrain = sorted(n for n, d in m.drift.items() if d.on_drift.action == "retrain")
+    if retrain and m.webhook_secret is None and not ctx.development:
+        # Without a token anyone who can reach the webhook starts (or, by using up the
+        # cooldown, blocks) retraining.
+        ctx.error(UNAUTHENTICATED_WEBHOOK, f"drift check `{retrain[0]}` retrains on drift, "
+                  "but the webhook that Alertmanager calls to start it has no token: anyone "
+                  "in the cluster could trigger retraining",
+                  ("monitoring", "drift", retrain[0], "onDrift", "action"),
+                  help="name a secret holding a random token: `monitoring: {webhookSecret: "
+                  "<name in secrets>}`, or mark a throw-away environment with `platform: "
+                  "{development: true}`")
     for level in ("critical", "warning"):
         for i, r in enumerate(getattr(a, level)):
             ctx.check_ref(r, routes, "route", ("monitoring", "alerts", level, i),
                           "monitoring.routes")
     return ir.Alerts(critical_routes=list(a.critical), warning_routes=list(a.warning),
                      runbook_url=a.runbook_url.rstrip("/"),
-                     stale_model_after_seconds=int(duration_seconds(a.stale_model_after)))
+                     stale_model_after_seconds=int(duration_seconds(a.stale_model_after)),
+                     webhook_secret=webhook_secret)
 
 
 def resolve_drift_checks(ctx: Context, models: dict[str, ir.Model],

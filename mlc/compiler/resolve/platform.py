@@ -262,9 +262,22 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
         prometheus_url=p.prometheus.url,
         prometheus_namespace=p.prometheus.namespace,
         prometheus_pod_labels=dict(sorted(p.prometheus.pod_labels.items())),
+        network=_network(p.network),
         pushgateway_url=p.pushgateway_url or (
             f"http://prometheus-pushgateway.{p.namespace or dns_label(name, ctx.env)}.svc:9091"),
         gateway=ir.Gateway(api=p.gateway.api, name=p.gateway.name,
                            namespace=p.gateway.namespace or p.namespace or dns_label(name, ctx.env),
                            section_name=p.gateway.section_name) if p.gateway else None,
     )
+
+
+def _network(n) -> ir.Network:
+    def pods(peer, ports: list[int]) -> ir.NetworkPeer:
+        return ir.NetworkPeer(namespace=peer.namespace, pod_labels=dict(sorted(
+            peer.pod_labels.items())), cidr=None, ports=ports)
+    return ir.Network(
+        egress=[ir.NetworkPeer(namespace=e.namespace, pod_labels=dict(sorted(e.pod_labels.items())),
+                               cidr=e.cidr, ports=sorted(set(e.ports))) for e in n.egress],
+        kubernetes_api=list(n.kubernetes_api), dns=pods(n.dns, [53]),
+        knative_namespace=n.knative_namespace, gateway_namespace=n.gateway_namespace,
+        alertmanager=pods(n.alertmanager, []))

@@ -14,6 +14,7 @@ from .traffic import traffic
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
+SERVERLESS_ALLOW_FROM = "MLC271"
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -102,6 +103,15 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             router_replicas=r.router.replicas,
             router_hardware=r.router.hardware,
             router_timeout_seconds=duration_seconds(r.router.timeout))
+        if e.allow_from and e.mode == "serverless":
+            # Knative's activator and gateway connect to the pods, never the callers: a
+            # NetworkPolicy there cannot tell one caller from another (docs/network.md).
+            ctx.error(SERVERLESS_ALLOW_FROM, f"endpoint `{name}` is serverless, so its pods "
+                      "are called by Knative's activator and gateway, not by the clients in "
+                      "`allowFrom`, which a NetworkPolicy cannot enforce",
+                      (*path, "allowFrom"), help="restrict callers in the ingress gateway "
+                      "(e.g. an AuthorizationPolicy) and remove `allowFrom`, or use `mode: "
+                      "online`")
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
-from . import events, rbac
+from . import cooldown, events, rbac
 from .schedules import cron_name, cron_workflow
 from .templates import template_name, workflow_template
 
@@ -37,6 +37,9 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
         for check in checks:
             files.append(OutputFile(f"{FOLDER}/sensor-{events.sensor_name(check)}.yaml",
                                     events.sensor(project, check), source))
+        files.append(OutputFile(
+            f"{FOLDER}/configmap-{cooldown.cooldown_config_map_name(project)}.yaml",
+            cooldown.cooldown_config_map(project), source))
     objects = rbac.rbac_objects(project)
     if objects:
         files.append(OutputFile(f"{FOLDER}/rbac.yaml", objects, source))

@@ -5,30 +5,35 @@ per drift check whose `onDrift.action` is `retrain` (Alertmanager's receiver for
 drift alert posts to `webhook_url()`). Its Sensor submits the model's training template, with
 `reason=drift`, when the notification says the alert is firing.
 
-The guards, from the inside out:
-- a mutex (on the WorkflowTemplate) so that one model never trains twice at once;
-- the cooldown and the cap: the Sensor creates its Workflow under one fixed name, and Argo
-  deletes that Workflow `lease_seconds()` after it finished. While it exists, creating it again
-  fails (AlreadyExists) and the alert is dropped, so a drift retrain starts at least `cooldown`
-  after the previous one ended and, spacing starts by per/maxRuns, never more than `maxRuns`
-  times in any window of length `per`.
+The guards, from the outside in:
+- the webhook requires Alertmanager's bearer token (`monitoring.webhookSecret`; only a
+  development environment may go without) and refuses bodies over `MAX_PAYLOAD_BYTES`;
+- NetworkPolicies let only Alertmanager reach the EventSource (backends/network);
+- the Sensor's trigger is rate limited, so a burst of notifications creates few Workflows;
+- the cooldown and the cap: the Sensor creates a gate Workflow under a generated name, which
+  starts the training run only when it holds the check's cooldown (cooldown.py);
+- a mutex (on the WorkflowTemplate) so that one model never trains twice at once.
 Argo Events has no builder in hera; these objects are plain dicts, checked against Argo
 Events' published JSON schema by the tests.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ...ir import DriftCheck, ResolvedProject
 from ...names import dns_label
 from .. import pods
 from ..objects import metadata
-from .schedules import REASON_PARAMETER, TRIGGER_LABEL
+from .cooldown import gate_workflow
 
 API_VERSION = "argoproj.io/v1alpha1"
 PORT = 12000
+# Alertmanager posts one group of alerts: a few kilobytes. Argo Events' default is 1 MiB.
+MAX_PAYLOAD_BYTES = 65536
+# Alertmanager repeats a firing group every `repeatInterval` (the cooldown, an hour or more):
+# more than a few a minute is a flood, which this holds back before it creates Workflows.
+TRIGGER_RATE_LIMIT = {"unit": "Minute", "requestsPerUnit": 1}
 # Sensor and EventSource pods are small Go programs.
 EVENTS_POD_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"},
                         "limits": {"cpu": "250m", "memory": "128Mi"}}
@@ -70,12 +75,6 @@ def webhook_url(project: ResolvedProject, check: DriftCheck) -> str:
     return service_url(project) + endpoint(check)
 
 
-def lease_seconds(check: DriftCheck) -> int:
-    """How long a finished drift-triggered run blocks the next one."""
-    o = check.on_drift
-    return max(o.cooldown_seconds, math.ceil(o.per_seconds / o.max_runs))
-
-
 def _pod_template(account: str) -> dict[str, Any]:
     return {
         "serviceAccountName": account,
@@ -86,9 +85,15 @@ def _pod_template(account: str) -> dict[str, Any]:
 
 
 def event_source(project: ResolvedProject, checks: list[DriftCheck]) -> dict[str, Any]:
-    webhooks = {c.k8s_name: {"endpoint": endpoint(c), "method": "POST", "port": str(PORT),
-                             "url": service_url(project)}
-                for c in sorted(checks, key=lambda c: c.k8s_name)}
+    webhooks = {}
+    for c in sorted(checks, key=lambda c: c.k8s_name):
+        hook: dict[str, Any] = {"endpoint": endpoint(c), "method": "POST", "port": str(PORT),
+                                "url": service_url(project),
+                                "maxPayloadSize": MAX_PAYLOAD_BYTES}
+        token = project.alerts.webhook_secret
+        if token is not None:
+            hook["authSecret"] = {"name": token.k8s_name, "key": token.key}
+        webhooks[c.k8s_name] = hook
     return {
         "apiVersion": API_VERSION,
         "kind": "EventSource",
@@ -99,22 +104,6 @@ def event_source(project: ResolvedProject, checks: list[DriftCheck]) -> dict[str
             "webhook": webhooks,
         },
     }
-
-
-def retrain_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
-    """The Workflow the Sensor creates: the training template, under the lease's fixed name."""
-    pipeline = project.pipelines[project.models[check.model].pipeline or ""]
-    meta = metadata(project, dns_label(pipeline.name, "drift"), origin=check.origin,
-                    component="training", extra_labels={TRIGGER_LABEL: "drift"})
-    spec: dict[str, Any] = {
-        "workflowTemplateRef": {"name": pipeline.name},
-        # all three: the template's own success/failure TTLs would otherwise win
-        "ttlStrategy": {key: lease_seconds(check) for key in (
-            "secondsAfterCompletion", "secondsAfterFailure", "secondsAfterSuccess")},
-    }
-    if any(p.name == REASON_PARAMETER for p in pipeline.parameters):
-        spec["arguments"] = {"parameters": [{"name": REASON_PARAMETER, "value": "drift"}]}
-    return {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": meta, "spec": spec}
 
 
 def sensor(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
@@ -134,11 +123,11 @@ def sensor(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
                                       "value": ["firing"]}]},
             }],
             "triggers": [{
-                # no retryStrategy: AlreadyExists is the cooldown at work, not an error to retry
                 "template": {"name": "retrain", "k8s": {
                     "operation": "create",
-                    "source": {"resource": retrain_workflow(project, check)},
+                    "source": {"resource": gate_workflow(project, check)},
                 }},
+                "rateLimit": dict(TRIGGER_RATE_LIMIT),
             }],
         },
     }

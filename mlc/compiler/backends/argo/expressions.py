@@ -59,6 +59,9 @@ def parameter_is_true(name: str) -> str:
 ALLOWED_TAGS = (
     re.compile(r"='\{\{'"),
     re.compile(r"workflow\.(name|namespace|status|duration|failures|creationTimestamp\.s)"),
+    # the drift gate's (cooldown.py)
+    re.compile(r"steps\.cooldown\.outputs\.result"),
+    re.compile(r"inputs\.parameters\.last_start"),
     re.compile(r"workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*"),
     re.compile(r"=toBase64\(workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*\)"),
 )

@@ -2,7 +2,9 @@
 
 - the workflow's pods: Argo's executor reports each step's result (WorkflowTaskResults), and a
   distributed training step creates a JobSet and watches it until it ends;
-- the Sensor: creates the Workflow that retrains a model;
+- the Sensor: creates the gate Workflow of a drift alert (cooldown.py);
+- the gate's pods: report their results, record a start in the cooldown ConfigMap (that one
+  object only), and create the training Workflow;
 - the EventSource: receives webhooks only, so it gets no token at all.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 from ...ir import ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
-from . import events
+from . import cooldown, events
 from .distributed import JOBSET_API_VERSION
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -42,9 +44,14 @@ def _role(project: ResolvedProject, account: str, component: str,
     return [role, binding]
 
 
+TASK_RESULTS = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
+                "verbs": ["create", "patch"]}
+CREATE_WORKFLOWS = {"apiGroups": ["argoproj.io"], "resources": ["workflows"],
+                    "verbs": ["create"]}
+
+
 def workflow_rules(project: ResolvedProject) -> list[dict[str, Any]]:
-    rules = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
-              "verbs": ["create", "patch"]}]
+    rules = [dict(TASK_RESULTS)]
     distributed = any(s.kind == "train" and s.nodes > 1
                       for p in project.pipelines.values() for s in p.steps)
     if distributed:
@@ -62,9 +69,13 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
     if events.retrain_checks(project):
         sensor = events.sensor_account(project)
         out += [_account(project, sensor, "drift-retraining", token=True),
-                *_role(project, sensor, "drift-retraining",
-                       [{"apiGroups": ["argoproj.io"], "resources": ["workflows"],
-                         "verbs": ["create"]}]),
+                *_role(project, sensor, "drift-retraining", [dict(CREATE_WORKFLOWS)]),
+                _account(project, cooldown.gate_account(project), "drift-retraining",
+                         token=True),
+                *_role(project, cooldown.gate_account(project), "drift-retraining", [
+                    dict(TASK_RESULTS), dict(CREATE_WORKFLOWS),
+                    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
+                     "resourceNames": [cooldown.cooldown_config_map_name(project)]}]),
                 _account(project, events.event_source_account(project), "drift-alerts",
                          token=False)]
     return out

@@ -3,7 +3,8 @@
 Routing, first match wins unless a route says `continue`:
 1. `DriftDetected` of a check whose onDrift.action is retrain -> that check's endpoint of the
    Argo Events webhook that the Argo backend emits (argo/events.py), whose Sensor starts the
-   retraining; then on, since it is a trigger, not a notification. Alertmanager posts a
+   retraining; then on, since it is a trigger, not a notification. It sends the bearer token
+   of `monitoring.webhookSecret`, which the webhook requires. Alertmanager posts a
    still-firing group again every `repeatInterval`, set to the check's cooldown; the Sensor
    enforces cooldown and maxRuns itself.
 2. alerts of a drift check that lists `routes` -> those routes, and nowhere else;
@@ -58,10 +59,8 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
         if names:
             routes.append(_fan_out([_eq("severity", severity)], names))
     receivers: list[dict[str, Any]] = [{"name": NULL_RECEIVER}]
-    receivers += [{"name": retrain_receiver(check), "webhookConfigs": [{
-        "url": events.webhook_url(project, check),
-        "sendResolved": False,  # a trigger: only a firing alert means "retrain"
-    }]} for check in retrain]
+    receivers += [{"name": retrain_receiver(check), "webhookConfigs": [
+        _retrain_webhook(project, check)]} for check in retrain]
     used = {n for c in routed for n in c.routes} | set(alerts.critical_routes) | set(
         alerts.warning_routes)
     receivers += [_receiver(project.routes[name]) for name in sorted(used)]
@@ -78,6 +77,18 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
             "receivers": receivers,
         },
     }
+
+
+def _retrain_webhook(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
+    webhook: dict[str, Any] = {
+        "url": events.webhook_url(project, check),
+        "sendResolved": False,  # a trigger: only a firing alert means "retrain"
+    }
+    token = project.alerts.webhook_secret
+    if token is not None:  # None only in development (resolve refuses it elsewhere)
+        webhook["httpConfig"] = {"authorization": {"type": "Bearer",
+                                                   "credentials": _secret(token)}}
+    return webhook
 
 
 def _eq(name: str, value: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ files, `<system>/<kind>-<e>.yaml`:
     serving/horizontalpodautoscaler-<e>.yaml  cpu, rps or concurrency (autoscaling.py)
     serving/poddisruptionbudget-<e>.yaml      one pod of a server evicted at a time
     serving/networkpolicy-<e>.yaml            deny ingress but clients and Prometheus
+                                              (Knative pods: Knative, gateway, Prometheus)
     gateway/httproute-<e>.yaml                `platform.gateway`: its route, A/B weights and
                                               shadow mirror (gateway.py)
     rollouts/rollout-<e>.yaml                 Argo Rollout: canary or blue-green primary
@@ -151,9 +152,17 @@ def _knative(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
                 knative.configuration(project, w, hashes[w.name]) for w in workloads],
             path("knative", "route", ep): [
                 knative.route(project, ep, workload_name(ep), workloads)],
+            **_knative_policies(project, ep, workloads),
         }
     return {path("knative", "service", ep): [knative.service(project, w, hashes[w.name])
-                                             for w in workloads]}
+                                             for w in workloads],
+            **_knative_policies(project, ep, workloads)}
+
+
+def _knative_policies(project: ResolvedProject, ep: Endpoint,
+                      workloads: list[Workload]) -> dict[str, list[dict[str, Any]]]:
+    return {path("serving", "networkpolicy", ep): network.knative_policies(project, ep,
+                                                                           workloads)}
 
 
 def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
@@ -164,7 +173,7 @@ def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
         if ep.rollout.strategy == "ab":
             files[path("knative", "route", ep)] = [knative.route(
                 project, ep, workload_name(ep), workloads, kserve.PREDICTOR_SUFFIX)]
-        return files
+        return files | _knative_policies(project, ep, workloads)
     if ep.rollout.strategy == "ab":
         # the variants' pods behind one address, weighted by replica count
         files[path("serving", "service", ep)] = services.services(project, ep, [])

@@ -1,12 +1,16 @@
 """NetworkPolicy: a serving pod accepts connections only from those allowed to call it.
 
-Ingress is denied by default: the endpoint's live pods accept its port from the clients
-listed in `allowFrom` and from Prometheus (its scrapes use the same port); a shadow accepts
-only its primary's mirrored requests and Prometheus. Where `platform.gateway` routes the
-endpoint, the gateway's namespace is a client of the live pods, and the shadow's mirror;
-A/B variants behind the router accept the router's pods besides the clients. Egress is left
-open: the server calls MLflow, the artifact store and the online store, whose addresses
-ml.yaml does not hold.
+Ingress is denied by default (backends/network, which also allows the servers' egress). The
+live pods of a Deployment, Rollout or KServe Standard endpoint accept its port from the
+clients listed in `allowFrom` and from Prometheus (its scrapes use the same port); a shadow
+accepts only its primary's mirrored requests and Prometheus. Knative pods (serverless
+endpoints, with or without KServe) are reached through Knative: its activator and autoscaler
+(in Knative's namespace) and the ingress gateway connect to the queue-proxy, as Knative's
+documentation asks NetworkPolicies to allow; clients never reach the pod themselves, so
+`allowFrom` is the gateway's to enforce, and resolve refuses it there (MLC271).
+Where `platform.gateway` routes the endpoint, the gateway's namespace is a client of the
+live pods, and of the shadow's mirror; A/B variants behind the router accept the
+router's pods besides the clients.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from .pod import PORT_NAME
 from .workloads import COMPONENT, Workload, form, selector
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
+# Knative's queue-proxy: HTTP/1 and h2c from the activator or the gateway, its admin port, and
+# the autoscaler's and Prometheus' metrics ports.
+QUEUE_PROXY_TRAFFIC_PORTS = (8012, 8013)
+QUEUE_PROXY_SYSTEM_PORTS = (8012, 8013, 8022, 9090, 9091)
 
 
 def client_peer(allow: AllowFrom) -> dict[str, Any]:
@@ -36,6 +44,35 @@ def prometheus_peer(project: ResolvedProject) -> dict[str, Any]:
     p = project.platform
     return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: p.prometheus_namespace}},
             "podSelector": {"matchLabels": dict(p.prometheus_pod_labels)}}
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"port": p, "protocol": "TCP"} for p in ports]
+
+
+def knative_policies(project: ResolvedProject, ep: Endpoint,
+                     workloads: list[Workload]) -> list[dict[str, Any]]:
+    network = project.platform.network
+    assert network is not None
+    rules = [
+        {"from": [_namespace(network.knative_namespace)],
+         "ports": _tcp(*QUEUE_PROXY_SYSTEM_PORTS)},
+        {"from": [_namespace(network.gateway_namespace)],
+         "ports": _tcp(*QUEUE_PROXY_TRAFFIC_PORTS)},
+        {"from": [prometheus_peer(project)], "ports": _tcp(ep.port)},
+    ]
+    return [{
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(project, dns_label(w.name, "ingress"), origin=ep.origin,
+                             component=COMPONENT),
+        "spec": {"podSelector": {"matchLabels": selector(project, w)},
+                 "policyTypes": ["Ingress"], "ingress": rules},
+    } for w in workloads]
 
 
 def network_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
