@@ -298,4 +298,13 @@ CASES = [
     Case("overlay-changes-kind", "MLC013", "environments/prod.yaml:1:7",
          {"environments/prod.yaml": "kind: Other\n"}),
     Case("unknown-environment", "MLC014", "", {"environments/prod.yaml": "{}\n"}, env="prdo"),
+    # Policies: a production environment that is also development, an acceptance of a code
+    # that is no policy, and one without a reason.
+    Case("production-and-development", "MLC507", "environments/prod.yaml:2:15",
+         {"environments/prod.yaml": "platform:\n  production: true\n  development: true\n"}),
+    Case("accepted-risk-unknown-code", "MLC109", "environments/prod.yaml:2:12",
+         {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC599, subject: serving.x, "
+                                    "reason: why}\n"}),
+    Case("accepted-risk-without-reason", "MLC103", "environments/prod.yaml:2:5",
+         {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC502, subject: serving.x}\n"}),
 ]

@@ -24,6 +24,7 @@ from typing import IO
 
 from .diagnostics import Diagnostics
 from .plan import saved as saved_plans
+from .policy import POLICY_CODES
 from .plan.risks import HAND_EDITED, NOT_GENERATED
 from .write import check_write, output_lock, write_environment
 
@@ -127,8 +128,15 @@ def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delet
             flag = risk.get("override")
             if flag and granted.get(flag):
                 continue
-            diags.error(RISK_REFUSED, f"{t.env}: {risk.get('message')}",
-                        help=f"review it; pass {flag} to apply it anyway" if flag else None)
+            message = f"{t.env}: {risk.get('message')}"
+            if risk.get("code") in POLICY_CODES:
+                message = f"{t.env}: [{risk.get('code')}] {risk.get('message')}"
+                help = (f"fix it, or accept it on purpose: `acceptedRisks: [{{code: "
+                        f"{risk.get('code')}, subject: {risk.get('subject')}, reason: ...}}]` "
+                        "in the environment's overlay (docs/policies.md)")
+            else:
+                help = f"review it; pass {flag} to apply it anyway" if flag else None
+            diags.error(RISK_REFUSED, message, help=help)
     for t in targets:
         check_write(out_dir, t.env, t.files, force=force, diags=diags)
     if diags.has_errors():

@@ -408,6 +408,11 @@ class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
     development: bool = False
+    # The built-in policies hold here (mlc/compiler/policy/), with these limits.
+    production: bool = False
+    max_gpus_per_replica: int | None = None
+    gpu_types: list[str] | None = None
+    min_training_interval_seconds: int = 3600
     image_policy: Literal["digest", "tag"]
     gpu_node_provisioning: Literal["static", "autoscaled"]
     service_account: str
@@ -444,6 +449,15 @@ class Platform(IR):
     pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
 
 
+class AcceptedRisk(IR):
+    """A policy violation let through on purpose (`acceptedRisks:`)."""
+
+    code: str
+    subject: str
+    reason: str
+    origin: Origin
+
+
 class ResolvedProject(IR):
     name: str
     version: str
@@ -469,3 +483,4 @@ class ResolvedProject(IR):
     routes: dict[str, Route]
     alerts: Alerts
     pipelines: dict[str, Pipeline]
+    accepted_risks: list[AcceptedRisk] = Field(default_factory=list)

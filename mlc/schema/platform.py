@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .governance import Guardrails
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
 
 
@@ -105,6 +106,10 @@ class Platform(Spec):
         None, description="`true` allows settings that only work on one machine or a "
         "throw-away cluster (local file paths, SQLite, the placeholder Argo CD repository). "
         "Unset: true for a project without environments/, false for each environment file.")
+    production: bool | None = Field(
+        None, description="`true` turns on the built-in policies (docs/policies.md). Unset: "
+        "true for an environment named `prod` or `production` that is not development.")
+    guardrails: Guardrails = Field(default_factory=Guardrails)
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .features import Entity, FeatureService, FeatureView
 from .hardware import HardwareProfile
+from .governance import AcceptedRisk
 from .images import Images
 from .metadata import Metadata
 from .models import Model
@@ -36,3 +37,6 @@ class Project(Spec):
     models: dict[Name, Model] = Field(default_factory=dict)
     serving: dict[Name, Endpoint] = Field(default_factory=dict)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    accepted_risks: list[AcceptedRisk] = Field(
+        default_factory=list, description="Policy violations let through on purpose "
+        "(docs/policies.md); usually in an environment's overlay.")

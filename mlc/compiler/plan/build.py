@@ -16,6 +16,7 @@ from typing import Any
 
 from ..diagnostics import Diagnostics
 from ..pipeline import Compiled, check_environment
+from ..policy import policy_risks
 from . import risks as r
 from .diff import _same, diff_values
 from .model import ADD, CHANGE, DELETE, Action, EnvPlan, Plan
@@ -92,6 +93,9 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
              *r.ir_risks(old_ir, new_ir), *r.secret_risks(new_files, new_ir)]
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
+    policies, policy_notes = policy_risks(old_ir, new_ir)
+    found += policies
+    notes += policy_notes
     return EnvPlan(env=env, location=old.location, actions=actions,
                    risks=r.sort_risks(found), files=dict(new_files), notes=notes)
 

@@ -81,6 +81,8 @@ def _where(action: Action) -> str:
 
 
 def _blocking(risk: Risk) -> str:
+    if risk.accepted:
+        return f" (accepted: {risk.accepted})"
     if not risk.blocks_apply:
         return ""
     return f" (apply refuses without {risk.override})" if risk.override else " (apply refuses)"

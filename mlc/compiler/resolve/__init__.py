@@ -23,6 +23,7 @@ from .features import (
     resolve_feature_views,
     resolve_sources,
 )
+from .governance import resolve_accepted_risks
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .pipelines import PROJECT_JSON, resolve_pipelines
@@ -62,6 +63,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
+    accepted = resolve_accepted_risks(ctx)
     if diags.has_errors():
         return None
     meta = project.metadata
@@ -80,7 +82,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         source_hash=source_hash, labels=labels, platform=platform, images=images,
         hardware=hardware, secrets=secrets, sources=sources, entities=entities,
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
-        drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines)
+        drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
+        accepted_risks=accepted)
 
 
 def _check_name_clashes(ctx: Context) -> None:
