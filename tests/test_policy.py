@@ -46,8 +46,9 @@ def _edit(old: str, new: str, text: str = PROD) -> str:
 
 # name -> (ml.yaml after, prod overlay after, code, subject)
 CASES = {
-    "ungated-rollout": (ML, _edit("      strategy: canary\n      steps: [{weight: 20, pause: 5m}]\n",
-                                  "      strategy: rolling\n"), "MLC500", "serving.churn-api"),
+    "ungated-rollout": (ML, _edit("      strategy: canary\n      steps: [{weight: 20, pause: 5m}]"
+                                  "\n", "      strategy: rolling\n"), "MLC500",
+                        "serving.churn-api"),
     "gate-loosened": (ML, _edit("maxLatencyP99: 150ms", "maxLatencyP99: 400ms"), "MLC501",
                       "serving.churn-api.rollout.gates"),
     "too-few-replicas": (ML, _edit("minReplicas: 2", "minReplicas: 1"), "MLC502",
@@ -59,8 +60,8 @@ CASES = {
                      _edit("platform:\n", "platform:\n  guardrails: {maxGpusPerReplica: 1}\n")
                      + GPU_HARDWARE,
                      "MLC504", "pipelines.train-churn.train"),
-    "training-too-often": (ML.replace("      hardware: cpu-small\n",
-                                      "      hardware: cpu-small\n      schedule: \"*/15 * * * *\"\n"),
+    "training-too-often": (ML.replace("      hardware: cpu-small\n", "      hardware: cpu-small\n"
+                                      "      schedule: \"*/15 * * * *\"\n"),
                            PROD, "MLC506", "models.churn"),
 }
 
@@ -155,8 +156,9 @@ def test_policies_are_off_outside_production(workdir: Path, capsys):
                                         _edit("minReplicas: 2", "minReplicas: 1")})
     [env] = json.loads(_plan(capsys, "json"))["environments"]
     assert env["risks"] == []
+    marked = _edit("platform:\n", "platform:\n  production: true\n")
     write_project(workdir / "project", {"environments/staging.yaml": _edit(
-        "minReplicas: 2", "minReplicas: 1", _edit("platform:\n", "platform:\n  production: true\n"))})
+        "minReplicas: 2", "minReplicas: 1", marked)})
     [env] = json.loads(_plan(capsys, "json"))["environments"]
     assert [r["code"] for r in env["risks"]] == ["MLC502"]
 

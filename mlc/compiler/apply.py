@@ -24,8 +24,8 @@ from typing import IO
 
 from .diagnostics import Diagnostics
 from .plan import saved as saved_plans
-from .policy import POLICY_CODES
 from .plan.risks import HAND_EDITED, NOT_GENERATED
+from .policy import POLICY_CODES
 from .write import check_write, output_lock, write_environment
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from .features import Entity, FeatureService, FeatureView
-from .hardware import HardwareProfile
 from .governance import AcceptedRisk
+from .hardware import HardwareProfile
 from .images import Images
 from .metadata import Metadata
 from .models import Model
