@@ -187,6 +187,7 @@ class Training(IR):
     timeout_seconds: int
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
+    expected_duration_seconds: int = 3600  # a usual run, for the plan's cost
 
 
 class Gate(IR):
@@ -404,6 +405,18 @@ class Pipeline(IR):
     routes: list[str] = Field(default_factory=list)  # notified when a run ends, either way
 
 
+class CostSettings(IR):
+    """Prices (USD per hour) and the budget the plan's cost estimate uses."""
+
+    cpu_core_hour: float
+    memory_gib_hour: float
+    gpu_hour: dict[str, float]  # per whole GPU, by GPU type
+    spot_discount: float
+    monthly_budget: float | None
+    job_duration_seconds: int
+    cost_center: str | None
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -413,6 +426,7 @@ class Platform(IR):
     max_gpus_per_replica: int | None = None
     gpu_types: list[str] | None = None
     min_training_interval_seconds: int = 3600
+    cost: CostSettings
     image_policy: Literal["digest", "tag"]
     gpu_node_provisioning: Literal["static", "autoscaled"]
     service_account: str

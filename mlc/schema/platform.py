@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .governance import Guardrails
+from .governance import Cost, Guardrails
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Spec
 
 
@@ -110,6 +110,7 @@ class Platform(Spec):
         None, description="`true` turns on the built-in policies (docs/policies.md). Unset: "
         "true for an environment named `prod` or `production` that is not development.")
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    cost: Cost = Field(default_factory=Cost)
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(

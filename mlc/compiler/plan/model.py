@@ -84,6 +84,7 @@ class EnvPlan:
     risks: list[Risk]
     files: dict[str, bytes]  # the new tree (what apply writes)
     notes: list[str] = field(default_factory=list)  # e.g. a risk check that could not run
+    cost: dict[str, Any] | None = None  # cost/change.py plan_cost: monthly cost and delta
 
     def count(self, op: str) -> int:
         return sum(1 for a in self.actions if a.op == op)
@@ -113,6 +114,7 @@ class EnvPlan:
             "risks": [r.to_json() for r in self.risks],
             "actions": [a.to_json() for a in self.actions],
             "notes": list(self.notes),
+            "cost": self.cost,
         }
 
 

@@ -3,19 +3,20 @@ turns one into an accepted risk, shown with its reason and not blocking apply.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..plan.model import HIGH, Risk
-from .builtin import violations
+from .builtin import Violation, violations
 
 
-def policy_risks(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple[
-        list[Risk], list[str]]:
-    """The risks of the new project's violations, and notes on acceptances that match none."""
+def policy_risks(old: Mapping[str, Any] | None, new: Mapping[str, Any],
+                 more: Iterable[Violation] = ()) -> tuple[list[Risk], list[str]]:
+    """The risks of the new project's violations (the built-in policies', and `more`: the
+    budget's), and notes on acceptances that match none."""
     accepted = {(a.get("code"), a.get("subject")): a for a in new.get("accepted_risks") or []
                 if isinstance(a, dict)}
-    found = violations(old, new)
+    found = sorted({*violations(old, new), *more})
     risks = []
     for v in found:
         entry = accepted.get((v.code, v.subject))

@@ -20,8 +20,9 @@ IMAGE_BY_TAG = "MLC503"
 GPU_OVER_CAP = "MLC504"
 SCALE_TO_ZERO = "MLC505"
 TRAINING_TOO_OFTEN = "MLC506"
+OVER_BUDGET = "MLC508"  # checked by the cost package, in every environment with a budget
 POLICY_CODES = (UNGATED_ROLLOUT, GATE_LOOSENED, TOO_FEW_REPLICAS, IMAGE_BY_TAG, GPU_OVER_CAP,
-                SCALE_TO_ZERO, TRAINING_TOO_OFTEN)
+                SCALE_TO_ZERO, TRAINING_TOO_OFTEN, OVER_BUDGET)
 MIN_REPLICAS = 2
 # Strategies that shift traffic step by step behind the rollout gates (analysis).
 GATED = ("canary", "blueGreen")

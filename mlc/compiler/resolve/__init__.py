@@ -23,7 +23,7 @@ from .features import (
     resolve_feature_views,
     resolve_sources,
 )
-from .governance import resolve_accepted_risks
+from .governance import check_expected_durations, resolve_accepted_risks
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .pipelines import PROJECT_JSON, resolve_pipelines
@@ -64,6 +64,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     accepted = resolve_accepted_risks(ctx)
+    check_expected_durations(ctx)
     if diags.has_errors():
         return None
     meta = project.metadata
