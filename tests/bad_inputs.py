@@ -305,6 +305,9 @@ CASES = [
     Case("accepted-risk-unknown-code", "MLC109", "environments/prod.yaml:2:12",
          {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC599, subject: serving.x, "
                                     "reason: why}\n"}),
+    Case("expected-duration-past-timeout", "MLC509", "environments/prod.yaml:5:25",
+         {"environments/prod.yaml": "models:\n  churn:\n    training:\n"
+                                    "      timeout: 1h\n      expectedDuration: 2h\n"}),
     Case("accepted-risk-without-reason", "MLC103", "environments/prod.yaml:2:5",
          {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC502, subject: serving.x}\n"}),
 ]
