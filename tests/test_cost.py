@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -215,3 +216,31 @@ def test_unchanged_project_costs_nothing_more(ir: dict):
     assert all(line["delta_min"] == line["delta_max"] == 0 for line in cost["lines"])
     assert cost["total"]["delta_min"] == cost["total"]["delta_max"] == 0
     assert cost["total"]["monthly_min"] <= cost["total"]["monthly_max"] or not ir["endpoints"]
+
+
+GOLDEN_PROD = Path(__file__).parent / "golden" / "trees" / "example" / "prod"
+ALLOCATION = {"app": "fraud-detection", "env": "prod", "team": "risk-ml"}
+
+
+def _pod_templates(doc: dict) -> list[dict]:
+    """The metadata of the pods a controller creates from this object."""
+    spec = doc.get("spec") or {}
+    if doc["kind"] in ("Deployment", "Rollout", "StatefulSet", "DaemonSet", "Job"):
+        return [spec["template"]["metadata"]]
+    if doc["kind"] in ("WorkflowTemplate", "CronWorkflow"):
+        spec = spec.get("workflowSpec", spec)
+        return [spec["podMetadata"]] if "workflowTemplateRef" not in spec else []
+    return []
+
+
+def test_every_object_and_pod_carries_the_cost_allocation_labels():
+    seen = set()
+    for path in sorted(GOLDEN_PROD.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict) or "kind" not in doc or "metadata" not in doc:
+                continue
+            seen.add(doc["kind"])
+            for meta in [doc["metadata"], *_pod_templates(doc)]:
+                labels = meta.get("labels") or {}
+                assert ALLOCATION.items() <= labels.items(), (path.name, doc["kind"])
+    assert {"Rollout", "WorkflowTemplate", "CronWorkflow"} <= seen

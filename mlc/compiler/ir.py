@@ -15,6 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# The cost-allocation labels among ResolvedProject.labels: the ones Kubecost allocates by out
+# of the box (team, department, product from `app`, environment from `env`).
+COST_LABELS = ("app", "department", "env", "team")
+
+
 class IR(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

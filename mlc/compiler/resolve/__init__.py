@@ -23,7 +23,7 @@ from .features import (
     resolve_feature_views,
     resolve_sources,
 )
-from .governance import check_expected_durations, resolve_accepted_risks
+from .governance import check_expected_durations, cost_labels, resolve_accepted_risks
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .pipelines import PROJECT_JSON, resolve_pipelines
@@ -76,6 +76,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     }
     if meta.team:
         labels["mlc.dev/team"] = meta.team
+    labels.update(cost_labels(ctx, platform))
     labels = dict(sorted({**meta.labels, **labels}.items()))
     return ir.ResolvedProject(
         name=meta.name, version=meta.version, env=env, environments=sorted(environments),

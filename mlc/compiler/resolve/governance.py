@@ -62,3 +62,15 @@ def check_expected_durations(ctx: Context) -> None:
                       "after which every run is stopped",
                       ("models", name, "training", "expectedDuration"),
                       help="lower expectedDuration to a usual run's length, or raise timeout")
+
+
+def cost_labels(ctx: Context, platform: ir.Platform) -> dict[str, str]:
+    """Cost-allocation labels (ir.COST_LABELS) for every object and pod; OpenCost aggregates
+    by any label, these included."""
+    meta = ctx.project.metadata
+    out = {"app": meta.name, "env": ctx.env}
+    if meta.team:
+        out["team"] = meta.team
+    if platform.cost.cost_center:
+        out["department"] = platform.cost.cost_center
+    return out
