@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # The cost-allocation labels among ResolvedProject.labels: the ones Kubecost allocates by out
 # of the box (team, department, product from `app`, environment from `env`).
 COST_LABELS = ("app", "department", "env", "team")
