@@ -194,3 +194,33 @@ def test_cron_gaps(minutes: int, hours: int):
         minutes, 60 - (60 - 1) // minutes * minutes) * 60
     assert frequency(f"0 */{hours} * * *").shortest_gap_seconds == min(
         hours, 24 - (24 - 1) // hours * hours) * 3600
+
+
+def test_weakening_risks_in_every_environment():
+    from mlc.compiler.plan.weakening import weakening_risks
+
+    def ir(strategy="canary", weights=(50, 50), gpus=0, max_replicas=4, production=False):
+        variants = [{"name": n, "weight": w} for n, w in zip("ab", weights, strict=True)]
+        return {"platform": {"production": production},
+                "hardware": {"h": {"gpu_count": gpus}},
+                "endpoints": {"api": {"hardware": "h", "replicas": None,
+                                      "autoscaling": {"min_replicas": 2,
+                                                      "max_replicas": max_replicas},
+                                      "rollout": {"strategy": strategy,
+                                                  "variants": variants}}}}
+
+    def codes(old, new):
+        return [r.code for r in weakening_risks(old, new)]
+
+    assert codes(ir(), ir()) == []
+    assert codes(ir(), ir(strategy="rolling")) == ["strategy-weakened"]
+    assert codes(ir(strategy="rolling"), ir()) == []
+    assert codes(ir("ab"), ir("ab", weights=(90, 10))) == ["ab-weight-change"]
+    assert codes(ir(gpus=1), ir(gpus=1, max_replicas=6)) == ["gpu-replicas-added"]
+    assert codes(ir(gpus=1), ir(gpus=2)) == ["gpu-replicas-added"]
+    assert codes(ir(gpus=1, max_replicas=6), ir(gpus=1)) == []  # fewer GPUs: cheaper
+    lowered = ir(production=True)
+    lowered["endpoints"]["api"]["autoscaling"]["min_replicas"] = 1
+    assert codes(ir(production=True), lowered) == ["replicas-lowered"]
+    lowered["platform"]["production"] = False
+    assert codes(ir(), lowered) == []

@@ -23,6 +23,7 @@ from .diff import _same, diff_values
 from .model import ADD, CHANGE, DELETE, Action, EnvPlan, Plan
 from .objects import Item, Key, split_file, split_tree
 from .trees import GitBase, Tree, read_disk_tree, read_git_tree
+from .weakening import weakening_risks
 
 TEXT_ONLY = "only comments or layout change"
 NO_PROJECT_JSON = ("the old tree has no runtime ConfigMap with project.json, so the checks "
@@ -89,7 +90,8 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
     if actions and old_ir is None and old_files:
         notes.append(NO_PROJECT_JSON)
     found = [*r.tree_risks(old, new_files), *r.action_risks(actions),
-             *r.ir_risks(old_ir, new_ir), *r.secret_risks(new_files, new_ir)]
+             *r.ir_risks(old_ir, new_ir), *weakening_risks(old_ir, new_ir),
+             *r.secret_risks(new_files, new_ir)]
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
     cost = plan_cost(old_ir, new_ir, old_known=not old_files)
