@@ -476,6 +476,19 @@ class AcceptedRisk(IR):
     origin: Origin
 
 
+class UserPolicy(IR):
+    """A rule of the policies file (schema/policies.py), checked by policy/user.py."""
+
+    name: str
+    path: str
+    operator: str
+    value: str | int | float | bool | list[str | int | float | bool] | None
+    environments: list[str] | None
+    severity: Literal["error", "warning"]
+    message: str | None
+    origin: Origin
+
+
 class ResolvedProject(IR):
     name: str
     version: str
@@ -502,3 +515,4 @@ class ResolvedProject(IR):
     alerts: Alerts
     pipelines: dict[str, Pipeline]
     accepted_risks: list[AcceptedRisk] = Field(default_factory=list)
+    policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file

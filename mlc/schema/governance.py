@@ -14,7 +14,7 @@ from .types import Duration, LabelValue, Spec
 
 # The built-in policies' codes, documented in docs/policies.md and docs/diagnostics.md.
 PolicyCode = Literal["MLC500", "MLC501", "MLC502", "MLC503", "MLC504", "MLC505", "MLC506",
-                     "MLC508"]
+                     "MLC508", "MLC510"]
 
 
 class Guardrails(Spec):

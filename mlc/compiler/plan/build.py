@@ -17,7 +17,7 @@ from typing import Any
 from ..cost import budget_violations, plan_cost
 from ..diagnostics import Diagnostics
 from ..pipeline import Compiled, check_environment
-from ..policy import policy_risks
+from ..policy import policy_risks, user_violations
 from . import risks as r
 from .diff import _same, diff_values
 from .model import ADD, CHANGE, DELETE, Action, EnvPlan, Plan
@@ -95,7 +95,8 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
     cost = plan_cost(old_ir, new_ir, old_known=not old_files)
-    policies, policy_notes = policy_risks(old_ir, new_ir, budget_violations(cost))
+    policies, policy_notes = policy_risks(
+        old_ir, new_ir, [*budget_violations(cost), *user_violations(env, old_ir, new_ir)])
     found += policies
     notes += policy_notes
     return EnvPlan(env=env, location=old.location, actions=actions,

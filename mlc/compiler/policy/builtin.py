@@ -21,8 +21,9 @@ GPU_OVER_CAP = "MLC504"
 SCALE_TO_ZERO = "MLC505"
 TRAINING_TOO_OFTEN = "MLC506"
 OVER_BUDGET = "MLC508"  # checked by the cost package, in every environment with a budget
+USER_POLICY = "MLC510"  # a rule of the policies file (user.py)
 POLICY_CODES = (UNGATED_ROLLOUT, GATE_LOOSENED, TOO_FEW_REPLICAS, IMAGE_BY_TAG, GPU_OVER_CAP,
-                SCALE_TO_ZERO, TRAINING_TOO_OFTEN, OVER_BUDGET)
+                SCALE_TO_ZERO, TRAINING_TOO_OFTEN, OVER_BUDGET, USER_POLICY)
 MIN_REPLICAS = 2
 # Strategies that shift traffic step by step behind the rollout gates (analysis).
 GATED = ("canary", "blueGreen")
@@ -33,6 +34,7 @@ class Violation:
     code: str
     subject: str
     message: str
+    blocks: bool = True  # apply refuses it unless accepted; False: shown only (a warning)
 
 
 IR = Mapping[str, Any]
