@@ -312,7 +312,8 @@ CASES = [
          {"environments/prod.yaml": "models:\n  churn:\n    training:\n"
                                     "      timeout: 1h\n      expectedDuration: 2h\n"}),
     # Policies files: read and checked like ml.yaml, located in the policies file.
-    Case("policy-file-missing", "MLC001", "", {"ml.yaml": BASE + "policies: policies.yaml\n"}),
+    Case("policy-file-missing", "MLC513", "ml.yaml:47:11",
+         {"ml.yaml": BASE + "policies: policies.yaml\n"}),
     Case("policy-file-syntax", "MLC002", "policies.yaml:4:1",
          {"ml.yaml": BASE + "policies: policies.yaml\n",
           "policies.yaml": "apiVersion: mlc.dev/v1\nkind: Policies\npolicies: [{\n"}),

@@ -75,7 +75,7 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
     if resolved is not None and project.policies:
         from .policy.file import load_policies
 
-        rules = load_policies(root, project.policies, local)
+        rules = load_policies(root, project.policies, loaded.document, local)
         resolved = None if rules is None else resolved.model_copy(update={"policies": rules})
     diags.extend(local)  # identical diagnostics from several environments are shown once
     return resolved

@@ -18,12 +18,20 @@ from ..validate import _report, locate
 
 UNKNOWN_POLICY_PATH = "MLC511"
 BAD_POLICY_VALUE = "MLC512"
+NO_POLICY_FILE = "MLC513"
 _ORDERED = ("<", "<=", ">", ">=")
 
 
-def load_policies(root: Path, name: str, diags: Diagnostics) -> list[ir.UserPolicy] | None:
+def load_policies(root: Path, name: str, project_doc: Document,
+                  diags: Diagnostics) -> list[ir.UserPolicy] | None:
     """The rules of the file `name` (relative to the project), or None after diagnostics."""
     shown = Path(name).as_posix()
+    if not (root / name).is_file():
+        diags.error(NO_POLICY_FILE, f"the policies file `{shown}` does not exist",
+                    span=locate(project_doc, ("policies",)), path=("policies",),
+                    help="give the path relative to the folder of ml.yaml, or remove "
+                    "`policies:`")
+        return None
     doc = load_yaml_file(root / name, shown, diags)
     if doc is None:
         return None
