@@ -104,3 +104,13 @@ def test_rules_for_other_environments_do_not_apply(workdir: Path, capsys):
     write_project(workdir / "project", {"ml.yaml": ML + f"policies: {SHARED}\n",
                                         "environments/staging.yaml": PROD})
     assert _risks(capsys) == []
+
+
+def test_a_saved_plan_is_stale_when_the_policies_file_changes(workdir: Path, capsys):
+    _project(workdir, PROD.replace("minReplicas: 2", "minReplicas: 3"))
+    assert cli("plan", "-C", "project", "--out", "out", "--save", "plan.json") == 0
+    (workdir / "platform" / "policies.yaml").write_text(POLICIES.replace("value: 3", "value: 4"))
+    capsys.readouterr()
+    assert cli("apply", "-C", "project", "plan.json") == 1
+    err = capsys.readouterr().err
+    assert "MLC911" in err and "../platform/policies.yaml" in err

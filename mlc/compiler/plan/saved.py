@@ -18,6 +18,8 @@ from typing import Any
 
 from mlc import __version__
 
+from ..diagnostics import Diagnostics
+from ..load import load_yaml_file
 from ..pipeline import ENVIRONMENTS_DIR, PROJECT_FILE
 from .model import Plan
 from .trees import Tree, sha256
@@ -47,12 +49,20 @@ class SavedPlan:
 
 
 def source_hashes(root: Path) -> dict[str, str]:
-    """Every file a compile of `root` reads: ml.yaml and the environment overlays."""
+    """Every file a compile of `root` reads: ml.yaml, the environment overlays, and the
+    policies files they name."""
     names = [PROJECT_FILE]
     folder = root / ENVIRONMENTS_DIR
     if folder.is_dir():
         names += sorted(f"{ENVIRONMENTS_DIR}/{p.name}" for p in folder.glob("*.yaml"))
+    names += sorted({p for n in names for p in _policies_file(root, n)})
     return {n: sha256((root / n).read_bytes()) for n in names if (root / n).is_file()}
+
+
+def _policies_file(root: Path, name: str) -> list[str]:
+    doc = load_yaml_file(root / name, name, Diagnostics(), allow_empty=True)
+    named = doc.data.get("policies") if doc is not None and isinstance(doc.data, dict) else None
+    return [Path(named).as_posix()] if isinstance(named, str) else []
 
 
 def stored_out(root: Path, out_dir: Path) -> str:
