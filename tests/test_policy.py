@@ -60,6 +60,10 @@ CASES = {
                      _edit("platform:\n", "platform:\n  guardrails: {maxGpusPerReplica: 1}\n")
                      + GPU_HARDWARE,
                      "MLC504", "pipelines.train-churn.train"),
+    "scale-to-zero": (ML, _edit("    autoscaling: {minReplicas: 2, maxReplicas: 4}\n",
+                                "    mode: serverless\n    autoscaling: {minReplicas: 0, "
+                                "maxReplicas: 4, metric: concurrency, target: 10}\n"),
+                      "MLC505", "serving.churn-api"),
     "training-too-often": (ML.replace("      hardware: cpu-small\n", "      hardware: cpu-small\n"
                                       "      schedule: \"*/15 * * * *\"\n"),
                            PROD, "MLC506", "models.churn"),
