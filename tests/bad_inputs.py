@@ -74,6 +74,9 @@ sources:
 """
 
 
+POLICY_HEAD = "apiVersion: mlc.dev/v1\nkind: Policies\npolicies:\n  - name: rule\n"
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -468,4 +471,34 @@ CASES = [
     Case("overlay-changes-kind", "MLC013", "environments/prod.yaml:1:7",
          {"environments/prod.yaml": "kind: Other\n"}),
     Case("unknown-environment", "MLC014", "", {"environments/prod.yaml": "{}\n"}, env="prdo"),
+    # Policies: a production environment that is also development, an acceptance of a code
+    # that is no policy, and one without a reason.
+    Case("production-and-development", "MLC507", "environments/prod.yaml:2:15",
+         {"environments/prod.yaml": "platform:\n  production: true\n  development: true\n"}),
+    Case("accepted-risk-unknown-code", "MLC109", "environments/prod.yaml:2:12",
+         {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC599, subject: serving.x, "
+                                    "reason: why}\n"}),
+    Case("expected-duration-past-timeout", "MLC509", "environments/prod.yaml:5:25",
+         {"environments/prod.yaml": "models:\n  churn:\n    training:\n"
+                                    "      timeout: 1h\n      expectedDuration: 2h\n"}),
+    # Policies files: read and checked like ml.yaml, located in the policies file.
+    Case("policy-file-missing", "MLC513", "ml.yaml:47:11",
+         {"ml.yaml": BASE + "policies: policies.yaml\n"}),
+    Case("policy-file-syntax", "MLC002", "policies.yaml:4:1",
+         {"ml.yaml": BASE + "policies: policies.yaml\n",
+          "policies.yaml": "apiVersion: mlc.dev/v1\nkind: Policies\npolicies: [{\n"}),
+    Case("policy-unknown-key", "MLC101", "policies.yaml:7:5",
+         {"ml.yaml": BASE + "policies: policies.yaml\n",
+          "policies.yaml": POLICY_HEAD + "    path: endpoints.*.replicas\n    operator: exists\n"
+                           "    sevrity: error\n"}),
+    Case("policy-unknown-path", "MLC511", "policies.yaml:5:11",
+         {"ml.yaml": BASE + "policies: policies.yaml\n",
+          "policies.yaml": POLICY_HEAD + "    path: endpoints.*.autoscale.min\n"
+                           "    operator: exists\n"}),
+    Case("policy-value-mismatch", "MLC512", "policies.yaml:7:12",
+         {"ml.yaml": BASE + "policies: policies.yaml\n",
+          "policies.yaml": POLICY_HEAD + "    path: endpoints.*.autoscaling.min_replicas\n"
+                           "    operator: \">=\"\n    value: three\n"}),
+    Case("accepted-risk-without-reason", "MLC103", "environments/prod.yaml:2:5",
+         {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC502, subject: serving.x}\n"}),
 ]

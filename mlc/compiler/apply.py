@@ -27,6 +27,7 @@ from .diagnostics import Diagnostics
 from .out_dir import check_out_dir
 from .plan import saved as saved_plans
 from .plan.risks import HAND_EDITED, NOT_GENERATED
+from .policy import POLICY_CODES
 from .write import check_write, output_lock, report_os_error, write_environments
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -154,8 +155,15 @@ def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delet
             flag = risk.get("override")
             if flag and granted.get(flag):
                 continue
-            diags.error(RISK_REFUSED, f"{t.env}: {risk.get('message')}",
-                        help=f"review it; pass {flag} to apply it anyway" if flag else None)
+            message = f"{t.env}: {risk.get('message')}"
+            if risk.get("code") in POLICY_CODES:
+                message = f"{t.env}: [{risk.get('code')}] {risk.get('message')}"
+                help = (f"fix it, or accept it on purpose: `acceptedRisks: [{{code: "
+                        f"{risk.get('code')}, subject: {risk.get('subject')}, reason: ...}}]` "
+                        "in the environment's overlay (docs/policies.md)")
+            else:
+                help = f"review it; pass {flag} to apply it anyway" if flag else None
+            diags.error(RISK_REFUSED, message, help=help)
     for t in targets:
         check_write(out_dir, t.env, t.files, force=force, diags=diags)
     if diags.has_errors():

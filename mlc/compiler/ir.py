@@ -14,6 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The cost-allocation labels among ResolvedProject.labels: the ones Kubecost allocates by out
+# of the box (team, department, product from `app`, environment from `env`).
+COST_LABELS = ("app", "department", "env", "team")
+
 
 class IR(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -194,6 +198,7 @@ class Training(IR):
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
     max_dropped_rows: float | None = None  # share of label rows the feature join may lose
     metrics: list[CustomMetric] = Field(default_factory=list)  # a custom trainer's, by name
+    expected_duration_seconds: int = 3600  # a usual run, for the plan's cost
 
 
 class Gate(IR):
@@ -457,10 +462,28 @@ class Network(IR):
     alertmanager: NetworkPeer
 
 
+class CostSettings(IR):
+    """Prices (USD per hour) and the budget the plan's cost estimate uses."""
+
+    cpu_core_hour: float
+    memory_gib_hour: float
+    gpu_hour: dict[str, float]  # per whole GPU, by GPU type
+    spot_discount: float
+    monthly_budget: float | None
+    job_duration_seconds: int
+    cost_center: str | None
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
     development: bool = False
+    # The built-in policies hold here (mlc/compiler/policy/), with these limits.
+    production: bool = False
+    max_gpus_per_replica: int | None = None
+    gpu_types: list[str] | None = None
+    min_training_interval_seconds: int = 3600
+    cost: CostSettings
     image_policy: Literal["digest", "tag"]
     gpu_node_provisioning: Literal["static", "autoscaled"]
     service_account: str
@@ -500,6 +523,28 @@ class Platform(IR):
     network: Network | None = None  # set by resolve
 
 
+class AcceptedRisk(IR):
+    """A policy violation let through on purpose (`acceptedRisks:`)."""
+
+    code: str
+    subject: str
+    reason: str
+    origin: Origin
+
+
+class UserPolicy(IR):
+    """A rule of the policies file (schema/policies.py), checked by policy/user.py."""
+
+    name: str
+    path: str
+    operator: str
+    value: str | int | float | bool | list[str | int | float | bool] | None
+    environments: list[str] | None
+    severity: Literal["error", "warning"]
+    message: str | None
+    origin: Origin
+
+
 class ResolvedProject(IR):
     name: str
     version: str
@@ -525,3 +570,5 @@ class ResolvedProject(IR):
     routes: dict[str, Route]
     alerts: Alerts
     pipelines: dict[str, Pipeline]
+    accepted_risks: list[AcceptedRisk] = Field(default_factory=list)
+    policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file

@@ -73,6 +73,11 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
                                    environments=list_environments(root), source=loaded.source,
                                    source_hash=loaded.source_hash, diags=local,
                                    layered=loaded.layered)
+    if resolved is not None and project.policies:
+        from .policy.file import load_policies
+
+        rules = load_policies(root, project.policies, loaded.document, local)
+        resolved = None if rules is None else resolved.model_copy(update={"policies": rules})
     diags.extend(local)  # identical diagnostics from several environments are shown once
     return resolved
 

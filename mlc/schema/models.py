@@ -98,6 +98,9 @@ class Training(Spec):
     checkpoint: Checkpoint | None = None
     retries: Retries = Field(default_factory=Retries)
     timeout: Seconds = "6h"
+    expected_duration: Seconds = Field(
+        "1h", description="How long a run usually takes; the plan's cost of scheduled "
+        "training (docs/cost.md). At most `timeout`.")
 
     @model_validator(mode="after")
     def _one(self):

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from .governance import Cost, Guardrails
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
 
@@ -190,6 +191,11 @@ class Platform(Spec):
         None, description="`true` allows settings that only work on one machine or a "
         "throw-away cluster (local file paths, SQLite, the placeholder Argo CD repository). "
         "Unset: true for a project without environments/, false for each environment file.")
+    production: bool | None = Field(
+        None, description="`true` turns on the built-in policies (docs/policies.md). Unset: "
+        "true for an environment named `prod` or `production` that is not development.")
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+    cost: Cost = Field(default_factory=Cost)
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(

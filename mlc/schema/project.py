@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .features import Entity, FeatureService, FeatureView
+from .governance import AcceptedRisk
 from .hardware import HardwareProfile
 from .images import Images
 from .metadata import Metadata
@@ -36,3 +37,9 @@ class Project(Spec):
     models: dict[Name, Model] = Field(default_factory=dict)
     serving: dict[Name, Endpoint] = Field(default_factory=dict)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    policies: str | None = Field(
+        None, min_length=1, description="A policies file (docs/policies.md), relative to this "
+        "folder; may be shared by many projects (`../platform/policies.yaml`).")
+    accepted_risks: list[AcceptedRisk] = Field(
+        default_factory=list, description="Policy violations let through on purpose "
+        "(docs/policies.md); usually in an environment's overlay.")

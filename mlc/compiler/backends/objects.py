@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ir import Origin, ResolvedProject
+from ..ir import COST_LABELS, Origin, ResolvedProject
 from ..names import label_value
 
 SOURCE_ANNOTATION = "mlc.dev/source"
@@ -21,6 +21,11 @@ def labels(project: ResolvedProject, name: str, component: str | None = None) ->
     if component:
         out["app.kubernetes.io/component"] = label_value(component)
     return out
+
+
+def cost_labels(project: ResolvedProject) -> dict[str, str]:
+    """The cost-allocation labels, for pods that a controller creates from a template."""
+    return {k: v for k, v in project.labels.items() if k in COST_LABELS}
 
 
 def selector_labels(project: ResolvedProject, name: str) -> dict[str, str]:

@@ -14,13 +14,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..cost import budget_violations, plan_cost
 from ..diagnostics import Diagnostics
 from ..pipeline import Compiled, check_environment
+from ..policy import policy_risks, user_violations
 from . import risks as r
 from .diff import _same, diff_values
 from .model import ADD, CHANGE, DELETE, Action, EnvPlan, Plan
 from .objects import Item, Key, split_file, split_tree
 from .trees import GitBase, Tree, read_disk_tree, read_git_tree
+from .weakening import weakening_risks
 
 TEXT_ONLY = "only comments or layout change"
 NO_PROJECT_JSON = ("the old tree has no runtime ConfigMap with project.json, so the checks "
@@ -83,17 +86,21 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
     cache: _Cache = {}
     actions = diff_trees(old_files, new_files, cache)
     notes = []
-    old_ir = None
-    if actions:
-        old_ir = runtime_ir(old_files, cache)
-        if old_ir is None and old_files:
-            notes.append(NO_PROJECT_JSON)
+    old_ir = runtime_ir(old_files, cache) if old_files else None
+    if actions and old_ir is None and old_files:
+        notes.append(NO_PROJECT_JSON)
     found = [*r.tree_risks(old, new_files), *r.action_risks(actions),
-             *r.ir_risks(old_ir, new_ir), *r.secret_risks(new_files, new_ir)]
+             *r.ir_risks(old_ir, new_ir), *weakening_risks(old_ir, new_ir),
+             *r.secret_risks(new_files, new_ir)]
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
+    cost = plan_cost(old_ir, new_ir, old_known=not old_files)
+    policies, policy_notes = policy_risks(
+        old_ir, new_ir, [*budget_violations(cost), *user_violations(env, old_ir, new_ir)])
+    found += policies
+    notes += policy_notes
     return EnvPlan(env=env, location=old.location, actions=actions,
-                   risks=r.sort_risks(found), files=dict(new_files), notes=notes)
+                   risks=r.sort_risks(found), files=dict(new_files), notes=notes, cost=cost)
 
 
 _Cache = dict[tuple[str, bytes], list[Item]]

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from . import cost_view
 from .diff import ADD, CHANGE, MISSING, REMOVE, REORDER, FieldChange
 from .model import DELETE, HIGH, Action, Plan, Risk
 
@@ -57,6 +58,7 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
                              + f" [{risk.code}] {risk.message}{_blocking(risk)}")
         for note in env.notes:
             lines.append(f"  note: {note}")
+        lines += cost_view.text_lines(env.cost)
         if env.actions:
             lines.append("")
         for action in env.actions:
@@ -81,6 +83,8 @@ def _where(action: Action) -> str:
 
 
 def _blocking(risk: Risk) -> str:
+    if risk.accepted:
+        return f" (accepted: {risk.accepted})"
     if not risk.blocks_apply:
         return ""
     return f" (apply refuses without {risk.override})" if risk.override else " (apply refuses)"
@@ -163,6 +167,7 @@ def _markdown(plan: Plan, *, fields: bool, note: str | None = None) -> str:
     if plan.base.get("type") == "git":
         out += [f"Compared with `{_code(plan.base.get('ref', ''))}` "
                 f"(`{_code(str(plan.base.get('commit', ''))[:12])}`).", ""]
+    out += cost_view.markdown_summary([(_escape(e.env), e.cost) for e in plan.environments])
     out += ["| Environment | Add | Change | Delete | Risks |",
             "| --- | ---: | ---: | ---: | ---: |"]
     for env in plan.environments:
@@ -189,6 +194,7 @@ def _markdown(plan: Plan, *, fields: bool, note: str | None = None) -> str:
             out.append("")
         for n in env.notes:
             out += [f"_Note: {_escape(n)}_", ""]
+        out += cost_view.markdown_lines(env.cost)
         if env.actions:
             body = []
             for action in env.actions:

@@ -65,6 +65,7 @@ class Risk:
     subject: str | None = None  # an action's id, or an ml.yaml path such as serving.fraud-api
     blocks_apply: bool = False  # `mlc apply` refuses while this risk stands...
     override: str | None = None  # ...unless given this flag (None: no flag overrides it)
+    accepted: str | None = None  # a policy violation let through on purpose: why, and where
 
     def sort_key(self) -> tuple:
         return (self.severity != HIGH, self.code, self.subject or "", self.message)
@@ -72,7 +73,7 @@ class Risk:
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "severity": self.severity, "message": self.message,
                 "subject": self.subject, "blocks_apply": self.blocks_apply,
-                "override": self.override}
+                "override": self.override, "accepted": self.accepted}
 
 
 @dataclass
@@ -83,6 +84,7 @@ class EnvPlan:
     risks: list[Risk]
     files: dict[str, bytes]  # the new tree (what apply writes)
     notes: list[str] = field(default_factory=list)  # e.g. a risk check that could not run
+    cost: dict[str, Any] | None = None  # cost/change.py plan_cost: monthly cost and delta
 
     def count(self, op: str) -> int:
         return sum(1 for a in self.actions if a.op == op)
@@ -112,6 +114,7 @@ class EnvPlan:
             "risks": [r.to_json() for r in self.risks],
             "actions": [a.to_json() for a in self.actions],
             "notes": list(self.notes),
+            "cost": self.cost,
         }
 
 

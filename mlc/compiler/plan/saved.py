@@ -18,7 +18,8 @@ from typing import Any
 
 from mlc import __version__
 
-from ..load import MAX_FILE_BYTES
+from ..diagnostics import Diagnostics
+from ..load import MAX_FILE_BYTES, load_yaml_file
 from ..pipeline import ENVIRONMENTS_DIR, PROJECT_FILE
 from ..reading import ReadRefused, read_project_file
 from .model import Plan
@@ -49,11 +50,13 @@ class SavedPlan:
 
 
 def source_hashes(root: Path) -> dict[str, str]:
-    """Every file a compile of `root` reads: ml.yaml and the environment overlays."""
+    """Every file a compile of `root` reads: ml.yaml, the environment overlays, and the
+    policies files they name."""
     names = [PROJECT_FILE]
     folder = root / ENVIRONMENTS_DIR
     if folder.is_dir():
         names += sorted(f"{ENVIRONMENTS_DIR}/{p.name}" for p in folder.glob("*.yaml"))
+    names += sorted({p for n in names for p in _policies_file(root, n)})
     out = {}
     for name in names:
         try:  # the bounded, regular-files-only read of every project file (reading.py)
@@ -61,6 +64,12 @@ def source_hashes(root: Path) -> dict[str, str]:
         except ReadRefused:
             continue  # the compile that made the plan refused it already
     return out
+
+
+def _policies_file(root: Path, name: str) -> list[str]:
+    doc = load_yaml_file(root / name, name, Diagnostics(), allow_empty=True)
+    named = doc.data.get("policies") if doc is not None and isinstance(doc.data, dict) else None
+    return [Path(named).as_posix()] if isinstance(named, str) else []
 
 
 def stored_out(root: Path, out_dir: Path) -> str:

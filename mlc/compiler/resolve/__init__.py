@@ -23,6 +23,7 @@ from .features import (
     resolve_feature_views,
     resolve_sources,
 )
+from .governance import check_expected_durations, cost_labels, resolve_accepted_risks
 from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .network import check_network
@@ -66,6 +67,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     check_network(ctx, platform)
+    accepted = resolve_accepted_risks(ctx)
+    check_expected_durations(ctx)
     if diags.has_errors():
         return None
     meta = project.metadata
@@ -77,6 +80,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     }
     if meta.team:
         labels["mlc.dev/team"] = meta.team
+    labels.update(cost_labels(ctx, platform))
     labels = dict(sorted({**meta.labels, **labels}.items()))
     return ir.ResolvedProject(
         name=meta.name, version=meta.version, env=env, environments=sorted(environments),
@@ -84,7 +88,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         source_hash=source_hash, labels=labels, platform=platform, images=images,
         hardware=hardware, secrets=secrets, sources=sources, entities=entities,
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
-        drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines)
+        drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
+        accepted_risks=accepted)
 
 
 def _check_name_clashes(ctx: Context) -> None:

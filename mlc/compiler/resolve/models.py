@@ -131,5 +131,6 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         checkpoint_path=checkpoint.path if checkpoint else None,
         checkpoint_every_steps=checkpoint.every_steps if checkpoint else 500,
         retries=_retries(t.retries), timeout_seconds=int(duration_seconds(t.timeout)),
+        expected_duration_seconds=int(duration_seconds(t.expected_duration)),
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
         max_dropped_rows=t.max_dropped_rows, metrics=evaluation.custom_metrics(ctx, m, name))

@@ -10,6 +10,7 @@ from .. import ir
 from ..literal_secrets import LITERAL_SECRET
 from ..names import dns_label
 from .context import Context
+from .governance import production_settings
 
 IMAGE_NOT_PINNED = "MLC304"
 # The default profile that jobs and endpoints get when they name none.
@@ -228,6 +229,7 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
     return ir.Platform(
         namespace=p.namespace or dns_label(name, ctx.env),
         development=ctx.development,
+        **production_settings(ctx),
         image_policy=p.image_policy,
         gpu_node_provisioning=p.gpu_node_provisioning,
         service_account=p.service_account or dns_label(name, "workflow"),

@@ -16,7 +16,7 @@ from hera.workflows import models as m
 
 from ...ir import Origin, Pipeline, ResolvedProject
 from .. import pods
-from ..objects import metadata
+from ..objects import cost_labels, metadata
 from . import notify, volumes
 from .distributed import distributed_step
 from .expressions import literal, parameter_is_true
@@ -92,6 +92,8 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
                    *([exit_handler] if exit_handler else [])],
         on_exit=notify.TEMPLATE if exit_handler else None,
         service_account_name=project.platform.service_account,
+        # Every step's pod, so that OpenCost and Kubecost charge runs to the team.
+        pod_metadata=m.Metadata(labels=cost_labels(project)),
         security_context=m.PodSecurityContext.parse_obj(pods.pod_security_context()),
         # Argo's init and wait containers beside every container step (a resource step, whose
         # pod has no `wait`, sets its own patch)
