@@ -193,7 +193,8 @@ def test_namespace_change_deletes_state(workdir: Path, capsys):
     [env] = json.loads(out)["environments"]
     [risk] = [r for r in env["risks"] if r["code"] == "delete-stateful"]
     assert risk == {"code": "delete-stateful", "severity": "high", "blocks_apply": True,
-                    "override": "--allow-delete", "accepted": None, "subject": "v1/Namespace//demo-default",
+                    "override": "--allow-delete", "accepted": None,
+                    "subject": "v1/Namespace//demo-default",
                     "message": "deletes v1 Namespace demo-default, which holds state (data, or "
                                "everything inside it)"}
 

@@ -152,7 +152,7 @@ def test_an_acceptance_that_matches_nothing_is_a_note(workdir: Path, capsys):
     [env] = json.loads(_plan(capsys, "json"))["environments"]
     assert env["risks"] == []
     assert env["notes"] == ["acceptedRisks entry MLC502 for `serving.churn-api` "
-                            "(environments/prod.yaml:22) matches no violation; remove it"]
+                            "(environments/prod.yaml:23) matches no violation; remove it"]
 
 
 def test_policies_are_off_outside_production(workdir: Path, capsys):

@@ -21,7 +21,7 @@ from mlc import __version__
 from ..diagnostics import Diagnostics
 from ..load import MAX_FILE_BYTES, load_yaml_file
 from ..pipeline import ENVIRONMENTS_DIR, PROJECT_FILE
-from ..reading import ReadRefused, read_project_file
+from ..reading import ReadRefused, read_project_file, read_regular_file
 from .model import Plan
 from .trees import Tree, sha256
 
@@ -56,13 +56,16 @@ def source_hashes(root: Path) -> dict[str, str]:
     folder = root / ENVIRONMENTS_DIR
     if folder.is_dir():
         names += sorted(f"{ENVIRONMENTS_DIR}/{p.name}" for p in folder.glob("*.yaml"))
-    names += sorted({p for n in names for p in _policies_file(root, n)})
+    policies = sorted({p for n in names for p in _policies_file(root, n)})
     out = {}
-    for name in names:
-        try:  # the bounded, regular-files-only read of every project file (reading.py)
-            out[name] = sha256(read_project_file(root, name, MAX_FILE_BYTES))
+    for name in [*names, *policies]:
+        try:  # bounded, regular files only (reading.py); a project file must stay inside the
+            # project, while a policies file is named on purpose and may be a shared one
+            data = (read_regular_file(root / name, MAX_FILE_BYTES) if name in policies
+                    else read_project_file(root, name, MAX_FILE_BYTES))
         except ReadRefused:
             continue  # the compile that made the plan refused it already
+        out[name] = sha256(data)
     return out
 
 
