@@ -54,7 +54,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
             OutputFile(f"monitoring/dashboard-{endpoint.k8s_name}.yaml",
                        dashboards.config_map(project, endpoint), src),
         ]
-    if project.drift_checks or any(e.batch for e in project.endpoints.values()):
+    if servicemonitors.uses_pushgateway(project):
         files.append(OutputFile("monitoring/servicemonitor-pushgateway.yaml",
                                 servicemonitors.pushgateway_monitor(project), src))
     config = alertmanager_config(project)

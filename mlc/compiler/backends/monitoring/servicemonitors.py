@@ -55,6 +55,11 @@ def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
+def uses_pushgateway(project: ResolvedProject) -> bool:
+    """Drift checks and batch scoring push their results; nothing else does."""
+    return bool(project.drift_checks) or any(e.batch for e in project.endpoints.values())
+
+
 def pushgateway_monitor(project: ResolvedProject) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,

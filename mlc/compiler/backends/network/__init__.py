@@ -29,6 +29,7 @@ from ...ir import ResolvedProject
 from ...output import OutputFile
 from ..argo import events
 from ..argo.distributed import JOBSET_NAME_LABEL
+from ..monitoring.servicemonitors import uses_pushgateway
 from ..objects import metadata
 from ..serving import gate_driver
 from ..serving.workloads import COMPONENT as SERVING_COMPONENT
@@ -78,7 +79,7 @@ def _work_egress(project: ResolvedProject) -> list[dict[str, Any]]:
 
 def _pushgateway_in_namespace(project: ResolvedProject) -> bool:
     rule = d.url_rule(project, project.platform.pushgateway_url)
-    return bool(project.drift_checks) and rule is not None and rule["to"][0].get(
+    return uses_pushgateway(project) and rule is not None and rule["to"][0].get(
         "namespaceSelector", {}).get("matchLabels", {}).get(
             d.NAMESPACE_NAME_LABEL) == project.platform.namespace
 
@@ -103,7 +104,7 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
     if project.pipelines or any(gate_driver.driven(e) for e in project.endpoints.values()):
         step_egress = [d.kubernetes_api_rule(project), *_work_egress(project),
                        d.url_rule(project, p.prometheus_url)]
-        if project.drift_checks:
+        if uses_pushgateway(project):
             step_egress.append(d.url_rule(project, p.pushgateway_url))
         out.append(policy(project, "workflow-steps", steps, ingress=[],
                           egress=d.unique(step_egress)))
