@@ -130,7 +130,9 @@ class ServeApp:
             from mlc.runtime.prediction_log import PredictionLogWriter
 
             parts["log"] = PredictionLogWriter(s.prediction_log_uri, model.features,
-                                               s.prediction_log_sample, variant=s.variant)
+                                               s.prediction_log_sample,
+                                               # the A/B arm; empty for other servers
+                                               variant=s.variant if s.role == "variant" else None)
         return parts
 
     async def _load_until_ready(self) -> None:
