@@ -127,7 +127,7 @@ class Signature:
                 raise RequestError(f"input `{t['name']}`: `datatype` must be a string such as "
                                    f"FP32, got {_kind(t['datatype'])} {_short(t['datatype'])}")
             if t["datatype"] not in NUMERIC_DATATYPES:
-                raise RequestError(f"input `{t['name']}` has datatype {_short(t['datatype'])}; "
+                raise RequestError(f"input `{t['name']}` has datatype {t['datatype'][:40]}; "
                                    "this model takes numbers (FP32, FP64, INT64, ...)")
         if len(tensors) == 1 and tensors[0]["name"] not in self.names:
             t = tensors[0]
