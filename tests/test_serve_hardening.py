@@ -122,7 +122,7 @@ def test_the_server_reads_the_budget_the_pod_sets(dev):  # noqa: F811
     assert s.latency_slo_seconds == dev.endpoints[ENDPOINT].slo.latency_seconds
 
 
-# --- the real server -------------------------------------------------------------------------------
+# --- the real server ------------------------------------------------------------------------------
 
 def _serve(tmp_path, dev, hidden, env, **endpoint):  # noqa: F811
     import mlflow
