@@ -19,6 +19,8 @@ from mlc.runtime.serve.server import ServeApp
 from mlc.runtime.serve.settings import ServeSettings
 from mlc.runtime.serve.validation import NUMERIC_DATATYPES
 
+from .test_serve import ENDPOINT, dev  # noqa: F401
+
 FEATURES = ["a", "b", "n"]
 INFER = contract.INFER_ROUTE.format(name="ep")
 
@@ -148,3 +150,49 @@ def test_a_failing_model_is_still_a_500():
     finally:
         d.close()
     assert (status, answer["error"]) == (500, "inference failed: RuntimeError")
+
+
+# --- the same over HTTP, against the real server process -----------------------------------
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory, dev):  # noqa: F811
+    from .test_serve_hardening import _serve
+
+    server, _ = _serve(tmp_path_factory.mktemp("malformed"), dev, [8], {})
+    server.wait("/v2/health/ready")
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+def _assert_real_client_error(server, path: str, raw: bytes) -> None:
+    r = server.http.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code < 500, (raw, r.status_code, r.text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tensor", [
+    {"name": "a", "shape": [1], "datatype": ["FP32"], "data": [1]},
+    {"name": "a", "shape": [1], "datatype": {"t": "FP32"}, "data": [1]},
+    {"name": ["a"], "shape": [1], "datatype": "FP32", "data": [1]},
+])
+def test_the_three_bodies_over_http_are_400s(real_server, tensor):
+    r = real_server.http.post(f"/v2/models/{ENDPOINT}/infer", json={"inputs": [tensor]})
+    assert r.status_code == 400 and "must be a string" in r.json()["error"], r.text
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(doc=oip_bodies | predict_bodies | json_values, oip=st.booleans())
+def test_no_body_sent_to_the_real_server_gives_a_5xx(real_server, doc, oip):
+    path = f"/v2/models/{ENDPOINT}/infer" if oip else contract.PREDICT_ROUTE
+    _assert_real_client_error(real_server, path, _encode(doc))
+
+
+@pytest.mark.slow
+def test_the_real_server_counted_no_5xx(real_server):
+    """After every body above (module order): the SLO's error ratio saw none of them."""
+    text = real_server.http.get("/metrics").text
+    errors = [line for line in text.splitlines() if line.startswith("mlc_requests_total{")
+              and 'code="5' in line and not line.endswith(" 0.0")]
+    assert errors == []
