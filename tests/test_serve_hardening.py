@@ -281,3 +281,52 @@ def test_sigterm_keeps_accepting_through_the_drain_then_closes(tmp_path, dev):  
     assert code == 0, server.output()
     with pytest.raises(httpx.TransportError):  # and after it, the listener is closed
         httpx.get(f"{server.url}/v2/health/live", timeout=2)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_the_header_deadline_on_both_of_uvicorns_http_layers(http):
+    """Each layer on its own (the server process uses httptools where installed): partial
+    headers are cut off, on a new connection and on a kept-alive one; a whole request is
+    answered, however long the app takes after its headers."""
+    import threading
+
+    import uvicorn
+
+    pytest.importorskip(http)
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(1.5)  # longer than the deadline: the deadline is for headers only
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = HttpLimits(header_timeout=1.0, keep_alive=30).uvicorn_options(http)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning", **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "the server never started"
+            time.sleep(0.05)
+        silent = socket.create_connection(("127.0.0.1", port))
+        partial = socket.create_connection(("127.0.0.1", port))
+        partial.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        kept = socket.create_connection(("127.0.0.1", port))
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        kept.settimeout(10)
+        assert kept.recv(1024).endswith(b"ok")  # answered after 1.5 s: headers were in time
+        kept.sendall(b"GET / HTTP/1.1\r\nHo")  # the next request on it starts, stalls
+        deadline = time.monotonic() + 10
+        assert [_closed_by_server(s, deadline) for s in (silent, partial, kept)] == [True] * 3
+        for s in (silent, partial, kept):
+            s.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
