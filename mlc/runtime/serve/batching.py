@@ -9,14 +9,19 @@ and an idle server answers a lone request at once. The
 batcher waits (at most `max_latency` after the oldest queued row) only while a request is
 known to be on its way: its handler has started but not yet queued its rows.
 
-The queue is bounded in rows (`max_queue`): a request that would overflow it is refused at
-once (the server answers 503 with Retry-After) rather than queued behind work it cannot
-finish in time. `close()` stops taking requests and returns when the queue is empty.
+The queue is bounded in rows (`max_queue`), and in time (`max_wait`, the endpoint's latency
+SLO): a request that would overflow it, or whose expected wait (the model calls queued
+ahead of it, each taking about as long as recent calls took) would pass the SLO, is refused
+at once (the server answers 503 with Retry-After) rather than queued behind work it cannot
+finish in time. A bound in rows alone sheds nothing while many one-row requests wait
+seconds each. `close()` stops taking requests and returns when the queue is empty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -25,7 +30,16 @@ import numpy as np
 
 
 class Overloaded(Exception):
-    """The queue is full: come back later."""
+    """The queue is full, or would make this request wait past the SLO: come back later."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# How much the newest model call moves the estimate of a call's duration: about the last
+# ten calls count, so the estimate follows a slowdown within a few batches.
+SERVICE_TIME_WEIGHT = 0.2
 
 
 class Closed(Exception):
@@ -35,12 +49,17 @@ class Closed(Exception):
 class Batcher:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int,
                  max_latency: float, max_queue: int, expecting: Callable[[], int] = lambda: 0,
-                 executor: Executor | None = None, inline: bool = False):
+                 executor: Executor | None = None, inline: bool = False,
+                 max_wait: float | None = None):
         self._run = run  # rows -> predictions, called in the worker thread
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.max_queue = max_queue
         self._expecting = expecting
+        self.max_wait = max_wait  # seconds a request may expect to wait; None: unbounded
+        self.service_time: float | None = None  # recent seconds per model call (moving mean)
+        self._running = False
+        self.shed = 0  # requests refused as overload (full queue or expected wait)
         self.inline = inline  # run the model on the event loop (tiny models: no hand-off)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
         self._pending: deque[tuple[np.ndarray, asyncio.Future, float]] = deque()
@@ -58,7 +77,16 @@ class Batcher:
             raise Closed()
         n = len(rows)
         if self.queued + n > self.max_queue:
-            raise Overloaded()
+            self.shed += 1
+            raise Overloaded(f"{self.queued} rows already queued (at most {self.max_queue})")
+        wait = self.expected_wait(n)
+        # a request with nothing ahead of it is never refused, even by a model whose one
+        # call takes longer than the SLO: shedding it would only turn latency into errors
+        if (self.max_wait is not None and wait > self.max_wait
+                and (self.queued or self._running)):
+            self.shed += 1
+            raise Overloaded(f"expected wait {wait:.3f}s is over the latency SLO "
+                             f"({self.max_wait:g}s)")
         if self.inline and n >= self.max_batch_size and not self._pending:
             return self._run(rows)  # a full batch on its own: no queue, no task switches
         loop = asyncio.get_running_loop()
@@ -67,6 +95,19 @@ class Batcher:
         self.queued += n
         self._wake()
         return await future
+
+    def expected_wait(self, rows: int) -> float:
+        """Seconds until `rows` more rows would be answered: the call running now, then the
+        calls the queue and these rows make, at the recent duration of a call."""
+        if self.service_time is None:
+            return 0.0  # nothing measured yet: no grounds to refuse
+        calls = math.ceil((self.queued + rows) / self.max_batch_size) + self._running
+        return calls * self.service_time
+
+    def _observe(self, seconds: float) -> None:
+        old = self.service_time
+        self.service_time = seconds if old is None else (
+            old + SERVICE_TIME_WEIGHT * (seconds - old))
 
     def _wake(self) -> None:
         waiter = self._wakeup
@@ -116,6 +157,8 @@ class Batcher:
             if not batch:
                 continue
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
+            started = time.perf_counter()
+            self._running = True
             try:
                 if self.inline:
                     outputs = self._run(inputs)
@@ -126,6 +169,9 @@ class Batcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._running = False
+                self._observe(time.perf_counter() - started)
             start = 0
             for part, future, _ in batch:
                 end = start + len(part)

@@ -36,8 +36,9 @@ from mlc import metrics as contract
 
 from . import request_id
 from .batching import Batcher, Closed, Overloaded
+from .connections import HttpLimits
 from .metrics import CONTENT_TYPE, ServeMetrics
-from .settings import ServeSettings, settings_for_endpoint
+from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ServeSettings, settings_for_endpoint
 from .shadow import Copy, ShadowMirror, ShadowStats
 from .validation import RequestError, Signature
 
@@ -84,7 +85,8 @@ class ServeApp:
         self.batcher = Batcher(self._run_batch, max_batch_size=settings.max_batch_size,
                                max_latency=settings.max_latency, max_queue=settings.max_queue,
                                expecting=lambda: self.reading,
-                               inline=settings.model_thread is False)
+                               inline=settings.model_thread is False,
+                               max_wait=settings.latency_slo_seconds)
         self.metrics = ServeMetrics(settings.endpoint, [], settings.max_queue,
                                     inflight=lambda: self.inflight,
                                     queue_depth=lambda: self.batcher.queued,
@@ -305,9 +307,9 @@ class ServeApp:
                 body = _answer(doc, predictions, self.settings.endpoint, version, oip)
         except RequestError as exc:
             status, body = exc.status, {"error": exc.message}
-        except Overloaded:
+        except Overloaded as exc:
             status, headers = 503, self._retry
-            body = {"error": f"overloaded: {self.settings.max_queue} rows already queued"}
+            body = {"error": f"overloaded: {exc.reason}"}
         except Closed:
             status, headers, body = 503, self._retry, {"error": "shutting down"}
         except _Disconnected:
@@ -432,12 +434,13 @@ def make_server(app, host: str, port: int, **config):
                 self.should_exit = True
             return await super().on_tick(counter)
 
-    fast = {
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-    }
-    options = {"lifespan": "on", "access_log": False, "timeout_graceful_shutdown": 30,
-               "log_level": "info", **fast, **config}
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    options = {"lifespan": "on", "access_log": False, "log_level": "info",
+               "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+               # requests in flight at the end of the drain get this long to finish
+               "timeout_graceful_shutdown": getattr(app.settings, "shutdown_timeout_seconds",
+                                                    DEFAULT_SHUTDOWN_TIMEOUT),
+               **HttpLimits.from_env().uvicorn_options(http), **config}
     cfg = uvicorn.Config(app, host=host, port=port, **options)
     return Server(cfg)
 

@@ -10,6 +10,11 @@ from pathlib import Path
 
 # What a server that its config names no variant or role for is: the endpoint's one server.
 DEFAULT_VARIANT = "primary"
+# On SIGTERM: keep answering this long with readiness false, so that a Service still routing
+# here during endpoint propagation finds an open socket, not connection refused...
+DEFAULT_DRAIN_SECONDS = 5.0
+# ...then give the requests in flight this long to finish (uvicorn's graceful shutdown)
+DEFAULT_SHUTDOWN_TIMEOUT = 10
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,14 @@ class ServeSettings:
     max_batch_size: int = 32
     max_latency: float = 0.005
     max_queue: int = 256
+    # the endpoint's latency SLO: a request expected to wait longer is refused (503) at once
+    latency_slo_seconds: float | None = None
     max_body_bytes: int = 1 << 20
     prediction_log_uri: str | None = None
     prediction_log_sample: float = 0.0
     online_features: tuple[Path, str, tuple[str, ...]] | None = None  # repo, service, keys
-    drain_seconds: float = 0.0
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    shutdown_timeout_seconds: int = DEFAULT_SHUTDOWN_TIMEOUT
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
     retry_after_seconds: int = 1
     load_retry_max_seconds: float = 30.0
@@ -97,12 +105,15 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         max_batch_size=batching.get("max_batch_size", e.batching.max_batch_size),
         max_latency=batching.get("max_latency_seconds", e.batching.max_latency_seconds),
         max_queue=batching.get("max_queue", e.batching.max_queue),
+        latency_slo_seconds=e.slo.latency_seconds,
         max_body_bytes=int(env.get("MLC_MAX_BODY_BYTES", 1 << 20)),
         prediction_log_uri=resolve_uri(env.get("MLC_PREDICTION_LOG_URI") or log.get("uri")
                                        or e.prediction_log_uri),
         prediction_log_sample=log.get("sample", e.prediction_log_sample),
         online_features=online,
-        drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
+        drain_seconds=float(env.get("MLC_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS)),
+        shutdown_timeout_seconds=int(env.get("MLC_SHUTDOWN_TIMEOUT_SECONDS",
+                                             DEFAULT_SHUTDOWN_TIMEOUT)),
         model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
         role=workload.get("role") or "primary",
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,

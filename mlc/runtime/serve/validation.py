@@ -119,9 +119,16 @@ class Signature:
         for i, t in enumerate(tensors):
             if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
                 raise RequestError(f"`inputs[{i}]` must have name, shape, datatype and data")
+            # a list or an object here is unhashable: checked before any set or dict sees it
+            if not isinstance(t["name"], str):
+                raise RequestError(f"`inputs[{i}].name` must be a string, got "
+                                   f"{_kind(t['name'])} {_short(t['name'])}")
+            if not isinstance(t["datatype"], str):
+                raise RequestError(f"input `{t['name']}`: `datatype` must be a string such as "
+                                   f"FP32, got {_kind(t['datatype'])} {_short(t['datatype'])}")
             if t["datatype"] not in NUMERIC_DATATYPES:
-                raise RequestError(f"input `{t['name']}` has datatype {t['datatype']}; this "
-                                   "model takes numbers (FP32, FP64, INT64, ...)")
+                raise RequestError(f"input `{t['name']}` has datatype {t['datatype'][:40]}; "
+                                   "this model takes numbers (FP32, FP64, INT64, ...)")
         if len(tensors) == 1 and tensors[0]["name"] not in self.names:
             t = tensors[0]
             data = self._tensor(t)
@@ -223,9 +230,17 @@ def _number(value, where: str) -> float:
     if value is None:
         return math.nan
     if not isinstance(value, int | float):  # bool is an int: true/false read as 1/0
-        raise RequestError(f"{where} must be a number, got {type(value).__name__} "
-                           f"{_short(value)}")
-    return float(value)
+        raise RequestError(f"{where} must be a number, got {_kind(value)} {_short(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float64's range (the plain JSON parser keeps it)
+        raise RequestError(f"{where} is out of range: {_short(value)}") from None
+
+
+def _kind(value) -> str:
+    """The JSON name of a parsed value's type, as the client wrote it."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
 
 
 def _short(value) -> str:

@@ -50,7 +50,19 @@ STARTUP_FAILURES = 60
 # Draining: the endpoint controller and kube-proxy learn of a terminating pod a few seconds
 # late; sleeping first lets in-flight and late-routed requests finish.
 PRE_STOP_SLEEP_SECONDS = 5
-TERMINATION_GRACE_SECONDS = 30
+# After SIGTERM the server keeps answering (readiness false) for DRAIN_SECONDS, where no
+# preStop hook delays the signal (Knative, KServe serverless) or the hook is not supported;
+# then the requests in flight get IN_FLIGHT_SECONDS; then the batch queue empties and the
+# prediction log is flushed to its store, given FLUSH_SECONDS. The pod is killed only after
+# all of that, plus a margin for the process to exit.
+DRAIN_SECONDS = 5
+IN_FLIGHT_SECONDS = 10
+FLUSH_SECONDS = 10
+EXIT_MARGIN_SECONDS = 5
+TERMINATION_GRACE_SECONDS = (PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + IN_FLIGHT_SECONDS
+                             + FLUSH_SECONDS + EXIT_MARGIN_SECONDS)
+DRAIN_ENV = "MLC_DRAIN_SECONDS"
+IN_FLIGHT_ENV = "MLC_SHUTDOWN_TIMEOUT_SECONDS"
 
 
 def command(w: Workload) -> tuple[list[str], list[str]]:
@@ -74,6 +86,9 @@ def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
         {"name": ENDPOINT_CONFIG_ENV, "value": ENDPOINT_CONFIG},
         # Python libraries cache under $HOME; the root filesystem is read-only
         {"name": "HOME", "value": SCRATCH_DIR},
+        # the server's shutdown, in the steps terminationGracePeriodSeconds is the sum of
+        {"name": DRAIN_ENV, "value": str(DRAIN_SECONDS)},
+        {"name": IN_FLIGHT_ENV, "value": str(IN_FLIGHT_SECONDS)},
     ]
     if w.role == "router":  # it reads its settings only: no registry, no feature store
         return sorted(out, key=lambda e: e["name"])

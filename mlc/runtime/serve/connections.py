@@ -1,0 +1,84 @@
+"""Bounds on the HTTP layer, below the app: how long a client may take to send its headers,
+how long an idle keep-alive connection stays open, how many connections are served at once.
+
+uvicorn bounds the idle time between requests (`timeout_keep_alive`) and the number of
+connections and tasks (`limit_concurrency`: past it, a request is answered 503 by uvicorn
+itself), but arms no timer before a request's headers are complete: a client that opens a
+socket and sends a header byte now and then (slowloris) holds a connection for ever. The
+protocol class here adds that timer, as nginx's `client_header_timeout` does: from the
+moment a connection opens, or a keep-alive connection starts its next request, the headers
+must be complete within `header_timeout`, or the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    header_timeout: float = 10.0  # seconds to send a request's headers
+    keep_alive: int = 5  # seconds an idle connection stays open between requests
+    max_connections: int = 1000  # connections (and requests in flight) served at once
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> HttpLimits:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(header_timeout=float(env.get("MLC_HEADER_TIMEOUT_SECONDS", d.header_timeout)),
+                   keep_alive=int(env.get("MLC_KEEP_ALIVE_SECONDS", d.keep_alive)),
+                   max_connections=int(env.get("MLC_MAX_CONNECTIONS", d.max_connections)))
+
+    def uvicorn_options(self, http: str) -> dict:
+        return {"http": with_header_timeout(http, self.header_timeout),
+                "timeout_keep_alive": self.keep_alive,
+                "limit_concurrency": self.max_connections}
+
+
+def with_header_timeout(http: str, seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's `http` protocol ("h11" or "httptools") with a header-read deadline."""
+    if http == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class HeaderDeadline(base):
+        # Both of uvicorn's protocols start a new `cycle` exactly when a request's headers
+        # are complete, which is what ends the deadline; no parser callback is shared.
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._headers_of = None  # the cycle whose headers arrived last
+            self._deadline: asyncio.TimerHandle | None = None
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            cycle = self.cycle
+            if cycle is not self._headers_of:
+                self._headers_of = cycle
+                self._disarm()
+            elif cycle is not None and cycle.response_complete:
+                self._arm()  # the next request on a kept-alive connection has begun
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    HeaderDeadline.__name__ = f"{base.__name__}WithHeaderTimeout"
+    return HeaderDeadline
