@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 USAGE = """usage: python -m mlc.runtime COMMAND ...
@@ -14,37 +15,28 @@ commands:
 """
 
 
+# command -> (module, whether it needs the serving runtime's extra libraries)
+COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
+            "gate": (".gate", False), "route": (".serve.router", True)}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         sys.stderr.write(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "step":
-        from .step import main as step_main
-
-        return step_main(rest)
-    if command == "serve":
-        try:
-            from .serve.server import main as serve_main
-        except ModuleNotFoundError as exc:
-            print(f"error: the serving runtime is not installed here ({exc.name})",
-                  file=sys.stderr)
-            return 1
-        return serve_main(rest) or 0
-    if command == "gate":
-        from .gate import main as gate_main
-
-        return gate_main(rest)
-    if command == "route":
-        try:
-            from .serve.router import main as route_main
-        except ModuleNotFoundError as exc:
-            print(f"error: the serving runtime is not installed here ({exc.name})",
-                  file=sys.stderr)
-            return 1
-        return route_main(rest) or 0
-    sys.stderr.write(f"unknown command `{command}`\n{USAGE}")
-    return 2
+    if command not in COMMANDS:
+        sys.stderr.write(f"unknown command `{command}`\n{USAGE}")
+        return 2
+    module_name, serving = COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name, __package__)
+    except ModuleNotFoundError as exc:
+        if not serving:
+            raise
+        print(f"error: the serving runtime is not installed here ({exc.name})", file=sys.stderr)
+        return 1
+    return module.main(rest) or 0
 
 
 if __name__ == "__main__":
