@@ -572,8 +572,9 @@ def test_kserve_serves_instead_of_deployments(suite):
     predictor = standard["spec"]["predictor"]
     assert predictor["containers"][0]["name"] == "kserve-container"
     assert predictor["labels"]["mlc.dev/role"] == "primary"
-    assert "mlc_requests_total" in predictor["autoScaling"]["metrics"][0]["external"][
-        "metric"]["query"]
+    query = predictor["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
+    # KEDA scales on the requests the model serves: a scanner's 404s must not add replicas
+    assert "mlc_requests_total" in query and 'route!="unmatched"' in query, query
     cpu = suite.named("InferenceService", "kserve-cpu")
     assert cpu["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
     assert cpu["spec"]["predictor"]["scaleMetric"] == "cpu"

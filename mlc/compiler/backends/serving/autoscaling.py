@@ -10,7 +10,9 @@ per-pod custom metrics that a metrics adapter must serve from Prometheus:
   gauges exposes it.
 
 Both are derived from the metrics contract here, never spelled out, so a renamed metric
-renames the adapter's metric too.
+renames the adapter's metric too. The adapter's default rule counts every request, 404s for
+unknown paths (`route="unmatched"`) included; a cluster that faces scanners should give the
+adapter a rule with `route!="unmatched"` (KEDA's query, kserve.py, leaves them out).
 """
 
 from __future__ import annotations

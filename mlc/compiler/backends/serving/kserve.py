@@ -38,7 +38,9 @@ def keda_query(project: ResolvedProject, w: Workload) -> str:
     """The endpoint's total load, which KEDA divides by the per-replica target."""
     labels = {promql.SCOPE_LABEL: project.platform.namespace, "endpoint": w.endpoint.name}
     if w.endpoint.autoscaling.metric == "rps":
-        requests = promql.selector(promql.series(metrics.REQUESTS), labels)
+        # requests for unknown paths (scanners) must not scale the endpoint up
+        requests = promql.selector(promql.series(metrics.REQUESTS), labels, None,
+                                   promql.NOT_SERVED)
         return f"sum(rate({requests}[{RATE_WINDOW}]))"
     return f"sum({promql.selector(promql.series(metrics.INFLIGHT), labels)})"
 
