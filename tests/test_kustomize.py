@@ -63,7 +63,7 @@ def check_built(env: str, objects: list[dict], namespace: str, part_of: str) -> 
         assert labels["app.kubernetes.io/part-of"] == part_of, where
         # the file that declared it: ml.yaml, or this environment's overlay
         source = meta.get("annotations", {}).get("mlc.dev/source", "")
-        assert source.startswith(("ml.yaml#", f"environments/{env}.yaml#")), where
+        assert source.split("#")[0] in ("ml.yaml", f"environments/{env}.yaml"), where
         if obj["kind"] not in CLUSTER_SCOPED:
             assert meta["namespace"] == namespace, where
 

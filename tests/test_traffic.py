@@ -128,7 +128,8 @@ def test_the_router_is_a_small_hardened_deployment(tmp_path):
     # the variants run on the GPU profile; the router never asks for one
     assert container["resources"]["limits"] == {"cpu": "500m", "memory": "1Gi"}
     assert "nodeSelector" not in pod and "tolerations" not in pod
-    assert [e["name"] for e in container["env"]] == ["HOME", "MLC_ENDPOINT_CONFIG"]
+    assert [e["name"] for e in container["env"]] == [
+        "HOME", "MLC_DRAIN_SECONDS", "MLC_ENDPOINT_CONFIG", "MLC_SHUTDOWN_TIMEOUT_SECONDS"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     settings = json.loads(built.named("ConfigMap", "ab-serve")["data"]["router.json"])
     assert settings["assignment"] == {"field": "user_id"} and settings["timeout_seconds"] == 5.0
