@@ -35,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from mlc import metrics as contract
 
 from . import request_id
+from .body import Disconnected, read_body
 from .metrics import Histogram, family, label_values
 
 log = logging.getLogger("mlc.serve.router")
@@ -225,8 +226,8 @@ class RouterApp:
         start = time.perf_counter()
         rid = request_id.from_headers(scope["headers"])
         try:
-            body = await _read_body(receive, self.settings.max_body_bytes)
-        except _Disconnected:
+            body = await read_body(scope["headers"], receive, self.settings.max_body_bytes)
+        except Disconnected:
             return  # the client left: nothing to forward, no one to answer
         if body is None:
             return await _send(send, 413, json.dumps({"error": "the body is over "
@@ -267,26 +268,6 @@ class RouterApp:
         if s.field is not None and body:
             return body_key(body, s.field)
         return None
-
-
-class _Disconnected(Exception):
-    pass
-
-
-async def _read_body(receive, limit: int) -> bytes | None:
-    """The request body, or None when it is over `limit` bytes."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 async def _send(send, status: int, body: bytes, headers, kind: bytes = b"application/json"

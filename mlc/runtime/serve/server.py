@@ -36,6 +36,7 @@ from mlc import metrics as contract
 
 from . import request_id
 from .batching import Batcher, Closed, Overloaded
+from .body import Disconnected, read_body
 from .connections import HttpLimits
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ServeSettings, settings_for_endpoint
@@ -312,7 +313,7 @@ class ServeApp:
             body = {"error": f"overloaded: {exc.reason}"}
         except Closed:
             status, headers, body = 503, self._retry, {"error": "shutting down"}
-        except _Disconnected:
+        except Disconnected:
             status, body = 499, None
         except Exception as exc:
             log.exception("inference failed")
@@ -340,33 +341,12 @@ class ServeApp:
 
     async def _read_body(self, scope, receive) -> bytes:
         limit = self.settings.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and int(value) > limit:
-                raise RequestError(f"the body is {int(value)} bytes; at most {limit}", 413)
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            if len(body) > limit:
-                raise RequestError(f"the body is over {limit} bytes", 413)
-            return body
-        chunks, size = [body], len(body)
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(f"the body is over {limit} bytes", 413)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+        body = await read_body(scope["headers"], receive, limit)
+        if body is None:
+            raise RequestError(f"the body is over {limit} bytes", 413)
+        return body
 
 
-class _Disconnected(Exception):
-    pass
 
 
 def _call_seconds(model, rows: int) -> float:
