@@ -167,6 +167,19 @@ def _apply(args, diags) -> int:
 
 
 def _promote(args, diags) -> int:
+    if args.from_verdict:
+        if args.target is not None:
+            print("error: mlc promote ENV --from-verdict FILE takes one environment",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from .compiler.promote_verdict import promote_verdict
+
+        return promote_verdict(_root(args), args.source, Path(args.from_verdict), diags,
+                               dry_run=args.dry_run)
+    if args.target is None:
+        print("error: mlc promote needs FROM and TO (or ENV --from-verdict FILE)",
+              file=sys.stderr)
+        return EXIT_USAGE
     from .compiler.promote import promote
 
     return promote(_root(args), args.source, args.target, diags, dry_run=args.dry_run)
@@ -270,7 +283,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("promote", _promote, "Copy the version pins that FROM runs (image references, "
                 "served model alias or version) into environments/TO.yaml.")
     p.add_argument("source", metavar="FROM")
-    p.add_argument("target", metavar="TO")
+    p.add_argument("target", metavar="TO", nargs="?")
+    p.add_argument("--from-verdict", metavar="FILE",
+                   help="instead: end the A/B test of environment FROM with the winner of "
+                   "this verdict.json (serve its version, strategy rolling)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the change to environments/TO.yaml instead of writing it")
 

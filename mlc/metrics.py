@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Exporter = Literal["serve", "shadow", "router", "drift", "batch", "pipeline"]
+Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "pipeline"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -179,6 +179,45 @@ SCORING_DURATION = Metric(
     "mlc_batch_scoring_duration_seconds", "gauge", ("endpoint",),
     "How long the last scoring run took.", "batch")
 
+# --- A/B verdict runtime (pushed to the Pushgateway by every verdict run) -------------------
+# `variant` is the A/B arm; `metric` the verdict's metric (accuracy, roc_auc, log_loss, rmse,
+# mae). A run that reaches no decision still replaces the figures it computed.
+VERDICT_VALUE = Metric(
+    "mlc_ab_verdict_metric", "gauge", ("endpoint", "variant", "metric"),
+    "The verdict's metric per variant, over its labelled predictions.", "verdict")
+VERDICT_CI_LOWER = Metric(
+    "mlc_ab_verdict_metric_ci_lower", "gauge", ("endpoint", "variant", "metric"),
+    "Lower end of the metric's confidence interval (level 1 - alpha).", "verdict")
+VERDICT_CI_UPPER = Metric(
+    "mlc_ab_verdict_metric_ci_upper", "gauge", ("endpoint", "variant", "metric"),
+    "Upper end of the metric's confidence interval (level 1 - alpha).", "verdict")
+VERDICT_SAMPLES = Metric(
+    "mlc_ab_verdict_samples", "gauge", ("endpoint", "variant"),
+    "Predictions of the variant joined with a label in the window.", "verdict")
+VERDICT_P_VALUE = Metric(
+    "mlc_ab_verdict_p_value", "gauge", ("endpoint", "variant", "metric"),
+    "Two-sided p-value of the variant against the baseline (not set for the baseline).",
+    "verdict")
+VERDICT_STATE = Metric(
+    "mlc_ab_verdict_decision", "gauge", ("endpoint", "decision"),
+    "1 for the last run's decision (winner, no-difference, insufficient-data), 0 for the "
+    "others.", "verdict")
+VERDICT_WINNER = Metric(
+    "mlc_ab_verdict_winner", "gauge", ("endpoint", "variant"),
+    "1 for the variant the last run chose as winner, 0 for the others.", "verdict")
+VERDICT_LAST_RUN = Metric(
+    "mlc_ab_verdict_last_run_timestamp_seconds", "gauge", ("endpoint",),
+    "When the verdict last ran, successfully or not.", "verdict")
+VERDICT_LAST_SUCCESS = Metric(
+    "mlc_ab_verdict_last_success_timestamp_seconds", "gauge", ("endpoint",),
+    "When the verdict last completed (with or without a decision).", "verdict")
+VERDICT_UP = Metric(
+    "mlc_ab_verdict_up", "gauge", ("endpoint",),
+    "1 when the last run completed; 0 when it failed (unreadable log or labels).", "verdict")
+VERDICT_METRICS: tuple[Metric, ...] = (
+    VERDICT_VALUE, VERDICT_CI_LOWER, VERDICT_CI_UPPER, VERDICT_SAMPLES, VERDICT_P_VALUE,
+    VERDICT_STATE, VERDICT_WINNER, VERDICT_LAST_RUN, VERDICT_LAST_SUCCESS, VERDICT_UP)
+
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
 # Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
 # extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
@@ -206,7 +245,7 @@ CONTRACT: tuple[Metric, ...] = (
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
-    *SHADOW_AB_METRICS,
+    *SHADOW_AB_METRICS, *VERDICT_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}
 # Every series name a generated query may use.

@@ -102,6 +102,18 @@ def batch_endpoint(settings: str) -> str:
                 f"    batch: {{schedule: \"0 2 * * *\", input: events, {settings}}}\nmonitoring")
 
 
+def ab_verdict(verdict: str, strategy: str = "ab") -> str:
+    """BASE with an A/B endpoint (variants a and b) whose verdict is `verdict`, and labels
+    (`events` gains a request_id column)."""
+    text = edit("      - {name: label, type: int64}\n", "      - {name: label, type: int64}\n"
+                "      - {name: request_id, type: string}\n")
+    variants = ("      variants:\n        - {name: a, weight: 50}\n"
+                "        - {name: b, weight: 50}\n") if strategy == "ab" else ""
+    return edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                f"    rollout:\n      strategy: {strategy}\n{variants}"
+                f"      verdict: {verdict}\nmonitoring", text)
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -429,6 +441,18 @@ CASES = [
                           "      assignment: {field: usr_id}\n      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
                           "monitoring")}),
+    Case("verdict-without-ab", "MLC360", "ml.yaml:42:7",
+         {"ml.yaml": ab_verdict("{labels: events}", strategy="canary")}),
+    Case("verdict-metric-for-another-task", "MLC361", "ml.yaml:45:41",
+         {"ml.yaml": ab_verdict("{labels: events, metric: rmse}")}),
+    Case("verdict-key-not-logged", "MLC362", "ml.yaml:45:38",
+         {"ml.yaml": ab_verdict("{labels: events, key: usr_id}")}),
+    Case("verdict-label-column-undeclared", "MLC362", "ml.yaml:45:46",
+         {"ml.yaml": ab_verdict("{labels: events, labelColumn: outcome}")}),
+    Case("verdict-unknown-baseline", "MLC363", "ml.yaml:45:43",
+         {"ml.yaml": ab_verdict("{labels: events, baseline: c}")}),
+    Case("verdict-unknown-labels", "MLC201", "ml.yaml:45:25",
+         {"ml.yaml": ab_verdict("{labels: outcomes}")}),
     Case("gate-on-unknown-metric", "MLC230", "ml.yaml:36:24",
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
                           "    evaluation:\n      gates: [{metric: eval_loss, max: 0.4}]\n"

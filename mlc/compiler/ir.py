@@ -264,6 +264,27 @@ class Variant(IR):
     model_uri: str | None = None  # what this variant serves; set by resolve
 
 
+class Verdict(IR):
+    """An A/B endpoint's scheduled verdict (mlc/runtime/verdict/): every setting final."""
+
+    labels_source: str
+    key: str  # the prediction log's column (request_id or an input) joined to the labels
+    label_column: str  # the labels source's outcome column
+    metric: Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]
+    higher_is_better: bool
+    # two-proportion z (accuracy), DeLong (roc_auc), Welch's t on per-row losses (the rest)
+    test: Literal["two-proportion-z", "delong", "welch-t"]
+    schedule: str
+    window_seconds: int
+    min_samples: int  # labelled predictions per variant
+    alpha: float
+    baseline: str  # a variant's name
+    pipeline: str  # its pipeline in ResolvedProject.pipelines
+    # where each run publishes verdict.json (beside the prediction logs), since the run's
+    # own volume goes with the run: what `mlc promote --from-verdict` reads
+    output_uri: str
+
+
 class Rollout(IR):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"]
     steps: list[CanaryStep]
@@ -290,6 +311,7 @@ class Rollout(IR):
     router_replicas: int = 2
     router_hardware: str = "default"
     router_timeout_seconds: float = 30.0
+    verdict: Verdict | None = None  # A/B only
 
 
 class Slo(IR):
@@ -400,7 +422,7 @@ class Step(IR):
 
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "train", "evaluate",
-                  "register", "promote", "drift_check", "batch_score"]
+                  "register", "promote", "drift_check", "batch_score", "ab_verdict"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
@@ -425,7 +447,7 @@ class Parameter(IR):
 
 class Pipeline(IR):
     name: str  # DNS label, unique in the project
-    kind: Literal["training", "drift", "batch_scoring", "materialization"]
+    kind: Literal["training", "drift", "batch_scoring", "materialization", "ab_verdict"]
     model: str | None
     endpoint: str | None
     drift_check: str | None

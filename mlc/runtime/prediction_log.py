@@ -57,6 +57,10 @@ def _filesystem(uri: str):
     return fs.FileSystem.from_uri(uri)
 
 
+# other runtimes that write beside the log (the A/B verdict) open URIs the same way
+filesystem = _filesystem
+
+
 def _day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 

@@ -12,6 +12,7 @@ from .types import (
     Cron,
     DnsLabel,
     Duration,
+    FieldName,
     Fraction,
     LabelKey,
     LabelValue,
@@ -97,6 +98,36 @@ class Router(Spec):
     timeout: Duration = Field("30s", description="How long the router waits for a variant.")
 
 
+# The metrics an A/B verdict computes: the names the trainer reports (step_contract.py).
+VerdictMetric = Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]
+
+
+class Verdict(Spec):
+    """A/B: the scheduled analysis that joins the prediction log with the labels and picks a
+    winner (docs/shadow-and-ab.md)."""
+
+    labels: Name = Field(description="The source the labels arrive in.")
+    key: FieldName = Field("request_id", description="The column joining a label to a logged "
+                           "prediction: `request_id` (the `x-request-id` a client sent) or an "
+                           "input feature the log holds; the labels source has a column of "
+                           "the same name.")
+    label_column: FieldName | None = Field(None, description="The labels source's column "
+                                           "holding the outcome; defaults to the model's "
+                                           "`label.column`.")
+    metric: VerdictMetric | None = Field(None, description="accuracy, roc_auc or log_loss "
+                                         "(classification), rmse or mae (regression); "
+                                         "defaults to accuracy or rmse.")
+    schedule: Cron = Field("0 * * * *", description="When the verdict runs.")
+    window: Seconds = Field("7d", description="Predictions made this long before a run are "
+                            "analysed.")
+    min_samples: PositiveInt = Field(1000, le=100_000_000, description="Labelled predictions "
+                                     "each variant needs before a decision.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level of the test "
+                         "against the baseline (Bonferroni-split over the other variants).")
+    baseline: Name | None = Field(None, description="The variant the others are compared "
+                                  "with; defaults to the first variant.")
+
+
 class Rollout(Spec):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"] = "rolling"
     steps: list[CanaryStep] = Field(default_factory=lambda: [
@@ -111,6 +142,9 @@ class Rollout(Spec):
                                           "a request to a variant; none: each request at "
                                           "random, by the weights.")
     router: Router = Field(default_factory=Router)
+    verdict: Verdict | None = Field(None, description="A/B: a scheduled verdict on the "
+                                    "variants (metric per variant, significance test, "
+                                    "winner).")
     auto_promote: bool = Field(False, description="blueGreen: switch without a manual step.")
 
     @model_validator(mode="after")

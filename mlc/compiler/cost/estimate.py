@@ -21,7 +21,8 @@ HOURS_PER_MONTH = 730  # 365 days x 24 hours / 12
 GIB = 2 ** 30
 MIG_SLICES = 7  # an A100 or H100 splits into seven compute slices
 CATEGORIES = {"training": "training", "drift": "drift checks",
-              "batch_scoring": "batch scoring", "materialization": "materialization"}
+              "batch_scoring": "batch scoring", "materialization": "materialization",
+              "ab_verdict": "A/B verdicts"}
 
 
 @dataclass(frozen=True)

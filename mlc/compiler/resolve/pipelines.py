@@ -14,6 +14,7 @@ from .. import ir
 from ..names import dns_label
 from .context import Context
 from .models import has_training
+from .verdict import verdict_pipelines
 
 STEP_COMMAND = ["python", "-m", "mlc.runtime", "step"]
 # Steps other than training are short; these bound them when ml.yaml says nothing.
@@ -178,6 +179,7 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
     pipelines += [scoring_pipeline(e, platform) for e in endpoints.values()
                   if e.mode == "batch" and e.batch]
     pipelines += materialization_pipelines(views, images, platform, timezone)
+    pipelines += verdict_pipelines(endpoints, images, platform, timezone)
     out: dict[str, ir.Pipeline] = {}
     for p in pipelines:
         p = p.model_copy(update={"routes": _notify_routes(ctx, p, checks)})

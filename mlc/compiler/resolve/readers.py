@@ -27,6 +27,9 @@ def check_step_sources(ctx: Context, platform: ir.Platform, sources: dict[str, i
         if endpoint.batch is not None:
             wanted.append((endpoint.batch.input_source, f"batch endpoint `{name}`",
                            ("serving", name, "batch", "input")))
+        if endpoint.rollout.verdict is not None:
+            wanted.append((endpoint.rollout.verdict.labels_source, f"the verdict of `{name}`",
+                           ("serving", name, "rollout", "verdict", "labels")))
     for name, check in sorted(checks.items()):
         if check.current_source:
             wanted.append((check.current_source, f"drift check `{name}`",

@@ -11,6 +11,7 @@ from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
 from .traffic import traffic
+from .verdict import resolve_verdict
 
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
@@ -102,7 +103,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             traffic=traffic(ctx, name, e, model, platform),
             router_replicas=r.router.replicas,
             router_hardware=r.router.hardware,
-            router_timeout_seconds=duration_seconds(r.router.timeout))
+            router_timeout_seconds=duration_seconds(r.router.timeout),
+            verdict=resolve_verdict(ctx, name, e, model, sources, platform))
         if e.allow_from and e.mode == "serverless":
             # Knative's activator and gateway connect to the pods, never the callers: a
             # NetworkPolicy there cannot tell one caller from another (docs/network.md).

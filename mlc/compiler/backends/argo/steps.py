@@ -28,6 +28,8 @@ from .expressions import WORKFLOW_NAME, literal, parameter, parameter_base64
 # Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
 # a retry cannot change: the data, the metrics or the drift would be the same the next time.
 FINAL_EXIT_CODES = (10, 11, 20)
+# ...and an A/B verdict's EXIT_INSUFFICIENT_DATA: labels arrive over hours, not in seconds
+VERDICT_FINAL_EXIT_CODES = (*FINAL_EXIT_CODES, 30)
 # Argo's own containers in each pod (argoexec): small, and limited like every container.
 EXECUTOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"cpu": "500m", "memory": "256Mi"}}
@@ -97,12 +99,13 @@ def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step, *,
     return sorted(out, key=lambda e: e["name"])
 
 
-def retry_strategy(retries: Retries, *, policy: str = "Always") -> m.RetryStrategy | None:
+def retry_strategy(retries: Retries, *, policy: str = "Always",
+                   final: tuple[int, ...] = FINAL_EXIT_CODES) -> m.RetryStrategy | None:
     """Retries with exponential backoff; `backoff_max_seconds` caps one wait (Argo's `cap`),
     since Argo's `maxDuration` would count the hours of a long training run."""
     if retries.limit == 0:
         return None
-    codes = ", ".join(f"'{c}'" for c in FINAL_EXIT_CODES)
+    codes = ", ".join(f"'{c}'" for c in final)
     return m.RetryStrategy(
         limit=m.IntOrString(__root__=str(retries.limit)),
         retry_policy=policy,
@@ -149,6 +152,7 @@ def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> 
         volume_mounts=[m.VolumeMount.parse_obj(v) for v in volumes.step_mounts(step)],
         labels=pod_labels(hardware) or None,
         active_deadline_seconds=m.IntOrString(__root__=step.timeout_seconds),
-        retry_strategy=retry_strategy(step.retries),
+        retry_strategy=retry_strategy(step.retries, final=(
+            VERDICT_FINAL_EXIT_CODES if step.kind == "ab_verdict" else FINAL_EXIT_CODES)),
         **scheduling(hardware),
     )
