@@ -70,6 +70,18 @@ DISTRIBUTED = {
                                             "maxDuration": "20m"}}}}},
 }
 
+# An A/B endpoint with a verdict on labels that arrive in their own file
+AB_VERDICT = {
+    "sources": {"outcomes": {"type": "file", "path": "data/outcomes.parquet", "columns": [
+        {"name": "request_id", "type": "string"}, {"name": "label", "type": "int64"},
+        {"name": "event_timestamp", "type": "unix_timestamp"}]}},
+    "serving": {"churn-ab": {"model": "churn", "hardware": "cpu-small", "rollout": {
+        "strategy": "ab", "assignment": {"header": "x-user-id"},
+        "variants": [{"name": "a", "version": 1, "weight": 50},
+                     {"name": "b", "version": 2, "weight": 50}],
+        "verdict": {"labels": "outcomes", "metric": "roc_auc", "schedule": "0 */4 * * *"}}}},
+}
+
 
 def merge(base: Any, patch: Any) -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):

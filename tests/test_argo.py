@@ -32,7 +32,8 @@ CRD = {"WorkflowTemplate": "workflowtemplates", "CronWorkflow": "cronworkflows",
 HERA = {"WorkflowTemplate": hera_models.WorkflowTemplate,
         "CronWorkflow": hera_models.CronWorkflow, "Workflow": hera_models.Workflow}
 CORE = ("ServiceAccount", "Role", "RoleBinding")
-CASES = {"base": [], "gpu": [ap.GPU], "mig": [ap.MIG], "distributed": [ap.DISTRIBUTED]}
+CASES = {"base": [], "gpu": [ap.GPU], "mig": [ap.MIG], "distributed": [ap.DISTRIBUTED],
+         "ab-verdict": [ap.AB_VERDICT]}
 
 
 @pytest.fixture(scope="module")

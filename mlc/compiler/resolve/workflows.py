@@ -65,6 +65,9 @@ def check_workflows(ctx: Context) -> None:
         batch = p.serving[name].batch
         if batch is not None:
             _check_cron(ctx, batch.schedule, ("serving", name, "batch", "schedule"))
+        verdict = p.serving[name].rollout.verdict
+        if verdict is not None:
+            _check_cron(ctx, verdict.schedule, ("serving", name, "rollout", "verdict", "schedule"))
 
 
 def _check_checkpoint(ctx: Context, target: str, volume: str | None, path) -> None:
