@@ -71,3 +71,15 @@ def write_project(folder: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return folder
+
+
+def copy_example(tmp: Path) -> Path:
+    """A copy of the bundled example (ml.yaml, its environments and data) in tmp/project."""
+    import shutil
+
+    root = tmp / "project"
+    root.mkdir()
+    for name in ("ml.yaml", "environments", "data"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    return root

@@ -31,7 +31,7 @@ from mlc.compiler.pipeline import check_environment
 
 from . import servers
 from .cluster_pods import Cluster, Failed, Image, mlc_compile, read_tree
-from .conftest import ROOT
+from .conftest import copy_example
 
 pd = pytest.importorskip("pandas", reason="the verdict runtime needs pandas (mlc[drift])")
 
@@ -45,11 +45,7 @@ VERSIONS = {"control": "3", "treatment": "4"}
 
 
 def make_project(tmp: Path, labels: Path) -> Path:
-    root = tmp / "project"
-    root.mkdir()
-    for name in ("ml.yaml", "environments", "data"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    root = copy_example(tmp)
     text = (root / "ml.yaml").read_text()
     text = text.replace("sources:\n", f"""sources:
   outcomes:
@@ -162,6 +158,12 @@ def run_case(env: dict, name: str, **case) -> tuple[dict, dict, str]:
     return {"code": code, "verdict": verdict, "log": log}, correct, log
 
 
+def keep_verdict(cluster: dict, name: str) -> None:
+    """The published verdict, kept for the promote test under `name`."""
+    cluster[name] = cluster["tmp"] / f"{name}.json"
+    shutil.copy(cluster["objects"] / "verdicts" / f"{ENDPOINT}.json", cluster[name])
+
+
 def test_the_cronworkflow_runs_the_verdict_step(cluster):
     docs = read_tree(cluster["tree"])
     [cron] = [d for d in docs if d.get("kind") == "CronWorkflow"
@@ -212,8 +214,7 @@ def test_a_clear_difference_makes_b_the_winner(cluster):
     assert metrics[("mlc_ab_verdict_samples", (("endpoint", ENDPOINT),
                                                ("variant", "control")))] == n0
     assert metrics[("mlc_ab_verdict_up", (("endpoint", ENDPOINT),))] == 1
-    cluster["winner"] = cluster["tmp"] / "winner.json"
-    shutil.copy(cluster["objects"] / "verdicts" / f"{ENDPOINT}.json", cluster["winner"])
+    keep_verdict(cluster, "winner")
 
 
 def test_no_difference(cluster):
@@ -234,8 +235,7 @@ def test_no_difference(cluster):
                                                 ("endpoint", ENDPOINT)))] == 1
     assert metrics[("mlc_ab_verdict_winner", (("endpoint", ENDPOINT),
                                               ("variant", "treatment")))] == 0
-    cluster["same"] = cluster["tmp"] / "same.json"
-    shutil.copy(cluster["objects"] / "verdicts" / f"{ENDPOINT}.json", cluster["same"])
+    keep_verdict(cluster, "same")
 
 
 def test_too_few_labels_exit_30_and_say_so(cluster):

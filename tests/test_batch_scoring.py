@@ -25,7 +25,7 @@ from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import compile_project
 
 from . import servers
-from .conftest import ROOT
+from .conftest import ROOT, copy_example
 
 pd = pytest.importorskip("pandas", reason="the runtime tests need pandas (mlc[serve])")
 pytest.importorskip("mlflow", reason="the runtime tests need MLflow (mlc[serve])")
@@ -37,11 +37,7 @@ PIPELINE = "score-fraud-batch"
 
 
 def _project(tmp: Path, batch: str) -> Path:
-    root = tmp / "project"
-    root.mkdir()
-    for name in ("ml.yaml", "environments", "data"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    root = copy_example(tmp)
     text = (root / "ml.yaml").read_text()
     (root / "ml.yaml").write_text(text.replace("serving:\n", (
         f"serving:\n  {ENDPOINT}:\n    model: fraud-classifier\n    mode: batch\n"
