@@ -122,3 +122,16 @@ def test_generated_tests_catch_a_rule_that_always_fires(promtool: str, tmp_path:
                  folder)
     assert result.returncode != 0
     assert re.search(r"alertname: DriftDetected", result.stdout + result.stderr)
+
+
+def test_ab_verdict_rules_pass_promtool(promtool: str, tmp_path: Path):
+    """The verdict's alerts: a winner reached (naming it), a failing run, runs missing."""
+    from . import argo_projects as ap
+
+    (tmp_path / "project").mkdir()
+    project = ap.resolve(tmp_path / "project", ap.project(ap.AB_VERDICT))
+    folder = write_tree(project, tmp_path / "out")
+    rules = (folder / "monitoring" / "rules" / "verdict-churn-ab.rules.yaml").read_text()
+    for alert in ("ABVerdictReached", "ABVerdictFailing", "ABVerdictNotRunning"):
+        assert f"alert: {alert}" in rules
+    check_tree(promtool, folder)

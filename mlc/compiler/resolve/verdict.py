@@ -92,27 +92,3 @@ def resolve_verdict(ctx: Context, name: str, e: Endpoint, model: ir.Model,
         output_uri=f"{platform.artifact_root}/{ctx.project.metadata.name}/{ctx.env}/verdicts/"
                    f"{name}.json")
 
-
-def verdict_pipelines(endpoints: dict[str, ir.Endpoint], images: dict[str, ir.Image],
-                      platform: ir.Platform, timezone: str) -> list[ir.Pipeline]:
-    """One scheduled pipeline per A/B endpoint with a verdict: the `verdict` step, in the
-    drift image (pandas, pyarrow, scipy; no torch: it reads logs and labels, never a model)."""
-    from .pipelines import _platform_secrets, _step
-
-    out = []
-    for endpoint in endpoints.values():
-        v = endpoint.rollout.verdict
-        if v is None:
-            continue
-        params = [ir.Parameter(name="window_seconds", default=str(v.window_seconds),
-                               description="Analyse the predictions of this many seconds.")]
-        steps = [_step(v.pipeline, "verdict", "ab_verdict", "drift", images["drift"],
-                       depends=[], parameters=["window_seconds"],
-                       # a labels source in a warehouse is read through the offline store
-                       secrets=_platform_secrets(platform, feast=True),
-                       env={"MLC_PUSHGATEWAY_URL": platform.pushgateway_url})]
-        out.append(ir.Pipeline(name=v.pipeline, kind="ab_verdict", model=endpoint.model,
-                               endpoint=endpoint.name, drift_check=None, schedule=v.schedule,
-                               timezone=timezone, parameters=params, steps=steps,
-                               concurrency_key=v.pipeline))
-    return out
