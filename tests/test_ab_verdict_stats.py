@@ -221,6 +221,14 @@ def test_a_run_without_data_exits_30_and_without_labels_exits_1(project, tmp_pat
                                              ("endpoint", "churn-ab")))] == 1
     assert (tmp_path / "published.json").exists()
 
+    # the same step, found by the endpoint's name (the command for a run by hand)
+    from mlc.runtime.verdict.command import main
+
+    (tmp_path / "project.json").write_text(project.model_dump_json())
+    assert main(["--project", str(tmp_path / "project.json"), "--endpoint", "churn-ab",
+                 "-p", "window_seconds=3600"]) == EXIT_INSUFFICIENT_DATA
+    assert main(["--project", str(tmp_path / "project.json"), "--endpoint", "churn-api"]) == 1
+
     (tmp_path / "data" / "outcomes.parquet").unlink()
     with pytest.raises(StepFailed) as err:
         run_step(build_context(project, pipeline, "verdict", environ=env))

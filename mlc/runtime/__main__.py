@@ -12,12 +12,14 @@ commands:
   serve  --project project.json --endpoint E [--host H] [--port N]      serve an endpoint
   gate   --gates gates.json --new REV --stable REV --duration S         measure rollout gates
   route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
+  verdict --project project.json --endpoint E [-p window_seconds=N]   an A/B endpoint's verdict
 """
 
 
 # command -> (module, whether it needs the serving runtime's extra libraries)
 COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
-            "gate": (".gate", False), "route": (".serve.router", True)}
+            "gate": (".gate", False), "route": (".serve.router", True),
+            "verdict": (".verdict.command", False)}
 
 
 def main(argv: list[str]) -> int:
