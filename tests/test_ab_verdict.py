@@ -275,6 +275,17 @@ def test_promote_from_verdict_ends_the_test_with_the_winner(cluster, capsys):
     assert "not `staging`" in diags.errors[0].message
     assert overlay.read_text() == before  # nothing written by a refusal
 
+    # the command line: one environment only; a dry run shows the edit and writes nothing
+    from mlc.cli import main
+
+    winner = str(cluster["winner"])
+    assert main(["promote", "-C", str(root), "dev", "staging", "--from-verdict", winner]) == 2
+    assert main(["promote", "-C", str(root), "dev", "--from-verdict", winner,
+                 "--dry-run"]) == 0
+    shown = capsys.readouterr().out
+    assert "+    version: 4" in shown and "+      strategy: rolling" in shown
+    assert overlay.read_text() == before
+
     diags = Diagnostics()
     assert promote_verdict(root, "dev", cluster["winner"], diags) == 0, diags.errors
     after = overlay.read_text()
