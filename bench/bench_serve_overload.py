@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_serve import MODEL, build_model, free_port, http_request, register, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +124,7 @@ async def drive(port: int, requests: list[bytes], clients: int, total: int | Non
             done = loop.create_future()
             try:
                 transport, _ = await loop.create_connection(
-                    lambda: Client(requests, seen, budget, done), "127.0.0.1", port)
+                    lambda done=done: Client(requests, seen, budget, done), "127.0.0.1", port)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue

@@ -37,10 +37,10 @@ from mlc import metrics as contract
 from . import request_id
 from .batching import Batcher, Closed, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
-from .connections import HttpLimits
 from .metrics import CONTENT_TYPE, ServeMetrics
-from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ServeSettings, settings_for_endpoint
+from .settings import ServeSettings, settings_for_endpoint
 from .shadow import Copy, ShadowMirror, ShadowStats
+from .uvicorn_server import make_server
 from .validation import RequestError, Signature
 
 __all__ = ["ServeApp", "ServeSettings", "main", "make_server", "settings_for_endpoint"]
@@ -421,41 +421,6 @@ def _version() -> str:
         return version("mlc")
     except PackageNotFoundError:
         return "0"
-
-
-def make_server(app, host: str, port: int, **config):
-    """A uvicorn server for `app` (a ServeApp or the A/B router) whose SIGTERM first drains
-    (see module docstring)."""
-    import importlib.util
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        exit_at: float | None = None
-
-        def handle_exit(self, sig, frame) -> None:
-            app.begin_drain()
-            delay = app.settings.drain_seconds
-            if delay > 0 and self.exit_at is None:
-                self.exit_at = time.monotonic() + delay
-                return
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()  # a drained exit is a clean exit (status 0)
-
-        async def on_tick(self, counter: int) -> bool:
-            if self.exit_at is not None and time.monotonic() >= self.exit_at:
-                self.should_exit = True
-            return await super().on_tick(counter)
-
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    options = {"lifespan": "on", "access_log": False, "log_level": "info",
-               "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-               # requests in flight at the end of the drain get this long to finish
-               "timeout_graceful_shutdown": getattr(app.settings, "shutdown_timeout_seconds",
-                                                    DEFAULT_SHUTDOWN_TIMEOUT),
-               **HttpLimits.from_env().uvicorn_options(http), **config}
-    cfg = uvicorn.Config(app, host=host, port=port, **options)
-    return Server(cfg)
 
 
 def main(argv: list[str]) -> int:
