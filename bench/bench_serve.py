@@ -45,7 +45,7 @@ MODEL = "bench"
 
 # --- the model ---------------------------------------------------------------------------------
 
-def build_model(folder: Path) -> list[str]:
+def build_model(folder: Path, hidden: list[int] = HIDDEN) -> list[str]:
     import torch
 
     from mlc.runtime import model_format
@@ -53,7 +53,7 @@ def build_model(folder: Path) -> list[str]:
     features = [f"f{i:02d}" for i in range(N_FEATURES)]
     spec = model_format.make_spec(
         task="classification", features=features, feature_refs=[f"bench:{f}" for f in features],
-        hidden_layers=HIDDEN, dropout=0.0, fill=[0.0] * N_FEATURES, mean=[0.0] * N_FEATURES,
+        hidden_layers=hidden, dropout=0.0, fill=[0.0] * N_FEATURES, mean=[0.0] * N_FEATURES,
         std=[1.0] * N_FEATURES, label="y", classes=[0, 1])
     torch.manual_seed(0)
     model_format.save_model(folder, spec, model_format.build_module(spec).state_dict())

@@ -50,8 +50,8 @@ INFER_ROUTE = "/v2/models/{name}/infer"
 UNMATCHED_ROUTE = "unmatched"
 SERVED_ROUTES = (PREDICT_ROUTE, INFER_ROUTE)
 SERVE_CODES = {
-    PREDICT_ROUTE: ("200", "400", "405", "413", "499", "500", "503"),
-    INFER_ROUTE: ("200", "400", "405", "413", "499", "500", "503"),
+    PREDICT_ROUTE: ("200", "400", "405", "408", "413", "499", "500", "503"),
+    INFER_ROUTE: ("200", "400", "405", "408", "413", "499", "500", "503"),
     UNMATCHED_ROUTE: ("404",),
 }
 SERVER_ERROR_CODES = "5.."  # the codes the availability SLO and the error-rate gate count
@@ -91,6 +91,15 @@ MODEL_TRAINED = Metric(
     "mlc_model_trained_timestamp_seconds", "gauge",
     ("endpoint", "variant", "model", "model_version"),
     "When the served model version was registered.", "serve")
+# Why the server refused a request before the model saw it; each series exists at 0 from
+# start-up. `connections` answers are also in mlc_requests_total (code 503) when they were
+# for an inference route; the others always are (503, or 408 for `body_timeout`).
+REJECTION_REASONS = ("body_timeout", "connections", "overload")
+REJECTED = Metric(
+    "mlc_rejected_requests_total", "counter", ("endpoint", "variant", "reason"),
+    "Requests refused before the model saw them: `overload` (503: the expected wait passes "
+    "the latency SLO, or the queue is full), `connections` (503: past the connection limit), "
+    "`body_timeout` (408: the body did not arrive in time).", "serve")
 
 # --- shadow comparison (exported by a primary that mirrors requests to its shadow) --------
 # Each mirrored request is compared row by row with the primary's own answer; a gate reads
@@ -240,7 +249,7 @@ PIPELINE_LAST_SUCCESS = Metric(
 
 CONTRACT: tuple[Metric, ...] = (
     REQUESTS, REQUEST_DURATION, INFLIGHT, QUEUE_DEPTH, QUEUE_CAPACITY, BATCH_SIZE, PREDICTIONS,
-    FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED,
+    FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED, REJECTED,
     DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_DETECTED, DRIFT_SHARE, DATASET_DRIFT, DRIFT_LAST_RUN,
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,

@@ -120,12 +120,12 @@ VARIABLES: tuple[Variable, ...] = (
              "the checkpoint folder, when the checkpoints live on a volume"),
     Variable(CHECKPOINT_URI_ENV, "pod", TRAIN,
              "the checkpoint prefix (`s3://...`), when they live in an object store"),
-    Variable(f"{PARAM_PREFIX}<NAME>", "pod", "steps that read the parameter",
-             "each pipeline parameter the step reads, by upper-cased name"),
-    Variable(f"{PARAM_PREFIX}<NAME>{PARAM_B64_SUFFIX}", "pod", DISTRIBUTED,
-             "the same, base64-encoded (Argo substitutes it into the JobSet's manifest text); "
-             "the step runtime decodes it and gives the custom command "
-             f"`{PARAM_PREFIX}<NAME>`"),
+    Variable(f"{PARAM_PREFIX}<NAME>{PARAM_B64_SUFFIX}", "pod", "steps that read the parameter",
+             "each pipeline parameter the step reads, by upper-cased name, base64-encoded "
+             "(a submitted value reaches the process unchanged: the kubelet's `$(VAR)` "
+             "expansion and Argo's manifest text see only base64); the step runtime decodes it"),
+    Variable(f"{PARAM_PREFIX}<NAME>", "runtime", CUSTOM,
+             "the same parameter, decoded"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
     Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",

@@ -47,8 +47,10 @@ def test_parameters_reach_steps_by_environment_only(tmp_path):
     _, wt = train_template(tmp_path)
     train = ap.template(wt, "train")["container"]
     env = ap.env(train)
-    assert env["MLC_PARAM_HYPERPARAMETERS"]["value"] == "{{workflow.parameters.hyperparameters}}"
-    assert env["MLC_PARAM_REASON"]["value"] == "{{workflow.parameters.reason}}"
+    assert env["MLC_PARAM_HYPERPARAMETERS_B64"]["value"] == \
+        "{{=toBase64(workflow.parameters.hyperparameters)}}"
+    assert env["MLC_PARAM_REASON_B64"]["value"] == "{{=toBase64(workflow.parameters.reason)}}"
+    assert "MLC_PARAM_REASON" not in env
     assert "{{" not in " ".join(train["command"] + train["args"])
     assert env["MLC_RUN_ID"]["value"] == "{{workflow.name}}"
     assert env["MLC_PIPELINE"]["value"] == "train-churn"

@@ -57,13 +57,27 @@ def test_the_batcher_sheds_what_would_wait_past_the_slo_but_never_a_lone_request
     assert asyncio.run(scenario()) == (1, 0)
 
 
+def test_requests_on_their_way_count_before_their_bodies_are_read():
+    """The server asks `refusal(1, ahead=...)` before it reads a body: the requests whose
+    bodies are being read will queue first, a row each at least."""
+    batcher = Batcher(lambda rows: rows[:, 0], max_batch_size=2, max_latency=0.0,
+                      max_queue=10, max_wait=0.25)
+    assert batcher.refusal(1, ahead=8) is None  # nothing measured yet: no wait refused
+    batcher.service_time = 0.1  # a call takes 0.1 s: two calls fit the wait, three do not
+    assert batcher.refusal(1) is None  # nothing ahead: always served
+    assert batcher.refusal(1, ahead=3) is None  # 4 rows: 2 calls
+    assert "over the latency SLO" in batcher.refusal(1, ahead=4)  # 5 rows: 3 calls
+    assert "at most 10 rows" in batcher.refusal(1, ahead=10)  # the queue would overflow
+
+
 def test_http_limits_from_the_environment():
     assert HttpLimits.from_env({}) == HttpLimits()
     limits = HttpLimits.from_env({"MLC_HEADER_TIMEOUT_SECONDS": "2.5",
                                   "MLC_MAX_CONNECTIONS": "7", "MLC_KEEP_ALIVE_SECONDS": "3"})
     assert (limits.header_timeout, limits.max_connections, limits.keep_alive) == (2.5, 7, 3)
     options = limits.uvicorn_options("h11")
-    assert options["limit_concurrency"] == 7 and options["timeout_keep_alive"] == 3
+    # the protocol applies the limit, so that the app answers (and counts) the refusals
+    assert options["limit_concurrency"] is None and options["timeout_keep_alive"] == 3
 
 
 # --- the pods' shutdown budget -------------------------------------------------------------------

@@ -53,13 +53,15 @@ def test_builtin_metric_lists_match_what_evaluation_computes():
     assert set(regression) == set(sc.REGRESSION_METRICS)
 
 
-def test_distributed_parameters_arrive_decoded():
+def test_parameters_arrive_decoded():
     value = "{\"lr\": 0.1} it's \"quoted\""
     encoded = base64.b64encode(value.encode()).decode()
     assert param_from_env({"MLC_PARAM_HYPERPARAMETERS_B64": encoded}, "hyperparameters") \
         == value
+    # the pod's encoded form wins over a plain one (an image's ENV, say)
     assert param_from_env({"MLC_PARAM_REASON": "drift",
-                           "MLC_PARAM_REASON_B64": encoded}, "reason") == "drift"
+                           "MLC_PARAM_REASON_B64": encoded}, "reason") == value
+    assert param_from_env({"MLC_PARAM_REASON": "drift"}, "reason") == "drift"
     assert param_from_env({}, "reason") is None
     with pytest.raises(StepFailed, match="base64"):
         param_from_env({"MLC_PARAM_REASON_B64": "not base64!"}, "reason")

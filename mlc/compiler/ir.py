@@ -427,7 +427,7 @@ class Step(IR):
     image: Image
     command: list[str]  # the container's entry point
     args: list[str]  # its arguments; `{{param}}` never appears: parameters go by name
-    parameters: list[str]  # pipeline parameters this step reads (as MLC_PARAM_<NAME> env)
+    parameters: list[str]  # pipeline parameters this step reads (MLC_PARAM_<NAME>_B64)
     hardware: str
     nodes: int
     depends: list[str]

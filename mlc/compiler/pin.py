@@ -21,6 +21,7 @@ is written, and left alone if anything fails.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import IO, Any
 
 from .diagnostics import Diagnostics
 from .ir import ResolvedProject
-from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment, select_environments
+from .overlay_edit import check_not_linked, read_overlay
+from .pipeline import ENVIRONMENTS_DIR, check_environment, select_environments
 from .plan.objects import dig
 from .promote import (
     EXIT_INVALID,
@@ -137,11 +139,13 @@ def pin(root: Path, env: str, diags: Diagnostics, resolve: Resolver, *,
     mlc/registry.py reads MLflow (the compiler itself never imports it)."""
     stdout = stdout or sys.stdout
     select_environments(root, [env], diags)
-    overlay = root / ENVIRONMENTS_DIR / f"{env}.yaml"
-    if not overlay.is_file():
-        diags.error(PIN_FAILED, f"there is no {ENVIRONMENTS_DIR}/{env}.yaml to write the "
-                    "versions into", help=f"create {ENVIRONMENTS_DIR}/{env}.yaml (it may be "
+    name = f"{ENVIRONMENTS_DIR}/{env}.yaml"
+    if not os.path.lexists(root / name):  # a FIFO or a folder is the compile's error
+        diags.error(PIN_FAILED, f"there is no {name} to write the "
+                    "versions into", help=f"create {name} (it may be "
                     "empty: `{}`)")
+        return EXIT_INVALID
+    if not check_not_linked(root, name, "mlc pin", diags):
         return EXIT_INVALID
     project = check_environment(root, env, diags)
     diags.raise_if_errors()
@@ -158,16 +162,18 @@ def pin(root: Path, env: str, diags: Diagnostics, resolve: Resolver, *,
                     help="register a version under each alias first, or pass the registry "
                          "with `--tracking-uri`")
         return EXIT_INVALID
-    old_text = overlay.read_text(encoding="utf-8")
-    new_text = edit_overlay(old_text, versions, load_plain(root / PROJECT_FILE))
+    overlay = read_overlay(root, name, "mlc pin", diags)
+    if overlay is None:
+        return EXIT_INVALID
+    new_text = edit_overlay(overlay.text, versions, load_plain(root))
     problems = _compiles_to(root, env, new_text, versions)
     if problems:
         diags.error(PIN_FAILED, f"pinning {env} would not compile; {ENVIRONMENTS_DIR}/{env}"
                     ".yaml was not changed", notes=problems,
                     help="edit the overlay by hand")
         return EXIT_INVALID
-    if not show_and_write(overlay, old_text, new_text, dry_run=dry_run, stdout=stdout):
-        return EXIT_OK
+    if not show_and_write(overlay, new_text, "mlc pin", diags, dry_run=dry_run, stdout=stdout):
+        return EXIT_INVALID if diags.has_errors() else EXIT_OK
     pinned = ", ".join(f"{e} {arm} -> {v}" for (e, arm), v in sorted(versions.items()))
     stdout.write(f"Pinned {env}: {pinned}. Review with `mlc plan`.\n")
     return EXIT_OK

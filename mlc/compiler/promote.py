@@ -20,15 +20,23 @@ from __future__ import annotations
 import difflib
 import io
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 from .diagnostics import Diagnostics
-from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment, select_environments
+from .load import MAX_FILE_BYTES
+from .overlay_edit import Overlay, check_not_linked, read_overlay, replace_overlay
+from .pipeline import (
+    ENVIRONMENTS_DIR,
+    PROJECT_FILE,
+    check_environment,
+    list_environments,
+    select_environments,
+)
 from .plan.objects import dig
+from .reading import ReadRefused, read_project_file
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 PROMOTE_FAILED = "MLC914"
@@ -46,10 +54,12 @@ def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
         print("error: FROM and TO are the same environment", file=sys.stderr)
         return EXIT_USAGE
     select_environments(root, [source, target], diags)
-    overlay = root / ENVIRONMENTS_DIR / f"{target}.yaml"
-    if not overlay.is_file():
-        diags.error(PROMOTE_FAILED, f"there is no {ENVIRONMENTS_DIR}/{target}.yaml to write "
+    name = f"{ENVIRONMENTS_DIR}/{target}.yaml"
+    if not os.path.lexists(root / name):  # a FIFO or a folder is the compile's error
+        diags.error(PROMOTE_FAILED, f"there is no {name} to write "
                     "the pins into", help="promotion writes into an environment's overlay")
+        return EXIT_INVALID
+    if not check_not_linked(root, name, "mlc promote", diags):
         return EXIT_INVALID
     src = check_environment(root, source, diags)
     dst = check_environment(root, target, diags)
@@ -58,8 +68,11 @@ def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
     if not edits:
         stdout.write(f"Nothing to promote: {target} already runs what {source} runs.\n")
         return EXIT_OK
-    old_text = overlay.read_text(encoding="utf-8")
-    base = load_plain(root / PROJECT_FILE)
+    overlay = read_overlay(root, name, "mlc promote", diags)
+    if overlay is None:
+        return EXIT_INVALID
+    old_text = overlay.text
+    base = load_plain(root)
     new_text = edit_overlay(old_text, edits, base)
     problems = _check(root, target, new_text, edits)
     if problems:
@@ -68,26 +81,25 @@ def promote(root: Path, source: str, target: str, diags: Diagnostics, *,
                     notes=problems, help=f"fix {source}'s pins first (for example pin image "
                     "digests), or edit the overlay by hand")
         return EXIT_INVALID
-    if not show_and_write(overlay, old_text, new_text, dry_run=dry_run, stdout=stdout):
-        return EXIT_OK
+    if not show_and_write(overlay, new_text, "mlc promote", diags, dry_run=dry_run,
+                          stdout=stdout):
+        return EXIT_INVALID if diags.has_errors() else EXIT_OK
     names = ", ".join(path for path, _ in edits)
     stdout.write(f"Promoted {source} -> {target}: {names}. Review with `mlc plan`.\n")
     return EXIT_OK
 
 
-def show_and_write(overlay: Path, old_text: str, new_text: str, *, dry_run: bool,
-                   stdout: IO[str]) -> bool:
-    """Print the overlay's diff, then replace it atomically unless `dry_run`; True if written."""
-    shown = f"{ENVIRONMENTS_DIR}/{overlay.name}"
-    stdout.writelines(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
-                                           f"a/{shown}", f"b/{shown}"))
+def show_and_write(overlay: Overlay, new_text: str, command: str, diags: Diagnostics, *,
+                   dry_run: bool, stdout: IO[str]) -> bool:
+    """Print the overlay's diff, then replace it atomically unless `dry_run`; True if written
+    (False after a located error when it could not be)."""
+    shown = overlay.name
+    stdout.writelines(difflib.unified_diff(overlay.text.splitlines(True),
+                                           new_text.splitlines(True), f"a/{shown}", f"b/{shown}"))
     if dry_run:
         stdout.write(f"(dry run: {shown} not written)\n")
         return False
-    tmp = overlay.with_name(f".{overlay.name}.mlc-tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.replace(tmp, overlay)
-    return True
+    return replace_overlay(overlay, new_text, command, diags)
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,11 +191,13 @@ def mapping_at(doc, keys: list[str]):
     return node
 
 
-def load_plain(path: Path) -> Any:
+def load_plain(root: Path) -> Any:
+    """ml.yaml as plain data, for where the base sets a pin; None when it cannot be read."""
     from ruamel.yaml import YAML
 
     try:
-        return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        raw = read_project_file(root, PROJECT_FILE, MAX_FILE_BYTES)
+        return YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
     except Exception:  # the project compiled a moment ago; a parse problem means "no base"
         return None
 
@@ -191,10 +205,18 @@ def load_plain(path: Path) -> Any:
 def compile_with_overlay(root: Path, env: str, new_text: str) -> tuple[Any, list[str]]:
     """ENV compiled with `new_text` as its overlay, in a scratch copy of the project: the
     project (None when it fails) and its errors."""
+    try:  # as the compile read it a moment ago: bounded, never through a link out
+        base = read_project_file(root, PROJECT_FILE, MAX_FILE_BYTES)
+    except ReadRefused as err:
+        return None, [f"cannot read {PROJECT_FILE}: {err.detail}"]
     with tempfile.TemporaryDirectory(prefix="mlc-overlay-") as scratch:
         copy = Path(scratch)
-        shutil.copy2(root / PROJECT_FILE, copy / PROJECT_FILE)
-        shutil.copytree(root / ENVIRONMENTS_DIR, copy / ENVIRONMENTS_DIR)
+        (copy / PROJECT_FILE).write_bytes(base)
+        # the compile reads only this environment's overlay, and the others' names (resolve
+        # lists the environments): copying their files would follow links and open FIFOs
+        (copy / ENVIRONMENTS_DIR).mkdir()
+        for other in list_environments(root):
+            (copy / ENVIRONMENTS_DIR / f"{other}.yaml").write_text("{}\n", encoding="utf-8")
         (copy / ENVIRONMENTS_DIR / f"{env}.yaml").write_text(new_text, encoding="utf-8")
         diags = Diagnostics()
         project = check_environment(copy, env, diags)

@@ -137,13 +137,13 @@ def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
 
 
 def param_from_env(env: Mapping[str, str], name: str) -> str | None:
-    """MLC_PARAM_<NAME>, or its base64 form (the JobSet's pods get that one)."""
+    """MLC_PARAM_<NAME>_B64, the form a pod gets (backends/argo/steps.py: no `$(VAR)`
+    expansion or template pass can touch base64), else the plain MLC_PARAM_<NAME> that
+    `mlc run` and a custom command's own environment carry."""
     key = f"{sc.PARAM_PREFIX}{name.upper()}"
-    if key in env:
-        return env[key]
     encoded = env.get(key + sc.PARAM_B64_SUFFIX)
     if encoded is None:
-        return None
+        return env.get(key)
     try:
         return base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:

@@ -1,21 +1,21 @@
 """The `mlc plan` command: compile, read the old trees, compare, print, maybe save.
 
 Exit codes: 0 planned (or, with --detailed-exitcode, no changes), 2 with --detailed-exitcode
-when anything would change, 1 when the project or the old tree has errors.
+when anything would change, 1 when the project or the old tree has errors, or the output
+folder's lock cannot be taken (read_lock.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from ..diagnostics import Diagnostics
-from ..write import output_lock
 from . import formats, saved
 from .build import build_plan, environments_to_read, read_trees
+from .read_lock import LockUnavailable, read_lock, report_lock_error
 from .trees import TreeError, open_git_base
 
 EXIT_OK, EXIT_INVALID, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 2
@@ -47,6 +47,9 @@ def run_plan(root: Path, envs: list[str] | None, out_dir: Path, *, fmt: str = "t
     except TreeError as exc:
         report_tree_error(exc, diags)
         return EXIT_INVALID
+    except LockUnavailable as exc:
+        report_lock_error(exc, diags)
+        return EXIT_INVALID
     plan = build_plan(root, compiled, trees, base)
     stdout.write(formats.render(plan, fmt, color=color))
     if save is not None:
@@ -61,25 +64,6 @@ def report_tree_error(exc: TreeError, diags: Diagnostics) -> None:
     diags.error(TREE_ERROR, f"cannot read the tree to compare with: {exc}",
                 help="restore the output folder (or its .mlc-index.json) from git, or check "
                      "the --base-ref and --out you gave")
-
-
-@contextmanager
-def read_lock(out_dir: Path):
-    """Read the trees under the writers' lock (never half a swap), when the folder exists
-    and is writable; a read-only checkout has no writer to wait for."""
-    if not Path(out_dir).is_dir():
-        yield
-        return
-    try:
-        lock = output_lock(out_dir)
-        lock.__enter__()
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -76,17 +76,10 @@ class Batcher:
         if self._closing:
             raise Closed()
         n = len(rows)
-        if self.queued + n > self.max_queue:
+        reason = self.refusal(n)
+        if reason is not None:
             self.shed += 1
-            raise Overloaded(f"{self.queued} rows already queued (at most {self.max_queue})")
-        wait = self.expected_wait(n)
-        # a request with nothing ahead of it is never refused, even by a model whose one
-        # call takes longer than the SLO: shedding it would only turn latency into errors
-        if (self.max_wait is not None and wait > self.max_wait
-                and (self.queued or self._running)):
-            self.shed += 1
-            raise Overloaded(f"expected wait {wait:.3f}s is over the latency SLO "
-                             f"({self.max_wait:g}s)")
+            raise Overloaded(reason)
         if self.inline and n >= self.max_batch_size and not self._pending:
             return self._run(rows)  # a full batch on its own: no queue, no task switches
         loop = asyncio.get_running_loop()
@@ -95,6 +88,22 @@ class Batcher:
         self.queued += n
         self._wake()
         return await future
+
+    def refusal(self, rows: int, ahead: int = 0) -> str | None:
+        """Why `rows` more rows would be refused now, or None. `ahead`: requests whose rows
+        are on their way (bodies being read), a row each at least, which will queue first.
+        The server asks with one row before it reads a body, and again with the body's rows
+        in `submit`."""
+        if self.queued + ahead + rows > self.max_queue:
+            return (f"{self.queued} rows already queued, {ahead} requests on their way "
+                    f"(at most {self.max_queue} rows)")
+        wait = self.expected_wait(rows + ahead)
+        # a request with nothing ahead of it is never refused, even by a model whose one
+        # call takes longer than the SLO: shedding it would only turn latency into errors
+        if (self.max_wait is not None and wait > self.max_wait
+                and (self.queued or self._running or ahead)):
+            return f"expected wait {wait:.3f}s is over the latency SLO ({self.max_wait:g}s)"
+        return None
 
     def expected_wait(self, rows: int) -> float:
         """Seconds until `rows` more rows would be answered: the call running now, then the

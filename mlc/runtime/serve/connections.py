@@ -1,13 +1,18 @@
 """Bounds on the HTTP layer, below the app: how long a client may take to send its headers,
 how long an idle keep-alive connection stays open, how many connections are served at once.
 
-uvicorn bounds the idle time between requests (`timeout_keep_alive`) and the number of
-connections and tasks (`limit_concurrency`: past it, a request is answered 503 by uvicorn
-itself), but arms no timer before a request's headers are complete: a client that opens a
-socket and sends a header byte now and then (slowloris) holds a connection for ever. The
-protocol class here adds that timer, as nginx's `client_header_timeout` does: from the
-moment a connection opens, or a keep-alive connection starts its next request, the headers
-must be complete within `header_timeout`, or the connection is closed.
+uvicorn bounds the idle time between requests (`timeout_keep_alive`), but arms no timer
+before a request's headers are complete: a client that opens a socket and sends a header
+byte now and then (slowloris) holds a connection for ever. The protocol class here adds
+that timer, as nginx's `client_header_timeout` does: from the moment a connection opens, or
+a keep-alive connection starts its next request, the headers must be complete within
+`header_timeout`, or the connection is closed.
+
+It also takes over uvicorn's connection limit (`limit_concurrency`), with the same rule
+(past `max_connections` open connections, or requests in flight, a request is refused):
+uvicorn answers those 503s itself, out of the app's sight, so the serving metrics never
+counted them. Here the refused request goes to the app's `over_connection_limit` (a 503
+with Retry-After, counted; server.py), or to uvicorn's own answer for an app without one.
 """
 
 from __future__ import annotations
@@ -32,19 +37,41 @@ class HttpLimits:
                    max_connections=int(env.get("MLC_MAX_CONNECTIONS", d.max_connections)))
 
     def uvicorn_options(self, http: str) -> dict:
-        return {"http": with_header_timeout(http, self.header_timeout),
+        return {"http": bounded_protocol(http, self.header_timeout, self.max_connections),
                 "timeout_keep_alive": self.keep_alive,
-                "limit_concurrency": self.max_connections}
+                "limit_concurrency": None}  # the protocol applies max_connections itself
 
 
-def with_header_timeout(http: str, seconds: float) -> type[asyncio.Protocol]:
-    """uvicorn's `http` protocol ("h11" or "httptools") with a header-read deadline."""
+def bounded_protocol(http: str, seconds: float,
+                     max_connections: int | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's `http` protocol ("h11" or "httptools") with a header-read deadline and, when
+    `max_connections` is given, the connection limit answered by the app."""
+    from uvicorn.protocols.http.flow_control import service_unavailable
+
     if http == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
     class HeaderDeadline(base):
+        def __init__(self, config, *args, **kwargs) -> None:
+            super().__init__(config, *args, **kwargs)
+            if max_connections is None:
+                return
+            app = self.app
+            refuse = getattr(config.app, "over_connection_limit", None) or service_unavailable
+
+            async def bounded(scope, receive, send):
+                # uvicorn's rule, checked where it would check it (the request's task is
+                # already among `tasks` here, hence `>`)
+                if (len(self.connections) >= max_connections
+                        or len(self.tasks) > max_connections):
+                    return await refuse(scope, receive, send)
+                return await app(scope, receive, send)
+
+            self.app = bounded
+
+
         # Both of uvicorn's protocols start a new `cycle` exactly when a request's headers
         # are complete, which is what ends the deadline; no parser callback is shared.
         def connection_made(self, transport) -> None:

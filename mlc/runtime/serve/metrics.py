@@ -146,6 +146,7 @@ class ServeMetrics:
         self._lock = threading.Lock()  # the histograms below
         self._pending_lock = threading.Lock()  # the list of calls not counted yet
         self.requests: dict[tuple[str, str, str], int] = {}
+        self.rejected = dict.fromkeys(contract.REJECTION_REASONS, 0)
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.batch_sizes: dict[str, Histogram] = {}
         self.predictions: dict[str, Histogram] = {}
@@ -184,6 +185,9 @@ class ServeMetrics:
             hist = self.durations[(version, route)] = Histogram(
                 contract.REQUEST_DURATION.buckets)
         hist.observe(seconds)
+
+    def observe_rejected(self, reason: str) -> None:
+        self.rejected[reason] += 1  # a reason outside the contract is a bug: KeyError
 
     def observe_batch(self, version: str, rows: np.ndarray, predictions: np.ndarray) -> None:
         """Record one model call; counted later, off the serving path."""
@@ -262,6 +266,11 @@ class ServeMetrics:
                                               model_version=version, route=route),
                                  h.buckets(), h.total)
         yield durations
+        rejected = family(contract.REJECTED)
+        for reason, n in sorted(self.rejected.items()):
+            rejected.add_metric(label_values(contract.REJECTED, endpoint=e, variant=v,
+                                             reason=reason), n)
+        yield rejected
         for metric, value in ((contract.INFLIGHT, self._inflight()),
                               (contract.QUEUE_DEPTH, self._queue_depth()),
                               (contract.QUEUE_CAPACITY, self.queue_capacity),

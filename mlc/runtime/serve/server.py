@@ -36,11 +36,11 @@ from mlc import metrics as contract
 
 from . import request_id
 from .batching import Batcher, Closed, Overloaded
-from .body import Disconnected, read_body
-from .connections import HttpLimits
+from .body import BodyTimeout, Disconnected, read_body
 from .metrics import CONTENT_TYPE, ServeMetrics
-from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ServeSettings, settings_for_endpoint
+from .settings import ServeSettings, settings_for_endpoint
 from .shadow import Copy, ShadowMirror, ShadowStats
+from .uvicorn_server import make_server
 from .validation import RequestError, Signature
 
 __all__ = ["ServeApp", "ServeSettings", "main", "make_server", "settings_for_endpoint"]
@@ -105,6 +105,7 @@ class ServeApp:
                               INFER_ROUTE: INFER_ROUTE.format(name=model)}
         self._names = {settings.endpoint, *settings.model_names}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
+        self._retry_and_close = [*self._retry, (b"connection", b"close")]
         self._load_task: asyncio.Task | None = None
 
     # --- model -----------------------------------------------------------------------------
@@ -294,6 +295,12 @@ class ServeApp:
                 status, headers = 503, self._retry
                 body = {"error": "model not loaded yet"}
             else:
+                # Admission before a byte of the body is read: when even one row would wait
+                # past the SLO behind what is queued and on its way, reading and parsing
+                # the body only delays the 503 that is coming anyway.
+                refused = self.batcher.refusal(1, ahead=self.reading - 1)
+                if refused is not None:
+                    raise Overloaded(refused)
                 raw = await self._read_body(scope, receive)
                 try:
                     doc = loads(raw)
@@ -311,8 +318,15 @@ class ServeApp:
         except Overloaded as exc:
             status, headers = 503, self._retry
             body = {"error": f"overloaded: {exc.reason}"}
+            self.metrics.observe_rejected("overload")
         except Closed:
             status, headers, body = 503, self._retry, {"error": "shutting down"}
+        except BodyTimeout:
+            # the rest of the body may still trickle in: the connection cannot be reused
+            status, headers = 408, [(b"connection", b"close")]
+            body = {"error": f"the body did not arrive within "
+                             f"{self.settings.body_timeout_seconds:g}s"}
+            self.metrics.observe_rejected("body_timeout")
         except Disconnected:
             status, body = 499, None
         except Exception as exc:
@@ -341,12 +355,31 @@ class ServeApp:
 
     async def _read_body(self, scope, receive) -> bytes:
         limit = self.settings.max_body_bytes
-        body = await read_body(scope["headers"], receive, limit)
+        body = await read_body(scope["headers"], receive, limit,
+                               self.settings.body_timeout_seconds)
         if body is None:
             raise RequestError(f"the body is over {limit} bytes", 413)
         return body
 
+    async def over_connection_limit(self, scope, receive, send) -> None:
+        """What the HTTP layer runs instead of the app past the connection limit
+        (connections.py): a 503 like uvicorn's own, but with Retry-After and counted, under
+        its route when it was for an inference route."""
+        start = time.perf_counter()
+        self.metrics.observe_rejected("connections")
+        await _send(send, 503, {"error": "over the connection limit"}, self._retry_and_close)
+        route = _served_route(scope.get("path", ""))
+        if route is not None:
+            self.metrics.observe_request(self.version, route, 503, time.perf_counter() - start)
 
+
+def _served_route(path: str) -> str | None:
+    """The inference route label of `path`, or None for every other path."""
+    if path == PREDICT_ROUTE:
+        return PREDICT_ROUTE
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return INFER_ROUTE
+    return None
 
 
 def _call_seconds(model, rows: int) -> float:
@@ -388,41 +421,6 @@ def _version() -> str:
         return version("mlc")
     except PackageNotFoundError:
         return "0"
-
-
-def make_server(app, host: str, port: int, **config):
-    """A uvicorn server for `app` (a ServeApp or the A/B router) whose SIGTERM first drains
-    (see module docstring)."""
-    import importlib.util
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        exit_at: float | None = None
-
-        def handle_exit(self, sig, frame) -> None:
-            app.begin_drain()
-            delay = app.settings.drain_seconds
-            if delay > 0 and self.exit_at is None:
-                self.exit_at = time.monotonic() + delay
-                return
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()  # a drained exit is a clean exit (status 0)
-
-        async def on_tick(self, counter: int) -> bool:
-            if self.exit_at is not None and time.monotonic() >= self.exit_at:
-                self.should_exit = True
-            return await super().on_tick(counter)
-
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    options = {"lifespan": "on", "access_log": False, "log_level": "info",
-               "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-               # requests in flight at the end of the drain get this long to finish
-               "timeout_graceful_shutdown": getattr(app.settings, "shutdown_timeout_seconds",
-                                                    DEFAULT_SHUTDOWN_TIMEOUT),
-               **HttpLimits.from_env().uvicorn_options(http), **config}
-    cfg = uvicorn.Config(app, host=host, port=port, **options)
-    return Server(cfg)
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,9 @@ DEFAULT_VARIANT = "primary"
 DEFAULT_DRAIN_SECONDS = 5.0
 # ...then give the requests in flight this long to finish (uvicorn's graceful shutdown)
 DEFAULT_SHUTDOWN_TIMEOUT = 10
+# A request's body must be complete this long after its headers (body.py), as the headers
+# must be within the header timeout: 1 MiB (the default body limit) at 100 kB/s fits.
+DEFAULT_BODY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ServeSettings:
     # the endpoint's latency SLO: a request expected to wait longer is refused (503) at once
     latency_slo_seconds: float | None = None
     max_body_bytes: int = 1 << 20
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT
     prediction_log_uri: str | None = None
     prediction_log_sample: float = 0.0
     online_features: tuple[Path, str, tuple[str, ...]] | None = None  # repo, service, keys
@@ -107,6 +111,7 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         max_queue=batching.get("max_queue", e.batching.max_queue),
         latency_slo_seconds=e.slo.latency_seconds,
         max_body_bytes=int(env.get("MLC_MAX_BODY_BYTES", 1 << 20)),
+        body_timeout_seconds=float(env.get("MLC_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)),
         prediction_log_uri=resolve_uri(env.get("MLC_PREDICTION_LOG_URI") or log.get("uri")
                                        or e.prediction_log_uri),
         prediction_log_sample=log.get("sample", e.prediction_log_sample),

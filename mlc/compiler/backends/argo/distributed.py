@@ -63,7 +63,7 @@ def jobset(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str
         "image": step.image.ref,
         "command": [container_text(literal(c)) for c in step.command],
         "args": [container_text(literal(a)) for a in step.args],
-        "env": steps.step_env(project, pipeline, step, encoded=True)
+        "env": steps.step_env(project, pipeline, step)
         + rendezvous_env(step, hardware.gpu_count),
         "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}],
         "resources": pods.resources(hardware),

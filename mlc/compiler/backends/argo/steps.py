@@ -3,8 +3,9 @@
 A step's container gets everything through its environment (mlc/step_contract.py, listed in
 docs/training-contract.md):
 the step's own identity, the run folder, the pipeline parameters by name (never spliced into
-arguments or shell text), and secrets by reference. Security context, resources and
-scheduling come from backends/pods.py, exactly as every other pod of the project.
+arguments or shell text; base64-encoded, see `step_env`), and secrets by reference.
+Security context, resources and scheduling come from backends/pods.py, exactly as every
+other pod of the project.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .. import pods
 from ..escape import container_text
 from ..feast import DATA_ROOT_ENV, REPO_MOUNT_PATH
 from . import volumes
-from .expressions import WORKFLOW_NAME, literal, parameter, parameter_base64
+from .expressions import WORKFLOW_NAME, literal, parameter_base64
 
 # Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
 # a retry cannot change: the data, the metrics or the drift would be the same the next time.
@@ -77,22 +78,22 @@ def contract_env(project: ResolvedProject, pipeline: Pipeline, step: Step) -> di
     return env
 
 
-def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step, *,
-             encoded: bool = False) -> list[dict[str, Any]]:
+def step_env(project: ResolvedProject, pipeline: Pipeline, step: Step) -> list[dict[str, Any]]:
     """Every env var of a step, sorted by name: the contract wins over a custom trainer's own
     variables, and secrets (by reference) win over both.
 
-    `encoded` passes parameters base64-encoded as MLC_PARAM_<NAME>_B64, for pods whose spec
-    Argo substitutes into manifest text, where a raw value could end the quoted string.
+    Parameters travel base64-encoded as MLC_PARAM_<NAME>_B64 and the step runtime decodes
+    them. A submitter sets their values (`argo submit -p`, the drift Sensor), so the text is
+    unknown here and cannot be escaped at compile time: raw, the kubelet would expand a
+    `$(VAR)` in it and fold `$$`, a later Argo pass could read a `{{...}}` in it as a tag, and
+    in a JobSet's manifest text a quote or newline could end the string. Base64's alphabet
+    has none of `$`, `{`, quotes or newlines, so the process decodes what was submitted.
     """
     plain = {literal(k): literal(v) for k, v in step.env.items()}
     plain.update(contract_env(project, pipeline, step))
     plain = {k: container_text(v) for k, v in plain.items()}  # parameters are added after
     for name in step.parameters:
-        if encoded:
-            plain[param_env_name(name) + sc.PARAM_B64_SUFFIX] = parameter_base64(name)
-        else:
-            plain[param_env_name(name)] = parameter(name)
+        plain[param_env_name(name) + sc.PARAM_B64_SUFFIX] = parameter_base64(name)
     secret = pods.secret_env(step.secrets)
     taken = {e["name"] for e in secret}
     out = [{"name": k, "value": v} for k, v in plain.items() if k not in taken] + secret

@@ -1,0 +1,252 @@
+"""Serving under overload: how fast refusals reach the client, and memory over 10k requests.
+
+    python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--json out.json]
+
+Builds a torch model slow enough to overload (30 inputs, hidden layers 1024 and 1024; the
+helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO,
+the model in a thread) and drives it on 127.0.0.1 with keep-alive connections in a closed
+loop, from this process (a raw asyncio client: far cheaper per request than an HTTP
+library, so that the client is not what is measured):
+
+  overload  `--clients` connections with single-row bodies for `--duration` seconds: the
+            share of 503s, and the latency of 503s and of 200s as the client sees them;
+  memory    the server's RSS (/proc) after a warm-up, then after 10,000 more requests: valid,
+            malformed (bad JSON, wrong shapes and types, oversized) and overload bursts;
+  slow      20 connections that send their body a byte a second: each must get its 408 at
+            the body deadline (2 s here).
+
+The server is stopped by pid; everything lives in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_serve import MODEL, build_model, free_port, http_request, register, stop, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+HIDDEN = [1024, 1024]
+SLO = 0.05
+BODY_TIMEOUT = 2
+MALFORMED = [b"{", b"[]", b'{"instances": 5}', b'{"instances": [{"f00": "x"}]}',
+             b'{"instances": [[1, 2]]}', b"\xff\xfe", b'{"instances": [{}]}',
+             b'{"inputs": [{"name": ["a"], "datatype": {}, "shape": [1], "data": [1]}]}']
+
+
+def serve(tracking_uri: str, port: int) -> None:
+    import logging
+
+    from mlc.runtime.serve.server import ServeApp, ServeSettings, make_server
+
+    logging.basicConfig(level=logging.WARNING)
+    # a runtime from before the body deadline (for a comparison run) lacks the setting
+    options = {"body_timeout_seconds": BODY_TIMEOUT} \
+        if "body_timeout_seconds" in ServeSettings.__dataclass_fields__ else {}
+    settings = ServeSettings(endpoint="bench", model_uri=f"models:/{MODEL}@production",
+                             tracking_uri=tracking_uri, model_names=(MODEL,),
+                             max_batch_size=4, max_latency=0.0, max_queue=256,
+                             latency_slo_seconds=SLO, model_thread=True,
+                             max_body_bytes=64 * 1024, **options)
+    make_server(ServeApp(settings), "127.0.0.1", port, log_level="warning").run()
+
+
+class Client(asyncio.Protocol):
+    """One keep-alive connection in a closed loop over `requests` (in turn): each answer's
+    status and latency go to `seen`."""
+
+    def __init__(self, requests: list[bytes], seen: list, budget: list[int],
+                 done: asyncio.Future):
+        self.requests, self.seen, self.budget, self.done = requests, seen, budget, done
+        self.i, self.buffer, self.need, self.sent, self.transport = 0, b"", None, 0.0, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._send()
+
+    def _send(self):
+        if self.budget[0] <= 0:
+            self.transport.close()
+            return
+        self.budget[0] -= 1
+        self.buffer, self.need = b"", None
+        self.sent = time.perf_counter()
+        self.transport.write(self.requests[self.i % len(self.requests)])
+        self.i += 1
+
+    def data_received(self, data: bytes):
+        self.buffer += data
+        while True:
+            if self.need is None:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.buffer[:end].lower()
+                self.status = int(head[9:12])
+                self.closing = b"connection: close" in head
+                start = head.find(b"content-length:")
+                length = int(head[start + 15:head.find(b"\r\n", start)]) if start >= 0 else 0
+                self.need = end + 4 + length
+            if len(self.buffer) < self.need:
+                return
+            self.seen.append((self.status, time.perf_counter() - self.sent))
+            self.buffer = self.buffer[self.need:]
+            self.need = None
+            if self.closing:
+                self.transport.close()
+                return
+            self._send()
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def drive(port: int, requests: list[bytes], clients: int, total: int | None = None,
+                duration: float | None = None) -> list[tuple[int, float]]:
+    """`clients` connections until `total` requests are sent or `duration` passes; a
+    connection the server closes is opened again."""
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[int, float]] = []
+    budget = [total if total is not None else 1 << 60]
+    end = time.monotonic() + duration if duration else None
+
+    async def one():
+        while budget[0] > 0 and (end is None or time.monotonic() < end):
+            done = loop.create_future()
+            try:
+                transport, _ = await loop.create_connection(
+                    lambda done=done: Client(requests, seen, budget, done), "127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            if end is None:
+                await done
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), max(end - time.monotonic(), 0))
+                except TimeoutError:
+                    transport.close()
+                    await done
+    await asyncio.gather(*[one() for _ in range(clients)])
+    return seen
+
+
+async def slow_bodies(port: int, n: int) -> list[tuple[int, float]]:
+    async def one():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n")
+        start = time.perf_counter()
+        status = 0
+        for _ in range(60):
+            try:
+                line = await asyncio.wait_for(reader.readline(), 1.0)
+                status = int(line.split()[1]) if line else -1
+                break
+            except TimeoutError:
+                writer.write(b" ")
+        writer.close()
+        return status, time.perf_counter() - start
+    return await asyncio.gather(*[one() for _ in range(n)])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 1),
+            "p99_ms": round(float(np.percentile(a, 99)), 1),
+            "max_ms": round(float(a.max()), 1)}
+
+
+def summary(seen: list[tuple[int, float]]) -> dict:
+    codes: dict[int, int] = {}
+    for status, _ in seen:
+        codes[status] = codes.get(status, 0) + 1
+    return {"requests": len(seen), "codes": dict(sorted(codes.items())),
+            "503": percentiles([t for s, t in seen if s == 503]),
+            "200": percentiles([t for s, t in seen if s == 200])}
+
+
+def counters(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mlc_rejected_requests_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--serve", nargs=2, metavar=("TRACKING_URI", "PORT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mlc-bench-overload-") as tmp:
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        tracking = f"sqlite:///{tmp}/mlflow.db"
+        features = build_model(Path(tmp) / "model", HIDDEN)
+        register(Path(tmp) / "model", tracking, features)
+        port = free_port()
+        env = {"PYTHONPATH": str(ROOT), **os.environ, "MLC_TORCH_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", tracking, str(port)],
+                                env=env)
+        try:
+            wait_http(port, "/v2/health/ready", proc)
+            row = json.dumps({"instances": [{f: 0.5 for f in features}]}).encode()
+            valid = [http_request("/predict", row)]
+            asyncio.run(drive(port, valid, 8, duration=2.0))  # warm-up
+            rss_start = rss_mb(proc.pid)
+            overload = asyncio.run(drive(port, valid, args.clients, duration=args.duration))
+            mixed = [http_request("/predict", b) for b in MALFORMED] + \
+                [http_request("/predict", b"[" * 70_000)]  # over the 64 kB limit
+            seen = asyncio.run(drive(port, valid, 8, total=4000))
+            seen += asyncio.run(drive(port, mixed, 8, total=2000))
+            seen += asyncio.run(drive(port, valid, args.clients, total=4000))
+            rss_end = rss_mb(proc.pid)
+            slow = asyncio.run(slow_bodies(port, 20))
+            result = {"slo_ms": SLO * 1000, "clients": args.clients,
+                      "overload": summary(overload),
+                      "memory": {"rss_after_warmup_mb": round(rss_start, 1),
+                                 "rss_after_10k_mb": round(rss_end, 1),
+                                 "requests": len(seen) + len(overload),
+                                 "codes": summary(seen)["codes"]},
+                      "slow_bodies": {"codes": sorted({s for s, _ in slow}),
+                                      **percentiles([t for _, t in slow])},
+                      "rejected": counters(port)}
+        finally:
+            stop(proc)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
