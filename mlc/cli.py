@@ -166,6 +166,19 @@ def _apply(args, diags) -> int:
                      color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
 
 
+def _history(args, diags) -> int:
+    from .compiler.audit.command import history
+
+    out_dir = _out_dir(args, diags, writing=False)
+    if out_dir is None:
+        return EXIT_INVALID
+    text = history(out_dir, args.env_name, fmt=args.format, diags=diags)
+    if text is None:
+        return EXIT_INVALID
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _promote(args, diags) -> int:
     from .compiler.promote import promote
 
@@ -266,6 +279,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="overwrite generated files that were edited by hand")
     p.add_argument("--allow-delete", action="store_true",
                    help="apply deletions of state and of feature views that are still read")
+
+    p = command("history", _history, "List the applies recorded in OUT/<env>: who applied "
+                "which commit, the plan's hash and the accepted risks, newest first.")
+    p.add_argument("env_name", nargs="?", metavar="ENV", help="only this environment")
+    p.add_argument("--out", metavar="DIR", help="output folder; default: DIR/deploy")
+    p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = command("promote", _promote, "Copy the version pins that FROM runs (image references, "
                 "served model alias or version) into environments/TO.yaml.")
