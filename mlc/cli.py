@@ -166,6 +166,21 @@ def _apply(args, diags) -> int:
                      color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
 
 
+def _init(args, diags) -> int:
+    from .compiler.init import init, list_text
+
+    if args.list:
+        sys.stdout.write(list_text())
+        return EXIT_OK
+    folder = _root(args) / args.folder
+    written = init(args.blueprint, folder, args.ci, diags)
+    if written is None:
+        return EXIT_INVALID
+    print(f"{args.blueprint or 'minimal'}: {len(written)} files in {folder}. Next: "
+          f"`mlc validate -C {folder}`, then `mlc plan -C {folder}`.")
+    return EXIT_OK
+
+
 def _history(args, diags) -> int:
     from .compiler.audit.command import history
 
@@ -279,6 +294,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="overwrite generated files that were edited by hand")
     p.add_argument("--allow-delete", action="store_true",
                    help="apply deletions of state and of feature views that are still read")
+
+    p = command("init", _init, "Start a project in DIR (new or empty) from a blueprint: "
+                "ml.yaml, overlays, the schema, editor settings and a CI workflow.")
+    p.add_argument("blueprint", nargs="?", metavar="BLUEPRINT",
+                   help="which blueprint (default: minimal); see --list")
+    p.add_argument("folder", nargs="?", default=".", metavar="DIR",
+                   help="where to write it (default: here); must be empty or new")
+    p.add_argument("--list", action="store_true", help="list the blueprints")
+    p.add_argument("--ci", choices=("github", "gitlab", "none"), default="github",
+                   help="which CI workflow to add (default: github)")
 
     p = command("history", _history, "List the applies recorded in OUT/<env>: who applied "
                 "which commit, the plan's hash and the accepted risks, newest first.")
