@@ -16,10 +16,9 @@ from mlc.cli import main
 from mlc.compiler import swap
 from mlc.compiler.audit.record import plan_sha256
 
-from .bad_inputs import BASE
 from .conftest import write_project
 from .test_plan import MORE_REPLICAS, STAGED
-from .test_policy import ML, PROD, _accept, _edit
+from .test_policy import ML, _accept, _edit
 
 HISTORY, INDEX = ".mlc-history.jsonl", ".mlc-index.json"
 ENVS = ("prod", "staging")
