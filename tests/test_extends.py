@@ -16,7 +16,7 @@ from mlc.cli import main
 from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import compile_project
 
-from .bad_inputs import BASE, edit
+from .bad_inputs import edit
 from .conftest import write_project
 
 PLATFORM = """\
