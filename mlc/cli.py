@@ -181,6 +181,24 @@ def _init(args, diags) -> int:
     return EXIT_OK
 
 
+def _appset(args, diags) -> int:
+    from .compiler.appset import application_set_text
+
+    data = application_set_text(Path(args.folder), name=args.name, namespace=args.namespace,
+                                argocd_project=args.project, diags=diags)
+    if data is None:
+        return EXIT_INVALID
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.mlc-tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)  # never half a file where Argo CD or git may read it
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return EXIT_OK
+
+
 def _history(args, diags) -> int:
     from .compiler.audit.command import history
 
@@ -304,6 +322,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the blueprints")
     p.add_argument("--ci", choices=("github", "gitlab", "none"), default="github",
                    help="which CI workflow to add (default: github)")
+
+    p = sub.add_parser("appset", help="An Argo CD ApplicationSet over every project in DIR "
+                       "(one per sub-folder with an ml.yaml), syncing each environment's "
+                       "Application.")
+    p.set_defaults(handler=_appset)
+    p.add_argument("folder", metavar="DIR", help="the folder that holds the projects")
+    p.add_argument("--out", metavar="FILE", help="write it here (default: standard output)")
+    p.add_argument("--name", default="mlc-projects", help="the ApplicationSet's name")
+    p.add_argument("--namespace", default="argocd",
+                   help="where Argo CD runs (default: argocd)")
+    p.add_argument("--project", default="default",
+                   help="the Argo CD project of the bootstrap Applications (default: default)")
 
     p = command("history", _history, "List the applies recorded in OUT/<env>: who applied "
                 "which commit, the plan's hash and the accepted risks, newest first.")
