@@ -155,3 +155,13 @@ def test_a_platform_file_that_is_a_fifo_is_refused_not_waited_on(project: Path, 
     assert cli("validate", "-C", str(project)) == 1
     err = capsys.readouterr().err
     assert "../platform/team.yaml" in err and "FIFO" in err, err
+
+
+def test_promote_compiles_a_project_that_extends_a_platform_file(project: Path, capsys):
+    # promote checks its edit by compiling a scratch copy of the project: the platform file
+    # (outside the project) and the policies file it names must resolve from there too
+    (project / "environments" / "staging.yaml").write_text(
+        "platform: {development: true}\nimages:\n  serve: ghcr.io/acme/mlc-serve:1.2\n")
+    assert cli("promote", "-C", str(project), "staging", "prod", "--dry-run") == 0
+    assert "ghcr.io/acme/mlc-serve:1.2" in capsys.readouterr().out
+    assert sorted(p.name for p in project.parent.iterdir()) == ["platform", "project"]
