@@ -260,6 +260,10 @@ def test_plan_at_a_recorded_commit_explains_that_change(workdir: Path, capsys):
 
     rec = records(project, "staging")[1]
     assert rec["git"]["commit"] == changed and rec["git"]["dirty"] is False
+    capsys.readouterr()
+    assert cli("history", "-C", str(project), "staging") == 0
+    assert f"explain: git checkout {changed[:12]} && mlc plan --base-ref {changed[:12]} " \
+        "--env staging" in capsys.readouterr().out
     git(project, "checkout", "-q", rec["git"]["commit"])
     capsys.readouterr()
     assert cli("plan", "-C", str(project), "--out", str(project / "deploy"), "--env",

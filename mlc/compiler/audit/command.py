@@ -95,6 +95,12 @@ def _text(env: str, found: dict[str, Any]) -> str:
         lines.append(f"  #{r.get('seq')}  {r.get('applied_at')}  {actor.get('name')} "
                      f"({actor.get('source')})" + ("" if r["verified"] else "  [UNVERIFIED]"))
         lines.append(f"      {commit}")
+        if isinstance(git, dict) and not git.get("dirty"):
+            # CI commits the tree after applying: at the recorded commit, the committed tree
+            # is the one this apply replaced (docs/governance.md)
+            sha = str(git.get("commit"))
+            lines.append(f"      explain: git checkout {sha[:12]} && mlc plan --base-ref "
+                         f"{sha[:12]} --env {env}")
         plan = f"plan {str(r.get('plan_sha256'))[:12]}"
         if r.get("saved_plan"):
             plan += f" (saved: {r['saved_plan']})"
