@@ -16,12 +16,14 @@ from mlc.cli import main
 from mlc.compiler import swap
 from mlc.compiler.audit.record import plan_sha256
 
+from .bad_inputs import BASE
 from .conftest import write_project
 from .test_plan import MORE_REPLICAS, STAGED
 from .test_policy import ML, _accept, _edit
 
 HISTORY, INDEX = ".mlc-history.jsonl", ".mlc-index.json"
 ENVS = ("prod", "staging")
+ONE = {"ml.yaml": BASE}  # one environment, `default`: enough where no transaction spans two
 
 
 def cli(*args: str) -> int:
@@ -113,21 +115,21 @@ def test_apply_records_actor_commit_plan_and_tree(workdir: Path, monkeypatch, ca
 
 
 def test_the_output_folder_does_not_make_an_apply_dirty(workdir: Path):
-    project = repo_with(workdir, STAGED)
+    project = repo_with(workdir, ONE)
     assert apply(project) == 0
     commit(project, "apply")  # CI commits the tree after applying
     (project / "ml.yaml").write_text(MORE_REPLICAS)
     commit(project, "more replicas")
     assert apply(project) == 0  # the tree in deploy/ is now changed and uncommitted
-    assert records(project, "prod")[-1]["git"]["dirty"] is False
+    assert records(project, "default")[-1]["git"]["dirty"] is False
 
 
 def test_outside_git_the_record_names_the_login(workdir: Path, monkeypatch):
-    project = write_project(workdir / "project", STAGED)
+    project = write_project(workdir / "project", ONE)
     monkeypatch.setenv("USER", "operator")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(workdir))  # no repository above
     assert apply(project) == 0
-    [rec] = records(project, "prod")
+    [rec] = records(project, "default")
     assert rec["git"] is None and rec["actor"] == {"name": "operator", "source": "login"}
 
 
@@ -154,15 +156,15 @@ def test_accepted_risks_and_saved_plans_are_recorded(workdir: Path, capsys):
 
 
 def test_compile_keeps_the_history_and_writes_none(workdir: Path):
-    project = write_project(workdir / "project", STAGED)
+    project = write_project(workdir / "project", ONE)
     assert cli("compile", "-C", str(project), "--out", str(workdir / "fresh")) == 0
     assert not list((workdir / "fresh").rglob(HISTORY))  # compile output holds no record
     assert apply(project) == 0
-    before = (project / "deploy" / "prod" / HISTORY).read_bytes()
+    before = (project / "deploy" / "default" / HISTORY).read_bytes()
     (project / "ml.yaml").write_text(MORE_REPLICAS)
     assert cli("compile", "-C", str(project), "--out", str(project / "deploy")) == 0
-    assert (project / "deploy" / "prod" / HISTORY).read_bytes() == before
-    assert json.loads(before)["tree_sha256"] != index_sha(project, "prod")
+    assert (project / "deploy" / "default" / HISTORY).read_bytes() == before
+    assert json.loads(before)["tree_sha256"] != index_sha(project, "default")
 
 
 def test_a_failed_swap_keeps_every_tree_with_its_record(workdir: Path, monkeypatch):
@@ -188,7 +190,7 @@ def test_a_failed_swap_keeps_every_tree_with_its_record(workdir: Path, monkeypat
 
 
 def test_history_lists_newest_first_and_finds_a_broken_chain(workdir: Path, capsys):
-    project = write_project(workdir / "project", STAGED)
+    project = write_project(workdir / "project", ONE)
     assert apply(project) == 0
     (project / "ml.yaml").write_text(MORE_REPLICAS)
     assert apply(project) == 0
@@ -196,16 +198,16 @@ def test_history_lists_newest_first_and_finds_a_broken_chain(workdir: Path, caps
     assert cli("history", "-C", str(project), "--out", str(project / "deploy"),
                "--format", "json") == 0
     shown = json.loads(capsys.readouterr().out)["environments"]
-    assert sorted(shown) == ["prod", "staging"]
-    assert [r["seq"] for r in shown["prod"]["records"]] == [2, 1]
-    assert shown["prod"]["tree_matches_last"] is True
-    assert all(r["verified"] for r in shown["prod"]["records"])
+    assert sorted(shown) == ["default"]
+    assert [r["seq"] for r in shown["default"]["records"]] == [2, 1]
+    assert shown["default"]["tree_matches_last"] is True
+    assert all(r["verified"] for r in shown["default"]["records"])
 
-    path = project / "deploy" / "prod" / HISTORY
+    path = project / "deploy" / "default" / HISTORY
     first, second = path.read_text().splitlines()
     forged = json.loads(first) | {"actor": {"name": "someone else", "source": "MLC_ACTOR"}}
     path.write_text(json.dumps(forged) + "\n" + second + "\n")
-    assert cli("history", "-C", str(project), "prod") == 0
+    assert cli("history", "-C", str(project), "default") == 0
     captured = capsys.readouterr()
     assert "MLC515" in captured.err and f"{path}:2:1" in captured.err
     assert "the line before it was edited or removed" in captured.err
@@ -213,40 +215,40 @@ def test_history_lists_newest_first_and_finds_a_broken_chain(workdir: Path, caps
 
     assert cli("history", "-C", str(project), "prd") == 1
     err = capsys.readouterr().err
-    assert "MLC516" in err and "known: prod, staging" in err
+    assert "MLC516" in err and "known: default" in err
 
 
 def test_history_escapes_terminal_control_characters(workdir: Path, monkeypatch, capsys):
-    project = write_project(workdir / "project", STAGED)
+    project = write_project(workdir / "project", ONE)
     monkeypatch.setenv("MLC_ACTOR", "mallory\x1b[2J")
     assert apply(project) == 0
     capsys.readouterr()
-    assert cli("history", "-C", str(project), "prod") == 0
+    assert cli("history", "-C", str(project), "default") == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "mallory\\x1b[2J (MLC_ACTOR)" in out
 
 
 def test_a_history_that_is_a_link_is_refused_before_anything_is_written(workdir: Path, capsys):
-    project = write_project(workdir / "project", STAGED)
+    project = write_project(workdir / "project", ONE)
     assert apply(project) == 0
-    history = project / "deploy" / "prod" / HISTORY
+    history = project / "deploy" / "default" / HISTORY
     history.unlink()
     (workdir / "elsewhere").write_text("")
     history.symlink_to(workdir / "elsewhere")
-    before = {env: index_sha(project, env) for env in ENVS}
+    before = {env: index_sha(project, env) for env in ("default",)}
     (project / "ml.yaml").write_text(MORE_REPLICAS)
     capsys.readouterr()
     assert apply(project) == 1
     err = capsys.readouterr().err
     assert "MLC514" in err and "is not a regular file" in err and "Nothing was applied" in err
-    assert {env: index_sha(project, env) for env in ENVS} == before
+    assert {env: index_sha(project, env) for env in ("default",)} == before
 
 
 def test_plan_at_a_recorded_commit_explains_that_change(workdir: Path, capsys):
     """CI applies each merged commit, then commits the tree. The plan of a recorded commit
     against the tree committed at that commit is the change the apply made, and compiling
     that commit again gives exactly the tree the record names."""
-    project = repo_with(workdir, STAGED)
+    project = repo_with(workdir, ONE)
     assert apply(project) == 0
     commit(project, "apply 1")
     (project / "ml.yaml").write_text(MORE_REPLICAS)
@@ -258,21 +260,21 @@ def test_plan_at_a_recorded_commit_explains_that_change(workdir: Path, capsys):
     assert apply(project) == 0
     commit(project, "apply 3")
 
-    rec = records(project, "staging")[1]
+    rec = records(project, "default")[1]
     assert rec["git"]["commit"] == changed and rec["git"]["dirty"] is False
     capsys.readouterr()
-    assert cli("history", "-C", str(project), "staging") == 0
+    assert cli("history", "-C", str(project), "default") == 0
     assert f"explain: git checkout {changed[:12]} && mlc plan --base-ref {changed[:12]} " \
-        "--env staging" in capsys.readouterr().out
+        "--env default" in capsys.readouterr().out
     git(project, "checkout", "-q", rec["git"]["commit"])
     capsys.readouterr()
     assert cli("plan", "-C", str(project), "--out", str(project / "deploy"), "--env",
-               "staging", "--base-ref", rec["git"]["commit"], "--format", "json") == 0
+               "default", "--base-ref", rec["git"]["commit"], "--format", "json") == 0
     [env] = json.loads(capsys.readouterr().out)["environments"]
     assert env["summary"]["change"] == rec["summary"]["change"] > 0
     paths = {c["path_text"] for a in env["actions"] for c in a["changes"]}
     assert any("minReplicas" in p or "replicas" in p for p in paths), paths
-    assert cli("compile", "-C", str(project), "--env", "staging",
+    assert cli("compile", "-C", str(project), "--env", "default",
                "--out", str(workdir / "again")) == 0
-    again = hashlib.sha256((workdir / "again" / "staging" / INDEX).read_bytes()).hexdigest()
+    again = hashlib.sha256((workdir / "again" / "default" / INDEX).read_bytes()).hexdigest()
     assert again == rec["tree_sha256"]
