@@ -166,6 +166,52 @@ def _apply(args, diags) -> int:
                      color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
 
 
+def _init(args, diags) -> int:
+    from .compiler.init import init, list_text
+
+    if args.list:
+        sys.stdout.write(list_text())
+        return EXIT_OK
+    folder = _root(args) / args.folder
+    written = init(args.blueprint, folder, args.ci, diags)
+    if written is None:
+        return EXIT_INVALID
+    print(f"{args.blueprint or 'minimal'}: {len(written)} files in {folder}. Next: "
+          f"`mlc validate -C {folder}`, then `mlc plan -C {folder}`.")
+    return EXIT_OK
+
+
+def _appset(args, diags) -> int:
+    from .compiler.appset import application_set_text
+
+    data = application_set_text(Path(args.folder), name=args.name, namespace=args.namespace,
+                                argocd_project=args.project, diags=diags)
+    if data is None:
+        return EXIT_INVALID
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.mlc-tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)  # never half a file where Argo CD or git may read it
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return EXIT_OK
+
+
+def _history(args, diags) -> int:
+    from .compiler.audit.command import history
+
+    out_dir = _out_dir(args, diags, writing=False)
+    if out_dir is None:
+        return EXIT_INVALID
+    text = history(out_dir, args.env_name, fmt=args.format, diags=diags)
+    if text is None:
+        return EXIT_INVALID
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _promote(args, diags) -> int:
     if args.from_verdict:
         if args.target is not None:
@@ -279,6 +325,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="overwrite generated files that were edited by hand")
     p.add_argument("--allow-delete", action="store_true",
                    help="apply deletions of state and of feature views that are still read")
+
+    p = command("init", _init, "Start a project in DIR (new or empty) from a blueprint: "
+                "ml.yaml, overlays, the schema, editor settings and a CI workflow.")
+    p.add_argument("blueprint", nargs="?", metavar="BLUEPRINT",
+                   help="which blueprint (default: minimal); see --list")
+    p.add_argument("folder", nargs="?", default=".", metavar="DIR",
+                   help="where to write it (default: here); must be empty or new")
+    p.add_argument("--list", action="store_true", help="list the blueprints")
+    p.add_argument("--ci", choices=("github", "gitlab", "none"), default="github",
+                   help="which CI workflow to add (default: github)")
+
+    p = sub.add_parser("appset", help="An Argo CD ApplicationSet over every project in DIR "
+                       "(one per sub-folder with an ml.yaml), syncing each environment's "
+                       "Application.")
+    p.set_defaults(handler=_appset)
+    p.add_argument("folder", metavar="DIR", help="the folder that holds the projects")
+    p.add_argument("--out", metavar="FILE", help="write it here (default: standard output)")
+    p.add_argument("--name", default="mlc-projects", help="the ApplicationSet's name")
+    p.add_argument("--namespace", default="argocd",
+                   help="where Argo CD runs (default: argocd)")
+    p.add_argument("--project", default="default",
+                   help="the Argo CD project of the bootstrap Applications (default: default)")
+
+    p = command("history", _history, "List the applies recorded in OUT/<env>: who applied "
+                "which commit, the plan's hash and the accepted risks, newest first.")
+    p.add_argument("env_name", nargs="?", metavar="ENV", help="only this environment")
+    p.add_argument("--out", metavar="DIR", help="output folder; default: DIR/deploy")
+    p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = command("promote", _promote, "Copy the version pins that FROM runs (image references, "
                 "served model alias or version) into environments/TO.yaml.")

@@ -75,6 +75,7 @@ sources:
 
 
 POLICY_HEAD = "apiVersion: mlc.dev/v1\nkind: Policies\npolicies:\n  - name: rule\n"
+PLATFORM_HEAD = "apiVersion: mlc.dev/v1\nkind: Platform\n"
 
 
 @dataclass(frozen=True)
@@ -525,4 +526,29 @@ CASES = [
                            "    operator: \">=\"\n    value: three\n"}),
     Case("accepted-risk-without-reason", "MLC103", "environments/prod.yaml:2:5",
          {"environments/prod.yaml": "acceptedRisks:\n  - {code: MLC502, subject: serving.x}\n"}),
+    # Platform files (`extends:`): read like ml.yaml, located in the file that is wrong.
+    Case("extends-missing", "MLC521", "ml.yaml:47:10",
+         {"ml.yaml": BASE + "extends: platform/platfrom.yaml\n"}),
+    Case("extends-cycle", "MLC522", "platform/base.yaml:3:10",
+         {"ml.yaml": BASE + "extends: platform/team.yaml\n",
+          "platform/team.yaml": PLATFORM_HEAD + "extends: base.yaml\n",
+          "platform/base.yaml": PLATFORM_HEAD + "extends: team.yaml\n"}),
+    Case("extends-key-not-allowed", "MLC520", "platform/platform.yaml:3:1",
+         {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
+          "platform/platform.yaml": PLATFORM_HEAD + "models: {}\n"}),
+    Case("extends-platform-key-not-allowed", "MLC520", "platform/platform.yaml:4:3",
+         {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
+          "platform/platform.yaml": PLATFORM_HEAD + "platform:\n  namespace: shared\n"}),
+    Case("extends-a-project", "MLC520", "platform/platform.yaml:2:7",
+         {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
+          "platform/platform.yaml": "apiVersion: mlc.dev/v1\nkind: Project\n"}),
+    Case("extends-url", "MLC524", "ml.yaml:47:10",
+         {"ml.yaml": BASE + "extends: https://github.com/acme/platform/platform.yaml\n"}),
+    Case("extends-in-overlay", "MLC523", "environments/prod.yaml:1:10",
+         {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
+          "platform/platform.yaml": PLATFORM_HEAD,
+          "environments/prod.yaml": "extends: platform/other.yaml\n"}),
+    Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
+         {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
+          "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),
 ]

@@ -24,6 +24,7 @@ from .conftest import write_project
 from .test_plan import MORE_REPLICAS, SECOND_MODEL, STAGED
 
 INDEX = ".mlc-index.json"
+HISTORY = ".mlc-history.jsonl"  # apply's audit record, swapped in with the tree
 
 
 def cli(*args: str) -> int:
@@ -81,7 +82,7 @@ def test_prunes_only_what_it_generated(workdir: Path):
     after = tree(env)
     assert [p for p in after if "churn-v2" in p] == ["serving/notes-churn-v2.txt"]
     index = json.loads(after[INDEX])["files"]
-    assert set(index) == set(after) - {INDEX, "serving/notes-churn-v2.txt"}
+    assert set(index) == set(after) - {INDEX, HISTORY, "serving/notes-churn-v2.txt"}
 
 
 def test_up_to_date_environment_is_not_touched(workdir: Path):
@@ -302,9 +303,15 @@ def test_killed_apply_leaves_old_or_new_tree(tmp_path: Path, fallback: bool):
         if hashes == {p: hashlib.sha256(b).hexdigest() for p, b in old[env].items()}:
             return "old"
         index = json.loads(bytes.fromhex(files[INDEX])) if INDEX in files else {}
-        if {p: h for p, h in hashes.items() if p != INDEX} == {
+        # The new tree comes with its audit record: the old history plus one line naming
+        # exactly this tree's index (a tree without its record, or the reverse, is MIXED).
+        history = bytes.fromhex(files.get(HISTORY, "")).splitlines()
+        recorded = json.loads(history[-1]).get("tree_sha256") if history else None
+        if {p: h for p, h in hashes.items() if p not in (INDEX, HISTORY)} == {
                 p: hashlib.sha256(b).hexdigest() for p, b in new_trees[env].items()} \
-                and set(index.get("files", {})) == set(new_trees[env]):
+                and set(index.get("files", {})) == set(new_trees[env]) \
+                and history[:-1] == old[env][HISTORY].splitlines() \
+                and recorded == hashes[INDEX]:
             return "new"
         return "MIXED"
 

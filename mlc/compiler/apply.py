@@ -8,7 +8,9 @@ never interleave (not even one environment at a time):
 2. refuse, before writing anything, when a risk stands that needs a flag (`--allow-delete`
    for deleting state or a feature view in use) or when `write` would refuse an environment
    (a hand-edited generated file without `--force`, someone else's file in the way);
-3. write every environment as one transaction (write.write_environments).
+3. write every environment as one transaction (write.write_environments), each changed
+   environment's audit record (who, which commit, the plan's hash, the accepted risks) in
+   the same transaction (audit/).
 
 A process killed during step 3 leaves every environment folder whole, and the next mlc run
 (plan or apply, under the same lock) finds every old tree or every new one: the swaps are
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from .audit.record import audit_records
 from .diagnostics import Diagnostics
 from .out_dir import check_out_dir
 from .plan import saved as saved_plans
@@ -82,7 +85,8 @@ def _apply_compiled(root, compiled, to_read, out_dir, *, force, allow_delete, co
         targets = [Target(e.env, e.files, [r.to_json() for r in e.risks], e.location)
                    for e in plan.environments]
         return _write_all(out_dir, targets, force=force, allow_delete=allow_delete,
-                          diags=diags, stdout=stdout)
+                          diags=diags, stdout=stdout,
+                          audit=(root, plan.to_json(), None))
 
 
 def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
@@ -104,15 +108,15 @@ def apply_saved(root: Path, plan_file: Path, *, force: bool = False,
     if not check_out_dir(root, out_dir, diags):
         return EXIT_INVALID
     try:
-        return _apply_plan(plan, plan_file, out_dir, force=force, allow_delete=allow_delete,
-                           diags=diags, stdout=stdout)
+        return _apply_plan(root, plan, plan_file, out_dir, force=force,
+                           allow_delete=allow_delete, diags=diags, stdout=stdout)
     except OSError as exc:  # taking the lock, or finishing an interrupted write
         report_os_error(exc, Path(out_dir), diags)
         return EXIT_INVALID
 
 
-def _apply_plan(plan, plan_file: Path, out_dir: Path, *, force: bool, allow_delete: bool,
-                diags: Diagnostics, stdout: IO[str]) -> int:
+def _apply_plan(root: Path, plan, plan_file: Path, out_dir: Path, *, force: bool,
+                allow_delete: bool, diags: Diagnostics, stdout: IO[str]) -> int:
     from .plan.command import report_tree_error
     from .plan.trees import TreeError, read_disk_tree
 
@@ -140,12 +144,15 @@ def _apply_plan(plan, plan_file: Path, out_dir: Path, *, force: bool, allow_dele
         for env in plan.environments:
             stdout.write(f"{env}: {envs_json.get(env, {}).get('summary_text', '')}\n")
         return _write_all(out_dir, targets, force=force, allow_delete=allow_delete,
-                          diags=diags, stdout=stdout)
+                          diags=diags, stdout=stdout,
+                          audit=(root, plan.plan, Path(plan_file).name))
 
 
 def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delete: bool,
-               diags: Diagnostics, stdout: IO[str]) -> int:
-    """Check every environment, then write them all; nothing is written if any is refused."""
+               diags: Diagnostics, stdout: IO[str],
+               audit: tuple[Path, Mapping, str | None]) -> int:
+    """Check every environment, then write them all; nothing is written if any is refused.
+    `audit`: the project folder, the plan as JSON and the saved plan's name, for the records."""
     granted = {"--allow-delete": allow_delete, "--force": force}
     for t in targets:
         for risk in t.risks:
@@ -166,11 +173,12 @@ def _write_all(out_dir: Path, targets: list[Target], *, force: bool, allow_delet
             diags.error(RISK_REFUSED, message, help=help)
     for t in targets:
         check_write(out_dir, t.env, t.files, force=force, diags=diags)
+    records = audit_records(out_dir, [t.env for t in targets], *audit, diags=diags)
     if diags.has_errors():
         print("Nothing was applied.", file=sys.stderr)
         return EXIT_INVALID
     results = write_environments(out_dir, {t.env: t.files for t in targets}, force=force,
-                                 diags=diags)
+                                 diags=diags, records=records)
     if results is None:  # an OS error: reported, and no environment was changed
         print("Nothing was applied.", file=sys.stderr)
         return EXIT_INVALID

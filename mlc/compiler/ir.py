@@ -559,6 +559,7 @@ class UserPolicy(IR):
 
     name: str
     path: str
+    on: Literal["project", "objects"] = "project"  # objects: the rendered objects, by kind
     operator: str
     value: str | int | float | bool | list[str | int | float | bool] | None
     environments: list[str] | None

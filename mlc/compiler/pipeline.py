@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import CompileFailed, Diagnostics, did_you_mean
+from .extends import extend, refuse_in_overlay
 from .ir import ResolvedProject
 from .load import Document, load_yaml_file
 from .names import is_dns_label
@@ -87,6 +88,11 @@ def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
     files = [PROJECT_FILE]
     document = base = load_yaml_file(root / PROJECT_FILE, PROJECT_FILE, diags, root=root)
     layers = [document]
+    if document is not None:  # the platform files ml.yaml extends lie under it (extends.py)
+        document, platform = extend(root, document, diags)
+        base = document
+        files += [layer.file for layer in platform]
+        layers += platform
     overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
     # lexists: a dangling link named like an overlay is an error, not a missing overlay
     if document is not None and os.path.lexists(root / overlay_file):
@@ -94,13 +100,15 @@ def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
         overlay = load_yaml_file(root / overlay_file, overlay_file, diags, allow_empty=True,
                                  root=root)
         layers.append(overlay)
+        if overlay is not None:
+            refuse_in_overlay(overlay, diags)
         document = merge_documents(document, overlay, diags) if overlay is not None else None
     if document is None or base is None or diags.has_errors():
         return None
     digest = hashlib.sha256()
     for name, layer in zip(files, layers, strict=True):  # the bytes that were parsed
         digest.update(name.encode() + b"\0" + layer.raw + b"\0")
-    return Loaded(env=env, document=document, base=base, layered=len(files) > 1,
+    return Loaded(env=env, document=document, base=base, layered=overlay_file in files,
                   source=" + ".join(files), source_hash=digest.hexdigest())
 
 

@@ -209,7 +209,7 @@ def compile_with_overlay(root: Path, env: str, new_text: str) -> tuple[Any, list
         base = read_project_file(root, PROJECT_FILE, MAX_FILE_BYTES)
     except ReadRefused as err:
         return None, [f"cannot read {PROJECT_FILE}: {err.detail}"]
-    with tempfile.TemporaryDirectory(prefix="mlc-overlay-") as scratch:
+    with _scratch_folder(root) as scratch:
         copy = Path(scratch)
         (copy / PROJECT_FILE).write_bytes(base)
         # the compile reads only this environment's overlay, and the others' names (resolve
@@ -217,6 +217,7 @@ def compile_with_overlay(root: Path, env: str, new_text: str) -> tuple[Any, list
         (copy / ENVIRONMENTS_DIR).mkdir()
         for other in list_environments(root):
             (copy / ENVIRONMENTS_DIR / f"{other}.yaml").write_text("{}\n", encoding="utf-8")
+        _link_the_rest(root, copy)
         (copy / ENVIRONMENTS_DIR / f"{env}.yaml").write_text(new_text, encoding="utf-8")
         diags = Diagnostics()
         project = check_environment(copy, env, diags)
@@ -224,6 +225,23 @@ def compile_with_overlay(root: Path, env: str, new_text: str) -> tuple[Any, list
             return None, [f"{d.code}: {d.message}" + (f" ({d.span})" if d.span else "")
                           for d in diags.errors]
         return project, []
+
+
+def _scratch_folder(root: Path) -> tempfile.TemporaryDirectory:
+    """Next to the project where possible: a platform file (`extends: ../platform/x.yaml`)
+    or a shared policies file named by a relative path then resolves as it does from the
+    project itself."""
+    try:
+        return tempfile.TemporaryDirectory(prefix=".mlc-overlay-", dir=Path(root).resolve().parent)
+    except OSError:  # a read-only parent: paths outside the project will not resolve
+        return tempfile.TemporaryDirectory(prefix="mlc-overlay-")
+
+
+def _link_the_rest(root: Path, copy: Path) -> None:
+    # the files ml.yaml names inside the project (a vendored platform file, a policies file)
+    for entry in sorted(Path(root).iterdir()):
+        if entry.name not in (PROJECT_FILE, ENVIRONMENTS_DIR) and not (copy / entry.name).exists():
+            os.symlink(entry.resolve(), copy / entry.name)
 
 
 def _check(root: Path, target: str, new_text: str, edits: list[tuple[str, Any]]) -> list[str]:

@@ -15,6 +15,9 @@ finds every old tree or every new one, never prod new and staging old:
    are atomic): files mlc did not generate are carried over, generated files written and
    fsynced, the new index last;
 5. swap them all in, journaled, rolled back on error (swap.py).
+
+`mlc apply` passes an audit record per environment: it is appended to the environment's
+history file inside the staged tree (audit/history.py), so tree and record swap together.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlc import __version__
+from mlc.compiler.audit.history import HISTORY_NAME, appended
 from mlc.compiler.diagnostics import Diagnostics, Span
 from mlc.compiler.output import check_path
 from mlc.compiler.swap import (
@@ -83,15 +87,17 @@ def write_environment(out_dir: Path, env: str, files: Mapping[str, bytes], *,
 
 
 def write_environments(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], *,
-                       force: bool = False, diags: Diagnostics) -> list[WriteResult] | None:
+                       force: bool = False, diags: Diagnostics,
+                       records: Mapping[str, Mapping] | None = None) -> list[WriteResult] | None:
     """Replace `out_dir/<env>` with its files for every environment, all or none; None if
     refused or failed. Refusals and failures are reported to `diags` and leave every
-    environment's tree as it was."""
+    environment's tree as it was. `records` (from apply): the audit record of each
+    environment, appended to its history in the new tree when the tree changes."""
     for env, files in trees.items():
         _check_arguments(env, files)
     out_dir = Path(out_dir)
     try:
-        return _write(out_dir, trees, force, diags)
+        return _write(out_dir, trees, force, diags, records or {})
     except OSError as exc:
         report_os_error(exc, out_dir, diags, envs=sorted(trees))
         return None
@@ -124,14 +130,14 @@ def _check_arguments(env: str, files: Mapping[str, bytes]) -> None:
         raise ValueError(f"environment name {env!r} is not a plain folder name")
     for path, data in files.items():
         check_path(path)
-        if path == INDEX_NAME:
-            raise ValueError(f"{INDEX_NAME} is reserved for mlc's own index")
+        if path in (INDEX_NAME, HISTORY_NAME):
+            raise ValueError(f"{path} is reserved for mlc's own index and history")
         if not isinstance(data, bytes):
             raise TypeError(f"{path}: content must be bytes, got {type(data).__name__}")
 
 
 def _write(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], force: bool,
-           diags: Diagnostics) -> list[WriteResult] | None:
+           diags: Diagnostics, records: Mapping[str, Mapping]) -> list[WriteResult] | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir / LOCK_NAME):
         finish_interrupted(out_dir)
@@ -153,7 +159,9 @@ def _write(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], force: bool,
                     continue  # nothing to do: leave the tree (and its mtimes) alone
                 carried = {p: kind for p, kind in tree.entries.items() if p not in tree.index}
                 staged.append(env)
-                _build(staging_of(out_dir, env), out_dir / env, carried, files, index_bytes)
+                extra = _audit_files(out_dir / env, records.get(env), carried, index_bytes)
+                _build(staging_of(out_dir, env), out_dir / env, carried, {**files, **extra},
+                       index_bytes)
                 new_index_sha[env] = _sha256(index_bytes)
             commit(out_dir, new_index_sha)
         except BaseException:
@@ -164,6 +172,15 @@ def _write(out_dir: Path, trees: Mapping[str, Mapping[str, bytes]], force: bool,
                     shutil.rmtree(staging_of(out_dir, env), ignore_errors=True)
             raise
     return results
+
+
+def _audit_files(target: Path, record: Mapping | None, carried: dict[str, str],
+                 index_bytes: bytes) -> dict[str, bytes]:
+    """The history file with `record` appended, replacing the carried one; {} for compile."""
+    if record is None:
+        return {}
+    carried.pop(HISTORY_NAME, None)
+    return {HISTORY_NAME: appended(target, record, tree_sha256=_sha256(index_bytes))}
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ class UserPolicy(Spec):
     path: str = Field(pattern=r"^[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*$", description="Dotted "
                       "path into the resolved project (the names of `project.json`), `*` for "
                       "any key or item: `endpoints.*.autoscaling.min_replicas`.")
+    on: Literal["project", "objects"] = Field(
+        "project", description="What `path` goes into: `project`, the resolved project; "
+        "`objects`, the Kubernetes objects the environment renders, as `<Kind>.<name>.<field>"
+        "...` (`Deployment.*.spec.template.spec.containers.*.image`).")
     operator: Literal["==", "!=", "<", "<=", ">", ">=", "in", "notIn", "exists", "absent",
                       "notIncreased", "notDecreased", "unchanged"]
     value: Scalar | list[Scalar] | None = None

@@ -37,6 +37,10 @@ class Project(Spec):
     models: dict[Name, Model] = Field(default_factory=dict)
     serving: dict[Name, Endpoint] = Field(default_factory=dict)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    extends: str | None = Field(
+        None, min_length=1, description="A platform file (docs/platform-files.md), relative to "
+        "this folder: hardware, images, policies and Argo CD and cost settings that a "
+        "platform team owns; values set here override it.")
     policies: str | None = Field(
         None, min_length=1, description="A policies file (docs/policies.md), relative to this "
         "folder; may be shared by many projects (`../platform/policies.yaml`).")

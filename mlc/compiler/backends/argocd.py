@@ -3,7 +3,8 @@
 Each compile writes only OUT/<env>/, and an environment's settings (its namespace, its
 Argo CD project, the revision it tracks) are known only when that environment is compiled,
 so each environment carries its own Application, in `argocd/application-<app>.yaml`, rather
-than one ApplicationSet that would have to guess the others. The packager leaves `argocd/`
+than one ApplicationSet that would have to guess the others (`mlc appset` makes one over
+many projects from them, below). The packager leaves `argocd/`
 out of the kustomization: an Application synced from the folder it points at would manage
 itself. Apply it once (`kubectl apply -f deploy/<env>/argocd/`), or let an app of apps
 point at `deploy/*/argocd`.
@@ -81,3 +82,62 @@ def application(project: ResolvedProject) -> dict[str, Any]:
 def emit(project: ResolvedProject) -> list[OutputFile]:
     path = f"{BOOTSTRAP_DIR}application-{application_name(project)}.yaml"
     return [OutputFile(path, application(project), project.source)]
+
+
+# ---------------------------------------------------------------------------------------
+# ApplicationSet over many projects (`mlc appset DIR`)
+#
+# Each environment's folder already holds its exact Application (above), with the sync
+# settings and ignored fields that environment needs. So the ApplicationSet does not try to
+# template those Applications (their ignoreDifferences differ per endpoint); it generates
+# one small bootstrap Application per environment that syncs `deploy/<env>/argocd/` -- the
+# app-of-apps that Argo CD users write by hand -- from a list generator whose elements mlc
+# derives from each resolved project, so every path, repository and namespace is exact.
+
+APPSET_TEMPLATE_KEYS = ("name", "project", "repoURL", "revision", "path", "server",
+                        "namespace")
+
+
+def bootstrap_element(project: ResolvedProject, argocd_project: str) -> dict[str, str]:
+    """The list generator element of one environment: where its Application lives."""
+    p = project.platform
+    return {"name": dns_label(project.name, project.env, "apps"), "project": argocd_project,
+            "repoURL": p.argocd_repo_url, "revision": p.argocd_target_revision,
+            "path": f"{source_path(project)}/{BOOTSTRAP_DIR.rstrip('/')}",
+            "server": p.argocd_server, "namespace": p.argocd_namespace}
+
+
+def application_set(name: str, namespace: str, elements: list[dict[str, str]]
+                    ) -> dict[str, Any]:
+    """The ApplicationSet whose Applications sync each environment's `argocd/` folder."""
+    param = {key: "{{ ." + key + " }}" for key in APPSET_TEMPLATE_KEYS}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ApplicationSet",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "mlc",
+                                "app.kubernetes.io/component": "gitops"}},
+        "spec": {
+            # missingkey=error: a template key no element has fails the generation loudly
+            "goTemplate": True,
+            "goTemplateOptions": ["missingkey=error"],
+            "generators": [{"list": {"elements": sorted(elements, key=lambda e: e["name"])}}],
+            "template": {
+                "metadata": {"name": param["name"],
+                             "labels": {"app.kubernetes.io/managed-by": "mlc",
+                                        "app.kubernetes.io/component": "gitops-bootstrap"}},
+                "spec": {
+                    "project": param["project"],
+                    "source": {"repoURL": param["repoURL"],
+                               "targetRevision": param["revision"], "path": param["path"]},
+                    "destination": {"server": param["server"],
+                                    "namespace": param["namespace"]},
+                    "syncPolicy": {"automated": {"prune": True, "selfHeal": True},
+                                   "retry": RETRY},
+                },
+            },
+            # deleting the ApplicationSet leaves the environments running, as deleting an
+            # Application does (no resources finalizer above)
+            "syncPolicy": {"preserveResourcesOnDeletion": True},
+        },
+    }

@@ -96,7 +96,9 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
     cost = plan_cost(old_ir, new_ir, old_known=not old_files)
     policies, policy_notes = policy_risks(
-        old_ir, new_ir, [*budget_violations(cost), *user_violations(env, old_ir, new_ir)])
+        old_ir, new_ir, [*budget_violations(cost), *user_violations(
+            env, old_ir, new_ir, lambda: (_objects(old_files, cache) if old_files else None,
+                                          _objects(new_files, cache)))])
     found += policies
     notes += policy_notes
     return EnvPlan(env=env, location=old.location, actions=actions,
@@ -151,6 +153,15 @@ def _parse(path: str, data: bytes, cache: _Cache) -> list[Item]:
 
 def _items(files: Mapping[str, bytes], cache: _Cache) -> dict[Key, Item]:
     return split_tree(files, parsed={p: _parse(p, b, cache) for p, b in files.items()})
+
+
+def _objects(files: Mapping[str, bytes], cache: _Cache) -> dict[str, dict[str, Any]]:
+    """A tree's objects by kind and name, the shape user policies `on: objects` read."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, item in _items(dict(files), cache).items():
+        if key.type == "object":
+            out.setdefault(key.obj_kind, {})[key.name] = item.value
+    return out
 
 
 def runtime_ir(files: Mapping[str, bytes], cache: _Cache | None = None) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from typing import Any
 from mlc import __version__
 
 from ..diagnostics import Diagnostics
+from ..extends import chain_files
 from ..load import MAX_FILE_BYTES, load_yaml_file
 from ..pipeline import ENVIRONMENTS_DIR, PROJECT_FILE
 from ..reading import ReadRefused, read_project_file, read_regular_file
@@ -50,13 +51,15 @@ class SavedPlan:
 
 
 def source_hashes(root: Path) -> dict[str, str]:
-    """Every file a compile of `root` reads: ml.yaml, the environment overlays, and the
-    policies files they name."""
+    """Every file a compile of `root` reads: ml.yaml, the environment overlays, the policies
+    files they name, and the platform files ml.yaml extends."""
     names = [PROJECT_FILE]
     folder = root / ENVIRONMENTS_DIR
     if folder.is_dir():
         names += sorted(f"{ENVIRONMENTS_DIR}/{p.name}" for p in folder.glob("*.yaml"))
-    policies = sorted({p for n in names for p in _policies_file(root, n)})
+    # shared files, named on purpose and possibly outside the project: the policies files and
+    # the platform files ml.yaml extends (with the policies files they name)
+    policies = sorted({p for n in names for p in _policies_file(root, n)} | set(chain_files(root)))
     out = {}
     for name in [*names, *policies]:
         try:  # bounded, regular files only (reading.py); a project file must stay inside the

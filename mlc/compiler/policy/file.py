@@ -46,7 +46,8 @@ def load_policies(root: Path, name: str, project_doc: Document,
         ok = _check(doc, i, rule, diags) and ok
         span = locate(doc, ("policies", i, "name"))
         out.append(ir.UserPolicy(
-            name=rule.name, path=rule.path, operator=rule.operator, value=rule.value,
+            name=rule.name, path=rule.path, on=rule.on, operator=rule.operator,
+            value=rule.value,
             environments=rule.environments, severity=rule.severity, message=rule.message,
             origin=ir.Origin(file=shown, line=span.line if span else 0,
                              path=f"policies[{i}]")))
@@ -55,7 +56,8 @@ def load_policies(root: Path, name: str, project_doc: Document,
 
 def _check(doc: Document, i: int, rule: Any, diags: Diagnostics) -> bool:
     where = ("policies", i)
-    problem = path_problem(rule.path)
+    problem = object_path_problem(rule.path) if rule.on == "objects" else \
+        path_problem(rule.path)
     if problem:
         diags.error(UNKNOWN_POLICY_PATH, f"policy `{rule.name}`: {problem}", path=(*where, "path"),
                     span=locate(doc, (*where, "path")),
@@ -80,6 +82,17 @@ def _check(doc: Document, i: int, rule: Any, diags: Diagnostics) -> bool:
                     help="see the operators in docs/policies.md")
         return False
     return True
+
+
+def object_path_problem(path: str) -> str | None:
+    """Why `path` cannot name a field of a rendered object (`<Kind>.<name>.<field>...`)."""
+    parts = path.split(".")
+    if len(parts) < 3:
+        return (f"`{path}` names no field of an object: write `<Kind>.<name>.<field>...`, "
+                "e.g. `Deployment.*.spec.replicas`")
+    if parts[0] != "*" and not parts[0][:1].isupper():
+        return f"`{parts[0]}` is not a Kubernetes kind (`Deployment`, `Service`, ... or `*`)"
+    return None
 
 
 def path_problem(path: str) -> str | None:

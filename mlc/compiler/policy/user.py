@@ -5,7 +5,7 @@ operators on a change). A rule's subject is `<rule>@<concrete path>`, which an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .builtin import USER_POLICY, Violation
@@ -13,12 +13,20 @@ from .builtin import USER_POLICY, Violation
 _MISSING = object()
 
 
-def user_violations(env: str, old: Mapping[str, Any] | None,
-                    new: Mapping[str, Any]) -> list[Violation]:
+def user_violations(env: str, old: Mapping[str, Any] | None, new: Mapping[str, Any],
+                    objects: Callable[[], tuple[Any, Any]] | None = None) -> list[Violation]:
+    """`objects`: the old tree's and the new tree's objects as {kind: {name: object}} (the
+    old None without an old tree), for the rules `on: objects`; asked for only when there
+    is such a rule, since it parses every file of both trees."""
     out = []
     for rule in new.get("policies") or []:
         envs = rule.get("environments")
         if envs is not None and env not in envs:
+            continue
+        if rule.get("on") == "objects":
+            if objects is not None:
+                old_objects, new_objects = objects()
+                out += list(_rule(rule, old_objects, new_objects))
             continue
         out += list(_rule(rule, old, new))
     return sorted(set(out))

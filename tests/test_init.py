@@ -1,0 +1,237 @@
+"""`mlc init`: every blueprint, initialised into an empty folder, validates with no finding,
+compiles for every environment, and its objects pass the upstream schemas (CRDs from
+../shared/schemas, Kubernetes' own kinds by kubernetes-validate) and `kubectl kustomize`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlc import __version__
+from mlc.cli import main
+from mlc.compiler.init import BLUEPRINTS, NOT_AVAILABLE, blueprint_files
+from mlc.schema.jsonschema import schema_text
+
+from . import crd_monitoring_check, schema_check
+from .conftest import ROOT
+
+EVENTS = "argo-events/schema.json"
+K8S_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io",
+              "rbac.authorization.k8s.io", "scheduling.k8s.io"}
+
+
+def cli(*args: str) -> int:
+    return main(list(args))
+
+
+@cache
+def crd_files() -> dict[tuple[str, str], str]:
+    """(group, kind) -> the CRD file under ../shared/schemas that defines it."""
+    found = {}
+    root = schema_check.require_schemas()
+    for path in sorted(root.rglob("*.yaml")):
+        head = path.read_text("utf-8", errors="replace")[:20000]
+        if "kind: CustomResourceDefinition" not in head:
+            continue
+        doc = yaml.load(head.split("\n  versions:")[0], Loader=yaml.SafeLoader) or {}
+        spec = doc.get("spec") or {}
+        names = spec.get("names") or {}
+        if spec.get("group") and names.get("kind"):
+            found[(spec["group"], names["kind"])] = path.relative_to(root).as_posix()
+    return found
+
+
+def schema_errors(obj: dict) -> list[str]:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    kind = obj["kind"]
+    if group in K8S_GROUPS:
+        kubernetes_validate = pytest.importorskip("kubernetes_validate")
+        try:
+            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return [str(exc)]
+        return []
+    if group == "monitoring.coreos.com":
+        return crd_monitoring_check.errors(obj)
+    if group == "argoproj.io" and kind in ("EventSource", "Sensor", "EventBus"):
+        return schema_check.check_definition(obj, EVENTS, f"io.argoproj.events.{version}.{kind}")
+    relpath = crd_files().get((group, kind))
+    assert relpath, f"no upstream schema for {obj['apiVersion']} {kind}"
+    return schema_check.check_crd(obj, relpath, version)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory) -> dict[str, tuple[Path, dict, str]]:
+    """Every blueprint initialised by `mlc init` and compiled by `mlc compile`, once: the
+    output folder, validate's JSON result and compile's stderr, by blueprint."""
+    import contextlib
+    import io
+
+    out = {}
+    for blueprint in sorted(BLUEPRINTS):
+        base = tmp_path_factory.mktemp(blueprint)
+        project = base / "project"
+        assert cli("init", blueprint, str(project)) == 0
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert cli("validate", "-C", str(project), "--format", "json") == 0
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            assert cli("compile", "-C", str(project), "--out", str(base / "out")) == 0
+        out[blueprint] = (base / "out", json.loads(stdout.getvalue()), stderr.getvalue())
+    return out
+
+
+def environments(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("blueprint", sorted(BLUEPRINTS))
+def test_every_blueprint_validates_and_compiles_every_environment(blueprint: str,
+                                                                  initialised):
+    out, result, compile_err = initialised[blueprint]
+    # no warning either, but the example's own: its endpoints serve a registry alias until
+    # `mlc pin` resolves it against a registry (MLC343), which a new project has not got
+    allowed = {"MLC343"} if blueprint == "tabular" else set()
+    assert result["valid"], result["diagnostics"]
+    assert {d["code"] for d in result["diagnostics"]} <= allowed, result["diagnostics"]
+    assert allowed or compile_err == ""
+    expected = sorted(Path(p).stem for p in blueprint_files(blueprint)
+                      if p.startswith("environments/")) or ["default"]
+    assert environments(out) == expected
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the kustomize build is not checked")
+    for env in environments(out):
+        built = subprocess.run([kubectl, "kustomize", str(out / env)], capture_output=True,
+                               text=True, timeout=120)
+        assert built.returncode == 0, f"{env}: {built.stderr}"
+
+
+# Slow: the upstream CRDs are megabytes of YAML each (loaded once per process, shared with
+# the other schema tests of the suite).
+@pytest.mark.slow
+def test_every_blueprints_objects_pass_the_upstream_schemas(initialised):
+    kinds = set()
+    for blueprint, (out, _, _) in sorted(initialised.items()):
+        for env in environments(out):
+            folder = out / env
+            checked = 0
+            for path in sorted(folder.rglob("*.yaml")):
+                if path.name == "kustomization.yaml" or path.parent.name == "feast":
+                    continue  # the Feast repo's feature_store.yaml is Feast's, not Kubernetes'
+                for obj in yaml.safe_load_all(path.read_text()):
+                    if isinstance(obj, dict) and "apiVersion" in obj:
+                        where = f"{blueprint}: {env}/{path.relative_to(folder)}"
+                        assert schema_errors(obj) == [], where
+                        kinds.add(obj["kind"])
+                        checked += 1
+            assert checked > 3, (blueprint, env)
+    # the check reached the custom resources, not only Kubernetes' own kinds
+    assert {"WorkflowTemplate", "Application", "Rollout", "PrometheusRule"} <= kinds, kinds
+
+
+def test_the_project_around_the_blueprint(workdir: Path):
+    assert cli("init", "batch", "project", "--ci", "gitlab") == 0
+    project = workdir / "project"
+    assert (project / "ml.schema.json").read_text() == schema_text()
+    assert json.loads((project / ".vscode" / "settings.json").read_text()) == {
+        "yaml.schemas": {"./ml.schema.json": ["ml.yaml"],
+                         "./ml.overlay.schema.json": ["environments/*.yaml"]}}
+    assert (project / "ml.yaml").read_text().startswith(
+        "# yaml-language-server: $schema=./ml.schema.json\n")
+    gitlab = (project / ".gitlab-ci.yml").read_text()
+    assert f'MLC_PIP_SPEC: "mlc=={__version__}"' in gitlab
+    assert yaml.safe_load(gitlab)["mlc-plan"]["stage"] == "test"
+    assert not (project / ".github").exists()
+
+    assert cli("init", "minimal", "plain", "--ci", "none") == 0
+    assert sorted(p.relative_to(workdir / "plain").as_posix()
+                  for p in (workdir / "plain").rglob("*") if p.is_file()) == [
+        ".vscode/settings.json", "ml.schema.json", "ml.yaml"]
+
+
+def test_the_tabular_blueprint_is_the_bundled_example_and_ci_is_the_shipped_workflow(
+        workdir: Path):
+    # copies kept in the package (a wheel holds no repository files): they must not drift
+    for path, data in blueprint_files("tabular").items():
+        assert (ROOT / path).read_bytes() == data, path
+    shipped = ROOT / "mlc" / "blueprints" / "ci"
+    assert (shipped / "github-workflow.yml").read_bytes() == (
+        ROOT / ".github" / "workflows" / "mlc.yml").read_bytes()
+    assert (shipped / "gitlab-ci.yml").read_bytes() == (
+        ROOT / "ci" / "gitlab" / "mlc.gitlab-ci.yml").read_bytes()
+    assert cli("init", "tabular", "project") == 0
+    workflow = (workdir / "project" / ".github" / "workflows" / "mlc.yml").read_text()
+    original = (ROOT / ".github" / "workflows" / "mlc.yml").read_text()
+    changed = [(a, b) for a, b in zip(original.splitlines(), workflow.splitlines(),
+                                      strict=True) if a != b]
+    assert changed == [('  MLC_PIP_SPEC: "."      # what to pip install: "." in mlc\'s own '
+                        'repository', f'  MLC_PIP_SPEC: "mlc=={__version__}"  # the mlc '
+                        'release this project uses')]
+
+
+def test_init_refuses_a_folder_in_use_and_unknown_blueprints(workdir: Path, capsys):
+    (workdir / "taken").mkdir()
+    (workdir / "taken" / "notes.txt").write_text("mine\n")
+    (workdir / "afile").write_text("")
+    for args, code, text in (
+            (("tabular", "taken"), "MLC517", "taken is not empty"),
+            (("tabular", "afile"), "MLC517", "afile is not a folder"),
+            (("tabluar", "new"), "MLC518", "did you mean `tabular`?"),
+            (("ranking", "new"), "MLC518", "no ranking or recommendation task yet"),
+            (("llm", "new"), "MLC518", "cannot express an LLM")):
+        capsys.readouterr()
+        assert cli("init", *args) == 1
+        err = capsys.readouterr().err
+        assert code in err and text in err, err
+    assert sorted(p.name for p in (workdir / "taken").iterdir()) == ["notes.txt"]
+    assert not (workdir / "new").exists()
+
+    capsys.readouterr()
+    assert cli("init", "--list") == 0
+    listed = capsys.readouterr().out
+    for name in [*BLUEPRINTS, *NOT_AVAILABLE]:
+        assert any(line.startswith(name + " ") for line in listed.splitlines()), name
+
+    (workdir / "empty").mkdir()
+    assert cli("init", "-C", "empty") == 0  # the default: minimal, into an empty folder here
+    assert (workdir / "empty" / "ml.yaml").read_bytes() == blueprint_files("minimal")["ml.yaml"]
+
+
+@pytest.mark.slow  # builds a wheel (about 5 s)
+def test_the_wheel_holds_every_blueprint(tmp_path: Path):
+    """package-data lists the blueprint files by pattern; a pattern that misses one would
+    ship a blueprint that fails to initialise."""
+    source = tmp_path / "source"  # a copy: building in place would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    shutil.copytree(ROOT / "mlc", source / "mlc",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "-w", str(tmp_path), str(source)],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if build.returncode != 0 and "No module named" in build.stderr:
+        pytest.skip(f"cannot build a wheel here: {build.stderr.strip()[-200:]}")
+    assert build.returncode == 0, build.stderr
+    import zipfile
+
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in [*BLUEPRINTS, "ci"]:
+        for path in (blueprint_files(name) if name != "ci" else
+                     {"github-workflow.yml": b"", "gitlab-ci.yml": b""}):
+            assert f"mlc/blueprints/{name}/{path}" in names, path
