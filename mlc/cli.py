@@ -122,9 +122,9 @@ def _explain(args, diags) -> int:
 
 
 def _schema(args, diags) -> int:
-    from .schema.jsonschema import schema_text
+    from .schema.jsonschema import overlay_schema_text, schema_text
 
-    sys.stdout.write(schema_text())
+    sys.stdout.write(overlay_schema_text() if args.overlay else schema_text())
     return EXIT_OK
 
 
@@ -241,7 +241,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="dotted path, e.g. serving.fraud-api.autoscaling (default: everything)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
-    command("schema", _schema, "Print the JSON Schema of ml.yaml.")
+    p = command("schema", _schema, "Print the JSON Schema of ml.yaml (ml.schema.json), or of "
+                "its environments' overlays.")
+    p.add_argument("--overlay", action="store_true",
+                   help="the schema of environments/*.yaml (ml.overlay.schema.json)")
 
     p = command("plan", _plan, "Show what apply would change in OUT/<env> (or in the tree "
                 "committed at --base-ref): objects and fields, and risky changes.")

@@ -10,6 +10,7 @@ new gap fails the test instead of slipping in.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -19,8 +20,14 @@ import jsonschema
 import pytest
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from mlc.compiler.diagnostics import Diagnostics
+from mlc.compiler.load import load_yaml_file
+from mlc.compiler.pipeline import check_environment
 from mlc.schema import types as t
-from mlc.schema.jsonschema import schema
+from mlc.schema.jsonschema import overlay_schema_text
+from mlc.schema.jsonschema import schema as _schema
+
+from .conftest import ROOT, write_project
 
 LONG_PREFIX = ("a" * 63 + ".") * 3 + "b"  # a 193-character DNS prefix
 DIGEST = "sha256:" + "a" * 64
@@ -72,6 +79,9 @@ GAPS = {
     "Seconds": {"500ms500ms": "schema"},  # a sum of milliseconds that is a whole second
     "Cron": {"5-1 * * * *": "mlc", "@every 87601h": "mlc"},  # backwards; over ten years
 }
+
+
+schema = functools.cache(_schema)
 
 
 def _mlc_accepts(annotation, value) -> bool:
@@ -174,3 +184,92 @@ def test_issue_examples_are_refused_by_the_schema():
     assert not _schema_accepts(t.MemoryQuantity, "1GB")
     assert not _schema_accepts(t.Cron, "61 3 * * 1")
     assert not _schema_accepts(t.Seconds, "90 days")
+
+
+# ---------------------------------------------------------------------------------------
+# environments/*.yaml: the overlay schema
+
+
+def test_checked_in_overlay_schema_is_current():
+    assert (ROOT / "ml.overlay.schema.json").read_text() == overlay_schema_text(), \
+        "ml.overlay.schema.json is stale: run `mlc schema --overlay > ml.overlay.schema.json`"
+
+
+@functools.cache
+def _overlay_validator():
+    return jsonschema.Draft202012Validator(json.loads(overlay_schema_text()))
+
+
+def test_overlay_schema_accepts_the_example_environments():
+    validator = _overlay_validator()
+    jsonschema.Draft202012Validator.check_schema(validator.schema)
+    for path in sorted((ROOT / "environments").glob("*.yaml")):
+        doc = load_yaml_file(path, f"environments/{path.name}", Diagnostics())
+        assert doc is not None
+        errors = [f"{list(e.absolute_path)}: {e.message[:200]}"
+                  for e in validator.iter_errors(doc.data)]
+        assert errors == [], path.name
+
+
+DELETE = {"$patch": "delete"}
+OVERLAYS_ACCEPTED = [
+    {"models": {"fraud-classifier": {"training": {"schedule": DELETE}}}},
+    {"serving": {"fraud-api": DELETE}},
+    {"metadata": {"labels": {"cost-center": DELETE}}},
+    {"hardware": {"small": {"cpu": "1", "memory": "2Gi"}}},
+    {"platform": {"mlflow": {"$patch": "replace", "trackingUri": "http://mlflow:5000"}}},
+    {"sources": {"transactions": {"path": "data/other.parquet"}}},  # no `type`: merged
+    {"apiVersion": "mlc.dev/v1", "kind": "Project"},
+    {"$patch": "replace"},
+]
+OVERLAYS_REFUSED = [
+    DELETE,  # an overlay cannot delete the whole project (MLC011)
+    {"platform": {"$patch": "remove"}},
+    {"modles": {}},
+    {"platform": {"$schema": "x"}},
+    {"models": {"fraud-classifier": {"training": {"schedule": "61 3 * * 1"}}}},
+    {"hardware": {"small": {"memory": "1GB"}}},
+    {"serving": {"fraud-api": {"slo": {"window": "90 days"}}}},
+    {"models": {"Fraud Classifier": {}}},
+]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS_ACCEPTED, ids=lambda o: json.dumps(o)[:60])
+def test_overlay_schema_accepts(overlay):
+    errors = [e.message[:200] for e in _overlay_validator().iter_errors(overlay)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS_REFUSED, ids=lambda o: json.dumps(o)[:60])
+def test_overlay_schema_refuses(overlay):
+    assert not _overlay_validator().is_valid(overlay)
+
+
+def test_what_the_overlay_schema_accepts_mlc_merges(tmp_path):
+    """A deletion the editor lets through is one `mlc validate` takes too."""
+    shutil.copy(ROOT / "ml.yaml", tmp_path / "ml.yaml")
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    overlay = ("platform: {development: true, imagePolicy: tag}\n"
+               "models:\n  fraud-classifier:\n    training:\n      schedule: {$patch: delete}\n"
+               "metadata:\n  labels:\n    cost-center: {$patch: delete}\n")
+    write_project(tmp_path, {"environments/dev.yaml": overlay})
+    data = load_yaml_file(tmp_path / "environments/dev.yaml", "environments/dev.yaml",
+                          Diagnostics()).data
+    assert _overlay_validator().is_valid(data)
+    diags = Diagnostics()
+    resolved = check_environment(tmp_path, "dev", diags)
+    assert resolved is not None, [d.message for d in diags.sorted()]
+    assert not diags.has_errors()
+
+
+def test_vscode_settings_map_both_schemas():
+    settings = json.loads((ROOT / ".vscode" / "settings.json").read_text())
+    schemas = settings["yaml.schemas"]
+    assert schemas == {"./ml.schema.json": ["ml.yaml"],
+                       "./ml.overlay.schema.json": ["environments/*.yaml"]}
+    for target, globs in schemas.items():
+        assert (ROOT / target).is_file()
+        assert all(list(ROOT.glob(g)) for g in globs)
+    for path in (ROOT / "environments").glob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../ml.overlay.schema.json", path.name
