@@ -128,6 +128,13 @@ def _schema(args, diags) -> int:
     return EXIT_OK
 
 
+def _completion(args, diags) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(args.shell, _parser()))
+    return EXIT_OK
+
+
 def _out_dir(args, diags, *, writing: bool = True) -> Path | None:
     """The output folder, None (with a diagnostic) when using it would be unsafe."""
     from .compiler.out_dir import check_out_dir
@@ -302,6 +309,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="only this model's training pipeline (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")
     p.add_argument("--port", type=int, help="serve: port (default: the endpoint's)")
+
+    p = command("completion", _completion, "Print a shell completion script: "
+                "`source <(mlc completion bash)`, `mlc completion fish | source`, or zsh's "
+                "`source <(mlc completion zsh)`.")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
 
 
