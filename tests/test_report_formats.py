@@ -173,3 +173,14 @@ def test_plan_with_errors_reports_them_in_the_format(workdir, capsys):
     assert code == 1
     run = _sarif_checked(out)
     assert {r["ruleId"] for r in run["results"]} == {"MLC105"}
+
+
+def test_independent_errors_are_reported_together(workdir, capsys):
+    """A bad duration does not hide a bad cron (or a bad quantity) until the next run."""
+    broken = edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                  "      schedule: \"61 3 * * 1\"\n      timeout: 90 days\nserving", BROKEN)
+    write_project(workdir / "project", {"ml.yaml": broken})
+    code, out, _ = _run(capsys, "validate", "-C", "project", "--format", "json")
+    assert code == 1
+    codes = sorted(d["code"] for d in json.loads(out)["diagnostics"])
+    assert codes == ["MLC105", "MLC105", "MLC106", "MLC107"]
