@@ -111,7 +111,7 @@ def test_github_on_a_valid_project(workdir, capsys):
 def test_github_escaping():
     f = Finding("MLC101", "error", "100% sure: a,b\r\nc", ("help: x:y",), "dir,a:b/ml.yaml",
                 3, 5, 9)
-    assert annotation(f) == ("::error file=dir%2Ca%3Ab/ml.yaml,line=3,col=5,endColumn=9,"
+    assert annotation(f) == ("::error file=dir%2Ca%3Ab/ml.yaml,line=3,col=5,endColumn=8,"
                              "title=MLC101::100%25 sure: a,b%0D%0Ac%0Ahelp: x:y")
     assert escape_data("%0A") == "%250A"  # a literal escape in the text stays literal
     assert escape_property("a:b,c%\n") == "a%3Ab%2Cc%25%0A"

@@ -28,8 +28,9 @@ def annotation(f: Finding) -> str:
             props.append(f"line={f.line}")
             if f.column:
                 props.append(f"col={f.column}")
-                if f.end_column > f.column:
-                    props.append(f"endColumn={f.end_column}")
+                # GitHub's end column is the last one marked; a span's ends after it
+                if f.end_column - 1 > f.column:
+                    props.append(f"endColumn={f.end_column - 1}")
     props.append(f"title={escape_property(f.code)}")
     body = "\n".join([f.message, *f.details])
     return f"::{_COMMAND[f.level]} {','.join(props)}::{escape_data(body)}"
