@@ -155,19 +155,28 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     """The plan as a pull-request comment, under `limit` characters. When the field-level
     changes do not all fit, those of the largest objects are left out first, each object
     still listed with a count of its changes, and the comment says how many were cut."""
-    sizes = {(e.env, i): len("\n".join(_action_lines(a, e.actions, True)))
-             for e in plan.environments for i, a in enumerate(e.actions) if a.changes}
-    detailed = set(sizes)
+    actions = {(e.env, i): (a, e.actions) for e in plan.environments
+               for i, a in enumerate(e.actions) if a.changes}
+    # what leaving an object's fields out saves: its field lines, less the count line
+    saved = {k: len("\n".join(_action_lines(a, all_, True)))
+             - len("\n".join(_action_lines(a, all_, False))) for k, (a, all_) in actions.items()}
+    detailed = set(actions)
     text = _markdown(plan, detailed)
-    # the largest first; each try re-renders, which is cheap next to the comment limit
-    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
-        if len(text) <= limit:
-            break
-        detailed.discard(key)
-        cut = len(sizes) - len(detailed)
+    order = sorted(saved, key=lambda k: (-saved[k], k))  # the largest first
+    excess = len(text) - limit
+    while excess > 0 and detailed:
+        # leave out as many as the estimate says, then measure the real text again
+        for key in order:
+            if excess <= 0:
+                break
+            if key in detailed:
+                detailed.discard(key)
+                excess -= saved[key]
+        cut = len(actions) - len(detailed)
         text = _markdown(plan, detailed, note=f"Field-level changes are left out for {cut} "
                          f"object{'s' if cut != 1 else ''}, the largest: the plan is too long "
                          "for a comment. Run `mlc plan` to see them.")
+        excess = len(text) - limit
     if len(text) > limit:
         cut = text[:limit - 200]
         text = cut[:cut.rfind("\n")] + "\n\n_…plan cut short: run `mlc plan` for all of it._\n"
