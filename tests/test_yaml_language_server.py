@@ -44,6 +44,13 @@ BROKEN = [
      "exclusive maximum of 100"),
     ("fraction", "ml.yaml", "        maxErrorRate: 0.01", "        maxErrorRate: 1.5",
      "maximum of 1."),
+    ("source-path", "ml.yaml", "    path: data/transactions.parquet",
+     "    path: /data/transactions.parquet", "expected a path inside the project folder"),
+    ("env-var", "ml.yaml", "        learningRate: 0.001",
+     "        learningRate: 0.001\n        env: {MLC_SEED: '1'}", "environment variable name"),
+    ("version", "ml.yaml", "  version: 1.4.0", "  version: 1.4.0 beta", "does not match"),
+    ("slack-channel", "ml.yaml", 'channel: "#risk-ml-alerts"', 'channel: "#Risk ML"',
+     "does not match"),
     ("unknown-key", "ml.yaml", "    framework: torch", "    framewrk: torch", "framewrk"),
     ("overlay-namespace", "environments/prod.yaml", "  namespace: fraud-prod",
      "  namespace: kube-system", "other than `default` and `kube-*`"),
@@ -79,7 +86,7 @@ def _copy(folder, name, file, old, new):
         else:
             lines[line] = lines[line].replace(old, new)
         target.write_text("\n".join(lines))
-        return target, line
+        return target, line + new.count("\n")  # an added line: the last one is the broken
     return target, None
 
 
@@ -101,7 +108,8 @@ def published(tmp_path_factory):
                                                        "        maxLatencyP99:"), 10)
     finally:
         server.close()
-    return {name: (diagnostics[uris[name]], line) for name, (_, line) in cases.items()}, hover
+    return ({name: (diagnostics[uris[name]], line) for name, (_, line) in cases.items()},
+            hover, folder)
 
 
 def _line_of(path, text):
@@ -139,3 +147,21 @@ def test_hover_shows_the_title_and_the_description(published):
     hover = published[1]
     assert "Max p99 latency" in hover
     assert "p99 latency is above this" in hover
+
+
+@pytest.mark.parametrize("name", [c[0] for c in BROKEN])
+def test_mlc_refuses_what_the_editor_underlines(published, name):
+    """The other side of the agreement: each broken copy fails `mlc validate` too."""
+    from mlc.compiler.diagnostics import Diagnostics
+    from mlc.compiler.pipeline import load_environment
+    from mlc.compiler.validate import validate_document, validate_layer
+
+    folder = published[2] / name
+    env = "prod" if next(c[1] for c in BROKEN if c[0] == name).startswith("environments/") \
+        else "dev"
+    diags = Diagnostics()
+    loaded = load_environment(folder, env, diags)
+    if loaded is not None:  # as `mlc validate` checks: ml.yaml alone, and merged
+        validate_layer(loaded.base, diags)
+        validate_document(loaded.document, diags)
+    assert diags.has_errors(), name
