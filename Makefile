@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 # torch is pinned in pyproject.toml (2.13.0, a CPU build lies on disk); never let pip pick one.
 PIP     = $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: demo test install install-test system-deps lint clean
+.PHONY: demo test install install-test system-deps test-tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,15 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(PIP) -e '.[runtime]'
 
-install-test: $(BIN)/python system-deps
+install-test: $(BIN)/python system-deps test-tools
 	$(PIP) -e '.[all]'
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# node tools (yaml-language-server) into .tools/; skipped with a message where npm is missing
+test-tools:
+	bash scripts/install-test-tools.sh
 
 demo: install
 	$(BIN)/mlc validate
@@ -34,4 +38,4 @@ lint: install-test
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) deploy .mlc .pytest_cache
+	rm -rf $(VENV) deploy .mlc .pytest_cache .tools

@@ -8,6 +8,7 @@ Evidently or Feast (a test guards this).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from . import __version__
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+# Formats for a pull request: every diagnostic and plan risk at its file and line, on stdout.
+ANNOTATED = ("github", "sarif")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(args: argparse.Namespace, diags) -> None:
     from .compiler.diagnostics import render_json, render_text, summary_line
 
+    if getattr(args, "format", "text") in ANNOTATED:
+        _annotated(args, diags)
+        return
     if getattr(args, "format", "text") == "json" and args.command == "validate":
         return  # validate prints diagnostics inside its JSON result
     if not len(diags):
@@ -62,6 +68,24 @@ def _report(args: argparse.Namespace, diags) -> None:
     else:
         sys.stderr.write(render_text(diags.sorted(), root=_root(args), color=color))
         sys.stderr.write(summary_line(diags) + "\n")
+
+
+def _annotated(args: argparse.Namespace, diags) -> None:
+    """`--format github|sarif`: the diagnostics, and a plan's risks, as one output."""
+    from .compiler.report import findings, github, sarif
+
+    found = findings.from_diagnostics(diags.sorted(), _root(args))
+    plan = json.loads(args.plan_json) if getattr(args, "plan_json", "") else None
+    summary = []
+    if plan is not None:
+        found += findings.from_plan(plan, _root(args), "ml.yaml")
+        summary = [f"{e['name']}: {e['summary_text']}" for e in plan["environments"]]
+    elif args.command == "validate" and not diags.has_errors():
+        summary = [f"valid: {', '.join(args.environments or [])}"]
+    if args.format == "sarif":
+        sys.stdout.write(sarif.render(found))
+    else:
+        sys.stdout.write(github.render(found, summary))
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -76,8 +100,11 @@ def _validate(args, diags) -> int:
     from .compiler.pipeline import check_environment, select_environments
 
     envs = select_environments(_root(args), args.env, diags)
+    args.environments = envs
     for env in envs:
         check_environment(_root(args), env, diags)
+    if args.format in ANNOTATED:
+        return EXIT_OK  # _report prints them
     if args.format == "json":
         from .compiler.diagnostics import render_json
 
@@ -122,9 +149,16 @@ def _explain(args, diags) -> int:
 
 
 def _schema(args, diags) -> int:
-    from .schema.jsonschema import schema_text
+    from .schema.jsonschema import overlay_schema_text, schema_text
 
-    sys.stdout.write(schema_text())
+    sys.stdout.write(overlay_schema_text() if args.overlay else schema_text())
+    return EXIT_OK
+
+
+def _completion(args, diags) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(args.shell, _parser()))
     return EXIT_OK
 
 
@@ -142,10 +176,16 @@ def _plan(args, diags) -> int:
     out_dir = _out_dir(args, diags, writing=False)
     if out_dir is None:
         return EXIT_INVALID
-    return run_plan(_root(args), args.env, out_dir, fmt=args.format,
+    annotated = args.format in ANNOTATED
+    buffer = io.StringIO() if annotated else None  # the JSON plan, read back for its risks
+    code = run_plan(_root(args), args.env, out_dir, fmt="json" if annotated else args.format,
                     base_ref=args.base_ref, save=Path(args.save) if args.save else None,
                     detailed=args.detailed_exitcode,
-                    color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags)
+                    color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"), diags=diags,
+                    stdout=buffer)
+    if buffer is not None:
+        args.plan_json = buffer.getvalue()
+    return code
 
 
 def _apply(args, diags) -> int:
@@ -283,7 +323,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("validate", _validate, "Check ml.yaml and its environments; exit 1 if invalid.")
     p.add_argument("--env", action="append", metavar="ENV",
                    help="only this environment (repeatable); default: all")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json", "github", "sarif"), default="text",
+                   help="github: workflow-command annotations at file:line; sarif: SARIF "
+                   "2.1.0, for code scanning")
 
     p = command("compile", _compile, "Compile every environment into OUT/<env>/.")
     p.add_argument("--env", action="append", metavar="ENV",
@@ -300,14 +342,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="dotted path, e.g. serving.fraud-api.autoscaling (default: everything)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
-    command("schema", _schema, "Print the JSON Schema of ml.yaml.")
+    p = command("schema", _schema, "Print the JSON Schema of ml.yaml (ml.schema.json), or of "
+                "its environments' overlays.")
+    p.add_argument("--overlay", action="store_true",
+                   help="the schema of environments/*.yaml (ml.overlay.schema.json)")
 
     p = command("plan", _plan, "Show what apply would change in OUT/<env> (or in the tree "
                 "committed at --base-ref): objects and fields, and risky changes.")
     p.add_argument("--env", action="append", metavar="ENV",
                    help="only this environment (repeatable); default: all")
     p.add_argument("--out", metavar="DIR", help="output folder; default: DIR/deploy")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "json", "github", "sarif"),
+                   default="text", help="github: diagnostics and risks as workflow-command "
+                   "annotations; sarif: the same as SARIF 2.1.0")
     p.add_argument("--base-ref", metavar="REF",
                    help="compare with the output folder as committed at this git ref")
     p.add_argument("--detailed-exitcode", action="store_true",
@@ -389,6 +436,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="only this model's training pipeline (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")
     p.add_argument("--port", type=int, help="serve: port (default: the endpoint's)")
+
+    p = command("completion", _completion, "Print a shell completion script: "
+                "`source <(mlc completion bash)`, `mlc completion fish | source`, or zsh's "
+                "`source <(mlc completion zsh)`.")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
 
 

@@ -88,7 +88,7 @@ def test_explain_shows_value_and_origin(capsys):
                  "serving.fraud-api.autoscaling.maxReplicas"]) == 0
     out = capsys.readouterr().out
     assert out.split() == ["serving.fraud-api.autoscaling.maxReplicas", "12",
-                           "(environments/prod.yaml:29:48)"]
+                           "(environments/prod.yaml:30:48)"]
 
 
 def test_explain_shows_defaults(capsys):

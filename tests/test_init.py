@@ -17,7 +17,7 @@ import yaml
 from mlc import __version__
 from mlc.cli import main
 from mlc.compiler.init import BLUEPRINTS, NOT_AVAILABLE, blueprint_files
-from mlc.schema.jsonschema import schema_text
+from mlc.schema.jsonschema import overlay_schema_text, schema_text
 
 from . import crd_monitoring_check, schema_check
 from .conftest import ROOT
@@ -147,9 +147,10 @@ def test_the_project_around_the_blueprint(workdir: Path):
     assert cli("init", "batch", "project", "--ci", "gitlab") == 0
     project = workdir / "project"
     assert (project / "ml.schema.json").read_text() == schema_text()
-    assert json.loads((project / ".vscode" / "settings.json").read_text()) == {
-        "yaml.schemas": {"./ml.schema.json": ["ml.yaml"],
-                         "./ml.overlay.schema.json": ["environments/*.yaml"]}}
+    assert (project / "ml.overlay.schema.json").read_text() == overlay_schema_text()
+    # the settings the repository's own example ships
+    assert json.loads((project / ".vscode" / "settings.json").read_text()) == json.loads(
+        (ROOT / ".vscode" / "settings.json").read_text())
     assert (project / "ml.yaml").read_text().startswith(
         "# yaml-language-server: $schema=./ml.schema.json\n")
     gitlab = (project / ".gitlab-ci.yml").read_text()
@@ -160,7 +161,7 @@ def test_the_project_around_the_blueprint(workdir: Path):
     assert cli("init", "minimal", "plain", "--ci", "none") == 0
     assert sorted(p.relative_to(workdir / "plain").as_posix()
                   for p in (workdir / "plain").rglob("*") if p.is_file()) == [
-        ".vscode/settings.json", "ml.schema.json", "ml.yaml"]
+        ".vscode/settings.json", "ml.overlay.schema.json", "ml.schema.json", "ml.yaml"]
 
 
 def test_the_tabular_blueprint_is_the_bundled_example_and_ci_is_the_shipped_workflow(

@@ -1,4 +1,10 @@
-"""explain: a value of one environment, defaults included, and which file and line set it."""
+"""explain: a value of one environment, defaults included, and which file and line set it.
+
+A key that the environment's overlay removed with `$patch: delete` is shown as deleted,
+with the overlay's line, and (where ml.yaml has a default for it) the default it falls back
+to. A path that is not ml.yaml's but the resolved project's (`pipelines`, `endpoints`, the
+names docs/training-contract.md uses) shows the resolved value, whose origin is mlc itself.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostics, did_you_mean, format_path
-from .pipeline import load_environment, select_environments
+from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean, format_path
+from .load import load_yaml_file
+from .overlay import PATCH
+from .pipeline import ENVIRONMENTS_DIR, check_environment, load_environment, select_environments
 from .validate import validate_document
 
 NO_SUCH_PATH = "MLC016"
@@ -22,28 +30,73 @@ def explain(root: Path, env: str, dotted: str, diags: Diagnostics, *, fmt: str =
         return None
     value: Any = project.model_dump(by_alias=True, mode="json")
     path = _parse(dotted)
+    deleted = _deleted(root, env)
+    resolved = False
+    if path and isinstance(value, dict) and path[0] not in value:
+        ir = check_environment(root, env, Diagnostics())  # its diagnostics: validate's
+        dumped = ir.model_dump(mode="json") if ir is not None else {}
+        if path[0] in dumped:
+            value, resolved = dumped, True
     for depth, part in enumerate(path):
         if isinstance(value, dict) and part in value:
             value = value[part]
         elif isinstance(value, list) and isinstance(part, int) and part < len(value):
             value = value[part]
+        elif path[:depth + 1] in deleted:
+            value = _Deleted()
+            break
         else:
             options = [str(k) for k in value] if isinstance(value, dict) else []
             diags.error(NO_SUCH_PATH, f"`{format_path(path[:depth + 1])}` is not set in "
                         f"environment `{env}`, and has no default",
                         help=did_you_mean(str(part), options))
             return None
-    leaves = list(_leaves(value, path))
     rows = []
-    for leaf_path, leaf in leaves:
-        span = loaded.document.spans.get(leaf_path)
-        rows.append((format_path(leaf_path), leaf, str(span) if span else "default"))
+    for leaf_path, leaf in _leaves(value, path):
+        if resolved:
+            origin = "resolved by mlc"
+        else:
+            span = loaded.document.spans.get(leaf_path)
+            origin = str(span) if span else "default"
+            gone = next((deleted[leaf_path[:n]] for n in range(len(leaf_path), 0, -1)
+                         if leaf_path[:n] in deleted), None)
+            if gone is not None and not span:
+                origin = f"deleted at {gone}" + ("" if isinstance(leaf, _Deleted)
+                                                 else "; the default")
+        rows.append((format_path(leaf_path), None if isinstance(leaf, _Deleted) else leaf,
+                     origin))
+    if isinstance(value, _Deleted):
+        value = None
     if fmt == "json":
         return json.dumps({"environment": env, "path": format_path(path), "value": value,
                            "origins": {p: o for p, _, o in rows}}, indent=2,
                           sort_keys=True) + "\n"
     width = max((len(p) for p, _, _ in rows), default=0)
     return "".join(f"{p.ljust(width)}  {json.dumps(v)}  ({o})\n" for p, v, o in rows) or "{}\n"
+
+
+class _Deleted:
+    """A key that `$patch: delete` removed and that has no default."""
+
+
+def _deleted(root: Path, env: str) -> dict[FieldPath, Span]:
+    """The keys the environment's overlay deletes, and where; named list items are left
+    out (their path in the merged project is an index, not the name)."""
+    name = f"{ENVIRONMENTS_DIR}/{env}.yaml"
+    if not (root / name).is_file():
+        return {}
+    overlay = load_yaml_file(root / name, name, Diagnostics(), allow_empty=True, root=root)
+    out: dict[FieldPath, Span] = {}
+    stack: list[tuple[FieldPath, Any]] = [((), overlay.data if overlay else None)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if node.get(PATCH) == "delete" and path:
+            out[path] = overlay.spans.get(path) or Span(name)
+            continue
+        stack += [((*path, key), child) for key, child in node.items() if key != PATCH]
+    return out
 
 
 def _parse(dotted: str) -> tuple[str | int, ...]:

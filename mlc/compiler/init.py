@@ -58,6 +58,8 @@ SETTINGS = {
     # the overlay schema accepts partial documents: an overlay sets only what it changes
     "yaml.schemas": {"./ml.schema.json": ["ml.yaml"],
                      "./ml.overlay.schema.json": ["environments/*.yaml"]},
+    # mlc reads YAML 1.2 (`1e-3` is a float, `no` a string); the editor must agree
+    "yaml.yamlVersion": "1.2",
 }
 
 
@@ -87,10 +89,11 @@ def _walk(folder: Traversable, prefix: str):
 
 def project_files(name: str, ci: str) -> dict[str, bytes]:
     """Everything `mlc init` writes for blueprint `name` with CI `ci`."""
-    from mlc.schema.jsonschema import schema_text
+    from mlc.schema.jsonschema import overlay_schema_text, schema_text
 
     files = blueprint_files(name)
     files["ml.schema.json"] = schema_text().encode("utf-8")
+    files["ml.overlay.schema.json"] = overlay_schema_text().encode("utf-8")
     files[".vscode/settings.json"] = (json.dumps(SETTINGS, indent=2) + "\n").encode("utf-8")
     if ci in CI_TEMPLATES:
         source, target, pip_line = CI_TEMPLATES[ci]

@@ -39,6 +39,7 @@ from ruamel.yaml.scanner import Scanner, ScannerError
 
 from mlc.compiler.diagnostics import Diagnostics, FieldPath, Span
 from mlc.compiler.reading import ReadRefused, read_project_file, read_regular_file
+from mlc.compiler.yaml_versions import difference
 
 __all__ = ["MAX_ALIASED_NODES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_LINE_CHARS", "MAX_NODES",
            "Document", "load_yaml_file", "load_yaml_text"]
@@ -61,6 +62,7 @@ NOT_REGULAR = "MLC018"
 LINE_TOO_LONG = "MLC019"
 NOT_FINITE = "MLC020"
 INT_TOO_LARGE = "MLC021"
+READS_DIFFERENTLY_IN_YAML_11 = "MLC385"
 
 
 @dataclass(frozen=True)
@@ -486,11 +488,15 @@ class _Composer:
         tag = event.tag
         if tag is None and event.style is None:
             try:
-                return self._number(_resolve_plain(event.value), event.value, span)
+                resolved = _resolve_plain(event.value)
             except ValueError:
                 self.error(INT_TOO_LARGE, "integer has too many digits", span,
                            help="quote it if it is meant as text")
                 return None
+            value = self._number(resolved, event.value, span)
+            if value is resolved:  # not refused as a number already
+                self._same_in_yaml_11(event.value, value, span)
+            return value
         if tag in (None, "!", f"{_CORE}str"):  # quoted, or tagged as a string
             return event.value
         kind = _TYPED_TAGS.get(tag)
@@ -507,6 +513,14 @@ class _Composer:
             return None
         return self._number(float(value) if kind == "float" else value, event.value, span)
 
+    def _same_in_yaml_11(self, text: str, value: Any, span: Span) -> None:
+        """Editors, linters and scripts that read ml.yaml with a YAML 1.1 library must see
+        the value mlc sees."""
+        found = difference(text, value)
+        if found is not None:
+            self.diags.warning(READS_DIFFERENTLY_IN_YAML_11, found.message(), span=span,
+                               help=found.help())
+
     def _number(self, value: Any, text: str, span: Span) -> Any:
         """Infinity, NaN and integers beyond 64 bits are refused here, once for every field:
         no setting means them, and NaN compares false with everything, so a `min: .nan`
@@ -515,7 +529,7 @@ class _Composer:
         if isinstance(value, float) and not math.isfinite(value):
             what = "not a number" if math.isnan(value) else "infinite"
             self.error(NOT_FINITE, f"`{shown}` is {what}; mlc accepts finite numbers only", span,
-                       help="write an ordinary number such as `0.5` or `1e-4`, or quote it "
+                       help="write an ordinary number such as `0.5` or `0.0001`, or quote it "
                        "if it is meant as text")
             return None
         if isinstance(value, int) and not isinstance(value, bool) and not (
@@ -544,7 +558,7 @@ class _Composer:
             self._node(parent, event, stack)  # composed, so its events balance, then dropped
             parent.key, parent.expect_key = _SKIP, False
             return
-        reported = len(self.diags)
+        reported = len(self.diags.errors)  # a warning (MLC385) keeps the key
         if isinstance(event, AliasEvent):
             key, shown, tag = self._alias(event, span, (), False), f"*{event.anchor}", None
         else:
@@ -552,7 +566,7 @@ class _Composer:
             key, shown, tag = self._scalar(event, span), event.value, event.tag
             if event.value == "<<" and event.style is None and tag is None:
                 tag = f"{_CORE}merge"
-        if parent.container is None or len(self.diags) > reported:
+        if parent.container is None or len(self.diags.errors) > reported:
             return
         if tag == f"{_CORE}merge":
             self.error("MLC010", "YAML merge keys (`<<`) are not supported", span,

@@ -40,7 +40,9 @@ class Prices(Spec):
     """List prices in USD per hour; unset: mlc's defaults (docs/cost.md)."""
 
     cpu_core_hour: float | None = Field(None, ge=0)
+    """USD per CPU core and hour."""
     memory_gib_hour: float | None = Field(None, ge=0)
+    """USD per GiB of memory and hour."""
     gpu_hour: dict[str, float] = Field(
         default_factory=dict, description="Per GPU type (`hardware.<profile>.gpu.type`), per "
         "whole GPU; a MIG slice `<n>g.<m>gb` costs n/7 of its GPU. Adds to or replaces the "
@@ -53,6 +55,7 @@ class Cost(Spec):
     """What the plan prices a change at, and what an environment may spend."""
 
     prices: Prices = Field(default_factory=Prices)
+    """List prices the plan uses; unset: mlc's defaults."""
     monthly_budget: float | None = Field(
         None, ge=0, description="USD per month; a plan whose most expensive case (every "
         "endpoint at its max replicas) costs more is refused unless accepted (MLC508).")

@@ -24,14 +24,25 @@ class BuiltinTrainer(Spec):
     """The bundled tabular trainer (a torch MLP), configured by hyperparameters."""
 
     hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    """Width of each hidden layer of the network."""
     epochs: PositiveInt = Field(10, le=100_000)
+    """Passes over the training data."""
     batch_size: PositiveInt = Field(256, le=1 << 20)
+    """Rows per optimizer step."""
     learning_rate: float = Field(1e-3, gt=0, le=10)
+    """Optimizer step size; write it as a decimal (`0.001`), which every YAML reader takes as a
+    number."""
     weight_decay: float = Field(0.0, ge=0, le=10)
+    """L2 penalty on the weights."""
     dropout: Fraction = 0.0
+    """Share of units dropped in training, 0 to 1."""
     seed: int = Field(42, ge=0, le=2**63 - 1)  # numpy refuses negative seeds
+    """Random seed, for reproducible runs."""
     validation_split: Fraction = 0.2
+    """Share of the training rows held out for early stopping."""
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """`auto`: bf16 on a GPU that has it, else fp16, float32 on a CPU; `off`: float32; `bf16`
+    also runs on a CPU; `fp16` needs a GPU."""
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "training container: a string, or `{secret: <name>}`.")
 
@@ -42,7 +53,8 @@ METRIC_NAME = r"^[a-z][a-z0-9_]*$"
 class CustomMetric(Spec):
     """A metric the custom command reports in MLC_METRICS_FILE; gates may then use it."""
 
-    name: str = Field(pattern=METRIC_NAME)
+    name: str = Field(pattern=METRIC_NAME, examples=["precision_at_100"])
+    """Metric name, as the command writes it (lowercase, `_`)."""
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Whether higher or lower is better; `compareWithProduction` on "
         "this metric needs it.")
@@ -54,7 +66,9 @@ class CustomTrainer(Spec):
 
     image: Name | ImageRef = Field(description="A name under `images.custom`, or a reference.")
     command: list[str] = Field(min_length=1)
+    """The command the training step runs in the image."""
     args: list[str] = Field(default_factory=list)
+    """Arguments after the command."""
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "training container: a string, or `{secret: <name>}`.")
     metrics: list[CustomMetric] = Field(
@@ -65,18 +79,24 @@ class CustomTrainer(Spec):
 
 class Backoff(Spec):
     duration: Seconds = "30s"
+    """Wait before the first retry."""
     factor: PositiveInt = Field(2, le=10)
+    """Each further wait is this many times the previous one."""
     max_duration: Seconds = "10m"
+    """Longest wait between two retries."""
 
 
 class Retries(Spec):
     limit: int = Field(3, ge=0, le=20)
+    """Retries of a failed step; 0: none."""
     backoff: Backoff = Field(default_factory=Backoff)
+    """How long to wait between retries."""
 
 
 class Checkpoint(Spec):
     path: str = Field(min_length=1, description="Volume path or object-store URI for checkpoints.")
     every_steps: PositiveInt = Field(500, le=10**9)
+    """Write a checkpoint every this many optimizer steps."""
     volume: DnsLabel | None = Field(None, description="A PersistentVolumeClaim that holds the "
                                     "checkpoints; `path` is then a folder inside it. Without "
                                     "it, `path` is an object-store URI (s3://, gs://, ...).")
@@ -84,20 +104,27 @@ class Checkpoint(Spec):
 
 class Training(Spec):
     builtin: BuiltinTrainer | None = None
+    """Use the bundled tabular trainer, configured by hyperparameters."""
     custom: CustomTrainer | None = None
+    """Run your own image and command, under the same contract."""
     hardware: Name = "default"
+    """Hardware profile (under `hardware`) of the training pods."""
     nodes: PositiveInt = Field(1, le=1024,
                                description="More than one runs distributed (PyTorchJob).")
     schedule: Cron | None = Field(None, description="Scheduled retraining.")
     timezone: str = "UTC"
+    """IANA time zone of `schedule`, e.g. `Europe/Berlin`."""
     data_window: Seconds | None = Field(None, description="Train on this much recent data.")
     max_dropped_rows: Fraction | None = Field(
         None, description="Fail training when more than this share of the labelled rows in the "
         "window is lost by the feature join or comes back without any feature value (e.g. "
         "0.1); unset: report the share, never fail on it.")
     checkpoint: Checkpoint | None = None
+    """Where training saves checkpoints to resume from after a failure."""
     retries: Retries = Field(default_factory=Retries)
+    """How often a failed step is retried."""
     timeout: Seconds = "6h"
+    """A run still going after this is stopped."""
     expected_duration: Seconds = Field(
         "1h", description="How long a run usually takes; the plan's cost of scheduled "
         "training (docs/cost.md). At most `timeout`.")
@@ -111,9 +138,12 @@ class Training(Spec):
 
 
 class Gate(Spec):
-    metric: str = Field(pattern=METRIC_NAME)
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
+    """Metric the gate reads, e.g. `auc` or `rmse`."""
     min: float | None = None
+    """Fail when the metric is below this."""
     max: float | None = None
+    """Fail when the metric is above this."""
 
     @model_validator(mode="after")
     def _bound(self):
@@ -123,7 +153,8 @@ class Gate(Spec):
 
 
 class ChampionComparison(Spec):
-    metric: str = Field(pattern=METRIC_NAME)
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
+    """Metric compared between the candidate and the production model."""
     max_regression: float = Field(0.0, ge=0, description="How much worse than the production "
                                   "model the candidate may be.")
     higher_is_better: bool | None = Field(None, description="Defaults to the metric's own "
@@ -132,21 +163,30 @@ class ChampionComparison(Spec):
 
 class Evaluation(Spec):
     test_split: Fraction = 0.2
+    """Share of the rows held out for evaluation."""
     gates: list[Gate] = Field(default_factory=list)
+    """Bounds on the candidate's metrics; a missed bound fails the run before the candidate is
+    registered."""
     compare_with_production: ChampionComparison | None = None
+    """Compare the candidate with the production model on the same test rows."""
 
 
 class Registry(Spec):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                             examples=["fraud-classifier"],
                              description="Registered model name; defaults to the model's name.")
     candidate_alias: Name = "challenger"
+    """Alias set on a version that passed its gates."""
     production_alias: Name = "champion"
+    """Alias of the version that endpoints serve by default."""
     auto_promote: bool = Field(False, description="Move the production alias when gates pass.")
 
 
 class FeatureInputs(Spec):
     feature_service: Name | None = None
+    """A feature service (under `featureServices`) to read."""
     features: list[str] | None = None
+    """Or features listed here: `view` or `view:field`."""
 
     @model_validator(mode="after")
     def _one(self):
@@ -159,14 +199,23 @@ class FeatureInputs(Spec):
 class Label(Spec):
     source: Name = Field(description="Source holding the labels and the entity keys.")
     column: FieldName
+    """Column of the label in that source."""
 
 
 class Model(Spec):
     task: Literal["classification", "regression"]
+    """What the model predicts: a class or a number."""
     framework: Literal["torch", "sklearn", "xgboost", "custom"] = "torch"
+    """The model's framework, for the registry and the serving runtime."""
     description: str | None = None
+    """What the model does."""
     inputs: FeatureInputs
+    """The features the model reads."""
     label: Label
+    """Where the label (the value to predict) comes from."""
     training: Training = Field(default_factory=Training)
+    """How and when the model is trained."""
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    """How the candidate is judged before it is registered."""
     registry: Registry = Field(default_factory=Registry)
+    """How versions are named and promoted in the MLflow registry."""

@@ -14,7 +14,9 @@ from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Project
 
 class Mlflow(Spec):
     tracking_uri: str = Field("http://mlflow.mlflow.svc.cluster.local:5000", min_length=1)
+    """MLflow tracking server the steps log to and the registry is on."""
     credentials_secret: Name | None = None
+    """Secret (under `secrets`) holding the tracking token, if any."""
 
 
 # A store setting: a scalar, or a map of strings (Spark's `spark_conf`).
@@ -24,6 +26,7 @@ StoreOption = str | int | float | bool | dict[str, str]
 class OnlineStore(Spec):
     type: Literal["sqlite", "redis", "postgres", "dynamodb", "bigtable", "datastore",
                   "snowflake"] = "sqlite"
+    """Feast online store that serving reads features from."""
     path: str = Field("data/online_store.db", description="sqlite only.")
     connection_secret: Name | None = Field(None, description="Connection string, by reference.")
     options: dict[str, StoreOption] = Field(
@@ -33,7 +36,9 @@ class OnlineStore(Spec):
 
 class OfflineStore(Spec):
     type: Literal["file", "bigquery", "snowflake", "redshift", "spark", "postgres"] = "file"
+    """Feast offline store that training reads features from."""
     connection_secret: Name | None = None
+    """Secret (under `secrets`) holding the connection settings."""
     options: dict[str, StoreOption] = Field(
         default_factory=dict, description="Further settings of the Feast offline store, as "
         "feature_store.yaml names them (e.g. `account`, `warehouse`, `database`, `region`, "
@@ -42,10 +47,13 @@ class OfflineStore(Spec):
 
 class FeatureStore(Spec):
     provider: Literal["local", "gcp", "aws"] = "local"
+    """Feast provider: `local`, `gcp` or `aws`."""
     registry: str = Field("data/registry.db", min_length=1,
                           description="Registry path or URI (s3://, gs://, or a SQL URL secret).")
     online_store: OnlineStore = Field(default_factory=OnlineStore)
+    """Where online features are kept for serving."""
     offline_store: OfflineStore = Field(default_factory=OfflineStore)
+    """Where historical features are read for training."""
 
 
 # The default repository: a placeholder that only a development environment may keep.
@@ -67,10 +75,14 @@ class ArgoCd(Spec):
     repo_url: str = Field(PLACEHOLDER_REPO_URL, min_length=1,
                           description="The git repository Argo CD syncs the compiled tree from.")
     target_revision: str = "main"
+    """Branch, tag or commit Argo CD syncs."""
     path: str = Field("deploy", description="Where the compiled tree lives in the repository.")
     project: DnsLabel = "default"
+    """Argo CD project of the Application."""
     namespace: DnsLabel = "argocd"
+    """Namespace Argo CD runs in."""
     server: str = "https://kubernetes.default.svc"
+    """Cluster API server the Application deploys to."""
 
 
 class Prometheus(Spec):
@@ -152,6 +164,7 @@ class SecretStore(Spec):
     """The External Secrets Operator store that `external:` secrets are read from."""
 
     name: DnsLabel
+    """Name of the store."""
     kind: Literal["ClusterSecretStore", "SecretStore"] = Field(
         "ClusterSecretStore", description="`SecretStore` only where one exists in the "
         "environment's namespace already (mlc creates the namespace, not the store).")
@@ -179,6 +192,7 @@ class RunVolume(Spec):
     """The volume that the steps of one pipeline run share (data snapshot, model, metrics)."""
 
     size: MemoryQuantity = "10Gi"
+    """Size of the volume."""
     storage_class: DnsLabel | None = Field(None, description="Defaults to the cluster's.")
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
         "ReadWriteOnce", description="`ReadWriteMany` where training runs on several nodes.")
@@ -195,7 +209,9 @@ class Platform(Spec):
         None, description="`true` turns on the built-in policies (docs/policies.md). Unset: "
         "true for an environment named `prod` or `production` that is not development.")
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    """Limits the built-in policies check in production."""
     cost: Cost = Field(default_factory=Cost)
+    """Prices and budget for the plan's cost estimate."""
     image_policy: Literal["digest", "tag"] = Field(
         "digest", description="`digest` refuses mutable tags; allow `tag` only in dev.")
     gpu_node_provisioning: Literal["static", "autoscaled"] = Field(
@@ -204,16 +220,26 @@ class Platform(Spec):
     artifact_root: str = Field("s3://mlc-artifacts", min_length=1,
                                description="Where data snapshots, reports and prediction logs go.")
     mlflow: Mlflow = Field(default_factory=Mlflow)
+    """The MLflow tracking server and model registry."""
     feature_store: FeatureStore = Field(default_factory=FeatureStore)
+    """The Feast feature store: registry, online and offline stores."""
     argocd: ArgoCd = Field(default_factory=ArgoCd)
+    """How Argo CD syncs the compiled tree to the cluster."""
     knative: Knative = Field(default_factory=Knative)
+    """What the cluster's Knative allows, for serverless endpoints."""
     run_volume: RunVolume = Field(default_factory=RunVolume)
+    """The volume the steps of one pipeline run share."""
     prometheus: Prometheus = Field(default_factory=Prometheus)
+    """The Prometheus that scrapes the endpoints and answers rollout gates."""
     network: Network = Field(default_factory=Network)
+    """Who the pods may talk to, for the NetworkPolicies."""
     secret_store: SecretStore | None = Field(
         None, description="Where `external:` secrets come from; required when there are any.")
     gateway: Gateway | None = None
+    """A Gateway API gateway in front of the endpoints; unset: Services only."""
     pushgateway_url: str | None = Field(
-        None, pattern=r"^https?://\S+$", description="Where drift checks push their metrics; "
+        None, pattern=r"^https?://\S+$",
+        examples=["http://prometheus-pushgateway.monitoring.svc:9091"],
+        description="Where drift checks push their metrics; "
         "defaults to `http://prometheus-pushgateway.<namespace>.svc:9091`, the Pushgateway "
         "that the generated ServiceMonitor scrapes.")

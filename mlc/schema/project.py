@@ -25,18 +25,33 @@ API_VERSION = "mlc.dev/v1"
 class Project(Spec):
     api_version: Literal["mlc.dev/v1"] = Field(description="Version of the ml.yaml language.")
     kind: Literal["Project"]
+    """Always `Project`."""
     metadata: Metadata
+    """Who owns the project and how its objects are named and labelled."""
     platform: Platform = Field(default_factory=Platform)
+    """Where and how an environment runs; usually set per environment in environments/<env>.yaml."""
     images: Images = Field(default_factory=Images)
+    """The runtime images the generated manifests run, and the project's own."""
     hardware: dict[Name, HardwareProfile] = Field(default_factory=dict)
+    """Named resource profiles (CPU, memory, GPU, node placement) that training and endpoints
+    refer to by name."""
     secrets: dict[Name, Secret] = Field(default_factory=dict)
+    """Secrets by reference (a Kubernetes Secret or an external store); ml.yaml never holds a
+    secret's value."""
     sources: dict[Name, Source] = Field(default_factory=dict)
+    """Where data comes from: files, warehouses, Kafka or pushed events."""
     entities: dict[Name, Entity] = Field(default_factory=dict)
+    """The things features describe (a customer, a card), by their join key."""
     features: dict[Name, FeatureView] = Field(default_factory=dict)
+    """Feature views: fields read from a source per entity, offline and online."""
     feature_services: dict[Name, FeatureService] = Field(default_factory=dict)
+    """Named sets of features that a model reads."""
     models: dict[Name, Model] = Field(default_factory=dict)
+    """What is trained, from which features and label, and how it is judged."""
     serving: dict[Name, Endpoint] = Field(default_factory=dict)
+    """Endpoints that serve a model online, serverless or in batch."""
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    """Drift checks, what happens on drift, and where alerts go."""
     extends: str | None = Field(
         None, min_length=1, description="A platform file (docs/platform-files.md), relative to "
         "this folder: hardware, images, policies and Argo CD and cost settings that a "

@@ -15,7 +15,9 @@ from .types import DnsLabel, EnvVarName, Name, SecretKey, Spec
 
 class KubernetesSecretRef(Spec):
     name: DnsLabel
+    """Name of the Secret in the environment's namespace."""
     key: SecretKey
+    """Key inside the Secret."""
 
 
 class ExternalSecretRef(Spec):
@@ -23,7 +25,7 @@ class ExternalSecretRef(Spec):
         None, description="External Secrets Operator store to read it from; defaults to "
         "`platform.secretStore.name` (and is always of that store's kind).")
     path: str = Field(min_length=1, description="Path of the secret in the store.")
-    key: str | None = Field(None, pattern=r"^[-._a-zA-Z0-9]+$",
+    key: str | None = Field(None, pattern=r"^[-._a-zA-Z0-9]+$", examples=["password"],
                             description="Property inside the secret, if any.")
 
 

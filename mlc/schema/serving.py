@@ -25,8 +25,11 @@ from .types import (
 
 class Autoscaling(Spec):
     min_replicas: int = Field(1, ge=0, le=1000)
+    """Fewest replicas; 0 lets a serverless endpoint scale to zero."""
     max_replicas: PositiveInt = Field(3, le=1000)
+    """Most replicas."""
     metric: Literal["cpu", "rps", "concurrency"] = "cpu"
+    """What scaling follows: CPU use, requests per second or concurrency."""
     target: PositiveInt = Field(70, le=1_000_000, description="CPU percent, requests per second "
                                 "per replica, or concurrent requests per replica.")
 
@@ -40,28 +43,40 @@ class Autoscaling(Spec):
 
 class CanaryStep(Spec):
     weight: int = Field(ge=1, le=100)
+    """Percent of traffic to the new version at this step."""
     pause: Seconds | None = None
+    """How long to hold this step while gates are measured; unset: wait for a manual promotion."""
 
 
 class RolloutGates(Spec):
-    max_latency_p99: Duration = "500ms"
+    max_latency_p99: Duration = Field("500ms", title="Max p99 latency")
+    """Roll back when the new version's p99 latency is above this."""
     max_error_rate: Fraction = 0.01
+    """Roll back when more than this share of requests fail."""
     max_prediction_drift: Fraction | None = Field(0.2, description="Largest PSI between the "
                                                   "canary's and the stable predictions.")
     interval: Seconds = "1m"
+    """How often the gates are measured."""
     failure_limit: int = Field(1, ge=0, le=100)
+    """Failed measurements tolerated before rolling back."""
 
 
 class Variant(Spec):
     name: Name
+    """Name of the variant, as metrics and the prediction log label it."""
     alias: Name | None = None
+    """Registry alias the variant serves."""
     version: PositiveInt | None = None
+    """Or a pinned registry version."""
     weight: int = Field(ge=0, le=100)
+    """Percent of traffic; the weights of all variants add up to 100."""
 
 
 class Shadow(Spec):
     alias: Name | None = None
+    """Registry alias the shadow serves (e.g. the candidate's)."""
     version: PositiveInt | None = None
+    """Or a pinned registry version."""
     percent: int = Field(100, ge=1, le=100, description="Share of requests mirrored.")
     tolerance: float = Field(0.01, ge=0, description="Regression: the largest absolute "
                              "difference (in the label's unit) between the shadow's and the "
@@ -73,7 +88,8 @@ class Shadow(Spec):
 
 
 # An HTTP header name (RFC 9110 token), as a client sends it.
-HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"),
+                      Field(examples=["x-user-id"])]
 
 
 class Assignment(Spec):
@@ -94,6 +110,7 @@ class Router(Spec):
     """The A/B router's own Deployment (where no gateway splits the traffic)."""
 
     replicas: PositiveInt = 2
+    """Replicas of the router."""
     hardware: Name = Field("default", description="Hardware profile of the router's pods.")
     timeout: Duration = Field("30s", description="How long the router waits for a variant.")
 
@@ -130,6 +147,8 @@ class Verdict(Spec):
 
 class Rollout(Spec):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"] = "rolling"
+    """How a new version replaces the old: `rolling`, `canary`, `blueGreen`, `shadow` (mirrored
+    traffic) or `ab` (split by variant)."""
     steps: list[CanaryStep] = Field(default_factory=lambda: [
         CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")],
         description="Canary only: the new version's share of traffic, step by step.")
@@ -137,11 +156,14 @@ class Rollout(Spec):
                                 "canary or blue-green rollout; a failed gate rolls back "
                                 "(docs/delivery.md says what enforces them in each mode).")
     shadow: Shadow | None = None
+    """The `shadow` strategy: which version receives mirrored requests."""
     variants: list[Variant] = Field(default_factory=list)
+    """The `ab` strategy: the versions traffic is split between."""
     assignment: Assignment | None = Field(None, description="A/B: the sticky key that assigns "
                                           "a request to a variant; none: each request at "
                                           "random, by the weights.")
     router: Router = Field(default_factory=Router)
+    """The `ab` strategy without a gateway: the router in front of the variants."""
     verdict: Verdict | None = Field(None, description="A/B: a scheduled verdict on the "
                                     "variants (metric per variant, significance test, "
                                     "winner).")
@@ -169,21 +191,29 @@ class Slo(Spec):
     latency: Duration = Field("250ms", description="Threshold for a fast request.")
     latency_target: Percent = Field(99.0, description="Percent of requests under `latency`.")
     window: Seconds = "30d"
+    """Period the SLO is measured over, for its error budget."""
 
 
 class Batching(Spec):
     max_batch_size: PositiveInt = Field(32, le=65_536)
+    """Most requests merged into one model call."""
     max_latency: Duration = "5ms"
+    """Longest a request waits for its batch to fill."""
     max_queue: PositiveInt = Field(256, le=1_000_000)
+    """Most rows queued for the model; a request that would overflow the queue is refused (503
+    with Retry-After)."""
 
 
 class AllowFrom(Spec):
     namespace: DnsLabel | None = None
+    """Clients in this namespace; unset: the endpoint's own."""
     pod_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    """Only client pods with these labels; none: every pod there."""
 
 
 class BatchScoring(Spec):
     schedule: Cron
+    """When the batch scoring runs."""
     input: Name = Field(description="Source to score.")
     output: str = Field(min_length=1, description="Where the predictions go: a folder (ending "
                         "in `/`, e.g. `s3://bucket/scores/dt={date}/`), published whole with a "
@@ -198,17 +228,25 @@ class BatchScoring(Spec):
 
 class Endpoint(Spec):
     model: Name
+    """Model (under `models`) to serve."""
     alias: Name | None = Field(None, description="Registry alias to serve; defaults to the "
                                "model's production alias.")
     version: PositiveInt | None = Field(None, description="Pin a registry version instead.")
     mode: Literal["online", "serverless", "batch"] = "online"
+    """`online`: a Deployment or Rollout; `serverless`: a Knative Service; `batch`: a scheduled
+    scoring job."""
     hardware: Name = "default"
+    """Hardware profile (under `hardware`) of the serving pods."""
     replicas: PositiveInt | None = Field(None, le=1000,
                                          description="Fixed replicas (no autoscaling).")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    """How the replica count follows load, unless `replicas` is set."""
     rollout: Rollout = Field(default_factory=Rollout)
+    """How a new model version is delivered."""
     slo: Slo = Field(default_factory=Slo)
+    """Availability and latency objectives; alerts burn their error budget."""
     batching: Batching = Field(default_factory=Batching)
+    """Server-side batching of concurrent requests."""
     prediction_log_sample: Fraction = Field(0.1, description="Share of predictions logged for "
                                             "drift checks.")
     online_features: bool = Field(False, description="Look up features by entity key.")
@@ -216,6 +254,7 @@ class Endpoint(Spec):
                                         "the NetworkPolicy (Prometheus is always allowed).")
     kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
     batch: BatchScoring | None = None
+    """Batch mode: what is scored, when and where the predictions go."""
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "serving container: a string, or `{secret: <name>}`.")
 

@@ -16,6 +16,29 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from .editor import (
+    CRON_HINT,
+    DNS_LABEL_HINT,
+    DURATION_HINT,
+    FIELD_HINT,
+    FRACTION_HINT,
+    IMAGE_HINT,
+    LABEL_KEY_HINT,
+    LABEL_VALUE_HINT,
+    MEMORY_HINT,
+    NAME_HINT,
+    NAMESPACE_HINT,
+    PERCENT_HINT,
+    QUANTITY_HINT,
+    SECONDS_HINT,
+    SECRET_KEY_HINT,
+    SOURCE_PATH_HINT,
+    EditorHint,
+    env_var_pattern,
+    field_title,
+    model_title,
+)
+
 
 class Spec(BaseModel):
     """Base of every ml.yaml model: camelCase keys, no unknown keys, no coercion, frozen."""
@@ -27,6 +50,10 @@ class Spec(BaseModel):
         alias_generator=to_camel,
         populate_by_name=False,
         validate_default=False,
+        field_title_generator=field_title,
+        # a string under a field is its description (the JSON Schema's hover text)
+        use_attribute_docstrings=True,
+        model_title_generator=model_title,
     )
 
 
@@ -45,18 +72,19 @@ NAME_RE = re.compile(r"[a-z]([a-z0-9_-]{0,61}[a-z0-9])?")
 Name = Annotated[str, AfterValidator(_check(
     NAME_RE, "mlc_name", "name",
     "lowercase letters, digits, `-` or `_`, starting with a letter, at most 63 characters "
-    "(e.g. `fraud-classifier`)"))]
+    "(e.g. `fraud-classifier`)")), NAME_HINT]
 
 # Column and feature field names: they are Python identifiers in generated Feast code.
 FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 FieldName = Annotated[str, AfterValidator(_check(
     FIELD_RE, "mlc_name", "field name", "a letter or `_` followed by letters, digits or `_` "
-    "(e.g. `amount_avg_7d`)"))]
+    "(e.g. `amount_avg_7d`)")), FIELD_HINT]
 
 DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DnsLabel = Annotated[str, AfterValidator(_check(
     DNS_LABEL_RE, "mlc_name", "Kubernetes name",
-    "a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters"))]
+    "a DNS-1123 label: lowercase letters, digits and `-`, at most 63 characters")),
+    DNS_LABEL_HINT]
 
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
@@ -83,8 +111,8 @@ def _label_value(value: str) -> str:
     return value
 
 
-LabelKey = Annotated[str, AfterValidator(_label_key)]
-LabelValue = Annotated[str, AfterValidator(_label_value)]
+LabelKey = Annotated[str, AfterValidator(_label_key), LABEL_KEY_HINT]
+LabelValue = Annotated[str, AfterValidator(_label_value), LABEL_VALUE_HINT]
 
 def _namespace(value: str) -> str:
     value = _check(DNS_LABEL_RE, "mlc_key", "namespace", "a DNS-1123 label")(value)
@@ -96,7 +124,7 @@ def _namespace(value: str) -> str:
 
 
 # The namespace mlc creates and fills with the project's objects; pruning runs there.
-ProjectNamespace = Annotated[str, AfterValidator(_namespace)]
+ProjectNamespace = Annotated[str, AfterValidator(_namespace), NAMESPACE_HINT]
 
 # Names of environment variables a container is given. Kubernetes checks them with this rule
 # (IsEnvVarName); MLC_ and the few others below are the step contract's own, which would win
@@ -104,6 +132,10 @@ ProjectNamespace = Annotated[str, AfterValidator(_namespace)]
 ENV_VAR_RE = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]{0,254}")
 _CONTRACT_ENV = frozenset({"HOME", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
                            "MASTER_ADDR", "MASTER_PORT", "JOBSET_NAME"})
+ENV_VAR_HINT = EditorHint(env_var_pattern(_CONTRACT_ENV), ("BATCH_SIZE", "LOG_LEVEL"),
+                          "an environment variable name: letters, digits, `_`, `-` or `.`, "
+                          "not starting with a digit, and none that mlc sets itself (HOME, "
+                          "MLFLOW_*, MLC_*, PET_*, MASTER_*)")
 
 
 def _not_a_folder_step(value: str, what: str) -> str:
@@ -128,13 +160,14 @@ def _env_var_name(value: str) -> str:
     return value
 
 
-EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
+EnvVarName = Annotated[str, AfterValidator(_env_var_name), ENV_VAR_HINT]
 
 # A key inside a Kubernetes Secret or ConfigMap (IsConfigMapKey).
 SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 SecretKey = Annotated[str, AfterValidator(_check(
     SECRET_KEY_RE, "mlc_key", "secret key", "at most 253 letters, digits, `-`, `_` or `.` "
-    "(e.g. `password`)")), AfterValidator(lambda v: _not_a_folder_step(v, "secret key"))]
+    "(e.g. `password`)")), AfterValidator(lambda v: _not_a_folder_step(v, "secret key")),
+    SECRET_KEY_HINT]
 
 
 _URI = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
@@ -156,7 +189,7 @@ def _source_path(value: str) -> str:
 
 
 # Where a source's data is: an object-store URI, or a path inside the project folder.
-SourcePath = Annotated[str, AfterValidator(_source_path)]
+SourcePath = Annotated[str, AfterValidator(_source_path), SOURCE_PATH_HINT]
 
 
 # Kubernetes resource quantities. CPU may be written as a number (2, 0.5) or a string ("500m").
@@ -203,7 +236,7 @@ def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
+Quantity = Annotated[str | int | float, AfterValidator(_quantity), QUANTITY_HINT]
 
 
 def _memory(value: str | int | float) -> str:
@@ -215,7 +248,7 @@ def _memory(value: str | int | float) -> str:
     return text
 
 
-MemoryQuantity = Annotated[str | int, AfterValidator(_memory)]
+MemoryQuantity = Annotated[str | int, AfterValidator(_memory), MEMORY_HINT]
 
 # Durations: a number and a unit, or several ("1h30m"). Argo, Prometheus and Feast all read them.
 DURATION_RE = re.compile(r"([0-9]+(ms|s|m|h|d|w))+")
@@ -250,10 +283,11 @@ def _whole_seconds(value: str) -> str:
     return value
 
 
-Duration = Annotated[str, AfterValidator(_duration)]
+Duration = Annotated[str, AfterValidator(_duration), DURATION_HINT]
 # For settings the cluster reads as an integer count of seconds (deadlines, pauses, TTLs): a
 # sub-second value there would round to 0, which means "no deadline" or "pause forever".
-Seconds = Annotated[str, AfterValidator(_duration), AfterValidator(_whole_seconds)]
+Seconds = Annotated[str, AfterValidator(_duration), AfterValidator(_whole_seconds),
+                    SECONDS_HINT]
 
 # Cron: five fields as Argo's CronWorkflow and Kubernetes read them, or a @-macro.
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -325,7 +359,7 @@ def _cron(value: str) -> str:
     return value
 
 
-Cron = Annotated[str, AfterValidator(_cron)]
+Cron = Annotated[str, AfterValidator(_cron), CRON_HINT]
 
 # Image references: [registry/]repository[:tag][@sha256:digest]
 IMAGE_RE = re.compile(
@@ -342,7 +376,7 @@ def _image(value: str) -> str:
     return value
 
 
-ImageRef = Annotated[str, AfterValidator(_image)]
+ImageRef = Annotated[str, AfterValidator(_image), IMAGE_HINT]
 
 
 def _percent(value: float) -> float:
@@ -352,7 +386,7 @@ def _percent(value: float) -> float:
     return value
 
 
-Percent = Annotated[float, AfterValidator(_percent)]
+Percent = Annotated[float, AfterValidator(_percent), PERCENT_HINT]
 
 
 def _fraction(value: float) -> float:
@@ -362,7 +396,7 @@ def _fraction(value: float) -> float:
     return value
 
 
-Fraction = Annotated[float, AfterValidator(_fraction)]
+Fraction = Annotated[float, AfterValidator(_fraction), FRACTION_HINT]
 
 # Feature and column types, as Feast names them (lowercase here, mapped by the Feast backend).
 VALUE_TYPES = ("bool", "bytes", "float32", "float64", "int32", "int64", "string",

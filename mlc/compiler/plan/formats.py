@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from . import cost_view
+from . import comment, cost_view
 from .diff import ADD, CHANGE, MISSING, REMOVE, REORDER, FieldChange
 from .model import DELETE, HIGH, Action, Plan, Risk
 
@@ -152,17 +152,57 @@ def _text_diff(old: str, new: str) -> list[str]:
 
 
 def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
-    text = _markdown(plan, fields=True)
-    if len(text) > limit:
-        text = _markdown(plan, fields=False, note="Field-level changes are left out: the "
-                         "plan is too long for a comment. Run `mlc plan` to see them.")
+    """The plan as a pull-request comment, under `limit` characters. When the field-level
+    changes do not all fit, those of the largest objects are left out first, each object
+    still listed with a count of its changes, and the comment says how many were cut."""
+    actions = {(e.env, i): (a, e.actions) for e in plan.environments
+               for i, a in enumerate(e.actions) if a.changes}
+    # what leaving an object's fields out saves: its field lines, less the count line
+    saved = {k: len("\n".join(_action_lines(a, all_, True)))
+             - len("\n".join(_action_lines(a, all_, False))) for k, (a, all_) in actions.items()}
+    detailed = set(actions)
+    text = _markdown(plan, detailed)
+    order = sorted(saved, key=lambda k: (-saved[k], k))  # the largest first
+    excess = len(text) - limit
+    while excess > 0 and detailed:
+        # leave out as many as the estimate says, then measure the real text again
+        for key in order:
+            if excess <= 0:
+                break
+            if key in detailed:
+                detailed.discard(key)
+                excess -= saved[key]
+        cut = len(actions) - len(detailed)
+        text = _markdown(plan, detailed, note=f"Field-level changes are left out for {cut} "
+                         f"object{'s' if cut != 1 else ''}, the largest: the plan is too long "
+                         "for a comment. Run `mlc plan` to see them.")
+        excess = len(text) - limit
     if len(text) > limit:
         cut = text[:limit - 200]
         text = cut[:cut.rfind("\n")] + "\n\n_…plan cut short: run `mlc plan` for all of it._\n"
     return text
 
 
-def _markdown(plan: Plan, *, fields: bool, note: str | None = None) -> str:
+def _action_lines(action: Action, actions: list[Action], fields: bool) -> list[str]:
+    lines = [f"{_SIGN[action.op]} {action.key.title}{_where(action)}"]
+    if not action.changes:
+        return lines
+    if not fields:
+        n = len(action.changes)
+        return [*lines, f"      … {n} field change{'s' if n != 1 else ''} left out"]
+    folded = comment.fold(action, actions)
+    for change in folded.changes:
+        lines.extend(_diff_lines(change))
+    for key, file in folded.mirrors:
+        lines.append(f"      data[{json.dumps(key)}]: the same change as {file}")
+    if folded.provenance:
+        n = folded.provenance
+        lines.append(f"      ({n} source line number{'s' if n != 1 else ''} in the provenance "
+                     "moved: not shown)")
+    return lines
+
+
+def _markdown(plan: Plan, detailed: set[tuple[str, int]], *, note: str | None = None) -> str:
     out = [MARKER, "### mlc plan", ""]
     if plan.base.get("type") == "git":
         out += [f"Compared with `{_code(plan.base.get('ref', ''))}` "
@@ -197,11 +237,8 @@ def _markdown(plan: Plan, *, fields: bool, note: str | None = None) -> str:
         out += cost_view.markdown_lines(env.cost)
         if env.actions:
             body = []
-            for action in env.actions:
-                body.append(f"{_SIGN[action.op]} {action.key.title}{_where(action)}")
-                if fields:
-                    for change in action.changes:
-                        body.extend(_diff_lines(change))
+            for i, action in enumerate(env.actions):
+                body += _action_lines(action, env.actions, (env.env, i) in detailed)
             out += _fenced(body, "diff")
         else:
             out += [f"No changes: `{_code(env.location)}` is up to date.", ""]
@@ -225,6 +262,12 @@ def _diff_lines(change: FieldChange) -> list[str]:
             else:
                 lines.append(f"        {body}")
         return lines
+    items = comment.list_items(change)
+    if items is not None:  # a list that grew or shrank: the items that went and came
+        removed, added = items
+        where = comment.item_path(change.path)
+        return [*(f"-     {where}: {_one_line(v)}" for v in removed),
+                *(f"+     {where}: {_one_line(v)}" for v in added)]
     out = []
     if change.op in (REMOVE, CHANGE):
         out += _signed("-", path, change.old)
