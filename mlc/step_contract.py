@@ -98,6 +98,7 @@ MODEL_DIR_ENV = "MLC_MODEL_DIR"
 METRICS_FILE_ENV = "MLC_METRICS_FILE"
 RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
 EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
+SEARCH_TRIAL_ENV = "MLC_SEARCH_TRIAL"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
@@ -126,6 +127,9 @@ VARIABLES: tuple[Variable, ...] = (
              "the same, base64-encoded (Argo substitutes it into the JobSet's manifest text); "
              "the step runtime decodes it and gives the custom command "
              f"`{PARAM_PREFIX}<NAME>`"),
+    Variable(SEARCH_TRIAL_ENV, "pod", "search",
+             "the trial this pod runs, 0 .. trials-1 (one Argo task per trial); unset under "
+             "`mlc run`, where the step runs every trial in turn"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
     Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",
@@ -180,10 +184,11 @@ FILES: tuple[File, ...] = (
     File(CHECKPOINT_MOUNT, TRAIN, "the checkpoint volume, when ml.yaml names one"),
     File("/dev/shm", TRAIN, "shared memory for data loaders and NCCL"),
     File(VALIDATION_FILE, "validate-data (w)", "the data checks' report"),
-    File(DATASET_FILE, "train (w), evaluate (r)",
+    File(DATASET_FILE, "search-start or train (w), search, evaluate (r)",
          "the point-in-time training set; its sha256 is the data snapshot"),
     File(DATA_INFO_FILE, "train (w), evaluate (r)", "rows, split, window of that set"),
-    File(MLFLOW_RUN_FILE, "train (w)", "the MLflow run; a retried train step reopens it"),
+    File(MLFLOW_RUN_FILE, "search-start or train (w), search and train (r)",
+         "the MLflow run; a retried train step reopens it, trials are its child runs"),
     File(f"{MODEL_DIR}/", "train (w), evaluate (r)",
          "the model in mlc's format (`MLC_MODEL_DIR`), when the trainer saved one"),
     File(CUSTOM_METRICS_FILE, "train (custom command: w)", "`MLC_METRICS_FILE`"),

@@ -102,6 +102,12 @@ def batch_endpoint(settings: str) -> str:
                 f"    batch: {{schedule: \"0 2 * * *\", input: events, {settings}}}\nmonitoring")
 
 
+def search(settings: str, trainer: str = "") -> str:
+    """BASE whose model searches hyperparameters with `settings` (a flow mapping's body)."""
+    return edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n" + trainer
+                + f"      search: {{{settings}}}\nserving")
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -452,6 +458,35 @@ CASES = [
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
                           "    evaluation:\n      compareWithProduction: "
                           "{metric: log_loss, higherIsBetter: true}\nserving")}),
+    # --- hyperparameter search (training.search) ----------------------------------------
+    Case("search-with-custom-trainer", "MLC530", "ml.yaml:36:7",
+         {"ml.yaml": search("metric: roc_auc, space: {lr: {type: uniform, low: 0, high: 1}}",
+                            "      custom: {image: x/y:1, command: [t]}\n")}),
+    Case("search-unknown-hyperparameter", "MLC531", "ml.yaml:35:41",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{learningRat: {type: uniform, low: 0.001, high: 0.1}}")}),
+    Case("search-low-not-below-high", "MLC532", "ml.yaml:35:76",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{learningRate: {type: uniform, low: 0.1, high: 0.01}}")}),
+    Case("search-loguniform-from-zero", "MLC532", "ml.yaml:35:78",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{weightDecay: {type: loguniform, low: 0, high: 0.1}}")}),
+    Case("search-empty-choice", "MLC532", "ml.yaml:35:70",
+         {"ml.yaml": search("metric: roc_auc, space: {hiddenLayers: {type: choice, values: []}}")}),
+    Case("search-value-the-trainer-refuses", "MLC532", "ml.yaml:35:80",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{dropout: {type: uniform, low: 0, high: 2}}")}),
+    Case("search-unknown-metric", "MLC533", "ml.yaml:35:24",
+         {"ml.yaml": search("metric: auc, space: {epochs: {type: int, low: 1, high: 3}}")}),
+    Case("search-direction-contradicts-metric", "MLC534", "ml.yaml:35:45",
+         {"ml.yaml": search("metric: log_loss, direction: maximize, "
+                            "space: {epochs: {type: int, low: 1, high: 3}}")}),
+    Case("search-grid-over-a-continuous-range", "MLC535", "ml.yaml:35:24",
+         {"ml.yaml": search("method: grid, metric: roc_auc, "
+                            "space: {learningRate: {type: uniform, low: 0.001, high: 0.1}}")}),
+    Case("search-without-validation-rows", "MLC536", "ml.yaml:36:7",
+         {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
+                            "      builtin: {validationSplit: 0.0}\n")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

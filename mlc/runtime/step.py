@@ -36,6 +36,8 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "validate_data": ("mlc.runtime.train.validation", "run"),
     "feature_apply": ("mlc.runtime.features", "apply"),
     "materialize": ("mlc.runtime.features", "materialize"),
+    "search_start": ("mlc.runtime.train.search", "start"),
+    "search": ("mlc.runtime.train.search", "run"),
     "train": ("mlc.runtime.train.trainer", "run"),
     "evaluate": ("mlc.runtime.train.evaluation", "run"),
     "register": ("mlc.runtime.train.registry", "register"),

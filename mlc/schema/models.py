@@ -82,6 +82,50 @@ class Checkpoint(Spec):
                                     "it, `path` is an object-store URI (s3://, gs://, ...).")
 
 
+SearchValue = int | float | str | bool | list[PositiveInt]
+
+
+class SearchRange(Spec):
+    """The values one hyperparameter takes in a search: `uniform` and `loguniform` (floats
+    between `low` and `high`), `int` (whole numbers from `low` to `high`, by `step`) or
+    `choice` (one of `values`)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"] = Field(
+        description="How values are drawn.")
+    low: int | float | None = Field(None, description="Smallest value (uniform, loguniform, "
+                                    "int); above 0 for loguniform.")
+    high: int | float | None = Field(None, description="Largest value (uniform, loguniform, "
+                                     "int); above `low`.")
+    step: PositiveInt | None = Field(None, description="`int` only: the distance between "
+                                     "values (default 1).")
+    values: list[SearchValue] | None = Field(None, description="`choice` only: the values "
+                                             "to choose from.")
+
+
+class Search(Spec):
+    """Hyperparameter search: trials train with values drawn from `space`; the best trial's
+    values train the model that is evaluated, gated and registered."""
+
+    method: Literal["random", "tpe", "grid"] = Field(
+        "tpe", description="How trials pick values: Optuna's TPE, random, or every "
+        "combination (`grid`: `int` and `choice` ranges only).")
+    space: dict[str, SearchRange] = Field(
+        min_length=1, description="Per hyperparameter of the trainer (as `builtin` names "
+        "it, e.g. `learningRate`), the range it is searched over.")
+    metric: str = Field(pattern=METRIC_NAME, description="What a trial is judged by: a metric "
+                        "the trainer reports on its validation rows.")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Defaults to the metric's own direction.")
+    trials: PositiveInt | None = Field(None, le=10_000, description="How many trials; "
+                                       "default 20 (`grid`: every combination).")
+    parallelism: PositiveInt = Field(1, le=1000, description="Trials that run at once in a "
+                                     "cluster (Argo's `parallelism`).")
+    pruning: bool = Field(False, description="Stop a trial early when its validation metric "
+                          "after an epoch is below the median of the trials before it.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the sampler: the same "
+                      "search draws the same values.")
+
+
 class Training(Spec):
     builtin: BuiltinTrainer | None = None
     custom: CustomTrainer | None = None
@@ -96,6 +140,8 @@ class Training(Spec):
         "window is lost by the feature join or comes back without any feature value (e.g. "
         "0.1); unset: report the share, never fail on it.")
     checkpoint: Checkpoint | None = None
+    search: Search | None = Field(None, description="Hyperparameter search before the "
+                                  "training run (docs/lifecycle.md).")
     retries: Retries = Field(default_factory=Retries)
     timeout: Seconds = "6h"
     expected_duration: Seconds = Field(

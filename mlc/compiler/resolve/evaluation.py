@@ -41,7 +41,7 @@ def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
     return list(out.values())
 
 
-def _known(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
+def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
     known: dict[str, bool | None] = dict(builtin_metrics(m.task))
     known.update({c.name: c.higher_is_better for c in custom})
     return dict(sorted(known.items()))
@@ -55,7 +55,7 @@ def _unknown(ctx: Context, metric: str, model: str, what: str, known: dict, path
 
 
 def gates(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]) -> list[ir.Gate]:
-    known = _known(m, custom)
+    known = known_metrics(m, custom)
     out = []
     for i, g in enumerate(m.evaluation.gates):
         if g.metric not in known:
@@ -71,7 +71,7 @@ def comparison(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]
     if c is None:
         return None
     path = ("models", name, "evaluation", "compareWithProduction")
-    known = _known(m, custom)
+    known = known_metrics(m, custom)
     if c.metric not in known:
         _unknown(ctx, c.metric, name, "`compareWithProduction`", known, (*path, "metric"))
         return None

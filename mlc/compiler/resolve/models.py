@@ -6,7 +6,7 @@ from ...schema.models import BuiltinTrainer, Model
 from ...schema.types import IMAGE_RE, duration_seconds
 from .. import ir
 from ..names import dns_label
-from . import evaluation
+from . import evaluation, search
 from .context import UNKNOWN_COLUMN, Context
 from .env_vars import resolve_env
 from .features import feature_refs
@@ -124,6 +124,7 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         command, args = [], []
         env, secret_env = resolve_env(ctx, builtin.env, secrets, (*path, "builtin", "env"))
     checkpoint = t.checkpoint
+    metrics = evaluation.custom_metrics(ctx, m, name)
     return ir.Training(
         kind=kind, hyperparameters=hyper, image=image, command=command, args=args, env=env,
         hardware=t.hardware, nodes=t.nodes, schedule=t.schedule, timezone=t.timezone,
@@ -133,4 +134,5 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         retries=_retries(t.retries), timeout_seconds=int(duration_seconds(t.timeout)),
         expected_duration_seconds=int(duration_seconds(t.expected_duration)),
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
-        max_dropped_rows=t.max_dropped_rows, metrics=evaluation.custom_metrics(ctx, m, name))
+        max_dropped_rows=t.max_dropped_rows, metrics=metrics,
+        search=search.resolve_search(ctx, m, name, metrics))
