@@ -33,6 +33,8 @@ CUSTOM_METRICS_FILE = "custom-metrics.json"
 MLFLOW_RUN_FILE = "mlflow-run.json"
 TRAIN_FILE = "train.json"
 EVALUATION_FILE = "evaluation.json"
+EXPLAIN_FILE = "explain.json"
+EXPLAIN_REPORT = "explain.html"
 REGISTER_FILE = "register.json"
 PROMOTE_FILE = "promote.json"
 
@@ -195,6 +197,9 @@ FILES: tuple[File, ...] = (
     File(TRAIN_FILE, "train (w), evaluate (r)",
          "the MLflow run, the model's URI (any flavour), the final custom metrics"),
     File(EVALUATION_FILE, "evaluate (w), register (r)", "metrics, gates, the champion comparison"),
+    File(EXPLAIN_FILE, "explain (w)",
+         "mean absolute SHAP value per feature (also logged to the run, with "
+         f"`{EXPLAIN_REPORT}`)"),
     File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
     File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
 )

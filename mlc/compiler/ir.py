@@ -236,6 +236,12 @@ class ChampionComparison(IR):
     higher_is_better: bool
 
 
+class Explain(IR):
+    samples: int  # test rows explained
+    background: int  # training rows standing for absent features
+    seed: int
+
+
 class Model(IR):
     name: str
     k8s_name: str
@@ -257,6 +263,7 @@ class Model(IR):
     auto_promote: bool
     pipeline: str | None  # its training pipeline in ResolvedProject.pipelines, if trainable
     origin: Origin
+    explain: Explain | None = None  # SHAP after the evaluation
 
 
 class Autoscaling(IR):
@@ -423,7 +430,7 @@ class Step(IR):
 
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
-                  "train", "evaluate", "register", "promote", "drift_check", "batch_score"]
+                  "train", "evaluate", "explain", "register", "promote", "drift_check", "batch_score"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point

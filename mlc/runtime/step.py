@@ -40,6 +40,7 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "search": ("mlc.runtime.train.search", "run"),
     "train": ("mlc.runtime.train.trainer", "run"),
     "evaluate": ("mlc.runtime.train.evaluation", "run"),
+    "explain": ("mlc.runtime.train.explain", "run"),
     "register": ("mlc.runtime.train.registry", "register"),
     "promote": ("mlc.runtime.train.registry", "promote"),
     "drift_check": ("mlc.runtime.drift.step", "run"),

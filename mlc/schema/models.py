@@ -176,10 +176,23 @@ class ChampionComparison(Spec):
                                           "direction.")
 
 
+class Explain(Spec):
+    """SHAP global feature importance of the trained model, after its evaluation."""
+
+    samples: PositiveInt = Field(100, le=10_000, description="Test rows explained (the "
+                                 "cost grows with rows x features).")
+    background: PositiveInt = Field(50, le=1000, description="Training rows that stand for "
+                                    "a feature's absence.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Picks the rows and the "
+                      "permutations: the same model gives the same report.")
+
+
 class Evaluation(Spec):
     test_split: Fraction = 0.2
     gates: list[Gate] = Field(default_factory=list)
     compare_with_production: ChampionComparison | None = None
+    explain: Explain | None = Field(None, description="Explain the model with SHAP after "
+                                    "its evaluation (docs/lifecycle.md).")
 
 
 class Registry(Spec):

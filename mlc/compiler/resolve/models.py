@@ -85,8 +85,13 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
             candidate_alias=m.registry.candidate_alias,
             production_alias=m.registry.production_alias, auto_promote=m.registry.auto_promote,
             pipeline=dns_label("train", name) if has_training(m) else None,
-            origin=ctx.origin(path))
+            origin=ctx.origin(path), explain=_explain(m))
     return models, synthesized
+
+
+def _explain(m: Model) -> ir.Explain | None:
+    e = m.evaluation.explain
+    return ir.Explain(samples=e.samples, background=e.background, seed=e.seed) if e else None
 
 
 def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.Hardware],

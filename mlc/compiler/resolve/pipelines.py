@@ -84,7 +84,11 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               env=dict(t.env)),
         _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
               secrets=feast | mlflow),
-        _step(name, "register", "register", "train", train, depends=["evaluate"], secrets=mlflow),
+        # the explanation is logged to the run before the run's model is registered
+        *([_step(name, "explain", "explain", "train", train, depends=["evaluate"],
+                 hardware=t.hardware, secrets=feast | mlflow)] if model.explain else []),
+        _step(name, "register", "register", "train", train,
+              depends=["explain" if model.explain else "evaluate"], secrets=mlflow),
         _step(name, "promote", "promote", "train", train, depends=["register"],
               parameters=["promote"], secrets=mlflow),
     ]
