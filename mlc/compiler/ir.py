@@ -430,7 +430,8 @@ class Step(IR):
 
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
-                  "train", "evaluate", "explain", "register", "promote", "drift_check", "batch_score"]
+                  "train", "evaluate", "explain", "register", "promote", "drift_check",
+                  "batch_score"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
