@@ -49,6 +49,12 @@ MULTICLASS_METRICS = ("accuracy", "f1", "log_loss", "roc_auc")
 REGRESSION_METRICS: dict[str, bool] = {"mae": False, "mse": False, "r2": True, "rmse": False}
 
 
+# with `evaluation.fairness` (binary classification), computed by fairlearn over the groups
+FAIRNESS_METRICS: dict[str, bool] = {
+    "demographic_parity_difference": False, "demographic_parity_ratio": True,
+    "equalized_odds_difference": False, "equalized_odds_ratio": True}
+
+
 def builtin_metrics(task: str) -> dict[str, bool]:
     return dict(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
 

@@ -108,6 +108,12 @@ def search(settings: str, trainer: str = "") -> str:
                 + f"      search: {{{settings}}}\nserving")
 
 
+def evaluation(settings: str) -> str:
+    """BASE whose model's `evaluation` is `settings` (a flow mapping's body)."""
+    return edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                f"    evaluation: {{{settings}}}\nserving")
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -487,6 +493,21 @@ CASES = [
     Case("search-without-validation-rows", "MLC536", "ml.yaml:36:7",
          {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
                             "      builtin: {validationSplit: 0.0}\n")}),
+    # --- fairness and slices (evaluation.fairness, evaluation.slices) -------------------
+    Case("slice-on-a-column-the-data-lacks", "MLC540", "ml.yaml:35:36",
+         {"ml.yaml": evaluation("slices: [{column: country, values: [de], "
+                                "gates: [{metric: roc_auc, min: 0.7}]}]")}),
+    Case("fairness-on-a-regression-model", "MLC541", "ml.yaml:35:18",
+         {"ml.yaml": edit("    task: classification\n", "    task: regression\n",
+                          evaluation("fairness: {sensitive: clicks}"))}),
+    Case("fairness-gate-without-fairness", "MLC542", "ml.yaml:35:35",
+         {"ml.yaml": evaluation("gates: [{metric: demographic_parity_difference, max: 0.1}]")}),
+    Case("slice-value-a-feature-never-holds", "MLC543", "ml.yaml:35:44",
+         {"ml.yaml": evaluation("slices: [{column: clicks, values: [many], "
+                                "gates: [{metric: roc_auc, min: 0.7}]}]")}),
+    Case("slice-gate-on-unknown-metric", "MLC230", "ml.yaml:35:74",
+         {"ml.yaml": evaluation("slices: [{column: clicks, values: [0], "
+                                "gates: [{metric: auc, min: 0.7}]}]")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -18,11 +18,16 @@ TRAIN_IMAGE = "ghcr.io/mlc-dev/mlc-train:0.1.0"
 MLFLOW_HOST = "mlflow.mlc-tiny.svc.cluster.local:5000"
 
 
-def rows(n: int = 400, seed: int = 0) -> pd.DataFrame:
+def rows(n: int = 400, seed: int = 0, *, biased: bool = False) -> pd.DataFrame:
+    """`biased`: the label follows `group` (about 10% positives in group 0, 90% in group 1),
+    so a model that learns it selects the groups at very different rates."""
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     group = rng.integers(0, 2, size=n)
-    label = ((x1 + 0.5 * x2 + rng.normal(scale=0.3, size=n)) > 0).astype("int64")
+    score = x1 + 0.5 * x2 + rng.normal(scale=0.3, size=n)
+    if biased:
+        score = x1 + 2.5 * group - 1.25 + rng.normal(scale=0.3, size=n)
+    label = (score > 0).astype("int64")
     return pd.DataFrame({
         "row_id": np.arange(n, dtype="int64"),
         "event_timestamp": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),

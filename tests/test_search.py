@@ -6,7 +6,7 @@
 - the compiled WorkflowTemplate run as local processes (tests/cluster_pods.py): the trial
   pods' commands as declared, each trial an MLflow child run, the best trial's values trained,
   gated and registered as @challenger;
-- `mlc run`: the same steps on this machine, Optuna in-process.
+- `mlc run`: the same steps on this machine, Optuna in-process (tests/test_lifecycle_run.py).
 The bad ranges, metrics and trainers are tests/bad_inputs.py cases (MLC530-MLC536).
 """
 
@@ -162,22 +162,3 @@ def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
     logs = {t.name: t.log for t in ran}
     assert "trial 1: complete" in logs[f"{workflow}-search-trial-1"]
     check_the_search(tracking, run_dir, 2)
-
-
-@pytest.mark.slow
-def test_mlc_run_searches_then_registers_the_best_trial(tmp_path, one_torch_thread):
-    """Slow (Feast and MLflow start in-process): `mlc run` on the tiny project."""
-    from mlc.local import run as local
-    from mlc.local.progress import Progress
-
-    folder = lp.write(tmp_path, training())
-    import io
-
-    out = io.StringIO()
-    code = local.run(folder, lp.ENV, {}, Diagnostics(), progress=Progress(out))
-    assert code == 0, out.getvalue()
-    assert "registered tiny version 1 (@challenger, @champion)" in out.getvalue()
-    (run_dir,) = (folder / ".mlc" / "runs" / lp.PIPELINE).iterdir()
-    log = (run_dir / "logs" / "search.log").read_text()
-    assert [f"trial {i}: complete" in log for i in range(3)] == [True] * 3
-    check_the_search(f"sqlite:///{folder / '.mlc' / 'mlflow.db'}", run_dir, 3)

@@ -236,6 +236,12 @@ class ChampionComparison(IR):
     higher_is_better: bool
 
 
+class Slice(IR):
+    column: str  # a feature or entity key of the model
+    values: list[int | float | str | bool]
+    gates: list[Gate]
+
+
 class Explain(IR):
     samples: int  # test rows explained
     background: int  # training rows standing for absent features
@@ -264,6 +270,8 @@ class Model(IR):
     pipeline: str | None  # its training pipeline in ResolvedProject.pipelines, if trainable
     origin: Origin
     explain: Explain | None = None  # SHAP after the evaluation
+    slices: list[Slice] = Field(default_factory=list)  # gates per group of test rows
+    fairness_column: str | None = None  # fairlearn's metrics over this column's groups
 
 
 class Autoscaling(IR):

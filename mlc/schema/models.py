@@ -187,12 +187,36 @@ class Explain(Spec):
                       "permutations: the same model gives the same report.")
 
 
+SliceValue = int | float | str | bool
+
+
+class Slice(Spec):
+    """Gates that hold on each group of test rows with one value of `column`."""
+
+    column: FieldName = Field(description="A feature or entity key of the model.")
+    values: list[SliceValue] = Field(min_length=1, description="One slice per value.")
+    gates: list[Gate] = Field(min_length=1, description="Gates every slice must pass.")
+
+
+class Fairness(Spec):
+    """Fairness metrics over the groups of a sensitive column, computed with fairlearn on the
+    test rows: `demographic_parity_difference`, `demographic_parity_ratio`,
+    `equalized_odds_difference`, `equalized_odds_ratio`; `gates` may use them."""
+
+    sensitive: FieldName = Field(description="A feature or entity key of the model whose "
+                                 "values are the groups compared.")
+
+
 class Evaluation(Spec):
     test_split: Fraction = 0.2
     gates: list[Gate] = Field(default_factory=list)
     compare_with_production: ChampionComparison | None = None
     explain: Explain | None = Field(None, description="Explain the model with SHAP after "
                                     "its evaluation (docs/lifecycle.md).")
+    slices: list[Slice] = Field(default_factory=list, description="Gates per slice of the "
+                                "test rows (docs/lifecycle.md).")
+    fairness: Fairness | None = Field(None, description="Fairness metrics over a sensitive "
+                                      "column, gateable like any metric (classification).")
 
 
 class Registry(Spec):
