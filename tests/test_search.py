@@ -162,3 +162,32 @@ def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
     logs = {t.name: t.log for t in ran}
     assert "trial 1: complete" in logs[f"{workflow}-search-trial-1"]
     check_the_search(tracking, run_dir, 2)
+
+
+def test_parallel_trials_warn_on_a_one_node_volume_and_are_priced_per_trial(tmp_path):
+    from mlc.compiler.cost.estimate import estimate
+
+    def check(folder: Path, extra: dict) -> tuple[list[str], float]:
+        lp.write(folder, {**training(), "training": {
+            **training()["training"], "schedule": "0 3 * * *", "expectedDuration": "1h"}})
+        values = ap.merge(lp.values({**training(), "training": {
+            **training()["training"], "schedule": "0 3 * * *", "expectedDuration": "1h"}}),
+            extra)
+        (folder / "ml.yaml").write_text(json.dumps(values), "utf-8")
+        diags = Diagnostics()
+        project = check_environment(folder, lp.ENV, diags)
+        assert project is not None and not diags.has_errors()
+        line = next(x for x in estimate(json.loads(project.model_dump_json())).lines
+                    if x.subject == f"pipelines.{lp.PIPELINE}")
+        return [d.code for d in diags.items], line.low
+
+    codes, with_search = check(tmp_path / "rwo", {})
+    assert "MLC537" in codes
+    codes, _ = check(tmp_path / "rwx", {"platform": {"runVolume":
+                                                     {"accessMode": "ReadWriteMany"}}})
+    assert "MLC537" not in codes
+    # each trial costs one training's expected hour on the training hardware
+    costs = [check(tmp_path / f"t{n}", {"models": {lp.MODEL: {"training": {"search": {
+        "trials": n, "parallelism": 1}}}}})[1] for n in (1, 2)]
+    assert with_search - costs[1] == pytest.approx(costs[1] - costs[0])
+    assert costs[1] - costs[0] > 0

@@ -25,6 +25,7 @@ UNKNOWN_SEARCH_METRIC = "MLC533"
 SEARCH_DIRECTION_CONTRADICTS = "MLC534"
 GRID_NEEDS_FINITE = "MLC535"
 NO_VALIDATION_ROWS = "MLC536"
+PARALLEL_TRIALS_ON_ONE_NODE_VOLUME = "MLC537"
 
 DEFAULT_TRIALS = 20
 MAX_GRID = 10_000
@@ -168,6 +169,16 @@ def resolve_search(ctx: Context, m: Model, name: str,
             ok = False
         else:
             trials = s.trials or size
+    if s.parallelism > 1 and trials > 1 \
+            and ctx.project.platform.run_volume.access_mode != "ReadWriteMany":
+        # a warning, as for distributed training (MLC321): NFS-like storage shares a
+        # ReadWriteOnce volume across nodes; block storage leaves other nodes' trials pending
+        ctx.warning(PARALLEL_TRIALS_ON_ONE_NODE_VOLUME, f"model `{name}` runs "
+                    f"{min(s.parallelism, trials)} trials at once, but the run volume they "
+                    "all read is ReadWriteOnce: on block storage trials scheduled on other "
+                    "nodes wait to mount it", (*path, "parallelism"),
+                    help="set `platform: {runVolume: {accessMode: ReadWriteMany}}` (with a "
+                    "storage class that supports it), or `parallelism: 1`")
     if not ok:
         return None
     return ir.Search(method=s.method, space=ranges, trials=trials,
