@@ -19,6 +19,7 @@ import pytest
 from hera.workflows import models as hera_models
 
 from mlc import step_contract as sc
+from mlc.compiler.backends.argo.expressions import literal
 from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import check_environment
 
@@ -69,7 +70,8 @@ def test_the_search_is_resolved_and_runs_before_training(tmp_path):
 
 def test_trials_fan_out_as_argo_tasks_under_the_training_queue(tmp_path):
     project = resolve(tmp_path, training(), {
-        **GPU_QUEUE, "models": {lp.MODEL: {"training": {"hardware": "gpu"}}}})
+        **GPU_QUEUE, "models": {lp.MODEL: {"training": {
+            "hardware": "gpu", "builtin": {"env": {"HINT": "{{workflow.name}}"}}}}}})
     (wt,) = ap.emit(project)[f"argo/workflowtemplate-{lp.PIPELINE}.yaml"]
     assert check_crd(wt, "argo-workflows/argoproj.io_workflowtemplates.yaml") == []
     model = hera_models.WorkflowTemplate.parse_obj(wt)
@@ -93,6 +95,9 @@ def test_trials_fan_out_as_argo_tasks_under_the_training_queue(tmp_path):
     assert ap.env(trial["container"])[sc.SEARCH_TRIAL_ENV]["value"] == \
         "{{inputs.parameters.trial}}"
     assert sc.SEARCH_TRIAL_ENV not in ap.env(train["container"])
+    # the user's text reaches the trial pods as inert as the training pod's
+    assert ap.env(trial["container"])["HINT"] == ap.env(train["container"])["HINT"] == {
+        "name": "HINT", "value": literal("{{workflow.name}}")}
 
 
 def trial_runs(client, parent: str) -> list:
