@@ -196,3 +196,43 @@ def test_parallel_trials_warn_on_a_one_node_volume_and_are_priced_per_trial(tmp_
         "trials": n, "parallelism": 1}}}}})[1] for n in (1, 2)]
     assert with_search - costs[1] == pytest.approx(costs[1] - costs[0])
     assert costs[1] - costs[0] > 0
+
+
+def ir_search(**changes):
+    from mlc.compiler import ir
+
+    base = dict(method="tpe", trials=4, parallelism=1, metric="roc_auc", higher_is_better=True,
+                pruning=False, seed=0, space=[
+                    ir.SearchRange(name="epochs", type="int", low=1, high=3, step=2, values=None),
+                    ir.SearchRange(name="hidden_layers", type="choice", low=None, high=None,
+                                   step=None, values=[[4], [8]])])
+    return ir.Search(**{**base, **changes})
+
+
+def test_grid_trial_n_is_the_nth_combination_and_a_study_rebuilds_from_mlflow_records():
+    from mlc.runtime.train import search as rs
+    from mlc.runtime.train import search_runs as sr
+
+    grid = ir_search(method="grid")
+    drawn = [rs.study_for(grid, n, []).ask(rs.distributions(grid)).params for n in range(4)]
+    assert [sr.decode(grid, d) for d in drawn] == [
+        {"epochs": 1, "hidden_layers": [4]}, {"epochs": 1, "hidden_layers": [8]},
+        {"epochs": 3, "hidden_layers": [4]}, {"epochs": 3, "hidden_layers": [8]}]
+    # the pruner compares a trial's epoch with the recorded trials' same epoch
+    pruning = ir_search(pruning=True)
+    before = [sr.Trial(number=n, state=sr.COMPLETE, value=0.9, drawn=drawn[n],
+                       intermediate={1: 0.8, 2: 0.9}, run_id=str(n), status="FINISHED")
+              for n in range(2)]
+    study = rs.study_for(pruning, 2, before)
+    assert len(study.trials) == 2
+    trial = study.ask(rs.distributions(pruning))
+    trial.report(0.85, 1)
+    assert not trial.should_prune()  # the first epoch is the warm-up
+    trial.report(0.5, 2)
+    assert trial.should_prune()
+    # the best trial: the highest complete value, the lower number on a tie
+    found = [*before, sr.Trial(3, sr.PRUNED, None, {}, {}, "3", "FINISHED"),
+             sr.Trial(4, sr.COMPLETE, 0.95, {}, {}, "4", "FINISHED"),
+             sr.Trial(5, sr.COMPLETE, 0.95, {}, {}, "5", "FINISHED")]
+    assert sr.best(pruning, found).number == 4
+    assert sr.best(ir_search(higher_is_better=False), found).number == 0
