@@ -140,13 +140,19 @@ def check_the_search(tracking_uri: str, run_dir: Path, trials: int) -> None:
 
 @pytest.mark.slow
 def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
-    """Slow (a whole pipeline, Feast and MLflow in every pod): the only proof that the trial
-    pods' command, env and mounts work as Argo would run them."""
+    """Slow (every pod is a new process importing Feast, MLflow and torch): the only proof
+    that the trial pods' command, env and mounts work as Argo runs them. The DAG runs up to
+    the trials; what follows them is the same train step `mlc run` proves
+    (tests/test_lifecycle_run.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from mlc.runtime.train import search_runs as sr
+
     # two trials, both at once: one round of trial pods
-    folder = lp.write(tmp_path / "project", training(trials=2))
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     values = lp.values(training(trials=2))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     values["platform"]["mlflow"]["trackingUri"] = tracking
+    folder = lp.write(tmp_path / "project")
     (folder / "ml.yaml").write_text(json.dumps(values), "utf-8")
     tree = mlc_compile(folder, lp.ENV, tmp_path / "deploy")
     workdir = tmp_path / "image-mlc"
@@ -158,15 +164,19 @@ def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
     run_dir = cluster.claim(f"{workflow}-run")
     (run_dir / "data").mkdir()
     (run_dir / "data" / "rows.parquet").write_bytes((folder / "data/rows.parquet").read_bytes())
-    ran = cluster.submit(lp.PIPELINE, workflow, {})
+    ran = cluster.submit(lp.PIPELINE, workflow, {}, until="search")
     names = [t.name for t in ran]
-    trials = [n for n in names if n.startswith(f"{workflow}-search-trial-")]
-    assert sorted(trials) == [f"{workflow}-search-trial-{i}" for i in range(2)]
-    assert names.index("search-start") < names.index(trials[0])
-    assert names.index("train") > max(names.index(t) for t in trials)
+    trials = [f"{workflow}-search-trial-{i}" for i in range(2)]
+    assert names == ["validate-data", "materialize", "search-start", *trials]
     logs = {t.name: t.log for t in ran}
-    assert "trial 1: complete" in logs[f"{workflow}-search-trial-1"]
-    check_the_search(tracking, run_dir, 2)
+    assert "trial 1: complete" in logs[trials[1]] and "trial 0" not in logs[trials[1]]
+    parent = json.loads((run_dir / sc.MLFLOW_RUN_FILE).read_text())["run_id"]
+    client = MlflowClient(tracking)
+    found = trial_runs(client, parent)
+    assert [(t.number, t.state, t.status) for t in found] == [
+        (0, sr.COMPLETE, "FINISHED"), (1, sr.COMPLETE, "FINISHED")]
+    assert found[0].drawn != found[1].drawn  # each pod drew its own trial's values
+    assert client.get_run(parent).data.params["search_trials"] == "2"
 
 
 def test_parallel_trials_warn_on_a_one_node_volume_and_are_priced_per_trial(tmp_path):
