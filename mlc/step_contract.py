@@ -33,6 +33,8 @@ CUSTOM_METRICS_FILE = "custom-metrics.json"
 MLFLOW_RUN_FILE = "mlflow-run.json"
 TRAIN_FILE = "train.json"
 EVALUATION_FILE = "evaluation.json"
+EXPLAIN_FILE = "explain.json"
+EXPLAIN_REPORT = "explain.html"
 REGISTER_FILE = "register.json"
 PROMOTE_FILE = "promote.json"
 
@@ -45,6 +47,12 @@ CLASSIFICATION_METRICS: dict[str, bool] = {
 # multi-class labels get only these (one-vs-rest macro roc_auc, macro f1)
 MULTICLASS_METRICS = ("accuracy", "f1", "log_loss", "roc_auc")
 REGRESSION_METRICS: dict[str, bool] = {"mae": False, "mse": False, "r2": True, "rmse": False}
+
+
+# with `evaluation.fairness` (binary classification), computed by fairlearn over the groups
+FAIRNESS_METRICS: dict[str, bool] = {
+    "demographic_parity_difference": False, "demographic_parity_ratio": True,
+    "equalized_odds_difference": False, "equalized_odds_ratio": True}
 
 
 def builtin_metrics(task: str) -> dict[str, bool]:
@@ -98,6 +106,7 @@ MODEL_DIR_ENV = "MLC_MODEL_DIR"
 METRICS_FILE_ENV = "MLC_METRICS_FILE"
 RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
 EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
+SEARCH_TRIAL_ENV = "MLC_SEARCH_TRIAL"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
@@ -126,6 +135,9 @@ VARIABLES: tuple[Variable, ...] = (
              "expansion and Argo's manifest text see only base64); the step runtime decodes it"),
     Variable(f"{PARAM_PREFIX}<NAME>", "runtime", CUSTOM,
              "the same parameter, decoded"),
+    Variable(SEARCH_TRIAL_ENV, "pod", "search",
+             "the trial this pod runs, 0 .. trials-1 (one Argo task per trial); unset under "
+             "`mlc run`, where the step runs every trial in turn"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
     Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",
@@ -180,16 +192,20 @@ FILES: tuple[File, ...] = (
     File(CHECKPOINT_MOUNT, TRAIN, "the checkpoint volume, when ml.yaml names one"),
     File("/dev/shm", TRAIN, "shared memory for data loaders and NCCL"),
     File(VALIDATION_FILE, "validate-data (w)", "the data checks' report"),
-    File(DATASET_FILE, "train (w), evaluate (r)",
+    File(DATASET_FILE, "search-start or train (w), search, evaluate (r)",
          "the point-in-time training set; its sha256 is the data snapshot"),
     File(DATA_INFO_FILE, "train (w), evaluate (r)", "rows, split, window of that set"),
-    File(MLFLOW_RUN_FILE, "train (w)", "the MLflow run; a retried train step reopens it"),
+    File(MLFLOW_RUN_FILE, "search-start or train (w), search and train (r)",
+         "the MLflow run; a retried train step reopens it, trials are its child runs"),
     File(f"{MODEL_DIR}/", "train (w), evaluate (r)",
          "the model in mlc's format (`MLC_MODEL_DIR`), when the trainer saved one"),
     File(CUSTOM_METRICS_FILE, "train (custom command: w)", "`MLC_METRICS_FILE`"),
     File(TRAIN_FILE, "train (w), evaluate (r)",
          "the MLflow run, the model's URI (any flavour), the final custom metrics"),
     File(EVALUATION_FILE, "evaluate (w), register (r)", "metrics, gates, the champion comparison"),
+    File(EXPLAIN_FILE, "explain (w)",
+         "mean absolute SHAP value per feature (also logged to the run, with "
+         f"`{EXPLAIN_REPORT}`)"),
     File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
     File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
 )

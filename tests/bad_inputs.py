@@ -115,6 +115,18 @@ def ab_verdict(verdict: str, strategy: str = "ab") -> str:
                 f"      verdict: {verdict}\nmonitoring", text)
 
 
+def search(settings: str, trainer: str = "") -> str:
+    """BASE whose model searches hyperparameters with `settings` (a flow mapping's body)."""
+    return edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n" + trainer
+                + f"      search: {{{settings}}}\nserving")
+
+
+def evaluation(settings: str) -> str:
+    """BASE whose model's `evaluation` is `settings` (a flow mapping's body)."""
+    return edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                f"    evaluation: {{{settings}}}\nserving")
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -477,6 +489,50 @@ CASES = [
          {"ml.yaml": edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
                           "    evaluation:\n      compareWithProduction: "
                           "{metric: log_loss, higherIsBetter: true}\nserving")}),
+    # --- hyperparameter search (training.search) ----------------------------------------
+    Case("search-with-custom-trainer", "MLC530", "ml.yaml:36:7",
+         {"ml.yaml": search("metric: roc_auc, space: {lr: {type: uniform, low: 0, high: 1}}",
+                            "      custom: {image: x/y:1, command: [t]}\n")}),
+    Case("search-unknown-hyperparameter", "MLC531", "ml.yaml:35:41",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{learningRat: {type: uniform, low: 0.001, high: 0.1}}")}),
+    Case("search-low-not-below-high", "MLC532", "ml.yaml:35:76",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{learningRate: {type: uniform, low: 0.1, high: 0.01}}")}),
+    Case("search-loguniform-from-zero", "MLC532", "ml.yaml:35:78",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{weightDecay: {type: loguniform, low: 0, high: 0.1}}")}),
+    Case("search-empty-choice", "MLC532", "ml.yaml:35:70",
+         {"ml.yaml": search("metric: roc_auc, space: {hiddenLayers: {type: choice, values: []}}")}),
+    Case("search-value-the-trainer-refuses", "MLC532", "ml.yaml:35:80",
+         {"ml.yaml": search("metric: roc_auc, space: "
+                            "{dropout: {type: uniform, low: 0, high: 2}}")}),
+    Case("search-unknown-metric", "MLC533", "ml.yaml:35:24",
+         {"ml.yaml": search("metric: auc, space: {epochs: {type: int, low: 1, high: 3}}")}),
+    Case("search-direction-contradicts-metric", "MLC534", "ml.yaml:35:45",
+         {"ml.yaml": search("metric: log_loss, direction: maximize, "
+                            "space: {epochs: {type: int, low: 1, high: 3}}")}),
+    Case("search-grid-over-a-continuous-range", "MLC535", "ml.yaml:35:24",
+         {"ml.yaml": search("method: grid, metric: roc_auc, "
+                            "space: {learningRate: {type: uniform, low: 0.001, high: 0.1}}")}),
+    Case("search-without-validation-rows", "MLC536", "ml.yaml:36:7",
+         {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
+                            "      builtin: {validationSplit: 0.0}\n")}),
+    # --- fairness and slices (evaluation.fairness, evaluation.slices) -------------------
+    Case("slice-on-a-column-the-data-lacks", "MLC540", "ml.yaml:35:36",
+         {"ml.yaml": evaluation("slices: [{column: country, values: [de], "
+                                "gates: [{metric: roc_auc, min: 0.7}]}]")}),
+    Case("fairness-on-a-regression-model", "MLC541", "ml.yaml:35:18",
+         {"ml.yaml": edit("    task: classification\n", "    task: regression\n",
+                          evaluation("fairness: {sensitive: clicks}"))}),
+    Case("fairness-gate-without-fairness", "MLC542", "ml.yaml:35:35",
+         {"ml.yaml": evaluation("gates: [{metric: demographic_parity_difference, max: 0.1}]")}),
+    Case("slice-value-a-feature-never-holds", "MLC543", "ml.yaml:35:44",
+         {"ml.yaml": evaluation("slices: [{column: clicks, values: [many], "
+                                "gates: [{metric: roc_auc, min: 0.7}]}]")}),
+    Case("slice-gate-on-unknown-metric", "MLC230", "ml.yaml:35:74",
+         {"ml.yaml": evaluation("slices: [{column: clicks, values: [0], "
+                                "gates: [{metric: auc, min: 0.7}]}]")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -102,10 +102,11 @@ class Cluster:
         return folder
 
     # --- a workflow ------------------------------------------------------------------------
-    def submit(self, template: str, workflow: str, parameters: Mapping[str, str]
-               ) -> list[Task]:
+    def submit(self, template: str, workflow: str, parameters: Mapping[str, str],
+               until: str | None = None) -> list[Task]:
         """Run `template` as the workflow `workflow`; the tasks that ran, in order. Raises
-        Failed at the first failed task (Argo would skip the rest)."""
+        Failed at the first failed task (Argo would skip the rest). `until` stops after
+        that task, for a test that needs only the first part of a DAG."""
         wt = self.templates[template]["spec"]
         values = {p["name"]: p.get("value", "") for p in wt.get("arguments", {})
                   .get("parameters", [])}
@@ -133,13 +134,42 @@ class Cluster:
                                          context, name=task["name"]))
             elif "resource" in t:
                 done += self.run_jobset(t["resource"], workflow, task["name"], context)
+            elif "dag" in t:
+                done += self.run_fan_out(t, templates, volumes, workflow, task["name"], context)
             else:
                 raise Failed(f"task {task['name']}: a template kind this harness cannot run")
             for ran in done[-1:]:
                 if ran.returncode != 0:
                     raise Failed(f"task {ran.name} ({ran.pod}) exited with {ran.returncode}:\n"
                                  f"{ran.log[-6000:]}")
+            if task["name"] == until:
+                break
         return done
+
+    def run_fan_out(self, dag: dict[str, Any], templates: Mapping[str, dict],
+                    volumes: Mapping[str, dict], workflow: str, task: str,
+                    context: Mapping[str, str]) -> list[Task]:
+        """A DAG of container tasks, each over its `withSequence` items, at most the DAG's
+        `parallelism` pods at once; a pod's inputs are its arguments with `{{item}}` set."""
+        pods: list[tuple[dict[str, Any], str, dict[str, str]]] = []
+        for inner in order(dag["dag"]["tasks"]):
+            sequence = inner.get("withSequence")
+            items = [str(i) for i in range(int(sequence["count"]))] if sequence else [None]
+            container = templates[inner["template"]]["container"]
+            for item in items:
+                scope = {**context, **({"item": item} if item is not None else {})}
+                inputs = {f"inputs.parameters.{p['name']}": substitute(p["value"], scope)
+                          for p in inner.get("arguments", {}).get("parameters", [])}
+                suffix = f"-{item}" if item is not None else ""
+                pods.append((container, f"{workflow}-{task}-{inner['name']}{suffix}",
+                             {**context, **inputs}))
+        with ThreadPoolExecutor(max_workers=int(dag.get("parallelism", len(pods)))) as pool:
+            ran = list(pool.map(lambda p: self.run_pod(p[0], volumes, p[1], p[2], name=p[1]),
+                                pods))
+        for r in ran:
+            if r.returncode != 0:
+                raise Failed(f"task {r.name} exited with {r.returncode}:\n{r.log[-6000:]}")
+        return ran
 
     def run_jobset(self, resource: dict[str, Any], workflow: str, task: str,
                    context: Mapping[str, str]) -> list[Task]:

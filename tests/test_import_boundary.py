@@ -10,7 +10,8 @@ import sys
 from .conftest import ROOT
 
 HEAVY = ("hera", "kubernetes", "kubernetes_validate", "torch", "mlflow", "evidently", "feast",
-         "pandas", "numpy", "jinja2", "mlc.runtime", "mlc.local")
+         "pandas", "numpy", "jinja2", "mlc.runtime", "mlc.local", "optuna", "shap",
+         "fairlearn")
 
 
 def test_validate_imports_nothing_heavy():

@@ -178,6 +178,28 @@ class CustomMetric(IR):
     higher_is_better: bool | None  # None: the trainer did not say
 
 
+class SearchRange(IR):
+    name: str  # the trainer's hyperparameter, as `hyperparameters` names it (snake case)
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: int | float | None
+    high: int | float | None
+    step: int | None  # int ranges only
+    values: list[int | float | str | bool | list[int]] | None  # choice only
+
+
+class Search(IR):
+    """A hyperparameter search before the training run (docs/lifecycle.md)."""
+
+    method: Literal["random", "tpe", "grid"]
+    space: list[SearchRange]  # sorted by name
+    trials: int
+    parallelism: int
+    metric: str  # a metric the trainer reports on its validation rows
+    higher_is_better: bool
+    pruning: bool
+    seed: int
+
+
 class Training(IR):
     kind: Literal["builtin", "custom"]
     hyperparameters: dict[str, int | float | str | list[int]]  # builtin only
@@ -199,6 +221,7 @@ class Training(IR):
     max_dropped_rows: float | None = None  # share of label rows the feature join may lose
     metrics: list[CustomMetric] = Field(default_factory=list)  # a custom trainer's, by name
     expected_duration_seconds: int = 3600  # a usual run, for the plan's cost
+    search: Search | None = None  # trials before the run; the best one's values train it
 
 
 class Gate(IR):
@@ -211,6 +234,18 @@ class ChampionComparison(IR):
     metric: str
     max_regression: float
     higher_is_better: bool
+
+
+class Slice(IR):
+    column: str  # a feature or entity key of the model
+    values: list[int | float | str | bool]
+    gates: list[Gate]
+
+
+class Explain(IR):
+    samples: int  # test rows explained
+    background: int  # training rows standing for absent features
+    seed: int
 
 
 class Model(IR):
@@ -234,6 +269,9 @@ class Model(IR):
     auto_promote: bool
     pipeline: str | None  # its training pipeline in ResolvedProject.pipelines, if trainable
     origin: Origin
+    explain: Explain | None = None  # SHAP after the evaluation
+    slices: list[Slice] = Field(default_factory=list)  # gates per group of test rows
+    fairness_column: str | None = None  # fairlearn's metrics over this column's groups
 
 
 class Autoscaling(IR):
@@ -421,8 +459,9 @@ class Step(IR):
     """One step of a pipeline; the Argo backend and `mlc run` both execute these."""
 
     name: str  # DNS label, unique in its pipeline
-    kind: Literal["validate_data", "feature_apply", "materialize", "train", "evaluate",
-                  "register", "promote", "drift_check", "batch_score", "ab_verdict"]
+    kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
+                  "train", "evaluate", "explain", "register", "promote", "drift_check",
+                  "batch_score", "ab_verdict"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point

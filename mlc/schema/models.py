@@ -102,6 +102,51 @@ class Checkpoint(Spec):
                                     "it, `path` is an object-store URI (s3://, gs://, ...).")
 
 
+SearchValue = int | float | str | bool | list[PositiveInt]
+
+
+class SearchRange(Spec):
+    """The values one hyperparameter takes in a search: `uniform` and `loguniform` (floats
+    between `low` and `high`), `int` (whole numbers from `low` to `high`, by `step`) or
+    `choice` (one of `values`)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"] = Field(
+        description="How values are drawn.")
+    low: int | float | None = Field(None, description="Smallest value (uniform, loguniform, "
+                                    "int); above 0 for loguniform.")
+    high: int | float | None = Field(None, description="Largest value (uniform, loguniform, "
+                                     "int); above `low`.")
+    step: PositiveInt | None = Field(None, description="`int` only: the distance between "
+                                     "values (default 1).")
+    values: list[SearchValue] | None = Field(None, description="`choice` only: the values "
+                                             "to choose from.")
+
+
+class Search(Spec):
+    """Hyperparameter search: trials train with values drawn from `space`; the best trial's
+    values train the model that is evaluated, gated and registered."""
+
+    method: Literal["random", "tpe", "grid"] = Field(
+        "tpe", description="How trials pick values: Optuna's TPE, random, or every "
+        "combination (`grid`: `int` and `choice` ranges only).")
+    space: dict[str, SearchRange] = Field(
+        min_length=1, description="Per hyperparameter of the trainer (as `builtin` names "
+        "it, e.g. `learningRate`), the range it is searched over.")
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
+                        description="What a trial is judged by: a metric the trainer reports "
+                        "on its validation rows.")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Defaults to the metric's own direction.")
+    trials: PositiveInt | None = Field(None, le=10_000, description="How many trials; "
+                                       "default 20 (`grid`: every combination).")
+    parallelism: PositiveInt = Field(1, le=1000, description="Trials that run at once in a "
+                                     "cluster (Argo's `parallelism`).")
+    pruning: bool = Field(False, description="Stop a trial early when its validation metric "
+                          "after an epoch is below the median of the trials before it.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the sampler: the same "
+                      "search draws the same values.")
+
+
 class Training(Spec):
     builtin: BuiltinTrainer | None = None
     """Use the bundled tabular trainer, configured by hyperparameters."""
@@ -121,6 +166,8 @@ class Training(Spec):
         "0.1); unset: report the share, never fail on it.")
     checkpoint: Checkpoint | None = None
     """Where training saves checkpoints to resume from after a failure."""
+    search: Search | None = Field(None, description="Hyperparameter search before the "
+                                  "training run (docs/lifecycle.md).")
     retries: Retries = Field(default_factory=Retries)
     """How often a failed step is retried."""
     timeout: Seconds = "6h"
@@ -161,6 +208,37 @@ class ChampionComparison(Spec):
                                           "direction.")
 
 
+class Explain(Spec):
+    """SHAP global feature importance of the trained model, after its evaluation."""
+
+    samples: PositiveInt = Field(100, le=10_000, description="Test rows explained (the "
+                                 "cost grows with rows x features).")
+    background: PositiveInt = Field(50, le=1000, description="Training rows that stand for "
+                                    "a feature's absence.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Picks the rows and the "
+                      "permutations: the same model gives the same report.")
+
+
+SliceValue = int | float | str | bool
+
+
+class Slice(Spec):
+    """Gates that hold on each group of test rows with one value of `column`."""
+
+    column: FieldName = Field(description="A feature or entity key of the model.")
+    values: list[SliceValue] = Field(min_length=1, description="One slice per value.")
+    gates: list[Gate] = Field(min_length=1, description="Gates every slice must pass.")
+
+
+class Fairness(Spec):
+    """Fairness metrics over the groups of a sensitive column, computed with fairlearn on the
+    test rows: `demographic_parity_difference`, `demographic_parity_ratio`,
+    `equalized_odds_difference`, `equalized_odds_ratio`; `gates` may use them."""
+
+    sensitive: FieldName = Field(description="A feature or entity key of the model whose "
+                                 "values are the groups compared.")
+
+
 class Evaluation(Spec):
     test_split: Fraction = 0.2
     """Share of the rows held out for evaluation."""
@@ -169,6 +247,12 @@ class Evaluation(Spec):
     registered."""
     compare_with_production: ChampionComparison | None = None
     """Compare the candidate with the production model on the same test rows."""
+    explain: Explain | None = Field(None, description="Explain the model with SHAP after "
+                                    "its evaluation (docs/lifecycle.md).")
+    slices: list[Slice] = Field(default_factory=list, description="Gates per slice of the "
+                                "test rows (docs/lifecycle.md).")
+    fairness: Fairness | None = Field(None, description="Fairness metrics over a sensitive "
+                                      "column, gateable like any metric (classification).")
 
 
 class Registry(Spec):

@@ -82,6 +82,9 @@ def estimate(ir: IR, prices: Mapping[str, Any] | None = None) -> Estimate:
         for step in p.get("steps") or []:
             hours = (float(training.get("expected_duration_seconds") or 0) / 3600
                      if step.get("kind") == "train" else job)
+            if step.get("kind") == "search":  # one training's length per trial
+                trials = int((training.get("search") or {}).get("trials") or 1)
+                hours = float(training.get("expected_duration_seconds") or 0) / 3600 * trials
             per_run += hourly.get(str(step.get("hardware")), 0.0) * int(step.get("nodes") or 1) \
                 * hours
         monthly = per_run * frequency(str(schedule)).runs_per_year / 12

@@ -8,7 +8,7 @@ in MLC_METRICS_FILE. A gate on any other name could never pass, so it is refused
 from __future__ import annotations
 
 from ...schema.models import Model
-from ...step_contract import builtin_metrics
+from ...step_contract import FAIRNESS_METRICS, builtin_metrics
 from .. import ir
 from .context import Context
 
@@ -16,6 +16,7 @@ UNKNOWN_METRIC = "MLC230"
 METRIC_SHADOWS_BUILTIN = "MLC231"
 DIRECTION_UNKNOWN = "MLC232"
 DIRECTION_CONTRADICTS = "MLC233"
+FAIRNESS_NOT_SET = "MLC542"
 
 
 def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
@@ -41,7 +42,7 @@ def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
     return list(out.values())
 
 
-def _known(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
+def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
     known: dict[str, bool | None] = dict(builtin_metrics(m.task))
     known.update({c.name: c.higher_is_better for c in custom})
     return dict(sorted(known.items()))
@@ -54,13 +55,26 @@ def _unknown(ctx: Context, metric: str, model: str, what: str, known: dict, path
               "`training.custom.metrics` and write it to MLC_METRICS_FILE")
 
 
-def gates(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]) -> list[ir.Gate]:
-    known = _known(m, custom)
+def gates(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric],
+          fairness: dict[str, bool] | None = None) -> list[ir.Gate]:
+    """`evaluation.gates`; `fairness` holds the fairness metrics the model computes."""
+    known = {**known_metrics(m, custom), **(fairness or {})}
+    return gate_list(ctx, m.evaluation.gates, known, name, ("models", name, "evaluation",
+                                                            "gates"), "a gate")
+
+
+def gate_list(ctx: Context, gates: list, known: dict[str, bool | None], name: str, path,
+              what: str) -> list[ir.Gate]:
     out = []
-    for i, g in enumerate(m.evaluation.gates):
-        if g.metric not in known:
-            _unknown(ctx, g.metric, name, "a gate", known,
-                     ("models", name, "evaluation", "gates", i, "metric"))
+    for i, g in enumerate(gates):
+        if g.metric in FAIRNESS_METRICS and g.metric not in known:
+            ctx.error(FAIRNESS_NOT_SET, f"{what} of model `{name}` uses fairness metric "
+                      f"`{g.metric}`, which needs `evaluation.fairness`", (*path, i, "metric"),
+                      help="add `fairness: {sensitive: <column>}` under `evaluation` (a "
+                      "slice's gates use the evaluation's metrics only)")
+        elif g.metric not in known:
+            _unknown(ctx, g.metric, name, what, dict(sorted(known.items())),
+                     (*path, i, "metric"))
         out.append(ir.Gate(metric=g.metric, min=g.min, max=g.max))
     return out
 
@@ -71,7 +85,7 @@ def comparison(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric]
     if c is None:
         return None
     path = ("models", name, "evaluation", "compareWithProduction")
-    known = _known(m, custom)
+    known = known_metrics(m, custom)
     if c.metric not in known:
         _unknown(ctx, c.metric, name, "`compareWithProduction`", known, (*path, "metric"))
         return None

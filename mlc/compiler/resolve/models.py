@@ -6,7 +6,7 @@ from ...schema.models import BuiltinTrainer, Model
 from ...schema.types import IMAGE_RE, duration_seconds
 from .. import ir
 from ..names import dns_label
-from . import evaluation
+from . import evaluation, fairness, search
 from .context import UNKNOWN_COLUMN, Context
 from .env_vars import resolve_env
 from .features import feature_refs
@@ -74,19 +74,28 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
                               (*path, "label"), help=f"add `{col}` to its columns")
         training = _resolve_training(ctx, m, name, hardware, images, secrets)
         custom = training.metrics
+        columns = [*keys, *(ref.field for ref in features)]
+        sensitive, fair = fairness.fairness_metrics(ctx, m, name, columns)
         models[name] = ir.Model(
             name=name, k8s_name=dns_label(name), task=m.task, framework=m.framework,
             description=m.description, feature_service=service_name, features=features,
             entity_keys=keys, label_source=m.label.source, label_column=m.label.column,
             training=training, test_split=m.evaluation.test_split,
-            gates=evaluation.gates(ctx, m, name, custom),
+            gates=evaluation.gates(ctx, m, name, custom, fair),
             compare_with_production=evaluation.comparison(ctx, m, name, custom),
             registered_name=m.registry.name or name,
             candidate_alias=m.registry.candidate_alias,
             production_alias=m.registry.production_alias, auto_promote=m.registry.auto_promote,
             pipeline=dns_label("train", name) if has_training(m) else None,
-            origin=ctx.origin(path))
+            origin=ctx.origin(path), explain=_explain(m),
+            slices=fairness.slices(ctx, m, name, keys, [ref.field for ref in features],
+                                   custom), fairness_column=sensitive)
     return models, synthesized
+
+
+def _explain(m: Model) -> ir.Explain | None:
+    e = m.evaluation.explain
+    return ir.Explain(samples=e.samples, background=e.background, seed=e.seed) if e else None
 
 
 def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.Hardware],
@@ -124,6 +133,7 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         command, args = [], []
         env, secret_env = resolve_env(ctx, builtin.env, secrets, (*path, "builtin", "env"))
     checkpoint = t.checkpoint
+    metrics = evaluation.custom_metrics(ctx, m, name)
     return ir.Training(
         kind=kind, hyperparameters=hyper, image=image, command=command, args=args, env=env,
         hardware=t.hardware, nodes=t.nodes, schedule=t.schedule, timezone=t.timezone,
@@ -133,4 +143,5 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         retries=_retries(t.retries), timeout_seconds=int(duration_seconds(t.timeout)),
         expected_duration_seconds=int(duration_seconds(t.expected_duration)),
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
-        max_dropped_rows=t.max_dropped_rows, metrics=evaluation.custom_metrics(ctx, m, name))
+        max_dropped_rows=t.max_dropped_rows, metrics=metrics,
+        search=search.resolve_search(ctx, m, name, metrics))

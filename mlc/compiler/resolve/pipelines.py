@@ -71,8 +71,10 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               parameters=["data_window_seconds"], secrets=feast),
         _step(name, "materialize", "materialize", "train", train, depends=["validate-data"],
               secrets=feast),
+        *_search_steps(name, t, feast | mlflow),
         _step(name, "train", "train", "custom" if t.kind == "custom" else "train",
-              t.image, depends=["materialize"], hardware=t.hardware, nodes=t.nodes,
+              t.image, depends=["search" if t.search else "materialize"],
+              hardware=t.hardware, nodes=t.nodes,
               parameters=["data_window_seconds", "hyperparameters", "reason"],
               retries=t.retries, timeout_seconds=t.timeout_seconds,
               checkpoint_path=t.checkpoint_path, checkpoint_volume=t.checkpoint_volume,
@@ -82,13 +84,34 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
               env=dict(t.env)),
         _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
               secrets=feast | mlflow),
-        _step(name, "register", "register", "train", train, depends=["evaluate"], secrets=mlflow),
+        # the explanation is logged to the run before the run's model is registered
+        *([_step(name, "explain", "explain", "train", train, depends=["evaluate"],
+                 hardware=t.hardware, secrets=feast | mlflow)] if model.explain else []),
+        _step(name, "register", "register", "train", train,
+              depends=["explain" if model.explain else "evaluate"], secrets=mlflow),
         _step(name, "promote", "promote", "train", train, depends=["register"],
               parameters=["promote"], secrets=mlflow),
     ]
     return ir.Pipeline(name=name, kind="training", model=model.name, endpoint=None,
                        drift_check=None, schedule=t.schedule, timezone=t.timezone,
                        parameters=params, steps=steps, concurrency_key=name)
+
+
+def _search_steps(pipeline: str, t: ir.Training,
+                  secrets: dict[str, ir.SecretRef]) -> list[ir.Step]:
+    """With `training.search`: one step fixes the data and opens the parent MLflow run, then
+    the trials (the Argo backend fans `search` out, one task per trial), then `train`."""
+    if t.search is None:
+        return []
+    trial = dict(hardware=t.hardware, retries=t.retries, timeout_seconds=t.timeout_seconds,
+                 parameters=["data_window_seconds", "hyperparameters", "reason"],
+                 secrets={**secrets, **t.secrets}, env=dict(t.env))
+    return [
+        _step(pipeline, "search-start", "search_start", "train", t.image,
+              depends=["materialize"], **trial),
+        _step(pipeline, "search", "search", "train", t.image, depends=["search-start"],
+              **trial),
+    ]
 
 
 def drift_pipeline(check: ir.DriftCheck, images: dict[str, ir.Image],

@@ -206,15 +206,35 @@ def champion_metrics(ctx: StepContext, model: ir.Model, frame,
                 "metrics": score(predictor, frame, model.label_column, model.task)}
 
 
+def gate_text(g: dict[str, Any]) -> str:
+    bound = " and ".join(b for b in (f">= {g['min']}" if g["min"] is not None else "",
+                                     f"<= {g['max']}" if g["max"] is not None else "") if b)
+    value = "missing" if g["value"] is None else f"{g['value']:.4f}"
+    return f"{g['metric']} {value} (must be {bound}): " + ("ok" if g["passed"] else "FAILED")
+
+
+def slice_results(slices: list[ir.Slice], test, label: str, task: str, predictor
+                  ) -> list[dict[str, Any]]:
+    """Each slice value's metrics on its test rows, and the slice's gates on them. A value
+    with no test rows has no metrics, so its gates fail: a gate never passes on nothing."""
+    out = []
+    for s in slices:
+        for value in s.values:
+            rows = test[test[s.column] == value]
+            metrics = score(predictor, rows, label, task) if len(rows) else {}
+            gates = check_gates(s.gates, metrics)
+            out.append({"column": s.column, "value": value, "rows": len(rows),
+                        "metrics": metrics, "gates": gates,
+                        "passed": all(g["passed"] for g in gates)})
+    return out
+
+
 def render(result: dict[str, Any]) -> str:
     lines = [f"evaluation on {result['test_rows']} test rows: "
              + ("passed" if result["passed"] else "FAILED")]
-    for g in result["gates"]:
-        bound = " and ".join(b for b in (f">= {g['min']}" if g["min"] is not None else "",
-                                         f"<= {g['max']}" if g["max"] is not None else "") if b)
-        value = "missing" if g["value"] is None else f"{g['value']:.4f}"
-        lines.append(f"  {g['metric']} {value} (must be {bound}): "
-                     + ("ok" if g["passed"] else "FAILED"))
+    lines += [f"  {gate_text(g)}" for g in result["gates"]]
+    lines += [f"  slice {r['column']} = {r['value']!r} ({r['rows']} rows): {gate_text(g)}"
+              for r in result.get("slices", []) for g in r["gates"]]
     c = result.get("comparison")
     if c:
         if c.get("champion") is None and c.get("note"):
@@ -249,6 +269,7 @@ def _fmt(value) -> str:
 
 
 def run(ctx: StepContext) -> None:
+    from mlc.runtime.train import fairness
     from mlc.runtime.train.data import load_dataset
     from mlc.runtime.train.tracking import client_for
 
@@ -263,11 +284,19 @@ def run(ctx: StepContext) -> None:
     with tempfile.TemporaryDirectory(prefix="mlc-candidate-") as tmp:
         predictor = candidate(ctx, model, train, classes, Path(tmp))
         computed = score(predictor, test, dataset.label, model.task) if len(test) else {}
+        if model.fairness_column and len(test):
+            computed.update(fairness.fairness_metrics(
+                test[dataset.label].to_numpy(), predictor.predict(test),
+                list(predictor.classes or []), test[model.fairness_column].to_numpy()))
+        sliced = slice_results(model.slices, test, dataset.label, model.task,
+                                        predictor)
     # the custom trainer's declared metrics, as its command reported them
     metrics = {**computed, **train.get("custom_metrics", {})}
     result: dict[str, Any] = {"test_rows": len(test), "metrics": metrics,
                               "model_format": predictor.flavour,
                               "gates": check_gates(model.gates, metrics)}
+    if sliced:
+        result["slices"] = sliced
     if model.compare_with_production is not None:
         champion = champion_metrics(ctx, model, test, classes)
         if champion is None:
@@ -283,7 +312,8 @@ def run(ctx: StepContext) -> None:
                                               champion["metrics"]),
                                     "version": champion["version"]}
     result["passed"] = all(g["passed"] for g in result["gates"]) \
-        and result.get("comparison", {}).get("passed", True)
+        and result.get("comparison", {}).get("passed", True) \
+        and all(r["passed"] for r in sliced)
     result["model_uri"] = train.get("model_uri")
     result["mlflow_run_id"] = train.get("mlflow_run_id")
 
@@ -293,6 +323,8 @@ def run(ctx: StepContext) -> None:
     stamp = int(time.time() * 1000)
     logged = [Metric(f"test_{k}", float(v), stamp, 0) for k, v in sorted(computed.items())
               if math.isfinite(v)]
+    logged += [Metric(fairness.metric_name(r, k), float(v), stamp, 0)
+               for r in sliced for k, v in sorted(r["metrics"].items()) if math.isfinite(v)]
     comparison = result.get("comparison") or {}
     if comparison.get("champion") is not None:
         logged.append(Metric(f"production_{comparison['metric']}",

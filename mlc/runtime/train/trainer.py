@@ -304,12 +304,14 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     model = ctx.model
     dataset = data.build_dataset(ctx, model)
     hp = hyperparameters(model.training.hyperparameters, ctx.param("hyperparameters"))
+    run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
+    if model.training.search is not None:
+        hp.update(best_trial_values(run, model.training.search))
     lineage = {"model": model.name, "project": ctx.project.name, "env": ctx.project.env,
                "source_hash": ctx.project.source_hash, "data_snapshot": dataset.snapshot,
                "feature_service": model.feature_service}
     spec, arrays = prepare(dataset, model.task, hp, extra=lineage)
     store = checkpoint_store(ctx, dataset.snapshot, hp, spec)
-    run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
     run.log_params(hp, dataset)
     logger = metric_log.BackgroundLogger(sink, run.run_id)
     try:
@@ -341,6 +343,21 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     print(f"trained {model.name}: {result.steps} steps on {result.device} ({result.precision})"
           f"{', resumed from step ' + str(result.resumed_from) if result.resumed_from else ''}"
           f"; {shown}; MLflow run {run.run_id}")
+
+
+def best_trial_values(run, search) -> dict[str, Any]:
+    """The search's best trial (its child runs of `run`): its values, tagged on the run."""
+    from mlc.runtime.train import search_runs as sr
+
+    top = sr.best(search, sr.trials(run.client, run.experiment_id, run.run_id))
+    if top is None:
+        raise StepFailed("the search has no completed trial: run the search step first")
+    run.client.set_tag(run.run_id, sr.TAG_BEST_TRIAL, str(top.number))
+    run.client.set_tag(run.run_id, sr.TAG_BEST_VALUE, repr(top.value))
+    values = sr.decode(search, top.drawn)
+    print(f"training with trial {top.number}'s values ({search.metric} {top.value:.4f}): "
+          + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return values
 
 
 def checkpoint_store(ctx: StepContext, snapshot: str, hp: dict[str, Any],

@@ -28,6 +28,10 @@ WORKFLOW_SCHEDULED_TIME = "{{workflow.scheduledTime}}"
 WORKFLOW_CREATED_UNIX = "{{workflow.creationTimestamp.s}}"
 
 
+# The current element of a task's `withSequence` (a search trial's number).
+SEQUENCE_ITEM = "{{item}}"
+
+
 def literal(text: str) -> str:
     """`text` as Argo will show it: no tag can start inside it."""
     return text.replace("{{", _OPEN_BRACES)
@@ -42,6 +46,11 @@ def _identifier(name: str) -> str:
 def parameter(name: str) -> str:
     """The value of a workflow parameter, substituted as text (JSON-escaped by Argo)."""
     return "{{workflow.parameters." + _identifier(name) + "}}"
+
+
+def input_parameter(name: str) -> str:
+    """The value of one of the template's own input parameters."""
+    return "{{inputs.parameters." + _identifier(name) + "}}"
 
 
 def parameter_base64(name: str) -> str:
@@ -62,6 +71,9 @@ ALLOWED_TAGS = (
     # the drift gate's (cooldown.py)
     re.compile(r"steps\.cooldown\.outputs\.result"),
     re.compile(r"inputs\.parameters\.last_start"),
+    # a search trial's number (search.py)
+    re.compile(r"inputs\.parameters\.trial"),
+    re.compile(r"item"),
     re.compile(r"workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*"),
     re.compile(r"=toBase64\(workflow\.parameters\.[A-Za-z_][A-Za-z0-9_]*\)"),
 )

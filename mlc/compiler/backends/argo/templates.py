@@ -21,6 +21,7 @@ from . import notify, volumes
 from .distributed import distributed_step
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
+from .search import dag_name, search_templates
 from .steps import container_step, executor_patch
 
 ENTRYPOINT = "pipeline"
@@ -62,17 +63,24 @@ def _tasks(pipeline: Pipeline) -> list[Task]:
     for step in pipeline.steps:
         when = (parameter_is_true(PROMOTE_PARAMETER)
                 if step.kind == "promote" and PROMOTE_PARAMETER in step.parameters else None)
-        tasks.append(Task(name=step.name, template=step.name,
+        # a search's task runs its fan-out DAG, which runs the step's template per trial
+        template = dag_name(step) if step.kind == "search" else step.name
+        tasks.append(Task(name=step.name, template=template,
                           dependencies=list(step.depends) or None, when=when))
     return tasks
 
 
 def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str, Any]:
-    step_templates = [distributed_step(project, pipeline, s)
-                      if s.kind == "train" and s.nodes > 1 else container_step(project, pipeline, s)
-                      for s in pipeline.steps]
+    step_templates = []
+    for s in pipeline.steps:
+        if s.kind == "search":
+            step_templates.extend(search_templates(project, pipeline, s))
+        elif s.kind == "train" and s.nodes > 1:
+            step_templates.append(distributed_step(project, pipeline, s))
+        else:
+            step_templates.append(container_step(project, pipeline, s))
     exit_handler = notify.notify_step(project, pipeline)
-    names = [ENTRYPOINT, *(s.name for s in pipeline.steps)]
+    names = [ENTRYPOINT, *(t.name for t in step_templates)]
     if exit_handler:
         names.append(notify.TEMPLATE)
     if len(set(names)) != len(names):
