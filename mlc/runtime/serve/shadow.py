@@ -109,7 +109,14 @@ class ShadowStats:
         # dropped share has data before the first drop (and rate() sees the first one)
         self.dropped: dict[str, int] = (dict.fromkeys((DROP_QUEUE_FULL, DROP_SHUTDOWN), 0)
                                         if mirroring else {})
-        self.responses: dict[str, int] = {}
+        # ...and so are its answer counters (each code the shadow's server can answer with,
+        # and no answer), its answer times and both sides' predictions: a series that
+        # appears with the first copies' answers would hide them from rate(), and the
+        # shadow gates would not see the first minutes of a shadow phase
+        self.responses: dict[str, int] = (
+            dict.fromkeys((*contract.SERVE_CODES[contract.PREDICT_ROUTE], TRANSPORT_ERROR), 0)
+            if mirroring else {})
+        self.mirroring = mirroring
         self.duration = Histogram(contract.SHADOW_DURATION.buckets)
         self.compared = 0
         self.agreed = 0
@@ -180,7 +187,7 @@ class ShadowStats:
             counter.add_metric(label_values(metric, endpoint=e), value)
             yield counter
         predictions = family(contract.SHADOW_PREDICTIONS)
-        if self.compared:
+        if self.compared or self.mirroring:
             for role, h in sorted(self.predictions.items()):
                 predictions.add_metric(label_values(contract.SHADOW_PREDICTIONS, endpoint=e,
                                                     role=role), h.buckets(), h.total)
