@@ -322,3 +322,46 @@ def test_shadow_gates_pass_a_version_that_agrees_and_stop_one_that_does_not(
             prometheus.stop()
         for pod in pods:
             pod.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# `mlc explain` shows the gates that apply, and none where nothing reads them
+
+
+def test_explain_shows_the_gates_each_strategy_reads(tmp_path):
+    from mlc.compiler.diagnostics import Diagnostics
+    from mlc.compiler.explain import explain
+
+    from .conftest import write_project
+    from .test_serving import project_text
+
+    write_project(tmp_path, {"ml.yaml": project_text({
+        "phased": {"model": "scorer", "rollout": {"strategy": "canary",
+                                                  "shadowFirst": {"duration": "30m"}}},
+        "shadowed": {"model": "scorer", "rollout": {"strategy": "shadow",
+                                                    "shadow": {"alias": "b"}}},
+        "plain": {"model": "scorer"}})})
+
+    def shown(dotted: str) -> str:
+        diags = Diagnostics()
+        text = explain(tmp_path, "default", dotted, diags)
+        assert text is not None, [d.message for d in diags.items]
+        return text
+
+    def rows(text: str) -> dict[str, str]:
+        return {line.split()[0]: " ".join(line.split()[1:]) for line in text.splitlines()}
+
+    phased = shown("serving.phased.rollout")
+    assert rows(phased)["serving.phased.rollout.shadowFirst.gates.minAgreement"] == \
+        "0.95 (default)"
+    assert rows(phased)["serving.phased.rollout.shadowFirst.duration"].startswith(
+        '"30m" (ml.yaml:')
+    assert "rollout.gates.maxErrorRate" in phased  # the canary steps' gates
+    assert "rollout.variants" not in phased and "rollout.router" not in phased
+    assert shown("serving.plain.rollout") == \
+        'serving.plain.rollout.strategy  "rolling"  (default)\n'
+    shadowed = shown("serving.shadowed.rollout")
+    assert "rollout.gates" not in shadowed and "rollout.steps" not in shadowed
+    assert "serving.shadowed.rollout.shadow.percent" in shadowed
+    # asked for by its path, an unread setting is still explained
+    assert "serving.plain.rollout.gates.maxErrorRate" in shown("serving.plain.rollout.gates")
