@@ -43,14 +43,22 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
     r = e.rollout
     if e.mode == "batch":
         return
-    if r.strategy in ("shadow", "ab") and "gates" in r.model_fields_set:
-        what = "a shadow rollout" if r.strategy == "shadow" else "an A/B rollout"
-        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in {what}: "
-                  "no version is promoted or rolled back by them", (*path, "gates"),
+    if r.strategy == "shadow" and "gates" in r.model_fields_set:
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in a "
+                  "shadow rollout: a shadow on its own is promoted by a person, so no version "
+                  "is promoted or rolled back by them", (*path, "gates"),
                   help="to gate a new version on its shadow comparison, roll it out with "
                        "`strategy: canary` and `shadowFirst: {duration: 1h, gates: "
                        "{minAgreement: 0.95}}`: a failed shadow gate ends the rollout before "
                        "any client reaches it; else remove `gates:` (see docs/delivery.md)")
+    if r.strategy == "ab" and "gates" in r.model_fields_set:
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in an "
+                  "A/B rollout: no system takes a failing variant's traffic away yet",
+                  (*path, "gates"),
+                  help="remove `gates:`; every serving metric carries the variant, "
+                       "and `weight: 0` on a variant takes its traffic away; to gate a new "
+                       "version before clients reach it, use `strategy: canary`, with "
+                       "`shadowFirst` for a shadow comparison first (see docs/delivery.md)")
     if r.strategy == "blueGreen" and (e.kserve or e.mode == "serverless"):
         where = "KServe" if e.kserve else "Knative (`mode: serverless`)"
         ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: a blue-green switch on {where} "
