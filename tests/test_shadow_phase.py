@@ -303,6 +303,11 @@ def test_shadow_gates_pass_a_version_that_agrees_and_stop_one_that_does_not(
                 f'sum(rate(mlc_shadow_prediction_value_count{{endpoint="{name}"}}[1m]))',
                 lambda r: r and r[0][1] > 0)
 
+        # the runtime's own `variant` label survives the scrape (honor_labels, as the
+        # PodMonitor's honorLabels): the primary's series say which server they came from
+        assert prometheus.query('sum(mlc_requests_total{endpoint="agrees", variant="primary", '
+                                'code="200", route="/predict"})')[0][1] >= 40
+
         # the Argo Rollout's analysis step: the agreeing version passes every gate
         assert decisions(shadow_checks) == dict.fromkeys(shadow_checks, "Successful")
         got = decisions(disagreeing)
