@@ -121,6 +121,9 @@ def test_kserve_gets_the_shadow_step_too(tmp_path):
     wf = built.files["delivery/workflow-agrees.yaml"][0]
     assert [s[0]["name"] for s in templates(wf)["rollout"]["steps"]][0] == "shadow"
     assert len(built.of_kind("InferenceService")) == 4  # each endpoint's primary and shadow
+    for obj in [*built.of_kind("InferenceService"), wf]:
+        relpath = CRDS[(obj["apiVersion"], obj["kind"])]
+        assert schema_check.check_crd(obj, relpath) == [], obj["metadata"]["name"]
 
 
 def test_every_object_matches_its_upstream_schema(online, serverless):
