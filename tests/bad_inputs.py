@@ -432,6 +432,15 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
                           "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
+    Case("ab-gates", "MLC340", "ml.yaml:44:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: ab\n      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("shadow-first-blue-green", "MLC342", "ml.yaml:41:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: blueGreen\n"
+                          "      shadowFirst: {duration: 10m}\nmonitoring")}),
     Case("serverless-gpu-without-knative-flags", "MLC345", "ml.yaml:42:15",
          {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n  t4:\n    cpu: \"4\"\n"
                           "    memory: 16Gi\n    gpu: {type: Tesla-T4, count: 1}\n").replace(

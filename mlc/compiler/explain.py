@@ -19,6 +19,17 @@ from .pipeline import ENVIRONMENTS_DIR, check_environment, load_environment, sel
 from .validate import validate_document
 
 NO_SUCH_PATH = "MLC016"
+# What each rollout strategy reads (resolve/delivery.py refuses the rest, but for `rolling`,
+# which ignores all on purpose): what the strategy never reads is not shown, defaults or a base
+# file's values that an environment's `strategy: rolling` switched off, unless asked for by
+# its path.
+ROLLOUT_READS = {
+    "rolling": (),
+    "canary": ("steps", "gates", "shadowFirst"),
+    "blueGreen": ("gates", "autoPromote"),
+    "shadow": ("shadow",),
+    "ab": ("variants", "assignment", "router", "verdict"),
+}
 
 
 def explain(root: Path, env: str, dotted: str, diags: Diagnostics, *, fmt: str = "text"
@@ -37,6 +48,8 @@ def explain(root: Path, env: str, dotted: str, diags: Diagnostics, *, fmt: str =
         dumped = ir.model_dump(mode="json") if ir is not None else {}
         if path[0] in dumped:
             value, resolved = dumped, True
+    if not resolved:
+        _drop_unread(value, path)
     for depth, part in enumerate(path):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -115,3 +128,16 @@ def _leaves(value: Any, path: tuple) -> Any:
             yield from _leaves(item, (*path, i))
     else:
         yield path, value
+
+
+def _drop_unread(dump: dict[str, Any], asked: tuple) -> None:
+    """Leave out of each endpoint's `rollout` what its strategy never reads."""
+    for name, endpoint in (dump.get("serving") or {}).items():
+        rollout = endpoint.get("rollout")
+        if not isinstance(rollout, dict):
+            continue
+        reads = ROLLOUT_READS.get(rollout.get("strategy"), ())
+        for key in sorted(rollout):
+            where = ("serving", name, "rollout", key)
+            if key != "strategy" and key not in reads and asked[:len(where)] != where:
+                del rollout[key]

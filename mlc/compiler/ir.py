@@ -294,6 +294,22 @@ class RolloutGates(IR):
     failure_limit: int
 
 
+class ShadowGates(IR):
+    min_agreement: float
+    max_prediction_drift: float | None
+    max_error_rate: float
+    max_latency_p99_seconds: float
+    interval_seconds: int
+    failure_limit: int
+
+
+class ShadowPhase(IR):
+    """A canary's first phase: the new version as a gated shadow (`rollout.shadowFirst`)."""
+
+    duration_seconds: int
+    gates: ShadowGates
+
+
 class Variant(IR):
     name: str
     alias: str | None
@@ -350,6 +366,9 @@ class Rollout(IR):
     router_hardware: str = "default"
     router_timeout_seconds: float = 30.0
     verdict: Verdict | None = None  # A/B only
+    # A canary's shadow phase; its shadow arm serves the endpoint's own (new) model, and the
+    # shadow_* settings above describe that arm.
+    shadow_phase: ShadowPhase | None = None
 
 
 class Slo(IR):

@@ -6,7 +6,8 @@ ConfigMap): the very queries of the endpoint's AnalysisTemplate and their limits
 follows Argo Rollouts' rules for a Prometheus metric:
 
 - a measurement succeeds when the query returns at least one sample, the first is a number
-  (not NaN) and it is at most the gate's limit; it fails when that number is above the limit;
+  (not NaN) and it is at most the gate's limit (`max`; or at least it, for a gate with a
+  `min`, such as a shadow's agreement); it fails when that number is on the other side;
   anything else (no sample: no traffic yet, a 0/0) is inconclusive;
 - a query that cannot be run (Prometheus unreachable, a 4xx/5xx) is an error;
 - a gate fails once it has more failures than `failureLimit`, more inconclusive measurements
@@ -62,10 +63,17 @@ def value_of(body: dict[str, Any]) -> float | None:
     return float(sample["value"][1])
 
 
-def verdict(value: float | None, limit: float) -> str:
+def verdict(value: float | None, limit: float, minimum: bool = False) -> str:
     if value is None or math.isnan(value):
         return "inconclusive"
-    return "success" if value <= limit else "failure"
+    return "success" if (value >= limit if minimum else value <= limit) else "failure"
+
+
+def bound_of(gate: dict[str, Any]) -> tuple[float, bool]:
+    """(limit, whether it is a minimum) of one gate of the file."""
+    if ("min" in gate) == ("max" in gate):
+        raise ValueError(f"gate {gate.get('name')!r} needs one of `min` and `max`")
+    return (float(gate["min"]), True) if "min" in gate else (float(gate["max"]), False)
 
 
 def query(prometheus: str, promql: str) -> dict[str, Any]:
@@ -97,12 +105,12 @@ def measure_all(config: dict[str, Any], values: dict[str, str], duration: int, *
                 log: Callable[[str], None] = print) -> int:
     interval = max(1, int(config["intervalSeconds"]))
     count = max(1, duration // interval)
-    gates = [(g["name"], substitute(g["query"], config["placeholders"], values),
-              float(g["max"])) for g in config["gates"]]
-    tallies = {name: Tally() for name, _, _ in gates}
+    gates = [(g["name"], substitute(g["query"], config["placeholders"], values), *bound_of(g))
+             for g in config["gates"]]
+    tallies = {name: Tally() for name, *_ in gates}
     sleep(config["initialDelaySeconds"])
     for i in range(count):
-        for name, promql, limit in gates:
+        for name, promql, limit, minimum in gates:
             t = tallies[name]
             try:
                 value = value_of(run_query(config["prometheus"], promql))
@@ -114,11 +122,11 @@ def measure_all(config: dict[str, Any], values: dict[str, str], duration: int, *
                     return EXIT_FAILED
                 continue
             t.errors_in_a_row = 0
-            outcome = verdict(value, limit)
+            outcome = verdict(value, limit, minimum)
             t.successes += outcome == "success"
             t.failures += outcome == "failure"
             t.inconclusive += outcome == "inconclusive"
-            log(f"{name}: {value} (limit {limit}): {outcome}")
+            log(f"{name}: {value} ({'min' if minimum else 'max'} {limit}): {outcome}")
             if t.failures > config["failureLimit"]:
                 log(f"{name}: FAILED: {t.failures} failed measurements")
                 return EXIT_FAILED

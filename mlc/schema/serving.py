@@ -61,6 +61,40 @@ class RolloutGates(Spec):
     """Failed measurements tolerated before rolling back."""
 
 
+class ShadowGates(Spec):
+    """The shadow phase's gates: the primary's comparison of the new version's answers with
+    its own (docs/delivery.md, "Rollout phases")."""
+
+    min_agreement: Fraction = Field(0.95, description="Smallest share of compared "
+                                    "predictions on which the new version agrees with the "
+                                    "stable one.")
+    max_prediction_drift: Fraction | None = Field(0.2, description="Largest PSI between the "
+                                                  "new version's and the stable version's "
+                                                  "predictions for the same requests.")
+    max_error_rate: Fraction = Field(0.01, description="Largest share of copies the new "
+                                     "version answered with an error, or not at all.")
+    max_latency_p99: Duration = Field("1s", description="Largest p99 of the new version's "
+                                      "answers to copies, as the primary measured it.")
+    interval: Seconds = "1m"
+    """How often the gates are measured during the phase."""
+    failure_limit: int = Field(1, ge=0, le=100)
+    """Failed measurements tolerated before the phase fails."""
+
+
+class ShadowFirst(Spec):
+    """Canary phase 1: the new version runs as a shadow for `duration`, gated, before the
+    first canary step gives it live traffic."""
+
+    duration: Seconds = Field("1h", description="How long the shadow gates are measured.")
+    percent: int = Field(100, ge=1, le=100, description="Share of requests the stable "
+                         "version copies to the new one.")
+    tolerance: float = Field(0.01, ge=0, description="Regression: the largest absolute "
+                             "difference between the two versions' predictions that counts "
+                             "as agreement.")
+    gates: ShadowGates = Field(default_factory=ShadowGates)
+    """What the new version must hold as a shadow before the canary steps start."""
+
+
 class Variant(Spec):
     name: Name
     """Name of the variant, as metrics and the prediction log label it."""
@@ -168,6 +202,10 @@ class Rollout(Spec):
                                     "variants (metric per variant, significance test, "
                                     "winner).")
     auto_promote: bool = Field(False, description="blueGreen: switch without a manual step.")
+    shadow_first: ShadowFirst | None = Field(None, description="Canary only: run the new "
+                                             "version as a gated shadow before the first "
+                                             "step; a failed shadow gate ends the rollout "
+                                             "before any client reaches it.")
 
     @model_validator(mode="after")
     def _shape(self):

@@ -4,10 +4,13 @@ Which system enforces an endpoint's gates (docs/delivery.md):
 - online canary and blue-green: Argo Rollouts with the AnalysisTemplate;
 - serverless canary (Knative), and KServe canary in KServe's Knative mode: the delivery
   workflow (backends/serving/gate_driver.py);
+- a canary's shadow phase (`shadowFirst`): the same two, with the shadow comparison's
+  queries, before the first step (shadow_phase below);
 - nothing else. Gates written for a shadow or an A/B rollout, a blue-green switch on Knative
   or KServe, or a canary on KServe's Standard mode (no traffic split) are errors here.
 
-Settings only another strategy reads (`steps`, `shadow`, `variants`, `autoPromote`) are
+Settings only another strategy reads (`steps`, `shadow`, `variants`, `autoPromote`,
+`shadowFirst`) are
 errors too. A rolling strategy ignores all of them, and `gates`, on purpose: it is how an
 environment turns a rollout of the base file off (`rollout: {strategy: rolling}` in
 environments/dev.yaml).
@@ -15,7 +18,10 @@ environments/dev.yaml).
 
 from __future__ import annotations
 
-from ...schema.serving import Endpoint
+from typing import Any
+
+from ...schema.serving import Endpoint, Shadow
+from ...schema.types import duration_seconds
 from .. import ir
 from .context import Context
 
@@ -25,7 +31,8 @@ IGNORED_SETTING = "MLC342"
 ALIAS_NOT_PINNED = "MLC343"
 # (field, ml.yaml key, the one strategy that reads it)
 IGNORED_SETTINGS = (("steps", "steps", "canary"), ("shadow", "shadow", "shadow"),
-                    ("variants", "variants", "ab"), ("auto_promote", "autoPromote", "blueGreen"))
+                    ("variants", "variants", "ab"), ("auto_promote", "autoPromote", "blueGreen"),
+                    ("shadow_first", "shadowFirst", "canary"))
 # strategies that run two versions side by side, whose arms must not change under them
 MULTI_VERSION = ("canary", "blueGreen", "shadow", "ab")
 
@@ -36,12 +43,22 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
     r = e.rollout
     if e.mode == "batch":
         return
-    if r.strategy in ("shadow", "ab") and "gates" in r.model_fields_set:
-        what = "a shadow rollout" if r.strategy == "shadow" else "an A/B rollout"
-        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in {what}: "
-                  "no version is promoted or rolled back by them", (*path, "gates"),
-                  help="remove `gates:`; to gate a new version, roll it out with "
-                       "`strategy: canary` (see docs/delivery.md)")
+    if r.strategy == "shadow" and "gates" in r.model_fields_set:
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in a "
+                  "shadow rollout: a shadow on its own is promoted by a person, so no version "
+                  "is promoted or rolled back by them", (*path, "gates"),
+                  help="to gate a new version on its shadow comparison, roll it out with "
+                       "`strategy: canary` and `shadowFirst: {duration: 1h, gates: "
+                       "{minAgreement: 0.95}}`: a failed shadow gate ends the rollout before "
+                       "any client reaches it; else remove `gates:` (see docs/delivery.md)")
+    if r.strategy == "ab" and "gates" in r.model_fields_set:
+        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in an "
+                  "A/B rollout: no system takes a failing variant's traffic away yet",
+                  (*path, "gates"),
+                  help="remove `gates:`; every serving metric carries the variant, "
+                       "and `weight: 0` on a variant takes its traffic away; to gate a new "
+                       "version before clients reach it, use `strategy: canary`, with "
+                       "`shadowFirst` for a shadow comparison first (see docs/delivery.md)")
     if r.strategy == "blueGreen" and (e.kserve or e.mode == "serverless"):
         where = "KServe" if e.kserve else "Knative (`mode: serverless`)"
         ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: a blue-green switch on {where} "
@@ -88,3 +105,36 @@ def _check_pins(ctx: Context, name: str, e: Endpoint, model: ir.Model) -> None:
                     help=f"pin versions with `mlc pin {ctx.env}`, which resolves the aliases "
                          f"against the registry and writes them into "
                          f"environments/{ctx.env}.yaml")
+
+
+def shadow_phase(e: Endpoint, model_uri: str, log_uri: str) -> dict[str, Any] | None:
+    """The IR fields of a canary's shadow phase (`rollout.shadowFirst`), or None.
+
+    The shadow arm serves the endpoint's own model: what a sync changes is what the new
+    version serves, so the stable pods (still on the previous version) copy their requests
+    to it and compare; the copy's queue and timeout are the shadow strategy's defaults.
+    """
+    r = e.rollout
+    first = r.shadow_first
+    if first is None or r.strategy != "canary" or e.mode == "batch":
+        return None
+    g = first.gates
+    defaults = Shadow.model_fields
+    return {
+        "shadow_phase": ir.ShadowPhase(
+            duration_seconds=int(duration_seconds(first.duration)),
+            gates=ir.ShadowGates(
+                min_agreement=g.min_agreement, max_prediction_drift=g.max_prediction_drift,
+                max_error_rate=g.max_error_rate,
+                max_latency_p99_seconds=duration_seconds(g.max_latency_p99),
+                interval_seconds=int(duration_seconds(g.interval)),
+                failure_limit=g.failure_limit)),
+        "shadow_model_uri": model_uri,
+        "shadow_log_uri": log_uri,
+        "shadow_percent": first.percent,
+        "shadow_tolerance": first.tolerance,
+        "shadow_max_queue": defaults["max_queue"].default,
+        "shadow_timeout_seconds": duration_seconds(defaults["timeout"].default),
+        # the primary server copies: a gateway's mirror would leave no comparison to gate on
+        "traffic": "server",
+    }

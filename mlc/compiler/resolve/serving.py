@@ -6,7 +6,7 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
-from .delivery import check_rollout
+from .delivery import check_rollout, shadow_phase
 from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
@@ -105,6 +105,10 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             router_hardware=r.router.hardware,
             router_timeout_seconds=duration_seconds(r.router.timeout),
             verdict=resolve_verdict(ctx, name, e, model, sources, platform))
+        phase = shadow_phase(e, uri, f"{platform.artifact_root}/{ctx.project.metadata.name}/"
+                             f"{ctx.env}/predictions/{name}-shadow")
+        if phase is not None:
+            rollout = rollout.model_copy(update=phase)
         if e.allow_from and e.mode == "serverless":
             # Knative's activator and gateway connect to the pods, never the callers: a
             # NetworkPolicy there cannot tell one caller from another (docs/network.md).

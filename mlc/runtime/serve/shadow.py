@@ -29,6 +29,7 @@ from mlc import metrics as contract
 
 from . import request_id
 from .metrics import Histogram, family, label_values
+from .mirror_client import MirrorClient, MirrorError
 from .settings import MirrorSettings
 
 try:
@@ -109,7 +110,14 @@ class ShadowStats:
         # dropped share has data before the first drop (and rate() sees the first one)
         self.dropped: dict[str, int] = (dict.fromkeys((DROP_QUEUE_FULL, DROP_SHUTDOWN), 0)
                                         if mirroring else {})
-        self.responses: dict[str, int] = {}
+        # ...and so are its answer counters (each code the shadow's server can answer with,
+        # and no answer), its answer times and both sides' predictions: a series that
+        # appears with the first copies' answers would hide them from rate(), and the
+        # shadow gates would not see the first minutes of a shadow phase
+        self.responses: dict[str, int] = (
+            dict.fromkeys((*contract.SERVE_CODES[contract.PREDICT_ROUTE], TRANSPORT_ERROR), 0)
+            if mirroring else {})
+        self.mirroring = mirroring
         self.duration = Histogram(contract.SHADOW_DURATION.buckets)
         self.compared = 0
         self.agreed = 0
@@ -180,7 +188,7 @@ class ShadowStats:
             counter.add_metric(label_values(metric, endpoint=e), value)
             yield counter
         predictions = family(contract.SHADOW_PREDICTIONS)
-        if self.compared:
+        if self.compared or self.mirroring:
             for role, h in sorted(self.predictions.items()):
                 predictions.add_metric(label_values(contract.SHADOW_PREDICTIONS, endpoint=e,
                                                     role=role), h.buckets(), h.total)
@@ -219,36 +227,26 @@ class ShadowMirror:
         return True
 
     async def start(self) -> None:
-        # aiohttp, not httpx: a copy costs the primary's loop about 0.14 ms of CPU with it,
-        # 0.6 ms with httpx (measured against a local uvicorn server; docs/shadow-and-ab.md)
-        import aiohttp
-
-        self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds),
-            connector=aiohttp.TCPConnector(limit=WORKERS))
+        self._client = MirrorClient(self.settings.url, WORKERS, self.settings.timeout_seconds)
         loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work()) for _ in range(WORKERS)]
+        self._workers = [loop.create_task(self._work(slot)) for slot in range(WORKERS)]
 
-    async def _work(self) -> None:
+    async def _work(self, slot: int) -> None:
         while True:
             copy = await self.queue.get()
             try:
-                await self._send(copy)
+                await self._send(slot, copy)
             except Exception:  # a bug in comparing must not stop the mirror
                 log.exception("comparing the shadow's answer failed")
             finally:
                 self.queue.task_done()
 
-    async def _send(self, copy: Copy) -> None:
-        import aiohttp
-
+    async def _send(self, slot: int, copy: Copy) -> None:
         start = time.perf_counter()
         try:
-            async with self._client.post(self.settings.url + copy.path, data=copy.body,
-                                         headers={"content-type": "application/json",
-                                                  request_id.HEADER: copy.rid}) as response:
-                status, body = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError):
+            status, body = await self._client.post(slot, copy.path, copy.body, {
+                "content-type": "application/json", request_id.HEADER: copy.rid})
+        except (MirrorError, TimeoutError):
             self.stats.answered(TRANSPORT_ERROR, None)
             return
         self.stats.answered(str(status), time.perf_counter() - start)
@@ -278,4 +276,4 @@ class ShadowMirror:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         if self._client is not None:
-            await self._client.close()
+            self._client.close()

@@ -14,7 +14,9 @@ files, `<system>/<kind>-<e>.yaml`:
     gateway/httproute-<e>.yaml                `platform.gateway`: its route, A/B weights and
                                               shadow mirror (gateway.py)
     rollouts/rollout-<e>.yaml                 Argo Rollout: canary or blue-green primary
-    rollouts/analysistemplate-<e>.yaml        its gates: error rate, p99 latency, PSI
+    rollouts/analysistemplate-<e>.yaml        its gates: error rate, p99 latency, PSI (and a
+                                              canary's shadow phase: agreement, the
+                                              shadow's errors, p99, PSI)
     knative/service-<e>.yaml                  serverless: Knative Services (primary, shadow)
     knative/configuration-<e>.yaml            serverless A/B: a Configuration per variant...
     knative/route-<e>.yaml                    ...and the Route that splits traffic by weight
@@ -95,6 +97,8 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
         settings["batch.json"] = batch_settings(ep)
     if gate_driver.driven(ep):
         settings[gate_driver.GATES_KEY] = gate_driver.gate_settings(project, ep)
+        if ep.rollout.shadow_phase is not None:
+            settings[gate_driver.SHADOW_GATES_KEY] = gate_driver.shadow_gate_settings(project, ep)
     hashes = {w.name: config.config_hash(w, settings[w.config_key]) for w in workloads}
     out: dict[str, list[dict[str, Any]]] = {
         path("serving", "configmap", ep): [config.config_map(project, ep, settings)]}
@@ -119,7 +123,9 @@ def _kubernetes(project: ResolvedProject, ep: Endpoint, workloads: list[Workload
             files[path("rollouts", "rollout", ep)] = [
                 rollouts.rollout(project, w, hashes[w.name])]
             files[path("rollouts", "analysistemplate", ep)] = [
-                analysis.analysis_template(project, ep)]
+                analysis.analysis_template(project, ep), *(
+                    [rollouts.shadow_analysis_template(project, ep)]
+                    if ep.rollout.shadow_phase is not None else [])]
             target = ("Rollout", rollouts.API_VERSION)
         else:
             files[path("serving", "deployment", ep)].append(

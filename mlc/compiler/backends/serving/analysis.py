@@ -28,6 +28,7 @@ Every metric name comes from `mlc.metrics`; label values from ml.yaml go through
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mlc import metrics
@@ -53,6 +54,9 @@ BLUE_GREEN_MEASUREMENTS = 5
 INCONCLUSIVE_LIMIT = 3
 # PSI takes ln(p / q): an empty bin counts as this share instead of 0.
 PSI_EPSILON = 1e-4
+
+# A series name -> its full selector (one version's series of one endpoint).
+Selector = Callable[[str], str]
 
 _TEMPLATE_REF = re.compile(r"\{\{(.*?)\}\}")
 
@@ -139,16 +143,15 @@ def _relabel(expr: str, renames: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _cumulative(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: str, *,
+def _cumulative(sel: Selector, metric: metrics.Metric, window: str, *,
                 finite: bool = False) -> str:
-    bucket = promql.series(metrics.PREDICTIONS, "_bucket")
-    sel = selector(bucket, project, ep, hash_arg)
+    bucket = sel(promql.series(metric, "_bucket"))
     if finite:
-        sel = sel[:-1] + ', le!="+Inf"}'
-    return f"sum by (le) (rate({sel}[{window}]))"
+        bucket = bucket[:-1] + ', le!="+Inf"}'
+    return f"sum by (le) (rate({bucket}[{window}]))"
 
 
-def _bin_shares(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: str) -> str:
+def _bin_shares(sel: Selector, metric: metrics.Metric, window: str) -> str:
     """Share of one version's predictions in each histogram bin, one series per bin (`le`).
 
     A bin's count is its bucket minus the bucket below (Prometheus buckets are cumulative):
@@ -156,7 +159,7 @@ def _bin_shares(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: s
     up, and subtracted bin by bin. Below the lowest bound there is nothing: a 0.
     Bounds that two clients write differently (1.0 as "1.0" or "1") are made one text first.
     """
-    bounds = list(metrics.PREDICTIONS.buckets)
+    bounds = list(metric.buckets)
     # Highest bound first, so that no renamed series is renamed again (two series with one
     # label set would make the query fail).
     shift = [(upper, promql.one_of(promql.le_values(bound)))
@@ -164,9 +167,9 @@ def _bin_shares(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: s
                  bounds, [*(_canonical(b) for b in bounds[1:]), "+Inf"], strict=True)))]
     same = [(_canonical(b), promql.one_of(promql.le_values(b))) for b in bounds
             if promql.le_values(b) != [_canonical(b)]]
-    cumulative = _relabel(_cumulative(project, ep, hash_arg, window), same)
-    below = _relabel(_cumulative(project, ep, hash_arg, window, finite=True), shift)
-    count = selector(promql.series(metrics.PREDICTIONS, "_count"), project, ep, hash_arg)
+    cumulative = _relabel(_cumulative(sel, metric, window), same)
+    below = _relabel(_cumulative(sel, metric, window, finite=True), shift)
+    count = sel(promql.series(metric, "_count"))
     nothing_below = f'label_replace(vector(0), "le", {literal(_canonical(bounds[0]))}, "", "")'
     return "\n".join([
         "(",
@@ -182,54 +185,66 @@ def _bin_shares(project: ResolvedProject, ep: Endpoint, hash_arg: str, window: s
     ])
 
 
-def psi_query(project: ResolvedProject, ep: Endpoint, window: str, baseline: str) -> str:
-    """PSI = sum over bins of (p - q) * ln(p / q), p and q the two versions' shares per bin.
+def psi_between(new: Selector, old: Selector, metric: metrics.Metric, window: str,
+                baseline: str) -> str:
+    """PSI = sum over bins of (p - q) * ln(p / q), p and q the two sides' shares per bin.
 
-    The bins are those of the prediction histogram (`mlc.metrics.PREDICTIONS`), shares as
-    `_bin_shares` computes them. PromQL has no variables, so each share appears twice, in
-    the difference and in the logarithm. An empty bin counts as PSI_EPSILON, not 0. A PSI of
-    0.1 is commonly read as a small shift, 0.25 as a large one.
+    The bins are those of the histogram `metric`, shares as `_bin_shares` computes them for
+    the series each selector picks. PromQL has no variables, so each share appears twice,
+    in the difference and in the logarithm. An empty bin counts as PSI_EPSILON, not 0. A PSI
+    of 0.1 is commonly read as a small shift, 0.25 as a large one.
     """
-    new = _bin_shares(project, ep, NEW_ARG, window)
-    old = _bin_shares(project, ep, STABLE_ARG, baseline)
+    p = _bin_shares(new, metric, window)
+    q = _bin_shares(old, metric, baseline)
     eps = promql.number(PSI_EPSILON)
     return "\n".join([
-        "# Population stability index of the new version's predictions against the stable",
-        "# version's: sum over the histogram's bins of (p - q) * ln(p / q), where p and q are",
-        "# each version's share of predictions in the bin.",
         "sum(",
         "  (",
-        _indent(new, 4),
+        _indent(p, 4),
         "  - on (le)",
-        _indent(old, 4),
+        _indent(q, 4),
         "  )",
         "  * on (le)",
         "  ln(",
         "    clamp_min(",
-        _indent(new, 6) + ",",
+        _indent(p, 6) + ",",
         f"      {eps})",
         "    / on (le)",
         "    clamp_min(",
-        _indent(old, 6) + ",",
+        _indent(q, 6) + ",",
         f"      {eps})",
         "  )",
         ")",
-        # no prediction series of either version: no result, which Argo would call an error
+        # no prediction series of either side: no result, which Argo would call an error
         f"or {NO_DATA}",
     ]) + "\n"
 
 
-def _gate(name: str, query: str, limit: float, project: ResolvedProject, ep: Endpoint,
-          interval: str, count: int | None) -> dict[str, Any]:
+def psi_query(project: ResolvedProject, ep: Endpoint, window: str, baseline: str) -> str:
+    """PSI of the new pods' predictions (`mlc.metrics.PREDICTIONS`) against the stable's."""
+    return "\n".join([
+        "# Population stability index of the new version's predictions against the stable",
+        "# version's: sum over the histogram's bins of (p - q) * ln(p / q), where p and q are",
+        "# each version's share of predictions in the bin.",
+        psi_between(lambda n: selector(n, project, ep, NEW_ARG),
+                    lambda n: selector(n, project, ep, STABLE_ARG),
+                    metrics.PREDICTIONS, window, baseline)])
+
+
+def _gate(name: str, query: str, limit: float, project: ResolvedProject, interval: str,
+          failure_limit: int, count: int | None, *, minimum: bool = False,
+          initial_delay: str | None = None) -> dict[str, Any]:
     bound = promql.number(limit)
     known = "len(result) > 0 && !isNaN(result[0])"
+    passes, fails = (">=", "<") if minimum else ("<=", ">")
     gate: dict[str, Any] = {
         "name": name,
         "interval": interval,
-        "initialDelay": interval,  # the first window must hold the new pods' traffic
-        "successCondition": f"{known} && result[0] <= {bound}",
-        "failureCondition": f"{known} && result[0] > {bound}",
-        "failureLimit": ep.rollout.gates.failure_limit,
+        # the first window must hold the new pods' traffic
+        "initialDelay": initial_delay or interval,
+        "successCondition": f"{known} && result[0] {passes} {bound}",
+        "failureCondition": f"{known} && result[0] {fails} {bound}",
+        "failureLimit": failure_limit,
         "inconclusiveLimit": INCONCLUSIVE_LIMIT,
         "provider": {"prometheus": {"address": project.platform.prometheus_url,
                                     "query": query}},
@@ -278,7 +293,7 @@ def analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     gates = ep.rollout.gates
     interval = f"{gates.interval_seconds}s"
     count = BLUE_GREEN_MEASUREMENTS if ep.rollout.strategy == "blueGreen" else None
-    checks = [_gate(name, query, limit, project, ep, interval, count)
+    checks = [_gate(name, query, limit, project, interval, gates.failure_limit, count)
               for name, query, limit in gate_checks(project, ep)]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -286,6 +301,30 @@ def analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
         "metadata": metadata(project, template_name(ep), origin=ep.origin,
                              component=COMPONENT),
         "spec": {"args": [{"name": NEW_ARG}, {"name": STABLE_ARG}], "metrics": checks},
+    }
+
+
+def shadow_template_name(ep: Endpoint) -> str:
+    return dns_label(ep.k8s_name, "shadow-gates")
+
+
+def shadow_template(project: ResolvedProject, ep: Endpoint,
+                    checks: list[tuple[str, str, float, bool]], count: int,
+                    initial_delay_seconds: int) -> dict[str, Any]:
+    """The shadow phase's AnalysisTemplate: `count` measurements of each check (name, query,
+    bound, whether the bound is a minimum), run by the Rollout's first step."""
+    phase = ep.rollout.shadow_phase
+    assert phase is not None
+    interval = f"{phase.gates.interval_seconds}s"
+    metrics_ = [_gate(name, query, bound, project, interval, phase.gates.failure_limit, count,
+                      minimum=minimum, initial_delay=f"{initial_delay_seconds}s")
+                for name, query, bound, minimum in checks]
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": metadata(project, shadow_template_name(ep), origin=ep.origin,
+                             component=COMPONENT),
+        "spec": {"metrics": metrics_},
     }
 
 

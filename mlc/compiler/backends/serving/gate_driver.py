@@ -12,6 +12,10 @@ those forms the serving backend writes an Argo Workflow that does what an Argo R
    then measure the gates for the step's pause (`python -m mlc.runtime gate`, the queries of
    the AnalysisTemplate in analysis.py, in the endpoint's ConfigMap as `gates.json`); a step
    without a pause is measured once and then waits for a person (`argo resume`);
+   A canary with a shadow phase (`shadowFirst`) first measures the shadow gates for the
+   phase's duration (`shadow-gates.json`: the new version, running as `<endpoint>-shadow`,
+   compared with the stable revision that copies requests to it), before the first step
+   gives the new revision any traffic; a failed shadow gate ends the workflow there;
 3. all steps passed: the new revision gets all traffic and is pinned as the stable one;
 4. any failure (a gate, a patch, a step stopped by a person): the exit handler gives all
    traffic back to the previous revision.
@@ -42,12 +46,14 @@ from .. import pods
 from ..argo.steps import executor_patch
 from ..monitoring.servicemonitors import KNATIVE_REVISION_LABEL
 from ..objects import metadata
-from . import analysis, knative, kserve
+from . import analysis, knative, kserve, shadow_queries
 from .pod import CONFIG_DIR
 from .workloads import COMPONENT, config_map_name, form, workload_name
 
 GATES_KEY = "gates.json"  # the gate file's key in the endpoint's ConfigMap
 GATES_PATH = f"{CONFIG_DIR}/{GATES_KEY}"
+SHADOW_GATES_KEY = "shadow-gates.json"  # the shadow phase's gate file, beside it
+SHADOW_GATES_PATH = f"{CONFIG_DIR}/{SHADOW_GATES_KEY}"
 REVISION_LABEL = KNATIVE_REVISION_LABEL.replace(".", "_").replace("/", "_")  # in Prometheus
 # Argo Rollouts' default for a Prometheus metric: errors tolerated in a row.
 CONSECUTIVE_ERROR_LIMIT = 4
@@ -129,6 +135,25 @@ def gate_settings(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     }
 
 
+def shadow_gate_settings(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
+    """The shadow phase's gate file: the shadow comparison's queries (shadow_queries.py),
+    whose first measurement waits one rate window (the new version's answers only)."""
+    phase = ep.rollout.shadow_phase
+    assert phase is not None
+    g = phase.gates
+    return {
+        "prometheus": project.platform.prometheus_url,
+        "intervalSeconds": g.interval_seconds,
+        "initialDelaySeconds": shadow_queries.window_seconds(ep),
+        "failureLimit": g.failure_limit,
+        "inconclusiveLimit": analysis.INCONCLUSIVE_LIMIT,
+        "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
+        "placeholders": {},
+        "gates": [{"name": c.name, "query": c.query, ("min" if c.minimum else "max"): c.bound}
+                  for c in shadow_queries.phase_checks(project, ep)],
+    }
+
+
 def _manifest(obj: dict[str, Any]) -> str:
     # JSON is YAML: Argo reads it as is, and the revision tags sit inside JSON strings
     return json.dumps(obj, sort_keys=True, indent=2) + "\n"
@@ -201,11 +226,19 @@ def _templates(project: ResolvedProject, ep: Endpoint) -> list[Any]:
         pin = _resource("pin", "patch", _traffic_patch(project, ep, [(_param("revision"), 100)]),
                         merge_strategy="merge", inputs=_inputs("revision"))
         extra = []
-    gate = Container(
-        name="gate", image=ep.image.ref,
+    gates = [_gate_container(ep, "gate", GATES_PATH)]
+    if ep.rollout.shadow_phase is not None:
+        gates.append(_gate_container(ep, "shadow-gate", SHADOW_GATES_PATH))
+    approve = Suspend(name="approve")
+    return [set_weight, pin, *extra, *gates, approve]
+
+
+def _gate_container(ep: Endpoint, name: str, gates_path: str) -> Container:
+    return Container(
+        name=name, image=ep.image.ref,
         image_pull_policy="IfNotPresent" if ep.image.digest else "Always",
         command=["python", "-m", "mlc.runtime"],
-        args=["gate", "--gates", GATES_PATH, "--new", _param(NEW), "--stable", _param(STABLE),
+        args=["gate", "--gates", gates_path, "--new", _param(NEW), "--stable", _param(STABLE),
               "--duration", _param("duration")],
         inputs=_inputs(NEW, STABLE, "duration"),
         env=[m.EnvVar(name="HOME", value="/tmp")],
@@ -217,13 +250,16 @@ def _templates(project: ResolvedProject, ep: Endpoint) -> list[Any]:
         automount_service_account_token=False,
         executor=m.ExecutorConfig(service_account_name=account_name(ep)),
         pod_spec_patch=executor_patch("wait"))
-    approve = Suspend(name="approve")
-    return [set_weight, pin, *extra, gate, approve]
 
 
 def _rollout_steps(ep: Endpoint) -> Steps:
     revs = {NEW: _param(NEW), STABLE: _param(STABLE)}
     sub: list[Any] = []
+    phase = ep.rollout.shadow_phase
+    if phase is not None:
+        # phase 1: the new version as a shadow; no traffic moves unless its gates pass
+        sub.append(Step(name="shadow", template="shadow-gate",
+                        arguments={**revs, "duration": str(phase.duration_seconds)}))
     for i, step in enumerate(ep.rollout.steps, start=1):
         sub.append(Step(name=f"weight-{i}", template="set-weight", arguments={
             **revs, "new-percent": str(step.weight), "stable-percent": str(100 - step.weight)}))
@@ -243,6 +279,8 @@ def deadline_seconds(ep: Endpoint) -> int:
     approvals, and the overhead; past it Argo fails the workflow, which rolls back."""
     interval = ep.rollout.gates.interval_seconds
     total = OVERHEAD_SECONDS
+    if ep.rollout.shadow_phase is not None:
+        total += shadow_queries.window_seconds(ep) + ep.rollout.shadow_phase.duration_seconds
     for step in ep.rollout.steps:
         total += interval + (step.pause_seconds or interval)
         if step.pause_seconds is None:
@@ -276,7 +314,8 @@ def workflow(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
                  when=failed))
     finish = Steps(name="finish", sub_steps=[back])
     gates_volume = m.Volume(name="gates", config_map=m.ConfigMapVolumeSource(
-        name=config_map_name(ep), items=[m.KeyToPath(key=GATES_KEY, path=GATES_KEY)]))
+        name=config_map_name(ep), items=[m.KeyToPath(key=key, path=key) for key in (
+            GATES_KEY, *([SHADOW_GATES_KEY] if ep.rollout.shadow_phase is not None else []))]))
     wf = Workflow(
         name=meta["name"], namespace=meta["namespace"], labels=meta["labels"],
         annotations=meta["annotations"], entrypoint="deliver", on_exit="finish",

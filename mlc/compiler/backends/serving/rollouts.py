@@ -6,6 +6,13 @@ allows), which needs no service mesh. The gates run in the background from the f
 to the last; a failed gate aborts the rollout, which scales the new pods down and leaves the
 stable version serving everything: the automatic rollback.
 
+Canary with a shadow phase (`shadowFirst`): the first step is an inline analysis over the
+shadow comparison (shadow_queries.phase_checks), before any `setWeight`. Until it ends, the new
+ReplicaSet has no pods; the new version runs in the `<endpoint>-shadow` Deployment, which a sync
+updates at once, and the stable pods copy requests to it and compare. A failed or inconclusive
+shadow gate fails the step, which aborts the rollout: no client ever reached the new version.
+A passed one hands on to the canary steps, gated as above.
+
 Blue-green: the new version comes up behind `<endpoint>-preview`; promotion (by a person, or
 automatic with `autoPromote`) switches `<endpoint>` to it, and the gates then watch it with
 live traffic. The previous version stays up until they pass, so a failure switches straight
@@ -18,7 +25,15 @@ from typing import Any
 
 from ...ir import Endpoint, ResolvedProject
 from ..objects import metadata
-from .analysis import NEW_ARG, STABLE_ARG, analysis_seconds, template_name
+from . import shadow_queries
+from .analysis import (
+    NEW_ARG,
+    STABLE_ARG,
+    analysis_seconds,
+    shadow_template,
+    shadow_template_name,
+    template_name,
+)
 from .deployment import PROGRESS_DEADLINE_SECONDS, REVISION_HISTORY, ROLLING_UPDATE, replicas_field
 from .pod import pod_spec, template_metadata
 from .service import preview_service_name
@@ -44,6 +59,9 @@ def analysis(ep: Endpoint) -> dict[str, Any]:
 def canary_steps(w: Workload) -> list[dict[str, Any]]:
     """setWeight, then pause: for the step's `pause`, or until a person promotes it."""
     steps: list[dict[str, Any]] = []
+    if w.endpoint.rollout.shadow_phase is not None:
+        steps.append({"analysis": {"templates": [
+            {"templateName": shadow_template_name(w.endpoint)}]}})
     for step in w.endpoint.rollout.steps:
         steps.append({"setWeight": step.weight})
         pause = {"duration": f"{step.pause_seconds}s"} if step.pause_seconds else {}
@@ -51,10 +69,26 @@ def canary_steps(w: Workload) -> list[dict[str, Any]]:
     return steps
 
 
+def shadow_analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
+    """The shadow phase's gates, measured for the phase's duration; the first measurement
+    waits one rate window, so that it reads the new version's answers only (once its pods
+    are up: a sync updates them while the step starts)."""
+    checks = [(c.name, c.query, c.bound, c.minimum)
+              for c in shadow_queries.phase_checks(project, ep)]
+    return shadow_template(project, ep, checks, shadow_queries.measurements(ep),
+                           shadow_queries.window_seconds(ep))
+
+
 def strategy(project: ResolvedProject, w: Workload) -> dict[str, Any]:
     ep = w.endpoint
     if ep.rollout.strategy == "canary":
-        return {"canary": {**ROLLING_UPDATE, "analysis": analysis(ep),
+        background = analysis(ep)
+        if ep.rollout.shadow_phase is not None:
+            # the canary gates measure the new pods, which the shadow step leaves at none:
+            # they start with the first setWeight (else they would stop the rollout as
+            # inconclusive while the shadow is being measured)
+            background["startingStep"] = 1
+        return {"canary": {**ROLLING_UPDATE, "analysis": background,
                            "steps": canary_steps(w)}}
     return {"blueGreen": {
         "activeService": workload_name(ep),

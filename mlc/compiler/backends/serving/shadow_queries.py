@@ -9,10 +9,13 @@ the endpoint's name is escaped by promql.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
 from ..monitoring import promql
+from . import analysis
 
 BY = f"{promql.SCOPE_LABEL}, endpoint"
 
@@ -57,3 +60,103 @@ def variant_share(project: ResolvedProject, ep: Endpoint, window: str) -> str:
     per_variant = _rate(metrics.ROUTER_REQUESTS, project, ep, window, by=f"{BY}, variant")
     total = _rate(metrics.ROUTER_REQUESTS, project, ep, window)
     return f"{per_variant}\n/ on ({BY}) group_left\n{total}"
+
+
+# --- the shadow phase's gates ------------------------------------------------------------------
+# Written as the canary gates are (analysis.py): one sample whatever the data, label values in
+# `analysis.literal`, so that the same text serves an AnalysisTemplate and the gate file. A
+# sample that means "nothing to measure yet" (no copy compared, no copy answered) is NaN:
+# inconclusive, never a pass.
+
+def _gate_selector(name: str, project: ResolvedProject, ep: Endpoint, **labels: str) -> str:
+    # the primary exports the comparison under the endpoint's own name (config.py)
+    every = {promql.SCOPE_LABEL: project.platform.namespace, "endpoint": ep.name, **labels}
+    return name + "{" + ", ".join(f"{k}={analysis.literal(v)}"
+                                  for k, v in sorted(every.items())) + "}"
+
+
+def _sum_rate(metric: metrics.Metric, project: ResolvedProject, ep: Endpoint, window: str,
+              **labels: str) -> str:
+    sel = _gate_selector(promql.series(metric), project, ep, **labels)
+    # a counter that does not exist yet has counted nothing
+    return f"(sum(rate({sel}[{window}])) or vector(0))"
+
+
+def agreement_gate(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    return ("# Share of compared predictions on which the new version agreed with the stable\n"
+            "# one; NaN (inconclusive) when nothing was compared.\n"
+            f"{_sum_rate(metrics.SHADOW_AGREED, project, ep, window)}\n/\n"
+            f"{_sum_rate(metrics.SHADOW_COMPARED, project, ep, window)}\n")
+
+
+def error_rate_gate(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    total = _sum_rate(metrics.SHADOW_RESPONSES, project, ep, window)
+    ok = _sum_rate(metrics.SHADOW_RESPONSES, project, ep, window, code="200")
+    return ("# Share of copies the new version answered with anything but 200, or not at\n"
+            "# all; NaN (inconclusive) when no copy was sent.\n"
+            f"({total}\n -\n {ok})\n/\n{total}\n")
+
+
+def latency_gate(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    buckets = _gate_selector(promql.series(metrics.SHADOW_DURATION, "_bucket"), project, ep)
+    return ("# p99 of the new version's answers to copies, as the primary measured them.\n"
+            f"histogram_quantile({promql.number(analysis.LATENCY_QUANTILE)},\n"
+            f"  sum by (le) (rate({buckets}[{window}])))\n"
+            f"or {analysis.NO_DATA}\n")
+
+
+def drift_gate(project: ResolvedProject, ep: Endpoint, window: str) -> str:
+    def role(name: str) -> analysis.Selector:
+        return lambda series: _gate_selector(series, project, ep, role=name)
+
+    return "\n".join([
+        "# PSI of the new version's predictions against the stable version's, for the same",
+        "# requests (the primary records both sides of every comparison).",
+        analysis.psi_between(role("shadow"), role("primary"), metrics.SHADOW_PREDICTIONS,
+                             window, window)])
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate: its query and bound; `minimum` gates pass at or above it, others at or
+    below it."""
+
+    name: str
+    query: str
+    bound: float
+    minimum: bool = False
+
+
+def phase_checks(project: ResolvedProject, ep: Endpoint) -> list[Check]:
+    """The gates of the endpoint's shadow phase: what both the shadow AnalysisTemplate and
+    the delivery workflow's `shadow-gates.json` are made of."""
+    phase = ep.rollout.shadow_phase
+    assert phase is not None
+    g = phase.gates
+    window = promql.duration(max(analysis.MIN_WINDOW_SECONDS, g.interval_seconds))
+    checks = [Check("shadow-agreement", agreement_gate(project, ep, window), g.min_agreement,
+                    minimum=True),
+              Check("shadow-error-rate", error_rate_gate(project, ep, window), g.max_error_rate),
+              Check("shadow-latency-p99", latency_gate(project, ep, window),
+                    g.max_latency_p99_seconds)]
+    if g.max_prediction_drift is not None:
+        checks.append(Check("shadow-prediction-drift", drift_gate(project, ep, window),
+                            g.max_prediction_drift))
+    for c in checks:
+        analysis.check_references(c.query)
+    return checks
+
+
+def window_seconds(ep: Endpoint) -> int:
+    """The rate window of the shadow gates: their first measurement waits this long, so that
+    it reads copies answered by the new version only."""
+    phase = ep.rollout.shadow_phase
+    assert phase is not None
+    return max(analysis.MIN_WINDOW_SECONDS, phase.gates.interval_seconds)
+
+
+def measurements(ep: Endpoint) -> int:
+    """How many times each shadow gate is measured: every interval for the phase's duration."""
+    phase = ep.rollout.shadow_phase
+    assert phase is not None
+    return max(1, phase.duration_seconds // phase.gates.interval_seconds)

@@ -1,7 +1,8 @@
 """The plan of one endpoint: which model servers it runs, before any choice of API object.
 
 A rollout strategy decides how many servers an endpoint runs and what each one serves: one
-primary (rolling, canary, blue-green), a primary and its shadow, or one server per A/B
+primary (rolling, canary, blue-green), a primary and its shadow (the shadow strategy, or a
+canary's shadow phase, whose shadow serves the new version), or one server per A/B
 variant, plus the A/B router where it splits the traffic (`Rollout.traffic == "router"`).
 The form those servers take (a Deployment or an Argo Rollout, a Knative Service, a KServe
 InferenceService) is decided separately, so every form renders the same plan and the
@@ -81,7 +82,7 @@ def plan(endpoint: Endpoint) -> list[Workload]:
         return [*variants, router]
     primary = _scaled(endpoint, "primary", workload_name(endpoint), None, endpoint.model_uri,
                       "primary.json", 100)
-    if r.strategy != "shadow":
+    if r.strategy != "shadow" and r.shadow_phase is None:
         return [primary]
     assert r.shadow_model_uri is not None  # resolve sets it for the shadow strategy
     # sized for the share of requests mirrored to it, none of which is live traffic
