@@ -65,9 +65,15 @@ def test_requests_on_their_way_count_before_their_bodies_are_read():
     assert batcher.refusal(1, ahead=8) is None  # nothing measured yet: no wait refused
     batcher.service_time = 0.1  # a call takes 0.1 s: two calls fit the wait, three do not
     assert batcher.refusal(1) is None  # nothing ahead: always served
-    assert batcher.refusal(1, ahead=3) is None  # 4 rows: 2 calls
-    assert "over the latency SLO" in batcher.refusal(1, ahead=4)  # 5 rows: 3 calls
-    assert "at most 10 rows" in batcher.refusal(1, ahead=10)  # the queue would overflow
+    # an idle model admits: the estimate may be a past storm's, and only calls renew it
+    assert batcher.refusal(1, ahead=4) is None
+    batcher.service_time = 10.0  # however stale and inflated
+    assert batcher.refusal(1, ahead=8) is None
+    batcher.service_time = 0.1
+    batcher.queued = 1  # a model with work at hand: 1 queued + 1 + ahead rows
+    assert batcher.refusal(1, ahead=2) is None  # 4 rows: 2 calls
+    assert "over the latency SLO" in batcher.refusal(1, ahead=3)  # 5 rows: 3 calls
+    assert "at most 10 rows" in batcher.refusal(1, ahead=9)  # the queue would overflow
 
 
 def test_http_limits_from_the_environment():

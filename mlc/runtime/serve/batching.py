@@ -98,10 +98,14 @@ class Batcher:
             return (f"{self.queued} rows already queued, {ahead} requests on their way "
                     f"(at most {self.max_queue} rows)")
         wait = self.expected_wait(rows + ahead)
-        # a request with nothing ahead of it is never refused, even by a model whose one
-        # call takes longer than the SLO: shedding it would only turn latency into errors
+        # Only a model with work at hand refuses on the expected wait. A request with nothing
+        # ahead of it is never refused, even by a model whose one call takes longer than the
+        # SLO: shedding it would only turn latency into errors. And an idle model admits
+        # however many bodies are on their way: the service time is measured only by calls
+        # that run, so a model that refused while idle would keep a storm's inflated estimate
+        # and refuse every later request, the storm long over.
         if (self.max_wait is not None and wait > self.max_wait
-                and (self.queued or self._running or ahead)):
+                and (self.queued or self._running)):
             return f"expected wait {wait:.3f}s is over the latency SLO ({self.max_wait:g}s)"
         return None
 
