@@ -53,7 +53,9 @@ def test_bad_input(case: Case, tmp_path: Path, capsys, update_golden: bool):
     if case.where:
         assert _location_of(err, case.code) == case.where, err
     assert _tree(out) == before, "a failed compile must write nothing"
-    assert elapsed < 5, f"{case.name} took {elapsed:.1f}s"
+    # a bound on hangs (a read that never ends, a blow-up), not a speed test: generous enough
+    # for a loaded 2-core runner with the suite running in parallel
+    assert elapsed < 30, f"{case.name} took {elapsed:.1f}s"
 
     snapshot = SNAPSHOTS / f"{case.name}.txt"
     text = err.replace(str(project) + "/", "").replace(str(project), "<project>")
