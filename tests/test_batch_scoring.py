@@ -25,6 +25,7 @@ from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import compile_project
 
 from . import servers
+from .cluster_pods import substitute
 from .conftest import ROOT, copy_example
 
 pd = pytest.importorskip("pandas", reason="the runtime tests need pandas (mlc[serve])")
@@ -87,8 +88,8 @@ class Pod:
         out = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         for e in self.container["env"]:
             assert "valueFrom" not in e, f"dev has no secrets to map: {e}"
-            value = e["value"].replace("{{workflow.name}}", workflow).replace(
-                "{{workflow.parameters.date}}", date)
+            value = substitute(e["value"], {"workflow.name": workflow,
+                                            "workflow.parameters.date": date})
             if e["name"] in self.services:
                 assert ".svc" in value, e  # a cluster address, replaced by the local one
                 value = self.services[e["name"]]

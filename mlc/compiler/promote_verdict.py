@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO
 
 from .diagnostics import Diagnostics
-from .pipeline import ENVIRONMENTS_DIR, PROJECT_FILE, check_environment
+from .overlay_edit import check_not_linked, read_overlay
+from .pipeline import ENVIRONMENTS_DIR, check_environment
 from .promote import (
     EXIT_INVALID,
     EXIT_OK,
@@ -48,7 +50,7 @@ class Refused(Exception):
 def promote_verdict(root: Path, env: str, verdict_file: Path, diags: Diagnostics, *,
                     dry_run: bool = False, stdout: IO[str] | None = None) -> int:
     stdout = stdout or sys.stdout
-    overlay = root / ENVIRONMENTS_DIR / f"{env}.yaml"
+    name = f"{ENVIRONMENTS_DIR}/{env}.yaml"
     try:
         verdict = _read(verdict_file)
         if verdict.get("environment") != env:  # before compiling: that may fail elsewhere
@@ -59,15 +61,21 @@ def promote_verdict(root: Path, env: str, verdict_file: Path, diags: Diagnostics
         project = check_environment(root, env, diags)
         diags.raise_if_errors()
         endpoint, version = _winner(verdict, project, env, verdict_file)
-        if not overlay.is_file():
-            raise Refused(f"there is no {ENVIRONMENTS_DIR}/{env}.yaml to write the winner into",
+        if not os.path.lexists(root / name):  # a FIFO or a folder is the read's error
+            raise Refused(f"there is no {name} to write the winner into",
                           "promotion writes into an environment's overlay")
     except Refused as exc:
         diags.error(VERDICT_REFUSED, exc.message, help=exc.help)
         return EXIT_INVALID
-    old_text = overlay.read_text(encoding="utf-8")
+    # the same bounded, link-refusing read and atomic replace as `mlc promote`
+    if not check_not_linked(root, name, "mlc promote", diags):
+        return EXIT_INVALID
+    overlay = read_overlay(root, name, "mlc promote", diags)
+    if overlay is None:
+        return EXIT_INVALID
+    old_text = overlay.text
     pinned = edit_overlay(old_text, [(f"serving.{endpoint}", ("version", version))],
-                          load_plain(root / PROJECT_FILE))
+                          load_plain(root))
     yaml, doc = round_trip(pinned)
     mapping_at(doc, ["serving", endpoint, "rollout"])["strategy"] = "rolling"
     out = io.StringIO()
@@ -84,8 +92,9 @@ def promote_verdict(root: Path, env: str, verdict_file: Path, diags: Diagnostics
                     f"{ENVIRONMENTS_DIR}/{env}.yaml was not changed", notes=problems,
                     help="fix the environment first, or edit the overlay by hand")
         return EXIT_INVALID
-    if not show_and_write(overlay, old_text, new_text, dry_run=dry_run, stdout=stdout):
-        return EXIT_OK
+    if not show_and_write(overlay, new_text, "mlc promote", diags, dry_run=dry_run,
+                          stdout=stdout):
+        return EXIT_INVALID if diags.has_errors() else EXIT_OK
     stdout.write(f"Promoted the A/B winner `{verdict['winner']}` of {endpoint} in {env}: "
                  f"version {version}, strategy rolling. Review with `mlc plan`.\n")
     return EXIT_OK
