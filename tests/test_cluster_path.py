@@ -182,7 +182,9 @@ def run_training(tmp: Path, mlflow_server: str, patch=None, registry: str = "fra
 def registered(mlflow_server: str, run_dir: Path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"http://{mlflow_server}")
+    # both URIs: another test in this process may have set a global registry URI
+    url = f"http://{mlflow_server}"
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
     record = json.loads((run_dir / sc.REGISTER_FILE).read_text())
     version = client.get_model_version_by_alias(record["name"], "champion")
     assert version.version == str(record["version"])
