@@ -19,6 +19,7 @@ from .. import pods
 from ..objects import cost_labels, metadata
 from . import notify, volumes
 from .distributed import distributed_step
+from .model_dict import to_dict
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
 from .steps import container_step, executor_patch
@@ -108,4 +109,4 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
         ttl_strategy=m.TTLStrategy(seconds_after_success=KEEP_SUCCEEDED_SECONDS,
                                    seconds_after_failure=KEEP_FAILED_SECONDS),
     )
-    return template.to_dict()
+    return to_dict(template)
