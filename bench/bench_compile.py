@@ -181,8 +181,9 @@ def _mlc(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlc", *args]
 
 
-def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Wall seconds and the peak RSS of this command alone (via wait4's rusage)."""
+def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and the peak RSS in MB of this command
+    alone (via wait4's rusage). CPU time is the steadier figure on a shared machine."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # communicate() reaps the child itself, so read the pipes by hand and reap with wait4
@@ -194,12 +195,13 @@ def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, flo
     if proc.returncode not in ok:
         sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode()[-3000:]}\n"
                  f"{err.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def measure(n: int, runs: int, kustomize: str | None) -> dict[str, tuple[float, float]]:
-    """{step: (median seconds, max peak RSS MB)} for one project size."""
-    results: dict[str, list[tuple[float, float]]] = {}
+def measure(n: int, runs: int, kustomize: str | None
+            ) -> dict[str, tuple[float, float, float]]:
+    """{step: (median wall seconds, median CPU seconds, max peak RSS MB)} for one size."""
+    results: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix=f"mlc-bench-{n}-") as tmp:
         root = Path(tmp) / "project"
         write_project(root, n)
@@ -222,8 +224,10 @@ def measure(n: int, runs: int, kustomize: str | None) -> dict[str, tuple[float, 
                 for env in _ENVIRONMENTS:
                     subprocess.run([kustomize, "kustomize", str(out / env)], check=True,
                                    stdout=subprocess.DEVNULL)
-                results.setdefault("kustomize", []).append((time.perf_counter() - start, 0.0))
-    return {step: (statistics.median(t for t, _ in rows), max(m for _, m in rows))
+                wall = time.perf_counter() - start
+                results.setdefault("kustomize", []).append((wall, float("nan"), 0.0))
+    return {step: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
+                   max(r[2] for r in rows))
             for step, rows in results.items()}
 
 
@@ -261,20 +265,25 @@ def main() -> None:
         kustomize = kubectl
     env = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + env if env else "")
-    table: dict[int, dict[str, tuple[float, float]]] = {}
+    table: dict[int, dict[str, tuple[float, float, float]]] = {}
     steps = ["validate", "compile", "plan", "plan-edit"] + (["kustomize"] if kustomize else [])
-    print(f"{'N':>5} {'ml.yaml':>9} " + " ".join(f"{s:>18}" for s in steps) + "  peak RSS")
+    print("wall seconds / CPU seconds (user + system) per step, medians; per model: wall")
+    print(f"{'N':>5} {'ml.yaml':>9} " + " ".join(f"{s:>24}" for s in steps) + "  peak RSS")
     for n in sizes:
         table[n] = measure(n, args.runs, kustomize)
         size = len(project_text(n).encode())
-        cells = [f"{table[n][s][0]:7.2f}s {1000 * table[n][s][0] / n:6.1f}ms/m" for s in steps]
-        rss = max(m for _, m in table[n].values())
-        print(f"{n:>5} {size / 1000:>7.0f}kB " + " ".join(f"{c:>18}" for c in cells)
+        cells = [f"{table[n][s][0]:6.2f}/{table[n][s][1]:6.2f}s {1000 * table[n][s][0] / n:6.1f}ms/m"
+                 for s in steps]
+        rss = max(r[2] for r in table[n].values())
+        print(f"{n:>5} {size / 1000:>7.0f}kB " + " ".join(f"{c:>24}" for c in cells)
               + f"  {rss:6.0f} MB", flush=True)
     big = [n for n in sizes if n >= 10] or sizes
     print("growth exponent (N >= 10; 1.0 is linear): " + ", ".join(
         f"{s} {e:.2f}" for s in steps
         if (e := growth(big, [table[n][s][0] for n in big])) is not None))
+    print("CPU growth exponent: " + ", ".join(
+        f"{s} {e:.2f}" for s in steps if s != "kustomize"
+        if (e := growth(big, [table[n][s][1] for n in big])) is not None))
 
 
 if __name__ == "__main__":
