@@ -231,6 +231,51 @@ def measure(n: int, runs: int, kustomize: str | None
             for step, rows in results.items()}
 
 
+def phases(n: int) -> None:
+    """CPU seconds of each pass of one compile of an N-model project, in this process."""
+    sys.path.insert(0, str(REPO))
+    start = time.process_time()
+    from mlc.compiler.backends import BACKENDS, PACKAGERS
+    from mlc.compiler.diagnostics import Diagnostics
+    from mlc.compiler.pipeline import check_environment, select_environments
+    from mlc.compiler.render import render
+    from mlc.compiler.write import write_environments
+
+    spent = {"imports": time.process_time() - start}
+
+    def charge(name: str, since: float) -> None:
+        spent[name] = spent.get(name, 0.0) + time.process_time() - since
+
+    with tempfile.TemporaryDirectory(prefix=f"mlc-phases-{n}-") as tmp:
+        root = Path(tmp) / "project"
+        write_project(root, n)
+        diags, trees = Diagnostics(), {}
+        for env in select_environments(root, None, diags):
+            t = time.process_time()
+            project = check_environment(root, env, diags)
+            charge("load + validate + resolve", t)
+            files: list = []
+            for backend in BACKENDS:
+                t = time.process_time()
+                files.extend(backend(project))
+                charge("emit: " + backend.__module__.rsplit(".", 1)[-1], t)
+            for packager in PACKAGERS:
+                t = time.process_time()
+                files.extend(packager(project, files))
+                charge("emit: " + packager.__module__.rsplit(".", 1)[-1], t)
+            t = time.process_time()
+            trees[env] = render(files)
+            charge("render", t)
+        t, wall = time.process_time(), time.perf_counter()
+        write_environments(root / "deploy", trees, diags=Diagnostics())
+        charge("write", t)
+        wall = time.perf_counter() - wall
+    print(f"one compile of {n} models x {len(trees)} environments, CPU seconds:")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {seconds:7.2f}  {name}")
+    print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s)")
+
+
 def growth(sizes: list[int], times: list[float]) -> float | None:
     """Least-squares slope of log(time) over log(N): 1.0 is linear."""
     if len(sizes) < 2:
@@ -248,12 +293,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per size; medians shown")
     parser.add_argument("--no-kustomize", action="store_true",
                         help="skip `kubectl kustomize` (slow for large N: it grows as N^1.5)")
+    parser.add_argument("--phases", action="store_true", help="instead: CPU time of each "
+                        "compiler pass for the first size, in one process")
     parser.add_argument("--write", metavar="DIR", help="only write the N-model project (the "
                         "first size) into DIR, for profiling")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.write:
         write_project(Path(args.write), sizes[0])
+        return
+    if args.phases:
+        phases(sizes[0])
         return
     kubectl = shutil.which("kubectl")
     kustomize = None
