@@ -184,17 +184,16 @@ def _mlc(*args: str) -> list[str]:
 def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + system) and the peak RSS in MB of this command
     alone (via wait4's rusage). CPU time is the steadier figure on a shared machine."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # communicate() reaps the child itself, so read the pipes by hand and reap with wait4
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode not in ok:
-        sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode()[-3000:]}\n"
-                 f"{err.decode()[-3000:]}")
+    with tempfile.TemporaryFile() as log:  # a pipe could fill up: mlc prints every warning
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for this child's rusage
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in ok:
+            log.seek(0)
+            sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n"
+                     f"{log.read().decode(errors='replace')[-3000:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
