@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -321,8 +320,8 @@ def main() -> None:
     for n in sizes:
         table[n] = measure(n, args.runs, kustomize)
         size = len(project_text(n).encode())
-        cells = [f"{table[n][s][0]:6.2f}/{table[n][s][1]:6.2f}s {1000 * table[n][s][0] / n:6.1f}ms/m"
-                 for s in steps]
+        cells = [f"{wall:6.2f}/{cpu:6.2f}s {1000 * wall / n:6.1f}ms/m"
+                 for wall, cpu, _ in (table[n][s] for s in steps)]
         rss = max(r[2] for r in table[n].values())
         print(f"{n:>5} {size / 1000:>7.0f}kB " + " ".join(f"{c:>24}" for c in cells)
               + f"  {rss:6.0f} MB", flush=True)

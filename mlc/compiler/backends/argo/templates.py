@@ -19,9 +19,9 @@ from .. import pods
 from ..objects import cost_labels, metadata
 from . import notify, volumes
 from .distributed import distributed_step
-from .model_dict import to_dict
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
+from .model_dict import to_dict
 from .steps import container_step, executor_patch
 
 ENTRYPOINT = "pipeline"
