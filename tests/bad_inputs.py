@@ -144,7 +144,7 @@ CASES = [
          {"ml.yaml": edit("    memory: 1Gi\n", "    cpu: 1\n    memory: 1Gi\n")}),
     Case("alias-bomb", "MLC006", "", {"ml.yaml": BOMB}),
     Case("deep-nesting", "MLC005", "", {"ml.yaml": deep(100_000)}),
-    Case("too-large", "MLC004", "", {"ml.yaml": BASE + "#" * 1_100_000 + "\n"}),
+    Case("too-large", "MLC004", "", {"ml.yaml": BASE + "#" * 4_100_000 + "\n"}),
     Case("top-level-list", "MLC007", "ml.yaml:1:1", {"ml.yaml": "- apiVersion: mlc.dev/v1\n"}),
     Case("empty-file", "MLC007", "", {"ml.yaml": ""}),
     Case("non-string-key", "MLC008", "ml.yaml:11:5",

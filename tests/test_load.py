@@ -14,6 +14,7 @@ from mlc.compiler.load import (
     MAX_ALIASED_NODES,
     MAX_DEPTH,
     MAX_FILE_BYTES,
+    MAX_NODES,
     Document,
     load_yaml_file,
     load_yaml_text,
@@ -475,3 +476,38 @@ def test_fuzz_bytes_from_file(tmp_path_factory, raw):
     diags = Diagnostics()
     doc = load_yaml_file(path, "f.yaml", diags)
     assert (doc is None) == diags.has_errors()
+
+
+def test_the_same_bytes_are_composed_once_and_each_caller_gets_its_own_copy(tmp_path):
+    text = "a: {b: [1, 2, {c: x}]}\nd: text\n"
+    first, _ = load(tmp_path, text)
+    second, diags = load(tmp_path, text)
+    assert not diags.items and first.data == second.data and first.spans == second.spans
+    first.data["a"]["b"][2]["c"] = "changed"  # later passes may change what they were given
+    assert second.data["a"]["b"][2]["c"] == "x"
+    third, _ = load(tmp_path, text)
+    assert third.data["a"]["b"][2]["c"] == "x"
+    edited, _ = load(tmp_path, text.replace("text", "other"))
+    assert edited.data["d"] == "other"
+
+
+def test_a_file_with_problems_reports_them_on_every_load(tmp_path):
+    for _ in range(2):
+        doc, diags = load(tmp_path, "a: 1\na: 2\n")
+        assert doc is None and [d.code for d in diags] == ["MLC003"]
+
+
+def test_a_thousand_model_project_fits_the_bounds():
+    # the benchmark's platform project: the size and node bounds must not be its ceiling
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_compile", Path(__file__).parent.parent / "bench" / "bench_compile.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert len(bench.project_text(1000).encode()) * 2 < MAX_FILE_BYTES
+    diags = Diagnostics()
+    ten = load_yaml_text(bench.project_text(10), "ml.yaml", diags)
+    assert ten is not None and not diags.items
+    per_model = len(ten.spans) / 10
+    assert per_model * 1000 * 2 < MAX_NODES

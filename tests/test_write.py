@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -473,3 +474,63 @@ def test_check_write_reports_without_writing(tmp_path: Path) -> None:
     assert [d.code for d in diags.errors] == ["MLC902"]
     assert write.check_write(tmp_path, "prod", FILES, force=True, diags=Diagnostics()) is True
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------
+# Durability: the staged tree is on disk before the swap, at one sync for the whole tree
+
+
+def _counting_fsync(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+MANY = {f"part-{i // 10}/file-{i}.yaml": f"n: {i}\n".encode() for i in range(40)}
+
+
+def test_the_staged_tree_is_synced_once_not_per_file(tmp_path: Path, monkeypatch) -> None:
+    if write._syncfs is None:
+        pytest.skip("no syncfs on this platform: every file is fsynced (tested below)")
+    synced: list[int] = []
+    real_syncfs = write._syncfs
+    monkeypatch.setattr(write, "_syncfs", lambda fd: synced.append(fd) or real_syncfs(fd))
+    fsyncs = _counting_fsync(monkeypatch)
+    write_ok(tmp_path, MANY)
+    assert len(synced) == 1
+    # the journal and the folder that the swap renames in; not one per file
+    assert len(fsyncs) < len(MANY) // 4
+    assert generated(tmp_path / "prod") == MANY
+
+
+def test_without_syncfs_every_staged_file_is_fsynced(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(write, "_syncfs", None)
+    fsyncs = _counting_fsync(monkeypatch)
+    write_ok(tmp_path, MANY)
+    # every file, the index, and the staged folders (4 parts and the root)
+    assert len(fsyncs) >= len(MANY) + 1 + 5
+    assert generated(tmp_path / "prod") == MANY
+
+
+def test_a_failed_sync_of_the_staged_tree_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    if write._syncfs is None:
+        pytest.skip("no syncfs on this platform")
+    write_ok(tmp_path, {"a.yaml": b"old\n"})
+    before = snapshot(tmp_path / "prod")
+
+    def failing(fd):
+        ctypes.set_errno(5)  # EIO: a writeback error reported by syncfs
+        return -1
+
+    monkeypatch.setattr(write, "_syncfs", failing)
+    diags = Diagnostics()
+    assert write_environment(tmp_path, "prod", MANY, diags=diags) is None
+    assert [d.code for d in diags.errors] == ["MLC904"]
+    assert snapshot(tmp_path / "prod") == before
+    assert leftovers(tmp_path) == []

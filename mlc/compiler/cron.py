@@ -8,6 +8,7 @@ day matches either). The time zone does not change the gaps, so it is ignored.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class Frequency:
     shortest_gap_seconds: float
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and a project repeats a few schedules many times
 def frequency(expr: str) -> Frequency:
     every = re.fullmatch(r"@every (.+)", expr)
     if every:

@@ -44,9 +44,12 @@ from mlc.compiler.yaml_versions import difference
 __all__ = ["MAX_ALIASED_NODES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_LINE_CHARS", "MAX_NODES",
            "Document", "load_yaml_file", "load_yaml_text"]
 
-MAX_FILE_BYTES = 512_000  # the pure-Python parser reads ~80 kB/s; keep the worst case short
+# A bound against generated data, not the scale ceiling: a platform project of 1,000 models
+# (each with a source, features, an endpoint and a drift check) is about 1.3-2 MB. The costly
+# shapes of hostile input are stopped by the depth, alias, node and line bounds.
+MAX_FILE_BYTES = 4_000_000
 MAX_DEPTH = 64
-MAX_NODES = 100_000
+MAX_NODES = 500_000  # such a project is ~90 values per model
 # Values copied by aliases: real projects reuse a few small blocks, a bomb needs many copies.
 # Composing 5,000 copied values costs well under 100 ms even for deeply nested copies.
 MAX_ALIASED_NODES = 5_000
@@ -112,6 +115,33 @@ def load_yaml_file(path: Path, file: str, diags: Diagnostics, *, allow_empty: bo
     if len(raw) > MAX_FILE_BYTES:
         _too_large(file, diags)
         return None
+    key = (file, allow_empty, raw)
+    if key in _loaded:
+        return _fresh_copy(_loaded[key])
+    before = len(diags.items)
+    document = _load_bytes(raw, file, diags, allow_empty)
+    if document is not None and len(diags.items) == before:
+        # only loads that reported nothing: a cache hit has no diagnostics to repeat
+        while len(_loaded) >= _LOADED_CAP:
+            del _loaded[next(iter(_loaded))]
+        _loaded[key] = document
+        return _fresh_copy(document)
+    return document
+
+
+# ml.yaml is read once per environment; the same bytes are composed once per process and each
+# environment gets its own copy of the values (later passes may change them), sharing spans.
+_LOADED_CAP = 8
+_loaded: dict[tuple[str, bool, bytes], Document] = {}
+
+
+def _fresh_copy(document: Document) -> Document:
+    return replace(document, data=_copy(document.data), spans=dict(document.spans),
+                   key_spans=dict(document.key_spans), texts=dict(document.texts))
+
+
+def _load_bytes(raw: bytes, file: str, diags: Diagnostics, allow_empty: bool
+                ) -> Document | None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:

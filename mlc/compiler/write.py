@@ -12,8 +12,8 @@ finds every old tree or every new one, never prod new and staging old:
    mlc did not generate (MLC901) or a generated file was edited by hand (MLC902, unless
    `force`); an OS error on the way is MLC904 and also leaves every old tree in place;
 4. build each complete new tree in `out_dir/.mlc-staging-<env>` (same filesystem, so renames
-   are atomic): files mlc did not generate are carried over, generated files written and
-   fsynced, the new index last;
+   are atomic): files mlc did not generate are carried over, generated files written, the
+   new index last, and then the staged tree made durable at once (`_make_durable`);
 5. swap them all in, journaled, rolled back on error (swap.py).
 
 `mlc apply` passes an audit record per environment: it is appended to the environment's
@@ -22,6 +22,7 @@ history file inside the staged tree (audit/history.py), so tree and record swap 
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -427,9 +428,49 @@ def _build(staging: Path, target: Path, carried: Mapping[str, str],
         _mkdir(dst.parent, made)
         _write_file(dst, data)
     _write_file(staging / INDEX_NAME, index_bytes)
-    # Folder entries must be durable before the swap makes them visible.
+    _make_durable(staging, made)
+
+
+def _make_durable(staging: Path, made: set[Path]) -> None:
+    """Every file and folder entry of the staged tree on disk, before the swap shows it.
+
+    One `syncfs` of the output's filesystem instead of an fsync per file: a tree of
+    thousands of files cost as many journal commits, a third of compile time on a busy
+    disk. Where syncfs is missing, each file and then each folder is fsynced.
+    """
+    if _syncfs is not None:
+        fd = os.open(staging, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if _syncfs(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(staging))
+        finally:
+            os.close(fd)
+        return
+    for dirpath, _, filenames in os.walk(staging):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(folder)
+
+
+def _load_syncfs():
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):  # not Linux (or no glibc symbol): fsync each file
+        return None
+    syncfs.argtypes = (ctypes.c_int,)
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+_syncfs = _load_syncfs()
 
 
 def _mkdir(path: Path, made: set[Path]) -> None:
@@ -447,6 +488,4 @@ def _write_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
         os.fchmod(fh.fileno(), FILE_MODE)
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        fh.write(data)  # made durable with the whole tree, by _make_durable

@@ -168,9 +168,12 @@ def runtime_ir(files: Mapping[str, bytes], cache: _Cache | None = None) -> dict[
     """The resolved project a tree runs: the `project.json` of its runtime ConfigMap."""
     cache = {} if cache is None else cache
     for path in sorted(files):
-        if not path.endswith((".yaml", ".yml")) or b"project.json" not in files[path]:
+        data = files[path]
+        # most files mention project.json (the steps read it); only a ConfigMap holds it
+        if (not path.endswith((".yaml", ".yml")) or b"project.json" not in data
+                or b"ConfigMap" not in data):
             continue
-        for item in _parse(path, files[path], cache):
+        for item in _parse(path, data, cache):
             value = item.value
             if item.key.obj_kind != "ConfigMap" or not isinstance(value, dict):
                 continue

@@ -17,6 +17,7 @@ from ...ir import Pipeline, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
 from .expressions import WORKFLOW_SCHEDULED_TIME
+from .model_dict import to_dict
 from .templates import origin, template_name
 
 # Argo names each run `<cron workflow>-<unix time>`: 52 characters leave room for it.
@@ -61,4 +62,4 @@ def cron_workflow(project: ResolvedProject, pipeline: Pipeline) -> dict[str, Any
         workflow_template_ref=m.WorkflowTemplateRef(name=template_name(pipeline)),
         arguments=arguments or None,
     )
-    return cron.to_dict()
+    return to_dict(cron)

@@ -21,6 +21,7 @@ from . import notify, volumes
 from .distributed import distributed_step
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
+from .model_dict import to_dict
 from .search import dag_name, search_templates
 from .steps import container_step, executor_patch
 
@@ -116,4 +117,4 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
         ttl_strategy=m.TTLStrategy(seconds_after_success=KEEP_SUCCEEDED_SECONDS,
                                    seconds_after_failure=KEEP_FAILED_SECONDS),
     )
-    return template.to_dict()
+    return to_dict(template)

@@ -14,6 +14,7 @@ easy to get subtly wrong live here once:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from mlc import metrics
@@ -65,6 +66,9 @@ def scope(project: ResolvedProject, metric: metrics.Metric | None = None) -> dic
 # Escaping
 
 
+# Pure, and every rule, alert and promtool case of every endpoint quotes the same few label
+# values (namespace, endpoint, model): each distinct one is escaped once.
+@functools.lru_cache(maxsize=1 << 14)
 def string(value: str) -> str:
     """A double-quoted PromQL string literal that the parser reads back as exactly `value`.
 

@@ -12,6 +12,7 @@ restricted a day matches either; `*` and `?` (with or without a step) leave a fi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 _MACROS = {"@hourly": 3600, "@daily": 86400, "@midnight": 86400, "@weekly": 7 * 86400,
@@ -29,6 +30,9 @@ _START = dt.date(2024, 1, 1)
 _DAYS = (dt.date(2033, 1, 1) - _START).days
 
 
+# A pure function of one string that walks nine years of days, called for every check of
+# every environment: a project has a handful of distinct schedules, so each is walked once.
+@functools.lru_cache(maxsize=1024)
 def max_interval_seconds(expr: str) -> int | None:
     """The longest time between two runs of `expr`, or None if it never runs."""
     if expr in _MACROS:
