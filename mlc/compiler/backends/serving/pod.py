@@ -63,6 +63,10 @@ TERMINATION_GRACE_SECONDS = (PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + IN_FLIGHT_
                              + FLUSH_SECONDS + EXIT_MARGIN_SECONDS)
 DRAIN_ENV = "MLC_DRAIN_SECONDS"
 IN_FLIGHT_ENV = "MLC_SHUTDOWN_TIMEOUT_SECONDS"
+# The model a server loads, in its pod template (the runtime prefers it to the ConfigMap's):
+# a stable pod that restarts during a rollout keeps its own ReplicaSet's (or Knative
+# revision's) model, where the endpoint's one ConfigMap already names the new version.
+MODEL_URI_ENV = "MLC_MODEL_URI"
 
 
 def command(w: Workload) -> tuple[list[str], list[str]]:
@@ -93,6 +97,8 @@ def env(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
     if w.role == "router":  # it reads its settings only: no registry, no feature store
         return sorted(out, key=lambda e: e["name"])
     out += [{"name": k, "value": v} for k, v in w.endpoint.env.items()]
+    if w.model_uri is not None:
+        out.append({"name": MODEL_URI_ENV, "value": container_text(w.model_uri)})
     out.append({"name": "MLFLOW_TRACKING_URI",
                 "value": container_text(platform.mlflow_tracking_uri)})
     secrets = dict(w.endpoint.secrets)
