@@ -31,8 +31,10 @@ demo: install
 	$(BIN)/mlc compile --out deploy
 	$(BIN)/mlc run --env dev
 
+# Two workers, each file on one of them (a file's module fixtures start once): most tests
+# wait on servers and subprocesses, so two workers use a 2-core runner fully.
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install-test
 	$(BIN)/ruff check .

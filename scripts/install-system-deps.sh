@@ -11,6 +11,8 @@
 #   prometheus-alertmanager   prometheus-alertmanager   the generated AlertmanagerConfig routes
 #   redis-server              redis-server              Feast's online store
 #   postgres, initdb          postgresql                an offline source and store
+#   npm, node                 npm                       installs yaml-language-server (the
+#                                                       editor schema test), scripts/install-test-tools.sh
 #
 # Idempotent: a tool already found is not installed again, so running this on a developer's
 # machine or on every CI job costs nothing after the first time. Works as root (CI containers,
@@ -27,6 +29,7 @@ command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushg
 command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 [ -n "$(find_pg)" ] && [ -x "$(find_pg)/initdb" ] || packages+=(postgresql)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 if [ "${#packages[@]}" -eq 0 ]; then
   echo "install-system-deps: everything is already installed"
