@@ -389,7 +389,7 @@ def _which(out: Path, expected: dict[str, dict[str, dict[str, bytes]]]) -> set[s
     """The projects each environment's tree belongs to."""
     owners = set()
     for env in ("prod", "staging"):
-        files = {p: b for p, b in tree(out / env).items() if p != INDEX}
+        files = {p: b for p, b in tree(out / env).items() if p not in (INDEX, HISTORY)}
         owner = [name for name, trees in expected.items() if trees[env] == files]
         assert len(owner) == 1, f"{env} is neither project's tree"
         owners.add(owner[0])

@@ -222,6 +222,7 @@ def test_custom_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
     import mlflow
 
     mlflow.set_tracking_uri(f"http://{mlflow_server}")
+    mlflow.set_registry_uri(f"http://{mlflow_server}")  # another test's may be set
     info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
     assert "sklearn" in info.flavors  # registered as logged, not converted
 

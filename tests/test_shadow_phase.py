@@ -257,12 +257,14 @@ def test_shadow_gates_pass_a_version_that_agrees_and_stop_one_that_does_not(
                           serverless.named("Service", name, "serving.knative.dev/v1"))
             config_file = primary.local("/etc/mlc/endpoint.json")
             config = json.loads(config_file.read_text())
-            # the stable pods started on the previous version, before the sync; the copies
-            # go to the shadow's address, here its loopback port
-            config["model_uri"] = f"models:/{registered}/{stable}"
+            # the stable pods started on the previous version, before the sync: their pod
+            # template (MLC_MODEL_URI) and the ConfigMap of then named it; the copies go to
+            # the shadow's address, here its loopback port
+            before = f"models:/{registered}/{stable}"
+            config["model_uri"] = before
             config["mirror"]["url"] = f"http://127.0.0.1:{shadow.port}"
             config_file.write_text(json.dumps(config))
-            primary.start(env)
+            primary.start({**env, "MLC_MODEL_URI": before})
             pods.append(primary)
             primaries[name] = primary
         prometheus = PrometheusServer(tmp_path / "prometheus", [
