@@ -534,3 +534,23 @@ def test_a_failed_sync_of_the_staged_tree_changes_nothing(tmp_path: Path, monkey
     assert [d.code for d in diags.errors] == ["MLC904"]
     assert snapshot(tmp_path / "prod") == before
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("make", ["link", "fifo"])
+def test_a_lock_that_is_a_link_or_a_fifo_is_refused(tmp_path: Path, make: str) -> None:
+    """A `.mlc.lock` committed as a link must not make mlc create or lock a file wherever it
+    points; a FIFO must not block the lock."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere"
+    if make == "link":
+        target.write_text("theirs")
+        (out / LOCK_NAME).symlink_to(target)
+    else:
+        os.mkfifo(out / LOCK_NAME)
+    diags = Diagnostics()
+    assert write_environment(out, "prod", {"a.yaml": b"a: 1\n"}, diags=diags) is None
+    assert [d.code for d in diags.errors] == ["MLC904"]
+    assert not (out / "prod").exists()
+    if make == "link":
+        assert target.read_text() == "theirs"

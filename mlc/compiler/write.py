@@ -23,6 +23,7 @@ history file inside the staged tree (audit/history.py), so tree and record swap 
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import hashlib
 import json
@@ -336,8 +337,14 @@ def _locked(lock_path: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    # never through a link: a `.mlc.lock` committed as a link would have mlc create or lock
+    # a file wherever it points; and only a regular file (a FIFO would block the lock)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                 | os.O_NONBLOCK, FILE_MODE)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "the output folder's lock is not a regular file",
+                          str(lock_path))
         fcntl.flock(fd, fcntl.LOCK_EX)
         _held[key] = 1
         yield
