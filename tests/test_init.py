@@ -174,7 +174,11 @@ def test_the_tabular_blueprint_is_the_bundled_example_and_ci_is_the_shipped_work
         ROOT / ".github" / "workflows" / "mlc.yml").read_bytes()
     assert (shipped / "gitlab-ci.yml").read_bytes() == (
         ROOT / "ci" / "gitlab" / "mlc.gitlab-ci.yml").read_bytes()
+    assert (shipped / "dependabot.yml").read_bytes() == (
+        ROOT / ".github" / "dependabot.yml").read_bytes()
     assert cli("init", "tabular", "project") == 0
+    assert (workdir / "project" / ".github" / "dependabot.yml").read_bytes() == (
+        shipped / "dependabot.yml").read_bytes()
     workflow = (workdir / "project" / ".github" / "workflows" / "mlc.yml").read_text()
     original = (ROOT / ".github" / "workflows" / "mlc.yml").read_text()
     changed = [(a, b) for a, b in zip(original.splitlines(), workflow.splitlines(),
@@ -234,5 +238,5 @@ def test_the_wheel_holds_every_blueprint(tmp_path: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in [*BLUEPRINTS, "ci"]:
         for path in (blueprint_files(name) if name != "ci" else
-                     {"github-workflow.yml": b"", "gitlab-ci.yml": b""}):
+                     {"github-workflow.yml": b"", "gitlab-ci.yml": b"", "dependabot.yml": b""}):
             assert f"mlc/blueprints/{name}/{path}" in names, path

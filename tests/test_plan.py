@@ -510,6 +510,21 @@ def test_ci_files_parse_and_run_mlc():
                    "<!-- mlc-plan -->"):
         assert needed in scripts, needed
 
+    # every action pinned by a commit, its tag beside it; Dependabot keeps them current
+    for job in workflow["jobs"].values():
+        assert job["timeout-minutes"] <= 30
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    text = (ROOT / ".github" / "workflows" / "mlc.yml").read_text()
+    assert all(re.search(r"@[0-9a-f]{40}  # v\d+\.\d+\.\d+$", line)
+               for line in text.splitlines() if "uses:" in line)
+    assert workflow["jobs"]["plan"]["concurrency"]["cancel-in-progress"] is True
+    dependabot = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert {u["package-ecosystem"] for u in dependabot["updates"]} == {"github-actions"}
+    assert gitlab["mlc-plan"]["interruptible"] is True
+    assert gitlab["mlc-plan"]["timeout"] and gitlab["mlc-apply"]["timeout"]
+
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     validate = next(h for h in hooks if h["id"] == "mlc-validate")
     assert validate["entry"] == "mlc validate" and validate["language"] == "python"
@@ -585,7 +600,9 @@ def test_ci_scripts_plan_and_apply(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert outputs.read_text() == "exitcode=2\n"
     comment = (work / "plan.md").read_text()
-    assert comment.startswith(MARKER) and "spec.minReplicas: 1" in comment
+    # the first line names the project (MLC_PROJECT), so that two projects' comments differ
+    assert comment.startswith("<!-- mlc-plan: . -->\n### mlc plan")
+    assert MARKER not in comment and "spec.minReplicas: 1" in comment
     assert summary.read_text() == comment
 
     # The same on GitLab, against the merge request's target branch.

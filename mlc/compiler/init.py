@@ -103,6 +103,9 @@ def project_files(name: str, ci: str) -> dict[str, bytes]:
         pinned = pip_line.split("#")[0].replace('"."', f'"mlc=={__version__}"').rstrip()
         files[target] = text.replace(pip_line, f"{pinned}  # the mlc release this project "
                                      "uses").encode("utf-8")
+        if ci == "github":  # the workflow's actions are pinned by commit: keep them current
+            files[".github/dependabot.yml"] = (
+                resources.files("mlc.blueprints") / "ci" / "dependabot.yml").read_bytes()
     return dict(sorted(files.items()))
 
 
