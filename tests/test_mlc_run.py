@@ -137,6 +137,10 @@ def test_mlc_run_then_serve_then_drift(tmp_path):
     drift = mlc("run", "-C", str(project), "drift", "fraud-inputs")
     assert drift.returncode in (0, 20), drift.stdout + drift.stderr
     assert "drift-check" in drift.stdout
+    # a finding is shown as one, with the report's features, not as a failure
+    mark = "DRIFT" if drift.returncode == 20 else "ok"
+    assert any(line.split()[:2] == [mark, "drift-check"] for line in drift.stdout.splitlines())
+    assert "FAILED" not in drift.stdout
     assert list((state / "runs" / "drift-fraud-inputs").rglob("drift.json"))
 
 
@@ -170,6 +174,20 @@ def test_command_line_errors(tmp_path, capsys):
     assert main(["run", "-C", str(project), "drift", "nope"]) == 2
     assert main(["run", "-C", str(project), "--model", "nope"]) == 2
     assert main(["run", "-C", str(tmp_path / "missing")]) == 1  # no ml.yaml: a project error
+
+
+def test_findings_are_not_shown_as_failures():
+    from mlc.runtime.step import EXIT_DRIFT, EXIT_FAILED, EXIT_GATES
+
+    assert local.outcome(EXIT_DRIFT) == ("drift", "drift found (exit 20)")
+    assert local.outcome(EXIT_GATES) == ("failed", "a gate failed (exit 11)")
+    assert local.outcome(EXIT_FAILED) == ("failed", "exit 1")
+    plain = io.StringIO()
+    progress = Progress(plain, tty=False)
+    progress.start("drift-check")
+    progress.finish(*local.outcome(EXIT_DRIFT))
+    assert plain.getvalue().split()[:2] == ["DRIFT", "drift-check"]
+    assert plain.getvalue().rstrip().endswith("drift found (exit 20)")
 
 
 def test_progress_lines_plain_and_on_a_terminal():

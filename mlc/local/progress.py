@@ -14,8 +14,11 @@ import time
 from typing import TextIO
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-SYMBOLS = {"ok": "✓", "failed": "✗", "skipped": "-"}
-ASCII = {"ok": "ok", "failed": "FAILED", "skipped": "skipped"}
+# `drift` and `waiting` are findings, not failures: a drift check that found drift did its
+# job (the report says which features), a verdict without enough labels is asked again later
+SYMBOLS = {"ok": "✓", "failed": "✗", "skipped": "-", "drift": "!", "waiting": "…"}
+ASCII = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "drift": "DRIFT",
+         "waiting": "WAITING"}
 
 
 def _duration(seconds: float) -> str:
@@ -71,7 +74,7 @@ class Progress:
             self._thread.start()
 
     def finish(self, status: str, detail: str = "") -> float:
-        """End the running step with `status` (ok, failed, skipped); returns its seconds."""
+        """End the running step with `status` (a key of SYMBOLS); returns its seconds."""
         assert self._running is not None
         name, started = self._running
         seconds = time.monotonic() - started

@@ -169,6 +169,18 @@ def step_order(pipeline: ir.Pipeline) -> list[ir.Step]:
     return [by_name[n] for n in done]
 
 
+def outcome(code: int) -> tuple[str, str]:
+    """How a step that exited with `code` is shown: its status and a few words."""
+    from mlc.runtime.step import EXIT_BAD_DATA, EXIT_DRIFT, EXIT_GATES, EXIT_INSUFFICIENT_DATA
+
+    known = {EXIT_DRIFT: ("drift", "drift found"),
+             EXIT_GATES: ("failed", "a gate failed"),
+             EXIT_BAD_DATA: ("failed", "the data failed its checks"),
+             EXIT_INSUFFICIENT_DATA: ("waiting", "not enough labelled predictions yet")}
+    status, words = known.get(code, ("failed", ""))
+    return status, f"{words} (exit {code})" if words else f"exit {code}"
+
+
 def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str, str],
                  run_id: str, progress: Progress) -> int:
     """Run one pipeline's steps in order; a failed step skips the steps after it."""
@@ -185,7 +197,7 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
     with environment(values), contextlib.chdir(local.root):
         for step in step_order(pipeline):
             if failed is not None:
-                progress.line(step.name, "skipped", detail=f"after {failed} failed")
+                progress.line(step.name, "skipped", detail=f"after {failed}")
                 continue
             log = run_dir / "logs" / f"{step.name}.log"
             progress.start(step.name)
@@ -212,10 +224,12 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
             if report is None:
                 progress.finish("ok")
                 continue
-            progress.finish("failed", f"exit {code}")
+            status, detail = outcome(code)
+            progress.finish(status, detail)
             progress.block(report)
             progress.block(f"log: {log}")
-            failed = step.name
+            failed = step.name + {"drift": " found drift", "waiting": " stopped"}.get(
+                status, " failed")
     return code if failed else 0
 
 
