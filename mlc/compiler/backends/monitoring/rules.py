@@ -14,6 +14,7 @@ file for promtool, and the promtool unit tests (promtool_tests.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlc import metrics
@@ -366,3 +367,16 @@ def _by(labels: dict[str, str]) -> str:
 
 def _n(value: float) -> str:
     return promql.number(value)
+
+
+def per_endpoint(project: ResolvedProject, prefix: str, wanted: Callable[[Endpoint], bool],
+                 alerts: Callable[[ResolvedProject, Endpoint], list[Alert]]) -> list[RuleSet]:
+    """One rule set `<prefix>-<endpoint>` with one group of `alerts` for every endpoint that
+    `wanted` picks (batch scoring, A/B verdicts)."""
+    out = []
+    for endpoint in project.endpoints.values():
+        if wanted(endpoint):
+            name = f"{prefix}-{endpoint.k8s_name}"
+            out.append(RuleSet(name, endpoint.origin, (
+                Group(f"{name}-alerts", tuple(alerts(project, endpoint))),)))
+    return out

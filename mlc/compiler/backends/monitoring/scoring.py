@@ -12,19 +12,12 @@ from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
 from . import promql, schedules
-from .alerts import Alert, Group, Scenario, Series
-from .rules import RuleSet, _by, _overdue, _step
+from .alerts import Alert, Scenario, Series
+from .rules import RuleSet, _by, _overdue, _step, per_endpoint
 
 
 def scoring_rule_sets(project: ResolvedProject) -> list[RuleSet]:
-    out = []
-    for endpoint in project.endpoints.values():
-        if endpoint.batch is None:
-            continue
-        name = f"scoring-{endpoint.k8s_name}"
-        out.append(RuleSet(name, endpoint.origin, (
-            Group(f"{name}-alerts", tuple(scoring_alerts(project, endpoint))),)))
-    return out
+    return per_endpoint(project, "scoring", lambda e: e.batch is not None, scoring_alerts)
 
 
 def scoring_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:

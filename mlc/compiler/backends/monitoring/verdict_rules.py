@@ -13,20 +13,14 @@ from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
 from . import promql, schedules
-from .alerts import Alert, Group, Scenario, Series
+from .alerts import Alert, Scenario, Series
 from .gotemplate import Label
-from .rules import RuleSet, _by, _overdue, _step
+from .rules import RuleSet, _by, _overdue, _step, per_endpoint
 
 
 def verdict_rule_sets(project: ResolvedProject) -> list[RuleSet]:
-    out = []
-    for endpoint in project.endpoints.values():
-        if endpoint.rollout.verdict is None:
-            continue
-        name = f"verdict-{endpoint.k8s_name}"
-        out.append(RuleSet(name, endpoint.origin, (
-            Group(f"{name}-alerts", tuple(verdict_alerts(project, endpoint))),)))
-    return out
+    return per_endpoint(project, "verdict", lambda e: e.rollout.verdict is not None,
+                        verdict_alerts)
 
 
 def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
