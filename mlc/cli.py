@@ -229,10 +229,19 @@ def _appset(args, diags) -> int:
     if data is None:
         return EXIT_INVALID
     if args.out:
+        import tempfile
+
         out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.mlc-tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)  # never half a file where Argo CD or git may read it
+        # never half a file where Argo CD or git may read it; a fresh temporary name, so
+        # that no link planted beside it is written through, and none is left on failure
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".mlc-tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, out)
+        except BaseException:
+            os.unlink(tmp)
+            raise
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(data.decode("utf-8"))
