@@ -238,6 +238,7 @@ def _appset(args, diags) -> int:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 is for the temporary only
             os.replace(tmp, out)
         except BaseException:
             os.unlink(tmp)
