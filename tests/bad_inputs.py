@@ -85,6 +85,9 @@ class Case:
     where: str  # file:line:col of the first diagnostic with `code`, or "" when it has no span
     files: dict[str, str] = field(default_factory=dict)
     env: str | None = None  # compile only this environment
+    # further (code, file:line:col) the same run must report: errors of later passes that
+    # are independent of the first one
+    also: tuple[tuple[str, str], ...] = ()
 
     @property
     def project(self) -> dict[str, str]:
@@ -616,4 +619,24 @@ CASES = [
     Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),
+    # Independent errors of different passes in one run (independent_errors.py): a schema
+    # error no longer hides the resolve errors of the parts it does not touch.
+    Case("independent-cron-and-hardware", "MLC106", "ml.yaml:35:17",
+         {"ml.yaml": edit("    model: churn\n    hardware: cpu-small\n",
+                          "    model: churn\n    hardware: cpu-big\n",
+                          edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
+                               "      schedule: \"61 3 * * 1\"\nserving"))},
+         also=(("MLC201", "ml.yaml:39:15"),)),
+    Case("independent-overlay-duration-and-route", "MLC107", "environments/dev.yaml:3:31",
+         {"ml.yaml": edit("      routes: [team]\n", "      routes: [team, pager]\n"),
+          "environments/dev.yaml": "platform: {development: true}\nmodels:\n"
+                                   "  churn: {training: {timeout: 90 days}}\n"},
+         also=(("MLC201", "ml.yaml:43:22"),)),
+    # the model is cut for its bad task: `unknown model churn` would be a consequence of
+    # that and is left out, the endpoint's own bad hardware is not
+    Case("independent-consequence-left-out", "MLC109", "ml.yaml:30:11",
+         {"ml.yaml": edit("    model: churn\n    hardware: cpu-small\n",
+                          "    model: churn\n    hardware: cpu-big\n",
+                          edit("task: classification", "task: classify"))},
+         also=(("MLC201", "ml.yaml:38:15"),)),
 ]

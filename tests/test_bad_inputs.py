@@ -52,6 +52,8 @@ def test_bad_input(case: Case, tmp_path: Path, capsys, update_golden: bool):
     assert f"error[{case.code}]" in err, err
     if case.where:
         assert _location_of(err, case.code) == case.where, err
+    for code, where in case.also:
+        assert where in _locations_of(err, code), err
     assert _tree(out) == before, "a failed compile must write nothing"
     # a bound on hangs (a read that never ends, a blow-up), not a speed test: generous enough
     # for a loaded 2-core runner with the suite running in parallel
@@ -64,6 +66,14 @@ def test_bad_input(case: Case, tmp_path: Path, capsys, update_golden: bool):
         snapshot.write_text(text)
     assert snapshot.exists(), f"no snapshot for {case.name}: run pytest --update-golden"
     assert text == snapshot.read_text()
+
+
+def _locations_of(err: str, code: str) -> list[str]:
+    """Where each diagnostic with `code` points, in order."""
+    lines = err.splitlines()
+    return [lines[i + 1].split("-->")[1].split("(at")[0].strip()
+            for i, line in enumerate(lines[:-1])
+            if line.startswith(f"error[{code}]") and "-->" in lines[i + 1]]
 
 
 def _location_of(err: str, code: str) -> str | None:

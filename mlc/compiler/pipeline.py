@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..schema import Project
 from .diagnostics import CompileFailed, Diagnostics, did_you_mean
 from .extends import extend, refuse_in_overlay
+from .independent_errors import independent, valid_rest
 from .ir import ResolvedProject
 from .load import Document, load_yaml_file
 from .names import is_dns_label
@@ -70,10 +72,13 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
     project = validate_document(loaded.document, local) if loaded else None
     resolved = None
     if loaded and project:
-        resolved = resolve_project(project, loaded.document, env=env,
-                                   environments=list_environments(root), source=loaded.source,
-                                   source_hash=loaded.source_hash, diags=local,
-                                   layered=loaded.layered)
+        resolved = _resolve(root, loaded, project, loaded.document, local)
+    elif loaded:  # the schema errors are known: add those of resolve over the valid rest
+        rest = valid_rest(loaded.document)
+        if rest is not None:
+            found = Diagnostics()
+            _resolve(root, loaded, rest[0], rest[1], found)
+            local.extend(independent(found, rest[2], loaded.document))
     if resolved is not None and project.policies:
         from .policy.file import load_policies
 
@@ -81,6 +86,13 @@ def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProje
         resolved = None if rules is None else resolved.model_copy(update={"policies": rules})
     diags.extend(local)  # identical diagnostics from several environments are shown once
     return resolved
+
+
+def _resolve(root: Path, loaded: Loaded, project: Project, document: Document,
+             diags: Diagnostics) -> ResolvedProject | None:
+    return resolve_project(project, document, env=loaded.env,
+                           environments=list_environments(root), source=loaded.source,
+                           source_hash=loaded.source_hash, diags=diags, layered=loaded.layered)
 
 
 def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:

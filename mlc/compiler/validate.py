@@ -106,7 +106,7 @@ def validate_layer(doc: Document, diags: Diagnostics) -> None:
 def _report(doc: Document, exc: ValidationError, diags: Diagnostics) -> None:
     seen: set[FieldPath] = set()
     for err in exc.errors(include_url=False):
-        path = _data_path(doc.data, err["loc"])
+        path = data_path(doc.data, err["loc"])
         kind = err["type"]
         key_error = "[key]" in err["loc"]  # the mapping key itself is invalid, not its value
         # A value that fits no branch of a union yields one error per branch; one is enough.
@@ -260,7 +260,7 @@ def _bad_choice(doc: Document, path: FieldPath, err: dict, diags: Diagnostics) -
                 help=did_you_mean(str(value), options) if options else None)
 
 
-def _data_path(data: Any, loc: tuple) -> FieldPath:
+def data_path(data: Any, loc: tuple) -> FieldPath:
     """pydantic's location, less the union-branch names it inserts, as a path into the data."""
     path: list[str | int] = []
     node = data
