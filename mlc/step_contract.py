@@ -37,6 +37,7 @@ EXPLAIN_FILE = "explain.json"
 EXPLAIN_REPORT = "explain.html"
 REGISTER_FILE = "register.json"
 PROMOTE_FILE = "promote.json"
+SUMMARY_DIR = "summary"  # summary/<step>.json: what `mlc run` shows when the step ends
 
 # --- metrics the builtin evaluation computes on the test rows ----------------------------
 # name -> True when higher is better; mlc/runtime/train/evaluation.py computes exactly these
@@ -208,6 +209,11 @@ FILES: tuple[File, ...] = (
          f"`{EXPLAIN_REPORT}`)"),
     File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
     File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
+    File(f"{SUMMARY_DIR}/<step>.json", "validate-data, evaluate, register, promote, "
+         "drift-check (w)",
+         "`{\"step\": ..., \"facts\": [...]}`: the gate values against their thresholds, the "
+         "rows read and used, the registered version, the drifted features; what `mlc run` "
+         "shows under the step (mlc/runtime/step_summary.py)"),
 )
 
 

@@ -84,6 +84,27 @@ def test_mlc_run_then_serve_then_drift(tmp_path):
     assert "next: mlc run serve fraud-api" in done.stdout
 
     state = project / ".mlc"
+    # under each step, what its summary file says: every gate against its threshold, the
+    # rows each source gave, the version registered and where the alias went
+    run_dir = next((state / "runs" / "train-fraud-classifier").iterdir())
+    evaluation = json.loads((run_dir / "summary" / "evaluate.json").read_text())
+    gates = [f for f in evaluation["facts"] if f["kind"] == "gate"]
+    assert {g["metric"] for g in gates} == {"roc_auc", "log_loss"}
+    for g in gates:
+        bound = f">= {g['min']:g}" if g["min"] is not None else f"<= {g['max']:g}"
+        assert f"gate {g['metric']} {g['value']:.4g} (must be {bound}): pass" in done.stdout
+    validation = json.loads((run_dir / "summary" / "validate-data.json").read_text())
+    rows = {f["source"]: f for f in validation["facts"]}
+    assert rows["transactions"]["read"] == len(pq.read_table(
+        project / "data" / "transactions.parquet"))
+    assert f"source transactions: {rows['transactions']['read']} rows read" in done.stdout
+    assert "registered fraud-classifier version 1 as @challenger" in done.stdout
+    assert "@champion -> fraud-classifier version 1" in done.stdout
+    # the libraries' own logging stays in the step logs
+    assert not [line for line in lines if not line.startswith(("  ", "mlc run", "fraud-",
+                                                               "materialize", "train-",
+                                                               "registered", "next:"))], \
+        done.stdout
     assert (state / "dev" / "project.json").is_file()
     assert (state / "deploy" / "dev" / "feast" / "feature_store.yaml").is_file()
     with sqlite3.connect(state / "mlflow.db") as db:
@@ -142,6 +163,11 @@ def test_mlc_run_then_serve_then_drift(tmp_path):
     assert any(line.split()[:2] == [mark, "drift-check"] for line in drift.stdout.splitlines())
     assert "FAILED" not in drift.stdout
     assert list((state / "runs" / "drift-fraud-inputs").rglob("drift.json"))
+    found = json.loads(next((state / "runs" / "drift-fraud-inputs").rglob(
+        "summary/drift-check.json")).read_text())["facts"][0]
+    assert f"{found['drifted']} of {found['columns']} features drifted" in drift.stdout
+    for feature in found["top"]:
+        assert f"  {feature['column']}: {feature['method']} " in drift.stdout
 
 
 @pytest.mark.slow
@@ -158,6 +184,7 @@ def test_bad_data_stops_the_pipeline_before_training(tmp_path):
     text = out.getvalue()
     assert "FAILED  validate-data" in text and "exit 10" in text
     assert "is_fraud: 5 rows not in the allowed values [0, 1]" in text
+    assert "source transactions: 18350 rows read" in text and "1 check failed (5 rows)" in text
     for step in ("materialize", "train", "evaluate", "register", "promote"):
         assert f"skipped {step}" in " ".join(text.split()), text
     assert not (project / ".mlc" / "runs" / "train-fraud-classifier" / "t1" / "train.json"

@@ -11,8 +11,10 @@ so that torch, MLflow and Feast are imported once. The settings a pod gets from 
 manifest come from here instead: MLC_DATA_ROOT is the project folder, MLflow is a SQLite
 store under .mlc/, checkpoints go to .mlc/checkpoints/<model>/. A step's output goes to
 its log file (.mlc/runs/<pipeline>/<run-id>/logs/<step>.log); the screen shows one line per
-step. `promote` defaults to `if-none` here: a fresh project gets a champion to serve, and
-an existing champion is never replaced without `-p promote=true`.
+step, and under it what the step's summary file says (the gates against their thresholds,
+the rows read, the registered version, the drifted features: summaries.py). `promote`
+defaults to `if-none` here: a fresh project gets a champion to serve, and an existing
+champion is never replaced without `-p promote=true`.
 
 `mlc run serve ENDPOINT` and `mlc run drift CHECK` run the serving and drift runtimes with
 the same local settings.
@@ -34,6 +36,7 @@ from pathlib import Path
 from mlc.compiler import ir
 from mlc.compiler.diagnostics import Diagnostics
 
+from . import summaries
 from .progress import Progress
 
 STATE_DIR = ".mlc"
@@ -200,6 +203,7 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
                 progress.line(step.name, "skipped", detail=f"after {failed}")
                 continue
             log = run_dir / "logs" / f"{step.name}.log"
+            summaries.summary_file(run_dir, step.name).unlink(missing_ok=True)  # a rerun's
             progress.start(step.name)
             report, code = None, 0
             try:
@@ -221,12 +225,16 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
                                 "the runtimes with `pip install 'mlc[runtime]'`"), EXIT_FAILED
             except Exception as exc:  # a bug or an unexpected library error: the log has it
                 report, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
+            facts = summaries.lines(summaries.read(run_dir, step.name))
             if report is None:
                 progress.finish("ok")
+                progress.block("\n".join(facts))
                 continue
             status, detail = outcome(code)
             progress.finish(status, detail)
-            progress.block(report)
+            # the summary says what the report would, in fewer lines; a step without one
+            # (a crash, a missing input) shows its report
+            progress.block("\n".join(facts) or report)
             progress.block(f"log: {log}")
             failed = step.name + {"drift": " found drift", "waiting": " stopped"}.get(
                 status, " failed")

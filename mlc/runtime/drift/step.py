@@ -24,6 +24,7 @@ share is about inputs). The check then
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -34,11 +35,18 @@ import pandas as pd
 
 from mlc import metrics as contract
 from mlc.compiler import ir
-from mlc.runtime import pushgateway
+from mlc.runtime import pushgateway, step_summary
 from mlc.runtime.prediction_log import PREDICTION_COLUMN, read_log, resolve_uri
 from mlc.runtime.step import EXIT_DRIFT, EXIT_FAILED, StepContext, StepFailed
 
-from .stats import DatasetDrift, DriftDataError, column_drift, dataset_drift, infer_kind
+from .stats import (
+    METHODS,
+    DatasetDrift,
+    DriftDataError,
+    column_drift,
+    dataset_drift,
+    infer_kind,
+)
 
 PUSHGATEWAY_ENV = pushgateway.PUSHGATEWAY_ENV
 REFERENCE_ENV = "MLC_DRIFT_REFERENCE"
@@ -77,6 +85,10 @@ def run(ctx: StepContext) -> None:
                **result.as_dict(),
                "prediction": None if prediction is None else asdict(prediction)}
     _write_json(folder / "drift.json", summary)
+    step_summary.write(ctx, [step_summary.drift(check.name, result.columns,
+                                                result.drifted_count, result.share,
+                                                result.drift_share, _past_threshold,
+                                                str(folder / "report.html"))])
     try:
         from .report import write_report
 
@@ -243,6 +255,17 @@ class Exporter:
     def _export(self, values: list[tuple[contract.Metric, float, dict]], replace: bool) -> None:
         pushgateway.export(values, job=PUSH_JOB, grouping={"check": self.check},
                            textfile=self.folder / "metrics.prom", replace=replace)
+
+
+def _past_threshold(c) -> float:
+    """How far a drifted feature is past its threshold, in the direction its method drifts:
+    a p-value below it (threshold / score), a distance above it (score / threshold)."""
+    score, threshold = float(c.score), float(c.threshold)
+    if not (math.isfinite(score) and math.isfinite(threshold)) or threshold <= 0:
+        return 0.0
+    if METHODS[c.method].drifted_when == "ge":
+        return score / threshold
+    return threshold / score if score > 0 else math.inf
 
 
 def describe(check: ir.DriftCheck, result: DatasetDrift, prediction, folder: Path) -> str:

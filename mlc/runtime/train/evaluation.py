@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mlc.compiler import ir
+from mlc.runtime import step_summary
 from mlc.runtime.step import EXIT_GATES, StepContext, StepFailed
 from mlc.step_contract import EVALUATION_FILE, MODEL_DIR, TRAIN_FILE
 
@@ -206,6 +207,21 @@ def champion_metrics(ctx: StepContext, model: ir.Model, frame,
                 "metrics": score(predictor, frame, model.label_column, model.task)}
 
 
+def summary_facts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gates, the slices' gates and the champion comparison, for `mlc run`'s display."""
+    facts = [step_summary.gate(g) for g in result["gates"]]
+    facts += [step_summary.gate(g, f"{r['column']} = {r['value']!r}")
+              for r in result.get("slices", []) for g in r["gates"]]
+    comparison = result.get("comparison")
+    if comparison:
+        facts.append({"kind": "comparison", "metric": comparison["metric"],
+                      "candidate": comparison.get("candidate"),
+                      "champion": comparison.get("champion"),
+                      "max_regression": comparison.get("max_regression"),
+                      "passed": bool(comparison["passed"]), "note": comparison.get("note")})
+    return facts
+
+
 def gate_text(g: dict[str, Any]) -> str:
     bound = " and ".join(b for b in (f">= {g['min']}" if g["min"] is not None else "",
                                      f"<= {g['max']}" if g["max"] is not None else "") if b)
@@ -335,6 +351,7 @@ def run(ctx: StepContext) -> None:
     path = ctx.run_dir / EVALUATION_FILE
     path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
     client.log_artifact(train["mlflow_run_id"], str(path), "mlc")
+    step_summary.write(ctx, summary_facts(result))
     text = render(result)
     if not result["passed"]:
         raise StepFailed(f"{text}\nthe model was not registered", EXIT_GATES)

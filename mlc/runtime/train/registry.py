@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlc.runtime import step_summary
 from mlc.runtime.step import StepContext, StepFailed
 from mlc.step_contract import EVALUATION_FILE, PROMOTE_FILE, REGISTER_FILE
 
@@ -70,6 +71,7 @@ def register(ctx: StepContext) -> None:
     if record.is_file():  # a retried step: the version exists already
         done = json.loads(record.read_text("utf-8"))
         print(f"{model.registered_name} version {done['version']} is registered already")
+        _summary(ctx, "registered", done)
         return
     try:
         client.get_registered_model(model.registered_name)
@@ -94,6 +96,7 @@ def register(ctx: StepContext) -> None:
               "alias": model.candidate_alias, "model_uri": evaluation["model_uri"],
               "mlflow_run_id": run.info.run_id}
     record.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", "utf-8")
+    _summary(ctx, "registered", result)
     print(f"registered {model.registered_name} version {version.version} as "
           f"@{model.candidate_alias}")
 
@@ -137,3 +140,12 @@ def promote(ctx: StepContext) -> None:
               f"@{alias}{moved}")
     (ctx.run_dir / PROMOTE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
                                             "utf-8")
+    _summary(ctx, "promoted", record)
+
+
+def _summary(ctx: StepContext, kind: str, record: dict) -> None:
+    fact = {"kind": kind, "model": record["name"], "version": record["version"],
+            "alias": record["alias"]}
+    if kind == "promoted":
+        fact.update(promoted=record["promoted"], holder=record["holder"])
+    step_summary.write(ctx, [fact])

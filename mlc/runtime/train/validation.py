@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlc.compiler import ir
-from mlc.runtime import sources
+from mlc.runtime import sources, step_summary
 from mlc.runtime.step import EXIT_BAD_DATA, StepContext, StepFailed
 from mlc.runtime.train.data import window_seconds
 
@@ -261,6 +261,11 @@ def run(ctx: StepContext) -> None:
               "sources": [asdict(r) for r in reports]}
     (ctx.run_dir / REPORT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n",
                                            "utf-8")
+    step_summary.write(ctx, [
+        {"kind": "rows", "source": r.source, "read": r.rows, "used": r.rows_checked,
+         "failing": sum(p.rows for p in problems if p.source == r.source),
+         "problems": [p.message for p in problems if p.source == r.source]}
+        for r in reports if r.checked])
     if problems:
         raise StepFailed(f"data validation found {_plural(len(problems), 'problem')}; "
                          f"nothing was trained\n{text}", EXIT_BAD_DATA)
