@@ -541,8 +541,20 @@ def tree(folder: Path) -> dict[str, bytes]:
 # APIs is replaced: the comment and note posting steps are not run here)
 
 
-def _steps(job: dict) -> list[str]:
-    return [s["run"] for s in job["steps"] if "run" in s and "pip install" not in s["run"]]
+_ENV_CONDITION = re.compile(r"env\.(\w+) (==|!=) ''")
+
+
+def ci_steps(job: dict, env: dict[str, str]) -> list[str]:
+    """The job's scripts in order, less pip, honouring `if: env.X == ''` and `!= ''` (other
+    conditions are on the outcome of earlier steps: kept)."""
+    out = []
+    for step in job["steps"]:
+        if "run" not in step or "pip install" in step["run"]:
+            continue
+        condition = _ENV_CONDITION.fullmatch(step.get("if", ""))
+        if condition is None or (not env.get(condition[1])) == (condition[2] == "=="):
+            out.append(step["run"])
+    return out
 
 
 def _bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -579,7 +591,7 @@ def test_ci_scripts_plan_and_apply(tmp_path: Path):
     # Merge to main: the GitHub apply job writes the tree and pushes it.
     github = {**env, "GITHUB_SHA": git(work, "rev-parse", "HEAD").strip(),
               "GITHUB_REF_NAME": "main", "ALLOW_DELETE": "false"}
-    for script in _steps(workflow["jobs"]["apply"]):
+    for script in ci_steps(workflow["jobs"]["apply"], github):
         result = _bash(script, work, github)
         assert result.returncode == 0, result.stderr
     assert git(origin, "log", "-1", "--format=%s", "main").startswith("mlc apply:")
@@ -595,7 +607,7 @@ def test_ci_scripts_plan_and_apply(tmp_path: Path):
     outputs, summary = tmp_path / "github_output", tmp_path / "summary.md"
     pr = {**env, "BASE_REF": "main", "GITHUB_OUTPUT": str(outputs),
           "GITHUB_STEP_SUMMARY": str(summary)}
-    [plan_step] = _steps(workflow["jobs"]["plan"])[:1]
+    [plan_step] = ci_steps(workflow["jobs"]["plan"], pr)[:1]
     result = _bash(plan_step, work, pr)
     assert result.returncode == 0, result.stderr
     assert outputs.read_text() == "exitcode=2\n"
