@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from ..diagnostics import Diagnostics
-from . import formats, saved
+from . import formats, layers, saved
 from .build import build_plan, environments_to_read, read_trees
 from .read_lock import LockUnavailable, read_lock, report_lock_error
 from .trees import TreeError, open_git_base
@@ -51,6 +51,12 @@ def run_plan(root: Path, envs: list[str] | None, out_dir: Path, *, fmt: str = "t
         report_lock_error(exc, diags)
         return EXIT_INVALID
     plan = build_plan(root, compiled, trees, base)
+    if base_ref is not None:
+        try:
+            layers.attach(plan, root, out_dir, git)
+        except TreeError as exc:
+            report_tree_error(exc, diags)
+            return EXIT_INVALID
     stdout.write(formats.render(plan, fmt, color=color))
     if save is not None:
         _write_file(save, saved.dump(plan, root, out_dir, trees))

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from . import comment, cost_view
+from . import comment, cost_view, sources_view
 from .diff import ADD, CHANGE, MISSING, REMOVE, REORDER, FieldChange
 from .model import DELETE, HIGH, Action, Plan, Risk
 
@@ -59,6 +59,7 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
         for note in env.notes:
             lines.append(f"  note: {note}")
         lines += cost_view.text_lines(env.cost)
+        lines += sources_view.text_lines(env.sources)
         if env.actions:
             lines.append("")
         for action in env.actions:
@@ -235,6 +236,7 @@ def _markdown(plan: Plan, detailed: set[tuple[str, int]], *, note: str | None = 
         for n in env.notes:
             out += [f"_Note: {_escape(n)}_", ""]
         out += cost_view.markdown_lines(env.cost)
+        out += sources_view.markdown_lines(env.sources)
         if env.actions:
             body = []
             for i, action in enumerate(env.actions):

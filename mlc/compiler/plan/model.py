@@ -85,6 +85,9 @@ class EnvPlan:
     files: dict[str, bytes]  # the new tree (what apply writes)
     notes: list[str] = field(default_factory=list)  # e.g. a risk check that could not run
     cost: dict[str, Any] | None = None  # cost/change.py plan_cost: monthly cost and delta
+    # layers.SourceChange: the project's values that differ from the base commit's, each
+    # with the layer that set it (only with a git base)
+    sources: list[Any] = field(default_factory=list)
 
     def count(self, op: str) -> int:
         return sum(1 for a in self.actions if a.op == op)
@@ -115,6 +118,7 @@ class EnvPlan:
             "actions": [a.to_json() for a in self.actions],
             "notes": list(self.notes),
             "cost": self.cost,
+            "source_changes": [c.to_json() for c in self.sources],
         }
 
 
