@@ -221,6 +221,19 @@ def _init(args, diags) -> int:
     return EXIT_OK
 
 
+def _vendor(args, diags) -> int:
+    from .compiler.extends import vendor_chain
+
+    done = vendor_chain(_root(args), diags)
+    if diags.has_errors():
+        return EXIT_INVALID
+    for ref in done:
+        print(f"vendored {ref}")
+    if not done:
+        print("nothing to vendor: ml.yaml extends no platform file by git commit")
+    return EXIT_OK
+
+
 def _appset(args, diags) -> int:
     from .compiler.appset import application_set_text
 
@@ -392,6 +405,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the blueprints")
     p.add_argument("--ci", choices=("github", "gitlab", "none"), default="github",
                    help="which CI workflow to add (default: github)")
+
+    command("vendor", _vendor, "Fetch the platform files that ml.yaml extends by git commit "
+            "into .mlc/vendor/ (the one command that fetches).")
 
     p = sub.add_parser("appset", help="An Argo CD ApplicationSet over every project in DIR "
                        "(one per sub-folder with an ml.yaml), syncing each environment's "

@@ -612,6 +612,15 @@ CASES = [
           "platform/platform.yaml": "apiVersion: mlc.dev/v1\nkind: Project\n"}),
     Case("extends-url", "MLC524", "ml.yaml:47:10",
          {"ml.yaml": BASE + "extends: https://github.com/acme/platform/platform.yaml\n"}),
+    Case("extends-git-moving-ref", "MLC591", "ml.yaml:48:54",
+         {"ml.yaml": BASE + "extends:\n  {git: \"https://git.example.com/platform.git\", "
+          "rev: main, path: platform.yaml}\n"}),
+    Case("extends-git-not-vendored", "MLC590", "ml.yaml:47:10",
+         {"ml.yaml": BASE + "extends: {git: \"https://git.example.com/platform.git\", "
+          "rev: 3f9c1e0b2a4d5c6e7f8091a2b3c4d5e6f7a8b9c0, path: platform.yaml}\n"}),
+    Case("extends-git-unknown-key", "MLC592", "ml.yaml:47:10",
+         {"ml.yaml": BASE + "extends: {git: \"https://git.example.com/platform.git\", "
+          "rev: 3f9c1e0b2a4d5c6e7f8091a2b3c4d5e6f7a8b9c0, file: platform.yaml}\n"}),
     Case("extends-in-overlay", "MLC523", "environments/prod.yaml:1:10",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD,

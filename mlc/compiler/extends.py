@@ -20,10 +20,12 @@ platform repository is vendored (a git submodule or subtree) and named by its pa
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from . import vendor
 from .diagnostics import Diagnostics, FieldPath, Span, did_you_mean
 from .load import Document, load_yaml_file
 from .overlay import merge_documents
@@ -62,19 +64,26 @@ def platform_layers(root: Path, project: Document, diags: Diagnostics) -> list[D
     doc, folder = project, Path(root)
     while isinstance(doc.data, dict) and doc.data.get("extends") is not None:
         value, span = doc.data["extends"], doc.spans.get(("extends",))
-        if not isinstance(value, str) or not value.strip():
+        if isinstance(value, dict):  # a pinned commit of a platform repository (vendor.py)
+            path = _vendored(root, doc, diags)
+            if path is None:
+                return []
+        elif not isinstance(value, str) or not value.strip():
             diags.error(NOT_ALLOWED, "`extends` takes the path of a platform file",
                         span=span, path=("extends",), help="e.g. `extends: "
-                        "../platform/platform.yaml`")
+                        "../platform/platform.yaml`, or `extends: {git: URL, rev: <commit>, "
+                        "path: platform.yaml}`")
             return []
-        if "://" in value or value.startswith("git@"):
+        elif "://" in value or value.startswith("git@"):
             diags.error(EXTENDS_URL, f"`extends: {value}` is a URL; mlc reads platform files "
                         "from local paths only (no network at compile time)", span=span,
-                        path=("extends",), help="vendor the platform repository (a git "
-                        "submodule or subtree, pinned to a commit) and name the file by its "
-                        "path, e.g. `extends: vendor/platform/platform.yaml`")
+                        path=("extends",), help="pin a commit of the platform repository: "
+                        f"`extends: {{git: {value.split('#')[0][:80]}, rev: <40-hex commit>, "
+                        "path: platform.yaml}` (then `mlc vendor`), or name a vendored copy "
+                        "by its path")
             return []
-        path = Path(os.path.normpath(folder / value))
+        else:
+            path = Path(os.path.normpath(folder / value))
         shown = Path(os.path.relpath(path, root)).as_posix()
         if not os.path.lexists(path):
             diags.error(NO_PLATFORM_FILE, f"the platform file `{shown}` does not exist",
@@ -98,6 +107,45 @@ def platform_layers(root: Path, project: Document, diags: Diagnostics) -> list[D
         chain.append(_paths_from_root(layer, path.parent, Path(root)))
         doc, folder = layer, path.parent
     return chain
+
+
+def _vendored(root: Path, doc: Document, diags: Diagnostics) -> Path | None:
+    """The vendored copy of `extends: {git, rev, path}`; None after a located error."""
+    ref, code, what = vendor.parse(doc.data["extends"])
+    if ref is None:
+        place = ("extends", "rev") if code == vendor.MOVING_REF else ("extends",)
+        help = (f"pin the commit the ref names now: `git ls-remote {doc.data['extends'].get('git')}"
+                " <ref>` prints it (40 hex digits); a branch or tag moves, and the project "
+                "would compile differently from one day to the next"
+                if code == vendor.MOVING_REF else
+                "write `extends: {git: https://git.example.com/platform.git, rev: <40-hex "
+                "commit>, path: platform.yaml}`")
+        diags.error(code, f"`extends` from git: {what}", span=doc.span_for(place), path=place,
+                    help=help)
+        return None
+    problem = vendor.check_vendored(ref, root)
+    if problem is not None:
+        diags.error(vendor.NOT_VENDORED, f"`extends` from git: {problem}",
+                    span=doc.span_for(("extends",)), path=("extends",),
+                    help="run `mlc vendor` (the one command that fetches) and commit "
+                    f"{vendor.VENDOR_DIR}/, or run it in CI before `mlc plan`")
+        return None
+    return ref.folder(root) / ref.path
+
+
+def layer_source(root: Path, file: str) -> str:
+    """How the provenance names a layer: a vendored file as its URL, commit and path."""
+    parts = PurePosixPath(file).parts
+    vendor_parts = PurePosixPath(vendor.VENDOR_DIR).parts
+    if parts[:len(vendor_parts)] != vendor_parts or len(parts) <= len(vendor_parts) + 1:
+        return file
+    folder = Path(root).joinpath(*parts[:len(vendor_parts) + 1])
+    try:
+        marker = json.loads((folder / vendor.MARKER).read_text("utf-8"))
+        return vendor.GitRef(marker["git"], marker["rev"],
+                             "/".join(parts[len(vendor_parts) + 1:])).shown()
+    except (OSError, ValueError, KeyError, TypeError):
+        return file
 
 
 def _nearby(path: Path) -> str | None:
@@ -188,3 +236,39 @@ def chain_files(root: Path) -> list[str]:
     out += [p for layer in layers
             if isinstance(p := (layer.data or {}).get("policies"), str)]
     return out
+
+
+def vendor_chain(root: Path, diags: Diagnostics) -> list[str]:
+    """`mlc vendor`: fetch every pinned commit the chain of platform files names (a vendored
+    platform file may extend another); the references, as the provenance shows them."""
+    root = Path(root)
+    doc = load_yaml_file(root / "ml.yaml", "ml.yaml", diags, root=root)
+    done: list[str] = []
+    folder = root
+    while doc is not None and isinstance(doc.data, dict) and len(done) < MAX_DEPTH:
+        value = doc.data.get("extends")
+        if isinstance(value, dict):
+            ref, code, what = vendor.parse(value)
+            if ref is None:
+                _vendored(root, doc, diags)  # reports the located error
+                return done
+            try:
+                vendor.vendor(ref, root)
+            except vendor.VendorError as exc:
+                diags.error(vendor.VENDOR_FAILED, f"`mlc vendor`: {exc}",
+                            span=doc.span_for(("extends",)), path=("extends",),
+                            help="check the URL and that the commit is in the repository "
+                            "(pushed, not only local)")
+                return done
+            done.append(ref.shown())
+            path = ref.folder(root) / ref.path
+        elif isinstance(value, str) and "://" not in value:
+            path = Path(os.path.normpath(folder / value))
+        else:
+            return done
+        if not path.is_file():
+            return done
+        doc = load_yaml_file(path, Path(os.path.relpath(path, root)).as_posix(), diags,
+                             allow_empty=True)
+        folder = path.parent
+    return done

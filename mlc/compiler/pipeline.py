@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..schema import Project
 from .diagnostics import CompileFailed, Diagnostics, did_you_mean
-from .extends import extend, refuse_in_overlay
+from .extends import extend, layer_source, refuse_in_overlay
 from .independent_errors import independent, valid_rest
 from .ir import ResolvedProject
 from .load import Document, load_yaml_file
@@ -103,7 +103,7 @@ def load_environment(root: Path, env: str, diags: Diagnostics) -> Loaded | None:
     if document is not None:  # the platform files ml.yaml extends lie under it (extends.py)
         document, platform = extend(root, document, diags)
         base = document
-        files += [layer.file for layer in platform]
+        files += [layer_source(root, layer.file) for layer in platform]
         layers += platform
     overlay_file = f"{ENVIRONMENTS_DIR}/{env}.yaml"
     # lexists: a dangling link named like an overlay is an error, not a missing overlay

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -20,6 +20,20 @@ from .sources import Source
 from .types import Name, Spec
 
 API_VERSION = "mlc.dev/v1"
+
+
+class PlatformFromGit(Spec):
+    """A platform file at a pinned commit of a git repository, read from its vendored copy
+    (`mlc vendor` fetches it into .mlc/vendor/; compiling never reaches the network)."""
+
+    git: str = Field(min_length=1, pattern=r"^(https://|ssh://|file://|git@)\S+$",
+                     description="The repository's URL.",
+                     examples=["https://git.example.com/platform/config.git"])
+    rev: str = Field(pattern=r"^[0-9a-f]{40}$", description="The commit, all 40 hex digits: "
+                     "a branch or tag would move.",
+                     examples=["3f9c1e0b2a4d5c6e7f8091a2b3c4d5e6f7a8b9c0"])
+    path: str = Field(min_length=1, description="The platform file inside the repository.",
+                      examples=["platform.yaml"])
 
 
 class Project(Spec):
@@ -52,10 +66,11 @@ class Project(Spec):
     """Endpoints that serve a model online, serverless or in batch."""
     monitoring: Monitoring = Field(default_factory=Monitoring)
     """Drift checks, what happens on drift, and where alerts go."""
-    extends: str | None = Field(
-        None, min_length=1, description="A platform file (docs/platform-files.md), relative to "
-        "this folder: hardware, images, policies and Argo CD and cost settings that a "
-        "platform team owns; values set here override it.")
+    extends: Annotated[str, Field(min_length=1)] | PlatformFromGit | None = Field(
+        None, description="A platform file (docs/platform-files.md), relative to "
+        "this folder, or `{git, rev, path}` at a pinned commit: hardware, images, policies "
+        "and Argo CD and cost settings that a platform team owns; values set here override "
+        "it.")
     policies: str | None = Field(
         None, min_length=1, description="A policies file (docs/policies.md), relative to this "
         "folder; may be shared by many projects (`../platform/policies.yaml`).")
