@@ -6,18 +6,15 @@ refused before anything is pushed."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from .bad_inputs import BASE, edit
-from .conftest import ROOT, write_project
-from .test_plan import ci_steps, cli, git
+from .test_plan import ci_repository, ci_steps, ci_templates, cli, git
 
 DEPLOYED = edit("platform:\n  imagePolicy: tag\n",
                 "platform:\n  imagePolicy: tag\n  argocd: {targetRevision: deploy}\n")
@@ -37,26 +34,10 @@ def files(repo: Path, ref: str) -> list[str]:
 
 @pytest.mark.slow
 def test_apply_pushes_to_the_deploy_branch_and_plans_read_it(tmp_path: Path):
-    origin, work = tmp_path / "origin.git", tmp_path / "work"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(origin, "config", "receive.advertisePushOptions", "true")  # GitLab's -o ci.skip
-    git(tmp_path, "clone", "-q", str(origin), str(work))
-    write_project(work, {"ml.yaml": DEPLOYED})
-    git(work, "checkout", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "project")
-    git(work, "push", "-q", "origin", "main")
-    gitlab_url = "https://oauth2:token@gitlab.example.com:443/group/proj.git"
-    git(work, "config", f"url.{origin}.insteadOf", gitlab_url)
-
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "mlc.yml").read_text())
-    gitlab = yaml.safe_load((ROOT / "ci" / "gitlab" / "mlc.gitlab-ci.yml").read_text())
+    origin, work, env = ci_repository(tmp_path, DEPLOYED)
+    workflow, gitlab = ci_templates()
     assert workflow["env"]["MLC_DEPLOY_BRANCH"] == gitlab["variables"]["MLC_DEPLOY_BRANCH"] == ""
-    env = {**os.environ, **workflow["env"], "MLC_DEPLOY_BRANCH": "deploy",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "user.name",
-           "GIT_CONFIG_VALUE_0": "ci", "GIT_CONFIG_KEY_1": "user.email",
-           "GIT_CONFIG_VALUE_1": "ci@example.com"}
+    env["MLC_DEPLOY_BRANCH"] = "deploy"
     main_before = git(origin, "rev-parse", "main")
 
     # Merge to main, no deploy branch yet: the GitHub apply job creates it.

@@ -562,16 +562,17 @@ def _bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
-def test_ci_scripts_plan_and_apply(tmp_path: Path):
+def ci_repository(tmp_path: Path, ml_yaml: str) -> tuple[Path, Path, dict[str, str]]:
+    """A bare local "origin" holding one commit of the project on main, a clone of it to
+    run the scripts in, and the environment both CI templates' variables give them."""
     import os
     import sys
 
     origin, work = tmp_path / "origin.git", tmp_path / "work"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(origin, "config", "receive.advertisePushOptions", "true")
+    git(origin, "config", "receive.advertisePushOptions", "true")  # GitLab's -o ci.skip
     git(tmp_path, "clone", "-q", str(origin), str(work))
-    write_project(work, {"ml.yaml": BASE})
+    write_project(work, {"ml.yaml": ml_yaml})
     git(work, "checkout", "-q", "-b", "main")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "project")
@@ -579,14 +580,24 @@ def test_ci_scripts_plan_and_apply(tmp_path: Path):
     # GitLab pushes to its https URL: point that URL at the local origin.
     gitlab_url = "https://oauth2:token@gitlab.example.com:443/group/proj.git"
     git(work, "config", f"url.{origin}.insteadOf", gitlab_url)
-
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "mlc.yml").read_text())
-    gitlab = yaml.safe_load((ROOT / "ci" / "gitlab" / "mlc.gitlab-ci.yml").read_text())
+    workflow, gitlab = ci_templates()
     env = {**os.environ, **workflow["env"], **gitlab["variables"],
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "user.name",
            "GIT_CONFIG_VALUE_0": "ci", "GIT_CONFIG_KEY_1": "user.email",
            "GIT_CONFIG_VALUE_1": "ci@example.com"}
+    return origin, work, env
+
+
+def ci_templates() -> tuple[dict, dict]:
+    return (yaml.safe_load((ROOT / ".github" / "workflows" / "mlc.yml").read_text()),
+            yaml.safe_load((ROOT / "ci" / "gitlab" / "mlc.gitlab-ci.yml").read_text()))
+
+
+@pytest.mark.slow
+def test_ci_scripts_plan_and_apply(tmp_path: Path):
+    origin, work, env = ci_repository(tmp_path, BASE)
+    workflow, gitlab = ci_templates()
 
     # Merge to main: the GitHub apply job writes the tree and pushes it.
     github = {**env, "GITHUB_SHA": git(work, "rev-parse", "HEAD").strip(),
