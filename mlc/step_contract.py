@@ -209,11 +209,11 @@ FILES: tuple[File, ...] = (
          f"`{EXPLAIN_REPORT}`)"),
     File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
     File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
-    File(f"{SUMMARY_DIR}/<step>.json", "validate-data, evaluate, register, promote, "
-         "drift-check (w)",
-         "`{\"step\": ..., \"facts\": [...]}`: the gate values against their thresholds, the "
-         "rows read and used, the registered version, the drifted features; what `mlc run` "
-         "shows under the step (mlc/runtime/step_summary.py)"),
+    File(f"{SUMMARY_DIR}/<step>.json", "validate-data, search-start or train, evaluate, "
+         "register, promote, drift-check (w)",
+         "`{\"step\": ..., \"facts\": [...]}`: the rows read and dropped, the gate values "
+         "against their thresholds, the registered version, the drifted features; what `mlc "
+         "run` shows under the step (mlc/runtime/step_summary.py)"),
 )
 
 

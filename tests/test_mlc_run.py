@@ -100,6 +100,9 @@ def test_mlc_run_then_serve_then_drift(tmp_path):
     assert f"source transactions: {rows['transactions']['read']} rows read" in done.stdout
     assert "registered fraud-classifier version 1 as @challenger" in done.stdout
     assert "@champion -> fraud-classifier version 1" in done.stdout
+    info = json.loads((run_dir / "data" / "data.json").read_text())
+    assert f"training set: {info['label_rows']} labelled rows" in done.stdout
+    assert f"; {info['train_rows']} to train on, {info['test_rows']} to test" in done.stdout
     # the libraries' own logging stays in the step logs
     assert not [line for line in lines if not line.startswith(("  ", "mlc run", "fraud-",
                                                                "materialize", "train-",

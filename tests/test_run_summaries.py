@@ -35,6 +35,10 @@ def test_gates_rows_and_versions_read_back_as_written(tmp_path):
               "problems": ["amount: 3 rows above max 10"]},
              {"kind": "rows", "source": "users", "read": 7, "used": 7, "failing": 0,
               "problems": []},
+             {"kind": "dataset", "label_rows": 80, "dropped": 2, "without_features": 1,
+              "train_rows": 62, "test_rows": 15, "max_dropped_share": 0.05},
+             {"kind": "dataset", "label_rows": 7, "dropped": 0, "without_features": 0,
+              "train_rows": 6, "test_rows": 1, "max_dropped_share": None},
              {"kind": "registered", "model": "churn", "version": 4, "alias": "challenger"},
              {"kind": "promoted", "model": "churn", "version": 4, "alias": "champion",
               "promoted": False, "holder": 2}]
@@ -43,6 +47,9 @@ def test_gates_rows_and_versions_read_back_as_written(tmp_path):
         "failed (3 rows)",
         "  amount: 3 rows above max 10",
         "source users: 7 rows read, all checks pass",
+        "training set: 80 labelled rows, 2 dropped by the feature join, 1 without features "
+        "(at most 5% may be); 62 to train on, 15 to test",
+        "training set: 7 labelled rows; 6 to train on, 1 to test",
         "registered churn version 4 as @challenger",
         "@champion stays on version 2 (version 4 not promoted)",
     ]

@@ -78,6 +78,17 @@ def _rows(f: dict) -> list[str]:
     return [text] + [f"  {p}" for p in problems]
 
 
+def _dataset(f: dict) -> list[str]:
+    text = f"training set: {f['label_rows']} labelled rows"
+    lost = f["dropped"] + f["without_features"]
+    if lost:
+        text += f", {f['dropped']} dropped by the feature join, {f['without_features']} " \
+            "without features"
+        if f.get("max_dropped_share") is not None:
+            text += f" (at most {f['max_dropped_share']:.0%} may be)"
+    return [text + f"; {f['train_rows']} to train on, {f['test_rows']} to test"]
+
+
 def _registered(f: dict) -> list[str]:
     return [f"registered {f['model']} version {f['version']} as @{f['alias']}"]
 
@@ -101,5 +112,5 @@ def _drift(f: dict) -> list[str]:
     return out
 
 
-_PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows,
+_PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
             "registered": _registered, "promoted": _promoted, "drift": _drift}

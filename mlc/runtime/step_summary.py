@@ -10,6 +10,8 @@ a file rather than from the log keeps the display independent of what libraries 
     comparison  metric, candidate, champion, max_regression, passed (against the champion)
     rows        source, read, used (in the training window), failing (rows failing a check),
                 problems (what each failed check says)
+    dataset     label_rows, dropped (lost by the feature join), without_features, train_rows,
+                test_rows, max_dropped_share (`training.maxDroppedRows`, or null)
     registered  model, version, alias
     promoted    model, version, alias, promoted, holder (the version that holds the alias)
     drift       check, drifted, columns, share, threshold, report (the HTML report's path),

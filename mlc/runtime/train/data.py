@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlc.compiler import ir
-from mlc.runtime import feast_connection, sources
+from mlc.runtime import feast_connection, sources, step_summary
 from mlc.runtime.step import EXIT_BAD_DATA, StepContext, StepFailed
 
 DATA_DIR = "data"
@@ -217,12 +217,17 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
     dropped = count_rows_without_features(model, frame, len(entities))
     print(describe_dropped(dropped))
     limit = model.training.max_dropped_rows
+    split = model.test_split if test_split is None else test_split
+    n_test = int(round(len(frame) * split))
+    step_summary.write(ctx, [{"kind": "dataset", "label_rows": dropped["label_rows"],
+                              "dropped": dropped["dropped_rows"],
+                              "without_features": dropped["rows_without_features"],
+                              "train_rows": len(frame) - n_test, "test_rows": n_test,
+                              "max_dropped_share": limit}])
     if limit is not None and dropped["dropped_share"] > limit:
         raise StepFailed(f"{describe_dropped(dropped)}: above `training.maxDroppedRows` "
                          f"({limit:g}); nothing was trained", EXIT_BAD_DATA)
     # the newest rows are the test set: a model is judged on data later than it learned from
-    split = model.test_split if test_split is None else test_split
-    n_test = int(round(len(frame) * split))
     frame[SPLIT_COLUMN] = np.where(np.arange(len(frame)) >= len(frame) - n_test, "test", "train")
     info.update({
         "snapshot": snapshot_hash(frame), "rows": len(frame),
