@@ -618,7 +618,7 @@ CASES = [
     Case("extends-git-not-vendored", "MLC590", "ml.yaml:47:10",
          {"ml.yaml": BASE + "extends: {git: \"https://git.example.com/platform.git\", "
           "rev: 3f9c1e0b2a4d5c6e7f8091a2b3c4d5e6f7a8b9c0, path: platform.yaml}\n"}),
-    Case("extends-git-unknown-key", "MLC592", "ml.yaml:47:10",
+    Case("extends-git-unknown-key", "MLC592", "ml.yaml:47:103",
          {"ml.yaml": BASE + "extends: {git: \"https://git.example.com/platform.git\", "
           "rev: 3f9c1e0b2a4d5c6e7f8091a2b3c4d5e6f7a8b9c0, file: platform.yaml}\n"}),
     Case("extends-in-overlay", "MLC523", "environments/prod.yaml:1:10",

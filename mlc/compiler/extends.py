@@ -113,15 +113,20 @@ def _vendored(root: Path, doc: Document, diags: Diagnostics) -> Path | None:
     """The vendored copy of `extends: {git, rev, path}`; None after a located error."""
     ref, code, what = vendor.parse(doc.data["extends"])
     if ref is None:
-        place = ("extends", "rev") if code == vendor.MOVING_REF else ("extends",)
+        value = doc.data["extends"]
+        unknown = sorted(k for k in value if k not in vendor.KEYS)
+        place = ("extends", "rev") if code == vendor.MOVING_REF else (
+            ("extends", unknown[0]) if unknown else ("extends",))
         help = (f"pin the commit the ref names now: `git ls-remote {doc.data['extends'].get('git')}"
                 " <ref>` prints it (40 hex digits); a branch or tag moves, and the project "
                 "would compile differently from one day to the next"
                 if code == vendor.MOVING_REF else
+                (unknown and did_you_mean(unknown[0], vendor.KEYS)) or
                 "write `extends: {git: https://git.example.com/platform.git, rev: <40-hex "
                 "commit>, path: platform.yaml}`")
-        diags.error(code, f"`extends` from git: {what}", span=doc.span_for(place), path=place,
-                    help=help)
+        diags.error(code, f"`extends` from git: {what}", span=doc.key_spans.get(place)
+                    if unknown and code != vendor.MOVING_REF else doc.span_for(place),
+                    path=place, help=help)
         return None
     problem = vendor.check_vendored(ref, root)
     if problem is not None:
