@@ -106,9 +106,16 @@ class Diagnostics:
     """An ordered collection of diagnostics; passes append, the CLI renders."""
 
     items: list[Diagnostic] = field(default_factory=list)
+    # the same finding reached by two passes is reported once; a set keeps that check constant
+    # time, where a scan of the list made thousands of warnings quadratic
+    _seen: set[Diagnostic] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._seen.update(self.items)
 
     def add(self, diagnostic: Diagnostic) -> None:
-        if diagnostic not in self.items:
+        if diagnostic not in self._seen:
+            self._seen.add(diagnostic)
             self.items.append(diagnostic)
 
     def error(self, code: str, message: str, *, span: Span | None = None, path: FieldPath = (),
