@@ -570,6 +570,9 @@ CASES = [
                            "passwordSecret: kafka-pasword}, tls: {}}")}),
     Case("kafka-tls-cert-without-key", "MLC102", "ml.yaml:20:109",
          {"ml.yaml": kafka("auth: {tls: {certSecret: kafka-password}}")}),
+    Case("kafka-bootstrap-server-without-port", "MLC573", "ml.yaml:20:43",
+         {"ml.yaml": kafka("ingest: {}").replace('"kafka.data.svc:9092"',
+                                                 '"kafka.data.svc:9092, broker-2"')}),
     Case("kafka-ingest-unknown-hardware", "MLC201", "ml.yaml:20:121",
          {"ml.yaml": kafka("ingest: {hardware: gpu-big}")}),
     # --- environments ---------------------------------------------------------------------

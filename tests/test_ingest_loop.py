@@ -197,3 +197,18 @@ def test_sasl_without_tls_is_allowed_in_development_only(tmp_path):
     production = text.replace("  development: true\n", "  development: false\n")
     project, diags = _resolve(tmp_path / "prod", production)
     assert project is None and "MLC570" in [d.code for d in diags.errors]
+
+
+def test_the_ingestion_is_priced_as_always_on_replicas(tmp_path):
+    from mlc.compiler.cost.estimate import HOURS_PER_MONTH, estimate
+    from mlc.schema.types import quantity_value
+
+    project, _ = _resolve(tmp_path, ML_YAML.replace("batchSize: 3,", "batchSize: 3, replicas: 2,"))
+    assert project is not None
+    ir = project.model_dump(mode="json")
+    (line,) = [x for x in estimate(ir).lines if x.category == "ingestion"]
+    requests, prices = ir["hardware"]["default"]["requests"], ir["platform"]["cost"]
+    hourly = (quantity_value(requests["cpu"]) * prices["cpu_core_hour"]
+              + quantity_value(requests["memory"]) / 2 ** 30 * prices["memory_gib_hour"])
+    assert line.subject == "sources.clicks" and hourly > 0
+    assert line.low == line.high == pytest.approx(2 * HOURS_PER_MONTH * hourly)

@@ -8,6 +8,8 @@ What it cannot do is refused here, located: a password that would cross the netw
 
 from __future__ import annotations
 
+import re
+
 from pydantic.alias_generators import to_camel
 
 from ...schema.types import duration_seconds
@@ -19,6 +21,12 @@ from .platform import secret_ref
 CLEARTEXT_PASSWORD = "MLC570"
 UNDECODABLE_MESSAGES = "MLC571"
 NOTHING_INGESTED = "MLC572"
+BAD_BOOTSTRAP_SERVER = "MLC573"
+
+# `host:port`: a DNS name or an IPv4 address, or an IPv6 address in brackets, and a port.
+_BOOTSTRAP_SERVER = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})")
 
 # What the consumer decodes (mlc/runtime/ingest/messages.py).
 INGEST_FORMATS = frozenset({"json"})
@@ -46,11 +54,12 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
                       f"{s.format} messages, and feature view `{fed[0]}` is fed by it",
                       (*path, "format"), help="publish the topic as JSON (`format: json`)")
             continue
+        servers = _check_bootstrap_servers(ctx, s.bootstrap_servers, (*path, "bootstrapServers"))
         kafka = _connection(ctx, s, secrets, path)
         ingest = s.ingest
         ctx.check_ref(ingest.hardware, hardware, "hardware profile", (*path, "ingest",
                       "hardware"), "hardware")
-        if kafka is None:
+        if kafka is None or not servers:
             continue
         out[name] = ir.Ingestion(
             source=name, k8s_name=dns_label(name, "ingest"), views=fed, kafka=kafka,
@@ -59,6 +68,18 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
             image=images["serve"], batch_size=ingest.batch_size, max_lag=ingest.max_lag,
             lag_for_seconds=int(duration_seconds(ingest.lag_for)), origin=ctx.origin(path))
     return out
+
+
+def _check_bootstrap_servers(ctx: Context, text: str, path) -> bool:
+    """The consumer and the NetworkPolicy read every entry as `host:port`."""
+    for entry in text.split(","):
+        match = _BOOTSTRAP_SERVER.fullmatch(entry.strip())
+        if match is None or not 0 < int(match.group(1)) < 65536:
+            ctx.error(BAD_BOOTSTRAP_SERVER, f"bootstrap server `{entry.strip()}` is not "
+                      "`host:port`", path, help="list the brokers as `host:port[,host:port]`, "
+                      "e.g. `kafka-bootstrap.kafka.svc:9092`")
+            return False
+    return True
 
 
 def _connection(ctx: Context, s, secrets: dict[str, ir.SecretRef],

@@ -33,7 +33,6 @@ CONTAINER = "ingest"
 FEAST_VOLUME = "feast"
 TLS_VOLUME = "kafka-tls"
 SCRATCH_VOLUME = "scratch"
-DEFAULT_KAFKA_PORT = 9092
 # Owner and group may read the TLS files; the pod's fsGroup is the runtime's group.
 TLS_FILE_MODE = 0o440
 # After SIGTERM the runtime finishes the batch in hand (its write retries back off for at
@@ -145,16 +144,12 @@ def service_account(project: ResolvedProject, ingestion: Ingestion) -> dict[str,
 
 
 def broker_rules(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
-    """Each bootstrap server as a peer: an in-cluster Service's namespace, else anywhere on
-    its port. The brokers it answers with sit behind the same Service's namespace or host
-    ports; others are declared in `platform.network.egress`, as for every store."""
-    out = []
-    for server in ingestion.kafka.bootstrap_servers.split(","):
-        host = server.strip()
-        if ":" not in host.rsplit("]", 1)[-1]:
-            host = f"{host}:{DEFAULT_KAFKA_PORT}"
-        out.append(d.url_rule(project, f"kafka://{host}"))
-    return d.unique(out)
+    """Each bootstrap server (`host:port`, resolve checked) as a peer: an in-cluster Service's
+    namespace, else anywhere on its port. The brokers it answers with sit in the same
+    namespace or on the same ports; others are declared in `platform.network.egress`, as for
+    every store."""
+    return d.unique([d.url_rule(project, f"kafka://{server.strip()}")
+                     for server in ingestion.kafka.bootstrap_servers.split(",")])
 
 
 def network_policy(project: ResolvedProject, ingestion: Ingestion) -> dict[str, Any]:
