@@ -78,8 +78,9 @@ def pods_of(objs: list[dict[str, Any]], ns: str) -> list[tuple[str, Pod]]:
         if kind in ("Deployment", "Rollout"):
             t = spec["template"]
             component = t["metadata"]["labels"].get("app.kubernetes.io/component")
-            out.append(("ingest" if component == "ingestion" else "server", Pod(name, ns, t["metadata"]["labels"],
-                                      _ports(t["spec"]["containers"]))))
+            role = "ingest" if component == "ingestion" else "server"
+            out.append((role, Pod(name, ns, t["metadata"]["labels"],
+                                  _ports(t["spec"]["containers"]))))
         elif kind in ("Service", "Configuration") and obj["apiVersion"].startswith("serving.kn"):
             t = spec["template"]
             out.append(("knative", Pod(name, ns, {**t["metadata"]["labels"],

@@ -17,8 +17,8 @@ from ...ir import Ingestion, ResolvedProject, SecretRef
 from ..argo.volumes import config_volume, project_json_mount
 from ..escape import container_text
 from ..feast import DATA_ROOT_ENV, ONLINE_SECRET_ENV, repo_volume, repo_volume_mounts
-from ..network import policy
 from ..network import destinations as d
+from ..network import policy
 from ..objects import labels, metadata, selector_labels
 from ..pods import (
     container_security_context,
