@@ -212,3 +212,18 @@ def test_the_ingestion_is_priced_as_always_on_replicas(tmp_path):
               + quantity_value(requests["memory"]) / 2 ** 30 * prices["memory_gib_hour"])
     assert line.subject == "sources.clicks" and hourly > 0
     assert line.low == line.high == pytest.approx(2 * HOURS_PER_MONTH * hourly)
+
+
+def test_the_command_refuses_an_unknown_source_and_a_missing_secret(tmp_path, capsys,
+                                                                    monkeypatch):
+    from mlc.runtime.ingest import command
+
+    project, _ = _resolve(tmp_path / "p", ML_YAML)
+    path = tmp_path / "project.json"
+    path.write_text(project.model_dump_json())
+    assert command.main(["--project", str(path), "--source", "events"]) == 2
+    assert "known: clicks" in capsys.readouterr().err
+    monkeypatch.delenv("MLC_KAFKA_SASL_PASSWORD", raising=False)
+    monkeypatch.setenv("MLC_KAFKA_SASL_USERNAME", "ingest")
+    assert command.main(["--project", str(path), "--source", "clicks"]) == 1
+    assert "MLC_KAFKA_SASL_PASSWORD is not set" in capsys.readouterr().err

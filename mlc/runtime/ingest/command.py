@@ -30,9 +30,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--source", required=True, help="the Kafka source, as in ml.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from mlc.runtime.step import load_project
+    from mlc.runtime.step import StepFailed, load_project
 
-    project = load_project(args.project)
+    try:
+        project = load_project(args.project)
+    except StepFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     ingestion = project.ingestions.get(args.source)
     if ingestion is None:
         print(f"error: no ingestion of source `{args.source}` in {args.project} (known: "
@@ -49,7 +53,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {step_contract.FEAST_REPO_ENV} is not set", file=sys.stderr)
         return 1
 
-    from confluent_kafka import Consumer
+    try:
+        from confluent_kafka import Consumer
+    except ModuleNotFoundError as exc:
+        print(f"error: the Kafka client is not installed here ({exc.name}): the image needs "
+              "mlc[streams]", file=sys.stderr)
+        return 1
     from prometheus_client import CollectorRegistry, start_http_server
 
     write = feast_writer(Path(repo), project.sources[args.source].timestamp_field)
