@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "pipeline"]
+Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "pipeline",
+                   "ingest"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -227,6 +228,26 @@ VERDICT_METRICS: tuple[Metric, ...] = (
     VERDICT_VALUE, VERDICT_CI_LOWER, VERDICT_CI_UPPER, VERDICT_SAMPLES, VERDICT_P_VALUE,
     VERDICT_STATE, VERDICT_WINNER, VERDICT_LAST_RUN, VERDICT_LAST_SUCCESS, VERDICT_UP)
 
+# --- Kafka ingestion runtime (scraped from every ingestion pod) ----------------------------
+# `source` is the Kafka source's name in ml.yaml. Every counter exists at 0 from start-up
+# (failed: for every reason), so that rate() sees the first failure.
+INGEST_FAILURE_REASONS = ("decode", "schema", "write", "kafka")
+INGEST_CONSUMED = Metric(
+    "mlc_ingest_messages_consumed_total", "counter", ("source",),
+    "Messages read from the topic, whatever became of them.", "ingest")
+INGEST_PUSHED = Metric(
+    "mlc_ingest_rows_pushed_total", "counter", ("source", "view"),
+    "Rows written to the feature view's online store.", "ingest")
+INGEST_FAILED = Metric(
+    "mlc_ingest_messages_failed_total", "counter", ("source", "reason"),
+    "Messages not written: `decode` (not JSON), `schema` (a key, timestamp or field missing "
+    "or of the wrong type), `write` (the online store refused the batch), `kafka` (an error "
+    "the client delivered in place of a message).", "ingest")
+INGEST_LAG = Metric(
+    "mlc_ingest_consumer_lag", "gauge", ("source", "partition"),
+    "Messages between the group's position and the end of each assigned partition.", "ingest")
+INGEST_METRICS: tuple[Metric, ...] = (INGEST_CONSUMED, INGEST_PUSHED, INGEST_FAILED, INGEST_LAG)
+
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
 # Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
 # extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
@@ -254,7 +275,7 @@ CONTRACT: tuple[Metric, ...] = (
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
-    *SHADOW_AB_METRICS, *VERDICT_METRICS,
+    *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}
 # Every series name a generated query may use.

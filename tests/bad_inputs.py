@@ -130,6 +130,16 @@ def evaluation(settings: str) -> str:
                 f"    evaluation: {{{settings}}}\nserving")
 
 
+def kafka(settings: str, view: str = "") -> str:
+    """BASE whose feature view reads a Kafka topic `clicks` (landing in `events`), with
+    `settings` (flow-mapping entries) on the source and `view` on the view."""
+    out = edit("entities:\n", "  clicks: {type: kafka, bootstrapServers: \"kafka.data.svc:9092\", "
+               f"topic: clicks, batchSource: events, {settings}}}\n"
+               "secrets:\n  kafka-password: {kubernetes: {name: kafka, key: password}}\n"
+               "entities:\n")
+    return edit("    source: events\n    fields:", f"    source: clicks\n{view}    fields:", out)
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -545,6 +555,29 @@ CASES = [
     Case("slice-gate-on-unknown-metric", "MLC230", "ml.yaml:35:74",
          {"ml.yaml": evaluation("slices: [{column: clicks, values: [0], "
                                 "gates: [{metric: auc, min: 0.7}]}]")}),
+    # --- Kafka sources and their ingestion ----------------------------------------------
+    Case("kafka-password-without-tls", "MLC570", "ml.yaml:20:109",
+         {"ml.yaml": kafka("auth: {sasl: {mechanism: SCRAM-SHA-512, username: ingest, "
+                           "passwordSecret: kafka-password}}"),
+          "environments/prod.yaml": CLUSTER.replace(
+              "  network: {egress: [{namespace: redis, ports: [6379]}]}\n",
+              "  network: {egress: [{namespace: redis, ports: [6379]}, "
+              "{namespace: kafka, ports: [9092]}]}\n")}),
+    Case("kafka-avro-ingestion", "MLC571", "ml.yaml:20:110",
+         {"ml.yaml": kafka("format: avro")}),
+    Case("kafka-password-as-literal", "MLC101", "ml.yaml:20:152",
+         {"ml.yaml": kafka("auth: {sasl: {mechanism: PLAIN, username: ingest, "
+                           "password: hunter2}, tls: {}}")}),
+    Case("kafka-password-unknown-secret", "MLC201", "ml.yaml:20:168",
+         {"ml.yaml": kafka("auth: {sasl: {mechanism: PLAIN, username: ingest, "
+                           "passwordSecret: kafka-pasword}, tls: {}}")}),
+    Case("kafka-tls-cert-without-key", "MLC102", "ml.yaml:20:109",
+         {"ml.yaml": kafka("auth: {tls: {certSecret: kafka-password}}")}),
+    Case("kafka-bootstrap-server-without-port", "MLC573", "ml.yaml:20:43",
+         {"ml.yaml": kafka("ingest: {}").replace('"kafka.data.svc:9092"',
+                                                 '"kafka.data.svc:9092, broker-2"')}),
+    Case("kafka-ingest-unknown-hardware", "MLC201", "ml.yaml:20:121",
+         {"ml.yaml": kafka("ingest: {hardware: gpu-big}")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

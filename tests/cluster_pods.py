@@ -197,6 +197,21 @@ class Cluster:
     def run_pod(self, container: dict[str, Any], volumes: Mapping[str, dict], pod: str,
                 context: Mapping[str, str], fields: Mapping[str, str] | None = None,
                 name: str | None = None) -> Task:
+        argv, process_env, workdir = self.pod_process(container, volumes, pod, context, fields)
+        try:
+            done = subprocess.run(argv, env=process_env, cwd=workdir, capture_output=True,
+                                  text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise Failed(f"{pod} ran past {self.timeout}s") from exc
+        return Task(name=name or container.get("name", pod), pod=pod, returncode=done.returncode,
+                    log=done.stdout + done.stderr)
+
+    def pod_process(self, container: dict[str, Any], volumes: Mapping[str, dict], pod: str,
+                    context: Mapping[str, str],
+                    fields: Mapping[str, str] | None = None
+                    ) -> tuple[list[str], dict[str, str], Path]:
+        """The container as a process: (argv, env, cwd), its volumes mounted under the pod's
+        folder. For a long-running container (a Deployment's), start it with Popen."""
         root = self.work / "pods" / pod
         mounts = self.mount(container.get("volumeMounts", []), volumes, root)
         env: dict[str, str] = {}
@@ -225,13 +240,20 @@ class Cluster:
         if not workdir.exists():
             workdir.parent.mkdir(parents=True, exist_ok=True)
             workdir.symlink_to(image.workdir.resolve(), target_is_directory=True)
-        try:
-            done = subprocess.run(argv, env=process_env, cwd=workdir, capture_output=True,
-                                  text=True, timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise Failed(f"{pod} ran past {self.timeout}s") from exc
-        return Task(name=name or container.get("name", pod), pod=pod, returncode=done.returncode,
-                    log=done.stdout + done.stderr)
+        return argv, process_env, workdir
+
+    def secret_files(self, target: Path, sources: list[dict[str, Any]], mode: int) -> None:
+        """Secret volume sources as files (the key's value, under the item's path)."""
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            for item in source["items"]:
+                key = (source["name"], item["key"])
+                if key not in self.secrets:
+                    raise Failed(f"secret {key[0]}/{key[1]} does not exist (the pod would "
+                                 "not start)")
+                path = target / item["path"]
+                path.write_text(self.secrets[key], "utf-8")
+                path.chmod(mode)
 
     def mount(self, mounts: list[dict[str, Any]], volumes: Mapping[str, dict],
               root: Path) -> list[tuple[str, Path]]:
@@ -254,6 +276,15 @@ class Cluster:
                         (target / path).write_text(data[key], "utf-8")
             elif "emptyDir" in volume:
                 target.mkdir(parents=True, exist_ok=True)
+            elif "secret" in volume:
+                secret = volume["secret"]
+                self.secret_files(target, [{"name": secret["secretName"],
+                                            "items": secret["items"]}],
+                                  secret.get("defaultMode", 0o644))
+            elif "projected" in volume and all("secret" in p
+                                                for p in volume["projected"]["sources"]):
+                self.secret_files(target, [p["secret"] for p in volume["projected"]["sources"]],
+                                  volume["projected"].get("defaultMode", 0o644))
             elif "persistentVolumeClaim" in volume:
                 if not target.exists():
                     target.symlink_to(self.claim(volume["persistentVolumeClaim"]["claimName"]),

@@ -367,6 +367,8 @@ def test_stream_sources(tmp_path):
     for source in ("clicks_json", "clicks_avro", "clicks_push"):
         data["features"][f"by_{source}"] = {"entities": ["user"], "source": source,
                                             "fields": [{"name": "clicks", "type": "int64"}]}
+    # the ingestion decodes JSON only (MLC571): an Avro topic feeds offline views alone
+    data["features"]["by_clicks_avro"]["online"] = False
     text = _module_text(_ok(tmp_path, data))
     check_module(text)
     tree = ast.parse(text)
@@ -480,9 +482,10 @@ def _hostile_project() -> dict:
     data["sources"]["clicks"] = {"type": "kafka", "bootstrapServers": ALL_HOSTILE,
                                  "topic": "clicks", "batchSource": "user_daily",
                                  "description": ALL_HOSTILE}
+    # offline: an online view's topic is consumed, and its brokers must be `host:port` (MLC573)
     data["features"]["by_clicks"] = {"entities": ["user"], "source": "clicks",
                                      "fields": [{"name": "clicks", "type": "int64"}],
-                                     "description": ALL_HOSTILE}
+                                     "description": ALL_HOSTILE, "online": False}
     return data
 
 

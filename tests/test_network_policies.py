@@ -77,8 +77,10 @@ def pods_of(objs: list[dict[str, Any]], ns: str) -> list[tuple[str, Pod]]:
         kind, spec, name = obj["kind"], obj.get("spec") or {}, obj["metadata"].get("name")
         if kind in ("Deployment", "Rollout"):
             t = spec["template"]
-            out.append(("server", Pod(name, ns, t["metadata"]["labels"],
-                                      _ports(t["spec"]["containers"]))))
+            component = t["metadata"]["labels"].get("app.kubernetes.io/component")
+            role = "ingest" if component == "ingestion" else "server"
+            out.append((role, Pod(name, ns, t["metadata"]["labels"],
+                                  _ports(t["spec"]["containers"]))))
         elif kind in ("Service", "Configuration") and obj["apiVersion"].startswith("serving.kn"):
             t = spec["template"]
             out.append(("knative", Pod(name, ns, {**t["metadata"]["labels"],
@@ -159,7 +161,7 @@ def test_needed_flows_are_allowed_and_others_denied(tree, objs, ir):
         if role in ("step", "sensor"):
             assert allowed(policies, pod, api_server, 443), where
         elif api_range != "0.0.0.0/0" or not (
-                external_https and role in ("worker", "server", "knative")):
+                external_https and role in ("worker", "server", "knative", "ingest")):
             # (an HTTPS store "anywhere" includes an undeclared API server's address)
             assert not allowed(policies, pod, api_server, 443), where
         if role in ("step", "worker", "server", "knative"):
@@ -191,6 +193,22 @@ def test_needed_flows_are_allowed_and_others_denied(tree, objs, ir):
                     break
                 caller = Pod("client", client["namespace"] or ns, client["pod_labels"])
                 assert allowed(policies, caller, pod, ports[endpoint]), where
+        if role == "ingest":  # a Kafka source's consumers: brokers, the store, scraped
+            source = next(i for i in ir["ingestions"].values()
+                          if i["k8s_name"] == pod.labels["app.kubernetes.io/name"])
+            for server in source["kafka"]["bootstrap_servers"].split(","):
+                host, port = server.rsplit(":", 1)
+                broker = (Pod("broker", host.split(".")[1], {"app": "kafka"})
+                          if ".svc" in host else Address("203.0.113.9"))
+                assert allowed(policies, pod, broker, int(port)), where
+            for declared in network["egress"]:
+                if declared["namespace"]:
+                    store = Pod("store", declared["namespace"], declared["pod_labels"])
+                    for port in declared["ports"]:
+                        assert allowed(policies, pod, store, port), where
+            assert allowed(policies, prometheus, pod, pod.ports["metrics"]), where
+            assert not allowed(policies, pod, Pod("mlflow", "mlflow", {"app": "mlflow"}),
+                               5000), where  # it reads no model
         if role == "knative":
             activator = Pod("activator", network["knative_namespace"], {"app": "activator"})
             gateway = Pod("gateway", network["gateway_namespace"], {"istio": "gateway"})

@@ -166,6 +166,41 @@ class FeatureService(IR):
     synthesized: bool  # made from a model's `inputs.features` list
 
 
+class KafkaConnection(IR):
+    """How a consumer reaches a topic: librdkafka's settings, secrets by reference."""
+
+    bootstrap_servers: str
+    topic: str
+    format: Literal["json"]
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None
+    sasl_username: str | None  # a plain user name, or...
+    sasl_username_secret: SecretRef | None  # ...one read from a secret
+    sasl_password_secret: SecretRef | None
+    tls_ca: SecretRef | None  # None with TLS on: the image's CA bundle
+    tls_cert: SecretRef | None
+    tls_key: SecretRef | None
+
+
+class Ingestion(IR):
+    """A Kafka source's consumer Deployment: each message written to its views' online store
+    (mlc/runtime/ingest/)."""
+
+    source: str
+    k8s_name: str
+    views: list[str]  # the online feature views the source feeds, sorted
+    kafka: KafkaConnection
+    consumer_group: str
+    start_from: Literal["earliest", "latest"]
+    replicas: int
+    hardware: str
+    image: Image
+    batch_size: int
+    max_lag: int
+    lag_for_seconds: int
+    origin: Origin
+
+
 class Retries(IR):
     limit: int
     backoff_seconds: int
@@ -653,3 +688,4 @@ class ResolvedProject(IR):
     pipelines: dict[str, Pipeline]
     accepted_risks: list[AcceptedRisk] = Field(default_factory=list)
     policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file
+    ingestions: dict[str, Ingestion] = Field(default_factory=dict)  # by Kafka source

@@ -13,13 +13,14 @@ commands:
   gate   --gates gates.json --new REV --stable REV --duration S         measure rollout gates
   route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
   verdict --project project.json --endpoint E [-p window_seconds=N]   an A/B endpoint's verdict
+  ingest --project project.json --source S     write a Kafka topic to its views' online store
 """
 
 
 # command -> (module, whether it needs the serving runtime's extra libraries)
 COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
-            "verdict": (".verdict.command", False)}
+            "verdict": (".verdict.command", False), "ingest": (".ingest.command", True)}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from .streams import KafkaAuth, KafkaIngest
 from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
@@ -164,6 +165,10 @@ class KafkaSource(_Source):
     batch_source: Name = Field(description="Batch source holding the same data, for training.")
     watermark_delay: Seconds = "5m"
     """How late an event may arrive and still be counted."""
+    auth: KafkaAuth = Field(default_factory=KafkaAuth)
+    """How the consumers authenticate: SASL and/or TLS, secrets by reference."""
+    ingest: KafkaIngest = Field(default_factory=KafkaIngest)
+    """The Deployment that writes the topic's messages to the online store."""
 
 
 class PushSource(_Source):

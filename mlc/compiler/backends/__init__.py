@@ -6,7 +6,7 @@ files, the environment or the clock. `PACKAGERS` run last, over everything the b
 
 from __future__ import annotations
 
-from . import argo, argocd, core, feast, kustomize, monitoring, network, secrets, serving
+from . import argo, argocd, core, feast, kustomize, monitoring, network, secrets, serving, streams
 
 BACKENDS = (
     core.emit,
@@ -15,6 +15,7 @@ BACKENDS = (
     monitoring.emit,
     argo.emit,
     serving.emit,
+    streams.emit,
     network.emit,
     argocd.emit,
 )

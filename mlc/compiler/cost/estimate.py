@@ -3,7 +3,8 @@
 Serving: each endpoint's replica (CPU, memory and GPU requests, spot discounted) x 730 hours,
 at the low and the high end of its autoscaling range. Scheduled pipelines: runs per month
 from the cron x the hours of each step (a training step runs `training.expectedDuration`,
-any other step `platform.cost.jobDuration`) x its nodes. Requests, not limits: requests are
+any other step `platform.cost.jobDuration`) x its nodes. Kafka ingestion: its replicas x 730
+hours. Requests, not limits: requests are
 what a node is reserved for, and what OpenCost allocates by.
 """
 
@@ -27,8 +28,8 @@ CATEGORIES = {"training": "training", "drift": "drift checks",
 
 @dataclass(frozen=True)
 class Line:
-    category: str  # serving, training, drift checks, batch scoring, materialization
-    subject: str  # serving.<endpoint> or pipelines.<pipeline>
+    category: str  # serving, training, ..., materialization, ingestion
+    subject: str  # serving.<endpoint>, pipelines.<pipeline> or sources.<kafka source>
     low: float  # USD per month
     high: float
 
@@ -89,6 +90,10 @@ def estimate(ir: IR, prices: Mapping[str, Any] | None = None) -> Estimate:
                 * hours
         monthly = per_run * frequency(str(schedule)).runs_per_year / 12
         out.lines.append(Line(CATEGORIES[p["kind"]], f"pipelines.{name}", monthly, monthly))
+    for name, i in sorted(_d(ir, "ingestions").items()):  # always on, at fixed replicas
+        monthly = (hourly.get(str(i.get("hardware")), 0.0) * int(i.get("replicas") or 1)
+                   * HOURS_PER_MONTH)
+        out.lines.append(Line("ingestion", f"sources.{name}", monthly, monthly))
     out.unpriced = sorted(set(out.unpriced))
     return out
 

@@ -31,6 +31,7 @@ from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .readers import check_step_sources
 from .serving import resolve_endpoints
+from .streams import resolve_ingestions
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -54,6 +55,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     views = resolve_feature_views(ctx, sources, entities)
     check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
+    ingestions = resolve_ingestions(ctx, views, secrets, hardware, images)
     models, synthesized = resolve_models(ctx, views, services, sources, hardware, images,
                                          secrets)
     services = dict(sorted({**services, **synthesized}.items()))
@@ -89,7 +91,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         hardware=hardware, secrets=secrets, sources=sources, entities=entities,
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
         drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
-        accepted_risks=accepted)
+        accepted_risks=accepted, ingestions=ingestions)
 
 
 def _check_name_clashes(ctx: Context) -> None:

@@ -19,7 +19,8 @@ from .context import (
 
 # Source settings copied into the IR's `options`, per type (the rest of the fields are common).
 _COMMON = {"type", "timestamp_field", "created_timestamp_field", "columns", "checks",
-           "description", "owner", "tags", "batch_source"}
+           "description", "owner", "tags", "batch_source",
+           "auth", "ingest"}  # a Kafka source's connection and consumers: resolve/streams.py
 
 
 def resolve_sources(ctx: Context) -> dict[str, ir.Source]:

@@ -12,7 +12,8 @@ Output, per environment:
 
 Subjects are `endpoint-<name>`, `drift-<name>`, `model-<name>` and `feature-view-<name>`
 (rules.py), `scoring-<name>` for batch endpoints (scoring.py) and `verdict-<name>` for A/B
-endpoints with a verdict (verdict_rules.py). Every query reads only the
+endpoints with a verdict (verdict_rules.py) and `ingestion-<source>-ingest` for Kafka
+ingestions (ingest_rules.py). Every query reads only the
 metrics of `mlc.metrics` (a test checks each one), built through `promql.py`.
 
 Assumptions the cluster must meet, documented here because no object can enforce them:
@@ -30,6 +31,7 @@ from ...output import OutputFile
 from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
 from .alertmanager import alertmanager_config
+from .ingest_rules import ingest_rule_sets
 from .rules import RuleSet, rule_sets
 from .scoring import scoring_rule_sets
 from .verdict_rules import verdict_rule_sets
@@ -39,7 +41,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     src = project.source
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
-                     *verdict_rule_sets(project)]:
+                     *verdict_rule_sets(project), *ingest_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",
