@@ -28,6 +28,7 @@ HOME = "/tmp"  # the root filesystem is read-only: caches under $HOME land on a 
 DATASET_FILE = "data/dataset.parquet"
 DATA_INFO_FILE = "data/data.json"
 VALIDATION_FILE = "validation.json"
+VALIDATION_DIR = "validation"  # Great Expectations' result and page per source
 MODEL_DIR = "model"
 CUSTOM_METRICS_FILE = "custom-metrics.json"
 MLFLOW_RUN_FILE = "mlflow-run.json"
@@ -192,6 +193,9 @@ FILES: tuple[File, ...] = (
     File(CHECKPOINT_MOUNT, TRAIN, "the checkpoint volume, when ml.yaml names one"),
     File("/dev/shm", TRAIN, "shared memory for data loaders and NCCL"),
     File(VALIDATION_FILE, "validate-data (w)", "the data checks' report"),
+    File(f"{VALIDATION_DIR}/<source>.json, .html", "validate-data (w), train (r)",
+         "Great Expectations' validation result and its rendered page, per source (the "
+         "train step logs them to its MLflow run under `mlc/validation`)"),
     File(DATASET_FILE, "search-start or train (w), search, evaluate (r)",
          "the point-in-time training set; its sha256 is the data snapshot"),
     File(DATA_INFO_FILE, "train (w), evaluate (r)", "rows, split, window of that set"),

@@ -10,7 +10,7 @@ and `mlc run` hands to each step, is `ResolvedProject.model_dump_json()`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +90,14 @@ class Column(IR):
     allowed: list[str | int] | None
 
 
+class Expectation(IR):
+    """One Great Expectations expectation, in the form GX's suite JSON holds it."""
+
+    type: str  # e.g. expect_column_values_to_be_between
+    kwargs: dict[str, Any]
+    meta: dict[str, str]  # the ml.yaml check it stands for: {"check": "max", "column": "amount"}
+
+
 class Source(IR):
     name: str
     type: str  # file, bigquery, snowflake, redshift, postgres, spark, kafka, push
@@ -105,6 +113,8 @@ class Source(IR):
     options: dict[str, str | None]
     batch_source: str | None  # stream sources: the batch source with the same data
     origin: Origin
+    # The data checks above as a GX suite (resolve/data_checks.py), run by the validate step.
+    expectations: list[Expectation] = Field(default_factory=list)
 
 
 class Entity(IR):

@@ -16,6 +16,7 @@ from .context import (
     WRONG_KIND,
     Context,
 )
+from .data_checks import expectation_suite
 
 # Source settings copied into the IR's `options`, per type (the rest of the fields are common).
 _COMMON = {"type", "timestamp_field", "created_timestamp_field", "columns", "checks",
@@ -47,6 +48,9 @@ def resolve_sources(ctx: Context) -> dict[str, ir.Source]:
                                    if s.checks.max_staleness else None),
             description=s.description, owner=s.owner, tags=dict(sorted(s.tags.items())),
             options=options, batch_source=batch, origin=ctx.origin(path))
+        if s.type not in STREAM_SOURCE_TYPES:  # a stream is checked through its batch source
+            out[name] = out[name].model_copy(
+                update={"expectations": expectation_suite(out[name])})
         _check_columns_unique(ctx, s.columns, path)
     return out
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mlc import step_contract as sc
 from mlc.step_contract import MLFLOW_RUN_FILE
 
 TAG_PROJECT = "mlc.project"
@@ -239,6 +240,9 @@ class TrackedRun:
         for name in ("data/data.json", "validation.json"):
             if (self.ctx.run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(self.ctx.run_dir / name), "mlc")
+        gx_reports = self.ctx.run_dir / sc.VALIDATION_DIR
+        if gx_reports.is_dir():
+            self.client.log_artifacts(self.run_id, str(gx_reports), "mlc/validation")
         self.client.set_terminated(self.run_id, status=status)
 
 
