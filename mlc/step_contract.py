@@ -108,6 +108,7 @@ METRICS_FILE_ENV = "MLC_METRICS_FILE"
 RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
 EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
 SEARCH_TRIAL_ENV = "MLC_SEARCH_TRIAL"
+LINEAGE_API_KEY_ENV = "MLC_LINEAGE_API_KEY"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
@@ -141,6 +142,8 @@ VARIABLES: tuple[Variable, ...] = (
              "`mlc run`, where the step runs every trial in turn"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
+    Variable(LINEAGE_API_KEY_ENV, "pod", "every step, with `platform.lineage.apiKeySecret`",
+             "secret (by reference): the lineage server's token"),
     Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",
              "secret (by reference): the online store's connection"),
     Variable("MLC_OFFLINE_STORE_CONNECTION", "pod", "steps that read features",

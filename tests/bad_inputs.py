@@ -613,6 +613,17 @@ CASES = [
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD,
           "environments/prod.yaml": "extends: platform/other.yaml\n"}),
+    # platform.lineage: each transport's own settings, secrets by reference
+    Case("lineage-http-without-url", "MLC103", "ml.yaml:7:3",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  lineage: {transport: http}\n")}),
+    Case("lineage-unknown-transport", "MLC109", "ml.yaml:7:24",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  lineage: {transport: kafak}\n")}),
+    Case("lineage-unknown-secret", "MLC201", "ml.yaml:10:19",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  lineage:\n"
+                          "    transport: http\n    url: http://marquez:5000\n"
+                          "    apiKeySecret: marquez-token\n")}),
     Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),

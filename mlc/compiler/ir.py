@@ -564,6 +564,19 @@ class CostSettings(IR):
     cost_center: str | None
 
 
+class Lineage(IR):
+    """Where the steps send OpenLineage run events (docs/lineage.md)."""
+
+    transport: Literal["http", "file", "kafka"]
+    namespace: str  # the OpenLineage namespace of mlc's jobs
+    url: str | None = None  # http
+    endpoint: str | None = None  # http
+    api_key: SecretRef | None = None  # http: the bearer token, by reference
+    path: str | None = None  # file
+    bootstrap_servers: str | None = None  # kafka
+    topic: str | None = None  # kafka
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -611,6 +624,7 @@ class Platform(IR):
     gateway: Gateway | None = None  # the Gateway API gateway of this environment, if any
 
     network: Network | None = None  # set by resolve
+    lineage: Lineage | None = None  # OpenLineage events; None: the steps send none
 
 
 class AcceptedRisk(IR):

@@ -173,9 +173,25 @@ def entry_point(kind: str):
 
 
 def run_step(ctx: StepContext) -> None:
-    """Run one step in this process; raises StepFailed with a readable report."""
+    """Run one step in this process; raises StepFailed with a readable report. With
+    `platform.lineage`, the step's OpenLineage events frame it (mlc/runtime/lineage.py)."""
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    entry_point(ctx.step.kind)(ctx)
+    if ctx.project.platform.lineage is None:
+        entry_point(ctx.step.kind)(ctx)
+        return
+    from mlc.runtime.lineage import StepLineage
+
+    lineage = StepLineage(ctx)
+    lineage.start()
+    try:
+        entry_point(ctx.step.kind)(ctx)
+    except StepFailed as exc:
+        lineage.fail(exc.message)
+        raise
+    except BaseException as exc:
+        lineage.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    lineage.complete()
 
 
 def main(argv: list[str]) -> int:
