@@ -624,6 +624,23 @@ CASES = [
          {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  lineage:\n"
                           "    transport: http\n    url: http://marquez:5000\n"
                           "    apiKeySecret: marquez-token\n")}),
+    # sources.<name>.version: what each kind of version needs of the source
+    Case("version-object-not-in-s3", "MLC550", "ml.yaml:15:30",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    version: {objectVersion: 3HL4kqtJlcpX}\n")}),
+    Case("version-dvc-path-not-in-repo", "MLC551", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n",
+                          "    path: s3://acme/events.parquet\n"
+                          "    version: {dvc: {repo: \"https://git.acme.internal/data.git\", "
+                          "rev: v1}}\n")}),
+    Case("version-dvc-local-repo", "MLC552", "environments/prod.yaml:10:56",
+         {"environments/prod.yaml": CLUSTER.replace(
+             '  events: {path: "s3://acme/events.parquet"}\n',
+             '  events: {path: events.parquet, version: {dvc: {repo: ../data, rev: v1}}}\n'
+         )}, env="prod"),
+    Case("version-two-kinds", "MLC114", "ml.yaml:15:5",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    version: {objectVersion: abc, dvc: {repo: ../d, rev: v1}}\n")}),
     Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),

@@ -98,6 +98,25 @@ class Expectation(IR):
     meta: dict[str, str]  # the ml.yaml check it stands for: {"check": "max", "column": "amount"}
 
 
+class DataVersion(IR):
+    """The pinned version of a file source's data (resolve/data_versions.py)."""
+
+    kind: Literal["dvc", "lakefs", "object"]
+    pinned: str  # what ml.yaml pins: the DVC rev, the lakeFS ref, the object version id
+    repo: str | None = None  # dvc: the Git repository (a URL, or a path relative to ml.yaml)
+    remote: str | None = None  # dvc
+    endpoint: str | None = None  # lakefs: its S3 gateway and API
+    repository: str | None = None  # lakefs
+
+    def label(self) -> str:
+        """One line for plans and tags: `dvc <repo>@<rev>`, `lakefs <repo>@<ref>`, ..."""
+        if self.kind == "dvc":
+            return f"dvc {self.repo}@{self.pinned}"
+        if self.kind == "lakefs":
+            return f"lakefs {self.repository}@{self.pinned}"
+        return f"object version {self.pinned}"
+
+
 class Source(IR):
     name: str
     type: str  # file, bigquery, snowflake, redshift, postgres, spark, kafka, push
@@ -115,6 +134,7 @@ class Source(IR):
     origin: Origin
     # The data checks above as a GX suite (resolve/data_checks.py), run by the validate step.
     expectations: list[Expectation] = Field(default_factory=list)
+    version: DataVersion | None = None  # file sources: the data pinned to a version
 
 
 class Entity(IR):

@@ -101,6 +101,13 @@ def input_datasets(ctx) -> list:
         if source.description:
             facets["documentation"] = documentation_dataset.DocumentationDatasetFacet(
                 description=source.description, producer=PRODUCER)
+        if source.version is not None:  # the commit or version id the step reads
+            from openlineage.client.facet_v2 import dataset_version_dataset
+
+            from mlc.runtime.sources import versions
+
+            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=versions.resolve(ctx, source)["resolved"], producer=PRODUCER)
         out.append(InputDataset(namespace=namespace, name=dataset, facets=facets))
     if ctx.step.kind in _READS_MODEL:
         out.append(_model_dataset(ctx, model, InputDataset))

@@ -179,9 +179,8 @@ def run_step(ctx: StepContext) -> None:
     if ctx.project.platform.lineage is None:
         entry_point(ctx.step.kind)(ctx)
         return
-    from mlc.runtime.lineage import StepLineage
-
-    lineage = StepLineage(ctx)
+    # by name, like the entry points: the lineage module reads sources, which import this one
+    lineage = importlib.import_module("mlc.runtime.lineage").StepLineage(ctx)
     lineage.start()
     try:
         entry_point(ctx.step.kind)(ctx)

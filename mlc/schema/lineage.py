@@ -12,6 +12,7 @@ from .types import Name, Spec
 class _Lineage(Spec):
     namespace: str | None = Field(
         None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$",
+        examples=["mlc.fraud-detection"],
         description="The OpenLineage namespace of mlc's jobs; defaults to `mlc.<project>`.")
 
 
@@ -21,7 +22,8 @@ class HttpLineage(_Lineage):
     url: str = Field(pattern=r"^https?://[^\s{}$]+$",
                      examples=["http://marquez.lineage.svc:5000"])
     """The server's base URL."""
-    endpoint: str = Field("api/v1/lineage", pattern=r"^[A-Za-z0-9._/-]+$")
+    endpoint: str = Field("api/v1/lineage", pattern=r"^[A-Za-z0-9._/-]+$",
+                          examples=["api/v1/lineage", "api/v1/openlineage/lineage"])
     """The path events are posted to (Marquez: `api/v1/lineage`; OpenMetadata:
     `api/v1/openlineage/lineage`)."""
     api_key_secret: Name | None = None
@@ -38,7 +40,8 @@ class FileLineage(_Lineage):
 class KafkaLineage(_Lineage):
     transport: Literal["kafka"]
     """A Kafka topic (needs `confluent-kafka` in the image)."""
-    bootstrap_servers: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.:,_-]+$")
+    bootstrap_servers: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.:,_-]+$",
+                                   examples=["kafka.kafka.svc:9092"])
     """Kafka brokers, `host:port[,host:port...]`."""
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]+$", examples=["openlineage.events"])
     """Topic the events are written to."""

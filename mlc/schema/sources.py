@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from .data_versions import DataVersion
 from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
@@ -66,6 +67,8 @@ class FileSource(_Source):
     format: Literal["parquet", "csv"] = "parquet"
     """File format."""
     endpoint_override: str | None = Field(None, description="S3-compatible endpoint URL.")
+    version: DataVersion | None = None
+    """Pin the data to a version (DVC, lakeFS, an object version id); docs/data-versions.md."""
 
 
 class BigQuerySource(_Source):

@@ -17,10 +17,11 @@ from .context import (
     Context,
 )
 from .data_checks import expectation_suite
+from .data_versions import data_version
 
 # Source settings copied into the IR's `options`, per type (the rest of the fields are common).
 _COMMON = {"type", "timestamp_field", "created_timestamp_field", "columns", "checks",
-           "description", "owner", "tags", "batch_source"}
+           "description", "owner", "tags", "batch_source", "version"}
 
 
 def resolve_sources(ctx: Context) -> dict[str, ir.Source]:
@@ -50,7 +51,8 @@ def resolve_sources(ctx: Context) -> dict[str, ir.Source]:
             options=options, batch_source=batch, origin=ctx.origin(path))
         if s.type not in STREAM_SOURCE_TYPES:  # a stream is checked through its batch source
             out[name] = out[name].model_copy(
-                update={"expectations": expectation_suite(out[name])})
+                update={"expectations": expectation_suite(out[name]),
+                        "version": data_version(ctx, name, s)})
         _check_columns_unique(ctx, s.columns, path)
     return out
 
