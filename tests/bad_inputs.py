@@ -641,6 +641,15 @@ CASES = [
     Case("version-two-kinds", "MLC114", "ml.yaml:15:5",
          {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
                           "    version: {objectVersion: abc, dvc: {repo: ../d, rev: v1}}\n")}),
+    # sources.<name>.producedBy: the upstream job, and waiting on it
+    Case("produced-by-wait-without-freshness", "MLC553", "ml.yaml:17:7",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    producedBy:\n      airflow: {dag: events_daily, task: load}\n"
+                          "      wait: {timeout: 2h}\n")}),
+    Case("produced-by-two-tools", "MLC114", "ml.yaml:15:5",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    producedBy: {airflow: {dag: d, task: t}, "
+                          "dbt: {project: p, model: m}}\n")}),
     Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),

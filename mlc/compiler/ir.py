@@ -117,6 +117,16 @@ class DataVersion(IR):
         return f"object version {self.pinned}"
 
 
+class Upstream(IR):
+    """The job that produces a source (resolve/upstream.py)."""
+
+    tool: Literal["dbt", "airflow"]
+    namespace: str  # the OpenLineage namespace of the producer's own events
+    job: str  # its job name there: `<project>.<model>` (dbt), `<dag>.<task>` (Airflow)
+    wait_timeout_seconds: int | None = None  # None: the pipeline does not wait for it
+    wait_interval_seconds: int | None = None
+
+
 class Source(IR):
     name: str
     type: str  # file, bigquery, snowflake, redshift, postgres, spark, kafka, push
@@ -135,6 +145,7 @@ class Source(IR):
     # The data checks above as a GX suite (resolve/data_checks.py), run by the validate step.
     expectations: list[Expectation] = Field(default_factory=list)
     version: DataVersion | None = None  # file sources: the data pinned to a version
+    produced_by: Upstream | None = None  # the dbt model or Airflow task that writes it
 
 
 class Entity(IR):
@@ -510,7 +521,7 @@ class Step(IR):
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
                   "train", "evaluate", "explain", "register", "promote", "drift_check",
-                  "batch_score", "ab_verdict"]
+                  "batch_score", "ab_verdict", "wait_upstream"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point

@@ -26,8 +26,8 @@ PRODUCER = f"urn:mlc:runtime:{__version__}"
 # Stable ids: the same run and step always map to the same OpenLineage run id.
 _IDS = uuid.UUID("6f1b3a52-6c53-4b5e-9a57-1d8f7f0c2a11")
 # What a step reads and writes, by kind: the model's sources, and the registered model.
-_READS_SOURCES = ("validate_data", "materialize", "search_start", "search", "train",
-                  "batch_score", "drift_check")
+_READS_SOURCES = ("wait_upstream", "validate_data", "materialize", "search_start", "search",
+                  "train", "batch_score", "drift_check")
 _READS_MODEL = ("evaluate", "explain", "register", "promote", "batch_score")
 _WRITES_MODEL = ("train", "register", "promote")
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ def input_datasets(ctx) -> list:
         if source.description:
             facets["documentation"] = documentation_dataset.DocumentationDatasetFacet(
                 description=source.description, producer=PRODUCER)
+        if source.produced_by is not None:
+            facets["producedBy"] = _produced_by_facet(source.produced_by)
         if source.version is not None:  # the commit or version id the step reads
             from openlineage.client.facet_v2 import dataset_version_dataset
 
@@ -112,6 +114,29 @@ def input_datasets(ctx) -> list:
     if ctx.step.kind in _READS_MODEL:
         out.append(_model_dataset(ctx, model, InputDataset))
     return out
+
+
+PRODUCED_BY_SCHEMA = "urn:mlc:facets:ProducedByDatasetFacet:1"
+
+
+def _produced_by_facet(upstream: ir.Upstream):
+    """A custom dataset facet: the job that writes the dataset, named as that job's own
+    OpenLineage integration names it, so a lineage server joins the two graphs."""
+    import attr
+    from openlineage.client.facet_v2 import DatasetFacet
+
+    @attr.define
+    class ProducedByDatasetFacet(DatasetFacet):
+        tool: str
+        jobNamespace: str  # noqa: N815 (OpenLineage's camelCase)
+        jobName: str  # noqa: N815
+
+        @staticmethod
+        def _get_schema() -> str:
+            return PRODUCED_BY_SCHEMA
+
+    return ProducedByDatasetFacet(tool=upstream.tool, jobNamespace=upstream.namespace,
+                                  jobName=upstream.job, producer=PRODUCER)
 
 
 def _model_dataset(ctx, model: ir.Model, kind):

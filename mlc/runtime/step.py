@@ -34,6 +34,7 @@ EXIT_INSUFFICIENT_DATA = 30  # an A/B verdict without enough labelled prediction
 
 # kind -> (module, function). A module may serve several kinds (features, registry).
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "wait_upstream": ("mlc.runtime.train.upstream", "wait"),
     "validate_data": ("mlc.runtime.train.validation", "run"),
     "feature_apply": ("mlc.runtime.features", "apply"),
     "materialize": ("mlc.runtime.features", "materialize"),

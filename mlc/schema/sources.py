@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from .data_versions import DataVersion
 from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
+from .upstream import ProducedBy
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
 
@@ -52,6 +53,8 @@ class _Source(Spec):
     """Who to ask about the data."""
     tags: dict[str, str] = Field(default_factory=dict)
     """Free-form tags, passed to the Feast data source."""
+    produced_by: ProducedBy | None = None
+    """The dbt model or Airflow task that writes this data (lineage; optionally waited on)."""
 
 
 def _table_or_query(source: _Source) -> None:

@@ -31,6 +31,7 @@ from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .readers import check_step_sources
 from .serving import resolve_endpoints
+from .upstream import add_upstream_waits
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -64,6 +65,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     check_step_sources(ctx, platform, sources, models, endpoints, checks)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
+    pipelines = add_upstream_waits(pipelines, models, views, sources)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     check_network(ctx, platform)
