@@ -143,10 +143,15 @@ def test_lineage_names_the_producer(project):
 
 @pytest.mark.slow
 def test_the_wait_step_runs_as_its_pod(tmp_path, project):
-    out = tmp_path / "deploy"
+    """The compiled step as a process, lineage on: its events land where the pod writes."""
     from .cluster_pods import mlc_compile
+    from .test_lineage import check_event, schema_registry
 
-    tree = read_tree(mlc_compile(project, "default", out))
+    text = (project / "ml.yaml").read_text()
+    (project / "ml.yaml").write_text(text.replace(
+        "  imagePolicy: tag\n", "  imagePolicy: tag\n  lineage: {transport: file, path: "
+        "lineage/events.jsonl}\n", 1))
+    tree = read_tree(mlc_compile(project, "default", tmp_path / "deploy"))
     (wt,) = [d for d in tree if d.get("kind") == "WorkflowTemplate"
              and d["metadata"]["name"] == "train-churn"]
     image = next(t["container"]["image"] for t in wt["spec"]["templates"] if "container" in t)
@@ -159,3 +164,11 @@ def test_the_wait_step_runs_as_its_pod(tmp_path, project):
     (task,) = cluster.submit("train-churn", "wf-1", {}, until="wait-for-upstream")
     assert task.name == "wait-for-upstream" and task.returncode == 0
     assert "fresh: events" in task.log
+    events = [json.loads(line) for line in
+              (run_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    assert [(e["eventType"], e["job"]["name"]) for e in events] == [
+        ("START", "train-churn.wait-for-upstream"), ("COMPLETE", "train-churn.wait-for-upstream")]
+    assert events[0]["run"]["facets"]["parent"]["job"]["name"] == "train-churn"
+    registry = schema_registry()
+    for event in events:
+        check_event(event, registry)
