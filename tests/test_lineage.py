@@ -237,3 +237,37 @@ def test_the_token_reaches_every_step_pod_by_reference(tmp_path):
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "lineage"}}}
         in rule["to"] and {"port": 5000, "protocol": "TCP"} in rule.get("ports", [])
         for p in policies for rule in p["spec"].get("egress", []))
+
+
+@pytest.mark.slow
+def test_kafka_transport_with_no_broker_does_not_stop_the_step(tmp_path, data_root):
+    """The real Kafka transport (confluent-kafka) towards a port nobody listens on: each
+    event gives up after the producer's timeout and the step still succeeds."""
+    pytest.importorskip("confluent_kafka")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = lineage_project({"transport": "kafka", "namespace": "mlc.fraud",
+                               "bootstrap_servers": f"127.0.0.1:{port}",
+                               "topic": "openlineage.events"})
+    run(project, "validate-data", data_root, tmp_path / "run")  # no exception, no hang
+
+
+def test_kafka_brokers_get_an_egress_rule(tmp_path):
+    shutil.copy(ROOT / "ml.yaml", tmp_path / "ml.yaml")
+    shutil.copytree(ROOT / "environments", tmp_path / "environments")
+    text = (tmp_path / "ml.yaml").read_text().replace(
+        "\nplatform:\n", "\nplatform:\n  lineage: {transport: kafka, topic: ol.events, "
+        "bootstrapServers: \"kafka-0.kafka.kafka.svc:9092,kafka-1.kafka.kafka.svc:9092\"}\n", 1)
+    (tmp_path / "ml.yaml").write_text(text)
+    (compiled,) = compile_project(tmp_path, ["dev"], Diagnostics())
+    import yaml
+
+    rules = [rule for path, body in compiled.files.items() if path.startswith("network/")
+             for d in yaml.safe_load_all(body.decode()) if isinstance(d, dict)
+             for rule in d.get("spec", {}).get("egress", [])]
+    assert any({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}
+               in r["to"] and {"port": 9092, "protocol": "TCP"} in r.get("ports", [])
+               for r in rules)

@@ -53,8 +53,11 @@ def transport_config(lineage: ir.Lineage, run_dir: Path) -> dict[str, Any]:
         if token := os.environ.get(sc.LINEAGE_API_KEY_ENV):
             config["auth"] = {"type": "api_key", "apiKey": token}
         return config
+    # the client flushes after each event; a broker that is down gives up after 5 s, not
+    # librdkafka's default of 5 minutes
     return {"type": "kafka", "topic": lineage.topic, "flush": True,
-            "config": {"bootstrap.servers": lineage.bootstrap_servers}}
+            "config": {"bootstrap.servers": lineage.bootstrap_servers,
+                       "message.timeout.ms": "5000"}}
 
 
 def _dataset_id(ctx, source: ir.Source) -> tuple[str, str]:
