@@ -161,3 +161,43 @@ def test_plan_shows_a_rev_change_as_a_data_change(tmp_path, dvc_repo, monkeypatc
         "the next training run reads other data; models trained on it: churn")
     assert main(["plan", "-C", "project", "--out", "out"]) == 0
     assert "data change: source `events`" in capsys.readouterr().out
+
+
+def lakefs_project(tmp_path: Path, endpoint: str) -> Path:
+    old = "    path: data/events.parquet\n"
+    return write_project(tmp_path, {"ml.yaml": BASE.replace(
+        old, "    path: events/events.parquet\n    version:\n      lakefs: "
+        f"{{endpoint: \"{endpoint}\", repository: analytics, ref: main}}\n")})
+
+
+def test_lakefs_reads_through_its_s3_gateway(tmp_path, monkeypatch):
+    """No lakeFS here: the read goes to the gateway's address for `<repository>/<ref>/<path>`
+    and fails readably; the ref stays unresolved, with the reason."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    for name, value in (("AWS_ACCESS_KEY_ID", "key"), ("AWS_SECRET_ACCESS_KEY", "secret"),
+                        ("AWS_EC2_METADATA_DISABLED", "true")):
+        monkeypatch.setenv(name, value)
+    folder = lakefs_project(tmp_path, f"http://127.0.0.1:{port}")
+    ctx = context(folder, tmp_path / "run")
+    source = ctx.project.sources["events"]
+    assert source.version.label() == "lakefs analytics@main"
+    with pytest.raises(StepFailed) as failed:
+        sources.read(ctx, source)
+    message = failed.value.message
+    assert "source `events` (lakefs analytics@main" in message
+    assert "bucket 'analytics'" in message and "main/events/events.parquet" in message
+    found = versions.resolve(ctx, source)
+    assert found["resolved"] == "main" and "lakeFS's API did not resolve" in found["note"]
+
+
+def test_an_object_version_compiles_to_the_ir(tmp_path):
+    old = "    path: data/events.parquet\n"
+    folder = write_project(tmp_path, {"ml.yaml": BASE.replace(
+        old, "    path: s3://acme/events.parquet\n    version: {objectVersion: 3HL4kq.1}\n")})
+    project = check_environment(folder, "default", Diagnostics())
+    assert project.sources["events"].version.model_dump(exclude_none=True) == \
+        {"kind": "object", "pinned": "3HL4kq.1"}

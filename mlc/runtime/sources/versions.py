@@ -59,7 +59,8 @@ def read(ctx: StepContext, source: ir.Source, columns: list[str] | None = None) 
         if version.kind == "lakefs":
             from pyarrow import fs
 
-            s3 = fs.S3FileSystem(endpoint_override=version.endpoint)
+            s3 = fs.S3FileSystem(endpoint_override=version.endpoint, connect_timeout=10,
+                                 request_timeout=60)
             with s3.open_input_stream(f"{version.repository}/{version.pinned}/{path}") as f:
                 return _parse(source, f.read(), columns)
         bucket, key = _bucket_key(path)
@@ -82,7 +83,11 @@ def _bucket_key(path: str) -> tuple[str, str]:
 
 
 def _s3_client(source: ir.Source):
-    import boto3
+    try:
+        import boto3
+    except ModuleNotFoundError as exc:  # the train image has it; a laptop may not
+        raise StepFailed(f"source `{source.name}` pins an S3 object version, which is read "
+                         "with boto3: install it (`pip install boto3`)") from exc
 
     endpoint = source.options.get("endpoint_override")
     return boto3.client("s3", endpoint_url=endpoint) if endpoint else boto3.client("s3")
