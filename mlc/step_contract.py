@@ -28,6 +28,7 @@ HOME = "/tmp"  # the root filesystem is read-only: caches under $HOME land on a 
 DATASET_FILE = "data/dataset.parquet"
 DATA_INFO_FILE = "data/data.json"
 VALIDATION_FILE = "validation.json"
+VALIDATION_DIR = "validation"  # Great Expectations' result and page per source
 MODEL_DIR = "model"
 CUSTOM_METRICS_FILE = "custom-metrics.json"
 MLFLOW_RUN_FILE = "mlflow-run.json"
@@ -108,6 +109,7 @@ METRICS_FILE_ENV = "MLC_METRICS_FILE"
 RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
 EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
 SEARCH_TRIAL_ENV = "MLC_SEARCH_TRIAL"
+LINEAGE_API_KEY_ENV = "MLC_LINEAGE_API_KEY"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
@@ -141,6 +143,8 @@ VARIABLES: tuple[Variable, ...] = (
              "`mlc run`, where the step runs every trial in turn"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
+    Variable(LINEAGE_API_KEY_ENV, "pod", "every step, with `platform.lineage.apiKeySecret`",
+             "secret (by reference): the lineage server's token"),
     Variable("MLC_ONLINE_STORE_CONNECTION", "pod", "steps that read features",
              "secret (by reference): the online store's connection"),
     Variable("MLC_OFFLINE_STORE_CONNECTION", "pod", "steps that read features",
@@ -193,6 +197,9 @@ FILES: tuple[File, ...] = (
     File(CHECKPOINT_MOUNT, TRAIN, "the checkpoint volume, when ml.yaml names one"),
     File("/dev/shm", TRAIN, "shared memory for data loaders and NCCL"),
     File(VALIDATION_FILE, "validate-data (w)", "the data checks' report"),
+    File(f"{VALIDATION_DIR}/<source>.json, .html", "validate-data (w), train (r)",
+         "Great Expectations' validation result and its rendered page, per source (the "
+         "train step logs them to its MLflow run under `mlc/validation`)"),
     File(DATASET_FILE, "search-start or train (w), search, evaluate (r)",
          "the point-in-time training set; its sha256 is the data snapshot"),
     File(DATA_INFO_FILE, "train (w), evaluate (r)", "rows, split, window of that set"),

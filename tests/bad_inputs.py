@@ -658,6 +658,43 @@ CASES = [
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD,
           "environments/prod.yaml": "extends: platform/other.yaml\n"}),
+    # platform.lineage: each transport's own settings, secrets by reference
+    Case("lineage-http-without-url", "MLC103", "ml.yaml:7:3",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  lineage: {transport: http}\n")}),
+    Case("lineage-unknown-transport", "MLC109", "ml.yaml:7:24",
+         {"ml.yaml": edit("  imagePolicy: tag\n",
+                          "  imagePolicy: tag\n  lineage: {transport: kafak}\n")}),
+    Case("lineage-unknown-secret", "MLC201", "ml.yaml:10:19",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  lineage:\n"
+                          "    transport: http\n    url: http://marquez:5000\n"
+                          "    apiKeySecret: marquez-token\n")}),
+    # sources.<name>.version: what each kind of version needs of the source
+    Case("version-object-not-in-s3", "MLC550", "ml.yaml:15:30",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    version: {objectVersion: 3HL4kqtJlcpX}\n")}),
+    Case("version-dvc-path-not-in-repo", "MLC551", "ml.yaml:14:11",
+         {"ml.yaml": edit("    path: data/events.parquet\n",
+                          "    path: s3://acme/events.parquet\n"
+                          "    version: {dvc: {repo: \"https://git.acme.internal/data.git\", "
+                          "rev: v1}}\n")}),
+    Case("version-dvc-local-repo", "MLC552", "environments/prod.yaml:10:56",
+         {"environments/prod.yaml": CLUSTER.replace(
+             '  events: {path: "s3://acme/events.parquet"}\n',
+             '  events: {path: events.parquet, version: {dvc: {repo: ../data, rev: v1}}}\n'
+         )}, env="prod"),
+    Case("version-two-kinds", "MLC114", "ml.yaml:15:5",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    version: {objectVersion: abc, dvc: {repo: ../d, rev: v1}}\n")}),
+    # sources.<name>.producedBy: the upstream job, and waiting on it
+    Case("produced-by-wait-without-freshness", "MLC553", "ml.yaml:17:7",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    producedBy:\n      airflow: {dag: events_daily, task: load}\n"
+                          "      wait: {timeout: 2h}\n")}),
+    Case("produced-by-two-tools", "MLC114", "ml.yaml:15:5",
+         {"ml.yaml": edit("    path: data/events.parquet\n", "    path: data/events.parquet\n"
+                          "    producedBy: {airflow: {dag: d, task: t}, "
+                          "dbt: {project: p, model: m}}\n")}),
     Case("extends-bad-value", "MLC105", "platform/platform.yaml:4:25",
          {"ml.yaml": BASE + "extends: platform/platform.yaml\n",
           "platform/platform.yaml": PLATFORM_HEAD + "hardware:\n  big: {cpu: 4, memory: lots}\n"}),

@@ -11,7 +11,7 @@ from .conftest import ROOT
 
 HEAVY = ("hera", "kubernetes", "kubernetes_validate", "torch", "mlflow", "evidently", "feast",
          "pandas", "numpy", "jinja2", "mlc.runtime", "mlc.local", "optuna", "shap",
-         "fairlearn", "confluent_kafka")
+         "fairlearn", "confluent_kafka", "great_expectations", "dvc", "openlineage")
 
 
 def test_validate_imports_nothing_heavy():

@@ -122,6 +122,13 @@ def test_mlc_run_then_serve_then_drift(tmp_path):
     assert json.loads((train_runs[0] / "data" / "data.json").read_text())["retrieval"] == \
         "feast"
     assert (train_runs[0] / "logs" / "train.log").stat().st_size > 0
+    # Great Expectations ran each source's suite, and its report went to the MLflow run
+    gx = json.loads((train_runs[0] / "validation" / "transactions.json").read_text())
+    assert gx["success"] is True and gx["suite_name"] == "fraud-detection.transactions"
+    with sqlite3.connect(state / "mlflow.db") as db:
+        (artifacts,) = db.execute("select artifact_uri from runs").fetchone()
+    logged = Path(artifacts.removeprefix("file://")) / "mlc" / "validation"
+    assert (logged / "transactions.html").is_file() and (logged / "transactions.json").is_file()
 
     # serve the champion and send it rows from the test data
     port = free_port()
@@ -188,6 +195,10 @@ def test_bad_data_stops_the_pipeline_before_training(tmp_path):
     assert "FAILED  validate-data" in text and "exit 10" in text
     assert "is_fraud: 5 rows not in the allowed values [0, 1]" in text
     assert "source transactions: 18350 rows read" in text and "1 check failed (5 rows)" in text
+    assert "expect_column_values_to_be_in_set(is_fraud, allowed)" in text  # GX agrees
+    gx = json.loads((project / ".mlc" / "runs" / "train-fraud-classifier" / "t1" / "validation"
+                     / "transactions.json").read_text())
+    assert gx["success"] is False
     for step in ("materialize", "train", "evaluate", "register", "promote"):
         assert f"skipped {step}" in " ".join(text.split()), text
     assert not (project / ".mlc" / "runs" / "train-fraud-classifier" / "t1" / "train.json"

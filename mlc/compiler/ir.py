@@ -10,7 +10,7 @@ and `mlc run` hands to each step, is `ResolvedProject.model_dump_json()`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +90,43 @@ class Column(IR):
     allowed: list[str | int] | None
 
 
+class Expectation(IR):
+    """One Great Expectations expectation, in the form GX's suite JSON holds it."""
+
+    type: str  # e.g. expect_column_values_to_be_between
+    kwargs: dict[str, Any]
+    meta: dict[str, str]  # the ml.yaml check it stands for: {"check": "max", "column": "amount"}
+
+
+class DataVersion(IR):
+    """The pinned version of a file source's data (resolve/data_versions.py)."""
+
+    kind: Literal["dvc", "lakefs", "object"]
+    pinned: str  # what ml.yaml pins: the DVC rev, the lakeFS ref, the object version id
+    repo: str | None = None  # dvc: the Git repository (a URL, or a path relative to ml.yaml)
+    remote: str | None = None  # dvc
+    endpoint: str | None = None  # lakefs: its S3 gateway and API
+    repository: str | None = None  # lakefs
+
+    def label(self) -> str:
+        """One line for plans and tags: `dvc <repo>@<rev>`, `lakefs <repo>@<ref>`, ..."""
+        if self.kind == "dvc":
+            return f"dvc {self.repo}@{self.pinned}"
+        if self.kind == "lakefs":
+            return f"lakefs {self.repository}@{self.pinned}"
+        return f"object version {self.pinned}"
+
+
+class Upstream(IR):
+    """The job that produces a source (resolve/upstream.py)."""
+
+    tool: Literal["dbt", "airflow"]
+    namespace: str  # the OpenLineage namespace of the producer's own events
+    job: str  # its job name there: `<project>.<model>` (dbt), `<dag>.<task>` (Airflow)
+    wait_timeout_seconds: int | None = None  # None: the pipeline does not wait for it
+    wait_interval_seconds: int | None = None
+
+
 class Source(IR):
     name: str
     type: str  # file, bigquery, snowflake, redshift, postgres, spark, kafka, push
@@ -105,6 +142,10 @@ class Source(IR):
     options: dict[str, str | None]
     batch_source: str | None  # stream sources: the batch source with the same data
     origin: Origin
+    # The data checks above as a GX suite (resolve/data_checks.py), run by the validate step.
+    expectations: list[Expectation] = Field(default_factory=list)
+    version: DataVersion | None = None  # file sources: the data pinned to a version
+    produced_by: Upstream | None = None  # the dbt model or Airflow task that writes it
 
 
 class Entity(IR):
@@ -515,7 +556,7 @@ class Step(IR):
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
                   "train", "evaluate", "explain", "register", "promote", "drift_check",
-                  "batch_score", "ab_verdict"]
+                  "batch_score", "ab_verdict", "wait_upstream"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
@@ -589,6 +630,19 @@ class CostSettings(IR):
     cost_center: str | None
 
 
+class Lineage(IR):
+    """Where the steps send OpenLineage run events (docs/lineage.md)."""
+
+    transport: Literal["http", "file", "kafka"]
+    namespace: str  # the OpenLineage namespace of mlc's jobs
+    url: str | None = None  # http
+    endpoint: str | None = None  # http
+    api_key: SecretRef | None = None  # http: the bearer token, by reference
+    path: str | None = None  # file
+    bootstrap_servers: str | None = None  # kafka
+    topic: str | None = None  # kafka
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -636,6 +690,7 @@ class Platform(IR):
     gateway: Gateway | None = None  # the Gateway API gateway of this environment, if any
 
     network: Network | None = None  # set by resolve
+    lineage: Lineage | None = None  # OpenLineage events; None: the steps send none
 
 
 class AcceptedRisk(IR):

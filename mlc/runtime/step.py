@@ -34,6 +34,7 @@ EXIT_INSUFFICIENT_DATA = 30  # an A/B verdict without enough labelled prediction
 
 # kind -> (module, function). A module may serve several kinds (features, registry).
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "wait_upstream": ("mlc.runtime.train.upstream", "wait"),
     "validate_data": ("mlc.runtime.train.validation", "run"),
     "feature_apply": ("mlc.runtime.features", "apply"),
     "materialize": ("mlc.runtime.features", "materialize"),
@@ -173,9 +174,24 @@ def entry_point(kind: str):
 
 
 def run_step(ctx: StepContext) -> None:
-    """Run one step in this process; raises StepFailed with a readable report."""
+    """Run one step in this process; raises StepFailed with a readable report. With
+    `platform.lineage`, the step's OpenLineage events frame it (mlc/runtime/lineage.py)."""
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    entry_point(ctx.step.kind)(ctx)
+    if ctx.project.platform.lineage is None:
+        entry_point(ctx.step.kind)(ctx)
+        return
+    # by name, like the entry points: the lineage module reads sources, which import this one
+    lineage = importlib.import_module("mlc.runtime.lineage").StepLineage(ctx)
+    lineage.start()
+    try:
+        entry_point(ctx.step.kind)(ctx)
+    except StepFailed as exc:
+        lineage.fail(exc.message)
+        raise
+    except BaseException as exc:
+        lineage.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    lineage.complete()
 
 
 def main(argv: list[str]) -> int:

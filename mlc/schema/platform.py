@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .governance import Cost, Guardrails
+from .lineage import Lineage
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
 
@@ -237,6 +238,8 @@ class Platform(Spec):
         None, description="Where `external:` secrets come from; required when there are any.")
     gateway: Gateway | None = None
     """A Gateway API gateway in front of the endpoints; unset: Services only."""
+    lineage: Lineage | None = None
+    """Where every pipeline step sends OpenLineage run events; unset: none are sent."""
     pushgateway_url: str | None = Field(
         None, pattern=r"^https?://\S+$",
         examples=["http://prometheus-pushgateway.monitoring.svc:9091"],

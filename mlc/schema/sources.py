@@ -7,8 +7,10 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from .data_versions import DataVersion
 from .streams import KafkaAuth, KafkaIngest
 from .types import VALUE_TYPES, FieldName, Name, Seconds, SourcePath, Spec
+from .upstream import ProducedBy
 
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]
 
@@ -52,6 +54,8 @@ class _Source(Spec):
     """Who to ask about the data."""
     tags: dict[str, str] = Field(default_factory=dict)
     """Free-form tags, passed to the Feast data source."""
+    produced_by: ProducedBy | None = None
+    """The dbt model or Airflow task that writes this data (lineage; optionally waited on)."""
 
 
 def _table_or_query(source: _Source) -> None:
@@ -67,6 +71,8 @@ class FileSource(_Source):
     format: Literal["parquet", "csv"] = "parquet"
     """File format."""
     endpoint_override: str | None = Field(None, description="S3-compatible endpoint URL.")
+    version: DataVersion | None = None
+    """Pin the data to a version (DVC, lakeFS, an object version id); docs/data-versions.md."""
 
 
 class BigQuerySource(_Source):

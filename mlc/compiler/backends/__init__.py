@@ -6,12 +6,25 @@ files, the environment or the clock. `PACKAGERS` run last, over everything the b
 
 from __future__ import annotations
 
-from . import argo, argocd, core, feast, kustomize, monitoring, network, secrets, serving, streams
+from . import (
+    argo,
+    argocd,
+    core,
+    expectations,
+    feast,
+    kustomize,
+    monitoring,
+    network,
+    secrets,
+    serving,
+    streams,
+)
 
 BACKENDS = (
     core.emit,
     secrets.emit,
     feast.emit,
+    expectations.emit,
     monitoring.emit,
     argo.emit,
     serving.emit,

@@ -27,6 +27,7 @@ PROD_NOT_IN_STAGING = "prod-not-in-staging"
 HAND_EDITED = "hand-edited"
 NOT_GENERATED = "not-generated"
 SECRET_NOT_PRODUCED = "secret-not-produced"
+DATA_VERSION_CHANGE = "data-version-change"
 
 # Deleting these loses data or everything inside them.
 STATEFUL_KINDS = frozenset({"StatefulSet", "PersistentVolumeClaim", "PersistentVolume",
@@ -129,7 +130,45 @@ def ir_risks(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Risk
     if old is None:
         return []
     return [*_deleted_views_in_use(old, new), *_gpu_changes(old, new),
-            *_input_schema_changes(old, new)]
+            *_input_schema_changes(old, new), *_data_version_changes(old, new)]
+
+
+def _version_label(version: Mapping | None) -> str:
+    if not isinstance(version, Mapping):
+        return "no pinned version (whatever `path` holds)"
+    if version.get("kind") == "dvc":
+        return f"dvc {version.get('repo')}@{version.get('pinned')}"
+    if version.get("kind") == "lakefs":
+        return f"lakefs {version.get('repository')}@{version.get('pinned')}"
+    return f"object version {version.get('pinned')}"
+
+
+def _data_version_changes(old: Mapping, new: Mapping) -> list[Risk]:
+    """A source pinned to other data: the YAML diff shows a changed string, this says that
+    the next training run learns from other data."""
+    risks = []
+    old_sources, new_sources = _d(old, "sources"), _d(new, "sources")
+    for name in sorted(set(old_sources) & set(new_sources)):
+        before, after = (old_sources[name].get("version"), new_sources[name].get("version"))
+        if before == after:
+            continue
+        readers = sorted(m for m, model in _d(new, "models").items()
+                         if isinstance(model, Mapping) and _reads(new, model, name))
+        who = f"; models trained on it: {', '.join(readers)}" if readers else ""
+        risks.append(Risk(DATA_VERSION_CHANGE, MEDIUM, f"data change: source `{name}` moves "
+                          f"from {_version_label(before)} to {_version_label(after)}: the "
+                          f"next training run reads other data{who}",
+                          subject=f"sources.{name}"))
+    return risks
+
+
+def _reads(ir: Mapping, model: Mapping, source: str) -> bool:
+    if model.get("label_source") == source:
+        return True
+    views = _d(ir, "feature_views")
+    return any(isinstance(r, Mapping) and isinstance(views.get(r.get("view")), Mapping)
+               and views[r.get("view")].get("source") == source
+               for r in model.get("features") or [])
 
 
 def _deleted_views_in_use(old: Mapping, new: Mapping) -> list[Risk]:

@@ -32,6 +32,7 @@ from .platform import resolve_hardware, resolve_images, resolve_platform, resolv
 from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
+from .upstream import add_upstream_waits
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -66,6 +67,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
     check_step_sources(ctx, platform, sources, models, endpoints, checks)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
+    pipelines = add_upstream_waits(pipelines, models, views, sources)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     check_network(ctx, platform)

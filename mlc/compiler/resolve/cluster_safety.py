@@ -55,7 +55,10 @@ def check_cluster_safety(ctx: Context, platform: ir.Platform,
     where = f"environment `{ctx.env}`"
     for name in sorted(p.sources):
         source = p.sources[name]
-        if source.type == "file" and is_local_path(source.path):
+        # a pinned DVC or lakeFS version reads `path` inside its repository, not on disk
+        version = getattr(source, "version", None)
+        pinned = version is not None and version.object_version is None
+        if source.type == "file" and is_local_path(source.path) and not pinned:
             _refuse(ctx, LOCAL_DATA_PATH,
                     f"source `{name}` reads the local path `{source.path}`, which in a "
                     f"cluster ({where}) is an empty folder of the run's own volume",

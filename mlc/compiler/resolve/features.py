@@ -16,10 +16,13 @@ from .context import (
     WRONG_KIND,
     Context,
 )
+from .data_checks import expectation_suite
+from .data_versions import data_version
+from .upstream import upstream
 
 # Source settings copied into the IR's `options`, per type (the rest of the fields are common).
 _COMMON = {"type", "timestamp_field", "created_timestamp_field", "columns", "checks",
-           "description", "owner", "tags", "batch_source",
+           "description", "owner", "tags", "batch_source", "version", "produced_by",
            "auth", "ingest"}  # a Kafka source's connection and consumers: resolve/streams.py
 
 
@@ -48,6 +51,11 @@ def resolve_sources(ctx: Context) -> dict[str, ir.Source]:
                                    if s.checks.max_staleness else None),
             description=s.description, owner=s.owner, tags=dict(sorted(s.tags.items())),
             options=options, batch_source=batch, origin=ctx.origin(path))
+        if s.type not in STREAM_SOURCE_TYPES:  # a stream is checked through its batch source
+            out[name] = out[name].model_copy(
+                update={"expectations": expectation_suite(out[name]),
+                        "version": data_version(ctx, name, s),
+                        "produced_by": upstream(ctx, name, s)})
         _check_columns_unique(ctx, s.columns, path)
     return out
 

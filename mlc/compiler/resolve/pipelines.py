@@ -13,6 +13,7 @@ from ...step_contract import PROJECT_JSON
 from .. import ir
 from ..names import dns_label
 from .context import Context
+from .lineage import API_KEY_ENV as LINEAGE_API_KEY_ENV
 from .models import has_training
 
 STEP_COMMAND = ["python", "-m", "mlc.runtime", "step"]
@@ -44,6 +45,8 @@ def _platform_secrets(platform: ir.Platform, *, feast: bool) -> dict[str, ir.Sec
         out["MLC_ONLINE_STORE_CONNECTION"] = platform.online_store_secret
     if feast and platform.offline_store_secret:
         out["MLC_OFFLINE_STORE_CONNECTION"] = platform.offline_store_secret
+    if platform.lineage and platform.lineage.api_key:  # every step sends lineage events
+        out[LINEAGE_API_KEY_ENV] = platform.lineage.api_key
     return out
 
 

@@ -11,6 +11,7 @@ from ..literal_secrets import LITERAL_SECRET
 from ..names import dns_label
 from .context import Context
 from .governance import production_settings
+from .lineage import resolve_lineage
 
 IMAGE_NOT_PINNED = "MLC304"
 # The default profile that jobs and endpoints get when they name none.
@@ -270,6 +271,7 @@ def resolve_platform(ctx: Context, secrets: dict[str, ir.SecretRef]) -> ir.Platf
         gateway=ir.Gateway(api=p.gateway.api, name=p.gateway.name,
                            namespace=p.gateway.namespace or p.namespace or dns_label(name, ctx.env),
                            section_name=p.gateway.section_name) if p.gateway else None,
+        lineage=resolve_lineage(ctx, secrets),
     )
 
 

@@ -13,12 +13,18 @@ from mlc.runtime.step import StepContext, StepFailed
 
 def location(ctx: StepContext, source: ir.Source) -> str:
     path = source.options.get("path") or ""
+    if source.version is not None:
+        return f"{path} ({source.version.label()})"
     if "://" in path or Path(path).is_absolute():
         return path
     return str(ctx.data_root / path)
 
 
 def read(ctx: StepContext, source: ir.Source, columns: list[str] | None = None) -> pa.Table:
+    if source.version is not None:  # DVC, lakeFS, an object version: versions.py
+        from . import versions
+
+        return versions.read(ctx, source, columns)
     where = location(ctx, source)
     fmt = source.options.get("format") or "parquet"
     filesystem = None

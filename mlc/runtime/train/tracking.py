@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mlc import step_contract as sc
 from mlc.step_contract import MLFLOW_RUN_FILE
 
 TAG_PROJECT = "mlc.project"
@@ -26,6 +27,7 @@ TAG_SOURCE_HASH = "mlc.source_hash"  # sha256 of ml.yaml + the environment overl
 TAG_GIT_COMMIT = "mlc.git_commit"
 TAG_FEATURE_SERVICE = "mlc.feature_service"
 TAG_DATA_SNAPSHOT = "mlc.data_snapshot"
+TAG_DATA_VERSION = "mlc.data_version"  # .<source>: the version read; .<source>.pinned
 TAG_DATA_WINDOW = "mlc.data_window"
 TAG_TRAINER = "mlc.trainer"  # builtin or custom
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
@@ -65,6 +67,7 @@ def lineage_tags(ctx, model, snapshot: str | None, trainer: str) -> dict[str, st
     }
     if snapshot:
         tags[TAG_DATA_SNAPSHOT] = snapshot
+    tags.update(data_version_tags(ctx, model))
     if commit := git_commit(ctx.data_root):
         tags[TAG_GIT_COMMIT] = tags[MLFLOW_GIT_COMMIT] = commit
     # MLflow's own tags, which its UI and other tools read
@@ -122,6 +125,24 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 # Counts of the training data's feature join (data.count_rows_without_features).
+def data_version_tags(ctx, model) -> dict[str, str]:
+    """`mlc.data_version.<source>`: the version each pinned source was read at (the DVC
+    commit, the lakeFS commit, the object version id), and what ml.yaml pinned."""
+    from mlc.runtime.sources import versions
+    from mlc.runtime.train.validation import sources_of
+
+    tags = {}
+    for name in sources_of(model, ctx.project):
+        source = ctx.project.sources[name]
+        if source.version is not None:
+            found = versions.resolve(ctx, source)
+            tags[f"{TAG_DATA_VERSION}.{name}"] = found["resolved"]
+            tags[f"{TAG_DATA_VERSION}.{name}.pinned"] = found["label"]
+            if "md5" in found:
+                tags[f"{TAG_DATA_VERSION}.{name}.md5"] = found["md5"]
+    return tags
+
+
 DATA_METRICS = ("label_rows", "dropped_rows", "rows_without_features", "dropped_share")
 
 
@@ -239,6 +260,9 @@ class TrackedRun:
         for name in ("data/data.json", "validation.json"):
             if (self.ctx.run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(self.ctx.run_dir / name), "mlc")
+        gx_reports = self.ctx.run_dir / sc.VALIDATION_DIR
+        if gx_reports.is_dir():
+            self.client.log_artifacts(self.run_id, str(gx_reports), "mlc/validation")
         self.client.set_terminated(self.run_id, status=status)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -50,6 +50,11 @@ class SourceReport:
     rows_checked: int = 0  # after the training window (label source only)
     checked: bool = True
     note: str = ""
+    # Great Expectations' verdict on the same rows (expectations.py); None: no suite ran
+    expectations_met: bool | None = None
+    expectations: int = 0
+    expectations_failed: list[str] = field(default_factory=list)
+    expectations_report: str = ""  # GX's page, relative to the run folder
 
 
 def _is_type(declared: str, actual: pa.DataType) -> bool:
@@ -95,12 +100,25 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def in_window(source: ir.Source, table: pa.Table, window: int) -> tuple[pa.Table, pa.Array]:
+    """The rows a check looks at, and their row numbers in the source: with a window (the
+    label source), rows older than the newest timestamp - window are not used."""
+    rows = pa.array(range(table.num_rows), pa.int64())
+    ts = source.timestamp_field
+    ts_ok = ts in table.column_names and pa.types.is_timestamp(table.schema.field(ts).type)
+    if window and ts_ok and table.num_rows:
+        newest = pc.max(table[ts])
+        start = pa.scalar(newest.as_py() - dt.timedelta(seconds=window), newest.type)
+        keep = pc.fill_null(pc.greater_equal(table[ts], start), False).combine_chunks()
+        table, rows = table.filter(keep), rows.filter(keep)
+    return table, rows
+
+
 def check_table(source: ir.Source, table: pa.Table, *, window: int = 0,
                 now: dt.datetime | None = None) -> tuple[list[Problem], SourceReport]:
     """Every declared check of one source over `table` (all of its rows)."""
     report = SourceReport(source.name, "", rows=table.num_rows)
     problems: list[Problem] = []
-    rows = pa.array(range(table.num_rows), pa.int64())
     ts = source.timestamp_field
     columns = list(source.columns)
     if ts not in {c.name for c in columns}:
@@ -109,12 +127,7 @@ def check_table(source: ir.Source, table: pa.Table, *, window: int = 0,
     present = set(table.column_names)
     ts_ok = ts in present and pa.types.is_timestamp(table.schema.field(ts).type)
 
-    # the window applies to the label source: rows older than newest - window are not used
-    if window and ts_ok and table.num_rows:
-        newest = pc.max(table[ts])
-        start = pa.scalar(newest.as_py() - dt.timedelta(seconds=window), newest.type)
-        keep = pc.fill_null(pc.greater_equal(table[ts], start), False).combine_chunks()
-        table, rows = table.filter(keep), rows.filter(keep)
+    table, rows = in_window(source, table, window)
     report.rows_checked = table.num_rows
 
     for col in columns:
@@ -215,6 +228,7 @@ def sources_of(model: ir.Model, project: ir.ResolvedProject) -> list[str]:
 
 def validate(ctx: StepContext, model: ir.Model, now: dt.datetime | None = None
              ) -> tuple[list[Problem], list[SourceReport]]:
+    now = now or dt.datetime.now(dt.UTC)  # one clock for mlc's checks and GX's
     problems: list[Problem] = []
     reports: list[SourceReport] = []
     for name in sources_of(model, ctx.project):
@@ -228,9 +242,28 @@ def validate(ctx: StepContext, model: ir.Model, now: dt.datetime | None = None
         window = window_seconds(ctx) if name == model.label_source else 0
         found, report = check_table(source, table, window=window, now=now)
         report.location = sources.location(ctx, source)
+        if source.expectations:
+            _run_expectations(ctx, source, table, window, now, report)
         problems += found
         reports.append(report)
     return problems, reports
+
+
+def _run_expectations(ctx: StepContext, source: ir.Source, table: pa.Table, window: int,
+                      now: dt.datetime, report: SourceReport) -> None:
+    from mlc.runtime.train import expectations
+
+    rows_checked, rows = in_window(source, table, window)
+    outcome = expectations.run_suite(ctx.project, source, rows_checked, rows,
+                                     ctx.run_dir / expectations.REPORT_DIR, now)
+    report.expectations_met = outcome.success
+    report.expectations = outcome.evaluated
+    report.expectations_failed = outcome.failed
+    report.expectations_report = str(outcome.report_file.relative_to(ctx.run_dir))
+
+
+def failed_expectations(reports: list[SourceReport]) -> int:
+    return sum(len(r.expectations_failed) for r in reports)
 
 
 def render(problems: list[Problem], reports: list[SourceReport]) -> str:
@@ -250,14 +283,26 @@ def render(problems: list[Problem], reports: list[SourceReport]) -> str:
         status = _plural(len(found), "problem") if found else "ok"
         lines.append(f"source {report.source} ({report.location}): {counted}: {status}")
         lines += [f"  {p.message}" for p in found]
+        if report.expectations_met is not None:
+            lines.append("  " + _expectations_line(report))
     return "\n".join(lines)
+
+
+def _expectations_line(report: SourceReport) -> str:
+    where = f"(GX report: {report.expectations_report})"
+    if report.expectations_met:
+        return f"great expectations: {_plural(report.expectations, 'expectation')} met {where}"
+    failed = report.expectations_failed
+    return (f"great expectations: {len(failed)} of {_plural(report.expectations, 'expectation')}"
+            f" failed {where}: {', '.join(failed)}")
 
 
 def run(ctx: StepContext) -> None:
     model = ctx.model
     problems, reports = validate(ctx, model)
     text = render(problems, reports)
-    result = {"ok": not problems, "problems": [asdict(p) for p in problems],
+    gx_failed = failed_expectations(reports)
+    result = {"ok": not problems and not gx_failed, "problems": [asdict(p) for p in problems],
               "sources": [asdict(r) for r in reports]}
     (ctx.run_dir / REPORT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n",
                                            "utf-8")
@@ -266,7 +311,9 @@ def run(ctx: StepContext) -> None:
          "failing": sum(p.rows for p in problems if p.source == r.source),
          "problems": [p.message for p in problems if p.source == r.source]}
         for r in reports if r.checked])
-    if problems:
-        raise StepFailed(f"data validation found {_plural(len(problems), 'problem')}; "
-                         f"nothing was trained\n{text}", EXIT_BAD_DATA)
+    if problems or gx_failed:
+        found = _plural(len(problems), "problem") if problems else \
+            f"{_plural(gx_failed, 'failed expectation')}"
+        raise StepFailed(f"data validation found {found}; nothing was trained\n{text}",
+                         EXIT_BAD_DATA)
     print(text)

@@ -103,6 +103,11 @@ def store_urls(project: ResolvedProject) -> list[str]:
     p = project.platform
     urls = [p.artifact_root, p.feast_registry, p.mlflow_tracking_uri]
     urls += [e.prediction_log_uri for e in project.endpoints.values()]
+    lineage = p.lineage  # every step sends its OpenLineage events there
+    if lineage and lineage.transport == "http" and lineage.url:
+        urls.append(lineage.url)
+    elif lineage and lineage.transport == "kafka" and lineage.bootstrap_servers:
+        urls += [f"kafka://{server}" for server in lineage.bootstrap_servers.split(",")]
     return urls
 
 
