@@ -209,7 +209,7 @@ VERDICT_P_VALUE = Metric(
     "verdict")
 VERDICT_STATE = Metric(
     "mlc_ab_verdict_decision", "gauge", ("endpoint", "decision"),
-    "1 for the last run's decision (winner, no-difference, insufficient-data), 0 for the "
+    "1 for the last run's decision (winner, no-difference, waiting), 0 for the "
     "others.", "verdict")
 VERDICT_WINNER = Metric(
     "mlc_ab_verdict_winner", "gauge", ("endpoint", "variant"),

@@ -37,6 +37,9 @@ EXPLAIN_FILE = "explain.json"
 EXPLAIN_REPORT = "explain.html"
 REGISTER_FILE = "register.json"
 PROMOTE_FILE = "promote.json"
+# an A/B verdict's decision in one word (winner, no-difference, waiting, failed): the Argo
+# step's output parameter, and what `mlc run` shows for a step that exited 0
+VERDICT_DECISION_FILE = "verdict-decision"
 
 # --- metrics the builtin evaluation computes on the test rows ----------------------------
 # name -> True when higher is better; mlc/runtime/train/evaluation.py computes exactly these
@@ -208,6 +211,9 @@ FILES: tuple[File, ...] = (
          f"`{EXPLAIN_REPORT}`)"),
     File(REGISTER_FILE, "register (w), promote (r)", "the registered version and its alias"),
     File(PROMOTE_FILE, "promote (w)", "whether the production alias moved"),
+    File(VERDICT_DECISION_FILE, "verdict (w)",
+         "the A/B verdict's decision: `winner`, `no-difference`, `waiting` (too few labels "
+         "yet; the step still exits 0) or `failed`; the step's output parameter `decision`"),
 )
 
 

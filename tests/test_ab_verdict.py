@@ -9,7 +9,8 @@ server writes it: one row per request, its request id, the variant and the versi
 
 Cases: variant B clearly better on thousands of rows (winner B, p < alpha, the p-value
 checked against scipy's chi-square test of the same table), no difference, and too few
-labels (exit 30). Then `mlc promote dev --from-verdict` on the project, compiled.
+labels (the run succeeds and records `waiting`: in verdict.json, in the step's output
+parameter, in the pushed gauges). Then `mlc promote dev --from-verdict` on the project, compiled.
 """
 
 from __future__ import annotations
@@ -148,14 +149,27 @@ def run_case(env: dict, name: str, **case) -> tuple[dict, dict, str]:
     shutil.rmtree(objects, ignore_errors=True)
     correct = write_case(objects / "predictions", env["labels"], features(env["root"]),
                          **case)
+    output = None
     try:
         [task] = env["cluster"].submit(PIPELINE, f"{PIPELINE}-{name}", {})
         code, log = task.returncode, task.log
+        output = decision_output(env["cluster"], task.pod)
     except Failed as exc:
         code, log = int(str(exc).split("exited with ")[1].split(":")[0]), str(exc)
     verdict = json.loads((objects / "verdicts" / f"{ENDPOINT}.json").read_text()) \
         if code == 0 else None
-    return {"code": code, "verdict": verdict, "log": log}, correct, log
+    return {"code": code, "verdict": verdict, "log": log, "output": output}, correct, log
+
+
+def decision_output(cluster: Cluster, pod: str) -> str:
+    """The step's output parameter `decision`, read where Argo reads it: the declared path,
+    inside the pod's mounts."""
+    template = next(t for t in cluster.templates[PIPELINE]["spec"]["templates"]
+                    if t["name"] == "verdict")
+    [parameter] = template["outputs"]["parameters"]
+    assert parameter["name"] == "decision" and parameter["valueFrom"]["default"] == "failed"
+    path = cluster.work / "pods" / pod / "fs" / parameter["valueFrom"]["path"].lstrip("/")
+    return path.read_text().strip()
 
 
 def keep_verdict(cluster: dict, name: str) -> None:
@@ -177,7 +191,8 @@ def test_the_cronworkflow_runs_the_verdict_step(cluster):
     assert container["command"] == ["python", "-m", "mlc.runtime", "step"]
     assert container["args"][-2:] == ["--step", "verdict"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "'30'" in step["retryStrategy"]["expression"]  # not enough data: no retry
+    # too few labels is no failure: no exit code of its own for Argo to keep from retrying
+    assert "'30'" not in step["retryStrategy"]["expression"]
 
 
 def test_a_clear_difference_makes_b_the_winner(cluster):
@@ -188,6 +203,7 @@ def test_a_clear_difference_makes_b_the_winner(cluster):
     assert result["code"] == 0, log
     v = result["verdict"]
     assert v["decision"] == "winner" and v["winner"] == "treatment"
+    assert result["output"] == "winner"
     assert v["winner_model"]["version"] == 4
     assert (v["project"], v["environment"], v["endpoint"]) == ("fraud-detection", "dev",
                                                                 ENDPOINT)
@@ -238,16 +254,26 @@ def test_no_difference(cluster):
     keep_verdict(cluster, "same")
 
 
-def test_too_few_labels_exit_30_and_say_so(cluster):
+def test_too_few_labels_succeed_as_waiting_and_say_so(cluster):
     result, _, log = run_case(
         cluster, "short", accuracy={"control": 0.8, "treatment": 0.95},
         rows={"control": 1000, "treatment": 1000},
         labelled={"control": 900, "treatment": 300}, seed=3)
-    assert result["code"] == 30, log
-    assert "not enough labelled predictions" in log
+    assert result["code"] == 0, log
+    assert "waiting for labels: treatment short of minSamples 500" in log
+    assert result["output"] == "waiting"
+    v = result["verdict"]
+    assert (v["decision"], v["winner"], v["short_of_samples"]) == ("waiting", None,
+                                                                   ["treatment"])
+    assert (v["join"]["joined"], v["join"]["unlabelled"]) == (1200, 800)
     metrics = pushed(cluster["url"])
-    assert metrics[("mlc_ab_verdict_decision", (("decision", "insufficient-data"),
+    assert metrics[("mlc_ab_verdict_decision", (("decision", "waiting"),
                                                 ("endpoint", ENDPOINT)))] == 1
+    # a waiting run reports as a run that worked: neither ABVerdictFailing (up 0) nor
+    # ABVerdictNotRunning (no recent run time) fires on it
+    assert metrics[("mlc_ab_verdict_up", (("endpoint", ENDPOINT),))] == 1
+    assert time.time() - metrics[("mlc_ab_verdict_last_run_timestamp_seconds",
+                                  (("endpoint", ENDPOINT),))] < 600
     assert metrics[("mlc_ab_verdict_samples", (("endpoint", ENDPOINT),
                                                ("variant", "treatment")))] == 300
 
