@@ -473,6 +473,18 @@ CASES = [
          {"ml.yaml": ab_verdict("{labels: events, labelColumn: outcome}")}),
     Case("verdict-unknown-baseline", "MLC363", "ml.yaml:45:43",
          {"ml.yaml": ab_verdict("{labels: events, baseline: c}")}),
+    Case("verdict-entity-not-served", "MLC382", "ml.yaml:45:41",
+         {"ml.yaml": ab_verdict("{labels: events, entity: usr}")}),
+    Case("verdict-entity-without-label-time", "MLC383", "ml.yaml:51:25",
+         {"ml.yaml": edit("entities:\n", "  outcomes:\n    type: file\n"
+                          "    path: data/outcomes.parquet\n    columns:\n"
+                          "      - {name: user_id, type: int64}\n"
+                          "      - {name: label, type: int64}\nentities:\n",
+                          ab_verdict("{labels: outcomes, entity: user}"))}),
+    Case("verdict-key-and-entity", "MLC384", "ml.yaml:45:58",
+         {"ml.yaml": ab_verdict("{labels: events, key: request_id, entity: user}")}),
+    Case("verdict-within-without-entity", "MLC384", "ml.yaml:45:41",
+         {"ml.yaml": ab_verdict("{labels: events, within: 2h}")}),
     Case("verdict-unknown-labels", "MLC201", "ml.yaml:45:25",
          {"ml.yaml": ab_verdict("{labels: outcomes}")}),
     Case("gate-on-unknown-metric", "MLC230", "ml.yaml:36:24",

@@ -11,6 +11,9 @@ Cases: variant B clearly better on thousands of rows (winner B, p < alpha, the p
 checked against scipy's chi-square test of the same table), no difference, and too few
 labels (the run succeeds and records `waiting`: in verdict.json, in the step's output
 parameter, in the pushed gauges). Then `mlc promote dev --from-verdict` on the project, compiled.
+A second endpoint joins labels keyed by the customer and a time (`entity: customer`): labels
+arrive late and out of order, some past `within`, and the figures are the ones worked out
+from the generated outcomes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ pytestmark = pytest.mark.slow
 
 ENDPOINT = "fraud-ab"
 PIPELINE = "verdict-fraud-ab"
+BY_CUSTOMER = "fraud-ab-customer"  # its verdict joins on the customer, as of the label's time
 PUSHGATEWAY_HOST = "prometheus-pushgateway.fraud-dev.svc:9091"
 VERSIONS = {"control": "3", "treatment": "4"}
 
@@ -55,6 +59,14 @@ def make_project(tmp: Path, labels: Path) -> Path:
     timestampField: labelled_at
     columns:
       - {{name: request_id, type: string}}
+      - {{name: is_fraud, type: int64}}
+      - {{name: labelled_at, type: unix_timestamp}}
+  customer_outcomes:
+    type: file
+    path: "file://{labels.with_name('customer-outcomes.parquet')}"
+    timestampField: labelled_at
+    columns:
+      - {{name: customer_id, type: int64}}
       - {{name: is_fraud, type: int64}}
       - {{name: labelled_at, type: unix_timestamp}}
 """, 1)
@@ -74,6 +86,21 @@ def make_project(tmp: Path, labels: Path) -> Path:
         minSamples: 500
         alpha: 0.05
         schedule: "30 * * * *"
+  {BY_CUSTOMER}:
+    model: fraud-classifier
+    hardware: small
+    rollout:
+      strategy: ab
+      assignment: {{field: customer_id}}
+      variants:
+        - {{name: control, version: {VERSIONS['control']}, weight: 50}}
+        - {{name: treatment, version: {VERSIONS['treatment']}, weight: 50}}
+      verdict:
+        labels: customer_outcomes
+        entity: customer
+        within: 1d
+        minSamples: 200
+        schedule: "45 * * * *"
 """, 1)
     (root / "ml.yaml").write_text(text)
     return root
@@ -276,6 +303,70 @@ def test_too_few_labels_succeed_as_waiting_and_say_so(cluster):
                                   (("endpoint", ENDPOINT),))] < 600
     assert metrics[("mlc_ab_verdict_samples", (("endpoint", ENDPOINT),
                                                ("variant", "treatment")))] == 300
+
+
+def write_customer_case(log: Path, labels: Path, features: list[str], n: int,
+                        accuracy: dict[str, float], seed: int) -> dict[str, tuple[int, int]]:
+    """Each of `n` customers per variant is scored twice, two hours apart, by the serving
+    runtime's writer (the request carries the customer id). One label per customer: an
+    hour after the first score (it joins the first), five hours after the second (the
+    second), or thirty hours after it (past `within: 1d`: joins nothing). Labels are
+    written shuffled. Returns (correct, joined) per variant, worked out from the outcomes."""
+    from mlc.runtime.prediction_log import PredictionLogWriter
+
+    rng = np.random.default_rng(seed)
+    base = time.time() - 40 * 3600
+    label_rows, expected = [], {}
+    for v, (variant, rate) in enumerate(sorted(accuracy.items())):
+        writer = PredictionLogWriter(str(log), features, 1.0, variant=variant,
+                                     entity_keys={"customer_id": "int64",
+                                                  "merchant_id": "int64"})
+        correct = joined = 0
+        for c in range(n):
+            customer = 100_000 * (v + 1) + c
+            y = int(rng.random() < 0.3)
+            right = rng.random(2) < rate  # each score right or wrong on its own
+            for k, at in enumerate((base, base + 2 * 3600)):
+                p = 0.8 if (y == 1) == right[k] else 0.2
+                writer.log(rng.normal(size=(1, len(features))), np.array([p]),
+                           VERSIONS[variant], now=at, request_id=f"{customer}-{k}",
+                           request={"customer_id": customer, "merchant_id": 7})
+            kind = rng.choice(3, p=[0.4, 0.4, 0.2])
+            labelled_at = (base + 3600, base + 7 * 3600, base + 32 * 3600)[kind]
+            label_rows.append((customer, y, labelled_at))
+            if kind < 2:
+                joined += 1
+                correct += int(right[kind])
+        writer.close()
+        expected[variant] = (correct, joined)
+    frame = pd.DataFrame(label_rows, columns=["customer_id", "is_fraud", "labelled_at"])
+    frame.sample(frac=1, random_state=seed).to_parquet(labels)
+    return expected
+
+
+def test_labels_keyed_by_the_customer_join_as_of_their_time(cluster):
+    objects = cluster["objects"]
+    shutil.rmtree(objects, ignore_errors=True)
+    expected = write_customer_case(
+        objects / "predictions", cluster["labels"].with_name("customer-outcomes.parquet"),
+        features(cluster["root"]), 600, {"control": 0.8, "treatment": 0.9}, seed=11)
+    pipeline = f"verdict-{BY_CUSTOMER}"
+    [task] = cluster["cluster"].submit(pipeline, f"{pipeline}-asof", {})
+    assert task.returncode == 0, task.log
+    v = json.loads((objects / "verdicts" / f"{ENDPOINT}.json").read_text())
+    assert v["endpoint"] == BY_CUSTOMER, v
+    assert (v["join"]["key"], v["join"]["within_seconds"],
+            v["join"]["label_time_column"]) == ("customer_id", 86400, "labelled_at")
+    for variant, (correct, joined) in expected.items():
+        assert v["variants"][variant]["samples"] == joined
+        assert v["variants"][variant]["value"] == pytest.approx(correct / joined)
+    too_late = 1200 - sum(j for _, j in expected.values())
+    assert v["join"]["unmatched_labels"] == too_late > 0
+    assert v["join"]["joined"] + v["join"]["unlabelled"] == 2400  # two scores a customer
+    metrics = pushed(cluster["url"])
+    (k, n) = expected["treatment"]
+    assert metrics[("mlc_ab_verdict_metric", (("endpoint", BY_CUSTOMER), ("metric", "accuracy"),
+                                              ("variant", "treatment")))] == pytest.approx(k / n)
 
 
 def test_promote_from_verdict_ends_the_test_with_the_winner(cluster, capsys):

@@ -127,8 +127,9 @@ def test_the_join_keeps_one_label_per_unambiguous_key():
                                           timestamp="at", variants=True)
     assert joined["request_id"].tolist() == ["r1", "r2"]
     assert joined[LABEL_COLUMN].tolist() == [1, 1]  # r2: the later label
+    # r3's and r4's labels reach no unambiguous A/B prediction
     assert counts.as_dict() == {"predictions": 5, "labels": 5, "joined": 2, "unlabelled": 1,
-                                "ambiguous": 2}
+                                "ambiguous": 2, "unmatched_labels": 2}
     # ids written as numbers on one side and text on the other still match
     numeric = log_frame([(7.0, 0.9, "a", "1")]).astype({"request_id": float})
     joined, _ = labelled_predictions(numeric, pd.DataFrame({"request_id": ["7"], "y": [1]}),

@@ -322,7 +322,12 @@ class Verdict(IR):
     """An A/B endpoint's scheduled verdict (mlc/runtime/verdict/): every setting final."""
 
     labels_source: str
-    key: str  # the prediction log's column (request_id or an input) joined to the labels
+    key: str  # the prediction log's column (request_id, an input, or the entity's join key)
+    # an as-of join on an entity (the log's column `key`, the labels' time column): a label
+    # joins the latest prediction for its entity at most `within_seconds` before it; None:
+    # labels join on `key` exactly
+    within_seconds: int | None = None
+    label_time_column: str | None = None
     label_column: str  # the labels source's outcome column
     metric: Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]
     higher_is_better: bool

@@ -3,7 +3,7 @@
 Layout, under an endpoint's `prediction_log_uri` (a local folder or any URI pyarrow's
 filesystems open: s3://, gs://, abfs://):
 
-    date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<seq>.parquet
+    date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<writer>-<seq>.parquet
 
 one Parquet file per flush, each row one sampled prediction with the columns
 
@@ -22,12 +22,13 @@ one Parquet file per flush, each row one sampled prediction with the columns
 
 Files are written whole and never appended to, so a reader sees complete files only; the
 date folders let a reader skip days outside its window without opening them. Many servers
-write to one log: file names carry the host and process.
+write to one log: file names carry the host, process and writer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import os
 import random
@@ -71,6 +72,9 @@ def _filesystem(uri: str):
 filesystem = _filesystem
 
 
+_WRITERS = itertools.count(1)
+
+
 def _day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
@@ -110,7 +114,9 @@ class PredictionLogWriter:
         self._oldest: float | None = None
         self._seq = 0
         self._closed = False
-        self._tag = f"{socket.gethostname()}-{os.getpid()}"
+        # host, process and writer: two writers of one process (an A/B variant's and a
+        # test's) flushing rows of one millisecond would otherwise write one file name
+        self._tag = f"{socket.gethostname()}-{os.getpid()}-{next(_WRITERS)}"
         self.errors = 0  # failed writes (the rows are dropped: logging never blocks serving)
         self._warm_up()
 

@@ -162,6 +162,12 @@ class Verdict(Spec):
                            "prediction: `request_id` (the `x-request-id` a client sent) or an "
                            "input feature the log holds; the labels source has a column of "
                            "the same name.")
+    entity: Name | None = Field(None, description="Join on an entity of the endpoint's model "
+                                "instead of `key`: a label joins the latest prediction for "
+                                "that entity at or before the label's time (the source's "
+                                "`timestampField`), at most `within` earlier.")
+    within: Seconds | None = Field(None, description="With `entity`: how long before its "
+                                   "label a prediction may be (default 1d).")
     label_column: FieldName | None = Field(None, description="The labels source's column "
                                            "holding the outcome; defaults to the model's "
                                            "`label.column`.")

@@ -43,6 +43,7 @@ from mlc.compiler import ir
 from mlc.runtime import pushgateway
 from mlc.runtime.prediction_log import (
     PREDICTION_COLUMN,
+    TIMESTAMP_COLUMN,
     VARIANT_COLUMN,
     VERSION_COLUMN,
     read_log,
@@ -82,12 +83,12 @@ def run(ctx: StepContext) -> None:
         log = read_log(log_uri, since=started - window, until=started)
         if len(log) == 0:  # nothing logged yet (a new test, a low sample rate): no data
             log = pd.DataFrame(columns=[verdict.key, PREDICTION_COLUMN, VARIANT_COLUMN,
-                                        VERSION_COLUMN])
+                                        VERSION_COLUMN, TIMESTAMP_COLUMN])
         labels = read_labels(ctx, verdict, started - window)
         joined, counts = labelled_predictions(
             log, labels, key=verdict.key, label_column=verdict.label_column,
             timestamp=ctx.project.sources[verdict.labels_source].timestamp_field,
-            variants=True)
+            variants=True, within_seconds=verdict.within_seconds)
         result = decide(ctx.project, endpoint, joined, counts)
     except (StepFailed, JoinError, stats.MetricError, OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, StepFailed) else str(exc)
@@ -180,7 +181,8 @@ def decide(project: ir.ResolvedProject, endpoint: ir.Endpoint, joined: pd.DataFr
         "alpha": v.alpha, "alpha_per_comparison": per_comparison, "baseline": v.baseline,
         "min_samples": v.min_samples, "short_of_samples": short,
         "join": {"key": v.key, "labels_source": v.labels_source,
-                 "label_column": v.label_column, **counts.as_dict()},
+                 "label_column": v.label_column, "within_seconds": v.within_seconds,
+                 "label_time_column": v.label_time_column, **counts.as_dict()},
         "variants": variants, "comparisons": comparisons,
     }
 
