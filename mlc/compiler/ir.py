@@ -344,6 +344,31 @@ class Verdict(IR):
     output_uri: str
 
 
+class QualityMonitor(IR):
+    """An online endpoint's quality on live traffic from late labels (mlc/runtime/quality/):
+    the verdict's join and metrics, compared with the served version's training
+    evaluation."""
+
+    name: str
+    k8s_name: str
+    endpoint: str
+    model: str
+    labels_source: str
+    key: str  # as Verdict.key
+    label_column: str
+    within_seconds: int | None  # as Verdict.within_seconds
+    label_time_column: str | None
+    metrics: list[Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]]
+    higher_is_better: dict[str, bool]  # by metric
+    window_seconds: int
+    schedule: str
+    min_samples: int
+    max_drop: float  # in the metric's units, against the training evaluation's `test_<m>`
+    routes: list[str]
+    pipeline: str
+    origin: Origin
+
+
 class Rollout(IR):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"]
     steps: list[CanaryStep]
@@ -485,7 +510,7 @@ class Step(IR):
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
                   "train", "evaluate", "explain", "register", "promote", "drift_check",
-                  "batch_score", "ab_verdict"]
+                  "batch_score", "ab_verdict", "model_quality"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
@@ -510,7 +535,8 @@ class Parameter(IR):
 
 class Pipeline(IR):
     name: str  # DNS label, unique in the project
-    kind: Literal["training", "drift", "batch_scoring", "materialization", "ab_verdict"]
+    kind: Literal["training", "drift", "batch_scoring", "materialization", "ab_verdict",
+                  "model_quality"]
     model: str | None
     endpoint: str | None
     drift_check: str | None
@@ -654,6 +680,7 @@ class ResolvedProject(IR):
     endpoints: dict[str, Endpoint]
     drift_checks: dict[str, DriftCheck]
     routes: dict[str, Route]
+    quality_monitors: dict[str, QualityMonitor] = Field(default_factory=dict)
     alerts: Alerts
     pipelines: dict[str, Pipeline]
     accepted_risks: list[AcceptedRisk] = Field(default_factory=list)

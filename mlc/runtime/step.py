@@ -46,6 +46,7 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "drift_check": ("mlc.runtime.drift.step", "run"),
     "batch_score": ("mlc.runtime.serve.batch", "run"),
     "ab_verdict": ("mlc.runtime.verdict.step", "run"),
+    "model_quality": ("mlc.runtime.quality.step", "run"),
 }
 
 

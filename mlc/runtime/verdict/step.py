@@ -84,7 +84,7 @@ def run(ctx: StepContext) -> None:
         if len(log) == 0:  # nothing logged yet (a new test, a low sample rate): no data
             log = pd.DataFrame(columns=[verdict.key, PREDICTION_COLUMN, VARIANT_COLUMN,
                                         VERSION_COLUMN, TIMESTAMP_COLUMN])
-        labels = read_labels(ctx, verdict, started - window)
+        labels = read_labels(ctx, verdict.labels_source, started - window)
         joined, counts = labelled_predictions(
             log, labels, key=verdict.key, label_column=verdict.label_column,
             timestamp=ctx.project.sources[verdict.labels_source].timestamp_field,
@@ -112,10 +112,10 @@ def run(ctx: StepContext) -> None:
     print(describe(result, target) + f"\npublished: {published}")
 
 
-def read_labels(ctx: StepContext, verdict: ir.Verdict, since: float) -> pd.DataFrame:
+def read_labels(ctx: StepContext, source_name: str, since: float) -> pd.DataFrame:
     from mlc.runtime import sources
 
-    source = ctx.project.sources[verdict.labels_source]
+    source = ctx.project.sources[source_name]
     # the window narrows a warehouse's query (labels come at or after their predictions);
     # a file is read whole, and the join keeps only the logged keys
     table = sources.read(ctx, source, start=dt.datetime.fromtimestamp(since, dt.UTC))

@@ -30,6 +30,7 @@ from ...output import OutputFile
 from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
 from .alertmanager import alertmanager_config
+from .quality_rules import quality_rule_sets
 from .rules import RuleSet, rule_sets
 from .scoring import scoring_rule_sets
 from .verdict_rules import verdict_rule_sets
@@ -39,7 +40,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     src = project.source
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
-                     *verdict_rule_sets(project)]:
+                     *verdict_rule_sets(project), *quality_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",

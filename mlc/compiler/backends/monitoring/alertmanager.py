@@ -7,7 +7,8 @@ Routing, first match wins unless a route says `continue`:
    of `monitoring.webhookSecret`, which the webhook requires. Alertmanager posts a
    still-firing group again every `repeatInterval`, set to the check's cooldown; the Sensor
    enforces cooldown and maxRuns itself.
-2. alerts of a drift check that lists `routes` -> those routes, and nowhere else;
+2. alerts of a drift check (label `check`) or a quality monitor (label `monitor`) that lists
+   `routes` -> those routes, and nowhere else;
 3. `severity` critical / warning -> `alerts.critical` / `alerts.warning`.
 A route with several receivers is a parent with one child per receiver, each `continue`.
 
@@ -40,8 +41,10 @@ def retrain_receiver(check: DriftCheck) -> str:
 def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
     retrain = events.retrain_checks(project)
     routed = [c for c in project.drift_checks.values() if c.routes]
+    # a quality monitor's alerts carry its name in `monitor`, as a drift check's in `check`
+    monitors = [q for q in project.quality_monitors.values() if q.routes]
     alerts = project.alerts
-    if not (retrain or routed or alerts.critical_routes or alerts.warning_routes):
+    if not (retrain or routed or monitors or alerts.critical_routes or alerts.warning_routes):
         return None
     routes: list[dict[str, Any]] = []
     for check in retrain:
@@ -54,6 +57,8 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
         })
     for check in routed:
         routes.append(_fan_out([_eq("check", check.name)], check.routes))
+    for monitor in monitors:
+        routes.append(_fan_out([_eq("monitor", monitor.name)], monitor.routes))
     for severity, names in (("critical", alerts.critical_routes),
                             ("warning", alerts.warning_routes)):
         if names:
@@ -61,8 +66,8 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
     receivers: list[dict[str, Any]] = [{"name": NULL_RECEIVER}]
     receivers += [{"name": retrain_receiver(check), "webhookConfigs": [
         _retrain_webhook(project, check)]} for check in retrain]
-    used = {n for c in routed for n in c.routes} | set(alerts.critical_routes) | set(
-        alerts.warning_routes)
+    used = {n for c in [*routed, *monitors] for n in c.routes} | set(
+        alerts.critical_routes) | set(alerts.warning_routes)
     receivers += [_receiver(project.routes[name]) for name in sorted(used)]
     return {
         "apiVersion": API_VERSION,
