@@ -33,6 +33,7 @@ from mlc.compiler.pipeline import check_environment
 from . import servers
 from .cluster_pods import Cluster, Failed, Image, mlc_compile, read_tree
 from .conftest import copy_example
+from .schema_check import check_crd
 
 pd = pytest.importorskip("pandas", reason="the quality runtime needs pandas (mlc[drift])")
 mlflow = pytest.importorskip("mlflow", reason="the quality runtime reads MLflow (mlc[drift])")
@@ -72,6 +73,7 @@ def make_project(tmp: Path, labels: Path, tracking: str) -> Path:
       minSamples: 300
       maxDrop: {MAX_DROP}
       schedule: "20 * * * *"
+      routes: [risk-pager]
 """, 1)
     (root / "ml.yaml").write_text(text)
     overlay = root / "environments" / "dev.yaml"
@@ -202,8 +204,22 @@ def test_the_cronworkflow_runs_the_quality_step(cluster):
     [step] = [t for t in template["spec"]["templates"] if t["name"] == "quality"]
     assert step["container"]["args"][-2:] == ["--step", "quality"]
     assert step["container"]["securityContext"]["readOnlyRootFilesystem"] is True
-    assert any(d.get("kind") == "PrometheusRule"
-               and d["metadata"]["name"].endswith(f"quality-{MONITOR}") for d in docs)
+    [rule] = [d for d in docs if d.get("kind") == "PrometheusRule"
+              and d["metadata"]["name"].endswith(f"quality-{MONITOR}")]
+    [config] = [d for d in docs if d.get("kind") == "AlertmanagerConfig"]
+    # the monitor's alerts go to its routes, and nowhere else
+    [route] = [r for r in config["spec"]["route"]["routes"]
+               if {"name": "monitor", "value": MONITOR, "matchType": "="} in r["matchers"]]
+    assert [r["receiver"] for r in route["routes"]] == ["risk-pager"]
+    for obj, crd in ((cron, "argo-workflows/argoproj.io_cronworkflows.yaml"),
+                     (template, "argo-workflows/argoproj.io_workflowtemplates.yaml"),
+                     (rule, "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml")):
+        assert check_crd(obj, crd) == [], obj["kind"]
+    # the generated promtool tests of the alerts pass
+    tests = cluster["tree"] / "monitoring" / "tests" / f"quality-{MONITOR}.test.yaml"
+    done = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_as_good_as_training_is_no_drop(cluster, tmp_path):
