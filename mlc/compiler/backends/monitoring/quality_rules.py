@@ -16,7 +16,7 @@ from ...ir import QualityMonitor, ResolvedProject
 from . import promql, schedules
 from .alerts import Alert, Group, Scenario, Series
 from .gotemplate import Label
-from .rules import RuleSet, _by, _overdue, _step
+from .rules import RuleSet, _by, _failed_run, _overdue, _step
 
 
 def quality_rule_sets(project: ResolvedProject) -> list[RuleSet]:
@@ -31,7 +31,6 @@ def quality_alerts(project: ResolvedProject, q: QualityMonitor) -> list[Alert]:
     interval = schedules.max_interval_seconds(q.schedule)
     step = _step(interval)
     drop = promql.series(metrics.QUALITY_DROP)
-    up = promql.series(metrics.QUALITY_UP)
     first = q.metrics[0]
 
     def at(*series: Series) -> Scenario:
@@ -56,16 +55,13 @@ def quality_alerts(project: ResolvedProject, q: QualityMonitor) -> list[Alert]:
                          "the version.",),
             unhealthy=((at(dropped(2 * q.max_drop)), {**labels, "metric": first}),),
             healthy=(at(dropped(q.max_drop / 2)), at(dropped(-q.max_drop)))),
-        Alert(
-            name="ModelQualityFailing", severity="warning",
-            expr=f"min by ({by}) ({promql.selector(up, labels)}) == 0",
+        _failed_run(
+            "ModelQualityFailing", metrics.QUALITY_UP, labels, step,
             summary=(f"The quality monitor {q.name} of endpoint {q.endpoint} failed.",),
             description=(f"The last run of pipeline {q.pipeline} could not score the endpoint "
                          f"(prediction log, labels source `{q.labels_source}` or the model "
                          "registry unreadable, or a column missing); see the logs of its "
-                         "last workflow.",),
-            unhealthy=((at(Series(up, labels, "0+0x20")), labels),),
-            healthy=(at(Series(up, labels, "1+0x20")),)),
+                         "last workflow.",)),
     ]
     if interval is not None:
         out.append(_overdue(

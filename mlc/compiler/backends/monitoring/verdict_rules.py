@@ -21,7 +21,7 @@ from ...ir import Endpoint, ResolvedProject
 from . import promql, schedules
 from .alerts import Alert, Scenario, Series
 from .gotemplate import Label
-from .rules import RuleSet, _by, _overdue, _step, per_endpoint
+from .rules import RuleSet, _by, _failed_run, _overdue, _step, per_endpoint
 
 
 def verdict_rule_sets(project: ResolvedProject) -> list[RuleSet]:
@@ -38,7 +38,6 @@ def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
     step = _step(interval)
     decision = promql.series(metrics.VERDICT_STATE)
     winner = promql.series(metrics.VERDICT_WINNER)
-    up = promql.series(metrics.VERDICT_UP)
     variants = [v.name for v in endpoint.rollout.variants]
 
     def at(*series: Series) -> Scenario:
@@ -68,16 +67,13 @@ def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
                          f"({verdict.output_uri}).",),
             unhealthy=((at(*decided("winner", variants[-1])), reached),),
             healthy=(at(*decided("no-difference", None)),)),
-        Alert(
-            name="ABVerdictFailing", severity="warning",
-            expr=f"min by ({by}) ({promql.selector(up, labels)}) == 0",
+        _failed_run(
+            "ABVerdictFailing", metrics.VERDICT_UP, labels, step,
             summary=(f"The A/B verdict of endpoint {endpoint.name} failed.",),
             description=(f"The last run of pipeline {verdict.pipeline} could not compute the "
                          f"verdict (prediction log or labels source `{verdict.labels_source}` "
                          "unreadable, or a column missing); see the logs of its last "
-                         "workflow.",),
-            unhealthy=((at(Series(up, labels, "0+0x20")), labels),),
-            healthy=(at(Series(up, labels, "1+0x20")),)),
+                         "workflow.",)),
     ]
     out.append(waiting_too_long(project, endpoint, labels, step))
     if interval is not None:
