@@ -33,7 +33,8 @@ from mlc.compiler.pipeline import check_environment
 from . import servers
 from .cluster_pods import Cluster, Failed, Image, mlc_compile, read_tree
 from .conftest import copy_example
-from .schema_check import check_crd
+from .schema_check import check_crd, check_definition
+from .test_drift_webhook import _run_cooldown, _substitute, _template, _when
 
 pd = pytest.importorskip("pandas", reason="the quality runtime needs pandas (mlc[drift])")
 mlflow = pytest.importorskip("mlflow", reason="the quality runtime reads MLflow (mlc[drift])")
@@ -74,6 +75,7 @@ def make_project(tmp: Path, labels: Path, tracking: str) -> Path:
       maxDrop: {MAX_DROP}
       schedule: "20 * * * *"
       routes: [risk-pager]
+      onDrop: {{action: retrain, cooldown: 12h, maxRuns: 2, per: 7d}}
 """, 1)
     (root / "ml.yaml").write_text(text)
     overlay = root / "environments" / "dev.yaml"
@@ -208,8 +210,8 @@ def test_the_cronworkflow_runs_the_quality_step(cluster):
               and d["metadata"]["name"].endswith(f"quality-{MONITOR}")]
     [config] = [d for d in docs if d.get("kind") == "AlertmanagerConfig"]
     # the monitor's alerts go to its routes, and nowhere else
-    [route] = [r for r in config["spec"]["route"]["routes"]
-               if {"name": "monitor", "value": MONITOR, "matchType": "="} in r["matchers"]]
+    [route] = [r for r in config["spec"]["route"]["routes"] if "routes" in r
+               and {"name": "monitor", "value": MONITOR, "matchType": "="} in r["matchers"]]
     assert [r["receiver"] for r in route["routes"]] == ["risk-pager"]
     for obj, crd in ((cron, "argo-workflows/argoproj.io_cronworkflows.yaml"),
                      (template, "argo-workflows/argoproj.io_workflowtemplates.yaml"),
@@ -271,3 +273,54 @@ def test_an_unreadable_labels_source_fails_the_run(cluster, tmp_path):
     values = pushed(cluster["url"])
     assert values[("mlc_model_quality_up", None)] == 0
     assert alerts_on(cluster, values, tmp_path) == ["ModelQualityFailing"]
+
+
+def test_a_drop_retrains_through_drift_s_guarded_path(cluster):
+    """`onDrop: retrain`: the drop alert goes to the retraining webhook, whose Sensor creates
+    the same gate Workflow as drift's: the cooldown step (run here as declared) lets one
+    training run start per lease, `reason=quality`."""
+    from mlc.compiler.backends.argo.cooldown import COOLDOWN, ENTRYPOINT, START
+
+    docs = read_tree(cluster["tree"])
+    [source] = [d for d in docs if d.get("kind") == "EventSource"]
+    [sensor] = [d for d in docs if d.get("kind") == "Sensor"]
+    for obj in (source, sensor):
+        definition = f"io.argoproj.events.v1alpha1.{obj['kind']}"
+        assert check_definition(obj, "argo-events/schema.json", definition) == []
+    event = sensor["spec"]["dependencies"][0]["eventName"]
+    assert event == f"quality-{MONITOR}" and event in source["spec"]["webhook"]
+    hook = source["spec"]["webhook"][event]
+    [config] = [d for d in docs if d.get("kind") == "AlertmanagerConfig"]
+    [route] = [r for r in config["spec"]["route"]["routes"]
+               if {"name": "alertname", "value": "ModelQualityDropped", "matchType": "="}
+               in r.get("matchers", [])]
+    assert {"name": "monitor", "value": MONITOR, "matchType": "="} in route["matchers"]
+    assert route["repeatInterval"] == "12h"
+    [receiver] = [r for r in config["spec"]["receivers"] if r["name"] == route["receiver"]]
+    assert receiver["webhookConfigs"][0]["url"] == hook["url"] + hook["endpoint"]
+
+    gate = sensor["spec"]["triggers"][0]["template"]["k8s"]["source"]["resource"]
+    assert check_crd(gate, "argo-workflows/argoproj.io_workflows.yaml") == []
+    training = yaml.safe_load(_template(gate, START)["resource"]["manifest"])
+    assert training["spec"]["workflowTemplateRef"] == {"name": "train-fraud-classifier"}
+    assert training["spec"]["arguments"]["parameters"] == [{"name": "reason",
+                                                            "value": "quality"}]
+    step = _template(gate, COOLDOWN)
+    lease = int(step["container"]["command"][-1])
+    assert lease == 7 * 86400 // 2  # 2 per 7d spaces starts wider than the 12h cooldown
+    steps = _template(gate, ENTRYPOINT)["steps"]
+    last = "0"  # the ConfigMap has no start yet
+
+    def alert(now: int) -> bool:
+        nonlocal last
+        result = _run_cooldown(step, last, now)
+        values = {"steps.cooldown.outputs.result": result,
+                  "workflow.creationTimestamp.s": str(now)}
+        if _when(_substitute(steps[1][0]["when"], values)):
+            last = str(now)  # the record step
+            return True
+        return False
+
+    t0 = 1_800_000_000
+    assert [alert(t) for t in (t0, t0 + 3600, t0 + lease - 1, t0 + lease)] == [
+        True, False, False, True]

@@ -364,6 +364,7 @@ class QualityMonitor(IR):
     schedule: str
     min_samples: int
     max_drop: float  # in the metric's units, against the training evaluation's `test_<m>`
+    on_drop: OnDrift  # alert, or retrain through the drift retraining's guards
     routes: list[str]
     pipeline: str
     origin: Origin

@@ -127,6 +127,9 @@ class QualityMonitor(LabelsJoin):
     max_drop: float = Field(0.05, gt=0, le=1000, description="Alert when a metric is worse "
                             "than the served version's training evaluation by more than "
                             "this (in the metric's own units).")
+    on_drop: OnDrift = Field(default_factory=OnDrift, description="What happens on a drop: "
+                             "`alert`, or `retrain` as well, through drift's guarded "
+                             "retraining (the same cooldown and cap).")
     routes: list[Name] = Field(default_factory=list, description="Notification routes.")
 
 

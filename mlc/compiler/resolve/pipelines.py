@@ -62,7 +62,7 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
         ir.Parameter(name="hyperparameters", default="{}",
                      description="JSON object of hyperparameter overrides."),
         ir.Parameter(name="reason", default="manual",
-                     description="Why this run started: manual, schedule, drift."),
+                     description="Why this run started: manual, schedule, drift, quality."),
         ir.Parameter(name="promote", default="true" if model.auto_promote else "false",
                      description="Move the production alias when the gates pass."),
     ]

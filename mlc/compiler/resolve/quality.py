@@ -15,6 +15,7 @@ from .. import ir
 from ..names import dns_label
 from .context import Context
 from .labels import resolve_join
+from .models import NO_TRAINING, has_training
 from .verdict import DEFAULT_METRIC, TASK_METRICS
 
 QUALITY_ENDPOINT = "MLC544"  # a batch endpoint, or one whose prediction log samples nothing
@@ -50,6 +51,11 @@ def resolve_quality_monitors(ctx: Context, endpoints: dict[str, ir.Endpoint],
                           f"not apply to {model.task} model `{model.name}`",
                           (*path, "metrics", i),
                           help="use one of: " + ", ".join(f"`{m}`" for m in allowed))
+        if q.on_drop.action == "retrain" and not has_training(ctx.project.models[model.name]):
+            ok = False
+            ctx.error(NO_TRAINING, f"quality monitor `{name}` retrains model `{model.name}`, "
+                      "which has no training", (*path, "onDrop", "action"),
+                      help="add a trainer to the model, or use `action: alert`")
         for i, r in enumerate(q.routes):
             ok = ctx.check_ref(r, routes, "route", (*path, "routes", i),
                                "monitoring.routes") and ok
@@ -63,6 +69,11 @@ def resolve_quality_monitors(ctx: Context, endpoints: dict[str, ir.Endpoint],
             within_seconds=join.within_seconds, label_time_column=join.label_time_column,
             metrics=metrics, higher_is_better={m: better[m] for m in metrics},
             window_seconds=int(duration_seconds(q.window)), schedule=q.schedule,
-            min_samples=q.min_samples, max_drop=q.max_drop, routes=list(q.routes),
+            min_samples=q.min_samples, max_drop=q.max_drop,
+            on_drop=ir.OnDrift(action=q.on_drop.action,
+                               cooldown_seconds=int(duration_seconds(q.on_drop.cooldown)),
+                               max_runs=q.on_drop.max_runs,
+                               per_seconds=int(duration_seconds(q.on_drop.per))),
+            routes=list(q.routes),
             pipeline=dns_label("quality", name), origin=ctx.origin(path))
     return out

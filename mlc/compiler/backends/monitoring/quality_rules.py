@@ -13,6 +13,7 @@ from __future__ import annotations
 from mlc import metrics
 
 from ...ir import QualityMonitor, ResolvedProject
+from ..argo.events import QUALITY_ALERT
 from . import promql, schedules
 from .alerts import Alert, Group, Scenario, Series
 from .gotemplate import Label
@@ -41,7 +42,7 @@ def quality_alerts(project: ResolvedProject, q: QualityMonitor) -> list[Alert]:
 
     out = [
         Alert(
-            name="ModelQualityDropped", severity="warning",
+            name=QUALITY_ALERT, severity="warning",
             expr=(f"max by ({by}, metric) ({promql.selector(drop, labels)}) > "
                   f"{promql.number(q.max_drop)}"),
             summary=(f"The {', '.join(q.metrics)} of endpoint {q.endpoint} dropped: ",
