@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "pipeline",
-                   "ingest"]
+Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "quality",
+                   "pipeline", "ingest"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -210,7 +210,7 @@ VERDICT_P_VALUE = Metric(
     "verdict")
 VERDICT_STATE = Metric(
     "mlc_ab_verdict_decision", "gauge", ("endpoint", "decision"),
-    "1 for the last run's decision (winner, no-difference, insufficient-data), 0 for the "
+    "1 for the last run's decision (winner, no-difference, waiting), 0 for the "
     "others.", "verdict")
 VERDICT_WINNER = Metric(
     "mlc_ab_verdict_winner", "gauge", ("endpoint", "variant"),
@@ -248,6 +248,37 @@ INGEST_LAG = Metric(
     "Messages between the group's position and the end of each assigned partition.", "ingest")
 INGEST_METRICS: tuple[Metric, ...] = (INGEST_CONSUMED, INGEST_PUSHED, INGEST_FAILED, INGEST_LAG)
 
+# --- model quality from late labels (mlc/runtime/quality/, pushed by each run) ------------
+QUALITY_VALUE = Metric(
+    "mlc_model_quality_metric", "gauge", ("monitor", "endpoint", "metric"),
+    "The metric over the window's labelled predictions (set once minSamples are joined).",
+    "quality")
+QUALITY_BASELINE = Metric(
+    "mlc_model_quality_baseline", "gauge", ("monitor", "endpoint", "metric"),
+    "The served version's training evaluation of the metric (its `test_<metric>`).",
+    "quality")
+QUALITY_DROP = Metric(
+    "mlc_model_quality_drop", "gauge", ("monitor", "endpoint", "metric"),
+    "How much worse the live metric is than the baseline, in the metric's units (negative: "
+    "better).", "quality")
+QUALITY_SAMPLES = Metric(
+    "mlc_model_quality_samples", "gauge", ("monitor", "endpoint"),
+    "Predictions in the window joined with a label.", "quality")
+QUALITY_WAITING = Metric(
+    "mlc_model_quality_waiting", "gauge", ("monitor", "endpoint"),
+    "1 when the last run had fewer than minSamples labelled predictions (nothing scored).",
+    "quality")
+QUALITY_LAST_RUN = Metric(
+    "mlc_model_quality_last_run_timestamp_seconds", "gauge", ("monitor", "endpoint"),
+    "When the monitor last ran, successfully or not.", "quality")
+QUALITY_UP = Metric(
+    "mlc_model_quality_up", "gauge", ("monitor", "endpoint"),
+    "1 when the last run completed; 0 when it failed (unreadable log, labels or registry).",
+    "quality")
+QUALITY_METRICS: tuple[Metric, ...] = (
+    QUALITY_VALUE, QUALITY_BASELINE, QUALITY_DROP, QUALITY_SAMPLES, QUALITY_WAITING,
+    QUALITY_LAST_RUN, QUALITY_UP)
+
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
 # Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
 # extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
@@ -275,7 +306,7 @@ CONTRACT: tuple[Metric, ...] = (
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
-    *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS,
+    *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS, *QUALITY_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}
 # Every series name a generated query may use.

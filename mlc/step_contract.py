@@ -39,6 +39,9 @@ EXPLAIN_REPORT = "explain.html"
 REGISTER_FILE = "register.json"
 PROMOTE_FILE = "promote.json"
 SUMMARY_DIR = "summary"  # summary/<step>.json: what `mlc run` shows when the step ends
+# an A/B verdict's decision in one word (winner, no-difference, waiting, failed): the Argo
+# step's output parameter, and what `mlc run` shows for a step that exited 0
+VERDICT_DECISION_FILE = "verdict-decision"
 
 # --- metrics the builtin evaluation computes on the test rows ----------------------------
 # name -> True when higher is better; mlc/runtime/train/evaluation.py computes exactly these
@@ -221,6 +224,9 @@ FILES: tuple[File, ...] = (
          "`{\"step\": ..., \"facts\": [...]}`: the rows read and dropped, the gate values "
          "against their thresholds, the registered version, the drifted features; what `mlc "
          "run` shows under the step (mlc/runtime/step_summary.py)"),
+    File(VERDICT_DECISION_FILE, "verdict (w)",
+         "the A/B verdict's decision: `winner`, `no-difference`, `waiting` (too few labels "
+         "yet; the step still exits 0) or `failed`; the step's output parameter `decision`"),
 )
 
 

@@ -486,6 +486,29 @@ CASES = [
          {"ml.yaml": ab_verdict("{labels: events, labelColumn: outcome}")}),
     Case("verdict-unknown-baseline", "MLC363", "ml.yaml:45:43",
          {"ml.yaml": ab_verdict("{labels: events, baseline: c}")}),
+    Case("verdict-entity-not-served", "MLC382", "ml.yaml:45:41",
+         {"ml.yaml": ab_verdict("{labels: events, entity: usr}")}),
+    Case("verdict-entity-without-label-time", "MLC383", "ml.yaml:51:25",
+         {"ml.yaml": edit("entities:\n", "  outcomes:\n    type: file\n"
+                          "    path: data/outcomes.parquet\n    columns:\n"
+                          "      - {name: user_id, type: int64}\n"
+                          "      - {name: label, type: int64}\nentities:\n",
+                          ab_verdict("{labels: outcomes, entity: user}"))}),
+    Case("verdict-key-and-entity", "MLC384", "ml.yaml:45:58",
+         {"ml.yaml": ab_verdict("{labels: events, key: request_id, entity: user}")}),
+    Case("verdict-within-without-entity", "MLC384", "ml.yaml:45:41",
+         {"ml.yaml": ab_verdict("{labels: events, within: 2h}")}),
+    Case("quality-on-a-batch-endpoint", "MLC544", "ml.yaml:45:31",
+         {"ml.yaml": edit("  drift:\n", "  quality:\n    churn-quality: {endpoint: churn-nightly, "
+                          "labels: events, key: clicks}\n  drift:\n",
+                          batch_endpoint("output: \"s3://b/{date}.parquet\""))}),
+    Case("quality-metric-for-another-task", "MLC545", "ml.yaml:41:91",
+         {"ml.yaml": edit("  drift:\n", "  quality:\n    churn-quality: {endpoint: churn-api, "
+                          "labels: events, key: clicks, metrics: [accuracy, rmse]}\n"
+                          "  drift:\n")}),
+    Case("quality-entity-not-served", "MLC382", "ml.yaml:41:66",
+         {"ml.yaml": edit("  drift:\n", "  quality:\n    churn-quality: {endpoint: churn-api, "
+                          "labels: events, entity: account}\n  drift:\n")}),
     Case("verdict-unknown-labels", "MLC201", "ml.yaml:45:25",
          {"ml.yaml": ab_verdict("{labels: outcomes}")}),
     Case("gate-on-unknown-metric", "MLC230", "ml.yaml:36:24",

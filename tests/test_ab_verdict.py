@@ -9,7 +9,11 @@ server writes it: one row per request, its request id, the variant and the versi
 
 Cases: variant B clearly better on thousands of rows (winner B, p < alpha, the p-value
 checked against scipy's chi-square test of the same table), no difference, and too few
-labels (exit 30). Then `mlc promote dev --from-verdict` on the project, compiled.
+labels (the run succeeds and records `waiting`: in verdict.json, in the step's output
+parameter, in the pushed gauges). Then `mlc promote dev --from-verdict` on the project, compiled.
+A second endpoint joins labels keyed by the customer and a time (`entity: customer`): labels
+arrive late and out of order, some past `within`, and the figures are the ones worked out
+from the generated outcomes.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ pytestmark = pytest.mark.slow
 
 ENDPOINT = "fraud-ab"
 PIPELINE = "verdict-fraud-ab"
+BY_CUSTOMER = "fraud-ab-customer"  # its verdict joins on the customer, as of the label's time
 PUSHGATEWAY_HOST = "prometheus-pushgateway.fraud-dev.svc:9091"
 VERSIONS = {"control": "3", "treatment": "4"}
 
@@ -54,6 +59,14 @@ def make_project(tmp: Path, labels: Path) -> Path:
     timestampField: labelled_at
     columns:
       - {{name: request_id, type: string}}
+      - {{name: is_fraud, type: int64}}
+      - {{name: labelled_at, type: unix_timestamp}}
+  customer_outcomes:
+    type: file
+    path: "file://{labels.with_name('customer-outcomes.parquet')}"
+    timestampField: labelled_at
+    columns:
+      - {{name: customer_id, type: int64}}
       - {{name: is_fraud, type: int64}}
       - {{name: labelled_at, type: unix_timestamp}}
 """, 1)
@@ -73,6 +86,21 @@ def make_project(tmp: Path, labels: Path) -> Path:
         minSamples: 500
         alpha: 0.05
         schedule: "30 * * * *"
+  {BY_CUSTOMER}:
+    model: fraud-classifier
+    hardware: small
+    rollout:
+      strategy: ab
+      assignment: {{field: customer_id}}
+      variants:
+        - {{name: control, version: {VERSIONS['control']}, weight: 50}}
+        - {{name: treatment, version: {VERSIONS['treatment']}, weight: 50}}
+      verdict:
+        labels: customer_outcomes
+        entity: customer
+        within: 1d
+        minSamples: 200
+        schedule: "45 * * * *"
 """, 1)
     (root / "ml.yaml").write_text(text)
     return root
@@ -148,14 +176,27 @@ def run_case(env: dict, name: str, **case) -> tuple[dict, dict, str]:
     shutil.rmtree(objects, ignore_errors=True)
     correct = write_case(objects / "predictions", env["labels"], features(env["root"]),
                          **case)
+    output = None
     try:
         [task] = env["cluster"].submit(PIPELINE, f"{PIPELINE}-{name}", {})
         code, log = task.returncode, task.log
+        output = decision_output(env["cluster"], task.pod)
     except Failed as exc:
         code, log = int(str(exc).split("exited with ")[1].split(":")[0]), str(exc)
     verdict = json.loads((objects / "verdicts" / f"{ENDPOINT}.json").read_text()) \
         if code == 0 else None
-    return {"code": code, "verdict": verdict, "log": log}, correct, log
+    return {"code": code, "verdict": verdict, "log": log, "output": output}, correct, log
+
+
+def decision_output(cluster: Cluster, pod: str) -> str:
+    """The step's output parameter `decision`, read where Argo reads it: the declared path,
+    inside the pod's mounts."""
+    template = next(t for t in cluster.templates[PIPELINE]["spec"]["templates"]
+                    if t["name"] == "verdict")
+    [parameter] = template["outputs"]["parameters"]
+    assert parameter["name"] == "decision" and parameter["valueFrom"]["default"] == "failed"
+    path = cluster.work / "pods" / pod / "fs" / parameter["valueFrom"]["path"].lstrip("/")
+    return path.read_text().strip()
 
 
 def keep_verdict(cluster: dict, name: str) -> None:
@@ -177,7 +218,8 @@ def test_the_cronworkflow_runs_the_verdict_step(cluster):
     assert container["command"] == ["python", "-m", "mlc.runtime", "step"]
     assert container["args"][-2:] == ["--step", "verdict"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "'30'" in step["retryStrategy"]["expression"]  # not enough data: no retry
+    # too few labels is no failure: no exit code of its own for Argo to keep from retrying
+    assert "'30'" not in step["retryStrategy"]["expression"]
 
 
 def test_a_clear_difference_makes_b_the_winner(cluster):
@@ -188,6 +230,7 @@ def test_a_clear_difference_makes_b_the_winner(cluster):
     assert result["code"] == 0, log
     v = result["verdict"]
     assert v["decision"] == "winner" and v["winner"] == "treatment"
+    assert result["output"] == "winner"
     assert v["winner_model"]["version"] == 4
     assert (v["project"], v["environment"], v["endpoint"]) == ("fraud-detection", "dev",
                                                                 ENDPOINT)
@@ -238,18 +281,92 @@ def test_no_difference(cluster):
     keep_verdict(cluster, "same")
 
 
-def test_too_few_labels_exit_30_and_say_so(cluster):
+def test_too_few_labels_succeed_as_waiting_and_say_so(cluster):
     result, _, log = run_case(
         cluster, "short", accuracy={"control": 0.8, "treatment": 0.95},
         rows={"control": 1000, "treatment": 1000},
         labelled={"control": 900, "treatment": 300}, seed=3)
-    assert result["code"] == 30, log
-    assert "not enough labelled predictions" in log
+    assert result["code"] == 0, log
+    assert "waiting for labels: treatment short of minSamples 500" in log
+    assert result["output"] == "waiting"
+    v = result["verdict"]
+    assert (v["decision"], v["winner"], v["short_of_samples"]) == ("waiting", None,
+                                                                   ["treatment"])
+    assert (v["join"]["joined"], v["join"]["unlabelled"]) == (1200, 800)
     metrics = pushed(cluster["url"])
-    assert metrics[("mlc_ab_verdict_decision", (("decision", "insufficient-data"),
+    assert metrics[("mlc_ab_verdict_decision", (("decision", "waiting"),
                                                 ("endpoint", ENDPOINT)))] == 1
+    # a waiting run reports as a run that worked: neither ABVerdictFailing (up 0) nor
+    # ABVerdictNotRunning (no recent run time) fires on it
+    assert metrics[("mlc_ab_verdict_up", (("endpoint", ENDPOINT),))] == 1
+    assert time.time() - metrics[("mlc_ab_verdict_last_run_timestamp_seconds",
+                                  (("endpoint", ENDPOINT),))] < 600
     assert metrics[("mlc_ab_verdict_samples", (("endpoint", ENDPOINT),
                                                ("variant", "treatment")))] == 300
+
+
+def write_customer_case(log: Path, labels: Path, features: list[str], n: int,
+                        accuracy: dict[str, float], seed: int) -> dict[str, tuple[int, int]]:
+    """Each of `n` customers per variant is scored twice, two hours apart, by the serving
+    runtime's writer (the request carries the customer id). One label per customer: an
+    hour after the first score (it joins the first), five hours after the second (the
+    second), or thirty hours after it (past `within: 1d`: joins nothing). Labels are
+    written shuffled. Returns (correct, joined) per variant, worked out from the outcomes."""
+    from mlc.runtime.prediction_log import PredictionLogWriter
+
+    rng = np.random.default_rng(seed)
+    base = time.time() - 40 * 3600
+    label_rows, expected = [], {}
+    for v, (variant, rate) in enumerate(sorted(accuracy.items())):
+        writer = PredictionLogWriter(str(log), features, 1.0, variant=variant,
+                                     entity_keys={"customer_id": "int64",
+                                                  "merchant_id": "int64"})
+        correct = joined = 0
+        for c in range(n):
+            customer = 100_000 * (v + 1) + c
+            y = int(rng.random() < 0.3)
+            right = rng.random(2) < rate  # each score right or wrong on its own
+            for k, at in enumerate((base, base + 2 * 3600)):
+                p = 0.8 if (y == 1) == right[k] else 0.2
+                writer.log(rng.normal(size=(1, len(features))), np.array([p]),
+                           VERSIONS[variant], now=at, request_id=f"{customer}-{k}",
+                           request={"customer_id": customer, "merchant_id": 7})
+            kind = rng.choice(3, p=[0.4, 0.4, 0.2])
+            labelled_at = (base + 3600, base + 7 * 3600, base + 32 * 3600)[kind]
+            label_rows.append((customer, y, labelled_at))
+            if kind < 2:
+                joined += 1
+                correct += int(right[kind])
+        writer.close()
+        expected[variant] = (correct, joined)
+    frame = pd.DataFrame(label_rows, columns=["customer_id", "is_fraud", "labelled_at"])
+    frame.sample(frac=1, random_state=seed).to_parquet(labels)
+    return expected
+
+
+def test_labels_keyed_by_the_customer_join_as_of_their_time(cluster):
+    objects = cluster["objects"]
+    shutil.rmtree(objects, ignore_errors=True)
+    expected = write_customer_case(
+        objects / "predictions", cluster["labels"].with_name("customer-outcomes.parquet"),
+        features(cluster["root"]), 600, {"control": 0.8, "treatment": 0.9}, seed=11)
+    pipeline = f"verdict-{BY_CUSTOMER}"
+    [task] = cluster["cluster"].submit(pipeline, f"{pipeline}-asof", {})
+    assert task.returncode == 0, task.log
+    v = json.loads((objects / "verdicts" / f"{ENDPOINT}.json").read_text())
+    assert v["endpoint"] == BY_CUSTOMER, v
+    assert (v["join"]["key"], v["join"]["within_seconds"],
+            v["join"]["label_time_column"]) == ("customer_id", 86400, "labelled_at")
+    for variant, (correct, joined) in expected.items():
+        assert v["variants"][variant]["samples"] == joined
+        assert v["variants"][variant]["value"] == pytest.approx(correct / joined)
+    too_late = 1200 - sum(j for _, j in expected.values())
+    assert v["join"]["unmatched_labels"] == too_late > 0
+    assert v["join"]["joined"] + v["join"]["unlabelled"] == 2400  # two scores a customer
+    metrics = pushed(cluster["url"])
+    (k, n) = expected["treatment"]
+    assert metrics[("mlc_ab_verdict_metric", (("endpoint", BY_CUSTOMER), ("metric", "accuracy"),
+                                              ("variant", "treatment")))] == pytest.approx(k / n)
 
 
 def test_promote_from_verdict_ends_the_test_with_the_winner(cluster, capsys):

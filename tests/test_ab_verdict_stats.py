@@ -4,6 +4,7 @@ tests/test_ab_verdict.py runs the whole step as its CronWorkflow's container."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,7 +21,6 @@ stats = pytest.importorskip("mlc.runtime.verdict.stats")
 from mlc.runtime.prediction_log import PredictionLogWriter  # noqa: E402
 from mlc.runtime.step import (  # noqa: E402
     EXIT_FAILED,
-    EXIT_INSUFFICIENT_DATA,
     StepFailed,
     build_context,
     run_step,
@@ -127,8 +127,9 @@ def test_the_join_keeps_one_label_per_unambiguous_key():
                                           timestamp="at", variants=True)
     assert joined["request_id"].tolist() == ["r1", "r2"]
     assert joined[LABEL_COLUMN].tolist() == [1, 1]  # r2: the later label
+    # r3's and r4's labels reach no unambiguous A/B prediction
     assert counts.as_dict() == {"predictions": 5, "labels": 5, "joined": 2, "unlabelled": 1,
-                                "ambiguous": 2}
+                                "ambiguous": 2, "unmatched_labels": 2}
     # ids written as numbers on one side and text on the other still match
     numeric = log_frame([(7.0, 0.9, "a", "1")]).astype({"request_id": float})
     joined, _ = labelled_predictions(numeric, pd.DataFrame({"request_id": ["7"], "y": [1]}),
@@ -192,11 +193,11 @@ def test_the_decision_rules(project):
     rows = rows[~((rows["variant"] == "c") & (rows.index % 3 != 0))]
     v = decide(project, e, rows, counts_of(rows))
     assert (v["decision"], v["short_of_samples"], v["comparisons"]) == (
-        "insufficient-data", ["c"], {})
+        "waiting", ["c"], {})
 
 
-def test_a_run_without_data_exits_30_and_without_labels_exits_1(project, tmp_path,
-                                                                monkeypatch):
+def test_a_run_without_enough_labels_waits_and_succeeds_and_without_labels_exits_1(
+        project, tmp_path, monkeypatch, capsys):
     pipeline = project.endpoints["churn-ab"].rollout.verdict.pipeline
     env = {"MLC_RUN_DIR": str(tmp_path / "run"), "MLC_DATA_ROOT": str(tmp_path),
            "MLC_PREDICTION_LOG_URI": str(tmp_path / "log"),
@@ -210,23 +211,33 @@ def test_a_run_without_data_exits_30_and_without_labels_exits_1(project, tmp_pat
     writer = PredictionLogWriter(str(tmp_path / "log"), ["clicks"], 1.0, variant="a")
     writer.log(np.zeros((3, 1)), np.full(3, 0.5), "1", request_id="x")
     writer.close()
-    with pytest.raises(StepFailed) as err:
-        run_step(build_context(project, pipeline, "verdict", environ=env))
-    assert err.value.exit_code == EXIT_INSUFFICIENT_DATA
+    run_step(build_context(project, pipeline, "verdict", environ=env))  # no exception
+    assert "waiting for labels" in capsys.readouterr().out
+    assert (tmp_path / "run" / "verdict-decision").read_text() == "waiting\n"
+    # `mlc run` shows the step that exited 0 by the decision it recorded
+    from mlc.local.run import succeeded
+
+    step = project.pipelines[pipeline].steps[0]
+    assert succeeded(step, tmp_path / "run") == ("waiting",
+                                                 "not enough labelled predictions yet")
     folder = tmp_path / "run" / "verdict" / "churn-ab"
     prom = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in
             text_string_to_metric_families((folder / "metrics.prom").read_text())
             for s in f.samples}
-    assert prom[("mlc_ab_verdict_decision", (("decision", "insufficient-data"),
+    assert prom[("mlc_ab_verdict_decision", (("decision", "waiting"),
                                              ("endpoint", "churn-ab")))] == 1
-    assert (tmp_path / "published.json").exists()
+    assert prom[("mlc_ab_verdict_up", (("endpoint", "churn-ab"),))] == 1
+    # the key was logged three times (one request of three rows): ambiguous, not joined
+    published = json.loads((tmp_path / "published.json").read_text())
+    assert (published["decision"], published["join"]["ambiguous"],
+            published["join"]["joined"]) == ("waiting", 3, 0)
 
     # the same step, found by the endpoint's name (the command for a run by hand)
     from mlc.runtime.verdict.command import main
 
     (tmp_path / "project.json").write_text(project.model_dump_json())
     assert main(["--project", str(tmp_path / "project.json"), "--endpoint", "churn-ab",
-                 "-p", "window_seconds=3600"]) == EXIT_INSUFFICIENT_DATA
+                 "-p", "window_seconds=3600"]) == 0
     assert main(["--project", str(tmp_path / "project.json"), "--endpoint", "churn-api"]) == 1
 
     (tmp_path / "data" / "outcomes.parquet").unlink()
@@ -235,3 +246,4 @@ def test_a_run_without_data_exits_30_and_without_labels_exits_1(project, tmp_pat
     assert err.value.exit_code == EXIT_FAILED and "does not exist" in err.value.message
     prom = (folder / "metrics.prom").read_text()
     assert 'mlc_ab_verdict_up{endpoint="churn-ab"} 0.0' in prom
+    assert (tmp_path / "run" / "verdict-decision").read_text() == "failed\n"

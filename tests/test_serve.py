@@ -351,7 +351,9 @@ def test_server_end_to_end(tmp_path, dev):
         server.wait("/v2/health/ready")
 
         row = {f: float(i) for i, f in enumerate(features)}
-        answer = server.http.post("/predict", json={"instances": [row, row]}).json()
+        # entity keys beside the inputs are logged (one row sends its customer), not used
+        answer = server.http.post("/predict", json={
+            "instances": [{**row, "customer_id": 7}, row]}).json()
         assert answer["model_version"] == version and len(answer["predictions"]) == 2
         assert all(0 < p < 1 for p in answer["predictions"])
         meta = server.http.get(f"/v2/models/{model.registered_name}").json()
@@ -396,7 +398,9 @@ def test_server_end_to_end(tmp_path, dev):
     assert len(logged) == 3  # /predict: 2 rows, infer: 1 row, every row sampled
     assert set(logged["model_version"]) == {version}
     assert list(logged.columns[2:]) == [*features, PREDICTION_COLUMN, REQUEST_ID_COLUMN,
-                                        VARIANT_COLUMN]
+                                        VARIANT_COLUMN, "customer_id", "merchant_id"]
+    assert sorted(logged["customer_id"].dropna().tolist()) == [7]  # the OIP row has none
+    assert logged["merchant_id"].isna().all()
     assert logged[REQUEST_ID_COLUMN].str.len().min() == 32  # ids the server made
     assert logged[VARIANT_COLUMN].isna().all()
 
@@ -545,6 +549,8 @@ def test_online_features_from_feast(tmp_path, dev):
     finally:
         assert server.stop() == 0, server.output()
     logged = read_log(str(tmp_path / "log")).sort_values("amount_avg_7d").reset_index()
+    assert sorted(zip(logged["customer_id"], logged["merchant_id"], strict=True)) == [
+        (1, 2), (3, 4)]
     customers = pd.read_parquet(ROOT / "data" / "customer_daily.parquet")
     merchants = pd.read_parquet(ROOT / "data" / "merchant_daily.parquet")
     newest_c = customers.sort_values("event_timestamp").groupby("customer_id").last()

@@ -398,7 +398,12 @@ class Verdict(IR):
     """An A/B endpoint's scheduled verdict (mlc/runtime/verdict/): every setting final."""
 
     labels_source: str
-    key: str  # the prediction log's column (request_id or an input) joined to the labels
+    key: str  # the prediction log's column (request_id, an input, or the entity's join key)
+    # an as-of join on an entity (the log's column `key`, the labels' time column): a label
+    # joins the latest prediction for its entity at most `within_seconds` before it; None:
+    # labels join on `key` exactly
+    within_seconds: int | None = None
+    label_time_column: str | None = None
     label_column: str  # the labels source's outcome column
     metric: Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]
     higher_is_better: bool
@@ -413,6 +418,32 @@ class Verdict(IR):
     # where each run publishes verdict.json (beside the prediction logs), since the run's
     # own volume goes with the run: what `mlc promote --from-verdict` reads
     output_uri: str
+
+
+class QualityMonitor(IR):
+    """An online endpoint's quality on live traffic from late labels (mlc/runtime/quality/):
+    the verdict's join and metrics, compared with the served version's training
+    evaluation."""
+
+    name: str
+    k8s_name: str
+    endpoint: str
+    model: str
+    labels_source: str
+    key: str  # as Verdict.key
+    label_column: str
+    within_seconds: int | None  # as Verdict.within_seconds
+    label_time_column: str | None
+    metrics: list[Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]]
+    higher_is_better: dict[str, bool]  # by metric
+    window_seconds: int
+    schedule: str
+    min_samples: int
+    max_drop: float  # in the metric's units, against the training evaluation's `test_<m>`
+    on_drop: OnDrift  # alert, or retrain through the drift retraining's guards
+    routes: list[str]
+    pipeline: str
+    origin: Origin
 
 
 class Rollout(IR):
@@ -556,7 +587,7 @@ class Step(IR):
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
                   "train", "evaluate", "explain", "register", "promote", "drift_check",
-                  "batch_score", "ab_verdict", "wait_upstream"]
+                  "batch_score", "ab_verdict", "wait_upstream", "model_quality"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
@@ -581,7 +612,8 @@ class Parameter(IR):
 
 class Pipeline(IR):
     name: str  # DNS label, unique in the project
-    kind: Literal["training", "drift", "batch_scoring", "materialization", "ab_verdict"]
+    kind: Literal["training", "drift", "batch_scoring", "materialization", "ab_verdict",
+                  "model_quality"]
     model: str | None
     endpoint: str | None
     drift_check: str | None
@@ -739,6 +771,7 @@ class ResolvedProject(IR):
     endpoints: dict[str, Endpoint]
     drift_checks: dict[str, DriftCheck]
     routes: dict[str, Route]
+    quality_monitors: dict[str, QualityMonitor] = Field(default_factory=dict)
     alerts: Alerts
     pipelines: dict[str, Pipeline]
     accepted_risks: list[AcceptedRisk] = Field(default_factory=list)

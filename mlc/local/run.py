@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlc import step_contract as sc
 from mlc.compiler import ir
 from mlc.compiler.diagnostics import Diagnostics
 
@@ -174,14 +175,24 @@ def step_order(pipeline: ir.Pipeline) -> list[ir.Step]:
 
 def outcome(code: int) -> tuple[str, str]:
     """How a step that exited with `code` is shown: its status and a few words."""
-    from mlc.runtime.step import EXIT_BAD_DATA, EXIT_DRIFT, EXIT_GATES, EXIT_INSUFFICIENT_DATA
+    from mlc.runtime.step import EXIT_BAD_DATA, EXIT_DRIFT, EXIT_GATES
 
     known = {EXIT_DRIFT: ("drift", "drift found"),
              EXIT_GATES: ("failed", "a gate failed"),
-             EXIT_BAD_DATA: ("failed", "the data failed its checks"),
-             EXIT_INSUFFICIENT_DATA: ("waiting", "not enough labelled predictions yet")}
+             EXIT_BAD_DATA: ("failed", "the data failed its checks")}
     status, words = known.get(code, ("failed", ""))
     return status, f"{words} (exit {code})" if words else f"exit {code}"
+
+
+def succeeded(step: ir.Step, run_dir: Path) -> tuple[str, str]:
+    """How a step that exited 0 is shown: `ok`, or the state it recorded. An A/B verdict
+    short of labels succeeds (it did its job; the next run may decide) and shows WAITING."""
+    if step.kind == "ab_verdict":
+        recorded = run_dir / sc.VERDICT_DECISION_FILE
+        decision = recorded.read_text("utf-8").strip() if recorded.is_file() else ""
+        if decision == "waiting":
+            return "waiting", "not enough labelled predictions yet"
+    return "ok", ""
 
 
 def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str, str],
@@ -227,7 +238,7 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
                 report, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
             facts = summaries.lines(summaries.read(run_dir, step.name))
             if report is None:
-                progress.finish("ok")
+                progress.finish(*succeeded(step, run_dir))
                 progress.block("\n".join(facts))
                 continue
             status, detail = outcome(code)
@@ -236,8 +247,7 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
             # (a crash, a missing input) shows its report
             progress.block("\n".join(facts) or report)
             progress.block(f"log: {log}")
-            failed = step.name + {"drift": " found drift", "waiting": " stopped"}.get(
-                status, " failed")
+            failed = step.name + (" found drift" if status == "drift" else " failed")
     return code if failed else 0
 
 

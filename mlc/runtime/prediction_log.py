@@ -3,7 +3,7 @@
 Layout, under an endpoint's `prediction_log_uri` (a local folder or any URI pyarrow's
 filesystems open: s3://, gs://, abfs://):
 
-    date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<seq>.parquet
+    date=YYYY-MM-DD/part-<unix ms>-<host>-<pid>-<writer>-<seq>.parquet
 
 one Parquet file per flush, each row one sampled prediction with the columns
 
@@ -15,23 +15,30 @@ one Parquet file per flush, each row one sampled prediction with the columns
     request_id       string              the request's id (its `x-request-id`), which a
                                          primary and its shadow log alike: the join key
     variant          string              the A/B variant that answered (null: none)
+    <entity key> ... int64 or string     each entity key of the model's feature views, as
+                                         the request sent it (null: not sent, of the wrong
+                                         type, or a string over MAX_KEY_CHARS): what
+                                         labels keyed by a customer id join on
 
 Files are written whole and never appended to, so a reader sees complete files only; the
 date folders let a reader skip days outside its window without opening them. Many servers
-write to one log: file names carry the host and process.
+write to one log: file names carry the host, process and writer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +48,10 @@ VERSION_COLUMN = "model_version"
 REQUEST_ID_COLUMN = "request_id"
 VARIANT_COLUMN = "variant"
 ENV_OVERRIDE = "MLC_PREDICTION_LOG_URI"  # replaces the IR's URI (local runs, tests)
+# An entity key is an id, not a payload: a longer string is not logged (null), so that a
+# client cannot grow the log by sending megabytes in a key.
+MAX_KEY_CHARS = 256
+KEY_TYPES = ("int64", "string")  # what an entity key is logged as (others: as string)
 
 
 def resolve_uri(uri: str) -> str:
@@ -61,6 +72,9 @@ def _filesystem(uri: str):
 filesystem = _filesystem
 
 
+_WRITERS = itertools.count(1)
+
+
 def _day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
@@ -75,10 +89,16 @@ class PredictionLogWriter:
 
     def __init__(self, uri: str, features: Sequence[str], sample_rate: float, *,
                  flush_rows: int = 10_000, flush_seconds: float = 30.0,
-                 seed: int | None = None, variant: str | None = None):
+                 seed: int | None = None, variant: str | None = None,
+                 entity_keys: Mapping[str, str] | None = None):
         self.uri = uri
         self.variant = variant
         self.features = list(features)
+        # join key -> its entity's value type; a key that is also a model input is in the
+        # feature columns already
+        self.entity_keys = {k: t if t in KEY_TYPES else "string"
+                            for k, t in sorted((entity_keys or {}).items())
+                            if k not in self.features}
         self.sample_rate = float(sample_rate)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -87,13 +107,16 @@ class PredictionLogWriter:
         self._skip = self._gap() - 1 if self.sample_rate > 0 else 0  # rows before the next kept
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        # (timestamps, rows, predictions, model version, request id)
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str | None]] = []
+        # (timestamps, rows, predictions, model version, request id, entity key columns)
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str | None,
+                                 dict[str, list]]] = []
         self._rows = 0
         self._oldest: float | None = None
         self._seq = 0
         self._closed = False
-        self._tag = f"{socket.gethostname()}-{os.getpid()}"
+        # host, process and writer: two writers of one process (an A/B variant's and a
+        # test's) flushing rows of one millisecond would otherwise write one file name
+        self._tag = f"{socket.gethostname()}-{os.getpid()}-{next(_WRITERS)}"
         self.errors = 0  # failed writes (the rows are dropped: logging never blocks serving)
         self._warm_up()
 
@@ -107,12 +130,17 @@ class PredictionLogWriter:
         import pyarrow.parquet as pq
 
         _filesystem(self.uri)
-        chunk = (np.zeros(1), np.zeros((1, len(self.features))), np.zeros(1), "0", None)
+        chunk = (np.zeros(1), np.zeros((1, len(self.features))), np.zeros(1), "0", None, {})
         pq.write_table(self._table([chunk]), pa.BufferOutputStream())
 
     def log(self, rows: np.ndarray, predictions: np.ndarray, model_version: str,
-            now: float | None = None, request_id: str | None = None) -> int:
+            now: float | None = None, request_id: str | None = None,
+            request: Any = None) -> int:
         """Sample rows of one model call (or of one request); returns how many were kept.
+
+        `request`: the request's JSON body, where the rows' entity keys are read from (an
+        `instances` list, one object, a list of objects or `inputs` columns); None when the
+        body cannot carry them (an Open Inference Protocol request).
 
         Sampling skips a geometric number of rows between kept ones (the same law as a coin
         per row): a call with nothing to keep costs a subtraction, not a random draw per row.
@@ -132,7 +160,7 @@ class PredictionLogWriter:
         now = time.time() if now is None else now
         chunk = (np.full(len(picked), now), np.array(rows[picked], dtype=np.float64),
                  _prediction_column(np.asarray(predictions)[picked]), str(model_version),
-                 request_id)
+                 request_id, self._keys(request, n, picked))
         with self._lock:
             self._chunks.append(chunk)
             self._rows += len(picked)
@@ -140,6 +168,15 @@ class PredictionLogWriter:
             if self._rows >= self.flush_rows:
                 self._wake.notify()
         return len(picked)
+
+    def _keys(self, request: Any, n: int, picked: list[int]) -> dict[str, list]:
+        """The picked rows' entity keys, typed and bounded; None where one is not usable."""
+        if not self.entity_keys:
+            return {}
+        columns = _request_columns(request, n, self.entity_keys)
+        return {key: [_key_value(columns[key][i], kind) if key in columns else None
+                      for i in picked]
+                for key, kind in self.entity_keys.items()}
 
     def _gap(self) -> int:
         """Rows from one kept row to the next: geometric with success `sample_rate`."""
@@ -193,6 +230,10 @@ class PredictionLogWriter:
             [c[4] for c in chunks for _ in range(len(c[0]))], pa.string())
         columns[VARIANT_COLUMN] = (pa.nulls(len(ts), pa.string()) if self.variant is None
                                    else pa.array([self.variant] * len(ts), pa.string()))
+        for key, kind in self.entity_keys.items():
+            columns[key] = pa.array(
+                [v for c in chunks for v in c[5].get(key, [None] * len(c[0]))],
+                pa.int64() if kind == "int64" else pa.string())
         return pa.table(columns)
 
     def _write(self, chunks) -> None:
@@ -209,6 +250,43 @@ class PredictionLogWriter:
         tmp, final = f"{folder}/.{name}.tmp", f"{folder}/{name}"
         pq.write_table(table, tmp, filesystem=fs)
         fs.move(tmp, final)
+
+
+def _request_columns(request: Any, n: int, keys: Mapping[str, str]) -> dict[str, list]:
+    """The entity keys' values for the request's `n` rows, by key, from the body's shape the
+    rows were read from; keys the body does not hold for every row are left out."""
+    if isinstance(request, dict) and isinstance(request.get("inputs"), dict):
+        out = {}
+        for key in keys:
+            values = request["inputs"].get(key)
+            values = values if isinstance(values, list) else [values] * n
+            if len(values) == n:
+                out[key] = values
+        return out
+    if isinstance(request, dict):
+        instances = request.get("instances", [request])
+    else:
+        instances = request
+    if not isinstance(instances, list) or len(instances) != n:
+        return {}
+    return {key: [i.get(key) if isinstance(i, dict) else None for i in instances]
+            for key in keys}
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def _key_value(value: Any, kind: str) -> int | str | None:
+    if isinstance(value, bool):  # JSON true is no id
+        return None
+    if kind == "int64":
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
+            value = int(value)
+        return value if isinstance(value, int) and -(1 << 63) <= value < (1 << 63) else None
+    if isinstance(value, int | str):
+        text = str(value)
+        return text if len(text) <= MAX_KEY_CHARS else None
+    return None
 
 
 def _prediction_column(predictions: np.ndarray) -> np.ndarray:

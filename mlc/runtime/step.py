@@ -30,7 +30,6 @@ EXIT_FAILED = 1
 EXIT_BAD_DATA = 10
 EXIT_GATES = 11
 EXIT_DRIFT = 20
-EXIT_INSUFFICIENT_DATA = 30  # an A/B verdict without enough labelled predictions yet
 
 # kind -> (module, function). A module may serve several kinds (features, registry).
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
@@ -48,6 +47,7 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "drift_check": ("mlc.runtime.drift.step", "run"),
     "batch_score": ("mlc.runtime.serve.batch", "run"),
     "ab_verdict": ("mlc.runtime.verdict.step", "run"),
+    "model_quality": ("mlc.runtime.quality.step", "run"),
 }
 
 

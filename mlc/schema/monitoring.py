@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from .labels import LabelledMetric, LabelsJoin
 from .types import Cron, FieldName, Fraction, Name, Seconds, Spec
 
 DriftMethod = Literal["auto", "psi", "ks", "wasserstein", "jensenshannon", "kl_div", "chisquare",
@@ -107,6 +108,31 @@ class Route(Spec):
         return self
 
 
+class QualityMonitor(LabelsJoin):
+    """The model's quality on live traffic, once the labels arrive: the prediction log of an
+    online endpoint joined with a labels source, scored over a window on a schedule, and
+    compared with the served version's training evaluation (docs/model-quality.md)."""
+
+    endpoint: Name = Field(description="The online endpoint (under `serving`) whose "
+                           "predictions are scored.")
+    metrics: list[LabelledMetric] = Field(default_factory=list, max_length=5,
+                                          description="accuracy, roc_auc, log_loss "
+                                          "(classification), rmse, mae (regression); "
+                                          "defaults to accuracy or rmse.")
+    window: Seconds = Field("7d", description="Predictions made this long before a run are "
+                            "scored.")
+    schedule: Cron = Field("0 * * * *", description="When the monitor runs.")
+    min_samples: PositiveInt = Field(200, le=100_000_000, description="Labelled predictions "
+                                     "a run needs before it scores anything.")
+    max_drop: float = Field(0.05, gt=0, le=1000, description="Alert when a metric is worse "
+                            "than the served version's training evaluation by more than "
+                            "this (in the metric's own units).")
+    on_drop: OnDrift = Field(default_factory=OnDrift, description="What happens on a drop: "
+                             "`alert`, or `retrain` as well, through drift's guarded "
+                             "retraining (the same cooldown and cap).")
+    routes: list[Name] = Field(default_factory=list, description="Notification routes.")
+
+
 class Alerts(Spec):
     critical: list[Name] = Field(default_factory=list, description="Routes for critical alerts.")
     warning: list[Name] = Field(default_factory=list, description="Routes for warnings.")
@@ -120,6 +146,8 @@ class Alerts(Spec):
 class Monitoring(Spec):
     drift: dict[Name, DriftCheck] = Field(default_factory=dict)
     """Drift checks, by name."""
+    quality: dict[Name, QualityMonitor] = Field(default_factory=dict)
+    """Model-quality monitors (live metrics from late labels), by name."""
     routes: dict[Name, Route] = Field(default_factory=dict)
     """Where notifications go, by name; checks and alerts refer to them."""
     alerts: Alerts = Field(default_factory=Alerts)

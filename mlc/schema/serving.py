@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveInt, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
+from .labels import LabelledMetric, LabelsJoin
 from .secrets import EnvVars
 from .types import (
     Cron,
     DnsLabel,
     Duration,
-    FieldName,
     Fraction,
     LabelKey,
     LabelValue,
@@ -149,22 +149,13 @@ class Router(Spec):
     timeout: Duration = Field("30s", description="How long the router waits for a variant.")
 
 
-# The metrics an A/B verdict computes: the names the trainer reports (step_contract.py).
-VerdictMetric = Literal["accuracy", "roc_auc", "log_loss", "rmse", "mae"]
+VerdictMetric = LabelledMetric
 
 
-class Verdict(Spec):
+class Verdict(LabelsJoin):
     """A/B: the scheduled analysis that joins the prediction log with the labels and picks a
     winner (docs/shadow-and-ab.md)."""
 
-    labels: Name = Field(description="The source the labels arrive in.")
-    key: FieldName = Field("request_id", description="The column joining a label to a logged "
-                           "prediction: `request_id` (the `x-request-id` a client sent) or an "
-                           "input feature the log holds; the labels source has a column of "
-                           "the same name.")
-    label_column: FieldName | None = Field(None, description="The labels source's column "
-                                           "holding the outcome; defaults to the model's "
-                                           "`label.column`.")
     metric: VerdictMetric | None = Field(None, description="accuracy, roc_auc or log_loss "
                                          "(classification), rmse or mae (regression); "
                                          "defaults to accuracy or rmse.")

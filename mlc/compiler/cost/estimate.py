@@ -23,7 +23,7 @@ GIB = 2 ** 30
 MIG_SLICES = 7  # an A100 or H100 splits into seven compute slices
 CATEGORIES = {"training": "training", "drift": "drift checks",
               "batch_scoring": "batch scoring", "materialization": "materialization",
-              "ab_verdict": "A/B verdicts"}
+              "ab_verdict": "A/B verdicts", "model_quality": "model-quality monitors"}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
+from .quality import resolve_quality_monitors
 from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
@@ -65,8 +66,10 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     routes = resolve_routes(ctx, secrets)
     alerts = resolve_alerts(ctx, routes, secrets)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)
-    check_step_sources(ctx, platform, sources, models, endpoints, checks)
-    pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform)
+    quality = resolve_quality_monitors(ctx, endpoints, models, sources, routes)
+    check_step_sources(ctx, platform, sources, models, endpoints, checks, quality)
+    pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
+                                  quality)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
@@ -93,6 +96,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         hardware=hardware, secrets=secrets, sources=sources, entities=entities,
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
         drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
+        quality_monitors=quality,
         accepted_risks=accepted, ingestions=ingestions)
 
 
@@ -100,7 +104,8 @@ def _check_name_clashes(ctx: Context) -> None:
     """Two user names that map to one Kubernetes name would overwrite each other's objects."""
     p = ctx.project
     for section, names in (("models", p.models), ("serving", p.serving),
-                           ("monitoring.drift", p.monitoring.drift), ("features", p.features),
+                           ("monitoring.drift", p.monitoring.drift),
+                           ("monitoring.quality", p.monitoring.quality), ("features", p.features),
                            ("secrets", p.secrets)):
         seen: dict[str, str] = {}
         for name in sorted(names):

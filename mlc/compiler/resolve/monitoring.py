@@ -44,14 +44,17 @@ def resolve_alerts(ctx: Context, routes: dict[str, ir.Route],
     m = ctx.project.monitoring
     a = m.alerts
     webhook_secret = secret_ref(ctx, secrets, m.webhook_secret, ("monitoring", "webhookSecret"))
-    retrain = sorted(n for n, d in m.drift.items() if d.on_drift.action == "retrain")
+    retrain = [(f"drift check `{n}` retrains on drift", ("drift", n, "onDrift"))
+               for n, d in sorted(m.drift.items()) if d.on_drift.action == "retrain"]
+    retrain += [(f"quality monitor `{n}` retrains on a drop", ("quality", n, "onDrop"))
+                for n, q in sorted(m.quality.items()) if q.on_drop.action == "retrain"]
     if retrain and m.webhook_secret is None and not ctx.development:
         # Without a token anyone who can reach the webhook starts (or, by using up the
         # cooldown, blocks) retraining.
-        ctx.error(UNAUTHENTICATED_WEBHOOK, f"drift check `{retrain[0]}` retrains on drift, "
-                  "but the webhook that Alertmanager calls to start it has no token: anyone "
-                  "in the cluster could trigger retraining",
-                  ("monitoring", "drift", retrain[0], "onDrift", "action"),
+        what, where = retrain[0]
+        ctx.error(UNAUTHENTICATED_WEBHOOK, f"{what}, but the webhook that Alertmanager calls "
+                  "to start it has no token: anyone in the cluster could trigger retraining",
+                  ("monitoring", *where, "action"),
                   help="name a secret holding a random token: `monitoring: {webhookSecret: "
                   "<name in secrets>}`, or mark a throw-away environment with `platform: "
                   "{development: true}`")

@@ -65,7 +65,7 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
         ir.Parameter(name="hyperparameters", default="{}",
                      description="JSON object of hyperparameter overrides."),
         ir.Parameter(name="reason", default="manual",
-                     description="Why this run started: manual, schedule, drift."),
+                     description="Why this run started: manual, schedule, drift, quality."),
         ir.Parameter(name="promote", default="true" if model.auto_promote else "false",
                      description="Move the production alias when the gates pass."),
     ]
@@ -172,6 +172,22 @@ def verdict_pipelines(endpoints: dict[str, ir.Endpoint], images: dict[str, ir.Im
     return out
 
 
+def quality_pipeline(q: ir.QualityMonitor, images: dict[str, ir.Image], platform: ir.Platform,
+                     timezone: str) -> ir.Pipeline:
+    """A quality monitor's scheduled pipeline: the `quality` step, in the drift image (the
+    verdict's join and metrics, and MLflow for the training evaluation; no torch)."""
+    params = [ir.Parameter(name="window_seconds", default=str(q.window_seconds),
+                           description="Score the predictions of this many seconds.")]
+    steps = [_step(q.pipeline, "quality", "model_quality", "drift", images["drift"],
+                   depends=[], parameters=["window_seconds"],
+                   secrets=_platform_secrets(platform, feast=True),
+                   env={"MLC_PUSHGATEWAY_URL": platform.pushgateway_url})]
+    return ir.Pipeline(name=q.pipeline, kind="model_quality", model=q.model,
+                       endpoint=q.endpoint, drift_check=None, schedule=q.schedule,
+                       timezone=timezone, parameters=params, steps=steps,
+                       concurrency_key=q.pipeline)
+
+
 def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
                               platform: ir.Platform, timezone: str) -> list[ir.Pipeline]:
     """One pipeline per distinct schedule of the online views: feast apply, then materialise."""
@@ -196,14 +212,16 @@ def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str
     return out
 
 
-def _notify_routes(ctx: Context, p: ir.Pipeline,
-                   checks: dict[str, ir.DriftCheck]) -> list[str]:
+def _notify_routes(ctx: Context, p: ir.Pipeline, checks: dict[str, ir.DriftCheck],
+                   quality: dict[str, ir.QualityMonitor]) -> list[str]:
     """Who hears about a run's end: a drift check's own routes (else the warning routes); for
     training, the warning routes plus those of the drift checks that retrain the model."""
     warning = list(ctx.project.monitoring.alerts.warning)
     if p.kind == "drift":
         routes = checks[p.drift_check].routes if p.drift_check in checks else []
         routes = routes or warning
+    elif p.kind == "model_quality":
+        routes = quality[p.name].routes or warning
     elif p.kind == "training":
         routes = warning + [r for c in checks.values()
                             if c.model == p.model and c.on_drift.action == "retrain"
@@ -217,8 +235,11 @@ def _notify_routes(ctx: Context, p: ir.Pipeline,
 def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
                       checks: dict[str, ir.DriftCheck], endpoints: dict[str, ir.Endpoint],
                       views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
-                      platform: ir.Platform) -> dict[str, ir.Pipeline]:
+                      platform: ir.Platform,
+                      quality: dict[str, ir.QualityMonitor] | None = None
+                      ) -> dict[str, ir.Pipeline]:
     timezone = "UTC"
+    quality = quality or {}
     pipelines: list[ir.Pipeline] = []
     for name, model in models.items():
         if has_training(ctx.project.models[name]):
@@ -228,9 +249,11 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
                   if e.mode == "batch" and e.batch]
     pipelines += materialization_pipelines(views, images, platform, timezone)
     pipelines += verdict_pipelines(endpoints, images, platform, timezone)
+    pipelines += [quality_pipeline(q, images, platform, timezone) for q in quality.values()]
+    by_pipeline = {q.pipeline: q for q in quality.values()}
     out: dict[str, ir.Pipeline] = {}
     for p in pipelines:
-        p = p.model_copy(update={"routes": _notify_routes(ctx, p, checks)})
+        p = p.model_copy(update={"routes": _notify_routes(ctx, p, checks, by_pipeline)})
         if p.name in out:
             ctx.error("MLC203", f"two pipelines would both be named `{p.name}`", (),
                       help="rename one of the models, endpoints or drift checks")

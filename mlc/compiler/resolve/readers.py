@@ -18,7 +18,8 @@ UNREADABLE_SOURCE = "MLC240"
 
 def check_step_sources(ctx: Context, platform: ir.Platform, sources: dict[str, ir.Source],
                        models: dict[str, ir.Model], endpoints: dict[str, ir.Endpoint],
-                       checks: dict[str, ir.DriftCheck]) -> None:
+                       checks: dict[str, ir.DriftCheck],
+                       quality: dict[str, ir.QualityMonitor] | None = None) -> None:
     wanted: list[tuple[str, str, tuple]] = []
     for name, model in sorted(models.items()):
         wanted.append((model.label_source, f"model `{name}` (labels, data validation)",
@@ -30,6 +31,9 @@ def check_step_sources(ctx: Context, platform: ir.Platform, sources: dict[str, i
         if endpoint.rollout.verdict is not None:
             wanted.append((endpoint.rollout.verdict.labels_source, f"the verdict of `{name}`",
                            ("serving", name, "rollout", "verdict", "labels")))
+    for name, monitor in sorted((quality or {}).items()):
+        wanted.append((monitor.labels_source, f"quality monitor `{name}`",
+                       ("monitoring", "quality", name, "labels")))
     for name, check in sorted(checks.items()):
         if check.current_source:
             wanted.append((check.current_source, f"drift check `{name}`",

@@ -68,6 +68,9 @@ def check_workflows(ctx: Context) -> None:
         verdict = p.serving[name].rollout.verdict
         if verdict is not None:
             _check_cron(ctx, verdict.schedule, ("serving", name, "rollout", "verdict", "schedule"))
+    for name in sorted(p.monitoring.quality):
+        _check_cron(ctx, p.monitoring.quality[name].schedule,
+                    ("monitoring", "quality", name, "schedule"))
 
 
 def _check_checkpoint(ctx: Context, target: str, volume: str | None, path) -> None:

@@ -136,7 +136,8 @@ class ServeApp:
             parts["log"] = PredictionLogWriter(s.prediction_log_uri, model.features,
                                                s.prediction_log_sample,
                                                # the A/B arm; empty for other servers
-                                               variant=s.variant if s.role == "variant" else None)
+                                               variant=s.variant if s.role == "variant" else None,
+                                               entity_keys=s.entity_keys)
         return parts
 
     async def _load_until_ready(self) -> None:
@@ -311,7 +312,8 @@ class ServeApp:
                 reading = False
                 predictions = await self.batcher.submit(rows)
                 if self.prediction_log is not None:
-                    self.prediction_log.log(rows, predictions, version, request_id=rid)
+                    self.prediction_log.log(rows, predictions, version, request_id=rid,
+                                            request=None if oip else doc)
                 body = _answer(doc, predictions, self.settings.endpoint, version, oip)
         except RequestError as exc:
             status, body = exc.status, {"error": exc.message}

@@ -57,6 +57,8 @@ class ServeSettings:
     prediction_log_uri: str | None = None
     prediction_log_sample: float = 0.0
     online_features: tuple[Path, str, tuple[str, ...]] | None = None  # repo, service, keys
+    # the model's entity join keys and their types: the prediction log records them
+    entity_keys: dict[str, str] = field(default_factory=dict)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     shutdown_timeout_seconds: int = DEFAULT_SHUTDOWN_TIMEOUT
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
@@ -116,6 +118,8 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
                                        or e.prediction_log_uri),
         prediction_log_sample=log.get("sample", e.prediction_log_sample),
         online_features=online,
+        entity_keys={x.join_key: x.type for x in project.entities.values()
+                     if x.join_key in project.models[e.model].entity_keys},
         drain_seconds=float(env.get("MLC_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS)),
         shutdown_timeout_seconds=int(env.get("MLC_SHUTDOWN_TIMEOUT_SECONDS",
                                              DEFAULT_SHUTDOWN_TIMEOUT)),

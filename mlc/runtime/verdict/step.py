@@ -9,17 +9,21 @@
 Then the metric per variant with its confidence interval, each variant tested against the
 baseline (stats.py), and one decision:
 
-    winner             a variant is significantly better than the baseline (the best of
-                       those that are), or the baseline is significantly better than all
-    no-difference      every variant has `minSamples` labelled predictions, and no winner
-    insufficient-data  some variant has fewer
+    winner         a variant is significantly better than the baseline (the best of those
+                   that are), or the baseline is significantly better than all
+    no-difference  every variant has `minSamples` labelled predictions, and no winner
+    waiting        some variant has fewer: labels arrive over hours or days, and the next
+                   run may decide
 
 The step writes verdict.json (docs/shadow-and-ab.md documents its fields) into
-`<run dir>/verdict/<endpoint>/` (MLC_VERDICT_FILE names another path), pushes the
-VERDICT_* gauges of mlc/metrics.py to MLC_PUSHGATEWAY_URL (or writes them beside the JSON),
-and exits 0 (a decision: winner or no-difference), 30 (insufficient data: the next run may
-decide) or 1 (it could not run: unreadable log or labels, missing columns). A failed run
-pushes `mlc_ab_verdict_up 0` and leaves the last figures in place.
+`<run dir>/verdict/<endpoint>/` (MLC_VERDICT_FILE names another path), the decision alone
+into `$MLC_RUN_DIR/verdict-decision` (the Argo step's output parameter `decision`, and what
+`mlc run` shows), pushes the VERDICT_* gauges of mlc/metrics.py to MLC_PUSHGATEWAY_URL (or
+writes them beside the JSON). It exits 0 on every decision, `waiting` included: a run that
+found too few labels did its job, and a failed workflow per schedule until the labels
+arrive would be noise that hides real failures. It exits 1 when it could not run
+(unreadable log or labels, missing columns); that run pushes `mlc_ab_verdict_up 0`, records
+the decision `failed` and leaves the last figures in place.
 """
 
 from __future__ import annotations
@@ -34,16 +38,18 @@ import numpy as np
 import pandas as pd
 
 from mlc import metrics as contract
+from mlc import step_contract as sc
 from mlc.compiler import ir
 from mlc.runtime import pushgateway
 from mlc.runtime.prediction_log import (
     PREDICTION_COLUMN,
+    TIMESTAMP_COLUMN,
     VARIANT_COLUMN,
     VERSION_COLUMN,
     read_log,
     resolve_uri,
 )
-from mlc.runtime.step import EXIT_FAILED, EXIT_INSUFFICIENT_DATA, StepContext, StepFailed
+from mlc.runtime.step import EXIT_FAILED, StepContext, StepFailed
 
 from . import stats
 from .join import LABEL_COLUMN, JoinCounts, JoinError, labelled_predictions
@@ -53,7 +59,8 @@ VERDICT_URI_ENV = "MLC_VERDICT_URI"  # replaces the IR's output_uri (local runs,
 PUSH_JOB = "mlc-ab-verdict"
 KIND = "ABVerdict"  # the JSON's `kind`; `mlc promote --from-verdict` checks it
 VERSION = 1
-DECISIONS = ("winner", "no-difference", "insufficient-data")
+DECISIONS = ("winner", "no-difference", "waiting")
+FAILED = "failed"  # the recorded decision of a run that could not decide anything
 
 
 def run(ctx: StepContext) -> None:
@@ -65,6 +72,7 @@ def run(ctx: StepContext) -> None:
     folder = ctx.run_dir / "verdict" / endpoint.k8s_name
     target = Path(os.environ.get(VERDICT_FILE_ENV) or folder / "verdict.json")
     target.parent.mkdir(parents=True, exist_ok=True)
+    decision_file = ctx.run_dir / sc.VERDICT_DECISION_FILE
     exporter = Exporter(endpoint.name, verdict.metric, target.parent)
     started = time.time()
     try:
@@ -75,12 +83,12 @@ def run(ctx: StepContext) -> None:
         log = read_log(log_uri, since=started - window, until=started)
         if len(log) == 0:  # nothing logged yet (a new test, a low sample rate): no data
             log = pd.DataFrame(columns=[verdict.key, PREDICTION_COLUMN, VARIANT_COLUMN,
-                                        VERSION_COLUMN])
-        labels = read_labels(ctx, verdict, started - window)
+                                        VERSION_COLUMN, TIMESTAMP_COLUMN])
+        labels = read_labels(ctx, verdict.labels_source, started - window)
         joined, counts = labelled_predictions(
             log, labels, key=verdict.key, label_column=verdict.label_column,
             timestamp=ctx.project.sources[verdict.labels_source].timestamp_field,
-            variants=True)
+            variants=True, within_seconds=verdict.within_seconds)
         result = decide(ctx.project, endpoint, joined, counts)
     except (StepFailed, JoinError, stats.MetricError, OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, StepFailed) else str(exc)
@@ -88,6 +96,7 @@ def run(ctx: StepContext) -> None:
             exporter.failed(started)
         except Exception as push_error:  # keep the first error; report the second
             message += f" (and the failure could not be exported: {push_error})"
+        decision_file.write_text(FAILED + "\n", "utf-8")
         write_json(target, {"kind": KIND, "version": VERSION, "project": ctx.project.name,
                             "environment": ctx.project.env, "endpoint": endpoint.name,
                             "status": "failed", "error": message, "started": started})
@@ -99,16 +108,14 @@ def run(ctx: StepContext) -> None:
     exporter.succeeded(result, started)
     write_json(target, result)
     published = publish(os.environ.get(VERDICT_URI_ENV) or verdict.output_uri, target)
-    text = describe(result, target) + f"\npublished: {published}"
-    if result["decision"] == "insufficient-data":
-        raise StepFailed(text, EXIT_INSUFFICIENT_DATA)
-    print(text)
+    decision_file.write_text(result["decision"] + "\n", "utf-8")
+    print(describe(result, target) + f"\npublished: {published}")
 
 
-def read_labels(ctx: StepContext, verdict: ir.Verdict, since: float) -> pd.DataFrame:
+def read_labels(ctx: StepContext, source_name: str, since: float) -> pd.DataFrame:
     from mlc.runtime import sources
 
-    source = ctx.project.sources[verdict.labels_source]
+    source = ctx.project.sources[source_name]
     # the window narrows a warehouse's query (labels come at or after their predictions);
     # a file is read whole, and the join keeps only the logged keys
     table = sources.read(ctx, source, start=dt.datetime.fromtimestamp(since, dt.UTC))
@@ -155,7 +162,7 @@ def decide(project: ir.ResolvedProject, endpoint: ir.Endpoint, joined: pd.DataFr
                               "better": bool(better)}
     winner = None
     if short:
-        decision = "insufficient-data"
+        decision = "waiting"
     else:
         wins = [n for n, c in comparisons.items() if c["significant"] and c["better"]]
         losses = [n for n, c in comparisons.items() if c["significant"] and not c["better"]]
@@ -174,7 +181,8 @@ def decide(project: ir.ResolvedProject, endpoint: ir.Endpoint, joined: pd.DataFr
         "alpha": v.alpha, "alpha_per_comparison": per_comparison, "baseline": v.baseline,
         "min_samples": v.min_samples, "short_of_samples": short,
         "join": {"key": v.key, "labels_source": v.labels_source,
-                 "label_column": v.label_column, **counts.as_dict()},
+                 "label_column": v.label_column, "within_seconds": v.within_seconds,
+                 "label_time_column": v.label_time_column, **counts.as_dict()},
         "variants": variants, "comparisons": comparisons,
     }
 
@@ -229,8 +237,9 @@ class Exporter:
 
 def describe(result: dict, target: Path) -> str:
     head = {"winner": f"winner `{result['winner']}`", "no-difference": "no difference",
-            "insufficient-data": "not enough labelled predictions yet "
-                                 f"(minSamples {result['min_samples']})"}[result["decision"]]
+            "waiting": "waiting for labels: "
+                       f"{', '.join(result['short_of_samples'])} short of minSamples "
+                       f"{result['min_samples']}"}[result["decision"]]
     lines = [f"A/B verdict of `{result['endpoint']}` on {result['metric']}: {head}"]
     for name, entry in sorted(result["variants"].items()):
         value = "-" if entry["value"] is None else f"{entry['value']:.6g}"

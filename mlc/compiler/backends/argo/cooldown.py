@@ -21,14 +21,17 @@ entries that were not hit for 30 seconds by default.)
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...ir import DriftCheck, ResolvedProject
+from ...ir import ResolvedProject
 from ...names import dns_label
 from ...render import dump_document
 from .. import pods
 from ..objects import metadata
 from .schedules import REASON_PARAMETER, TRIGGER_LABEL
+
+if TYPE_CHECKING:
+    from .events import RetrainTrigger
 from .steps import EXECUTOR_RESOURCES, executor_patch
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -47,7 +50,7 @@ GATE_DEADLINE_SECONDS = 600  # a gate only waits for its mutex and creates one o
 KEEP_GATE_SECONDS = 86400  # a finished gate is kept a day, to see why an alert did nothing
 
 
-def lease_seconds(check: DriftCheck) -> int:
+def lease_seconds(check: RetrainTrigger) -> int:
     """How long one drift-triggered start holds off the next."""
     o = check.on_drift
     return max(o.cooldown_seconds, math.ceil(o.per_seconds / o.max_runs))
@@ -69,23 +72,25 @@ def cooldown_config_map(project: ResolvedProject) -> dict[str, Any]:
                                  extra_labels=dict(PARAMETER_CONFIGMAP_LABEL))}
 
 
-def training_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
+def training_workflow(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
     """The run that the gate starts: the model's training template, `reason=drift`."""
     pipeline = project.pipelines[project.models[check.model].pipeline or ""]
-    meta = metadata(project, dns_label(pipeline.name, "drift"), origin=check.origin,
-                    component="training", extra_labels={TRIGGER_LABEL: "drift"})
+    meta = metadata(project, dns_label(pipeline.name, check.reason), origin=check.origin,
+                    component="training", extra_labels={TRIGGER_LABEL: check.reason})
     meta = {"generateName": meta.pop("name") + "-", **meta}
     spec: dict[str, Any] = {"workflowTemplateRef": {"name": pipeline.name}}
     if any(p.name == REASON_PARAMETER for p in pipeline.parameters):
-        spec["arguments"] = {"parameters": [{"name": REASON_PARAMETER, "value": "drift"}]}
+        spec["arguments"] = {"parameters": [{"name": REASON_PARAMETER,
+                                             "value": check.reason}]}
     return {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": meta, "spec": spec}
 
 
-def gate_workflow(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
+def gate_workflow(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
     """The Workflow the Sensor creates for each firing drift alert of `check`."""
     pipeline = project.pipelines[project.models[check.model].pipeline or ""]
-    meta = metadata(project, dns_label(pipeline.name, "drift-gate"), origin=check.origin,
-                    component="drift-retraining", extra_labels={TRIGGER_LABEL: "drift"})
+    meta = metadata(project, dns_label(pipeline.name, check.reason, "gate"),
+                    origin=check.origin, component="drift-retraining",
+                    extra_labels={TRIGGER_LABEL: check.reason})
     meta = {"generateName": meta.pop("name") + "-", **meta}
     cooldown = {
         "name": COOLDOWN,

@@ -1,9 +1,11 @@
-"""Drift-triggered retraining with Argo Events: Alertmanager -> webhook -> Sensor -> Workflow.
+"""Alert-triggered retraining with Argo Events: Alertmanager -> webhook -> Sensor -> Workflow.
 
 One webhook EventSource per environment listens for Alertmanager's notifications, one endpoint
-per drift check whose `onDrift.action` is `retrain` (Alertmanager's receiver for that check's
-drift alert posts to `webhook_url()`). Its Sensor submits the model's training template, with
-`reason=drift`, when the notification says the alert is firing.
+per retrain trigger: a drift check whose `onDrift.action` is `retrain`, or a quality monitor
+whose `onDrop.action` is (Alertmanager's receiver for the trigger's alert posts to
+`webhook_url()`). Its Sensor submits the model's training template, with `reason=drift` or
+`reason=quality`, when the notification says the alert is firing. Both kinds go through the
+same guards below, with the same settings (cooldown, maxRuns per period).
 
 The guards, from the outside in:
 - the webhook requires Alertmanager's bearer token (`monitoring.webhookSecret`; only a
@@ -19,9 +21,10 @@ Events' published JSON schema by the tests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ...ir import DriftCheck, ResolvedProject
+from ...ir import OnDrift, Origin, ResolvedProject
 from ...names import dns_label
 from .. import pods
 from ..objects import metadata
@@ -39,16 +42,42 @@ EVENTS_POD_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"},
                         "limits": {"cpu": "250m", "memory": "128Mi"}}
 
 
-def retrain_checks(project: ResolvedProject) -> list[DriftCheck]:
-    return [c for c in project.drift_checks.values()
-            if c.on_drift.action == "retrain" and project.models[c.model].pipeline]
+@dataclass(frozen=True)
+class RetrainTrigger:
+    """An alert that retrains a model: a drift check's, or a quality monitor's."""
+
+    name: str  # the check's or monitor's name: the alert's `label`
+    k8s_name: str  # unique among triggers: webhook event, Sensor, cooldown key, mutex
+    model: str
+    on_drift: OnDrift  # action retrain, cooldown, maxRuns per period
+    origin: Origin
+    alert: str  # the alert's name
+    label: str  # `check` or `monitor`
+    reason: str  # the training run's `reason` parameter: drift, quality
+
+
+DRIFT_ALERT = "DriftDetected"
+QUALITY_ALERT = "ModelQualityDropped"
+
+
+def retrain_checks(project: ResolvedProject) -> list[RetrainTrigger]:
+    drift = [RetrainTrigger(c.name, c.k8s_name, c.model, c.on_drift, c.origin, DRIFT_ALERT,
+                            "check", "drift")
+             for c in project.drift_checks.values()
+             if c.on_drift.action == "retrain" and project.models[c.model].pipeline]
+    # `quality-` keeps a monitor's names apart from a drift check's of the same name
+    quality = [RetrainTrigger(q.name, dns_label("quality", q.k8s_name), q.model, q.on_drop,
+                              q.origin, QUALITY_ALERT, "monitor", "quality")
+               for q in project.quality_monitors.values()
+               if q.on_drop.action == "retrain" and project.models[q.model].pipeline]
+    return drift + quality
 
 
 def event_source_name(project: ResolvedProject) -> str:
     return dns_label(project.name, "alerts")
 
 
-def sensor_name(check: DriftCheck) -> str:
+def sensor_name(check: RetrainTrigger) -> str:
     return dns_label("retrain", check.k8s_name)
 
 
@@ -60,7 +89,7 @@ def sensor_account(project: ResolvedProject) -> str:
     return dns_label(project.name, "sensor")
 
 
-def endpoint(check: DriftCheck) -> str:
+def endpoint(check: RetrainTrigger) -> str:
     return f"/drift/{check.k8s_name}"
 
 
@@ -70,7 +99,7 @@ def service_url(project: ResolvedProject) -> str:
             f"{project.platform.namespace}.svc:{PORT}")
 
 
-def webhook_url(project: ResolvedProject, check: DriftCheck) -> str:
+def webhook_url(project: ResolvedProject, check: RetrainTrigger) -> str:
     """Where Alertmanager posts the drift alert of `check` (for the monitoring backend)."""
     return service_url(project) + endpoint(check)
 
@@ -84,7 +113,7 @@ def _pod_template(account: str) -> dict[str, Any]:
     }
 
 
-def event_source(project: ResolvedProject, checks: list[DriftCheck]) -> dict[str, Any]:
+def event_source(project: ResolvedProject, checks: list[RetrainTrigger]) -> dict[str, Any]:
     webhooks = {}
     for c in sorted(checks, key=lambda c: c.k8s_name):
         hook: dict[str, Any] = {"endpoint": endpoint(c), "method": "POST", "port": str(PORT),
@@ -106,7 +135,7 @@ def event_source(project: ResolvedProject, checks: list[DriftCheck]) -> dict[str
     }
 
 
-def sensor(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
+def sensor(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "Sensor",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hera.workflows import Container
+from hera.workflows import Container, Parameter
 from hera.workflows import models as m
 
 from mlc import step_contract as sc
@@ -29,8 +29,10 @@ from .expressions import WORKFLOW_NAME, literal, parameter_base64
 # Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
 # a retry cannot change: the data, the metrics or the drift would be the same the next time.
 FINAL_EXIT_CODES = (10, 11, 20)
-# ...and an A/B verdict's EXIT_INSUFFICIENT_DATA: labels arrive over hours, not in seconds
-VERDICT_FINAL_EXIT_CODES = (*FINAL_EXIT_CODES, 30)
+# The output parameter of an A/B verdict step: its decision, from the file the step writes.
+# A run killed before writing it reads as `failed` (Argo would otherwise error the node on
+# the missing file and hide the step's own exit code).
+VERDICT_DECISION_OUTPUT = "decision"
 # Argo's own containers in each pod (argoexec): small, and limited like every container.
 EXECUTOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"cpu": "500m", "memory": "256Mi"}}
@@ -153,7 +155,12 @@ def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> 
         volume_mounts=[m.VolumeMount.parse_obj(v) for v in volumes.step_mounts(step)],
         labels=pod_labels(hardware) or None,
         active_deadline_seconds=m.IntOrString(__root__=step.timeout_seconds),
-        retry_strategy=retry_strategy(step.retries, final=(
-            VERDICT_FINAL_EXIT_CODES if step.kind == "ab_verdict" else FINAL_EXIT_CODES)),
+        retry_strategy=retry_strategy(step.retries),
+        outputs=verdict_outputs() if step.kind == "ab_verdict" else None,
         **scheduling(hardware),
     )
+
+
+def verdict_outputs() -> list[Parameter]:
+    return [Parameter(name=VERDICT_DECISION_OUTPUT, value_from=m.ValueFrom(
+        path=f"{sc.RUN_DIR}/{sc.VERDICT_DECISION_FILE}", default="failed"))]

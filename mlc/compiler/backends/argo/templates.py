@@ -39,7 +39,7 @@ def origin(project: ResolvedProject, pipeline: Pipeline) -> Origin | None:
         return project.models[pipeline.model].origin
     if pipeline.kind == "drift" and pipeline.drift_check:
         return project.drift_checks[pipeline.drift_check].origin
-    if pipeline.kind in ("batch_scoring", "ab_verdict") and pipeline.endpoint:
+    if pipeline.kind in ("batch_scoring", "ab_verdict", "model_quality") and pipeline.endpoint:
         return project.endpoints[pipeline.endpoint].origin
     return None
 

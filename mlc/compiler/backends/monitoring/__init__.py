@@ -32,6 +32,7 @@ from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
 from .alertmanager import alertmanager_config
 from .ingest_rules import ingest_rule_sets
+from .quality_rules import quality_rule_sets
 from .rules import RuleSet, rule_sets
 from .scoring import scoring_rule_sets
 from .verdict_rules import verdict_rule_sets
@@ -41,7 +42,8 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     src = project.source
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
-                     *verdict_rule_sets(project), *ingest_rule_sets(project)]:
+                     *verdict_rule_sets(project), *ingest_rule_sets(project),
+                     *quality_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",

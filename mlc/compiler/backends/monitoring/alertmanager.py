@@ -1,13 +1,15 @@
 """Where alerts go: one AlertmanagerConfig with the notification routes of ml.yaml.
 
 Routing, first match wins unless a route says `continue`:
-1. `DriftDetected` of a check whose onDrift.action is retrain -> that check's endpoint of the
-   Argo Events webhook that the Argo backend emits (argo/events.py), whose Sensor starts the
-   retraining; then on, since it is a trigger, not a notification. It sends the bearer token
-   of `monitoring.webhookSecret`, which the webhook requires. Alertmanager posts a
-   still-firing group again every `repeatInterval`, set to the check's cooldown; the Sensor
-   enforces cooldown and maxRuns itself.
-2. alerts of a drift check that lists `routes` -> those routes, and nowhere else;
+1. `DriftDetected` of a check whose onDrift.action is retrain (or `ModelQualityDropped` of a
+   quality monitor whose onDrop.action is) -> that trigger's endpoint of the Argo Events
+   webhook that the Argo backend emits (argo/events.py), whose Sensor starts the retraining;
+   then on, since it is a trigger, not a notification. It sends the bearer token of
+   `monitoring.webhookSecret`, which the webhook requires. Alertmanager posts a still-firing
+   group again every `repeatInterval`, set to the trigger's cooldown; the Sensor enforces
+   cooldown and maxRuns itself.
+2. alerts of a drift check (label `check`) or a quality monitor (label `monitor`) that lists
+   `routes` -> those routes, and nowhere else;
 3. `severity` critical / warning -> `alerts.critical` / `alerts.warning`.
 A route with several receivers is a parent with one child per receiver, each `continue`.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...ir import DriftCheck, ResolvedProject, Route, SecretRef
+from ...ir import ResolvedProject, Route, SecretRef
 from ...names import dns_label
 from ..argo import events
 from ..objects import metadata
@@ -30,30 +32,32 @@ from . import gotemplate, promql
 API_VERSION = "monitoring.coreos.com/v1alpha1"
 # Receiver names of our own contain a dot, which the names of routes in ml.yaml cannot.
 NULL_RECEIVER = "mlc.none"
-DRIFT_ALERT = "DriftDetected"
 
-
-def retrain_receiver(check: DriftCheck) -> str:
+def retrain_receiver(check: events.RetrainTrigger) -> str:
     return f"mlc.retrain.{check.k8s_name}"
 
 
 def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
     retrain = events.retrain_checks(project)
     routed = [c for c in project.drift_checks.values() if c.routes]
+    # a quality monitor's alerts carry its name in `monitor`, as a drift check's in `check`
+    monitors = [q for q in project.quality_monitors.values() if q.routes]
     alerts = project.alerts
-    if not (retrain or routed or alerts.critical_routes or alerts.warning_routes):
+    if not (retrain or routed or monitors or alerts.critical_routes or alerts.warning_routes):
         return None
     routes: list[dict[str, Any]] = []
     for check in retrain:
         routes.append({
             "receiver": retrain_receiver(check),
-            "matchers": [_eq("alertname", DRIFT_ALERT), _eq("check", check.name)],
-            "groupBy": ["alertname", promql.SCOPE_LABEL, "check"],
+            "matchers": [_eq("alertname", check.alert), _eq(check.label, check.name)],
+            "groupBy": ["alertname", promql.SCOPE_LABEL, check.label],
             "repeatInterval": promql.duration(check.on_drift.cooldown_seconds),
             "continue": True,
         })
     for check in routed:
         routes.append(_fan_out([_eq("check", check.name)], check.routes))
+    for monitor in monitors:
+        routes.append(_fan_out([_eq("monitor", monitor.name)], monitor.routes))
     for severity, names in (("critical", alerts.critical_routes),
                             ("warning", alerts.warning_routes)):
         if names:
@@ -61,8 +65,8 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
     receivers: list[dict[str, Any]] = [{"name": NULL_RECEIVER}]
     receivers += [{"name": retrain_receiver(check), "webhookConfigs": [
         _retrain_webhook(project, check)]} for check in retrain]
-    used = {n for c in routed for n in c.routes} | set(alerts.critical_routes) | set(
-        alerts.warning_routes)
+    used = {n for c in [*routed, *monitors] for n in c.routes} | set(
+        alerts.critical_routes) | set(alerts.warning_routes)
     receivers += [_receiver(project.routes[name]) for name in sorted(used)]
     return {
         "apiVersion": API_VERSION,
@@ -79,7 +83,7 @@ def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
     }
 
 
-def _retrain_webhook(project: ResolvedProject, check: DriftCheck) -> dict[str, Any]:
+def _retrain_webhook(project: ResolvedProject, check: events.RetrainTrigger) -> dict[str, Any]:
     webhook: dict[str, Any] = {
         "url": events.webhook_url(project, check),
         "sendResolved": False,  # a trigger: only a firing alert means "retrain"

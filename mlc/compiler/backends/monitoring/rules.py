@@ -354,6 +354,20 @@ def _overdue(name: str, metric: metrics.Metric, labels: dict[str, str], interval
         healthy=(at((Series(promql.series(metric), last, f"0+{step}x{steps}"),)),))
 
 
+def _failed_run(name: str, metric: metrics.Metric, labels: dict[str, str], step: int, *,
+                summary: tuple[str, ...], description: tuple[str, ...]) -> Alert:
+    """A pushed `up` gauge at 0: the last run of a scheduled job could not complete."""
+    up = promql.series(metric)
+
+    def at(values: str) -> Scenario:
+        return Scenario((Series(up, labels, values),), 10 * step, interval_seconds=step)
+    return Alert(
+        name=name, severity="warning",
+        expr=f"min by ({_by(labels)}) ({promql.selector(up, labels)}) == 0",
+        summary=summary, description=description,
+        unhealthy=((at("0+0x20"), labels),), healthy=(at("1+0x20"),))
+
+
 def _step(interval: int | None) -> int:
     """A test sampling step: about 20 samples per interval, in whole minutes, 1m to 1d."""
     if interval is None:

@@ -5,6 +5,12 @@ ABVerdictReached tells the owners that a test has a winner to promote (`mlc prom
 --from-verdict`); ABVerdictFailing fires on a run that could not read the log or the labels
 (`up` 0); ABVerdictNotRunning when no run has reported for two of the schedule's longest
 gaps (or never has), which also covers a CronWorkflow that stopped starting runs.
+
+A run short of labels succeeds, pushes its run time and `up` 1 and records the decision
+`waiting`: none of those alerts fires on it. ABVerdictWaitingTooLong does, once every run
+for a whole window has been waiting: by then the labels of the window's first predictions
+should have arrived, so either they do not (a broken labels feed, a key that matches
+nothing) or the traffic is too thin for `minSamples` in one window.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from ...ir import Endpoint, ResolvedProject
 from . import promql, schedules
 from .alerts import Alert, Scenario, Series
 from .gotemplate import Label
-from .rules import RuleSet, _by, _overdue, _step, per_endpoint
+from .rules import RuleSet, _by, _failed_run, _overdue, _step, per_endpoint
 
 
 def verdict_rule_sets(project: ResolvedProject) -> list[RuleSet]:
@@ -32,7 +38,6 @@ def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
     step = _step(interval)
     decision = promql.series(metrics.VERDICT_STATE)
     winner = promql.series(metrics.VERDICT_WINNER)
-    up = promql.series(metrics.VERDICT_UP)
     variants = [v.name for v in endpoint.rollout.variants]
 
     def at(*series: Series) -> Scenario:
@@ -62,17 +67,15 @@ def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
                          f"({verdict.output_uri}).",),
             unhealthy=((at(*decided("winner", variants[-1])), reached),),
             healthy=(at(*decided("no-difference", None)),)),
-        Alert(
-            name="ABVerdictFailing", severity="warning",
-            expr=f"min by ({by}) ({promql.selector(up, labels)}) == 0",
+        _failed_run(
+            "ABVerdictFailing", metrics.VERDICT_UP, labels, step,
             summary=(f"The A/B verdict of endpoint {endpoint.name} failed.",),
             description=(f"The last run of pipeline {verdict.pipeline} could not compute the "
                          f"verdict (prediction log or labels source `{verdict.labels_source}` "
                          "unreadable, or a column missing); see the logs of its last "
-                         "workflow.",),
-            unhealthy=((at(Series(up, labels, "0+0x20")), labels),),
-            healthy=(at(Series(up, labels, "1+0x20")),)),
+                         "workflow.",)),
     ]
+    out.append(waiting_too_long(project, endpoint, labels, step))
     if interval is not None:
         out.append(_overdue(
             "ABVerdictNotRunning", metrics.VERDICT_LAST_RUN, labels, interval, step,
@@ -81,3 +84,33 @@ def verdict_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
                          f"{promql.duration(2 * interval)} (schedule `{verdict.schedule}`). "
                          "Check its CronWorkflow and the Pushgateway.",)))
     return out
+
+
+def waiting_too_long(project: ResolvedProject, endpoint: Endpoint, labels: dict[str, str],
+                     step: int) -> Alert:
+    verdict = endpoint.rollout.verdict
+    assert verdict is not None
+    window = verdict.window_seconds
+    decision = promql.series(metrics.VERDICT_STATE)
+    # sampled at the rule file's pace (sparser samples would go stale between evaluations),
+    # for two windows
+    samples = -(-2 * window // step)
+
+    def waiting(values: str) -> Scenario:
+        return Scenario((Series(decision, {**labels, "decision": "waiting"}, values),),
+                        samples * step, interval_seconds=step)
+
+    return Alert(
+        name="ABVerdictWaitingTooLong", severity="warning", for_seconds=window,
+        expr=(f"max by ({_by(labels)}) "
+              f"({promql.selector(decision, labels, {'decision': 'waiting'})}) == 1"),
+        summary=(f"The A/B verdict of endpoint {endpoint.name} has waited for labels for "
+                 f"more than {promql.duration(window)}.",),
+        description=(f"Every run of pipeline {verdict.pipeline} for a whole window found fewer "
+                     f"than {verdict.min_samples} labelled predictions for some variant. Check "
+                     f"that labels arrive in source `{verdict.labels_source}` and match the "
+                     f"log on `{verdict.key}` (the counts are in the run's verdict.json), or "
+                     "lower `minSamples`.",),
+        unhealthy=((waiting(f"1+0x{samples}"), labels),),
+        # waiting for half a window, then decided
+        healthy=(waiting(f"1+0x{samples // 4} 0+0x{samples - samples // 4}"),))
