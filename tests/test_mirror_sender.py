@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlc.runtime.prediction_log import PREDICTION_COLUMN, REQUEST_ID_COLUMN, read_log
 from mlc.runtime.serve import request_id
 from mlc.runtime.serve.settings import MirrorSettings
-from mlc.runtime.serve.shadow import ShadowMirror, ShadowStats, sampled
+from mlc.runtime.serve.shadow import SCHEDULING_ENV, ShadowMirror, ShadowStats, sampled
 
 from .mirror_stand_in import FEATURES, score
 from .test_serve import _free_port
@@ -39,11 +39,11 @@ SHADOW_OFFSET = 0.4  # the shadow's model: another threshold, so they agree on s
 
 
 class Server:
-    def __init__(self, tmp: Path, role: str, *args: str):
+    def __init__(self, tmp: Path, role: str, *args: str, env: dict[str, str] | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = tmp / f"{role}.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
             [str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "mirror_stand_in.py"), "--role", role, "--port",
@@ -96,7 +96,10 @@ def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mirror")
     shadow = Server(tmp, "shadow", "--log", str(tmp / "shadow-log"),
                     "--offset", str(SHADOW_OFFSET))
-    primary = Server(tmp, "primary", "--mirror", shadow.url, "--percent", str(PERCENT))
+    # every copy is counted below, on a machine the test run keeps busy: the sender takes
+    # its share of the CPU (by default it takes only idle time, and drops when it gets none)
+    primary = Server(tmp, "primary", "--mirror", shadow.url, "--percent", str(PERCENT),
+                     env={SCHEDULING_ENV: "normal"})
     sent: dict[str, np.ndarray] = {}  # request id -> row, every request this module sent
     yield primary, shadow, sent, tmp
     for server in (primary, shadow):
@@ -268,11 +271,14 @@ def test_a_stuck_shadow_fills_the_handover_and_every_drop_is_counted():
         too_large = mirror.offer("big", b"/predict", b"x" * mirror.max_message, answer)
         handed_over = stats.mirrored
         sender = mirror.process
+        policy = os.sched_getscheduler(sender.pid)
         await mirror.close()
         server.close()
-        return stats, handed_over, slowest, too_large, sender.returncode
+        return stats, handed_over, slowest, too_large, sender.returncode, policy
 
-    stats, handed_over, slowest, too_large, code = asyncio.run(scenario())
+    os.environ.pop(SCHEDULING_ENV, None)
+    stats, handed_over, slowest, too_large, code, policy = asyncio.run(scenario())
+    assert policy == os.SCHED_IDLE  # by default the sender runs on idle CPU time only
     assert code == 0  # the sender drained (for close_seconds) and exited
     assert not too_large and stats.dropped["too_large"] == 1
     full = stats.dropped["queue_full"]

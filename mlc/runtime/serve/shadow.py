@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -65,6 +66,12 @@ RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
 RESTART_RESET_AFTER = 60.0  # a sender that ran this long died of something new: retry soon
 SENDER_MODULE = "mlc.runtime.serve.mirror_sender"
+# How the sender shares the CPU with the primary (mirror_sender.yield_cpu): `idle`
+# (SCHED_IDLE: only CPU time nothing else of the pod wants; the default), `nice` (niceness
+# 10) or `normal`, from this environment variable. `normal` is for a machine that is busy
+# by design, such as a test run that counts every copy.
+SCHEDULING_ENV = "MLC_MIRROR_SENDER_SCHEDULING"
+SCHEDULING = ("idle", "nice", "normal")
 
 
 def sampled(rid: str, percent: int) -> bool:
@@ -173,6 +180,10 @@ class ShadowMirror:
                  close_seconds: float = CLOSE_SECONDS):
         self.settings = settings
         self.close_seconds = close_seconds
+        self.scheduling = os.environ.get(SCHEDULING_ENV) or SCHEDULING[0]
+        if self.scheduling not in SCHEDULING:
+            raise ValueError(f"{SCHEDULING_ENV} must be one of {', '.join(SCHEDULING)}: "
+                             f"{self.scheduling!r}")
         self.stats = stats
         self.closed = False
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -216,7 +227,8 @@ class ShadowMirror:
         s = self.settings
         config = {"url": s.url, "task": s.task, "tolerance": s.tolerance,
                   "max_queue": s.max_queue, "timeout_seconds": s.timeout_seconds,
-                  "max_message": self.max_message, "close_seconds": self.close_seconds}
+                  "max_message": self.max_message, "close_seconds": self.close_seconds,
+                  "scheduling": self.scheduling}
         return [sys.executable, "-m", SENDER_MODULE, str(self._theirs.fileno()),
                 str(self.stats.counts.fd), json.dumps(config)]
 
