@@ -7,17 +7,21 @@ Builds bench_serve.py's model (an MLP, 30 inputs, in mlc's model format, logged 
 throw-away MLflow) and starts mlc's servers on it:
 
   plain         a primary without a shadow
+  control       a second one, the same: control/plain is what this machine alone does to a
+                ratio (an A/A comparison), the noise floor of mirrored/plain
   mirrored-P    the same primary, copying P % of its answered requests to `shadow` (one
                 server per --percent), through its mirror sender process
   shadow        the shadow they copy to (the same model: every copy agrees)
 
-For each number of clients and each percent it drives `plain` and `mirrored-P` in
+For each number of clients and each percent it drives `plain`, `mirrored-P` and `control` in
 interleaved slices, `--reps` times (the order alternating, so that a busy moment on a shared
 machine hurts both alike), with keep-alive connections in a closed loop and single-row
 bodies. Per repetition it takes the mirrored/plain ratio of p99 and p50; it prints their
 median and spread (min..max) over the repetitions, each server's median p50/p99 and
 requests/s, the primary's own CPU per request and the sender's CPU per copy (from /proc),
-and what the mirror counted (handed over, dropped, answered).
+the time the primary itself measured (mean, and the share over 10 ms, from its
+mlc_request_duration_seconds: what the load generator's own delays on a busy machine do not
+touch) and what the mirror counted (handed over, dropped, answered).
 
 With `--pin` (two or more CPUs): the measured primaries on CPU 0; the shadow and the load
 generator on CPU 1, the shadow at nice 10 (in a cluster it runs elsewhere; here it yields to
@@ -114,11 +118,34 @@ def mirrored_counts(port: int) -> dict[str, float]:
     return out
 
 
+def server_time(port: int) -> tuple[float, float, float]:
+    """The server's own account of /predict: seconds in total, requests, requests > 10 ms
+    (mlc_request_duration_seconds: from request received to response sent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = count = fast = 0.0
+    for line in text.splitlines():
+        if not line.startswith("mlc_request_duration_seconds") or 'route="/predict"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("mlc_request_duration_seconds_sum"):
+            total += value
+        elif line.startswith("mlc_request_duration_seconds_count"):
+            count += value
+        elif 'le="0.01"' in line:
+            fast += value
+    return total, count, count - fast
+
+
 def measure(name: str, port: int, pid: int, request: bytes, clients: int, warmup: float,
             duration: float) -> dict:
     sender = children(pid)
     before = (proc_cpu_seconds(pid), sum(proc_cpu_seconds(c) for c in sender))
+    served = server_time(port)
     out = bench_serve.drive(port, request, clients, warmup, duration)
+    total, count, slow = (a - b for a, b in zip(server_time(port), served, strict=True))
     lat = np.asarray(out["latencies"])
     own = proc_cpu_seconds(pid) - before[0]
     sender_cpu = sum(proc_cpu_seconds(c) for c in sender) - before[1]
@@ -127,7 +154,9 @@ def measure(name: str, port: int, pid: int, request: bytes, clients: int, warmup
     return {"p50_ms": float(np.percentile(lat, 50) * 1e3),
             "p99_ms": float(np.percentile(lat, 99) * 1e3), "rps": len(lat) / out["elapsed"],
             "errors": out["errors"], "cpu_us_per_request": own / max(n_total, 1) * 1e6,
-            "sender_cpu_us_per_request": sender_cpu / max(n_total, 1) * 1e6}
+            "sender_cpu_us_per_request": sender_cpu / max(n_total, 1) * 1e6,
+            "server_mean_ms": total / max(count, 1) * 1e3,
+            "server_over_10ms": slow / max(count, 1)}
 
 
 def main() -> int:
@@ -203,6 +232,7 @@ def main() -> int:
     try:
         start("shadow", "shadow", "-")
         start("plain", "primary", "-")
+        start("control", "primary", "-")
         for percent in args.percent:
             start(f"mirrored-{percent}", "primary",
                   f"http://127.0.0.1:{procs['shadow'][1]}", percent)
@@ -210,7 +240,7 @@ def main() -> int:
             for percent in args.percent:
                 reps = []
                 for rep in range(args.reps):
-                    order = ("plain", f"mirrored-{percent}")
+                    order = ("plain", f"mirrored-{percent}", "control")
                     result = {}
                     for name in order if rep % 2 == 0 else order[::-1]:
                         proc, port = procs[name]
@@ -240,12 +270,17 @@ def _summary(clients: int, percent: int, reps: list[dict]) -> dict:
         return float(np.median([r[role][key] for r in reps]))
 
     p99 = [r["mirrored"]["p99_ms"] / r["plain"]["p99_ms"] for r in reps]
+    # two identical servers measured the same way: how far this machine alone moves a ratio
+    control = [r["control"]["p99_ms"] / r["plain"]["p99_ms"] for r in reps]
     p50 = [r["mirrored"]["p50_ms"] / r["plain"]["p50_ms"] for r in reps]
     return {"clients": clients, "percent": percent,
             "p99_ratio": float(np.median(p99)), "p99_ratio_min": min(p99),
             "p99_ratio_max": max(p99), "p50_ratio": float(np.median(p50)),
+            "control_p99_ratio": float(np.median(control)),
+            "control_p99_ratio_min": min(control), "control_p99_ratio_max": max(control),
             **{f"{role}_{key}": med(role, key) for role in ("plain", "mirrored")
-               for key in ("p50_ms", "p99_ms", "rps", "cpu_us_per_request")},
+               for key in ("p50_ms", "p99_ms", "rps", "cpu_us_per_request", "server_mean_ms",
+                           "server_over_10ms")},
             "sender_cpu_us_per_request": med("mirrored", "sender_cpu_us_per_request"),
             "errors": sum(r[role]["errors"] for r in reps for role in ("plain", "mirrored"))}
 
@@ -253,12 +288,17 @@ def _summary(clients: int, percent: int, reps: list[dict]) -> dict:
 def _print(row: dict) -> None:
     print(f"{row['clients']} clients, {row['percent']:3d} %: p99 mirrored/plain "
           f"{row['p99_ratio']:.3f} [{row['p99_ratio_min']:.3f}..{row['p99_ratio_max']:.3f}]"
-          f"  p50 {row['p50_ratio']:.3f}  |  plain p50 {row['plain_p50_ms']:.2f} p99 "
+          f"  p50 {row['p50_ratio']:.3f}  (control/plain p99 {row['control_p99_ratio']:.3f} "
+          f"[{row['control_p99_ratio_min']:.3f}..{row['control_p99_ratio_max']:.3f}])"
+          f"  |  plain p50 {row['plain_p50_ms']:.2f} p99 "
           f"{row['plain_p99_ms']:.2f} ms {row['plain_rps']:.0f}/s  mirrored p50 "
           f"{row['mirrored_p50_ms']:.2f} p99 {row['mirrored_p99_ms']:.2f} ms "
           f"{row['mirrored_rps']:.0f}/s  |  primary CPU {row['plain_cpu_us_per_request']:.0f}"
           f" / {row['mirrored_cpu_us_per_request']:.0f} us/request, sender "
-          f"{row['sender_cpu_us_per_request']:.0f} us/request  errors {row['errors']}",
+          f"{row['sender_cpu_us_per_request']:.0f} us/request  |  in the server: mean "
+          f"{row['plain_server_mean_ms']:.2f} / {row['mirrored_server_mean_ms']:.2f} ms, over "
+          f"10 ms {row['plain_server_over_10ms']:.2%} / {row['mirrored_server_over_10ms']:.2%}"
+          f"  errors {row['errors']}",
           flush=True)
 
 
