@@ -1,21 +1,34 @@
-"""The shadow mirror's cost to the primary: the same server with and without a shadow, one run.
+"""The shadow mirror's cost to the primary: plain and mirrored primaries side by side, one run.
 
-    python bench/bench_shadow.py [--percent 100] [--rounds 4] [--duration 4] [--clients 8]
+    python bench/bench_shadow.py [--reps 5] [--duration 2] [--clients 2 8] [--percent 30 100]
+                                 [--sender other|with-primary] [--pin] [--json FILE]
 
 Builds bench_serve.py's model (an MLP, 30 inputs, in mlc's model format, logged to a
-throw-away MLflow) and starts three of mlc's servers on it:
+throw-away MLflow) and starts mlc's servers on it:
 
-  plain     a primary without a shadow
-  mirrored  the same primary, copying `--percent` of its answered requests to `shadow`
-  shadow    the shadow the mirrored primary copies to (the same model: every copy agrees)
+  plain         a primary without a shadow
+  control       a second one, the same: control/plain is what this machine alone does to a
+                ratio (an A/A comparison), the noise floor of mirrored/plain
+  mirrored-P    the same primary, copying P % of its answered requests to `shadow` (one
+                server per --percent), through its mirror sender process
+  shadow        the shadow they copy to (the same model: every copy agrees)
 
-It drives `plain` and `mirrored` in interleaved slices (a busy moment on a shared machine hurts
-both alike) with `--clients` keep-alive connections in a closed loop and single-row bodies, and
-prints for each the requests/s, p50 and p99 latency, the server's CPU time per request (from
-/proc), and the mirrored/plain ratios. With `--pin`, the two measured servers share one CPU
-and the shadow and the load generator another (in a cluster the shadow runs elsewhere), so
-that the shadow's own work is not counted as the mirror's cost. Everything runs on loopback,
-in a temp folder; servers are stopped by pid.
+For each number of clients and each percent it drives `plain`, `mirrored-P` and `control` in
+interleaved slices, `--reps` times (the order alternating, so that a busy moment on a shared
+machine hurts both alike), with keep-alive connections in a closed loop and single-row
+bodies. Per repetition it takes the mirrored/plain ratio of p99 and p50; it prints their
+median and spread (min..max) over the repetitions, each server's median p50/p99 and
+requests/s, the primary's own CPU per request and the sender's CPU per copy (from /proc),
+the time the primary itself measured (mean, and the share over 10 ms, from its
+mlc_request_duration_seconds: what the load generator's own delays on a busy machine do not
+touch) and what the mirror counted (handed over, dropped, answered).
+
+With `--pin` (two or more CPUs): the measured primaries on CPU 0; the shadow and the load
+generator on CPU 1, the shadow at nice 10 (in a cluster it runs elsewhere; here it yields to
+the load generator, whose delays would count as the primary's latency); the mirror sender
+(which runs as SCHED_IDLE anyway) on CPU 1 (`--sender other`, as when the pod has a second core
+to give it) or on CPU 0 with its primary (`--sender with-primary`, a pod of one core).
+Everything runs on loopback, in a temp folder; servers are stopped by pid.
 """
 
 from __future__ import annotations
@@ -58,8 +71,39 @@ def serve(tracking_uri: str, port: int, log_dir: str, role: str, mirror_url: str
     make_server(ServeApp(settings), "127.0.0.1", port, log_level="warning").run()
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (all its threads, not its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (affinity is per thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            pass
+
+
 def mirrored_counts(port: int) -> dict[str, float]:
-    """The mirrored primary's own account: copies queued, dropped, answered."""
+    """The mirrored primary's own account: copies handed over, dropped, answered."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -67,22 +111,69 @@ def mirrored_counts(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         for name in ("mlc_shadow_mirrored_total", "mlc_shadow_dropped_total",
-                     "mlc_shadow_compared_total"):
-            if line.startswith(name):
+                     "mlc_shadow_responses_total", "mlc_shadow_compared_total",
+                     "mlc_shadow_sender_restarts_total"):
+            if line.startswith(name + "{") or line.startswith(name + " "):
                 out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
+def server_time(port: int) -> tuple[float, float, float]:
+    """The server's own account of /predict: seconds in total, requests, requests > 10 ms
+    (mlc_request_duration_seconds: from request received to response sent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = count = fast = 0.0
+    for line in text.splitlines():
+        if not line.startswith("mlc_request_duration_seconds") or 'route="/predict"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("mlc_request_duration_seconds_sum"):
+            total += value
+        elif line.startswith("mlc_request_duration_seconds_count"):
+            count += value
+        elif 'le="0.01"' in line:
+            fast += value
+    return total, count, count - fast
+
+
+def measure(name: str, port: int, pid: int, request: bytes, clients: int, warmup: float,
+            duration: float) -> dict:
+    sender = children(pid)
+    before = (proc_cpu_seconds(pid), sum(proc_cpu_seconds(c) for c in sender))
+    served = server_time(port)
+    out = bench_serve.drive(port, request, clients, warmup, duration)
+    total, count, slow = (a - b for a, b in zip(server_time(port), served, strict=True))
+    lat = np.asarray(out["latencies"])
+    own = proc_cpu_seconds(pid) - before[0]
+    sender_cpu = sum(proc_cpu_seconds(c) for c in sender) - before[1]
+    # the CPU figures include the warm-up's requests: per request over the whole slice
+    n_total = len(lat) * (warmup + duration) / duration
+    return {"p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p99_ms": float(np.percentile(lat, 99) * 1e3), "rps": len(lat) / out["elapsed"],
+            "errors": out["errors"], "cpu_us_per_request": own / max(n_total, 1) * 1e6,
+            "sender_cpu_us_per_request": sender_cpu / max(n_total, 1) * 1e6,
+            "server_mean_ms": total / max(count, 1) * 1e3,
+            "server_over_10ms": slow / max(count, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--percent", type=int, default=100, help="share of requests mirrored")
-    parser.add_argument("--duration", type=float, default=4.0,
+    parser.add_argument("--percent", type=int, nargs="+", default=[30, 100],
+                        help="shares of requests mirrored (one mirrored server each)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--duration", type=float, default=2.0,
                         help="seconds per measurement slice")
-    parser.add_argument("--rounds", type=int, default=4, help="slices per server, interleaved")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=5,
+                        help="interleaved plain/mirrored pairs per setting")
+    parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--pin", action="store_true",
-                        help="measured servers on CPU 0, shadow and load generator on CPU 1")
+                        help="primaries on CPU 0, shadow and load generator on CPU 1")
+    parser.add_argument("--sender", choices=["other", "with-primary"], default="other",
+                        help="with --pin: the mirror sender's CPU")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--serve", nargs=6, help=argparse.SUPPRESS,
                         metavar=("TRACKING_URI", "PORT", "LOG_DIR", "ROLE", "MIRROR", "PCT"))
     args = parser.parse_args()
@@ -107,55 +198,108 @@ def main() -> int:
     body = json.dumps({"instances": [dict(zip(features, v, strict=True))
                                      for v in values.tolist()]}).encode()
     request = bench_serve.http_request("/predict", body)
-    measured_cpu, other_cpu = ({0}, {1}) if args.pin and (os.cpu_count() or 1) > 1 else (
-        None, None)
+    pinned = args.pin and (os.cpu_count() or 1) > 1
+    measured_cpu, other_cpu = ({0}, {1}) if pinned else (None, None)
     if other_cpu:
         os.sched_setaffinity(0, other_cpu)
     procs: dict[str, tuple[subprocess.Popen, int]] = {}
 
-    def start(name: str, role: str, mirror: str) -> None:
+    def start(name: str, role: str, mirror: str, percent: int = 0) -> None:
         port = bench_serve.free_port()
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", tracking, str(port), str(tmp / f"log-{name}"),
-             role, mirror, str(args.percent)], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+             role, mirror, str(percent)], env=env, cwd=tmp, stdout=subprocess.DEVNULL,
             stderr=open(tmp / f"{name}.log", "wb"))
         if measured_cpu and name != "shadow":
             os.sched_setaffinity(proc.pid, measured_cpu)
+        if measured_cpu and name == "shadow":
+            # in a cluster the shadow runs elsewhere: here it yields its CPU to the load
+            # generator, whose delays would otherwise count as the primary's latency
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
         procs[name] = (proc, port)
         bench_serve.wait_http(port, "/v2/health/ready", proc)
+        if measured_cpu and name != "shadow":
+            for sender in children(proc.pid):
+                pin(sender, other_cpu if args.sender == "other" else measured_cpu)
 
-    print(f"{os.cpu_count()} cores; {args.clients} clients; {args.rounds} rounds of "
-          f"{args.duration:.0f} s per server; {args.percent}% mirrored; "
-          f"{'pinned' if measured_cpu else 'not pinned'}; temp {tmp}", flush=True)
-    slices: dict[str, list[dict]] = {}
+    placement = (f"pinned: primaries on CPU 0, shadow (nice 10) and load generator on CPU 1, "
+                 f"mirror sender (SCHED_IDLE) on CPU {1 if args.sender == 'other' else 0}" if pinned
+                 else "not pinned: every process on every CPU")
+    print(f"{os.cpu_count()} cores; {placement}; {args.reps} reps of {args.duration:g} s "
+          f"slices; temp {tmp}", flush=True)
+    rows: list[dict] = []
+    counts: dict[int, dict[str, float]] = {}
     try:
         start("shadow", "shadow", "-")
         start("plain", "primary", "-")
-        start("mirrored", "primary", f"http://127.0.0.1:{procs['shadow'][1]}")
-        for _ in range(args.rounds):
-            for name in ("plain", "mirrored"):
-                proc, port = procs[name]
-                slices.setdefault(name, []).append(bench_serve.drive(
-                    port, request, args.clients, args.warmup, args.duration, proc.pid))
+        start("control", "primary", "-")
+        for percent in args.percent:
+            start(f"mirrored-{percent}", "primary",
+                  f"http://127.0.0.1:{procs['shadow'][1]}", percent)
+        for clients in args.clients:
+            for percent in args.percent:
+                reps = []
+                for rep in range(args.reps):
+                    order = ("plain", f"mirrored-{percent}", "control")
+                    result = {}
+                    for name in order if rep % 2 == 0 else order[::-1]:
+                        proc, port = procs[name]
+                        result[name.split("-")[0]] = measure(
+                            name, port, proc.pid, request, clients, args.warmup, args.duration)
+                    reps.append(result)
+                rows.append(_summary(clients, percent, reps))
+                _print(rows[-1])
         time.sleep(1.5)  # the last copies answered
-        counts = mirrored_counts(procs["mirrored"][1])
+        counts = {p: mirrored_counts(procs[f"mirrored-{p}"][1]) for p in args.percent}
     finally:
         for proc, _ in procs.values():
             bench_serve.stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    results = {name: bench_serve.summarise(parts) for name, parts in slices.items()}
-    for name, r in results.items():
-        print(f"{name:9} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-              f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_us_per_request']:6.0f} "
-              f"us/request  errors {r['errors']}  (rounds: {r['slices_rps']})", flush=True)
-    plain, mirrored = results["plain"], results["mirrored"]
-    print(f"\nmirrored / plain: p50 {mirrored['p50_ms'] / plain['p50_ms']:.3f}  "
-          f"p99 {mirrored['p99_ms'] / plain['p99_ms']:.3f}  "
-          f"CPU per request {mirrored['server_cpu_us_per_request'] / max(plain['server_cpu_us_per_request'], 1e-9):.3f}  "  # noqa: E501
-          f"throughput {mirrored['rps'] / plain['rps']:.3f}")
-    print("mirror: " + ", ".join(f"{k.removeprefix('mlc_shadow_')} {v:.0f}"
-                                 for k, v in sorted(counts.items())))
+    for percent, c in counts.items():
+        print(f"mirrored-{percent}: " + ", ".join(
+            f"{k.removeprefix('mlc_shadow_').removesuffix('_total')} {v:.0f}"
+            for k, v in sorted(c.items())))
+    if args.json:
+        args.json.write_text(json.dumps({"placement": placement, "rows": rows,
+                                         "counts": counts}, indent=2))
     return 0
+
+
+def _summary(clients: int, percent: int, reps: list[dict]) -> dict:
+    def med(role: str, key: str) -> float:
+        return float(np.median([r[role][key] for r in reps]))
+
+    p99 = [r["mirrored"]["p99_ms"] / r["plain"]["p99_ms"] for r in reps]
+    # two identical servers measured the same way: how far this machine alone moves a ratio
+    control = [r["control"]["p99_ms"] / r["plain"]["p99_ms"] for r in reps]
+    p50 = [r["mirrored"]["p50_ms"] / r["plain"]["p50_ms"] for r in reps]
+    return {"clients": clients, "percent": percent,
+            "p99_ratio": float(np.median(p99)), "p99_ratio_min": min(p99),
+            "p99_ratio_max": max(p99), "p50_ratio": float(np.median(p50)),
+            "control_p99_ratio": float(np.median(control)),
+            "control_p99_ratio_min": min(control), "control_p99_ratio_max": max(control),
+            **{f"{role}_{key}": med(role, key) for role in ("plain", "mirrored")
+               for key in ("p50_ms", "p99_ms", "rps", "cpu_us_per_request", "server_mean_ms",
+                           "server_over_10ms")},
+            "sender_cpu_us_per_request": med("mirrored", "sender_cpu_us_per_request"),
+            "errors": sum(r[role]["errors"] for r in reps for role in ("plain", "mirrored"))}
+
+
+def _print(row: dict) -> None:
+    print(f"{row['clients']} clients, {row['percent']:3d} %: p99 mirrored/plain "
+          f"{row['p99_ratio']:.3f} [{row['p99_ratio_min']:.3f}..{row['p99_ratio_max']:.3f}]"
+          f"  p50 {row['p50_ratio']:.3f}  (control/plain p99 {row['control_p99_ratio']:.3f} "
+          f"[{row['control_p99_ratio_min']:.3f}..{row['control_p99_ratio_max']:.3f}])"
+          f"  |  plain p50 {row['plain_p50_ms']:.2f} p99 "
+          f"{row['plain_p99_ms']:.2f} ms {row['plain_rps']:.0f}/s  mirrored p50 "
+          f"{row['mirrored_p50_ms']:.2f} p99 {row['mirrored_p99_ms']:.2f} ms "
+          f"{row['mirrored_rps']:.0f}/s  |  primary CPU {row['plain_cpu_us_per_request']:.0f}"
+          f" / {row['mirrored_cpu_us_per_request']:.0f} us/request, sender "
+          f"{row['sender_cpu_us_per_request']:.0f} us/request  |  in the server: mean "
+          f"{row['plain_server_mean_ms']:.2f} / {row['mirrored_server_mean_ms']:.2f} ms, over "
+          f"10 ms {row['plain_server_over_10ms']:.2%} / {row['mirrored_server_over_10ms']:.2%}"
+          f"  errors {row['errors']}",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -109,11 +109,16 @@ REJECTED = Metric(
 # the model server exports them beside its `serve` metrics (empty where it mirrors nothing).
 SHADOW_MIRRORED = Metric(
     "mlc_shadow_mirrored_total", "counter", ("endpoint",),
-    "Requests sampled for the shadow and queued to be sent to it.", "shadow")
+    "Requests sampled for the shadow and handed over to be sent to it.", "shadow")
 SHADOW_DROPPED = Metric(
     "mlc_shadow_dropped_total", "counter", ("endpoint", "reason"),
-    "Sampled requests never sent to the shadow (`queue_full`: the bounded mirror queue was "
-    "full; `shutdown`: still queued when the primary stopped).", "shadow")
+    "Sampled requests never sent to the shadow (`queue_full`: the mirror sender's bounded "
+    "queue and its hand-over socket were full; `too_large`: larger than one hand-over "
+    "message; `sender_exit`: held by a mirror sender that died; `shutdown`: still queued "
+    "when the primary stopped).", "shadow")
+SHADOW_SENDER_RESTARTS = Metric(
+    "mlc_shadow_sender_restarts_total", "counter", ("endpoint",),
+    "Times the primary started its mirror sender process again after it exited.", "shadow")
 SHADOW_RESPONSES = Metric(
     "mlc_shadow_responses_total", "counter", ("endpoint", "code"),
     "The shadow's answers to mirrored requests, by HTTP status code (`error`: no answer: "
@@ -144,8 +149,8 @@ ROUTER_DURATION = Metric(
     "Time from request received to response sent, through the router.", "router",
     LATENCY_BUCKETS)
 SHADOW_AB_METRICS: tuple[Metric, ...] = (
-    SHADOW_MIRRORED, SHADOW_DROPPED, SHADOW_RESPONSES, SHADOW_DURATION, SHADOW_COMPARED,
-    SHADOW_AGREED, SHADOW_PREDICTIONS, ROUTER_REQUESTS, ROUTER_DURATION)
+    SHADOW_MIRRORED, SHADOW_DROPPED, SHADOW_SENDER_RESTARTS, SHADOW_RESPONSES, SHADOW_DURATION,
+    SHADOW_COMPARED, SHADOW_AGREED, SHADOW_PREDICTIONS, ROUTER_REQUESTS, ROUTER_DURATION)
 
 # --- drift runtime (pushed to the Pushgateway by every drift-check run) --------------------
 DRIFT_SCORE = Metric(

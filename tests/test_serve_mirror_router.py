@@ -1,30 +1,21 @@
 """The shadow mirror and the A/B router on their own: sampling by request id, agreement
-per task, the comparison counted per shape, a stuck shadow that never holds the primary up
-(bounded queue, drops counted), exact slots per weight, one key on one variant, and the
-entity key read from either body shape. tests/test_serve_traffic.py runs them as processes.
+per task, the comparison counted per shape, exact slots per weight, one key on one variant,
+and the entity key read from either body shape. tests/test_mirror_sender.py runs the
+mirror's hand-over and sender process; tests/test_serve_traffic.py runs both as servers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlc.runtime.serve import request_id
+from mlc.runtime.serve import mirror_counts, request_id
+from mlc.runtime.serve.mirror_compare import Comparison
 from mlc.runtime.serve.router import SLOTS, Assigner, RouterVariant, body_key
-from mlc.runtime.serve.settings import MirrorSettings
-from mlc.runtime.serve.shadow import (
-    DROP_QUEUE_FULL,
-    WORKERS,
-    Copy,
-    ShadowMirror,
-    ShadowStats,
-    agreement,
-    sampled,
-)
+from mlc.runtime.serve.shadow import ShadowStats, agreement, sampled
 
 # --- the mirror on its own -----------------------------------------------------------------------
 
@@ -50,12 +41,22 @@ def test_agreement_per_task():
 
 
 def test_the_comparison_counts_rows_of_every_shape():
+    """The sender's comparison, exported by the primary's collector from the shared counts."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    stats = ShadowStats("ep", "classification", 0.0)
-    stats.compare(np.array([0.2, 0.8]), np.array([0.3, 0.1]))  # agree, disagree
-    stats.compare(np.array([[0.1, 0.9]]), np.array([[0.2, 0.8]]))  # the same class
-    stats.compare(np.array([0.6]), np.full(0, np.nan))  # an answer of no known shape
+    stats = ShadowStats("ep", "classification", 0.0, mirroring=True)
+    comparison = Comparison(stats.counts, "classification", 0.0)
+    answer = json.dumps
+    comparison.add(200, 0.01, answer({"predictions": [0.2, 0.8]}).encode(),
+                   answer({"predictions": [0.3, 0.1]}).encode())  # agree, disagree
+    comparison.add(200, 0.02, answer({"predictions": [[0.1, 0.9]]}).encode(),
+                   answer({"outputs": [{"name": "p", "shape": [1, 2], "datatype": "FP64",
+                                        "data": [0.2, 0.8]}]}).encode())  # the same class
+    comparison.add(200, 0.03, answer({"predictions": [0.6]}).encode(), b"not json")
+    comparison.add(503, 0.001, b"{}", b"{}")  # an error answer is counted, not compared
+    comparison.add(0, None, b"{}", None)  # no answer at all
+    assert stats.counts.snapshot()[mirror_counts.COMPARED] == 0  # counted in batches
+    comparison.flush()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(stats)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -66,42 +67,15 @@ def test_the_comparison_counts_rows_of_every_shape():
     count = "mlc_shadow_prediction_value_count"
     assert samples[(count, (("endpoint", "ep"), ("role", "primary")))] == 4
     assert samples[(count, (("endpoint", "ep"), ("role", "shadow")))] == 3
-
-
-def test_a_stuck_shadow_never_holds_the_primary_up(tmp_path):
-    """The shadow accepts connections and never answers: offering copies still returns at
-    once, the queue holds at most max_queue, and every copy beyond is dropped and counted."""
-
-    async def scenario():
-        async def hang(reader, writer):
-            await asyncio.sleep(3600)
-
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        stats = ShadowStats("ep", mirroring=True)
-        mirror = ShadowMirror(MirrorSettings(url=f"http://127.0.0.1:{port}", percent=100,
-                                             task="classification", tolerance=0.0, max_queue=16,
-                                             timeout_seconds=30.0), stats)
-        await mirror.start()
-        await asyncio.sleep(0)
-        slowest = 0.0
-        for i in range(500):
-            start = time.perf_counter()
-            mirror.offer(Copy(f"r{i}", "/predict", b"{}", np.zeros(1)))
-            slowest = max(slowest, time.perf_counter() - start)
-            if i % 50 == 0:
-                await asyncio.sleep(0.01)  # the workers take their first copies and hang
-        queued = mirror.queue.qsize()
-        await mirror.close()
-        server.close()
-        return stats, queued, slowest
-
-    stats, queued, slowest = asyncio.run(scenario())
-    assert queued == 16
-    assert stats.mirrored == 16 + WORKERS  # the workers hold one each, stuck
-    assert stats.dropped[DROP_QUEUE_FULL] == 500 - 16 - WORKERS
-    assert stats.dropped["shutdown"] == 16  # still queued when the primary stopped
-    print(f"\nslowest offer to a stuck shadow: {slowest * 1e6:.0f} us")
+    responses = "mlc_shadow_responses_total"
+    assert samples[(responses, (("code", "200"), ("endpoint", "ep")))] == 3
+    assert samples[(responses, (("code", "503"), ("endpoint", "ep")))] == 1
+    assert samples[(responses, (("code", "error"), ("endpoint", "ep")))] == 1
+    duration = "mlc_shadow_duration_seconds"
+    assert samples[(duration + "_count", (("endpoint", "ep"),))] == 4
+    assert samples[(duration + "_sum", (("endpoint", "ep"),))] == pytest.approx(0.061)
+    assert samples[(duration + "_bucket", (("endpoint", "ep"), ("le", "0.025")))] == 3
+    assert samples[("mlc_shadow_sender_restarts_total", (("endpoint", "ep"),))] == 0
 
 
 # --- the router on its own -----------------------------------------------------------------------

@@ -239,8 +239,11 @@ def test_shadow_gates_pass_a_version_that_agrees_and_stop_one_that_does_not(
 
     alias = project.endpoints["agrees"].alias
     mlflow.MlflowClient(tracking).set_registered_model_alias(registered, alias, new)
+    # the mirror sender takes its share of this busy machine's CPU (by default only idle
+    # time), so that the gates see every copy compared
     env = {"MLFLOW_TRACKING_URI": tracking, "MLC_ALLOW_PICKLE": "1",
-           "MLC_PREDICTION_LOG_URI": str(tmp_path / "log")}
+           "MLC_PREDICTION_LOG_URI": str(tmp_path / "log"),
+           "MLC_MIRROR_SENDER_SCHEDULING": "normal"}
     pods: list[Pod] = []
     prometheus = None
     try:

@@ -115,10 +115,10 @@ class Shadow(Spec):
     tolerance: float = Field(0.01, ge=0, description="Regression: the largest absolute "
                              "difference (in the label's unit) between the shadow's and the "
                              "primary's prediction that counts as agreement.")
-    max_queue: PositiveInt = Field(1000, le=100_000, description="Copies the primary holds for "
-                                   "the shadow; beyond, copies are dropped and counted.")
-    timeout: Duration = Field("1s", description="How long the primary waits for the shadow's "
-                              "answer to a copy.")
+    max_queue: PositiveInt = Field(1000, le=100_000, description="Copies the mirror sender holds "
+                                   "for the shadow; beyond, copies are dropped and counted.")
+    timeout: Duration = Field("1s", description="How long the mirror sender waits for the "
+                              "shadow's answer to a copy.")
 
 
 # An HTTP header name (RFC 9110 token), as a client sends it.

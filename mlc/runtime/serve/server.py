@@ -15,8 +15,9 @@ the server adds little to the model's own cost. The model loads in the backgroun
 the socket opens: liveness answers at once, readiness waits for the model.
 
 Every answer carries the request's id (`x-request-id`, the client's or a new one), which is
-logged beside its predictions. A primary with a shadow queues a copy of a sampled share of
-its answered requests for the shadow (shadow.py) after answering, without waiting.
+logged beside its predictions. A primary with a shadow hands a copy of a sampled share of
+its answered requests to its mirror sender process (shadow.py) after answering, without
+waiting.
 
 On SIGTERM: readiness turns false, the server keeps answering for `drain_seconds` (time for
 the load balancer to notice), then stops accepting connections, finishes every request in
@@ -39,7 +40,7 @@ from .batching import Batcher, Closed, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .settings import ServeSettings, settings_for_endpoint
-from .shadow import Copy, ShadowMirror, ShadowStats
+from .shadow import ShadowMirror, ShadowStats
 from .uvicorn_server import make_server
 from .validation import RequestError, Signature
 
@@ -101,8 +102,8 @@ class ServeApp:
                        if settings.mirror is not None and settings.role == "primary" else None)
         # copies go to the shadow's route for the same body, by a name every server answers to
         model = settings.model_names[0] if settings.model_names else settings.endpoint
-        self._mirror_paths = {PREDICT_ROUTE: PREDICT_ROUTE,
-                              INFER_ROUTE: INFER_ROUTE.format(name=model)}
+        self._mirror_paths = {PREDICT_ROUTE: PREDICT_ROUTE.encode(),
+                              INFER_ROUTE: INFER_ROUTE.format(name=model).encode()}
         self._names = {settings.endpoint, *settings.model_names}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
         self._retry_and_close = [*self._retry, (b"connection", b"close")]
@@ -337,15 +338,19 @@ class ServeApp:
         finally:
             if reading:
                 self.reading -= 1
+        answer = b""
         try:
             if body is not None:
                 ids = [(request_id.HEADER_BYTES, rid.encode())]
-                await _send(send, status, body, ids + headers if headers else ids)
+                answer = dumps(body)
+                await _send_raw(send, status, answer,
+                                JSON + (ids + headers if headers else ids))
         finally:
             self.inflight -= 1
             self.metrics.observe_request(version, route, status, time.perf_counter() - start)
         if status == 200 and self.mirror is not None:
-            self.mirror.offer(Copy(rid, self._mirror_paths[route], raw, predictions))
+            # the answer as sent: the mirror sender compares it with the shadow's
+            self.mirror.offer(rid, self._mirror_paths[route], raw, answer)
 
     async def _rows(self, doc, oip: bool) -> np.ndarray:
         if self.online is not None and not oip:

@@ -1,54 +1,77 @@
-"""Shadow traffic: the primary copies a sampled share of its requests to its shadow.
+"""Shadow traffic: the primary hands a sampled share of its requests to its mirror sender.
 
-The copy is made after the client has its answer, and only queued there: `offer` is a hash
-and a `put_nowait` on a bounded queue, so the primary's latency does not depend on the
-shadow. A few worker tasks send the queued copies; when the shadow falls behind and the
-queue is full, new copies are dropped and counted (`mlc_shadow_dropped_total`), never
-waited for. Sampling is by the request id's hash, so a client's retry of one request is
-mirrored (or not) again.
+The copy is made after the client has its answer, and only handed over there: `offer` is a
+hash (below 100 %) and one non-blocking `sendmsg` of the request id, the shadow's path, the
+request body and the primary's own answer on a Unix SOCK_SEQPACKET socket pair. Everything
+else a copy costs (the HTTP request to the shadow, reading its answer, parsing both answers,
+comparing them, counting) happens in the mirror sender, a second process that the primary
+starts, supervises and drains (mirror_sender.py): its CPU and its GIL are not the ones
+that answer the primary's clients. A hand-over that would block (the sender is behind and
+the socket's buffer is full) or a copy larger than the socket takes is dropped and counted
+(`mlc_shadow_dropped_total`, by reason), never waited for. Sampling is by the request id's
+hash, so a client's retry of one request is mirrored (or not) again.
 
 Each copy carries the client's request id (`x-request-id`), which the shadow writes beside
-its logged predictions. The shadow's answer goes no further than here: it is compared row
-by row with the primary's own answer and counted as the shadow comparison metrics of the
-contract (mlc/metrics.py): agreement, both roles' prediction histograms for a PSI, and the
-shadow's latency and errors.
+its logged predictions. The comparison (agreement, both roles' prediction histograms for a
+PSI, the shadow's latency and answer codes) is counted by the sender into memory shared
+with the primary (mirror_counts.py) and exported here, on the primary's /metrics, under the
+names and labels of the contract (mlc/metrics.py) that the gates, rules and dashboards read.
+
+A sender that dies is started again (after 0.5 s, doubling to 30 s while it keeps dying
+young) and counted (`mlc_shadow_sender_restarts_total`); the copies it had taken and not
+finished are dropped and counted (`sender_exit`); those still in the socket go to the next
+one. The primary keeps serving throughout: it never waits for the sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import json
 import logging
-import time
+import os
+import socket
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from mlc import metrics as contract
 
-from . import request_id
-from .metrics import Histogram, family, label_values
-from .mirror_client import MirrorClient, MirrorError
+from . import mirror_counts as mc
+from .metrics import family, label_values
+from .mirror_compare import agreement, predictions_of, scores
+from .mirror_sender import CLOSE_SECONDS, HEADER, WORKERS
 from .settings import MirrorSettings
 
-try:
-    from orjson import loads
-except ImportError:  # the image installs orjson; a bare environment still works
-    from json import loads
+__all__ = ["ShadowMirror", "ShadowStats", "agreement", "predictions_of", "sampled", "scores",
+           "WORKERS"]
 
 log = logging.getLogger("mlc.serve.shadow")
 
-# Copies in flight to the shadow at once: enough to keep up with a shadow as fast as the
-# primary, few enough that the copies' work stays a small share of the primary's loop.
-WORKERS = 8
-# How long a stopping primary waits for queued copies before dropping them.
-CLOSE_SECONDS = 5.0
-# Copies whose answers are compared together (a scrape compares what is pending first).
-COUNT_EVERY = 256
-DROP_QUEUE_FULL = "queue_full"
-DROP_SHUTDOWN = "shutdown"
+DROP_QUEUE_FULL = "queue_full"  # the sender is behind: its queue and the socket are full
+DROP_TOO_LARGE = "too_large"  # a copy larger than one message on the socket may be
+DROP_SENDER_EXIT = "sender_exit"  # taken by a sender that died before it was answered
+DROP_SHUTDOWN = "shutdown"  # still waiting when the primary stopped
+DROP_REASONS = (DROP_QUEUE_FULL, DROP_SENDER_EXIT, DROP_SHUTDOWN, DROP_TOO_LARGE)
 TRANSPORT_ERROR = "error"  # the `code` of a copy that got no answer at all
+# The socket's send buffer: copies that wait for a busy sender (the kernel caps it at
+# net.core.wmem_max). A message may take a quarter of it, so that one large copy does not
+# block the hand-over for the small ones behind it.
+HANDOVER_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_MESSAGE_BYTES = 1024 * 1024
+START_SECONDS = 10.0  # a sender not ready by then is killed at shutdown, not drained
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_AFTER = 60.0  # a sender that ran this long died of something new: retry soon
+SENDER_MODULE = "mlc.runtime.serve.mirror_sender"
+# How the sender shares the CPU with the primary (mirror_sender.yield_cpu): `idle`
+# (SCHED_IDLE: only CPU time nothing else of the pod wants; the default), `nice` (niceness
+# 10) or `normal`, from this environment variable. `normal` is for a machine that is busy
+# by design, such as a test run that counts every copy.
+SCHEDULING_ENV = "MLC_MIRROR_SENDER_SCHEDULING"
+SCHEDULING = ("idle", "nice", "normal")
 
 
 def sampled(rid: str, percent: int) -> bool:
@@ -59,44 +82,14 @@ def sampled(rid: str, percent: int) -> bool:
     return int.from_bytes(digest, "big") % 100 < percent
 
 
-def predictions_of(doc) -> np.ndarray:
-    """The predictions in a server's answer, /predict or OIP v2."""
-    if isinstance(doc, dict) and "predictions" in doc:
-        return np.asarray(doc["predictions"], dtype=np.float64)
-    output = doc["outputs"][0]
-    return np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
-
-
-def scores(predictions: np.ndarray) -> np.ndarray:
-    """One number per row, as the prediction histogram counts it (mlc.metrics.PREDICTIONS)."""
-    return predictions if predictions.ndim == 1 else predictions.max(axis=1)
-
-
-def agreement(primary: np.ndarray, shadow: np.ndarray, task: str,
-              tolerance: float) -> np.ndarray:
-    """Per row: does the shadow agree with the primary?
-
-    Classification: the same class (a probability of the positive class is read at 0.5;
-    class probabilities by their largest). Regression: at most `tolerance` apart. Answers
-    of another shape (the shadow serves a model with other outputs) agree on nothing.
-    """
-    if primary.shape != shadow.shape:
-        return np.zeros(len(primary), dtype=bool)
-    if task == "classification":
-        if primary.ndim == 1:
-            return (primary >= 0.5) == (shadow >= 0.5)
-        return primary.argmax(axis=1) == shadow.argmax(axis=1)
-    close = np.abs(primary - shadow) <= tolerance
-    return close if close.ndim == 1 else close.all(axis=1)
-
-
 class ShadowStats:
     """The shadow comparison metrics, a collector beside ServeMetrics in its registry.
 
-    Updated on the event loop only (the workers are tasks there), and read by a scrape on
-    the same loop: no lock. `task` and `tolerance` say what agreement is (see `agreement`).
-    Every family is exported, empty, by servers that mirror nothing, so that each serving
-    pod exports the whole serving contract.
+    What the primary counts itself (copies handed over, hand-overs dropped, sender restarts)
+    is kept here; what the sender counts is read from the shared counts at each scrape.
+    `task` and `tolerance` say what agreement is (mirror_compare.agreement). Every family
+    is exported, empty, by servers that mirror nothing, so that each serving pod exports
+    the whole serving contract.
     """
 
     def __init__(self, endpoint: str, task: str = "classification", tolerance: float = 0.0,
@@ -104,176 +97,202 @@ class ShadowStats:
         self.endpoint = endpoint
         self.task = task
         self.tolerance = tolerance
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.mirroring = mirroring
+        self.counts = mc.SharedCounts() if mirroring else None
         self.mirrored = 0
+        self.restarts = 0
         # a mirroring primary exports its drop counters from 0, so that a query of the
         # dropped share has data before the first drop (and rate() sees the first one)
-        self.dropped: dict[str, int] = (dict.fromkeys((DROP_QUEUE_FULL, DROP_SHUTDOWN), 0)
-                                        if mirroring else {})
-        # ...and so are its answer counters (each code the shadow's server can answer with,
-        # and no answer), its answer times and both sides' predictions: a series that
-        # appears with the first copies' answers would hide them from rate(), and the
-        # shadow gates would not see the first minutes of a shadow phase
-        self.responses: dict[str, int] = (
-            dict.fromkeys((*contract.SERVE_CODES[contract.PREDICT_ROUTE], TRANSPORT_ERROR), 0)
-            if mirroring else {})
-        self.mirroring = mirroring
-        self.duration = Histogram(contract.SHADOW_DURATION.buckets)
-        self.compared = 0
-        self.agreed = 0
-        self.predictions = {role: Histogram(contract.SHADOW_PREDICTIONS.buckets)
-                            for role in ("primary", "shadow")}
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
-    def answered(self, code: str, seconds: float | None) -> None:
-        self.responses[code] = self.responses.get(code, 0) + 1
-        if seconds is not None:
-            self.duration.observe(seconds)
-
-    def compare(self, primary: np.ndarray, shadow: np.ndarray) -> None:
-        """Record one copy's two answers; counted with others later (see `_count`)."""
-        self._pending.append((primary, shadow))
-        if len(self._pending) >= COUNT_EVERY:
-            self._count()
-
-    def _count(self) -> None:
-        """Compare the pending answers in one vectorised pass per shape: comparing one
-        copy at a time would cost the primary's loop as much as sending it."""
-        pending, self._pending = self._pending, []
-        groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for primary, shadow in pending:
-            if primary.shape != shadow.shape:  # answers of another shape agree on nothing
-                self.compared += len(primary)
-                self.predictions["primary"].observe_many(scores(primary).astype(np.float64))
-                continue
-            groups.setdefault(primary.shape[1:], []).append((primary, shadow))
-        for pairs in groups.values():
-            primary = np.concatenate([p for p, _ in pairs])
-            shadow = np.concatenate([s for _, s in pairs])
-            agreed = agreement(primary, shadow, self.task, self.tolerance)
-            self.compared += len(agreed)
-            self.agreed += int(agreed.sum())
-            self.predictions["primary"].observe_many(scores(primary).astype(np.float64))
-            self.predictions["shadow"].observe_many(scores(shadow).astype(np.float64))
+    def sender_died(self) -> None:
+        self.restarts += 1
+        self.drop(DROP_SENDER_EXIT, self.counts.writer_gone())
 
     def describe(self):
         return []
 
     def collect(self) -> Iterator:
-        self._count()
         e = self.endpoint
+        a = self.counts.snapshot() if self.counts is not None else None
         mirrored = family(contract.SHADOW_MIRRORED)
         mirrored.add_metric(label_values(contract.SHADOW_MIRRORED, endpoint=e), self.mirrored)
         yield mirrored
         dropped = family(contract.SHADOW_DROPPED)
-        for reason, n in sorted(self.dropped.items()):
-            dropped.add_metric(label_values(contract.SHADOW_DROPPED, endpoint=e, reason=reason),
-                               n)
-        yield dropped
+        restarts = family(contract.SHADOW_SENDER_RESTARTS)
         responses = family(contract.SHADOW_RESPONSES)
-        for code, n in sorted(self.responses.items()):
-            responses.add_metric(label_values(contract.SHADOW_RESPONSES, endpoint=e, code=code),
-                                 n)
-        yield responses
         duration = family(contract.SHADOW_DURATION)
-        if self.responses:
-            duration.add_metric(label_values(contract.SHADOW_DURATION, endpoint=e),
-                                self.duration.buckets(), self.duration.total)
-        yield duration
-        for metric, value in ((contract.SHADOW_COMPARED, self.compared),
-                              (contract.SHADOW_AGREED, self.agreed)):
-            counter = family(metric)
-            counter.add_metric(label_values(metric, endpoint=e), value)
-            yield counter
         predictions = family(contract.SHADOW_PREDICTIONS)
-        if self.compared or self.mirroring:
-            for role, h in sorted(self.predictions.items()):
+        if a is not None:
+            by_reason = {**self.dropped}
+            by_reason[DROP_QUEUE_FULL] += int(a[mc.DROPPED_QUEUE_FULL])
+            by_reason[DROP_SHUTDOWN] += int(a[mc.DROPPED_SHUTDOWN])
+            for reason, n in sorted(by_reason.items()):
+                dropped.add_metric(label_values(contract.SHADOW_DROPPED, endpoint=e,
+                                                reason=reason), n)
+            restarts.add_metric(label_values(contract.SHADOW_SENDER_RESTARTS, endpoint=e),
+                                self.restarts)
+            # each code the shadow's server can answer with, and no answer, from 0: a series
+            # that appears with the first copies' answers would hide them from rate(), and
+            # the shadow gates would not see the first minutes of a shadow phase
+            codes = a[mc.RESPONSES:mc.RESPONSES + mc.CODES]
+            shown = {*contract.SERVE_CODES[contract.PREDICT_ROUTE],
+                     *(str(c) for c in np.flatnonzero(codes) if c)}
+            for code in sorted(shown | {TRANSPORT_ERROR}):
+                n = codes[0 if code == TRANSPORT_ERROR else int(code)]
+                responses.add_metric(label_values(contract.SHADOW_RESPONSES, endpoint=e,
+                                                  code=code), float(n))
+            duration.add_metric(label_values(contract.SHADOW_DURATION, endpoint=e),
+                                _buckets(mc.DURATION_BOUNDS, a[mc.DURATION:mc.PRIMARY]),
+                                float(a[mc.DURATION_SUM]))
+            for role, at, total in (("primary", mc.PRIMARY, mc.PRIMARY_SUM),
+                                    ("shadow", mc.SHADOW, mc.SHADOW_SUM)):
+                counts = a[at:at + len(mc.PREDICTION_BOUNDS) + 1]
                 predictions.add_metric(label_values(contract.SHADOW_PREDICTIONS, endpoint=e,
-                                                    role=role), h.buckets(), h.total)
+                                                    role=role),
+                                       _buckets(mc.PREDICTION_BOUNDS, counts), float(a[total]))
+        yield dropped
+        yield restarts
+        yield responses
+        yield duration
+        for metric, at in ((contract.SHADOW_COMPARED, mc.COMPARED),
+                           (contract.SHADOW_AGREED, mc.AGREED)):
+            counter = family(metric)
+            counter.add_metric(label_values(metric, endpoint=e),
+                               float(a[at]) if a is not None else 0)
+            yield counter
         yield predictions
 
 
-@dataclass(frozen=True)
-class Copy:
-    """One request to send to the shadow, and what the primary answered to it."""
-
-    rid: str
-    path: str
-    body: bytes
-    predictions: np.ndarray
+def _buckets(bounds: np.ndarray, counts: np.ndarray) -> list[tuple[str, float]]:
+    les = ["+Inf" if np.isinf(b) else repr(float(b)) for b in bounds] + ["+Inf"]
+    return list(zip(les, np.cumsum(counts).tolist(), strict=True))
 
 
 class ShadowMirror:
-    def __init__(self, settings: MirrorSettings, stats: ShadowStats):
-        self.settings = settings
-        self.stats = stats
-        self.queue: asyncio.Queue[Copy] = asyncio.Queue(maxsize=settings.max_queue)
-        self.closed = False
-        self._client = None
-        self._workers: list[asyncio.Task] = []
+    """The primary's side: the hand-over socket and the supervised sender process."""
 
-    def offer(self, copy: Copy) -> bool:
-        """Queue a copy for the shadow if the request is sampled; never waits."""
-        if self.closed or not sampled(copy.rid, self.settings.percent):
+    def __init__(self, settings: MirrorSettings, stats: ShadowStats,
+                 handover_bytes: int = HANDOVER_BUFFER_BYTES,
+                 close_seconds: float = CLOSE_SECONDS):
+        self.settings = settings
+        self.close_seconds = close_seconds
+        self.scheduling = os.environ.get(SCHEDULING_ENV) or SCHEDULING[0]
+        if self.scheduling not in SCHEDULING:
+            raise ValueError(f"{SCHEDULING_ENV} must be one of {', '.join(SCHEDULING)}: "
+                             f"{self.scheduling!r}")
+        self.stats = stats
+        self.closed = False
+        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, handover_bytes)
+        self._ours.setblocking(False)
+        buffer = self._ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self.max_message = min(MAX_MESSAGE_BYTES, buffer // 4)
+        self._send = self._ours.sendmsg
+        self._pack = HEADER.pack
+        self.process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._started = asyncio.Event()
+
+    def offer(self, rid: str, path: bytes, body: bytes, answer: bytes) -> bool:
+        """Hand a copy to the sender if the request is sampled; never waits.
+
+        `path` is the shadow's route (ASCII), `answer` the primary's answer as sent."""
+        if self.closed or (self.settings.percent < 100 and not sampled(rid, self.settings.percent)):
+            return False
+        rid_bytes = rid.encode("ascii")
+        if HEADER.size + len(rid_bytes) + len(path) + len(body) + len(answer) > self.max_message:
+            self.stats.drop(DROP_TOO_LARGE)
             return False
         try:
-            self.queue.put_nowait(copy)
-        except asyncio.QueueFull:
+            self._send([self._pack(len(rid_bytes), len(path), len(body)), rid_bytes, path, body,
+                        answer])
+        except BlockingIOError:
             self.stats.drop(DROP_QUEUE_FULL)
+            return False
+        except OSError as exc:  # EMSGSIZE: the kernel's own limit is lower than ours
+            self.stats.drop(DROP_TOO_LARGE if exc.errno == errno.EMSGSIZE else DROP_QUEUE_FULL)
             return False
         self.stats.mirrored += 1
         return True
 
     async def start(self) -> None:
-        self._client = MirrorClient(self.settings.url, WORKERS, self.settings.timeout_seconds)
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        await self._started.wait()
+
+    def _command(self) -> list[str]:
+        s = self.settings
+        config = {"url": s.url, "task": s.task, "tolerance": s.tolerance,
+                  "max_queue": s.max_queue, "timeout_seconds": s.timeout_seconds,
+                  "max_message": self.max_message, "close_seconds": self.close_seconds,
+                  "scheduling": self.scheduling}
+        return [sys.executable, "-m", SENDER_MODULE, str(self._theirs.fileno()),
+                str(self.stats.counts.fd), json.dumps(config)]
+
+    async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work(slot)) for slot in range(WORKERS)]
-
-    async def _work(self, slot: int) -> None:
-        while True:
-            copy = await self.queue.get()
+        delay = RESTART_FIRST_SECONDS
+        while not self.closed:
+            began = loop.time()
             try:
-                await self._send(slot, copy)
-            except Exception:  # a bug in comparing must not stop the mirror
-                log.exception("comparing the shadow's answer failed")
-            finally:
-                self.queue.task_done()
+                self.process = await asyncio.create_subprocess_exec(
+                    *self._command(), stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=(self._theirs.fileno(), self.stats.counts.fd))
+            except OSError:
+                log.exception("the mirror sender did not start")
+            else:
+                self._started.set()
+                code = await self.process.wait()
+                if self.closed:
+                    return
+                self.stats.sender_died()
+                log.error("the mirror sender exited (%s); starting another in %.1fs", code,
+                          delay)
+            self._started.set()
+            if loop.time() - began > RESTART_RESET_AFTER:
+                delay = RESTART_FIRST_SECONDS
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_SECONDS)
 
-    async def _send(self, slot: int, copy: Copy) -> None:
-        start = time.perf_counter()
-        try:
-            status, body = await self._client.post(slot, copy.path, copy.body, {
-                "content-type": "application/json", request_id.HEADER: copy.rid})
-        except (MirrorError, TimeoutError):
-            self.stats.answered(TRANSPORT_ERROR, None)
-            return
-        self.stats.answered(str(status), time.perf_counter() - start)
-        if status != 200:
-            return
-        try:
-            shadow = predictions_of(loads(body))
-        except (ValueError, KeyError, IndexError, TypeError):
-            shadow = np.full(0, np.nan)  # an answer in no known shape agrees on nothing
-        self.stats.compare(copy.predictions, shadow)
+    async def _ready(self, process: asyncio.subprocess.Process) -> None:
+        """Until the sender would drain on SIGTERM, or has exited."""
+        while self.stats.counts.array[mc.READY] != process.pid and process.returncode is None:
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
-        """Send what is queued (for a few seconds at most), then stop."""
+        """Stop handing over; the sender sends what it holds (`close_seconds` at most) and
+        exits. One that does not is killed, and what it held counted as `shutdown`."""
         self.closed = True
+        self._ours.close()
+        process = self.process
+        if process is not None and process.returncode is None:
+            try:
+                await asyncio.wait_for(self._ready(process), START_SECONDS)
+                process.terminate()  # drain: send what was handed over, then exit
+                await asyncio.wait_for(process.wait(), self.close_seconds + 5.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        # 0 from a sender that drained; what one that was killed (or never ran) left
+        lost = self.stats.counts.writer_gone() + _unread(self._theirs)
+        self.stats.drop(DROP_SHUTDOWN, lost)
+        self._theirs.close()
+
+
+def _unread(sock: socket.socket) -> int:
+    """Messages still in the sender's end of the socket, read and thrown away."""
+    sock.setblocking(False)
+    n = 0
+    while True:
         try:
-            await asyncio.wait_for(self.queue.join(), CLOSE_SECONDS)
-        except TimeoutError:
-            pass
-        left = 0
-        while not self.queue.empty():
-            self.queue.get_nowait()
-            self.queue.task_done()
-            left += 1
-        if left:
-            self.stats.drop(DROP_SHUTDOWN, left)
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._client is not None:
-            self._client.close()
+            if not sock.recv(MAX_MESSAGE_BYTES):
+                return n
+        except OSError:
+            return n
+        n += 1
