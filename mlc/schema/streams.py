@@ -69,6 +69,7 @@ class KafkaIngest(Spec):
     hardware: Name = "default"
     """Hardware profile of the consumer pods."""
     consumer_group: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+                                       examples=["fraud-transactions-ingest"],
                                        description="Kafka consumer group; defaults to "
                                        "`<project>-<source>-ingest`.")
     start_from: Literal["earliest", "latest"] = "latest"

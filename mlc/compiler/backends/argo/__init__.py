@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
-from . import cooldown, events, rbac
+from . import cooldown, events, rbac, retrain_triggers
 from .schedules import cron_name, cron_workflow
 from .templates import template_name, workflow_template
 
@@ -30,7 +30,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
         if pipeline.schedule:
             files.append(OutputFile(f"{FOLDER}/cronworkflow-{cron_name(pipeline)}.yaml",
                                     cron_workflow(project, pipeline), source))
-    checks = events.retrain_checks(project)
+    checks = retrain_triggers.retrain_checks(project)
     if checks:
         files.append(OutputFile(f"{FOLDER}/eventsource-{events.event_source_name(project)}.yaml",
                                 events.event_source(project, checks), source))

@@ -21,17 +21,15 @@ entries that were not hit for 30 seconds by default.)
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...ir import ResolvedProject
 from ...names import dns_label
 from ...render import dump_document
 from .. import pods
 from ..objects import metadata
+from .retrain_triggers import RetrainTrigger
 from .schedules import REASON_PARAMETER, TRIGGER_LABEL
-
-if TYPE_CHECKING:
-    from .events import RetrainTrigger
 from .steps import EXECUTOR_RESOURCES, executor_patch
 
 API_VERSION = "argoproj.io/v1alpha1"

@@ -21,14 +21,14 @@ Events' published JSON schema by the tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ...ir import OnDrift, Origin, ResolvedProject
+from ...ir import ResolvedProject
 from ...names import dns_label
 from .. import pods
 from ..objects import metadata
 from .cooldown import gate_workflow
+from .retrain_triggers import RetrainTrigger
 
 API_VERSION = "argoproj.io/v1alpha1"
 PORT = 12000
@@ -40,37 +40,6 @@ TRIGGER_RATE_LIMIT = {"unit": "Minute", "requestsPerUnit": 1}
 # Sensor and EventSource pods are small Go programs.
 EVENTS_POD_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"},
                         "limits": {"cpu": "250m", "memory": "128Mi"}}
-
-
-@dataclass(frozen=True)
-class RetrainTrigger:
-    """An alert that retrains a model: a drift check's, or a quality monitor's."""
-
-    name: str  # the check's or monitor's name: the alert's `label`
-    k8s_name: str  # unique among triggers: webhook event, Sensor, cooldown key, mutex
-    model: str
-    on_drift: OnDrift  # action retrain, cooldown, maxRuns per period
-    origin: Origin
-    alert: str  # the alert's name
-    label: str  # `check` or `monitor`
-    reason: str  # the training run's `reason` parameter: drift, quality
-
-
-DRIFT_ALERT = "DriftDetected"
-QUALITY_ALERT = "ModelQualityDropped"
-
-
-def retrain_checks(project: ResolvedProject) -> list[RetrainTrigger]:
-    drift = [RetrainTrigger(c.name, c.k8s_name, c.model, c.on_drift, c.origin, DRIFT_ALERT,
-                            "check", "drift")
-             for c in project.drift_checks.values()
-             if c.on_drift.action == "retrain" and project.models[c.model].pipeline]
-    # `quality-` keeps a monitor's names apart from a drift check's of the same name
-    quality = [RetrainTrigger(q.name, dns_label("quality", q.k8s_name), q.model, q.on_drop,
-                              q.origin, QUALITY_ALERT, "monitor", "quality")
-               for q in project.quality_monitors.values()
-               if q.on_drop.action == "retrain" and project.models[q.model].pipeline]
-    return drift + quality
 
 
 def event_source_name(project: ResolvedProject) -> str:

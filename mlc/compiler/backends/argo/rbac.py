@@ -15,7 +15,7 @@ from typing import Any
 from ...ir import ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
-from . import cooldown, events
+from . import cooldown, events, retrain_triggers
 from .distributed import JOBSET_API_VERSION
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -66,7 +66,7 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
     account = project.platform.service_account
     out = [_account(project, account, "workflows", token=True),
            *_role(project, account, "workflows", workflow_rules(project))]
-    if events.retrain_checks(project):
+    if retrain_triggers.retrain_checks(project):
         sensor = events.sensor_account(project)
         out += [_account(project, sensor, "drift-retraining", token=True),
                 *_role(project, sensor, "drift-retraining", [dict(CREATE_WORKFLOWS)]),

@@ -25,7 +25,7 @@ from typing import Any
 
 from ...ir import ResolvedProject, Route, SecretRef
 from ...names import dns_label
-from ..argo import events
+from ..argo import events, retrain_triggers
 from ..objects import metadata
 from . import gotemplate, promql
 
@@ -38,7 +38,7 @@ def retrain_receiver(check: events.RetrainTrigger) -> str:
 
 
 def alertmanager_config(project: ResolvedProject) -> dict[str, Any] | None:
-    retrain = events.retrain_checks(project)
+    retrain = retrain_triggers.retrain_checks(project)
     routed = [c for c in project.drift_checks.values() if c.routes]
     # a quality monitor's alerts carry its name in `monitor`, as a drift check's in `check`
     monitors = [q for q in project.quality_monitors.values() if q.routes]

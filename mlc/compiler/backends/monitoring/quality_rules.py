@@ -13,7 +13,7 @@ from __future__ import annotations
 from mlc import metrics
 
 from ...ir import QualityMonitor, ResolvedProject
-from ..argo.events import QUALITY_ALERT
+from ..argo.retrain_triggers import QUALITY_ALERT
 from . import promql, schedules
 from .alerts import Alert, Group, Scenario, Series
 from .gotemplate import Label

@@ -27,7 +27,7 @@ from typing import Any
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
-from ..argo import events
+from ..argo import events, retrain_triggers
 from ..argo.distributed import JOBSET_NAME_LABEL
 from ..monitoring.servicemonitors import uses_pushgateway
 from ..objects import metadata
@@ -125,7 +125,7 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
         port = d.url_rule(project, p.pushgateway_url)["ports"]  # type: ignore[index]
         out.append(policy(project, "pushgateway", pushgateway, ingress=[
             {"from": [_own(project, steps), _prometheus(project)], "ports": port}]))
-    if events.retrain_checks(project):
+    if retrain_triggers.retrain_checks(project):
         bus = exists(EVENTBUS_LABEL)
         to_bus = d.rule([_own(project, bus)], d.tcp(EVENTBUS_CLIENT_PORT))
         am = network.alertmanager
