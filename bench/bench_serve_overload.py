@@ -1,19 +1,32 @@
-"""Serving under overload: how fast refusals reach the client, and memory over 10k requests.
+"""Serving under overload: goodput under a storm beside goodput without one, how fast refusals
+reach the client, and memory over 10k requests.
 
-    python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--json out.json]
+    python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--modes ...]
 
 Builds a torch model slow enough to overload (30 inputs, hidden layers 1024 and 1024; the
-helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO,
-the model in a thread) and drives it on 127.0.0.1 with keep-alive connections in a closed
-loop, from this process (a raw asyncio client: far cheaper per request than an HTTP
-library, so that the client is not what is measured):
+helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO)
+and drives it on 127.0.0.1 with keep-alive connections in a closed loop that ignore
+Retry-After, from this process (a raw asyncio client: far cheaper per request than an HTTP
+library). With two CPUs or more the client runs on one CPU and the server (with its model
+process) on the others, as clients elsewhere would (`--no-pin`: all share every CPU). Each
+mode is a fresh server:
 
-  overload  `--clients` connections with single-row bodies for `--duration` seconds: the
-            share of 503s, and the latency of 503s and of 200s as the client sees them;
-  memory    the server's RSS (/proc) after a warm-up, then after 10,000 more requests: valid,
-            malformed (bad JSON, wrong shapes and types, oversized) and overload bursts;
-  slow      20 connections that send their body a byte a second: each must get its 408 at
-            the body deadline (2 s here).
+  process     the model in a process of its own (the default), refusals in the protocol
+  thread      the model in a thread of the server (MLC_MODEL_PROCESS=0)
+  thread-app  a thread, and every refusal answered by the ASGI app on the kept-alive
+              connection: the server as it was before refuse_early
+
+and in each:
+
+  saturation  `--saturation-clients` connections for `--duration` s: the storm-free goodput;
+  storm       `--clients` connections for `--duration` s: goodput, 503s, latency of 503s and
+              200s as the client sees them, and the model's CPU share (its process, or the
+              whole server in thread modes);
+  memory      the server's RSS (with its model process) after a warm-up, then after 10,000
+              more requests: valid, malformed (bad JSON, wrong shapes and types, oversized)
+              and overload bursts;
+  slow        20 connections that send their body a byte a second: each must get its 408 at
+              the body deadline (2 s here).
 
 The server is stopped by pid; everything lives in a temp folder.
 """
@@ -260,7 +273,7 @@ def measure(args, tracking: str, features: list[str], mode: str) -> dict:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", tracking, str(port), mode],
                             env=env)
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
+    if len(cpus) >= 2 and args.pin:
         # the clients on one CPU, the server (and the model process it starts) on the rest:
         # what the model keeps of the server's CPU is measured, not the client's appetite
         os.sched_setaffinity(proc.pid, cpus[1:])
@@ -298,11 +311,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--saturation-clients", type=int, default=8,
+    parser.add_argument("--saturation-clients", type=int, default=16,
                         help="clients of the storm-free run: enough to keep the model busy")
     parser.add_argument("--modes", default="process,thread,thread-app",
                         help="each measured in turn: where the model runs (process, thread); "
                         "-app: refusals by the ASGI app only, as before refuse_early")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="client and server share every CPU (on a 2-CPU machine pinning "
+                        "leaves the server one CPU, where a model thread and the loop cannot "
+                        "contend for the GIL across cores)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve", nargs=3, metavar=("TRACKING_URI", "PORT", "MODE"),
                         help=argparse.SUPPRESS)
@@ -317,7 +334,7 @@ def main() -> int:
         register(Path(tmp) / "model", tracking, features)
         result = {"slo_ms": SLO * 1000, "clients": args.clients,
                   "saturation_clients": args.saturation_clients,
-                  "cpus": len(os.sched_getaffinity(0)),
+                  "cpus": len(os.sched_getaffinity(0)), "pinned": args.pin,
                   **{mode: measure(args, tracking, features, mode)
                      for mode in args.modes.split(",")}}
     print(json.dumps(result, indent=2))
