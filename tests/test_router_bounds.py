@@ -31,6 +31,8 @@ from mlc import metrics as contract
 from . import storm_clients
 from .test_serve_traffic import Process
 
+pytestmark = pytest.mark.slow  # a real router process in front of a real variant
+
 HEADER_TIMEOUT = 1
 BODY_TIMEOUT = 1
 MAX_CONNECTIONS = 30
