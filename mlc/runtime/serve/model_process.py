@@ -4,9 +4,10 @@ One interpreter holds one GIL. A model thread beside a busy event loop releases 
 inside each torch operation and must take it back between operations; while the loop parses
 and answers requests it holds the GIL for up to the switch interval (5 ms) each time, so a
 model call of a dozen operations takes many times its own length. Measured with
-bench/bench_serve_overload.py (a 1 ms call): 8 clients got about 70 answers a second from a
-model thread and over 1,000 from a model process, and a storm of clients ignoring
-Retry-After took the thread's goodput down further still. In a process of its own the model
+bench/bench_serve_overload.py (a 1 ms call, client and server sharing 2 cores): 8 clients
+got about 70 answers a second from a model thread and over 1,000 from a model process; with
+the server alone on one core, where the two threads cannot contend across cores, the thread
+did as well (docs/benchmarks.md has every run). In a process of its own the model
 keeps its share of the CPU whatever the loop does; the server only sends rows and reads
 predictions over a socket pair (two system calls each way, no pickle).
 
