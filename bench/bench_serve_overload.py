@@ -1,19 +1,32 @@
-"""Serving under overload: how fast refusals reach the client, and memory over 10k requests.
+"""Serving under overload: goodput under a storm beside goodput without one, how fast refusals
+reach the client, and memory over 10k requests.
 
-    python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--json out.json]
+    python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--modes ...]
 
 Builds a torch model slow enough to overload (30 inputs, hidden layers 1024 and 1024; the
-helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO,
-the model in a thread) and drives it on 127.0.0.1 with keep-alive connections in a closed
-loop, from this process (a raw asyncio client: far cheaper per request than an HTTP
-library, so that the client is not what is measured):
+helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO)
+and drives it on 127.0.0.1 with keep-alive connections in a closed loop that ignore
+Retry-After, from this process (a raw asyncio client: far cheaper per request than an HTTP
+library). With two CPUs or more the client runs on one CPU and the server (with its model
+process) on the others, as clients elsewhere would (`--no-pin`: all share every CPU). Each
+mode is a fresh server:
 
-  overload  `--clients` connections with single-row bodies for `--duration` seconds: the
-            share of 503s, and the latency of 503s and of 200s as the client sees them;
-  memory    the server's RSS (/proc) after a warm-up, then after 10,000 more requests: valid,
-            malformed (bad JSON, wrong shapes and types, oversized) and overload bursts;
-  slow      20 connections that send their body a byte a second: each must get its 408 at
-            the body deadline (2 s here).
+  process     the model in a process of its own (the default), refusals in the protocol
+  thread      the model in a thread of the server (MLC_MODEL_PROCESS=0)
+  thread-app  a thread, and every refusal answered by the ASGI app on the kept-alive
+              connection: the server as it was before refuse_early
+
+and in each:
+
+  saturation  `--saturation-clients` connections for `--duration` s: the storm-free goodput;
+  storm       `--clients` connections for `--duration` s: goodput, 503s, latency of 503s and
+              200s as the client sees them, and the model's CPU share (its process, or the
+              whole server in thread modes);
+  memory      the server's RSS (with its model process) after a warm-up, then after 10,000
+              more requests: valid, malformed (bad JSON, wrong shapes and types, oversized)
+              and overload bursts;
+  slow        20 connections that send their body a byte a second: each must get its 408 at
+              the body deadline (2 s here).
 
 The server is stopped by pid; everything lives in a temp folder.
 """
@@ -42,7 +55,9 @@ MALFORMED = [b"{", b"[]", b'{"instances": 5}', b'{"instances": [{"f00": "x"}]}',
              b'{"inputs": [{"name": ["a"], "datatype": {}, "shape": [1], "data": [1]}]}']
 
 
-def serve(tracking_uri: str, port: int) -> None:
+def serve(tracking_uri: str, port: int, mode: str) -> None:
+    """`mode`: where the model runs (process, thread) and, with `-app`, refusals answered by
+    the ASGI app alone, keep-alive (how the server refused before refuse_early)."""
     import logging
 
     from mlc.runtime.serve.server import ServeApp, ServeSettings, make_server
@@ -51,12 +66,17 @@ def serve(tracking_uri: str, port: int) -> None:
     # a runtime from before the body deadline (for a comparison run) lacks the setting
     options = {"body_timeout_seconds": BODY_TIMEOUT} \
         if "body_timeout_seconds" in ServeSettings.__dataclass_fields__ else {}
+    if "model_process" in ServeSettings.__dataclass_fields__:
+        options["model_process"] = mode.startswith("process")
     settings = ServeSettings(endpoint="bench", model_uri=f"models:/{MODEL}@production",
                              tracking_uri=tracking_uri, model_names=(MODEL,),
                              max_batch_size=4, max_latency=0.0, max_queue=256,
                              latency_slo_seconds=SLO, model_thread=True,
                              max_body_bytes=64 * 1024, **options)
-    make_server(ServeApp(settings), "127.0.0.1", port, log_level="warning").run()
+    app = ServeApp(settings)
+    if mode.endswith("-app"):
+        app.refuse_early = None
+    make_server(app, "127.0.0.1", port, log_level="warning").run()
 
 
 class Client(asyncio.Protocol):
@@ -67,6 +87,7 @@ class Client(asyncio.Protocol):
                  done: asyncio.Future):
         self.requests, self.seen, self.budget, self.done = requests, seen, budget, done
         self.i, self.buffer, self.need, self.sent, self.transport = 0, b"", None, 0.0, None
+        self.waiting = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -79,6 +100,7 @@ class Client(asyncio.Protocol):
         self.budget[0] -= 1
         self.buffer, self.need = b"", None
         self.sent = time.perf_counter()
+        self.waiting = True
         self.transport.write(self.requests[self.i % len(self.requests)])
         self.i += 1
 
@@ -98,6 +120,7 @@ class Client(asyncio.Protocol):
             if len(self.buffer) < self.need:
                 return
             self.seen.append((self.status, time.perf_counter() - self.sent))
+            self.waiting = False
             self.buffer = self.buffer[self.need:]
             self.need = None
             if self.closing:
@@ -106,6 +129,9 @@ class Client(asyncio.Protocol):
             self._send()
 
     def connection_lost(self, exc):
+        if self.waiting:  # closed by the server without an answer (status -1)
+            self.seen.append((-1, time.perf_counter() - self.sent))
+            self.waiting = False
         if not self.done.done():
             self.done.set_result(None)
 
@@ -117,15 +143,18 @@ async def drive(port: int, requests: list[bytes], clients: int, total: int | Non
     loop = asyncio.get_running_loop()
     seen: list[tuple[int, float]] = []
     budget = [total if total is not None else 1 << 60]
+    refused = 0  # connections refused at the TCP level (counted as status 0)
     end = time.monotonic() + duration if duration else None
 
     async def one():
         while budget[0] > 0 and (end is None or time.monotonic() < end):
             done = loop.create_future()
             try:
-                transport, _ = await loop.create_connection(
+                transport, client = await loop.create_connection(
                     lambda done=done: Client(requests, seen, budget, done), "127.0.0.1", port)
             except OSError:
+                nonlocal refused
+                refused += 1
                 await asyncio.sleep(0.05)
                 continue
             if end is None:
@@ -134,9 +163,11 @@ async def drive(port: int, requests: list[bytes], clients: int, total: int | Non
                 try:
                     await asyncio.wait_for(asyncio.shield(done), max(end - time.monotonic(), 0))
                 except TimeoutError:
+                    client.waiting = False  # the run is over: not the server's doing
                     transport.close()
                     await done
     await asyncio.gather(*[one() for _ in range(clients)])
+    seen.extend((0, 0.0) for _ in range(refused))
     return seen
 
 
@@ -175,11 +206,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(float(a.max()), 1)}
 
 
-def summary(seen: list[tuple[int, float]]) -> dict:
+def summary(seen: list[tuple[int, float]], duration: float | None = None) -> dict:
     codes: dict[int, int] = {}
     for status, _ in seen:
         codes[status] = codes.get(status, 0) + 1
-    return {"requests": len(seen), "codes": dict(sorted(codes.items())),
+    rate = {"goodput_per_s": round(codes.get(200, 0) / duration, 1)} if duration else {}
+    return {"requests": len(seen), "codes": dict(sorted(codes.items())), **rate,
             "503": percentiles([t for s, t in seen if s == 503]),
             "200": percentiles([t for s, t in seen if s == 200])}
 
@@ -197,51 +229,114 @@ def counters(port: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its children: the server and its model."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def model_pid(pid: int) -> int | None:
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        if children:
+            return int(children[0])
+    return None
+
+
+def tree_rss_mb(pid: int) -> float:
+    child = model_pid(pid)
+    return rss_mb(pid) + (rss_mb(child) if child else 0.0)
+
+
+def phase(port: int, requests: list[bytes], clients: int, duration: float, pid: int) -> dict:
+    """A closed-loop run with the model's CPU seconds (its process, or the whole server
+    when the model runs in a thread) counted over it."""
+    child = model_pid(pid) or pid
+    before = cpu_seconds(child) if child != pid else cpu_seconds(pid)
+    seen = asyncio.run(drive(port, requests, clients, duration=duration))
+    used = (cpu_seconds(child) if child != pid else cpu_seconds(pid)) - before
+    return {**summary(seen, duration), "model_cpu_share": round(used / duration, 2)}
+
+
+def measure(args, tracking: str, features: list[str], mode: str) -> dict:
+    port = free_port()
+    env = {"PYTHONPATH": str(ROOT), **os.environ, "MLC_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", tracking, str(port), mode],
+                            env=env)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and args.pin:
+        # the clients on one CPU, the server (and the model process it starts) on the rest:
+        # what the model keeps of the server's CPU is measured, not the client's appetite
+        os.sched_setaffinity(proc.pid, cpus[1:])
+        os.sched_setaffinity(0, cpus[:1])
+    try:
+        wait_http(port, "/v2/health/ready", proc)
+        row = json.dumps({"instances": [{f: 0.5 for f in features}]}).encode()
+        valid = [http_request("/predict", row)]
+        asyncio.run(drive(port, valid, 8, duration=2.0))  # warm-up
+        rss_start = tree_rss_mb(proc.pid)
+        saturated = phase(port, valid, args.saturation_clients, args.duration, proc.pid)
+        storm = phase(port, valid, args.clients, args.duration, proc.pid)
+        mixed = [http_request("/predict", b) for b in MALFORMED] + \
+            [http_request("/predict", b"[" * 70_000)]  # over the 64 kB limit
+        seen = asyncio.run(drive(port, valid, 8, total=4000))
+        seen += asyncio.run(drive(port, mixed, 8, total=2000))
+        seen += asyncio.run(drive(port, valid, args.clients, total=4000))
+        rss_end = tree_rss_mb(proc.pid)
+        slow = asyncio.run(slow_bodies(port, 20))
+        good = (storm["codes"].get(200, 0), saturated["codes"].get(200, 0))
+        return {"saturation": saturated, "storm": storm,
+                "goodput_share": round(good[0] / max(1, good[1]), 2),
+                "memory": {"rss_after_warmup_mb": round(rss_start, 1),
+                           "rss_after_10k_mb": round(rss_end, 1),
+                           "requests": len(seen), "codes": summary(seen)["codes"]},
+                "slow_bodies": {"codes": sorted({s for s, _ in slow}),
+                                **percentiles([t for _, t in slow])},
+                "rejected": counters(port)}
+    finally:
+        stop(proc)
+        os.sched_setaffinity(0, cpus)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--saturation-clients", type=int, default=16,
+                        help="clients of the storm-free run: enough to keep the model busy")
+    parser.add_argument("--modes", default="process,thread,thread-app",
+                        help="each measured in turn: where the model runs (process, thread); "
+                        "-app: refusals by the ASGI app only, as before refuse_early")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="client and server share every CPU (on a 2-CPU machine pinning "
+                        "leaves the server one CPU, where a model thread and the loop cannot "
+                        "contend for the GIL across cores)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--serve", nargs=2, metavar=("TRACKING_URI", "PORT"),
+    parser.add_argument("--serve", nargs=3, metavar=("TRACKING_URI", "PORT", "MODE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), args.serve[2])
         return 0
     with tempfile.TemporaryDirectory(prefix="mlc-bench-overload-") as tmp:
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         tracking = f"sqlite:///{tmp}/mlflow.db"
         features = build_model(Path(tmp) / "model", HIDDEN)
         register(Path(tmp) / "model", tracking, features)
-        port = free_port()
-        env = {"PYTHONPATH": str(ROOT), **os.environ, "MLC_TORCH_THREADS": "1"}
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", tracking, str(port)],
-                                env=env)
-        try:
-            wait_http(port, "/v2/health/ready", proc)
-            row = json.dumps({"instances": [{f: 0.5 for f in features}]}).encode()
-            valid = [http_request("/predict", row)]
-            asyncio.run(drive(port, valid, 8, duration=2.0))  # warm-up
-            rss_start = rss_mb(proc.pid)
-            overload = asyncio.run(drive(port, valid, args.clients, duration=args.duration))
-            mixed = [http_request("/predict", b) for b in MALFORMED] + \
-                [http_request("/predict", b"[" * 70_000)]  # over the 64 kB limit
-            seen = asyncio.run(drive(port, valid, 8, total=4000))
-            seen += asyncio.run(drive(port, mixed, 8, total=2000))
-            seen += asyncio.run(drive(port, valid, args.clients, total=4000))
-            rss_end = rss_mb(proc.pid)
-            slow = asyncio.run(slow_bodies(port, 20))
-            result = {"slo_ms": SLO * 1000, "clients": args.clients,
-                      "overload": summary(overload),
-                      "memory": {"rss_after_warmup_mb": round(rss_start, 1),
-                                 "rss_after_10k_mb": round(rss_end, 1),
-                                 "requests": len(seen) + len(overload),
-                                 "codes": summary(seen)["codes"]},
-                      "slow_bodies": {"codes": sorted({s for s, _ in slow}),
-                                      **percentiles([t for _, t in slow])},
-                      "rejected": counters(port)}
-        finally:
-            stop(proc)
+        result = {"slo_ms": SLO * 1000, "clients": args.clients,
+                  "saturation_clients": args.saturation_clients,
+                  "cpus": len(os.sched_getaffinity(0)), "pinned": args.pin,
+                  **{mode: measure(args, tracking, features, mode)
+                     for mode in args.modes.split(",")}}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

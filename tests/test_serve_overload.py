@@ -13,11 +13,12 @@ headers and counters, and on bounded waits far longer than any correct run needs
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
+import signal
 import socket
-import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ import pytest
 from mlc import metrics as contract
 from mlc.compiler import ir
 
+from . import storm_clients
 from .test_serve import ENDPOINT, dev  # noqa: F401
 from .test_serve_hardening import _serve
 
@@ -33,6 +35,8 @@ SLO = 0.05
 MAX_CONNECTIONS = 150
 BODY_TIMEOUT = 2
 CLIENTS = 100  # over capacity: the model answers a few batches of 4 in 50 ms
+STORM_SECONDS = 2.0
+STORM_SHARE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -104,63 +108,63 @@ def headers_only(server) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[int(q * (len(values) - 1))] if values else float("nan")
+def _payload(server) -> bytes:
+    return storm_clients.request("/predict", json.dumps(server.body).encode())
 
 
 def test_overload_is_refused_before_the_body_is_read(server):
     before = counters(server)
-    stop = threading.Event()
-    results: list[tuple[int, float, str | None]] = []
-
-    async def flood():
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(
-                max_connections=CLIENTS)) as client:
-            async def one_client():
-                while not stop.is_set():
-                    start = time.perf_counter()
-                    r = await client.post("/predict", json=server.body)
-                    results.append((r.status_code, time.perf_counter() - start,
-                                    r.headers.get("retry-after")))
-            await asyncio.gather(*[one_client() for _ in range(CLIENTS)])
-
-    flooding = threading.Thread(target=lambda: asyncio.run(flood()), daemon=True)
-    flooding.start()
+    storm = storm_clients.start(server.port, _payload(server), CLIENTS)
     probes = []
     try:
         deadline = time.monotonic() + 60  # bounds a failing run only
-        while time.monotonic() < deadline and len(results) < 20:
-            time.sleep(0.05)  # the flood is under way
+        while time.monotonic() < deadline and len(storm.answers.seen) < 200:
+            time.sleep(0.05)  # the storm is under way
         for _ in range(5):
             probes.append(headers_only(server))
             if probes[-1][0] == 503:
                 break
     finally:
-        stop.set()
-        flooding.join(120)
-    assert not flooding.is_alive()
-    codes = [status for status, _, _ in results]
-    shed = [t for status, t, _ in results if status == 503]
-    served = [t for status, t, _ in results if status == 200]
-    print(f"\n{CLIENTS} clients for {len(results)} requests: {len(shed)} x 503, "
-          f"{len(served)} x 200; at the client, 503 p50 {percentile(shed, 0.5) * 1000:.0f} ms "
-          f"p99 {percentile(shed, 0.99) * 1000:.0f} ms, 200 p99 "
-          f"{percentile(served, 0.99) * 1000:.0f} ms (SLO {SLO * 1000:.0f} ms); "
+        answers = storm_clients.finish(storm)
+    shed, served = answers.count(503), answers.count(200)
+    print(f"\n{CLIENTS} clients for {len(answers.seen)} answers: {shed} x 503, {served} x 200; "
           f"probes {[p[0] for p in probes]}")
-    assert set(codes) <= {200, 503}, codes
+    assert answers.codes <= {200, 503}, answers.codes
+    assert answers.unanswered == 0 and answers.refused == 0
     assert shed and served
-    assert all(retry == "1" for status, _, retry in results if status == 503)
+    assert all(retry == "1" for status, retry, _ in answers.seen if status == 503)
     # the headers-only probe was refused without waiting for its body
     assert probes[-1][0] == 503 and probes[-1][1]["retry-after"] == "1", probes
     assert {p[0] for p in probes} <= {503, 408}  # 408: that probe came in a lull
     rejected, requests = (delta(a, b) for a, b in zip(counters(server), before, strict=True))
-    refused = len(shed) + sum(1 for p in probes if p[0] == 503)
+    refused = shed + sum(1 for p in probes if p[0] == 503)
     timed_out = sum(1 for p in probes if p[0] == 408)
     assert rejected == {"overload": refused, **({"body_timeout": timed_out} if timed_out
                                                  else {})}
-    assert requests == {"200": len(served), "503": refused,
+    assert requests == {"200": served, "503": refused,
                         **({"408": timed_out} if timed_out else {})}
+
+
+def test_the_model_keeps_serving_through_a_storm(server):
+    """Clients that ignore Retry-After, ten times more than the model can serve: the model
+    still answers a good share of what it answers without them (the clients on one CPU, the
+    server and its model process on the others, as clients elsewhere would be). The share
+    asked for is far
+    below what the benchmark measures (bench/bench_serve_overload.py), so that a loaded CI
+    machine cannot fail it (on this 2-core machine under others' load, 7-71 % was seen); a
+    server whose refusals starve the model (the ASGI app answering each one on a kept-alive
+    connection, as before) served 1-2 %."""
+    with storm_clients.apart(server.proc.pid):
+        calm = storm_clients.run(server.port, _payload(server), 8, STORM_SECONDS)
+        stormy = storm_clients.run(server.port, _payload(server), CLIENTS, STORM_SECONDS)
+    print(f"\nin {STORM_SECONDS} s: {calm.count(200)} answered by the model with 8 clients, "
+          f"{stormy.count(200)} with {CLIENTS} (and {stormy.count(503)} refused)")
+    assert calm.codes == {200} or calm.codes == {200, 503}
+    assert stormy.codes <= {200, 503} and stormy.count(503) > 0
+    assert stormy.unanswered == 0 and stormy.refused == 0
+    assert stormy.count(200) >= STORM_SHARE * calm.count(200)
+    # the refusals close their connections: a storm costs the server a connection each
+    assert all(close for status, _, close in stormy.seen if status == 503)
 
 
 def test_a_body_sent_a_byte_a_second_is_cut_at_the_deadline(server):
@@ -220,3 +224,21 @@ def test_the_connection_limit_is_answered_and_counted_by_the_app(server):
     # (a retry above may have met the limit too, before the server saw the sockets close)
     assert set(rejected) == {"connections"} and rejected["connections"] >= 1
     assert requests["503"] == rejected["connections"] and set(requests) <= {"200", "503"}
+
+
+def test_the_model_runs_in_a_process_of_its_own_and_liveness_follows_it(server):
+    """Last: it ends the module's model. The server's model is a child process; when it is
+    gone, liveness turns 503 (so the kubelet restarts the pod) and calls fail as errors."""
+    children = [int(c) for task in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    models = [c for c in children
+              if b"mlc.runtime.serve.model_process" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(models) == 1, children
+    assert server.http.get("/v2/health/live").status_code == 200
+    os.kill(models[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30  # bounds a failing run only
+    while server.http.get("/v2/health/live").status_code != 503:
+        assert time.monotonic() < deadline, "liveness never noticed the model process exit"
+        time.sleep(0.05)
+    answer = server.http.post("/predict", json=server.body)
+    assert answer.status_code == 500 and "ModelProcessError" in answer.text, answer.text

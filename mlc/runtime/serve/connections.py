@@ -56,6 +56,7 @@ def bounded_protocol(http: str, seconds: float,
     class HeaderDeadline(base):
         def __init__(self, config, *args, **kwargs) -> None:
             super().__init__(config, *args, **kwargs)
+            self._refuse_early = getattr(config.app, "refuse_early", None)
             if max_connections is None:
                 return
             app = self.app
@@ -71,6 +72,18 @@ def bounded_protocol(http: str, seconds: float,
 
             self.app = bounded
 
+        def data_received(self, data: bytes) -> None:
+            # Only at a request's start (a new connection, or the previous request read and
+            # answered in full) can the request line be read off `data` (admission.py).
+            cycle = self.cycle
+            if self._refuse_early is not None and (cycle is None or (
+                    cycle.response_complete and not cycle.more_body)):
+                refusal = self._refuse_early(data)
+                if refusal is not None:
+                    self.transport.write(refusal)
+                    self.transport.close()
+                    return
+            self._data_received(data)
 
         # Both of uvicorn's protocols start a new `cycle` exactly when a request's headers
         # are complete, which is what ends the deadline; no parser callback is shared.
@@ -80,7 +93,7 @@ def bounded_protocol(http: str, seconds: float,
             self._deadline: asyncio.TimerHandle | None = None
             self._arm()
 
-        def data_received(self, data: bytes) -> None:
+        def _data_received(self, data: bytes) -> None:
             super().data_received(data)
             cycle = self.cycle
             if cycle is not self._headers_of:

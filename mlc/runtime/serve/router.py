@@ -34,9 +34,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mlc import metrics as contract
 
-from . import request_id
-from .body import Disconnected, read_body
+from . import admission, request_id
+from .body import BodyTimeout, Disconnected, read_body
 from .metrics import Histogram, family, label_values
+from .settings import DEFAULT_BODY_TIMEOUT, DEFAULT_DRAIN_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT
 
 log = logging.getLogger("mlc.serve.router")
 
@@ -46,6 +47,9 @@ SLOTS = 10_000
 CONNECTIONS_PER_VARIANT = 64
 FORWARDED_HEADERS = frozenset({b"content-type", b"accept", b"traceparent", b"tracestate"})
 LIVE_PATH, READY_PATH, METRICS_PATH = "/v2/health/live", "/v2/health/ready", "/metrics"
+OWN_PATHS = frozenset(p.encode() for p in (LIVE_PATH, READY_PATH, METRICS_PATH))
+# the `variant` label of the router's own refusals (mlc_rejected_requests_total)
+ROUTER_VARIANT = "router"
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,14 @@ class RouterSettings:
     field: str | None  # ...or this entity field of the request body
     timeout_seconds: float
     max_body_bytes: int = 1 << 20
-    drain_seconds: float = 0.0
+    # the server's bounds (settings.py), from the same environment variables
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    shutdown_timeout_seconds: int = DEFAULT_SHUTDOWN_TIMEOUT
+    # forwards in flight at once: past it a request is refused (503) before its body is
+    # read, rather than queued in the variants' connection pools past its timeout
+    max_inflight: int = CONNECTIONS_PER_VARIANT
+    retry_after_seconds: int = 1
 
     @classmethod
     def from_config(cls, doc: dict, env: dict[str, str] | None = None) -> RouterSettings:
@@ -79,7 +90,13 @@ class RouterSettings:
                    header=header.lower() if header else None, field=assignment.get("field"),
                    timeout_seconds=float(doc["timeout_seconds"]),
                    max_body_bytes=int(env.get("MLC_MAX_BODY_BYTES", 1 << 20)),
-                   drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)))
+                   body_timeout_seconds=float(env.get("MLC_BODY_TIMEOUT_SECONDS",
+                                                      DEFAULT_BODY_TIMEOUT)),
+                   drain_seconds=float(env.get("MLC_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS)),
+                   shutdown_timeout_seconds=int(env.get("MLC_SHUTDOWN_TIMEOUT_SECONDS",
+                                                        DEFAULT_SHUTDOWN_TIMEOUT)),
+                   max_inflight=int(env.get("MLC_ROUTER_MAX_INFLIGHT",
+                                            CONNECTIONS_PER_VARIANT * len(variants))))
 
 
 class Assigner:
@@ -140,6 +157,7 @@ class RouterMetrics:
         self.endpoint = endpoint
         self.requests: dict[tuple[str, str], int] = {}
         self.durations: dict[str, Histogram] = {}
+        self.rejections = admission.Rejections()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.ready = False
@@ -167,6 +185,7 @@ class RouterMetrics:
             durations.add_metric(label_values(contract.ROUTER_DURATION, endpoint=e,
                                               variant=variant), h.buckets(), h.total)
         yield durations
+        yield from self.rejections.families(e, ROUTER_VARIANT)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -178,7 +197,10 @@ class RouterApp:
         self.assigner = Assigner(settings.variants, seed)
         self.metrics = RouterMetrics(settings.endpoint)
         self.draining = False
+        self.inflight = 0  # forwards whose answer is not sent yet
         self._clients: dict[str, object] = {}
+        self._retry_and_close = [(b"retry-after", str(settings.retry_after_seconds).encode()),
+                                 (b"connection", b"close")]
 
     def begin_drain(self) -> None:
         self.draining, self.metrics.ready = True, False
@@ -220,15 +242,52 @@ class RouterApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def refuse_early(self, data: bytes) -> bytes | None:
+        """The answer to a forward at the start of `data` that `_forward` would refuse
+        anyway, or None: called by the protocol before the request is parsed (admission.py)."""
+        if self.inflight < self.settings.max_inflight:
+            return None
+        request = admission.early_request(data)
+        if request is None or request[0] in OWN_PATHS:
+            return None
+        self.metrics.rejections.count("overload")
+        return admission.answer(503, {"error": "overloaded: too many requests in flight"},
+                                admission.request_id_in(request[1]),
+                                self.settings.retry_after_seconds)
+
+    async def over_connection_limit(self, scope, receive, send) -> None:
+        """Past the connection limit (connections.py): a 503 with Retry-After, counted."""
+        self.metrics.rejections.count("connections")
+        await _send(send, 503, b'{"error":"over the connection limit"}', self._retry_and_close)
+
     async def _forward(self, scope, receive, send) -> None:
+        if self.inflight >= self.settings.max_inflight:  # before a byte of the body is read
+            self.metrics.rejections.count("overload")
+            return await _send(send, 503, b'{"error":"overloaded: too many requests in '
+                               b'flight"}', self._retry_and_close)
+        self.inflight += 1
+        try:
+            await self._admitted(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+    async def _admitted(self, scope, receive, send) -> None:
         import aiohttp
 
         start = time.perf_counter()
         rid = request_id.from_headers(scope["headers"])
+        s = self.settings
         try:
-            body = await read_body(scope["headers"], receive, self.settings.max_body_bytes)
+            body = await read_body(scope["headers"], receive, s.max_body_bytes,
+                                   s.body_timeout_seconds)
         except Disconnected:
             return  # the client left: nothing to forward, no one to answer
+        except BodyTimeout:
+            # the rest of the body may still trickle in: the connection cannot be reused
+            self.metrics.rejections.count("body_timeout")
+            return await _send(send, 408, json.dumps({
+                "error": f"the body did not arrive within {s.body_timeout_seconds:g}s"}).encode(),
+                [(request_id.HEADER_BYTES, rid.encode()), (b"connection", b"close")])
         if body is None:
             return await _send(send, 413, json.dumps({"error": "the body is over "
                                f"{self.settings.max_body_bytes} bytes"}).encode(), [])

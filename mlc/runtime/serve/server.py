@@ -35,7 +35,7 @@ import numpy as np
 
 from mlc import metrics as contract
 
-from . import request_id
+from . import admission, request_id
 from .batching import Batcher, Closed, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
 from .metrics import CONTENT_TYPE, ServeMetrics
@@ -105,25 +105,46 @@ class ServeApp:
         self._mirror_paths = {PREDICT_ROUTE: PREDICT_ROUTE.encode(),
                               INFER_ROUTE: INFER_ROUTE.format(name=model).encode()}
         self._names = {settings.endpoint, *settings.model_names}
+        # the inference paths refused in the protocol layer under overload (refuse_early);
+        # any other spelling of them takes the ordinary path, and is refused there
+        self._early_routes = {PREDICT_ROUTE.encode(): PREDICT_ROUTE, **{
+            INFER_ROUTE.format(name=n).encode(): INFER_ROUTE for n in sorted(self._names)}}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
         self._retry_and_close = [*self._retry, (b"connection", b"close")]
         self._load_task: asyncio.Task | None = None
+        self.model_process = None  # model_process.ModelProcess, when the model runs in one
 
     # --- model -----------------------------------------------------------------------------
     def _load(self) -> dict:
         """In a worker thread: the model and everything built around it (blocking work)."""
         s = self.settings
+        process = None
         if self._loader is not None:
             model = self._loader()
+        elif s.model_process:
+            from .model_process import ModelProcess
+
+            process = ModelProcess(s.model_uri, s.tracking_uri)
+            model = process.start()
         else:
             from .loader import load
 
             model = load(s.model_uri, s.tracking_uri)
+        try:
+            return self._parts(model, process)
+        except BaseException:
+            if process is not None:  # the next try starts another
+                process.close()
+            raise
+
+    def _parts(self, model, process) -> dict:
+        """What is built around a loaded model (blocking work too)."""
+        s = self.settings
         declared = [f for f in s.feature_types if f not in model.features]
         if declared:
             log.warning("the model does not take %s, which ml.yaml lists; serving the "
                         "model's own inputs", ", ".join(declared))
-        parts = {"model": model, "online": None, "log": None,
+        parts = {"model": model, "online": None, "log": None, "process": process,
                  "inline": (not s.model_thread if s.model_thread is not None
                             else _call_seconds(model, s.max_batch_size) < INLINE_BELOW)}
         if s.online_features:
@@ -162,6 +183,7 @@ class ServeApp:
         # logged per request (in _infer), not per model call: a row's request id is known
         # only there
         self.prediction_log = parts["log"]
+        self.model_process = parts.get("process")
         self.metrics.set_features(model.features)
         self.metrics.set_model(model.name, model.version, model.alias, model.trained_at)
         self.batcher.inline = parts["inline"]
@@ -215,6 +237,8 @@ class ServeApp:
         if self.mirror is not None:
             await self.mirror.close()
         loop = asyncio.get_running_loop()
+        if self.model_process is not None:  # the queue is empty: no call needs it any more
+            await loop.run_in_executor(None, self.model_process.close)
         await loop.run_in_executor(None, self.metrics.close)  # counts and logs the last calls
         if self.prediction_log is not None:
             await loop.run_in_executor(None, self.prediction_log.close)
@@ -242,6 +266,10 @@ class ServeApp:
                 return await self._model_metadata(send, name)
             return await self._not_found(send, {"error": f"no route {path}"})
         if path == "/v2/health/live":
+            if self.model_process is not None and not self.model_process.alive():
+                # every call would fail: a restart is the cure
+                return await _send(send, 503, {"live": False,
+                                               "reason": "the model process exited"})
             return await _send(send, 200, {"live": True})
         if path == "/v2/health/ready":
             return await self._ready(send)
@@ -319,7 +347,9 @@ class ServeApp:
         except RequestError as exc:
             status, body = exc.status, {"error": exc.message}
         except Overloaded as exc:
-            status, headers = 503, self._retry
+            # closed, as refuse_early's answers are: a client that ignores Retry-After
+            # comes back through the accept queue, not at once on this connection
+            status, headers = 503, self._retry_and_close
             body = {"error": f"overloaded: {exc.reason}"}
             self.metrics.observe_rejected("overload")
         except Closed:
@@ -367,6 +397,27 @@ class ServeApp:
         if body is None:
             raise RequestError(f"the body is over {limit} bytes", 413)
         return body
+
+    def refuse_early(self, data: bytes) -> bytes | None:
+        """The answer to an inference request at the start of `data` that the batcher would
+        refuse anyway, or None: called by the protocol before the request is parsed
+        (admission.py says why), and counted like the refusal `_infer` makes."""
+        if self.model is None:
+            return None
+        request = admission.early_request(data)
+        if request is None:
+            return None
+        route = self._early_routes.get(request[0])
+        if route is None:
+            return None
+        reason = self.batcher.refusal(1, ahead=self.reading)
+        if reason is None:
+            return None
+        self.metrics.observe_rejected("overload")
+        self.metrics.observe_request(self.version, route, 503, 0.0)
+        return admission.answer(503, {"error": f"overloaded: {reason}"},
+                                admission.request_id_in(request[1]),
+                                self.settings.retry_after_seconds)
 
     async def over_connection_limit(self, scope, receive, send) -> None:
         """What the HTTP layer runs instead of the app past the connection limit

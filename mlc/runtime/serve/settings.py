@@ -62,6 +62,9 @@ class ServeSettings:
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     shutdown_timeout_seconds: int = DEFAULT_SHUTDOWN_TIMEOUT
     model_thread: bool | None = None  # the model in a thread, on the loop, or None: by speed
+    # the registry's model loaded and run in a process of its own (model_process.py says
+    # why); False: in the server's own process
+    model_process: bool = True
     retry_after_seconds: int = 1
     load_retry_max_seconds: float = 30.0
     role: str = "primary"  # primary, shadow or variant
@@ -124,6 +127,7 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         shutdown_timeout_seconds=int(env.get("MLC_SHUTDOWN_TIMEOUT_SECONDS",
                                              DEFAULT_SHUTDOWN_TIMEOUT)),
         model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
+        model_process=env.get("MLC_MODEL_PROCESS", "1") != "0",
         role=workload.get("role") or "primary",
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
         mirror=MirrorSettings.from_config(workload.get("mirror")))
