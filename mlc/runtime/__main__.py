@@ -13,13 +13,14 @@ commands:
   gate   --gates gates.json --new REV --stable REV --duration S         measure rollout gates
   route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
   verdict --project project.json --endpoint E [-p window_seconds=N]   an A/B endpoint's verdict
+  ab-guard --gates ab-guard.json [--state JSON]    one run of an A/B endpoint's guardrails
 """
 
 
 # command -> (module, whether it needs the serving runtime's extra libraries)
 COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
-            "verdict": (".verdict.command", False)}
+            "verdict": (".verdict.command", False), "ab-guard": (".ab_guard", False)}
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
 from .context import WRONG_KIND, Context
+from .ab_guard import resolve_ab_guard
 from .delivery import check_rollout, shadow_phase
 from .env_vars import resolve_env
 from .knative import check_knative_flags
@@ -104,7 +105,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             router_replicas=r.router.replicas,
             router_hardware=r.router.hardware,
             router_timeout_seconds=duration_seconds(r.router.timeout),
-            verdict=resolve_verdict(ctx, name, e, model, sources, platform))
+            verdict=resolve_verdict(ctx, name, e, model, sources, platform),
+            ab_guard=resolve_ab_guard(ctx, name, e, platform))
         phase = shadow_phase(e, uri, f"{platform.artifact_root}/{ctx.project.metadata.name}/"
                              f"{ctx.env}/predictions/{name}-shadow")
         if phase is not None:

@@ -13,7 +13,8 @@ id (the client's, or a new one) in `x-request-id`.
     *    anything else                         forwarded to the assigned variant
 
 The settings are the router's key of the endpoint's ConfigMap (MLC_ENDPOINT_CONFIG): the
-variants with their weights and addresses, and the assignment key.
+variants with their weights and addresses, and the assignment key; with A/B guardrails, the
+override file whose stopped variants get no traffic (weights_override.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from mlc import metrics as contract
 
 from . import request_id
+from . import weights_override
 from .body import Disconnected, read_body
 from .metrics import Histogram, family, label_values
 
@@ -64,6 +66,7 @@ class RouterSettings:
     timeout_seconds: float
     max_body_bytes: int = 1 << 20
     drain_seconds: float = 0.0
+    guard: weights_override.GuardSettings | None = None  # the A/B guard's override
 
     @classmethod
     def from_config(cls, doc: dict, env: dict[str, str] | None = None) -> RouterSettings:
@@ -79,7 +82,8 @@ class RouterSettings:
                    header=header.lower() if header else None, field=assignment.get("field"),
                    timeout_seconds=float(doc["timeout_seconds"]),
                    max_body_bytes=int(env.get("MLC_MAX_BODY_BYTES", 1 << 20)),
-                   drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)))
+                   drain_seconds=float(env.get("MLC_DRAIN_SECONDS", 0)),
+                   guard=weights_override.GuardSettings.from_config(doc.get("guard")))
 
 
 class Assigner:
@@ -175,8 +179,11 @@ class RouterMetrics:
 class RouterApp:
     def __init__(self, settings: RouterSettings, seed: int | None = None):
         self.settings = settings
-        self.assigner = Assigner(settings.variants, seed)
         self.metrics = RouterMetrics(settings.endpoint)
+        # variants the A/B guard stopped are taken out here (weights_override.py)
+        self.assigner = weights_override.guarded(Assigner(settings.variants, seed),
+                                                 settings.guard, settings.endpoint,
+                                                 self.metrics.registry)
         self.draining = False
         self._clients: dict[str, object] = {}
 

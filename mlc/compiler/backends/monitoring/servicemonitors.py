@@ -56,8 +56,9 @@ def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
 
 
 def uses_pushgateway(project: ResolvedProject) -> bool:
-    """Drift checks, batch scoring and A/B verdicts push their results; nothing else does."""
-    return bool(project.drift_checks) or any(e.batch or e.rollout.verdict
+    """Drift checks, batch scoring, A/B verdicts and guards push their results; nothing
+    else does."""
+    return bool(project.drift_checks) or any(e.batch or e.rollout.verdict or e.rollout.ab_guard
                                              for e in project.endpoints.values())
 
 
