@@ -35,8 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mlc import metrics as contract
 
-from . import request_id
-from . import weights_override
+from . import request_id, weights_override
 from .body import Disconnected, read_body
 from .metrics import Histogram, family, label_values
 

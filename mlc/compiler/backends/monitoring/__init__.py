@@ -29,6 +29,7 @@ from ...ir import ResolvedProject
 from ...output import OutputFile
 from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
+from .ab_guard_rules import ab_guard_rule_sets
 from .alertmanager import alertmanager_config
 from .rules import RuleSet, rule_sets
 from .scoring import scoring_rule_sets
@@ -39,7 +40,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     src = project.source
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
-                     *verdict_rule_sets(project)]:
+                     *verdict_rule_sets(project), *ab_guard_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",
