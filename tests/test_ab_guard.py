@@ -531,3 +531,28 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
             prometheus.stop()
         for p in procs:
             p.stop()
+
+
+def test_the_guard_alerts_pass_their_promtool_tests(built, tmp_path):
+    """ABVariantStopped fires on a stopped variant and not on a failing or healthy one;
+    ABGuardFailing on a run that could not read Prometheus; ABGuardNotRunning without runs."""
+    import shutil
+
+    from mlc.compiler.backends import monitoring
+    from mlc.compiler.render import render
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/install-system-deps.sh installs it)")
+    files = [f for f in monitoring.emit(built.project) if "ab-guard-shop" in f.path]
+    assert {Path(f.path).parent.name for f in files} >= {"rules", "tests"}
+    for path, content in render(files).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(content)
+    (test,) = (tmp_path / "monitoring" / "tests").glob("ab-guard-shop.test.yaml")
+    text = test.read_text()
+    assert all(f"alertname: {a}" in text for a in ("ABVariantStopped", "ABGuardFailing",
+                                                   "ABGuardNotRunning"))
+    done = subprocess.run([promtool, "test", "rules", test.name], cwd=test.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

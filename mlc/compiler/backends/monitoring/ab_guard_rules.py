@@ -16,7 +16,7 @@ from ...ir import Endpoint, ResolvedProject
 from . import promql
 from .alerts import Alert, Scenario, Series
 from .gotemplate import Label
-from .rules import RuleSet, _by, _overdue, _step, per_endpoint
+from .rules import RUN_GRACE, RuleSet, _by, _overdue, _step, per_endpoint
 
 
 def ab_guard_rule_sets(project: ResolvedProject) -> list[RuleSet]:
@@ -31,6 +31,7 @@ def ab_guard_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
     by = _by(labels)
     interval = guard.interval_seconds
     step = _step(interval)
+    overdue = max(interval, RUN_GRACE)
     state = promql.series(metrics.AB_GUARD_STATE)
     up = promql.series(metrics.AB_GUARD_UP)
     variant = guard.guarded[0] if guard.guarded else guard.baseline
@@ -69,11 +70,13 @@ def ab_guard_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
                          "measured, and none is stopped, until it can.",),
             unhealthy=((at(Series(up, labels, "0+0x20")), labels),),
             healthy=(at(Series(up, labels, "1+0x20")),)),
+        # a run that is late by a few minutes (a pod pulling the image, a busy controller)
+        # is no outage: the alert counts in the runs' grace, not in guard intervals
         _overdue(
-            "ABGuardNotRunning", metrics.AB_GUARD_LAST_RUN, labels, interval, step,
+            "ABGuardNotRunning", metrics.AB_GUARD_LAST_RUN, labels, overdue, _step(overdue),
             summary=(f"The A/B guard of endpoint {endpoint.name} has stopped running.",),
             description=(f"CronWorkflow {guard.workflow} has not reported a run for more than "
-                         f"{promql.duration(2 * interval)}: no variant's guardrails are "
+                         f"{promql.duration(2 * overdue)}: no variant's guardrails are "
                          "measured. Check the CronWorkflow and the Pushgateway.",)),
     ]
     return out
