@@ -556,3 +556,18 @@ def test_the_guard_alerts_pass_their_promtool_tests(built, tmp_path):
     done = subprocess.run([promtool, "test", "rules", test.name], cwd=test.parent,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_explain_shows_an_ab_rollouts_guardrails_only_where_set(tmp_path):
+    from mlc.compiler.explain import explain
+
+    unguarded = shop()
+    del unguarded["rollout"]["gates"]
+    write_project(tmp_path, {"ml.yaml": project_text({"shop": shop(), "plain": unguarded})})
+    diags = Diagnostics()
+    guarded = explain(tmp_path, "default", "serving.shop.rollout", diags)
+    plain = explain(tmp_path, "default", "serving.plain.rollout", diags)
+    assert guarded is not None and plain is not None, [d.message for d in diags.items]
+    rows = {line.split()[0]: line.split()[1] for line in guarded.splitlines()}
+    assert rows["serving.shop.rollout.gates.maxErrorRate"] == "0.05"
+    assert "rollout.gates" not in plain
