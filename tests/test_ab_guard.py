@@ -331,3 +331,18 @@ def test_explain_shows_an_ab_rollouts_guardrails_only_where_set(tmp_path):
     rows = {line.split()[0]: line.split()[1] for line in guarded.splitlines()}
     assert rows["serving.shop.rollout.gates.maxErrorRate"] == "0.05"
     assert "rollout.gates" not in plain
+
+
+def test_plan_says_the_guardrails_exist_and_flags_their_removal(built, tmp_path):
+    from mlc.compiler.plan.weakening import AB_GUARD_REMOVED, guard_notes, weakening_risks
+
+    guarded = built.project.model_dump(mode="json")
+    unguarded_endpoint = shop()
+    del unguarded_endpoint["rollout"]["gates"]
+    plain = build(tmp_path, {"shop": unguarded_endpoint}).project.model_dump(mode="json")
+    (note,) = guard_notes(guarded)
+    assert note.startswith("endpoint `shop`: A/B guardrails: CronWorkflow ab-guard-shop may "
+                           "stop other, treatment (never the baseline control)")
+    assert guard_notes(plain) == []
+    assert [r.code for r in weakening_risks(guarded, plain)] == [AB_GUARD_REMOVED]
+    assert weakening_risks(plain, guarded) == []
