@@ -208,18 +208,24 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
         bad = {**row, features[0]: faulty_model.FAIL}  # the model raises: a 500
         http = httpx.Client(base_url=router_url, timeout=30)
 
-        def send(rows_for) -> dict[str, list[int]]:
-            out: dict[str, list[int]] = {}
-            for u in users:
+        def send(rows_for, who: list[str] = users) -> dict[str, tuple[str, int]]:
+            """user -> (the variant that answered, the status code)"""
+            out = {}
+            for u in who:
                 r = http.post("/predict", json={"instances": [rows_for(u)]},
                               headers={"X-User-Id": u})
-                out.setdefault(r.headers["x-mlc-variant"], []).append(r.status_code)
+                out[u] = (r.headers["x-mlc-variant"], r.status_code)
+            return out
+
+        def codes(answers: dict[str, tuple[str, int]]) -> dict[str, set[int]]:
+            out: dict[str, set[int]] = {}
+            for variant, code in answers.values():
+                out.setdefault(variant, set()).add(code)
             return out
 
         # treatment's users send the failure marker: its arm answers 5xx
-        first = send(lambda u: bad if arm[u] == "treatment" else row)
-        assert set(first) == set(WEIGHTS)
-        assert set(first["treatment"]) == {500} and set(first["other"]) == {200}
+        first = codes(send(lambda u: bad if arm[u] == "treatment" else row))
+        assert first == {"control": {200}, "treatment": {500}, "other": {200}}
         prometheus.wait_for(
             'sum by (variant) (rate(mlc_router_requests_total{endpoint="shop"}[1m]))',
             lambda r: len([v for _, v in r if v > 0]) == 3)
@@ -246,18 +252,29 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
 
         time.sleep(0.5)  # the router's poll
         after = send(lambda u: row)
-        assert "treatment" not in after  # 0 of 150
-        assert sum(len(c) for c in after.values()) == len(users)
-        assert all(set(c) == {200} for c in after.values())
-        answers = {u: http.post("/predict", json={"instances": [row]},
-                                headers={"X-User-Id": u}).headers["x-mlc-variant"]
-                   for u in users}
-        assert all(answers[u] == arm[u] for u in users if arm[u] != "treatment")
+        assert codes(after) == {"control": {200}, "other": {200}}  # treatment: 0 of 150
+        # every key on a live arm stays there; treatment's keys went to both others
+        assert all(after[u][0] == arm[u] for u in users if arm[u] != "treatment")
+        assert {after[u][0] for u in users if arm[u] == "treatment"} == {"control", "other"}
         router_metrics = http.get("/metrics").text
         assert 'mlc_router_variant_stopped{endpoint="shop",variant="treatment"} 1.0' in \
             router_metrics
         assert 'mlc_router_override_problems_total{endpoint="shop",reason="missing"} 1.0' in \
             router_metrics  # before the first run wrote the ConfigMap's key
+
+        # what the router cannot read: ml.yaml's weights again, counted; an unknown variant
+        # beside a stop: the stop holds, the unknown name is counted
+        for generation, text, reason, live in (
+                (3, "{not json", "malformed", {"control", "treatment", "other"}),
+                (4, json.dumps({**json.loads(state), "stopped": {
+                    **json.loads(state)["stopped"], "ghost": {"model": "m"}}}),
+                 "unknown-variant", {"control", "other"})):
+            kubelet_write(mounted, {ab_guard.OVERRIDE_KEY: text}, generation)
+            time.sleep(0.5)
+            assert set(codes(send(lambda u: row, users[:60]))) == live, reason
+            assert (f'mlc_router_override_problems_total{{endpoint="shop",reason="{reason}"}} '
+                    "1.0") in http.get("/metrics").text
+        assert router.proc.poll() is None  # it kept serving throughout
         http.close()
     finally:
         if prometheus is not None:
