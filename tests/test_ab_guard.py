@@ -346,3 +346,34 @@ def test_plan_says_the_guardrails_exist_and_flags_their_removal(built, tmp_path)
     assert guard_notes(plain) == []
     assert [r.code for r in weakening_risks(guarded, plain)] == [AB_GUARD_REMOVED]
     assert weakening_risks(plain, guarded) == []
+
+
+def test_the_guard_pods_reach_prometheus_the_pushgateway_and_the_api_only(built):
+    """Its pods are Argo step pods: the namespace's policies for those must carry its
+    queries, its push and its patch; the router needs none of it."""
+    import ipaddress
+
+    from mlc.compiler.backends import network
+
+    from .netpol import Address, Pod, allowed
+
+    project = built.project
+    assert project.platform.network is not None
+    policies = network.policies(project)
+    names = {p["metadata"]["name"] for p in policies}
+    assert {"workflow-steps", "pushgateway"} <= names
+    guard = Pod("ab-guard-shop-1234", NAMESPACE,
+                {"workflows.argoproj.io/workflow": "ab-guard-shop-1234"})
+    p = project.platform
+    prometheus = Pod("prometheus", p.prometheus_namespace, p.prometheus_pod_labels)
+    gateway = Pod("pushgateway", NAMESPACE, {"app.kubernetes.io/name": "prometheus-pushgateway"})
+    assert p.pushgateway_url.endswith(":9091") and f".{NAMESPACE}." in p.pushgateway_url
+    api_range = p.network.kubernetes_api[0]
+    api = Address(str(next(ipaddress.ip_network(api_range).hosts()))
+                  if api_range != "0.0.0.0/0" else "10.96.0.1")
+    assert allowed(policies, guard, prometheus, 9090)
+    assert allowed(policies, guard, gateway, 9091)
+    assert allowed(policies, guard, api, 443)  # the write step's patch
+    # the router reads the override from its volume: it gets no API token
+    router = built.named("Deployment", "shop-router")["spec"]["template"]["spec"]
+    assert router["automountServiceAccountToken"] is False
