@@ -377,3 +377,11 @@ def test_the_guard_pods_reach_prometheus_the_pushgateway_and_the_api_only(built)
     # the router reads the override from its volume: it gets no API token
     router = built.named("Deployment", "shop-router")["spec"]["template"]["spec"]
     assert router["automountServiceAccountToken"] is False
+
+
+def test_a_long_endpoint_name_leaves_argo_room_for_the_run_suffix(tmp_path):
+    name = "a-rather-long-endpoint-name-for-a-recommendation-service-x"
+    guard = build(tmp_path, {name: shop()}).project.endpoints[name].rollout.ab_guard
+    assert guard is not None
+    assert len(guard.workflow) <= 52 and guard.workflow.startswith("ab-guard-")
+    assert len(guard.config_map) <= 63

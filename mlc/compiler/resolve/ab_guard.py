@@ -26,6 +26,7 @@ AB_BASELINE_WITHOUT_TRAFFIC = "MLC367"
 MIN_WINDOW_SECONDS = 60
 # A CronWorkflow starts at most once a minute, and `*/N` of the minutes field stops at 60.
 MAX_INTERVAL_SECONDS = 3600
+CRON_NAME_MAX = 52  # as backends/argo/schedules.py's NAME_MAX
 
 _FORM_HELP = ("set `mode: online` without `kserve: true` (the A/B router reads the guard's "
               "override), or remove `gates:` and watch the per-variant metrics")
@@ -94,7 +95,8 @@ def resolve_ab_guard(ctx: Context, name: str, e: Endpoint,
     if not ok:
         return None
     return ir.AbGuard(
-        workflow=dns_label("ab-guard", name), config_map=dns_label(name, "ab-guard"),
+        # Argo suffixes a CronWorkflow's runs with a timestamp: 52 characters leave room
+        workflow=dns_label("ab-guard", name, max_len=CRON_NAME_MAX), config_map=dns_label(name, "ab-guard"),
         account=dns_label(name, "ab-guard"), schedule=schedule(interval), baseline=baseline,
         guarded=sorted(v.name for v in r.variants if v.name != baseline and v.weight > 0),
         max_error_rate=g.max_error_rate,

@@ -59,8 +59,6 @@ RUN_DEADLINE_SECONDS = 300
 KEEP_RUN_SECONDS = 86400
 GATE_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"},
                   "limits": {"cpu": "500m", "memory": "256Mi"}}
-# Argo Rollouts' default for a Prometheus metric, as the delivery gate uses it.
-CONSECUTIVE_ERROR_LIMIT = 4
 
 
 def guard_of(ep: Endpoint) -> AbGuard | None:
@@ -116,7 +114,6 @@ def guard_settings(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
         "baseline": guard.baseline,
         "variants": {v: models[v] for v in guard.guarded},
         "failureLimit": guard.failure_limit,
-        "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
         "placeholders": {"variant": VARIANT},
         "gates": [{"name": name, "query": query, "max": limit}
                   for name, query, limit in gate_checks(project, ep)],
