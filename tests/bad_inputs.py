@@ -434,7 +434,8 @@ CASES = [
                           "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
     Case("ab-gates-serverless", "MLC340", "ml.yaml:45:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    mode: serverless\n    rollout:\n      strategy: ab\n      variants:\n"
+                          "    mode: serverless\n    rollout:\n      strategy: ab\n"
+                          "      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
                           "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
     Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
@@ -446,7 +447,8 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: ab\n      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
-                          "      gates: {maxErrorRate: 0.05, maxPredictionDrift: 0.1}\nmonitoring")}),
+                          "      gates: {maxErrorRate: 0.05, maxPredictionDrift: 0.1}\n"
+                          "monitoring")}),
     Case("ab-gates-interval", "MLC366", "ml.yaml:44:45",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: ab\n      variants:\n"

@@ -96,8 +96,9 @@ def resolve_ab_guard(ctx: Context, name: str, e: Endpoint,
         return None
     return ir.AbGuard(
         # Argo suffixes a CronWorkflow's runs with a timestamp: 52 characters leave room
-        workflow=dns_label("ab-guard", name, max_len=CRON_NAME_MAX), config_map=dns_label(name, "ab-guard"),
-        account=dns_label(name, "ab-guard"), schedule=schedule(interval), baseline=baseline,
+        workflow=dns_label("ab-guard", name, max_len=CRON_NAME_MAX),
+        config_map=dns_label(name, "ab-guard"), account=dns_label(name, "ab-guard"),
+        schedule=schedule(interval), baseline=baseline,
         guarded=sorted(v.name for v in r.variants if v.name != baseline and v.weight > 0),
         max_error_rate=g.max_error_rate,
         max_latency_p99_seconds=duration_seconds(g.max_latency_p99),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
-from .context import WRONG_KIND, Context
 from .ab_guard import resolve_ab_guard
+from .context import WRONG_KIND, Context
 from .delivery import check_rollout, shadow_phase
 from .env_vars import resolve_env
 from .knative import check_knative_flags
