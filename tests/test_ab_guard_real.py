@@ -1,7 +1,7 @@
 """A/B guardrails for real: the guard stops a failing variant, the router sends it nothing.
 
-Three variants behind the real router process, the variants real serving runtimes on a real
-MLflow registry (tests/faulty_model.py); a real Prometheus scraping the router and a real
+Three variants behind the real router process, served by real serving runtimes on a real
+MLflow registry (tests/faulty_model.py; `other` shares control's process); a real Prometheus scraping the router and a real
 Pushgateway; the guard's `measure` container run as its template declares it, its `write`
 step's manifest parsed after Argo's substitution, the result put where the router's mounted
 ConfigMap puts it (the kubelet's `..data` link swap). The variant whose traffic carries the
@@ -164,7 +164,10 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
     prometheus = None
     try:
         urls = {}
-        for name in WEIGHTS:
+        # two serving processes: `other`'s Service is control's process here (the guard and
+        # the router tell variants apart by the router's assignment, not by the server), which
+        # spares the run a third model server starting on a loaded machine
+        for name in ("control", "treatment"):
             config = json.loads(data[f"variant-{name}.json"])
             config["model_uri"] = f"models:/{registered}/{version}"  # one model for all arms
             path = tmp_path / f"{name}.json"
@@ -177,6 +180,8 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
                                        "MLC_MODEL_URI": config["model_uri"],
                                        "MLC_PREDICTION_LOG_URI": str(tmp_path / "log")}))
             urls[name] = f"http://127.0.0.1:{port}"
+        servers = list(urls.values())
+        urls["other"] = urls["control"]
         # the router's settings as compiled; the variants' Services and the mounted override
         # are local here, and it polls the file every 0.2 s instead of 5 s
         mounted = tmp_path / "ab-guard-volume"
@@ -195,7 +200,7 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
         router_url = f"http://127.0.0.1:{router_port}"
         prometheus = PrometheusServer(tmp_path / "prometheus", [
             Target(f"127.0.0.1:{router_port}", {"namespace": NAMESPACE})], [])
-        for p, url in zip(procs, [*urls.values(), router_url], strict=True):
+        for p, url in zip(procs, [*servers, router_url], strict=True):
             _wait_ready(url, p)
 
         # which arm each user is on, as the router assigns them (the same hash)
