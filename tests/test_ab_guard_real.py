@@ -27,7 +27,7 @@ from mlc.compiler.backends.serving import ab_guard
 from mlc.runtime.serve.router import Assigner, RouterVariant
 
 from .conftest import ROOT
-from .test_ab_guard import NAMESPACE, WEIGHTS, _router_config, shop
+from .test_ab_guard import NAMESPACE, _router_config, shop
 from .test_serving import Built, build
 
 
