@@ -1,13 +1,13 @@
 """A/B guardrails for real: the guard stops a failing variant, the router sends it nothing.
 
 Three variants behind the real router process, served by real serving runtimes on a real
-MLflow registry (tests/faulty_model.py; `other` shares control's process); a real Prometheus scraping the router and a real
-Pushgateway; the guard's `measure` container run as its template declares it, its `write`
-step's manifest parsed after Argo's substitution, the result put where the router's mounted
-ConfigMap puts it (the kubelet's `..data` link swap). The variant whose traffic carries the
-model's failure marker (5xx) is stopped, the healthy one stays; the router then sends the
-stopped arm 0 of N requests and keeps every other key where it was. The objects and the
-mechanisms on their own: tests/test_ab_guard.py.
+MLflow registry (tests/faulty_model.py; `other` shares control's process); a real Prometheus
+scraping the router and a real Pushgateway; the guard's `measure` container run as its
+template declares it, its `write` step's manifest parsed after Argo's substitution, the
+result put where the router's mounted ConfigMap puts it (the kubelet's `..data` link swap).
+The variant whose traffic carries the model's failure marker (5xx) is stopped, the healthy
+one stays; the router then sends the stopped arm 0 of N requests and keeps every other key
+where it was. The objects and the mechanisms on their own: tests/test_ab_guard.py.
 """
 
 from __future__ import annotations
