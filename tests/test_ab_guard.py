@@ -233,6 +233,28 @@ def test_a_stopped_variant_gets_nothing_and_the_other_keys_stay(tmp_path):
     assert guarded.problems[wo.MALFORMED] == 1
 
 
+def test_the_router_exports_every_variants_series_from_zero():
+    """A series that appears with its first request hides that request from rate(): the
+    guard would not see a new variant's first burst of 5xx."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlc.runtime.serve.router import RouterApp, RouterSettings
+
+    app = RouterApp(RouterSettings.from_config({
+        "endpoint": "shop", "timeout_seconds": 1,
+        "variants": [{"name": n, "weight": w, "url": "http://x"} for n, w in WEIGHTS.items()]},
+        env={}))
+    samples = [(s.name, s.labels, s.value) for f in text_string_to_metric_families(
+        app.metrics.render().decode()) for s in f.samples]
+    requests = {(lb["variant"], lb["code"]) for n, lb, _ in samples
+                if n == "mlc_router_requests_total"}
+    assert {(v, c) for v in WEIGHTS for c in ("200", "500", "502", "503")} <= requests
+    counts = {lb["variant"] for n, lb, _ in samples
+              if n == "mlc_router_request_duration_seconds_count"}
+    assert counts == set(WEIGHTS)
+    assert all(v == 0 for n, _, v in samples if n.startswith("mlc_router_request"))
+
+
 # ---------------------------------------------------------------------------------------
 # The guard's counting, on its own
 

@@ -228,12 +228,17 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
                 out.setdefault(variant, set()).add(code)
             return out
 
+        # the router's series exist at 0 from its start: a scrape before the traffic, so
+        # that rate() sees the very first requests
+        assert prometheus.wait_for('count(mlc_router_requests_total{endpoint="shop"})',
+                                   lambda r: bool(r) and r[0][1] > 0, timeout=60)
         # treatment's users send the failure marker: its arm answers 5xx
         first = codes(send(lambda u: bad if arm[u] == "treatment" else row))
         assert first == {"control": {200}, "treatment": {500}, "other": {200}}
-        prometheus.wait_for(
+        rates = prometheus.wait_for(
             'sum by (variant) (rate(mlc_router_requests_total{endpoint="shop"}[1m]))',
-            lambda r: len([v for _, v in r if v > 0]) == 3)
+            lambda r: len([v for _, v in r if v > 0]) == 3, timeout=60)
+        assert len([v for _, v in rates if v > 0]) == 3, rates
 
         with pushgateway(tmp_path / "pushgateway") as gateway:
             state = ""  # the ConfigMap's key before the first run: the input's default

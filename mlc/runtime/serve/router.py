@@ -138,11 +138,19 @@ def body_key(body: bytes, field: str) -> str | None:
     return str(value)
 
 
+# Every variant's series exist at 0 from start-up, for the codes a variant answers with and
+# the router's own 502: rate() over a series that appears with its first request misses that
+# request, and an A/B guard reading a new variant's first burst of 5xx would see nothing.
+SEEDED_CODES = tuple(sorted({*contract.SERVE_CODES[contract.PREDICT_ROUTE], "502"}))
+
+
 class RouterMetrics:
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, variants: tuple[str, ...] = ()):
         self.endpoint = endpoint
-        self.requests: dict[tuple[str, str], int] = {}
-        self.durations: dict[str, Histogram] = {}
+        self.requests: dict[tuple[str, str], int] = {
+            (v, code): 0 for v in variants for code in SEEDED_CODES}
+        self.durations: dict[str, Histogram] = {
+            v: Histogram(contract.ROUTER_DURATION.buckets) for v in variants}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.ready = False
@@ -178,7 +186,7 @@ class RouterMetrics:
 class RouterApp:
     def __init__(self, settings: RouterSettings, seed: int | None = None):
         self.settings = settings
-        self.metrics = RouterMetrics(settings.endpoint)
+        self.metrics = RouterMetrics(settings.endpoint, tuple(v.name for v in settings.variants))
         # variants the A/B guard stopped are taken out here (weights_override.py)
         self.assigner = weights_override.guarded(Assigner(settings.variants, seed),
                                                  settings.guard, settings.endpoint,
