@@ -13,7 +13,7 @@ from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
 Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "quality",
-                   "pipeline", "ingest"]
+                   "guard", "pipeline", "ingest"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -148,9 +148,20 @@ ROUTER_DURATION = Metric(
     "mlc_router_request_duration_seconds", "histogram", ("endpoint", "variant"),
     "Time from request received to response sent, through the router.", "router",
     LATENCY_BUCKETS)
+# The guard's override as the router applies it (mlc/runtime/serve/weights_override.py).
+ROUTER_STOPPED = Metric(
+    "mlc_router_variant_stopped", "gauge", ("endpoint", "variant"),
+    "1 while the A/B guard's override takes the variant's traffic away, 0 otherwise.",
+    "router")
+ROUTER_OVERRIDE_PROBLEMS = Metric(
+    "mlc_router_override_problems_total", "counter", ("endpoint", "reason"),
+    "Guard overrides the router could not apply in full (missing, malformed, unknown-variant, "
+    "baseline, no-variant-left); it keeps ml.yaml's weights for what it cannot apply.",
+    "router")
 SHADOW_AB_METRICS: tuple[Metric, ...] = (
     SHADOW_MIRRORED, SHADOW_DROPPED, SHADOW_SENDER_RESTARTS, SHADOW_RESPONSES, SHADOW_DURATION,
-    SHADOW_COMPARED, SHADOW_AGREED, SHADOW_PREDICTIONS, ROUTER_REQUESTS, ROUTER_DURATION)
+    SHADOW_COMPARED, SHADOW_AGREED, SHADOW_PREDICTIONS, ROUTER_REQUESTS, ROUTER_DURATION,
+    ROUTER_STOPPED, ROUTER_OVERRIDE_PROBLEMS)
 
 # --- drift runtime (pushed to the Pushgateway by every drift-check run) --------------------
 DRIFT_SCORE = Metric(
@@ -284,6 +295,29 @@ QUALITY_METRICS: tuple[Metric, ...] = (
     QUALITY_VALUE, QUALITY_BASELINE, QUALITY_DROP, QUALITY_SAMPLES, QUALITY_WAITING,
     QUALITY_LAST_RUN, QUALITY_UP)
 
+# --- A/B guard runtime (pushed to the Pushgateway by every guard run) -----------------------
+# `variant` is a guarded arm (never the baseline); `state` one of AB_GUARD_STATES.
+AB_GUARD_STATES = ("ok", "failing", "inconclusive", "stopped")
+AB_GUARD_STATE = Metric(
+    "mlc_ab_guard_variant_state", "gauge", ("endpoint", "variant", "state"),
+    "1 for the variant's state after the last guard run (ok, failing, inconclusive, "
+    "stopped), 0 for the others.", "guard")
+AB_GUARD_VALUE = Metric(
+    "mlc_ab_guard_gate_value", "gauge", ("endpoint", "variant", "gate"),
+    "The gate's last measurement of the variant (NaN: no traffic to measure).", "guard")
+AB_GUARD_FAILURES = Metric(
+    "mlc_ab_guard_failed_runs", "gauge", ("endpoint", "variant"),
+    "Runs in a row in which the variant failed a gate.", "guard")
+AB_GUARD_LAST_RUN = Metric(
+    "mlc_ab_guard_last_run_timestamp_seconds", "gauge", ("endpoint",),
+    "When the guard last ran, successfully or not.", "guard")
+AB_GUARD_UP = Metric(
+    "mlc_ab_guard_up", "gauge", ("endpoint",),
+    "1 when the last guard run measured every variant; 0 when Prometheus could not be read.",
+    "guard")
+AB_GUARD_METRICS: tuple[Metric, ...] = (
+    AB_GUARD_STATE, AB_GUARD_VALUE, AB_GUARD_FAILURES, AB_GUARD_LAST_RUN, AB_GUARD_UP)
+
 # --- pipelines (Argo Workflows' own Prometheus metrics, declared on each template) ----------
 # Argo's controller (v3.6+) exports custom metrics with the prefix `argo_workflows_` and no
 # extra `_total`; the names below are what Prometheus stores, and the Argo backend declares
@@ -312,6 +346,7 @@ CONTRACT: tuple[Metric, ...] = (
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
     *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS, *QUALITY_METRICS,
+    *AB_GUARD_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}
 # Every series name a generated query may use.

@@ -445,10 +445,32 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: shadow\n      shadow: {alias: b}\n"
                           "      steps: [{weight: 10, pause: 5m}]\nmonitoring")}),
-    Case("ab-gates", "MLC340", "ml.yaml:44:7",
+    Case("ab-gates-serverless", "MLC340", "ml.yaml:45:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    mode: serverless\n    rollout:\n      strategy: ab\n"
+                          "      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("ab-gates-prediction-drift", "MLC365", "ml.yaml:44:55",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    rollout:\n      strategy: ab\n      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "      gates: {maxErrorRate: 0.05, maxPredictionDrift: 0.1}\n"
+                          "monitoring")}),
+    Case("ab-gates-interval", "MLC366", "ml.yaml:44:45",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: ab\n      variants:\n"
+                          "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
+                          "      gates: {maxErrorRate: 0.05, interval: 90s}\nmonitoring")}),
+    Case("ab-gates-baseline-without-traffic", "MLC367", "ml.yaml:42:29",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    rollout:\n      strategy: ab\n      variants:\n"
+                          "        - {name: a, weight: 0}\n        - {name: b, weight: 100}\n"
                           "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
     Case("shadow-first-blue-green", "MLC342", "ml.yaml:41:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"

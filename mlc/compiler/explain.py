@@ -49,7 +49,10 @@ def explain(root: Path, env: str, dotted: str, diags: Diagnostics, *, fmt: str =
         if path[0] in dumped:
             value, resolved = dumped, True
     if not resolved:
-        _drop_unread(value, path)
+        # an A/B rollout reads `gates` only where they are set: its guardrails
+        guarded = {n for n, e in project.serving.items()
+                   if e.rollout.strategy == "ab" and "gates" in e.rollout.model_fields_set}
+        _drop_unread(value, path, guarded)
     for depth, part in enumerate(path):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -130,13 +133,16 @@ def _leaves(value: Any, path: tuple) -> Any:
         yield path, value
 
 
-def _drop_unread(dump: dict[str, Any], asked: tuple) -> None:
-    """Leave out of each endpoint's `rollout` what its strategy never reads."""
+def _drop_unread(dump: dict[str, Any], asked: tuple, guarded: set[str]) -> None:
+    """Leave out of each endpoint's `rollout` what its strategy never reads (the `gates` of
+    an A/B rollout unless set: its guardrails, `guarded`)."""
     for name, endpoint in (dump.get("serving") or {}).items():
         rollout = endpoint.get("rollout")
         if not isinstance(rollout, dict):
             continue
         reads = ROLLOUT_READS.get(rollout.get("strategy"), ())
+        if name in guarded:
+            reads = (*reads, "gates")
         for key in sorted(rollout):
             where = ("serving", name, "rollout", key)
             if key != "strategy" and key not in reads and asked[:len(where)] != where:

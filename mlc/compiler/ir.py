@@ -446,6 +446,25 @@ class QualityMonitor(IR):
     origin: Origin
 
 
+class AbGuard(IR):
+    """An A/B endpoint's guardrails (docs/delivery.md, "A/B guardrails"): every setting final.
+
+    The guard CronWorkflow measures each guarded variant's gates as the A/B router saw its
+    requests, and stops a variant that failed more than `failure_limit` runs in a row by
+    writing it into the override ConfigMap, which the routers read."""
+
+    workflow: str  # the CronWorkflow `ab-guard-<endpoint>`
+    config_map: str  # the override ConfigMap `<endpoint>-ab-guard` the routers mount
+    account: str  # the guard's service account: patches that one ConfigMap
+    schedule: str  # cron, from the gates' interval
+    baseline: str  # never measured, never stopped
+    guarded: list[str]  # the other variants with traffic, sorted
+    max_error_rate: float
+    max_latency_p99_seconds: float
+    interval_seconds: int  # also the rate window, at least MIN_WINDOW_SECONDS
+    failure_limit: int  # failed runs in a row tolerated; one more stops the variant
+
+
 class Rollout(IR):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"]
     steps: list[CanaryStep]
@@ -476,6 +495,7 @@ class Rollout(IR):
     # A canary's shadow phase; its shadow arm serves the endpoint's own (new) model, and the
     # shadow_* settings above describe that arm.
     shadow_phase: ShadowPhase | None = None
+    ab_guard: AbGuard | None = None  # A/B with `gates`: the guardrails
 
 
 class Slo(IR):

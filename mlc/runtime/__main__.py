@@ -14,13 +14,15 @@ commands:
   route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
   verdict --project project.json --endpoint E [-p window_seconds=N]   an A/B endpoint's verdict
   ingest --project project.json --source S     write a Kafka topic to its views' online store
+  ab-guard --gates ab-guard.json [--state JSON]    one run of an A/B endpoint's guardrails
 """
 
 
 # command -> (module, whether it needs the serving runtime's extra libraries)
 COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
-            "verdict": (".verdict.command", False), "ingest": (".ingest.command", True)}
+            "verdict": (".verdict.command", False), "ingest": (".ingest.command", True),
+            "ab-guard": (".ab_guard", False)}
 
 
 def main(argv: list[str]) -> int:

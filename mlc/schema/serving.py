@@ -178,8 +178,10 @@ class Rollout(Spec):
         CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")],
         description="Canary only: the new version's share of traffic, step by step.")
     gates: RolloutGates = Field(default_factory=RolloutGates, description="Measured during a "
-                                "canary or blue-green rollout; a failed gate rolls back "
-                                "(docs/delivery.md says what enforces them in each mode).")
+                                "canary or blue-green rollout; a failed gate rolls back. On "
+                                "an A/B rollout: per-variant guardrails; a variant that "
+                                "fails them loses its traffic (docs/delivery.md says what "
+                                "enforces them in each mode).")
     shadow: Shadow | None = None
     """The `shadow` strategy: which version receives mirrored requests."""
     variants: list[Variant] = Field(default_factory=list)

@@ -29,6 +29,7 @@ from ..names import dns_label
 from ..output import OutputFile
 from .kustomize import BOOTSTRAP_DIR
 from .objects import metadata
+from .serving import ab_guard
 from .serving.gate_driver import ignored_fields
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -56,7 +57,8 @@ def application(project: ResolvedProject) -> dict[str, Any]:
     p = project.platform
     meta = metadata(project, application_name(project), namespaced=False,
                     component="gitops")
-    ignored = ignored_fields(project)
+    # the delivery workflows' traffic fields and the A/B guards' overrides
+    ignored = ignored_fields(project) + ab_guard.ignored_fields(project)
     return {
         "apiVersion": API_VERSION,
         "kind": "Application",

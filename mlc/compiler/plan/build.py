@@ -23,7 +23,7 @@ from .diff import _same, diff_values
 from .model import ADD, CHANGE, DELETE, Action, EnvPlan, Plan
 from .objects import Item, Key, split_file, split_tree
 from .trees import GitBase, Tree, read_disk_tree, read_git_tree
-from .weakening import weakening_risks
+from .weakening import guard_notes, weakening_risks
 
 TEXT_ONLY = "only comments or layout change"
 NO_PROJECT_JSON = ("the old tree has no runtime ConfigMap with project.json, so the checks "
@@ -100,7 +100,7 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
             env, old_ir, new_ir, lambda: (_objects(old_files, cache) if old_files else None,
                                           _objects(new_files, cache)))])
     found += policies
-    notes += policy_notes
+    notes += policy_notes + guard_notes(new_ir)
     return EnvPlan(env=env, location=old.location, actions=actions,
                    risks=r.sort_risks(found), files=dict(new_files), notes=notes, cost=cost)
 

@@ -14,6 +14,7 @@ from .model import HIGH, MEDIUM, Risk
 STRATEGY_WEAKENED = "strategy-weakened"
 REPLICAS_LOWERED = "replicas-lowered"
 AB_WEIGHT_CHANGE = "ab-weight-change"
+AB_GUARD_REMOVED = "ab-guard-removed"
 GPU_REPLICAS_ADDED = "gpu-replicas-added"
 GATED = ("canary", "blueGreen")
 
@@ -42,6 +43,11 @@ def weakening_risks(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> li
             risks.append(Risk(AB_WEIGHT_CHANGE, MEDIUM, f"endpoint `{name}`: the A/B split "
                               f"changes to {shown}: users move between variants, and the "
                               "experiment's numbers restart", subject=subject))
+        if _guard(was) and not _guard(now) and new_strategy == "ab":
+            risks.append(Risk(AB_GUARD_REMOVED, MEDIUM, f"endpoint `{name}`: the A/B "
+                              "guardrails go: a failing variant keeps its traffic, and the "
+                              "routers stop reading the guard's override (variants it "
+                              "stopped serve again)", subject=subject))
         gpus_was, gpus_now = _gpus(old, was), _gpus(new, now)
         high_was, high_now = _range(was)[1], _range(now)[1]
         if gpus_now and gpus_now * high_now > gpus_was * high_was:
@@ -49,6 +55,24 @@ def weakening_risks(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> li
                               f"{gpus_now * high_now} GPUs (was {gpus_was * high_was}): "
                               "cost, and capacity to schedule them", subject=subject))
     return risks
+
+
+def _guard(endpoint: Mapping[str, Any]) -> dict | None:
+    guard = (endpoint.get("rollout") or {}).get("ab_guard")
+    return guard if isinstance(guard, dict) else None
+
+
+def guard_notes(new: Mapping[str, Any]) -> list[str]:
+    """What the plan says about the A/B guardrails in force: they act without a commit."""
+    out = []
+    for name, endpoint in sorted(_d(new, "endpoints").items()):
+        guard = _guard(endpoint)
+        if guard is not None:
+            out.append(f"endpoint `{name}`: A/B guardrails: CronWorkflow {guard['workflow']} "
+                       f"may stop {', '.join(guard['guarded']) or 'no variant'} (never the "
+                       f"baseline {guard['baseline']}) by writing ConfigMap "
+                       f"{guard['config_map']}, which this plan does not show")
+    return out
 
 
 def _d(ir: Mapping[str, Any], key: str) -> dict[str, dict]:

@@ -6,8 +6,10 @@ Which system enforces an endpoint's gates (docs/delivery.md):
   workflow (backends/serving/gate_driver.py);
 - a canary's shadow phase (`shadowFirst`): the same two, with the shadow comparison's
   queries, before the first step (shadow_phase below);
-- nothing else. Gates written for a shadow or an A/B rollout, a blue-green switch on Knative
-  or KServe, or a canary on KServe's Standard mode (no traffic split) are errors here.
+- an A/B rollout's gates are per-variant guardrails, enforced by the A/B guard
+  (resolve/ab_guard.py, backends/serving/ab_guard.py) where the mlc router splits traffic;
+- nothing else. Gates written for a shadow rollout, a blue-green switch on Knative or KServe,
+  or a canary on KServe's Standard mode (no traffic split) are errors here.
 
 Settings only another strategy reads (`steps`, `shadow`, `variants`, `autoPromote`,
 `shadowFirst`) are
@@ -51,14 +53,8 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
                        "`strategy: canary` and `shadowFirst: {duration: 1h, gates: "
                        "{minAgreement: 0.95}}`: a failed shadow gate ends the rollout before "
                        "any client reaches it; else remove `gates:` (see docs/delivery.md)")
-    if r.strategy == "ab" and "gates" in r.model_fields_set:
-        ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: nothing enforces `gates` in an "
-                  "A/B rollout: no system takes a failing variant's traffic away yet",
-                  (*path, "gates"),
-                  help="remove `gates:`; every serving metric carries the variant, "
-                       "and `weight: 0` on a variant takes its traffic away; to gate a new "
-                       "version before clients reach it, use `strategy: canary`, with "
-                       "`shadowFirst` for a shadow comparison first (see docs/delivery.md)")
+    # `gates` on an A/B rollout are its guardrails: ab_guard.py checks them and refuses
+    # the forms that cannot take a variant's traffic away
     if r.strategy == "blueGreen" and (e.kserve or e.mode == "serverless"):
         where = "KServe" if e.kserve else "Knative (`mode: serverless`)"
         ctx.error(UNENFORCEABLE_GATES, f"endpoint `{name}`: a blue-green switch on {where} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...schema.types import duration_seconds
 from .. import ir
 from ..names import dns_label
+from .ab_guard import resolve_ab_guard
 from .context import WRONG_KIND, Context
 from .delivery import check_rollout, shadow_phase
 from .env_vars import resolve_env
@@ -104,7 +105,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             router_replicas=r.router.replicas,
             router_hardware=r.router.hardware,
             router_timeout_seconds=duration_seconds(r.router.timeout),
-            verdict=resolve_verdict(ctx, name, e, model, sources, platform))
+            verdict=resolve_verdict(ctx, name, e, model, sources, platform),
+            ab_guard=resolve_ab_guard(ctx, name, e, platform))
         phase = shadow_phase(e, uri, f"{platform.artifact_root}/{ctx.project.metadata.name}/"
                              f"{ctx.env}/predictions/{name}-shadow")
         if phase is not None:

@@ -13,7 +13,8 @@ id (the client's, or a new one) in `x-request-id`.
     *    anything else                         forwarded to the assigned variant
 
 The settings are the router's key of the endpoint's ConfigMap (MLC_ENDPOINT_CONFIG): the
-variants with their weights and addresses, and the assignment key.
+variants with their weights and addresses, and the assignment key; with A/B guardrails, the
+override file whose stopped variants get no traffic (weights_override.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mlc import metrics as contract
 
-from . import admission, request_id
+from . import admission, request_id, weights_override
 from .body import BodyTimeout, Disconnected, read_body
 from .metrics import Histogram, family, label_values
 from .settings import DEFAULT_BODY_TIMEOUT, DEFAULT_DRAIN_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT
@@ -75,6 +76,7 @@ class RouterSettings:
     # read, rather than queued in the variants' connection pools past its timeout
     max_inflight: int = CONNECTIONS_PER_VARIANT
     retry_after_seconds: int = 1
+    guard: weights_override.GuardSettings | None = None  # the A/B guard's override
 
     @classmethod
     def from_config(cls, doc: dict, env: dict[str, str] | None = None) -> RouterSettings:
@@ -96,7 +98,8 @@ class RouterSettings:
                    shutdown_timeout_seconds=int(env.get("MLC_SHUTDOWN_TIMEOUT_SECONDS",
                                                         DEFAULT_SHUTDOWN_TIMEOUT)),
                    max_inflight=int(env.get("MLC_ROUTER_MAX_INFLIGHT",
-                                            CONNECTIONS_PER_VARIANT * len(variants))))
+                                            CONNECTIONS_PER_VARIANT * len(variants))),
+                   guard=weights_override.GuardSettings.from_config(doc.get("guard")))
 
 
 class Assigner:
@@ -152,11 +155,19 @@ def body_key(body: bytes, field: str) -> str | None:
     return str(value)
 
 
+# Every variant's series exist at 0 from start-up, for the codes a variant answers with and
+# the router's own 502: rate() over a series that appears with its first request misses that
+# request, and an A/B guard reading a new variant's first burst of 5xx would see nothing.
+SEEDED_CODES = tuple(sorted({*contract.SERVE_CODES[contract.PREDICT_ROUTE], "502"}))
+
+
 class RouterMetrics:
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, variants: tuple[str, ...] = ()):
         self.endpoint = endpoint
-        self.requests: dict[tuple[str, str], int] = {}
-        self.durations: dict[str, Histogram] = {}
+        self.requests: dict[tuple[str, str], int] = {
+            (v, code): 0 for v in variants for code in SEEDED_CODES}
+        self.durations: dict[str, Histogram] = {
+            v: Histogram(contract.ROUTER_DURATION.buckets) for v in variants}
         self.rejections = admission.Rejections()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -194,8 +205,11 @@ class RouterMetrics:
 class RouterApp:
     def __init__(self, settings: RouterSettings, seed: int | None = None):
         self.settings = settings
-        self.assigner = Assigner(settings.variants, seed)
-        self.metrics = RouterMetrics(settings.endpoint)
+        self.metrics = RouterMetrics(settings.endpoint, tuple(v.name for v in settings.variants))
+        # variants the A/B guard stopped are taken out here (weights_override.py)
+        self.assigner = weights_override.guarded(Assigner(settings.variants, seed),
+                                                 settings.guard, settings.endpoint,
+                                                 self.metrics.registry)
         self.draining = False
         self.inflight = 0  # forwards whose answer is not sent yet
         self._clients: dict[str, object] = {}

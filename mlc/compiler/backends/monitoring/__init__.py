@@ -30,6 +30,7 @@ from ...ir import ResolvedProject
 from ...output import OutputFile
 from ..objects import metadata
 from . import alerts, dashboards, promtool_tests, servicemonitors
+from .ab_guard_rules import ab_guard_rule_sets
 from .alertmanager import alertmanager_config
 from .ingest_rules import ingest_rule_sets
 from .quality_rules import quality_rule_sets
@@ -43,7 +44,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
                      *verdict_rule_sets(project), *ingest_rule_sets(project),
-                     *quality_rule_sets(project)]:
+                     *quality_rule_sets(project), *ab_guard_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",

@@ -56,10 +56,10 @@ def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
 
 
 def uses_pushgateway(project: ResolvedProject) -> bool:
-    """Drift checks, batch scoring, A/B verdicts and quality monitors push their results;
-    nothing else does."""
+    """Drift checks, batch scoring, A/B verdicts and guards, and quality monitors push their
+    results; nothing else does."""
     return bool(project.drift_checks or project.quality_monitors) or any(
-        e.batch or e.rollout.verdict for e in project.endpoints.values())
+        e.batch or e.rollout.verdict or e.rollout.ab_guard for e in project.endpoints.values())
 
 
 def pushgateway_monitor(project: ResolvedProject) -> dict[str, Any]:

@@ -101,7 +101,9 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
         policy(project, "default-deny", {}, ingress=[], egress=[]),
         policy(project, "dns", {}, egress=[d.dns_rule(project)]),
     ]
-    if project.pipelines or any(gate_driver.driven(e) for e in project.endpoints.values()):
+    # Argo step pods: pipelines, delivery workflows and A/B guards
+    if project.pipelines or any(gate_driver.driven(e) or e.rollout.ab_guard is not None
+                                for e in project.endpoints.values()):
         step_egress = [d.kubernetes_api_rule(project), *_work_egress(project),
                        d.url_rule(project, p.prometheus_url)]
         if uses_pushgateway(project):

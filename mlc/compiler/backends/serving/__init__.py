@@ -23,6 +23,9 @@ files, `<system>/<kind>-<e>.yaml`:
     kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead
     delivery/workflow-<e>.yaml                Knative/KServe canary: steps, gates (gate_driver)
     delivery/rbac-<e>.yaml                    ...and the one object its identity may patch
+    delivery/cronworkflow-<e>.yaml            A/B guardrails: the guard (ab_guard.py),...
+    delivery/configmap-<e>.yaml               ...the override the routers read...
+    delivery/rbac-<e>.yaml                    ...and the identity that writes it
 
 The plan (which servers an endpoint runs: workloads.py) is made first and every form renders
 it; see the modules for why each object looks as it does. Batch endpoints get only their
@@ -36,6 +39,7 @@ from typing import Any
 from ...ir import Endpoint, ResolvedProject
 from ...output import OutputFile
 from . import (
+    ab_guard,
     analysis,
     autoscaling,
     config,
@@ -99,6 +103,8 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
         settings[gate_driver.GATES_KEY] = gate_driver.gate_settings(project, ep)
         if ep.rollout.shadow_phase is not None:
             settings[gate_driver.SHADOW_GATES_KEY] = gate_driver.shadow_gate_settings(project, ep)
+    if ab_guard.guard_of(ep) is not None:
+        settings[ab_guard.GUARD_KEY] = ab_guard.guard_settings(project, ep)
     hashes = {w.name: config.config_hash(w, settings[w.config_key]) for w in workloads}
     out: dict[str, list[dict[str, Any]]] = {
         path("serving", "configmap", ep): [config.config_map(project, ep, settings)]}
@@ -109,6 +115,10 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
         if gate_driver.driven(ep):
             out[path("delivery", "workflow", ep)] = [gate_driver.workflow(project, ep)]
             out[path("delivery", "rbac", ep)] = gate_driver.rbac(project, ep)
+        if ab_guard.guard_of(ep) is not None:  # A/B: never driven, so the paths are free
+            out[path("delivery", "cronworkflow", ep)] = [ab_guard.cron_workflow(project, ep)]
+            out[path("delivery", "configmap", ep)] = [ab_guard.override_config_map(project, ep)]
+            out[path("delivery", "rbac", ep)] = ab_guard.rbac(project, ep)
     return [OutputFile(name, docs[0] if len(docs) == 1 else docs, project.source)
             for name, docs in out.items() if docs]
 

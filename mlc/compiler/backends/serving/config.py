@@ -15,6 +15,7 @@ from typing import Any
 
 from ...ir import Endpoint, ResolvedProject
 from ..objects import metadata
+from .ab_guard import router_guard
 from .workloads import COMPONENT, Workload, config_map_name, service_account_name
 
 # What a shadow logs: every answer it computes, since logging them is its only purpose.
@@ -59,7 +60,7 @@ def router_settings(w: Workload, variant_urls: dict[str, str]) -> dict:
     ep, r = w.endpoint, w.endpoint.rollout
     assignment = ({"header": r.assignment_header} if r.assignment_header else
                   {"field": r.assignment_field} if r.assignment_field else None)
-    return {
+    out = {
         "endpoint": ep.name,
         "role": "router",
         "port": ep.port,
@@ -68,6 +69,10 @@ def router_settings(w: Workload, variant_urls: dict[str, str]) -> dict:
         "variants": [{"name": v.name, "weight": v.weight, "url": variant_urls[v.name]}
                      for v in r.variants if v.weight > 0],
     }
+    guard = router_guard(ep)
+    if guard is not None:  # the A/B guard's override (weights_override.py)
+        out["guard"] = guard
+    return out
 
 
 def settings_text(settings: dict) -> str:

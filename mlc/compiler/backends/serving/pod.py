@@ -29,6 +29,7 @@ from ..pods import (
     scheduling,
     secret_env,
 )
+from . import ab_guard
 from .workloads import Form, Workload, config_map_name, pod_labels, selector, service_account_name
 
 CONTAINER = "serve"
@@ -149,6 +150,8 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
     if ep.online_features and w.role != "router":
         out["volumeMounts"].append({"name": "feast", "mountPath": REPO_MOUNT_PATH,
                                     "readOnly": True})
+    if w.role == "router" and ab_guard.guard_of(ep) is not None:
+        out["volumeMounts"].append(ab_guard.router_mount())
     if form == "kubernetes":
         out["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
     return out
@@ -173,6 +176,8 @@ def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
     out = [config, {"name": "scratch", "emptyDir": {}}]
     if w.endpoint.online_features and w.role != "router":
         out.append({"name": "feast", "configMap": {"name": repo_config_map_name(project)}})
+    if w.role == "router" and ab_guard.guard_of(w.endpoint) is not None:
+        out.append(ab_guard.router_volume(w.endpoint))  # re-read as the kubelet refreshes it
     return out
 
 
