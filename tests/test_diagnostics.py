@@ -8,7 +8,8 @@ def test_a_finding_reached_twice_is_reported_once_in_first_seen_order():
     diags.error("MLC201", "b", span=Span("ml.yaml", 3, 1))
     diags.warning("MLC385", "a", span=Span("ml.yaml", 1, 1))
     diags.error("MLC201", "b", span=Span("ml.yaml", 3, 1))
-    diags.extend([Diagnostic("MLC385", "a", Span("ml.yaml", 1, 1), severity=diags.warnings[0].severity)])
+    warning = diags.warnings[0].severity
+    diags.extend([Diagnostic("MLC385", "a", Span("ml.yaml", 1, 1), severity=warning)])
     assert [d.message for d in diags] == ["b", "a"]
     assert len(diags.errors) == 1 and len(diags.warnings) == 1
 
