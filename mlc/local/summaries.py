@@ -75,7 +75,12 @@ def _rows(f: dict) -> list[str]:
         text += f" ({f['failing']} rows)" if f["failing"] else ""
     else:
         text += ", all checks pass"
-    return [text] + [f"  {p}" for p in problems]
+    lines = [text] + [f"  {p}" for p in problems]
+    failed = f.get("expectations_failed") or []
+    if failed:  # Great Expectations ran the suite too and disagrees, or agrees on a failure
+        lines.append(f"  great expectations: {len(failed)} failed ({f.get('expectations_report')})"
+                     f": {', '.join(failed)}")
+    return lines
 
 
 def _dataset(f: dict) -> list[str]:

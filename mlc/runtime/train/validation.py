@@ -309,7 +309,9 @@ def run(ctx: StepContext) -> None:
     step_summary.write(ctx, [
         {"kind": "rows", "source": r.source, "read": r.rows, "used": r.rows_checked,
          "failing": sum(p.rows for p in problems if p.source == r.source),
-         "problems": [p.message for p in problems if p.source == r.source]}
+         "problems": [p.message for p in problems if p.source == r.source],
+         "expectations_failed": list(r.expectations_failed),
+         "expectations_report": r.expectations_report}
         for r in reports if r.checked])
     if problems or gx_failed:
         found = _plural(len(problems), "problem") if problems else \
