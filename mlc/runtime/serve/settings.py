@@ -71,6 +71,10 @@ class ServeSettings:
     # the `variant` label of every metric and log line: the A/B variant, or the role
     variant: str = DEFAULT_VARIANT
     mirror: MirrorSettings | None = None
+    # the mounted endpoint config, which a primary keeps reading for its mirror section
+    # (config_reload.py), every `config_reload_seconds`; None: nothing to follow
+    config_path: Path | None = None
+    config_reload_seconds: float = 5.0
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -88,6 +92,8 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
     """Settings of endpoint `name` of a ResolvedProject: project.json, then the workload's
     mounted config, then MLC_*/MLflow environment variables, each overriding the one before."""
     from mlc.runtime.prediction_log import resolve_uri
+
+    from .config_reload import reload_seconds
 
     env = dict(os.environ if env is None else env)
     workload = workload_config(env)
@@ -130,4 +136,6 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         model_process=env.get("MLC_MODEL_PROCESS", "1") != "0",
         role=workload.get("role") or "primary",
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
-        mirror=MirrorSettings.from_config(workload.get("mirror")))
+        mirror=MirrorSettings.from_config(workload.get("mirror")),
+        config_path=Path(env["MLC_ENDPOINT_CONFIG"]) if workload else None,
+        config_reload_seconds=reload_seconds(env))
