@@ -75,6 +75,13 @@ def test_the_rollout_measures_the_shadow_before_the_first_weight(online):
     assert canary["steps"][1] == {"setWeight": 20}
     # the canary gates measure the new pods, which exist only from the first setWeight
     assert canary["analysis"]["startingStep"] == 1
+    # the stable pods follow their endpoint.json's mirror (tests/test_mirror_reload.py): the
+    # kubelet refreshes a ConfigMap volume only where it is mounted without subPath
+    (container,) = rollout["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"]
+                 if env["MLC_ENDPOINT_CONFIG"].startswith(m["mountPath"] + "/"))
+    assert "subPath" not in mount
     template = online.named("AnalysisTemplate", "agrees-shadow-gates")
     metrics = {m["name"]: m for m in template["spec"]["metrics"]}
     assert set(metrics) == {"shadow-agreement", "shadow-error-rate", "shadow-latency-p99",
