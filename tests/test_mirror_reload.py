@@ -204,3 +204,43 @@ def test_a_removed_mirror_stops_the_copies_and_the_model_never_changed(servers):
     assert primary.stop() == 0
     # loaded once, at start: no rewrite reached the model
     assert primary.log().count("serving m version 1") == 1
+
+
+def test_the_mounted_config_is_followed_by_a_primary_only(tmp_path):
+    """`python -m mlc.runtime serve`'s settings: the file MLC_ENDPOINT_CONFIG names is the
+    one followed, by a primary (a shadow or an A/B variant has no mirror to follow)."""
+    from mlc.compiler.diagnostics import Diagnostics
+    from mlc.compiler.pipeline import check_environment
+    from mlc.runtime.serve.config_reload import RELOAD_SECONDS_ENV
+    from mlc.runtime.serve.server import ServeApp
+    from mlc.runtime.serve.settings import settings_for_endpoint
+
+    from .conftest import ROOT
+
+    project = check_environment(ROOT, "prod", Diagnostics())
+    config = tmp_path / "endpoint.json"
+    config.write_text(json.dumps({"role": "primary"}))
+    env = {"MLC_ENDPOINT_CONFIG": str(config), RELOAD_SECONDS_ENV: "2"}
+    primary = settings_for_endpoint(project, "fraud-api", env=env)
+    assert (primary.config_path, primary.config_reload_seconds) == (config, 2.0)
+    assert ServeApp(primary).reloader.path == config
+    assert settings_for_endpoint(project, "fraud-api", env={}).config_path is None
+    config.write_text(json.dumps({"role": "shadow"}))
+    assert ServeApp(settings_for_endpoint(project, "fraud-api", env=env)).reloader is None
+    with pytest.raises(ValueError, match="above 0"):
+        settings_for_endpoint(project, "fraud-api", env={**env, RELOAD_SECONDS_ENV: "0"})
+
+
+@pytest.mark.parametrize("text", [
+    "", "[1]", '{"mirror": {"url": "http://s"}}', '{"mirror": {"url": 3, "percent": 1, '
+    '"task": "classification", "tolerance": 0, "max_queue": 1, "timeout_seconds": 1}}',
+    '{"mirror": {"url": "http://s", "percent": 0, "task": "classification", "tolerance": 0, '
+    '"max_queue": 1, "timeout_seconds": 1}}'],
+    ids=["empty", "not-an-object", "missing-fields", "url-not-text", "percent-0"])
+def test_a_read_that_is_not_a_mirror_section_is_refused(tmp_path, text):
+    from mlc.runtime.serve.config_reload import read_mirror
+
+    path = tmp_path / "endpoint.json"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        read_mirror(path)
