@@ -211,8 +211,8 @@ def test_the_mounted_config_is_followed_by_a_primary_only(tmp_path):
     one followed, by a primary (a shadow or an A/B variant has no mirror to follow)."""
     from mlc.compiler.diagnostics import Diagnostics
     from mlc.compiler.pipeline import check_environment
-    from mlc.runtime.serve.config_reload import RELOAD_SECONDS_ENV
     from mlc.runtime.serve.server import ServeApp
+    from mlc.runtime.serve.settings import CONFIG_RELOAD_SECONDS_ENV as RELOAD_SECONDS_ENV
     from mlc.runtime.serve.settings import settings_for_endpoint
 
     from .conftest import ROOT

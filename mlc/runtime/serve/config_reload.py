@@ -20,31 +20,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 
 from mlc import metrics as contract
 
+from .settings import DEFAULT_CONFIG_RELOAD_SECONDS as RELOAD_SECONDS
 from .settings import MirrorSettings
 
 log = logging.getLogger("mlc.serve.config")
 
 SECTION = "mirror"
 APPLIED, INVALID = contract.CONFIG_RELOAD_RESULTS
-# How often the file is read: a small share of the kubelet's own refresh delay, which the
-# shadow phase's first measurement waits for (shadow_queries.CONFIG_PROPAGATION_SECONDS).
-RELOAD_SECONDS = 5.0
-RELOAD_SECONDS_ENV = "MLC_CONFIG_RELOAD_SECONDS"
-
-
-def reload_seconds(env: dict[str, str] | None = None) -> float:
-    env = os.environ if env is None else env
-    seconds = float(env.get(RELOAD_SECONDS_ENV) or RELOAD_SECONDS)
-    if seconds <= 0:
-        raise ValueError(f"{RELOAD_SECONDS_ENV} must be above 0: {seconds}")
-    return seconds
-
 
 def read_mirror(path: Path) -> MirrorSettings | None:
     """The mirror section of the config at `path`; raises ValueError (or OSError) on a file

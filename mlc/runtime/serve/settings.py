@@ -18,6 +18,11 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10
 # A request's body must be complete this long after its headers (body.py), as the headers
 # must be within the header timeout: 1 MiB (the default body limit) at 100 kB/s fits.
 DEFAULT_BODY_TIMEOUT = 10.0
+# How often a primary re-reads its mounted config's mirror section (config_reload.py): a
+# small share of the kubelet's own refresh delay, which the shadow phase's first measurement
+# waits for (shadow_queries.CONFIG_PROPAGATION_SECONDS).
+DEFAULT_CONFIG_RELOAD_SECONDS = 5.0
+CONFIG_RELOAD_SECONDS_ENV = "MLC_CONFIG_RELOAD_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class ServeSettings:
     # the mounted endpoint config, which a primary keeps reading for its mirror section
     # (config_reload.py), every `config_reload_seconds`; None: nothing to follow
     config_path: Path | None = None
-    config_reload_seconds: float = 5.0
+    config_reload_seconds: float = DEFAULT_CONFIG_RELOAD_SECONDS
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -87,13 +92,18 @@ def workload_config(env: dict[str, str]) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def config_reload_seconds(env: dict[str, str]) -> float:
+    seconds = float(env.get(CONFIG_RELOAD_SECONDS_ENV) or DEFAULT_CONFIG_RELOAD_SECONDS)
+    if seconds <= 0:
+        raise ValueError(f"{CONFIG_RELOAD_SECONDS_ENV} must be above 0: {seconds}")
+    return seconds
+
+
 def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
                           ) -> ServeSettings:
     """Settings of endpoint `name` of a ResolvedProject: project.json, then the workload's
     mounted config, then MLC_*/MLflow environment variables, each overriding the one before."""
     from mlc.runtime.prediction_log import resolve_uri
-
-    from .config_reload import reload_seconds
 
     env = dict(os.environ if env is None else env)
     workload = workload_config(env)
@@ -138,4 +148,4 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
         mirror=MirrorSettings.from_config(workload.get("mirror")),
         config_path=Path(env["MLC_ENDPOINT_CONFIG"]) if workload else None,
-        config_reload_seconds=reload_seconds(env))
+        config_reload_seconds=config_reload_seconds(env))
