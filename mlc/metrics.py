@@ -126,7 +126,7 @@ SHADOW_DROPPED = Metric(
     "Sampled requests never sent to the shadow (`queue_full`: the mirror sender's bounded "
     "queue and its hand-over socket were full; `too_large`: larger than one hand-over "
     "message; `sender_exit`: held by a mirror sender that died; `shutdown`: still queued "
-    "when the primary stopped).", "shadow")
+    "when the primary stopped, or changed its mirror).", "shadow")
 SHADOW_SENDER_RESTARTS = Metric(
     "mlc_shadow_sender_restarts_total", "counter", ("endpoint",),
     "Times the primary started its mirror sender process again after it exited.", "shadow")
