@@ -33,6 +33,7 @@ log = logging.getLogger("mlc.serve.config")
 SECTION = "mirror"
 APPLIED, INVALID = contract.CONFIG_RELOAD_RESULTS
 
+
 def read_mirror(path: Path) -> MirrorSettings | None:
     """The mirror section of the config at `path`; raises ValueError (or OSError) on a file
     that cannot be read whole or holds no valid section."""

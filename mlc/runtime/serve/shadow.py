@@ -302,6 +302,8 @@ async def replace_mirror(mirror: ShadowMirror | None, settings: MirrorSettings |
     drains the running sender (what it holds is sent, `close_seconds` at most, as at
     shutdown) before the next one starts: the shared counts have one writer at a time.
     Requests answered meanwhile are not copied, and not counted as dropped."""
+    if mirror is not None and mirror.closed:  # closed by a change whose next start failed
+        mirror = None
     if mirror is not None and settings is not None and mirror.settings == dataclasses.replace(
             settings, percent=mirror.settings.percent):
         mirror.settings = settings
