@@ -102,6 +102,17 @@ REJECTED = Metric(
     "the latency SLO, or the queue is full), `connections` (503: past the connection limit), "
     "`body_timeout` (408: the body did not arrive in time).", "serve")
 
+# A primary re-reads the `mirror` section of its mounted endpoint.json while it runs
+# (mlc/runtime/serve/config_reload.py): the shadow phase's first measurement comes after the
+# kubelet's refresh of that file. Every series exists at 0 from start-up, on every server.
+CONFIG_RELOAD_SECTIONS = ("mirror",)
+CONFIG_RELOAD_RESULTS = ("applied", "invalid")
+CONFIG_RELOADS = Metric(
+    "mlc_config_reloads_total", "counter", ("endpoint", "variant", "section", "result"),
+    "Changes of a section of the mounted endpoint config picked up by a running server "
+    "(`applied`), and reads of it that were not valid and were ignored (`invalid`: "
+    "unreadable, half written, not JSON or a section of the wrong shape).", "serve")
+
 # --- shadow comparison (exported by a primary that mirrors requests to its shadow) --------
 # Each mirrored request is compared row by row with the primary's own answer; a gate reads
 # the agreement rate, the two roles' prediction histograms (PSI) and the shadow's latency
@@ -115,7 +126,7 @@ SHADOW_DROPPED = Metric(
     "Sampled requests never sent to the shadow (`queue_full`: the mirror sender's bounded "
     "queue and its hand-over socket were full; `too_large`: larger than one hand-over "
     "message; `sender_exit`: held by a mirror sender that died; `shutdown`: still queued "
-    "when the primary stopped).", "shadow")
+    "when the primary stopped, or changed its mirror).", "shadow")
 SHADOW_SENDER_RESTARTS = Metric(
     "mlc_shadow_sender_restarts_total", "counter", ("endpoint",),
     "Times the primary started its mirror sender process again after it exited.", "shadow")
@@ -340,7 +351,7 @@ PIPELINE_LAST_SUCCESS = Metric(
 
 CONTRACT: tuple[Metric, ...] = (
     REQUESTS, REQUEST_DURATION, INFLIGHT, QUEUE_DEPTH, QUEUE_CAPACITY, BATCH_SIZE, PREDICTIONS,
-    FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED, REJECTED,
+    FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED, REJECTED, CONFIG_RELOADS,
     DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_DETECTED, DRIFT_SHARE, DATASET_DRIFT, DRIFT_LAST_RUN,
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,

@@ -75,13 +75,22 @@ def test_the_rollout_measures_the_shadow_before_the_first_weight(online):
     assert canary["steps"][1] == {"setWeight": 20}
     # the canary gates measure the new pods, which exist only from the first setWeight
     assert canary["analysis"]["startingStep"] == 1
+    # the stable pods follow their endpoint.json's mirror (tests/test_mirror_reload.py): the
+    # kubelet refreshes a ConfigMap volume only where it is mounted without subPath
+    (container,) = rollout["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"]
+                 if env["MLC_ENDPOINT_CONFIG"].startswith(m["mountPath"] + "/"))
+    assert "subPath" not in mount
     template = online.named("AnalysisTemplate", "agrees-shadow-gates")
     metrics = {m["name"]: m for m in template["spec"]["metrics"]}
     assert set(metrics) == {"shadow-agreement", "shadow-error-rate", "shadow-latency-p99",
                             "shadow-prediction-drift"}
     for m in metrics.values():
         assert m["count"] == 3  # 3 s at 1 s: the step ends, passed or failed
-        assert m["initialDelay"] == "60s"  # one rate window: the new version's answers only
+        # the stable pods' refreshed config (2 min), then one rate window (the new version's
+        # answers only)
+        assert m["initialDelay"] == "180s"
     assert metrics["shadow-agreement"]["successCondition"].endswith("result[0] >= 0.9")
     assert metrics["shadow-error-rate"]["successCondition"].endswith("result[0] <= 0.05")
 
@@ -110,10 +119,10 @@ def test_the_workflow_runs_the_shadow_step_first(serverless):
     (volume,) = wf["spec"]["volumes"]
     assert [i["key"] for i in volume["configMap"]["items"]] == [
         gate_driver.GATES_KEY, gate_driver.SHADOW_GATES_KEY]
-    # the deadline holds the phase (its window, its duration), then each step's canary gates
-    # (their 1m delay and the pause)
-    assert wf["spec"]["activeDeadlineSeconds"] == gate_driver.OVERHEAD_SECONDS + 60 + 3 + (
-        60 + 2) * 2
+    # the deadline holds the phase (the stable pods' refreshed config, its window, its
+    # duration), then each step's canary gates (their 1m delay and the pause)
+    assert wf["spec"]["activeDeadlineSeconds"] == gate_driver.OVERHEAD_SECONDS + (
+        120 + 60 + 3) + (60 + 2) * 2
 
 
 def test_kserve_gets_the_shadow_step_too(tmp_path):
@@ -204,7 +213,7 @@ def run_shadow_step(built: Built, folder: Path, endpoint: str,
     container = t["shadow-gate"]["container"]
     settings = json.loads(built.named("ConfigMap", f"{endpoint}-serve")["data"][
         gate_driver.SHADOW_GATES_KEY])
-    assert settings["initialDelaySeconds"] == 60
+    assert settings["initialDelaySeconds"] == 180
     gates_file = folder / f"{endpoint}-shadow-gates.json"
     gates_file.write_text(json.dumps({**settings, "initialDelaySeconds": 0,
                                       "prometheus": prometheus}))

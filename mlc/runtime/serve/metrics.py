@@ -147,6 +147,11 @@ class ServeMetrics:
         self._pending_lock = threading.Lock()  # the list of calls not counted yet
         self.requests: dict[tuple[str, str, str], int] = {}
         self.rejected = dict.fromkeys(contract.REJECTION_REASONS, 0)
+        # (section, result): what a running server made of its rewritten config
+        # (config_reload.py); every server exports them, those that reload nothing at 0
+        self.config_reloads = {(section, result): 0
+                               for section in contract.CONFIG_RELOAD_SECTIONS
+                               for result in contract.CONFIG_RELOAD_RESULTS}
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.batch_sizes: dict[str, Histogram] = {}
         self.predictions: dict[str, Histogram] = {}
@@ -271,6 +276,11 @@ class ServeMetrics:
             rejected.add_metric(label_values(contract.REJECTED, endpoint=e, variant=v,
                                              reason=reason), n)
         yield rejected
+        reloads = family(contract.CONFIG_RELOADS)
+        for (section, result), n in sorted(self.config_reloads.items()):
+            reloads.add_metric(label_values(contract.CONFIG_RELOADS, endpoint=e, variant=v,
+                                            section=section, result=result), n)
+        yield reloads
         for metric, value in ((contract.INFLIGHT, self._inflight()),
                               (contract.QUEUE_DEPTH, self._queue_depth()),
                               (contract.QUEUE_CAPACITY, self.queue_capacity),

@@ -38,9 +38,10 @@ from mlc import metrics as contract
 from . import admission, request_id
 from .batching import Batcher, Closed, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
+from .config_reload import MirrorReloader
 from .metrics import CONTENT_TYPE, ServeMetrics
-from .settings import ServeSettings, settings_for_endpoint
-from .shadow import ShadowMirror, ShadowStats
+from .settings import MirrorSettings, ServeSettings, settings_for_endpoint
+from .shadow import ShadowMirror, ShadowStats, replace_mirror
 from .uvicorn_server import make_server
 from .validation import RequestError, Signature
 
@@ -100,6 +101,14 @@ class ServeApp:
         self.metrics.registry.register(self.shadow_stats)
         self.mirror = (ShadowMirror(settings.mirror, self.shadow_stats)
                        if settings.mirror is not None and settings.role == "primary" else None)
+        # a primary follows its mounted config's mirror section (a shadow phase added after
+        # it started); nothing else of the config is reloaded
+        self.reloader = (MirrorReloader(settings.config_path, settings.mirror, self._set_mirror,
+                                        self.metrics.config_reloads,
+                                        settings.config_reload_seconds)
+                         if settings.config_path is not None and settings.role == "primary"
+                         else None)
+        self._reload_task: asyncio.Task | None = None
         # copies go to the shadow's route for the same body, by a name every server answers to
         model = settings.model_names[0] if settings.model_names else settings.endpoint
         self._mirror_paths = {PREDICT_ROUTE: PREDICT_ROUTE.encode(),
@@ -202,6 +211,9 @@ class ServeApp:
         self.metrics.observe_batch(model.version, rows, predictions)
         return predictions
 
+    async def _set_mirror(self, mirror: MirrorSettings | None) -> None:
+        self.mirror = await replace_mirror(self.mirror, mirror, self.shadow_stats)
+
     # --- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -219,6 +231,9 @@ class ServeApp:
                     await self.mirror.start()
                 self._load_task = asyncio.get_running_loop().create_task(
                     self._load_until_ready())
+                if self.reloader is not None:
+                    self._reload_task = asyncio.get_running_loop().create_task(
+                        self.reloader.run())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -233,6 +248,9 @@ class ServeApp:
         self.begin_drain()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self._reload_task is not None:  # a change under way finishes first
+            self.reloader.stop()
+            await self._reload_task
         await self.batcher.close()
         if self.mirror is not None:
             await self.mirror.close()

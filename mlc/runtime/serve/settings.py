@@ -18,6 +18,11 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10
 # A request's body must be complete this long after its headers (body.py), as the headers
 # must be within the header timeout: 1 MiB (the default body limit) at 100 kB/s fits.
 DEFAULT_BODY_TIMEOUT = 10.0
+# How often a primary re-reads its mounted config's mirror section (config_reload.py): a
+# small share of the kubelet's own refresh delay, which the shadow phase's first measurement
+# waits for (shadow_queries.CONFIG_PROPAGATION_SECONDS).
+DEFAULT_CONFIG_RELOAD_SECONDS = 5.0
+CONFIG_RELOAD_SECONDS_ENV = "MLC_CONFIG_RELOAD_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,10 @@ class ServeSettings:
     # the `variant` label of every metric and log line: the A/B variant, or the role
     variant: str = DEFAULT_VARIANT
     mirror: MirrorSettings | None = None
+    # the mounted endpoint config, which a primary keeps reading for its mirror section
+    # (config_reload.py), every `config_reload_seconds`; None: nothing to follow
+    config_path: Path | None = None
+    config_reload_seconds: float = DEFAULT_CONFIG_RELOAD_SECONDS
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -81,6 +90,13 @@ def workload_config(env: dict[str, str]) -> dict:
     if not path or not Path(path).is_file():
         return {}
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def config_reload_seconds(env: dict[str, str]) -> float:
+    seconds = float(env.get(CONFIG_RELOAD_SECONDS_ENV) or DEFAULT_CONFIG_RELOAD_SECONDS)
+    if seconds <= 0:
+        raise ValueError(f"{CONFIG_RELOAD_SECONDS_ENV} must be above 0: {seconds}")
+    return seconds
 
 
 def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
@@ -130,4 +146,6 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         model_process=env.get("MLC_MODEL_PROCESS", "1") != "0",
         role=workload.get("role") or "primary",
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
-        mirror=MirrorSettings.from_config(workload.get("mirror")))
+        mirror=MirrorSettings.from_config(workload.get("mirror")),
+        config_path=Path(env["MLC_ENDPOINT_CONFIG"]) if workload else None,
+        config_reload_seconds=config_reload_seconds(env))

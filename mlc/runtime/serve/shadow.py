@@ -26,6 +26,7 @@ one. The primary keeps serving throughout: it never waits for the sender.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import hashlib
 import json
@@ -45,8 +46,8 @@ from .mirror_compare import agreement, predictions_of, scores
 from .mirror_sender import CLOSE_SECONDS, HEADER, WORKERS
 from .settings import MirrorSettings
 
-__all__ = ["ShadowMirror", "ShadowStats", "agreement", "predictions_of", "sampled", "scores",
-           "WORKERS"]
+__all__ = ["ShadowMirror", "ShadowStats", "agreement", "predictions_of", "replace_mirror",
+           "sampled", "scores", "WORKERS"]
 
 log = logging.getLogger("mlc.serve.shadow")
 
@@ -104,6 +105,14 @@ class ShadowStats:
         # a mirroring primary exports its drop counters from 0, so that a query of the
         # dropped share has data before the first drop (and rate() sees the first one)
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+
+    def start_mirroring(self, settings: MirrorSettings) -> None:
+        """A primary given a mirror while it runs (config_reload.py): every comparison
+        series from 0 from now on, as if it had started with it. The counts are kept when
+        the mirror goes again: a counter never goes back."""
+        self.task, self.tolerance, self.mirroring = settings.task, settings.tolerance, True
+        if self.counts is None:
+            self.counts = mc.SharedCounts()
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -283,6 +292,30 @@ class ShadowMirror:
         lost = self.stats.counts.writer_gone() + _unread(self._theirs)
         self.stats.drop(DROP_SHUTDOWN, lost)
         self._theirs.close()
+
+
+async def replace_mirror(mirror: ShadowMirror | None, settings: MirrorSettings | None,
+                         stats: ShadowStats) -> ShadowMirror | None:
+    """The mirror for `settings` (None: none), in place of `mirror`.
+
+    A change of the share alone is taken at once, by the running sender. Any other change
+    drains the running sender (what it holds is sent, `close_seconds` at most, as at
+    shutdown) before the next one starts: the shared counts have one writer at a time.
+    Requests answered meanwhile are not copied, and not counted as dropped."""
+    if mirror is not None and mirror.closed:  # closed by a change whose next start failed
+        mirror = None
+    if mirror is not None and settings is not None and mirror.settings == dataclasses.replace(
+            settings, percent=mirror.settings.percent):
+        mirror.settings = settings
+        return mirror
+    if mirror is not None:
+        await mirror.close()
+    if settings is None:
+        return None
+    stats.start_mirroring(settings)
+    mirror = ShadowMirror(settings, stats)
+    await mirror.start()
+    return mirror
 
 
 def _unread(sock: socket.socket) -> int:

@@ -137,14 +137,15 @@ def gate_settings(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
 
 def shadow_gate_settings(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     """The shadow phase's gate file: the shadow comparison's queries (shadow_queries.py),
-    whose first measurement waits one rate window (the new version's answers only)."""
+    whose first measurement waits for the stable pods' mirror, then one rate window (the
+    new version's answers only)."""
     phase = ep.rollout.shadow_phase
     assert phase is not None
     g = phase.gates
     return {
         "prometheus": project.platform.prometheus_url,
         "intervalSeconds": g.interval_seconds,
-        "initialDelaySeconds": shadow_queries.window_seconds(ep),
+        "initialDelaySeconds": shadow_queries.first_measurement_seconds(ep),
         "failureLimit": g.failure_limit,
         "inconclusiveLimit": analysis.INCONCLUSIVE_LIMIT,
         "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
@@ -280,7 +281,8 @@ def deadline_seconds(ep: Endpoint) -> int:
     interval = ep.rollout.gates.interval_seconds
     total = OVERHEAD_SECONDS
     if ep.rollout.shadow_phase is not None:
-        total += shadow_queries.window_seconds(ep) + ep.rollout.shadow_phase.duration_seconds
+        total += (shadow_queries.first_measurement_seconds(ep)
+                  + ep.rollout.shadow_phase.duration_seconds)
     for step in ep.rollout.steps:
         total += interval + (step.pause_seconds or interval)
         if step.pause_seconds is None:

@@ -71,12 +71,13 @@ def canary_steps(w: Workload) -> list[dict[str, Any]]:
 
 def shadow_analysis_template(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     """The shadow phase's gates, measured for the phase's duration; the first measurement
-    waits one rate window, so that it reads the new version's answers only (once its pods
-    are up: a sync updates them while the step starts)."""
+    waits for the stable pods to pick up their mirror, then one rate window, so that it
+    reads the new version's answers only (once its pods are up: a sync updates them while
+    the step starts)."""
     checks = [(c.name, c.query, c.bound, c.minimum)
               for c in shadow_queries.phase_checks(project, ep)]
     return shadow_template(project, ep, checks, shadow_queries.measurements(ep),
-                           shadow_queries.window_seconds(ep))
+                           shadow_queries.first_measurement_seconds(ep))
 
 
 def strategy(project: ResolvedProject, w: Workload) -> dict[str, Any]:

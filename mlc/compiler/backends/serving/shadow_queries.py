@@ -147,12 +147,27 @@ def phase_checks(project: ResolvedProject, ep: Endpoint) -> list[Check]:
     return checks
 
 
+# How long after a sync the stable pods may still copy nothing: on the first rollout after
+# `shadowFirst` is added they were started without a mirror, and pick it up only once the
+# kubelet has refreshed their ConfigMap volume (its sync period, 1 min by default, plus its
+# ConfigMap cache) and the primary has re-read the file (every 5 s:
+# mlc/runtime/serve/config_reload.py).
+CONFIG_PROPAGATION_SECONDS = 120
+
+
 def window_seconds(ep: Endpoint) -> int:
     """The rate window of the shadow gates: their first measurement waits this long, so that
     it reads copies answered by the new version only."""
     phase = ep.rollout.shadow_phase
     assert phase is not None
     return max(analysis.MIN_WINDOW_SECONDS, phase.gates.interval_seconds)
+
+
+def first_measurement_seconds(ep: Endpoint) -> int:
+    """When the shadow gates first measure, after the phase starts: once the stable pods
+    copy requests (CONFIG_PROPAGATION_SECONDS), and one rate window later, so that the
+    window holds the new version's answers only."""
+    return CONFIG_PROPAGATION_SECONDS + window_seconds(ep)
 
 
 def measurements(ep: Endpoint) -> int:
