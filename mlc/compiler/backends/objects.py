@@ -45,3 +45,20 @@ def metadata(project: ResolvedProject, name: str, *, origin: Origin | None = Non
     notes.update(annotations or {})
     meta["annotations"] = notes
     return meta
+
+
+def account_with_role(project: ResolvedProject, meta: dict[str, Any],
+                      rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ServiceAccount with a token, and a Role of exactly `rules` bound to it, all three
+    named `meta`'s name: for the workflow steps that patch one object through the API."""
+    name = meta["name"]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta,
+         "automountServiceAccountToken": True},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name,
+                       "namespace": project.platform.namespace}]},
+    ]

@@ -42,7 +42,7 @@ from ..argo.schedules import (
 )
 from ..argo.steps import executor_patch
 from ..monitoring import promql
-from ..objects import metadata
+from ..objects import account_with_role, metadata
 from . import analysis
 from .workloads import COMPONENT, config_map_name
 
@@ -236,14 +236,5 @@ def rbac(project: ResolvedProject, ep: Endpoint) -> list[dict[str, Any]]:
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
          "verbs": ["create", "patch"]},
     ]
-    return [
-        # a token: the write step patches the ConfigMap with it
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta,
-         "automountServiceAccountToken": True},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name,
-                       "namespace": project.platform.namespace}]},
-    ]
+    # a token: the write step patches the ConfigMap with it
+    return account_with_role(project, meta, rules)

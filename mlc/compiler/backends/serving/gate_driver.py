@@ -45,7 +45,7 @@ from ...names import dns_label
 from .. import pods
 from ..argo.steps import executor_patch
 from ..monitoring.servicemonitors import KNATIVE_REVISION_LABEL
-from ..objects import metadata
+from ..objects import account_with_role, metadata
 from . import analysis, knative, kserve, shadow_queries
 from .pod import CONFIG_DIR
 from .workloads import COMPONENT, config_map_name, form, workload_name
@@ -345,14 +345,5 @@ def rbac(project: ResolvedProject, ep: Endpoint) -> list[dict[str, Any]]:
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
          "verbs": ["create", "patch"]},
     ]
-    return [
-        # a token: the workflow's resource steps patch the object with it
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta,
-         "automountServiceAccountToken": True},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name,
-                       "namespace": project.platform.namespace}]},
-    ]
+    # a token: the workflow's resource steps patch the object with it
+    return account_with_role(project, meta, rules)
