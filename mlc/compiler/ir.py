@@ -564,6 +564,42 @@ class OnDrift(IR):
     per_seconds: int
 
 
+class ObjectWatch(IR):
+    """A MinIO bucket's `s3:ObjectCreated:*` notifications, filtered by key."""
+
+    endpoint: str
+    bucket: str
+    prefix: str
+    suffix: str
+    insecure: bool
+    access_key: SecretRef
+    secret_key: SecretRef
+
+
+class TopicWatch(IR):
+    """A Kafka source's topic; `filter_values` empty: every message."""
+
+    kafka: KafkaConnection
+    consumer_group: str
+    filter_path: str | None  # gjson path into the message's JSON body
+    filter_values: list[str]  # exact strings
+
+
+class EventTrigger(IR):
+    """`training.triggers.<name>`: an event that retrains a model through the cooldown gate."""
+
+    name: str
+    k8s_name: str  # unique among retrain triggers: EventSource, Sensor, cooldown key, mutex
+    model: str
+    kind: Literal["object", "topic", "pipeline"]
+    reason: str  # the run's `reason` parameter
+    limits: OnDrift  # action retrain, cooldown, maxRuns per period
+    object: ObjectWatch | None = None
+    topic: TopicWatch | None = None
+    pipeline: str | None = None  # the watched pipeline's WorkflowTemplate
+    origin: Origin
+
+
 class DriftCheck(IR):
     name: str
     k8s_name: str
@@ -797,3 +833,4 @@ class ResolvedProject(IR):
     accepted_risks: list[AcceptedRisk] = Field(default_factory=list)
     policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file
     ingestions: dict[str, Ingestion] = Field(default_factory=dict)  # by Kafka source
+    event_triggers: dict[str, EventTrigger] = Field(default_factory=dict)  # by k8s_name

@@ -8,6 +8,7 @@ from pydantic import Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from .secrets import EnvVars
+from .triggers import Trigger
 from .types import (
     Cron,
     DnsLabel,
@@ -168,6 +169,9 @@ class Training(Spec):
     """Where training saves checkpoints to resume from after a failure."""
     search: Search | None = Field(None, description="Hyperparameter search before the "
                                   "training run (docs/lifecycle.md).")
+    triggers: dict[Name, Trigger] = Field(
+        default_factory=dict, description="Retrain on an event: a new object in a bucket, a "
+        "message on a topic, another pipeline's success (docs/triggers.md).")
     retries: Retries = Field(default_factory=Retries)
     """How often a failed step is retried."""
     timeout: Seconds = "6h"

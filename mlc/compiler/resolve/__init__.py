@@ -33,6 +33,7 @@ from .quality import resolve_quality_monitors
 from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
+from .triggers import resolve_event_triggers
 from .upstream import add_upstream_waits
 from .workflows import check_workflows
 
@@ -71,6 +72,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
                                   quality)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
+    triggers = resolve_event_triggers(ctx, models, pipelines, sources, secrets)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     check_network(ctx, platform)
@@ -97,7 +99,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
         drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
         quality_monitors=quality,
-        accepted_risks=accepted, ingestions=ingestions)
+        accepted_risks=accepted, ingestions=ingestions, event_triggers=triggers)
 
 
 def _check_name_clashes(ctx: Context) -> None:

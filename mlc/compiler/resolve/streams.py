@@ -43,7 +43,9 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
         path = ("sources", name)
         fed = sorted(v.name for v in views.values() if v.source == name and v.online)
         if not fed:
-            if s.model_fields_set & {"auth", "ingest"}:
+            # a `topic` trigger's EventSource connects with `auth` (resolve/triggers.py)
+            if s.model_fields_set & {"auth", "ingest"} and not (
+                    "ingest" not in s.model_fields_set and _read_by_trigger(ctx, name)):
                 ctx.warning(NOTHING_INGESTED, f"no online feature view reads `{name}`, so "
                             "nothing consumes its topic and its `auth`/`ingest` settings do "
                             "nothing", path, help="read it in a feature view with "
@@ -54,8 +56,8 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
                       f"{s.format} messages, and feature view `{fed[0]}` is fed by it",
                       (*path, "format"), help="publish the topic as JSON (`format: json`)")
             continue
-        servers = _check_bootstrap_servers(ctx, s.bootstrap_servers, (*path, "bootstrapServers"))
-        kafka = _connection(ctx, s, secrets, path)
+        servers = check_bootstrap_servers(ctx, s.bootstrap_servers, (*path, "bootstrapServers"))
+        kafka = kafka_connection(ctx, s, secrets, path)
         ingest = s.ingest
         ctx.check_ref(ingest.hardware, hardware, "hardware profile", (*path, "ingest",
                       "hardware"), "hardware")
@@ -70,7 +72,12 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
     return out
 
 
-def _check_bootstrap_servers(ctx: Context, text: str, path) -> bool:
+def _read_by_trigger(ctx: Context, source: str) -> bool:
+    return any(t.topic is not None and t.topic.source == source
+               for m in ctx.project.models.values() for t in m.training.triggers.values())
+
+
+def check_bootstrap_servers(ctx: Context, text: str, path) -> bool:
     """The consumer and the NetworkPolicy read every entry as `host:port`."""
     for entry in text.split(","):
         match = _BOOTSTRAP_SERVER.fullmatch(entry.strip())
@@ -82,7 +89,7 @@ def _check_bootstrap_servers(ctx: Context, text: str, path) -> bool:
     return True
 
 
-def _connection(ctx: Context, s, secrets: dict[str, ir.SecretRef],
+def kafka_connection(ctx: Context, s, secrets: dict[str, ir.SecretRef],
                 path) -> ir.KafkaConnection | None:
     sasl, tls = s.auth.sasl, s.auth.tls
     auth = (*path, "auth")

@@ -73,7 +73,7 @@ def webhook_url(project: ResolvedProject, check: RetrainTrigger) -> str:
     return service_url(project) + endpoint(check)
 
 
-def _pod_template(account: str) -> dict[str, Any]:
+def pod_template(account: str) -> dict[str, Any]:
     return {
         "serviceAccountName": account,
         "securityContext": pods.pod_security_context(),
@@ -97,7 +97,7 @@ def event_source(project: ResolvedProject, checks: list[RetrainTrigger]) -> dict
         "kind": "EventSource",
         "metadata": metadata(project, event_source_name(project), component="drift-alerts"),
         "spec": {
-            "template": _pod_template(event_source_account(project)),
+            "template": pod_template(event_source_account(project)),
             "service": {"ports": [{"port": PORT, "targetPort": PORT}]},
             "webhook": webhooks,
         },
@@ -109,17 +109,11 @@ def sensor(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
         "apiVersion": API_VERSION,
         "kind": "Sensor",
         "metadata": metadata(project, sensor_name(check), origin=check.origin,
-                             component="drift-retraining"),
+                             component="drift-retraining" if check.event_source is None
+                             else "event-triggers"),
         "spec": {
-            "template": _pod_template(sensor_account(project)),
-            "dependencies": [{
-                "name": "drift",
-                "eventSourceName": event_source_name(project),
-                "eventName": check.k8s_name,
-                # Alertmanager also posts when the alert resolves: only a firing alert retrains
-                "filters": {"data": [{"path": "body.status", "type": "string",
-                                      "value": ["firing"]}]},
-            }],
+            "template": pod_template(sensor_account(project)),
+            "dependencies": [_dependency(project, check)],
             "triggers": [{
                 "template": {"name": "retrain", "k8s": {
                     "operation": "create",
@@ -129,3 +123,20 @@ def sensor(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
             }],
         },
     }
+
+
+def _dependency(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
+    if check.event_source is None:
+        return {
+            "name": "drift",
+            "eventSourceName": event_source_name(project),
+            "eventName": check.k8s_name,
+            # Alertmanager also posts when the alert resolves: only a firing alert retrains
+            "filters": {"data": [{"path": "body.status", "type": "string",
+                                  "value": ["firing"]}]},
+        }
+    out: dict[str, Any] = {"name": "event", "eventSourceName": check.event_source,
+                           "eventName": check.k8s_name}
+    if check.filters is not None:
+        out["filters"] = check.filters
+    return out

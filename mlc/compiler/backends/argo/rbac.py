@@ -5,7 +5,10 @@
 - the Sensor: creates the gate Workflow of a drift alert (cooldown.py);
 - the gate's pods: report their results, record a start in the cooldown ConfigMap (that one
   object only), and create the training Workflow;
-- the EventSource: receives webhooks only, so it gets no token at all.
+- the Sensors of event triggers (`training.triggers`) likewise;
+- the alerts EventSource receives webhooks, the bucket and topic EventSources read their store
+  or brokers: none gets a token;
+- the pipeline-trigger EventSource lists and watches Workflows, nothing more.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from ...ir import ResolvedProject
 from ...names import dns_label
 from ..objects import metadata
-from . import cooldown, events, retrain_triggers
+from . import cooldown, event_sources, events, retrain_triggers
 from .distributed import JOBSET_API_VERSION
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -46,6 +49,9 @@ def _role(project: ResolvedProject, account: str, component: str,
 
 TASK_RESULTS = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
                 "verbs": ["create", "patch"]}
+# a `resource` EventSource lists, then watches (an informer); it reads nothing else
+WATCH_WORKFLOWS = {"apiGroups": ["argoproj.io"], "resources": ["workflows"],
+                   "verbs": ["list", "watch"]}
 CREATE_WORKFLOWS = {"apiGroups": ["argoproj.io"], "resources": ["workflows"],
                     "verbs": ["create"]}
 
@@ -66,7 +72,7 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
     account = project.platform.service_account
     out = [_account(project, account, "workflows", token=True),
            *_role(project, account, "workflows", workflow_rules(project))]
-    if retrain_triggers.retrain_checks(project):
+    if retrain_triggers.all_triggers(project):
         sensor = events.sensor_account(project)
         out += [_account(project, sensor, "drift-retraining", token=True),
                 *_role(project, sensor, "drift-retraining", [dict(CREATE_WORKFLOWS)]),
@@ -75,7 +81,16 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
                 *_role(project, cooldown.gate_account(project), "drift-retraining", [
                     dict(TASK_RESULTS), dict(CREATE_WORKFLOWS),
                     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
-                     "resourceNames": [cooldown.cooldown_config_map_name(project)]}]),
-                _account(project, events.event_source_account(project), "drift-alerts",
-                         token=False)]
+                     "resourceNames": [cooldown.cooldown_config_map_name(project)]}])]
+    if retrain_triggers.retrain_checks(project):
+        out.append(_account(project, events.event_source_account(project), "drift-alerts",
+                            token=False))
+    kinds = {t.kind for t in project.event_triggers.values()}
+    if kinds & {"object", "topic"}:
+        out.append(_account(project, event_sources.trigger_source_account(project),
+                            event_sources.COMPONENT, token=False))
+    if "pipeline" in kinds:
+        watcher = event_sources.watcher_account(project)
+        out += [_account(project, watcher, event_sources.COMPONENT, token=True),
+                *_role(project, watcher, event_sources.COMPONENT, [dict(WATCH_WORKFLOWS)])]
     return out

@@ -10,6 +10,8 @@
                                                shadows (directly or through the gateway)
     network/networkpolicy-pushgateway.yaml     the namespace's Pushgateway: pushes, scrapes
     network/networkpolicy-drift-webhook.yaml   Alertmanager -> EventSource -> EventBus
+    network/networkpolicy-<project>-trigger-*  an event trigger's EventSource: its bucket,
+                                               brokers or the Kubernetes API -> EventBus
     network/networkpolicy-sensors.yaml         EventBus -> Sensor -> Kubernetes API
     network/networkpolicy-eventbus.yaml        the EventBus pods among themselves
 
@@ -127,14 +129,18 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
         port = d.url_rule(project, p.pushgateway_url)["ports"]  # type: ignore[index]
         out.append(policy(project, "pushgateway", pushgateway, ingress=[
             {"from": [_own(project, steps), _prometheus(project)], "ports": port}]))
-    if retrain_triggers.retrain_checks(project):
+    if retrain_triggers.all_triggers(project):
         bus = exists(EVENTBUS_LABEL)
         to_bus = d.rule([_own(project, bus)], d.tcp(EVENTBUS_CLIENT_PORT))
         am = network.alertmanager
-        out += [
-            policy(project, "drift-webhook", exists(EVENTSOURCE_LABEL), ingress=[
+        if retrain_triggers.retrain_checks(project):
+            # the alerts EventSource alone: the other EventSources take no connections
+            alerts = {"matchLabels": {EVENTSOURCE_LABEL: events.event_source_name(project)}}
+            out.append(policy(project, "drift-webhook", alerts, ingress=[
                 {"from": [d.namespace_peer(am.namespace or "", am.pod_labels)],
-                 "ports": d.tcp(events.PORT)}], egress=[to_bus]),
+                 "ports": d.tcp(events.PORT)}], egress=[to_bus]))
+        out += _trigger_source_policies(project, to_bus)
+        out += [
             policy(project, "sensors", exists(SENSOR_LABEL), ingress=[],
                    egress=[to_bus, d.kubernetes_api_rule(project)]),
             policy(project, "eventbus", bus, ingress=[
@@ -144,6 +150,25 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
                 {"from": [_own(project, bus)]}],  # the bus's replicas: cluster ports
                 egress=[{"to": [_own(project, bus)]}]),
         ]
+    return out
+
+
+def _trigger_source_policies(project: ResolvedProject,
+                             to_bus: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each event trigger's EventSource: no ingress; its bucket, brokers or the API server."""
+    out = []
+    for t in sorted(project.event_triggers.values(), key=lambda t: t.k8s_name):
+        if t.object is not None:
+            scheme = "http" if t.object.insecure else "https"
+            targets = [d.url_rule(project, f"{scheme}://{t.object.endpoint}")]
+        elif t.topic is not None:
+            targets = [d.url_rule(project, f"kafka://{server.strip()}")
+                       for server in t.topic.kafka.bootstrap_servers.split(",")]
+        else:
+            targets = [d.kubernetes_api_rule(project)]
+        name = retrain_triggers.trigger_event_source_name(project, t.k8s_name)
+        out.append(policy(project, name, {"matchLabels": {EVENTSOURCE_LABEL: name}},
+                          ingress=[], egress=d.unique([to_bus, *targets])))
     return out
 
 

@@ -1,0 +1,161 @@
+"""`training.triggers`: the events that retrain a model, each checked against what Argo Events
+can listen to and filter (docs/triggers.md).
+
+What Argo Events cannot do is refused here, located: a store without MinIO's notification API,
+a Kafka connection it has no setting for, a filter its data filters cannot say exactly.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ...schema.types import duration_seconds
+from .. import ir
+from ..names import dns_label
+from .context import Context
+from .streams import check_bootstrap_servers, kafka_connection
+
+NO_TRAINING = "MLC575"
+UNKNOWN_TRIGGER_TARGET = "MLC576"
+INEXPRESSIBLE_FILTER = "MLC577"
+UNLISTENABLE_STORE = "MLC578"
+INEXPRESSIBLE_KAFKA = "MLC579"
+CLEARTEXT_STORE = "MLC580"
+TRIGGER_LOOP = "MLC581"
+
+# A filter field is a path of plain names: gjson (Argo Events' data filters) reads these
+# characters as wildcards, queries, modifiers or escapes.
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def resolve_event_triggers(ctx: Context, models: dict[str, ir.Model],
+                           pipelines: dict[str, ir.Pipeline], sources: dict[str, ir.Source],
+                           secrets: dict[str, ir.SecretRef]) -> dict[str, ir.EventTrigger]:
+    out = {}
+    for model_name in sorted(ctx.project.models):
+        training = ctx.project.models[model_name].training
+        for name in sorted(training.triggers):
+            t = training.triggers[name]
+            path = ("models", model_name, "training", "triggers", name)
+            model = models.get(model_name)
+            if model is None:
+                continue
+            if model.pipeline is None:
+                ctx.error(NO_TRAINING, f"trigger `{name}` retrains model `{model_name}`, which "
+                          "has no training", path, help="add a trainer (`training.builtin` or "
+                          "`training.custom`), or remove the trigger")
+                continue
+            kind, fields = _kind(ctx, t, model, pipelines, secrets, path)
+            if fields is None:
+                continue
+            k8s_name = dns_label("trigger", model_name, name)
+            out[k8s_name] = ir.EventTrigger(
+                name=name, k8s_name=k8s_name, model=model_name, kind=kind,
+                reason=dns_label(kind, name),
+                limits=ir.OnDrift(action="retrain",
+                                  cooldown_seconds=int(duration_seconds(t.cooldown)),
+                                  max_runs=t.max_runs,
+                                  per_seconds=int(duration_seconds(t.per))),
+                origin=ctx.origin(path), **fields)
+    return out
+
+
+def _kind(ctx: Context, t, model: ir.Model, pipelines: dict[str, ir.Pipeline],
+          secrets: dict[str, ir.SecretRef], path) -> tuple[str, dict | None]:
+    if t.object is not None:
+        return "object", _object(ctx, t.object, secrets, (*path, "object"))
+    if t.topic is not None:
+        return "topic", _topic(ctx, t.topic, secrets, (*path, "topic"))
+    watched = t.pipeline.name
+    where = (*path, "pipeline", "name")
+    if watched not in pipelines:
+        ctx.error(UNKNOWN_TRIGGER_TARGET, f"trigger `{path[-1]}` waits for pipeline "
+                  f"`{watched}`, which this project does not have", where,
+                  help="name one of: " + ", ".join(f"`{p}`" for p in sorted(pipelines)))
+        return "pipeline", None
+    if watched == model.pipeline:
+        ctx.error(TRIGGER_LOOP, f"trigger `{path[-1]}` retrains model `{model.name}` whenever "
+                  "its own training succeeds", where,
+                  help="wait for another pipeline (the one that writes the training data)")
+        return "pipeline", None
+    return "pipeline", {"pipeline": watched}
+
+
+def _secret(ctx: Context, secrets: dict[str, ir.SecretRef], name: str, path) -> ir.SecretRef | None:
+    if ctx.check_ref(name, secrets, "secret", path, "secrets"):
+        return secrets[name]
+    return None
+
+
+def _object(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | None:
+    if o.store != "minio":
+        ctx.error(UNLISTENABLE_STORE, f"Argo Events cannot listen to a {o.store} bucket's "
+                  "new objects: its bucket source uses MinIO's own notification API",
+                  (*path, "store"), help="send the bucket's notifications to a Kafka topic "
+                  "and use a `topic` trigger, or watch a MinIO bucket (`store: minio`)")
+        return None
+    if o.insecure and not ctx.development:
+        ctx.error(CLEARTEXT_STORE, f"the trigger sends the keys of bucket `{o.bucket}` to "
+                  f"`{o.endpoint}` over plain HTTP", (*path, "insecure"),
+                  help="serve the store over HTTPS and drop `insecure`, or mark a throw-away "
+                  "environment with `platform: {development: true}`")
+        return None
+    access = _secret(ctx, secrets, o.access_key_secret, (*path, "accessKeySecret"))
+    secret = _secret(ctx, secrets, o.secret_key_secret, (*path, "secretKeySecret"))
+    if access is None or secret is None:
+        return None
+    return {"object": ir.ObjectWatch(endpoint=o.endpoint, bucket=o.bucket, prefix=o.prefix,
+                                     suffix=o.suffix, insecure=o.insecure, access_key=access,
+                                     secret_key=secret)}
+
+
+def _topic(ctx: Context, t, secrets: dict[str, ir.SecretRef], path) -> dict | None:
+    source = ctx.project.sources.get(t.source)
+    if source is None or source.type != "kafka":
+        kafka = sorted(n for n, s in ctx.project.sources.items() if s.type == "kafka")
+        what = "is no source" if source is None else f"is a {source.type} source"
+        ctx.error(UNKNOWN_TRIGGER_TARGET, f"trigger `{path[-2]}` listens to `{t.source}`, "
+                  f"which {what}, not a Kafka topic", (*path, "source"),
+                  help=("name a `type: kafka` source: " + ", ".join(f"`{k}`" for k in kafka))
+                  if kafka else "declare the topic as a source with `type: kafka`")
+        return None
+    ok = True
+    f = t.filter
+    if f is not None:
+        if _FIELD.fullmatch(f.field) is None:
+            ok = False
+            ctx.error(INEXPRESSIBLE_FILTER, f"filter field `{f.field}` is no plain path: Argo "
+                      "Events reads `*`, `?`, `#`, `|`, `@` and `\\` in it as queries",
+                      (*path, "filter", "field"), help="name a field of the message as "
+                      "`name` or `outer.inner` (letters, digits, `_`, `-`)")
+        for i, v in enumerate(f.values):
+            if _CONTROL.search(v):
+                ok = False
+                ctx.error(INEXPRESSIBLE_FILTER, "a filter value holds a control character, "
+                          "which no data filter can match exactly", (*path, "filter", "values",
+                                                                   i),
+                          help="compare with the value's printable text")
+    sasl, tls = source.auth.sasl, source.auth.tls
+    auth = ("sources", t.source, "auth")
+    if sasl is not None and sasl.username is not None:
+        ok = False
+        ctx.error(INEXPRESSIBLE_KAFKA, f"trigger `{path[-2]}` cannot log in to `{t.source}`: "
+                  "Argo Events reads the SASL user name from a secret only",
+                  (*auth, "sasl", "username"), help="put the user name in a secret and name "
+                  "it as `usernameSecret`")
+    if tls is not None and tls.ca_secret is None and tls.cert_secret is None:
+        ok = False
+        ctx.error(INEXPRESSIBLE_KAFKA, f"trigger `{path[-2]}` cannot reach `{t.source}` over "
+                  "TLS: Argo Events needs a CA or a client certificate for it", (*auth, "tls"),
+                  help="name the brokers' CA as `caSecret`")
+    servers = check_bootstrap_servers(ctx, source.bootstrap_servers,
+                                      ("sources", t.source, "bootstrapServers"))
+    kafka = kafka_connection(ctx, source, secrets, ("sources", t.source))
+    if kafka is None or not ok or not servers:
+        return None
+    group = f"{ctx.project.metadata.name}-{path[1]}-{path[-2]}-trigger"
+    return {"topic": ir.TopicWatch(
+        kafka=kafka, consumer_group=group,
+        filter_path=f.field if f is not None else None,
+        filter_values=list(f.values) if f is not None else [])}
