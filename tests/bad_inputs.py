@@ -140,6 +140,18 @@ def kafka(settings: str, view: str = "") -> str:
     return edit("    source: events\n    fields:", f"    source: clicks\n{view}    fields:", out)
 
 
+def trigger(entry: str, base: str = BASE) -> str:
+    """`base` whose model `churn` has one trigger, `entry` (a flow-mapping entry)."""
+    return edit("    training:\n      hardware: cpu-small\n",
+                "    training:\n      hardware: cpu-small\n"
+                f"      triggers: {{{entry}}}\n", base)
+
+
+BUCKET = ("endpoint: minio.storage.svc, bucket: landing, accessKeySecret: minio-key, "
+          "secretKeySecret: minio-key}}")
+MINIO_KEY = "secrets:\n  minio-key: {kubernetes: {name: minio, key: key}}\n"
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -623,6 +635,32 @@ CASES = [
                                                  '"kafka.data.svc:9092, broker-2"')}),
     Case("kafka-ingest-unknown-hardware", "MLC201", "ml.yaml:20:121",
          {"ml.yaml": kafka("ingest: {hardware: gpu-big}")}),
+    # --- event triggers (training.triggers) ------------------------------------------------
+    Case("trigger-on-model-without-training", "MLC575", "ml.yaml:36:18",
+         {"ml.yaml": trigger("after: {pipeline: {name: materialize}}").replace(
+             "    task: classification\n", "    task: classification\n    framework: sklearn\n")}),
+    Case("trigger-unknown-source", "MLC576", "ml.yaml:35:43",
+         {"ml.yaml": trigger("labels: {topic: {source: clicks}}")}),
+    Case("trigger-source-not-kafka", "MLC576", "ml.yaml:35:43",
+         {"ml.yaml": trigger("labels: {topic: {source: events}}")}),
+    Case("trigger-unknown-pipeline", "MLC576", "ml.yaml:35:43",
+         {"ml.yaml": trigger("after: {pipeline: {name: materialise}}")}),
+    Case("trigger-on-own-training", "MLC581", "ml.yaml:35:43",
+         {"ml.yaml": trigger("again: {pipeline: {name: train-churn}}")}),
+    Case("trigger-filter-gjson-query", "MLC577", "ml.yaml:38:67",
+         {"ml.yaml": trigger("labels: {topic: {source: clicks, filter: {field: \"items.#.kind\", "
+                             "values: [labels]}}}", kafka("auth: {tls: {caSecret: kafka-password}}"))}),
+    Case("trigger-gcs-bucket", "MLC578", "ml.yaml:35:43",
+         {"ml.yaml": trigger("landed: {object: {store: gcs, " + BUCKET) + MINIO_KEY}),
+    Case("trigger-plain-http-store", "MLC580", "ml.yaml:35:46",
+         {"ml.yaml": trigger("landed: {object: {insecure: true, " + BUCKET) + MINIO_KEY,
+          "environments/prod.yaml": CLUSTER}, env="prod"),
+    Case("trigger-kafka-user-not-secret", "MLC579", "ml.yaml:20:144",
+         {"ml.yaml": trigger("labels: {topic: {source: clicks}}", kafka(
+             "auth: {sasl: {mechanism: PLAIN, username: svc, passwordSecret: kafka-password}, "
+             "tls: {caSecret: kafka-password}}"))}),
+    Case("trigger-kafka-tls-without-ca", "MLC579", "ml.yaml:20:109",
+         {"ml.yaml": trigger("labels: {topic: {source: clicks}}", kafka("auth: {tls: {}}"))}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),
