@@ -647,6 +647,12 @@ CASES = [
          {"ml.yaml": trigger("after: {pipeline: {name: materialise}}")}),
     Case("trigger-on-own-training", "MLC581", "ml.yaml:35:43",
          {"ml.yaml": trigger("again: {pipeline: {name: train-churn}}")}),
+    Case("trigger-kubernetes-name-clash", "MLC582", "ml.yaml:35:60",
+         {"ml.yaml": trigger("after-x: {pipeline: {name: materialize}}, after_x: {pipeline: "
+                             "{name: materialize}}")}),
+    Case("trigger-scoring-on-own-success", "MLC581", "ml.yaml:42:116",
+         {"ml.yaml": batch_endpoint("output: \"s3://acme/scores/\", triggers: {again: "
+                                    "{pipeline: {name: score-churn-nightly}}}")}),
     Case("trigger-filter-gjson-query", "MLC577", "ml.yaml:38:67",
          {"ml.yaml": trigger("labels: {topic: {source: clicks, filter: {field: \"items.#.kind\", "
                              "values: [labels]}}}", kafka("auth: {tls: {caSecret: kafka-password}}"))}),

@@ -31,6 +31,7 @@ EVENTS = "argo-events/schema.json"
 PREFIX = "io.argoproj.events.v1alpha1."
 NAMES = {"object": "demo-trigger-churn-new-data", "topic": "demo-trigger-churn-labels-in",
          "pipeline": "demo-trigger-churn-after-features"}
+SCORE = "demo-trigger-score-nightly-retrained"  # the batch endpoint's trigger
 
 TRIGGERS = {
     "sources": {"clicks": {
@@ -53,6 +54,11 @@ TRIGGERS = {
         "labels-in": {"topic": {"source": "clicks", "filter": {
             "field": "meta.kind", "values": ["labels.v1", "a (b)"]}}},
         "after-features": {"pipeline": {"name": "materialize"}}}}}},
+    "serving": {"nightly": {"model": "churn", "mode": "batch", "hardware": "cpu-small",
+                            "batch": {"schedule": "0 2 * * *", "input": "events",
+                                      "output": "scores/", "triggers": {
+                                          "retrained": {"pipeline": {"name": "train-churn"},
+                                                        "cooldown": "6h"}}}}},
 }
 
 
@@ -75,7 +81,7 @@ def _sensor(files, kind: str) -> dict:
 def test_each_trigger_has_an_event_source_and_sensor_argo_events_accepts(built):
     _, files, _ = built
     sources, sensors = _by_name(files, "EventSource"), _by_name(files, "Sensor")
-    assert set(NAMES.values()) < set(sources)
+    assert {*NAMES.values(), SCORE} < set(sources)
     for obj in [*sources.values(), *sensors.values()]:
         assert check_definition(obj, EVENTS, PREFIX + obj["kind"]) == [], obj["metadata"]
     minio = sources[NAMES["object"]]["spec"]["minio"]["trigger-churn-new-data"]
@@ -88,7 +94,7 @@ def test_each_trigger_has_an_event_source_and_sensor_argo_events_accepts(built):
                              "userSecret": {"name": "kafka", "key": "user"},
                              "passwordSecret": {"name": "kafka", "key": "password"}}
     assert kafka["tls"] == {"caCertSecret": {"name": "kafka", "key": "ca.crt"}}
-    assert kafka["consumerGroup"]["groupName"] == "demo-churn-labels-in-trigger"
+    assert kafka["consumerGroup"]["groupName"] == "demo-trigger-churn-labels-in"
     watch = sources[NAMES["pipeline"]]["spec"]["resource"]["trigger-churn-after-features"]
     assert {s["key"]: s["value"] for s in watch["filter"]["labels"]} == {
         "workflows.argoproj.io/workflow-template": "materialize",
@@ -245,3 +251,25 @@ def test_a_project_without_triggers_gets_no_trigger_objects(tmp_path: Path):
     files = ap.emit(ap.resolve(tmp_path, ap.project()))
     names = [o["metadata"]["name"] for o in ap.objects(files, "EventSource")]
     assert names == ["demo-alerts"]
+
+
+def test_a_batch_endpoint_scores_after_each_training_through_its_own_gate(built):
+    resolved, files, _ = built
+    sensor = _by_name(files, "Sensor")["score-trigger-score-nightly-retrained"]
+    watch = _by_name(files, "EventSource")[SCORE]["spec"]["resource"]
+    assert {s["key"]: s["value"] for s in watch["trigger-score-nightly-retrained"]["filter"][
+        "labels"]}["workflows.argoproj.io/workflow-template"] == "train-churn"
+    gate = sensor["spec"]["triggers"][0]["template"]["k8s"]["source"]["resource"]
+    templates = {t["name"]: t for t in gate["spec"]["templates"]}
+    scoring = yaml.safe_load(templates[cooldown.START]["resource"]["manifest"])
+    assert check_crd(scoring, "argo-workflows/argoproj.io_workflows.yaml") == []
+    assert scoring["spec"]["workflowTemplateRef"] == {"name": "score-nightly"}
+    assert scoring["spec"]["arguments"]["parameters"] == [
+        {"name": "reason", "value": "pipeline-retrained"}]
+    assert scoring["metadata"]["labels"]["app.kubernetes.io/component"] == "scoring"
+    # the scoring template declares the parameter the gate sets (Argo refuses an unknown one)
+    template = _by_name(files, "WorkflowTemplate")["score-nightly"]
+    declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
+    assert declared["reason"]["value"] == "manual"
+    lease = int(templates[cooldown.COOLDOWN]["container"]["command"][-1])
+    assert lease == 7 * 86400 // 3  # 3 per 7d spaces starts wider than the 6h cooldown

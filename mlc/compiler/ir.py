@@ -586,17 +586,21 @@ class TopicWatch(IR):
 
 
 class EventTrigger(IR):
-    """`training.triggers.<name>`: an event that retrains a model through the cooldown gate."""
+    """`training.triggers.<name>` or `serving.<endpoint>.batch.triggers.<name>`: an event that
+    starts the model's training or the endpoint's batch scoring through the cooldown gate."""
 
     name: str
-    k8s_name: str  # unique among retrain triggers: EventSource, Sensor, cooldown key, mutex
+    k8s_name: str  # unique among gated triggers: EventSource, Sensor, cooldown key, mutex
     model: str
+    endpoint: str | None  # a batch endpoint's trigger: it scores
+    action: Literal["retrain", "score"]
+    target: str  # the pipeline the gate starts
     kind: Literal["object", "topic", "pipeline"]
     reason: str  # the run's `reason` parameter
     limits: OnDrift  # action retrain, cooldown, maxRuns per period
     object: ObjectWatch | None = None
     topic: TopicWatch | None = None
-    pipeline: str | None = None  # the watched pipeline's WorkflowTemplate
+    watched_pipeline: str | None = None  # the watched pipeline's WorkflowTemplate
     origin: Origin
 
 

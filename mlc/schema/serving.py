@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from .labels import LabelledMetric, LabelsJoin
 from .secrets import EnvVars
+from .triggers import Trigger
 from .types import (
     Cron,
     DnsLabel,
@@ -255,6 +256,9 @@ class BatchScoring(Spec):
     timezone: str | None = Field(None, description="IANA time zone of the schedule and of "
                                  "`{date}`; defaults to UTC.")
     timeout: Duration = Field("30m", description="A run still going after this is stopped.")
+    triggers: dict[Name, Trigger] = Field(
+        default_factory=dict, description="Score on an event as well: a new object in a "
+        "bucket, a message on a topic, another pipeline's success (docs/triggers.md).")
 
 
 class Endpoint(Spec):

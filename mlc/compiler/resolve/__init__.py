@@ -33,7 +33,7 @@ from .quality import resolve_quality_monitors
 from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
-from .triggers import resolve_event_triggers
+from .triggers import add_reason_parameters, resolve_event_triggers
 from .upstream import add_upstream_waits
 from .workflows import check_workflows
 
@@ -72,7 +72,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
                                   quality)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
-    triggers = resolve_event_triggers(ctx, models, pipelines, sources, secrets)
+    triggers = resolve_event_triggers(ctx, models, endpoints, pipelines, secrets)
+    pipelines = add_reason_parameters(pipelines, triggers)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
     check_network(ctx, platform)

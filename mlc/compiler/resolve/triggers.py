@@ -1,5 +1,6 @@
-"""`training.triggers`: the events that retrain a model, each checked against what Argo Events
-can listen to and filter (docs/triggers.md).
+"""`training.triggers` and `serving.<endpoint>.batch.triggers`: the events that retrain a model
+or score a batch, each checked against what Argo Events can listen to and filter
+(docs/triggers.md).
 
 What Argo Events cannot do is refused here, located: a store without MinIO's notification API,
 a Kafka connection it has no setting for, a filter its data filters cannot say exactly.
@@ -22,6 +23,8 @@ UNLISTENABLE_STORE = "MLC578"
 INEXPRESSIBLE_KAFKA = "MLC579"
 CLEARTEXT_STORE = "MLC580"
 TRIGGER_LOOP = "MLC581"
+TRIGGER_NAME_CLASH = "MLC582"
+REASON = "reason"  # the run parameter that says why it started
 
 # A filter field is a path of plain names: gjson (Argo Events' data filters) reads these
 # characters as wildcards, queries, modifiers or escapes.
@@ -30,15 +33,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def resolve_event_triggers(ctx: Context, models: dict[str, ir.Model],
-                           pipelines: dict[str, ir.Pipeline], sources: dict[str, ir.Source],
+                           endpoints: dict[str, ir.Endpoint], pipelines: dict[str, ir.Pipeline],
                            secrets: dict[str, ir.SecretRef]) -> dict[str, ir.EventTrigger]:
-    out = {}
+    out: dict[str, ir.EventTrigger] = {}
     for model_name in sorted(ctx.project.models):
-        training = ctx.project.models[model_name].training
-        for name in sorted(training.triggers):
-            t = training.triggers[name]
+        model = models.get(model_name)
+        triggers = ctx.project.models[model_name].training.triggers
+        for name in sorted(triggers):
             path = ("models", model_name, "training", "triggers", name)
-            model = models.get(model_name)
             if model is None:
                 continue
             if model.pipeline is None:
@@ -46,22 +48,46 @@ def resolve_event_triggers(ctx: Context, models: dict[str, ir.Model],
                           "has no training", path, help="add a trainer (`training.builtin` or "
                           "`training.custom`), or remove the trigger")
                 continue
-            kind, fields = _kind(ctx, t, model, pipelines, secrets, path)
-            if fields is None:
-                continue
-            k8s_name = dns_label("trigger", model_name, name)
-            out[k8s_name] = ir.EventTrigger(
-                name=name, k8s_name=k8s_name, model=model_name, kind=kind,
-                reason=dns_label(kind, name),
-                limits=ir.OnDrift(action="retrain",
-                                  cooldown_seconds=int(duration_seconds(t.cooldown)),
-                                  max_runs=t.max_runs,
-                                  per_seconds=int(duration_seconds(t.per))),
-                origin=ctx.origin(path), **fields)
+            _add(ctx, out, triggers[name], name, path, model, None, model.pipeline, pipelines,
+                 secrets)
+    for endpoint_name in sorted(ctx.project.serving):
+        batch = ctx.project.serving[endpoint_name].batch
+        endpoint = endpoints.get(endpoint_name)
+        if batch is None or endpoint is None or endpoint.pipeline is None:
+            continue  # a `batch` block on an endpoint of another mode is refused elsewhere
+        for name in sorted(batch.triggers):
+            path = ("serving", endpoint_name, "batch", "triggers", name)
+            _add(ctx, out, batch.triggers[name], name, path, models[endpoint.model],
+                 endpoint_name, endpoint.pipeline, pipelines, secrets)
     return out
 
 
-def _kind(ctx: Context, t, model: ir.Model, pipelines: dict[str, ir.Pipeline],
+def _add(ctx: Context, out: dict[str, ir.EventTrigger], t, name: str, path, model: ir.Model,
+         endpoint: str | None, target: str, pipelines: dict[str, ir.Pipeline],
+         secrets: dict[str, ir.SecretRef]) -> None:
+    kind, fields = _kind(ctx, t, target, pipelines, secrets, path)
+    if fields is None:
+        return
+    # `score` keeps an endpoint's triggers apart from a model's of the same names
+    k8s_name = dns_label("trigger", *(("score", endpoint) if endpoint else (model.name,)), name)
+    if k8s_name in out:
+        ctx.error(TRIGGER_NAME_CLASH, f"trigger `{name}` would share the Kubernetes name "
+                  f"`{k8s_name}` with trigger `{out[k8s_name].name}`, and replace its objects",
+                  path, help="rename one of the two triggers")
+        return
+    if "topic" in fields:  # a consumer group of its own, named as the trigger's objects are
+        fields["topic"] = fields["topic"].model_copy(update={
+            "consumer_group": f"{ctx.project.metadata.name}-{k8s_name}"})
+    out[k8s_name] = ir.EventTrigger(
+        name=name, k8s_name=k8s_name, model=model.name, endpoint=endpoint,
+        action="score" if endpoint else "retrain", target=target, kind=kind,
+        reason=dns_label(kind, name),
+        limits=ir.OnDrift(action="retrain", cooldown_seconds=int(duration_seconds(t.cooldown)),
+                          max_runs=t.max_runs, per_seconds=int(duration_seconds(t.per))),
+        origin=ctx.origin(path), **fields)
+
+
+def _kind(ctx: Context, t, target: str, pipelines: dict[str, ir.Pipeline],
           secrets: dict[str, ir.SecretRef], path) -> tuple[str, dict | None]:
     if t.object is not None:
         return "object", _object(ctx, t.object, secrets, (*path, "object"))
@@ -74,12 +100,12 @@ def _kind(ctx: Context, t, model: ir.Model, pipelines: dict[str, ir.Pipeline],
                   f"`{watched}`, which this project does not have", where,
                   help="name one of: " + ", ".join(f"`{p}`" for p in sorted(pipelines)))
         return "pipeline", None
-    if watched == model.pipeline:
-        ctx.error(TRIGGER_LOOP, f"trigger `{path[-1]}` retrains model `{model.name}` whenever "
-                  "its own training succeeds", where,
-                  help="wait for another pipeline (the one that writes the training data)")
+    if watched == target:
+        ctx.error(TRIGGER_LOOP, f"trigger `{path[-1]}` starts pipeline `{target}` whenever "
+                  "that pipeline itself succeeds", where,
+                  help="wait for another pipeline (the one that writes the data it reads)")
         return "pipeline", None
-    return "pipeline", {"pipeline": watched}
+    return "pipeline", {"watched_pipeline": watched}
 
 
 def _secret(ctx: Context, secrets: dict[str, ir.SecretRef], name: str, path) -> ir.SecretRef | None:
@@ -154,8 +180,24 @@ def _topic(ctx: Context, t, secrets: dict[str, ir.SecretRef], path) -> dict | No
     kafka = kafka_connection(ctx, source, secrets, ("sources", t.source))
     if kafka is None or not ok or not servers:
         return None
-    group = f"{ctx.project.metadata.name}-{path[1]}-{path[-2]}-trigger"
     return {"topic": ir.TopicWatch(
-        kafka=kafka, consumer_group=group,
+        kafka=kafka, consumer_group="",  # the trigger's Kubernetes name, once known (_add)
         filter_path=f.field if f is not None else None,
         filter_values=list(f.values) if f is not None else [])}
+
+
+def add_reason_parameters(pipelines: dict[str, ir.Pipeline],
+                          triggers: dict[str, ir.EventTrigger]) -> dict[str, ir.Pipeline]:
+    """A pipeline that a trigger starts records why each run started, as training does: a
+    batch scoring pipeline gets the `reason` parameter too (its steps do not read it; the run
+    keeps it among its arguments)."""
+    started = {t.target for t in triggers.values()}
+    out = {}
+    for name, pipeline in pipelines.items():
+        if name in started and all(p.name != REASON for p in pipeline.parameters):
+            pipeline = pipeline.model_copy(update={"parameters": [
+                *pipeline.parameters,
+                ir.Parameter(name=REASON, default="manual", description="Why this run "
+                             "started: manual, schedule, or the trigger's `<kind>-<name>`.")]})
+        out[name] = pipeline
+    return out

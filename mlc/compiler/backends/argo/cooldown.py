@@ -71,10 +71,12 @@ def cooldown_config_map(project: ResolvedProject) -> dict[str, Any]:
 
 
 def training_workflow(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
-    """The run that the gate starts: the model's training template, `reason=drift`."""
-    pipeline = project.pipelines[project.models[check.model].pipeline or ""]
+    """The run that the gate starts: the model's training template (or, for a batch
+    endpoint's trigger, its scoring template), `reason=drift` or the trigger's."""
+    pipeline = project.pipelines[check.pipeline(project)]
     meta = metadata(project, dns_label(pipeline.name, check.reason), origin=check.origin,
-                    component="training", extra_labels={TRIGGER_LABEL: check.reason})
+                    component="training" if pipeline.kind == "training" else "scoring",
+                    extra_labels={TRIGGER_LABEL: check.reason})
     meta = {"generateName": meta.pop("name") + "-", **meta}
     spec: dict[str, Any] = {"workflowTemplateRef": {"name": pipeline.name}}
     if any(p.name == REASON_PARAMETER for p in pipeline.parameters):
@@ -84,8 +86,8 @@ def training_workflow(project: ResolvedProject, check: RetrainTrigger) -> dict[s
 
 
 def gate_workflow(project: ResolvedProject, check: RetrainTrigger) -> dict[str, Any]:
-    """The Workflow the Sensor creates for each firing drift alert of `check`."""
-    pipeline = project.pipelines[project.models[check.model].pipeline or ""]
+    """The Workflow the Sensor creates for each firing drift alert (or event) of `check`."""
+    pipeline = project.pipelines[check.pipeline(project)]
     meta = metadata(project, dns_label(pipeline.name, check.reason, "gate"),
                     origin=check.origin, component="drift-retraining",
                     extra_labels={TRIGGER_LABEL: check.reason})

@@ -79,7 +79,7 @@ def _pipeline(project: ResolvedProject, t: EventTrigger) -> dict[str, Any]:
         "namespace": project.platform.namespace, "group": "argoproj.io",
         "version": "v1alpha1", "resource": "workflows", "eventTypes": ["UPDATE"],
         "filter": {"labels": [{"key": TEMPLATE_LABEL, "operation": "==",
-                               "value": t.pipeline or ""},
+                               "value": t.watched_pipeline or ""},
                               {"key": PHASE_LABEL, "operation": "==",
                                "value": "Succeeded"}]}}}}
 

@@ -47,7 +47,7 @@ def event_source_name(project: ResolvedProject) -> str:
 
 
 def sensor_name(check: RetrainTrigger) -> str:
-    return dns_label("retrain", check.k8s_name)
+    return dns_label(check.action, check.k8s_name)
 
 
 def event_source_account(project: ResolvedProject) -> str:

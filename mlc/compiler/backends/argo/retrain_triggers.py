@@ -28,6 +28,12 @@ class RetrainTrigger:
     # Alertmanager webhook, and a filter for firing alerts.
     event_source: str | None = None
     filters: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # the pipeline the gate starts: None, the model's training
+    target: str | None = None
+    action: str = "retrain"  # or `score`: the Sensor's name says which
+
+    def pipeline(self, project: ResolvedProject) -> str:
+        return self.target or project.models[self.model].pipeline or ""
 
 
 DRIFT_ALERT = "DriftDetected"
@@ -53,7 +59,8 @@ def trigger_event_source_name(project: ResolvedProject, k8s_name: str) -> str:
 
 
 def event_triggers(project: ResolvedProject) -> list[RetrainTrigger]:
-    """`training.triggers`: each listens through an EventSource of its own."""
+    """`training.triggers` and batch endpoints' `triggers`: each listens through an
+    EventSource of its own."""
     out = []
     for t in project.event_triggers.values():
         filters = None
@@ -62,7 +69,8 @@ def event_triggers(project: ResolvedProject) -> list[RetrainTrigger]:
                                  "value": [exact(v) for v in t.topic.filter_values]}]}
         out.append(RetrainTrigger(t.name, t.k8s_name, t.model, t.limits, t.origin, "",
                                   "trigger", t.reason,
-                                  trigger_event_source_name(project, t.k8s_name), filters))
+                                  trigger_event_source_name(project, t.k8s_name), filters,
+                                  t.target, t.action))
     return out
 
 
