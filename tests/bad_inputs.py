@@ -655,7 +655,8 @@ CASES = [
                                     "{pipeline: {name: score-churn-nightly}}}")}),
     Case("trigger-filter-gjson-query", "MLC577", "ml.yaml:38:67",
          {"ml.yaml": trigger("labels: {topic: {source: clicks, filter: {field: \"items.#.kind\", "
-                             "values: [labels]}}}", kafka("auth: {tls: {caSecret: kafka-password}}"))}),
+                             "values: [labels]}}}",
+                             kafka("auth: {tls: {caSecret: kafka-password}}"))}),
     Case("trigger-gcs-bucket", "MLC578", "ml.yaml:35:43",
          {"ml.yaml": trigger("landed: {object: {store: gcs, " + BUCKET) + MINIO_KEY}),
     Case("trigger-plain-http-store", "MLC580", "ml.yaml:35:46",

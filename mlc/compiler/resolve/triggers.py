@@ -9,6 +9,7 @@ a Kafka connection it has no setting for, a filter its data filters cannot say e
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from ...schema.types import duration_seconds
 from .. import ir
@@ -29,6 +30,7 @@ REASON = "reason"  # the run parameter that says why it started
 # A filter field is a path of plain names: gjson (Argo Events' data filters) reads these
 # characters as wildcards, queries, modifiers or escapes.
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*")
+Kind = Literal["object", "topic", "pipeline"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -88,7 +90,7 @@ def _add(ctx: Context, out: dict[str, ir.EventTrigger], t, name: str, path, mode
 
 
 def _kind(ctx: Context, t, target: str, pipelines: dict[str, ir.Pipeline],
-          secrets: dict[str, ir.SecretRef], path) -> tuple[str, dict | None]:
+          secrets: dict[str, ir.SecretRef], path) -> tuple[Kind, dict | None]:
     if t.object is not None:
         return "object", _object(ctx, t.object, secrets, (*path, "object"))
     if t.topic is not None:
@@ -139,12 +141,12 @@ def _object(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | N
 def _topic(ctx: Context, t, secrets: dict[str, ir.SecretRef], path) -> dict | None:
     source = ctx.project.sources.get(t.source)
     if source is None or source.type != "kafka":
-        kafka = sorted(n for n, s in ctx.project.sources.items() if s.type == "kafka")
+        streams = sorted(n for n, s in ctx.project.sources.items() if s.type == "kafka")
         what = "is no source" if source is None else f"is a {source.type} source"
         ctx.error(UNKNOWN_TRIGGER_TARGET, f"trigger `{path[-2]}` listens to `{t.source}`, "
                   f"which {what}, not a Kafka topic", (*path, "source"),
-                  help=("name a `type: kafka` source: " + ", ".join(f"`{k}`" for k in kafka))
-                  if kafka else "declare the topic as a source with `type: kafka`")
+                  help=("name a `type: kafka` source: " + ", ".join(f"`{k}`" for k in streams))
+                  if streams else "declare the topic as a source with `type: kafka`")
         return None
     ok = True
     f = t.filter
