@@ -117,5 +117,11 @@ def _drift(f: dict) -> list[str]:
     return out
 
 
-_PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
+def _vectors(f: dict) -> list[str]:
+    made = ", created it" if f["created"] else ""
+    return [f"{f['upserted']} vectors of {f['view']} upserted into {f['collection']} "
+            f"({f['stored']} stored{made})"]
+
+
+_PHRASES = {"vectors": _vectors, "gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
             "registered": _registered, "promoted": _promoted, "drift": _drift}

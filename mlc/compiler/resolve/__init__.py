@@ -34,6 +34,7 @@ from .readers import check_step_sources
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
 from .upstream import add_upstream_waits
+from .vectors import resolve_vector_writes
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -58,6 +59,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
     ingestions = resolve_ingestions(ctx, views, secrets, hardware, images)
+    vector_writes = resolve_vector_writes(ctx, views, sources, entities, secrets)
     models, synthesized = resolve_models(ctx, views, services, sources, hardware, images,
                                          secrets)
     services = dict(sorted({**services, **synthesized}.items()))
@@ -69,7 +71,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     quality = resolve_quality_monitors(ctx, endpoints, models, sources, routes)
     check_step_sources(ctx, platform, sources, models, endpoints, checks, quality)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
-                                  quality)
+                                  quality, vector_writes)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
     check_workflows(ctx)
     check_cluster_safety(ctx, platform, views, endpoints)
@@ -97,7 +99,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
         drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
         quality_monitors=quality,
-        accepted_risks=accepted, ingestions=ingestions)
+        accepted_risks=accepted, ingestions=ingestions, vector_writes=vector_writes)
 
 
 def _check_name_clashes(ctx: Context) -> None:
