@@ -140,6 +140,15 @@ def kafka(settings: str, view: str = "") -> str:
     return edit("    source: events\n    fields:", f"    source: clicks\n{view}    fields:", out)
 
 
+def vectors(store: str = "uri: vectors/catalog.db", view: str = "", base: str = BASE) -> str:
+    """`base` with a vector store `catalog` (`store`: its flow-mapping entries) that
+    `user_stats` writes its embeddings to (`view`: more entries of its `vectorStore`)."""
+    out = edit("entities:\n", f"vectorStores:\n  catalog: {{{store}}}\nentities:\n", base)
+    return edit("      - {name: clicks, type: int64}\nmodels",
+                "      - {name: clicks, type: int64}\n    vectorStore: {store: catalog, "
+                f"vectorField: embedding, dimension: 4{view}}}\nmodels", out)
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -623,6 +632,27 @@ CASES = [
                                                  '"kafka.data.svc:9092, broker-2"')}),
     Case("kafka-ingest-unknown-hardware", "MLC201", "ml.yaml:20:121",
          {"ml.yaml": kafka("ingest: {hardware: gpu-big}")}),
+    # --- vector stores ---------------------------------------------------------------------
+    Case("vector-index-unknown-parameter", "MLC555", "ml.yaml:30:109",
+         {"ml.yaml": vectors(view=", index: {type: HNSW, params: {nlist: 128}}")}),
+    Case("vector-index-parameter-out-of-range", "MLC555", "ml.yaml:30:113",
+         {"ml.yaml": vectors(view=", index: {type: IVF_FLAT, params: {nlist: 0}}")}),
+    Case("vector-collection-name", "MLC556", "ml.yaml:30:85",
+         {"ml.yaml": vectors(view=", collection: user-stats")}),
+    Case("vector-key-not-int64-or-string", "MLC557", "ml.yaml:30:5",
+         {"ml.yaml": vectors(base=edit("user: {joinKey: user_id}",
+                                       "user: {joinKey: user_id, type: int32}"))}),
+    Case("vector-field-is-a-scalar-field", "MLC558", "ml.yaml:30:48",
+         {"ml.yaml": vectors().replace("vectorField: embedding", "vectorField: clicks")}),
+    Case("vector-store-lite-file-in-cluster", "MLC559", "ml.yaml:21:18",
+         {"ml.yaml": vectors(), "environments/prod.yaml": CLUSTER}, env="prod"),
+    Case("vector-store-token-over-http", "MLC559", "ml.yaml:21:18",
+         {"ml.yaml": vectors("uri: \"http://milvus.milvus.svc:19530\", tokenSecret: milvus")
+          .replace("entities:\n", "secrets:\n  milvus: {kubernetes: {name: milvus, key: token}}"
+                   "\nentities:\n", 1),
+          "environments/prod.yaml": CLUSTER}, env="prod"),
+    Case("vector-store-unknown", "MLC201", "ml.yaml:30:26",
+         {"ml.yaml": vectors().replace("store: catalog", "store: katalog")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -115,13 +115,13 @@ def _check_index(ctx: Context, index, path) -> None:
     for key in sorted(index.params):
         value = index.params[key]
         if key not in accepted:
-            ctx.error(BAD_VECTOR_INDEX, f"a {index.type} index takes no parameter `{key}`",
+            ctx.error(BAD_VECTOR_INDEX, f"`{key}` is not a parameter of {index.type} indexes",
                       (*path, "params", key), help=did_you_mean(key, accepted) or (
                           f"{index.type} takes " + (", ".join(f"`{k}`" for k in accepted)
                                                     or "no parameters")))
         elif not accepted[key][0] <= value <= accepted[key][1]:
             low, high = accepted[key]
-            ctx.error(BAD_VECTOR_INDEX, f"`{key}` of a {index.type} index must be between "
+            ctx.error(BAD_VECTOR_INDEX, f"`{key}` of {index.type} indexes must be between "
                       f"{low} and {high}, not {value}", (*path, "params", key),
                       help=f"set `{key}` within [{low}, {high}]")
 
@@ -180,7 +180,8 @@ def _check_vector_field(ctx: Context, view: ir.FeatureView, spec, key, sources, 
         declared = {c.name: c.type for c in source.columns}
         if spec.vector_field in declared:
             ctx.error(BAD_VECTOR_FIELD, f"vector field `{spec.vector_field}` is declared as "
-                      f"a {declared[spec.vector_field]} column of `{source.name}`",
+                      f"column `{source.name}.{spec.vector_field}` of type "
+                      f"{declared[spec.vector_field]}",
                       (*path, "vectorField"), help="remove it from the source's `columns`; "
                       "the vectors step checks that it holds lists of "
                       f"{spec.dimension} floats")
