@@ -173,7 +173,7 @@ def test_vectors_task_writes_searchable_embeddings_idempotently(tree, tmp_path):
         index = client.describe_index("items", "embedding")
         assert (index["index_type"], index["metric_type"]) == ("HNSW", "COSINE")
         # milvus-lite does not report an index's build parameters back; their values are
-        # checked at compile time (test_vectors_diagnostics.py)
+        # checked at compile time (the vector-index cases of tests/bad_inputs.py)
         client.load_collection("items")
         count = client.query("items", filter="", output_fields=["count(*)"])
         assert count[0]["count(*)"] == 7  # two runs, a duplicated key: no duplicates
@@ -206,3 +206,20 @@ def test_the_materialisation_pipeline_holds_one_vectors_step_per_view(tmp_path):
     assert [(s.name, s.kind, s.depends) for s in pipeline.steps] == [
         ("feature-apply", "feature_apply", []), ("materialize", "materialize", ["feature-apply"]),
         ("vectors-item-embeddings", "write_vectors", ["materialize"])]
+
+
+def test_steps_may_reach_a_remote_milvus_and_nothing_more(tmp_path):
+    text = ML_YAML.replace("uri: vectors/catalog.db", "uri: https://milvus.vectors.svc:19530")
+    text = text.replace("  development: true\n", "  development: true\n  network: {}\n")
+    (env,) = compile_project(write_project(tmp_path, {"ml.yaml": text}), None, Diagnostics())
+    assert env.project.vector_writes["item_embeddings"].store.host == "milvus.vectors.svc"
+    import yaml
+
+    (steps,) = [doc for path, data in env.files.items() if path.startswith("network/")
+                for doc in yaml.safe_load_all(data)
+                if doc and doc["metadata"]["name"] == "workflow-steps"]
+    milvus = [r for r in steps["spec"]["egress"] if r["ports"] == [{"port": 19530,
+                                                                     "protocol": "TCP"}]]
+    assert milvus == [{"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "vectors"}}}], "ports": [{"port": 19530,
+                                                                  "protocol": "TCP"}]}]
