@@ -223,3 +223,33 @@ def test_steps_may_reach_a_remote_milvus_and_nothing_more(tmp_path):
     assert milvus == [{"to": [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "vectors"}}}], "ports": [{"port": 19530,
                                                                   "protocol": "TCP"}]}]
+
+
+@pytest.mark.slow
+def test_mlc_run_writes_the_embeddings_after_materialising(tmp_path):
+    """`mlc run` runs the same materialisation pipeline on this machine: feast apply,
+    materialise, then the vectors step into the milvus-lite file beside ml.yaml."""
+    import os
+    import subprocess
+    import sys
+
+    from pymilvus import MilvusClient
+
+    from .cluster_pods import ROOT
+
+    root = write_project(tmp_path / "project", {"ml.yaml": ML_YAML})
+    write_items(root / "data", [(i, T0, f"c{i % 2}", 1.0 * i, _vector(i)) for i in range(5)])
+    done = subprocess.run([sys.executable, "-m", "mlc", "run", "-C", str(root), "--env",
+                           "default"], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "MLC_VECTOR_STORE_TOKEN": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 vectors of item_embeddings upserted into items (5 stored, created it)" \
+        in done.stdout
+    client = MilvusClient(str(root / "vectors" / "catalog.db"))
+    try:
+        client.load_collection("items")
+        (hits,) = client.search("items", data=[_vector(2)], limit=1)
+        assert hits[0]["item_id"] == 2
+    finally:
+        client.close()
