@@ -123,5 +123,6 @@ def _vectors(f: dict) -> list[str]:
             f"({f['stored']} stored{made})"]
 
 
-_PHRASES = {"vectors": _vectors, "gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
-            "registered": _registered, "promoted": _promoted, "drift": _drift}
+_PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
+            "registered": _registered, "promoted": _promoted, "drift": _drift,
+            "vectors": _vectors}
