@@ -644,6 +644,13 @@ CASES = [
                                        "user: {joinKey: user_id, type: int32}"))}),
     Case("vector-field-is-a-scalar-field", "MLC558", "ml.yaml:30:48",
          {"ml.yaml": vectors().replace("vectorField: embedding", "vectorField: clicks")}),
+    Case("vector-scalar-field-of-bytes", "MLC558", "ml.yaml:32:88",
+         {"ml.yaml": vectors(view=", scalarFields: [blob]").replace(
+             "      - {name: clicks, type: int64}\n    vectorStore",
+             "      - {name: clicks, type: int64}\n      - {name: blob, type: bytes}\n"
+             "    vectorStore").replace(
+             "      - {name: label, type: int64}\n",
+             "      - {name: label, type: int64}\n      - {name: blob, type: bytes}\n")}),
     Case("vector-store-lite-file-in-cluster", "MLC559", "ml.yaml:21:18",
          {"ml.yaml": vectors(), "environments/prod.yaml": CLUSTER}, env="prod"),
     Case("vector-store-token-over-http", "MLC559", "ml.yaml:21:18",

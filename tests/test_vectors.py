@@ -253,3 +253,33 @@ def test_mlc_run_writes_the_embeddings_after_materialising(tmp_path):
         assert hits[0]["item_id"] == 2
     finally:
         client.close()
+
+
+def test_a_collection_made_otherwise_is_reported_not_dropped(tmp_path):
+    """An existing collection with another dimension fails the step, and keeps its rows."""
+    from pymilvus import DataType, MilvusClient
+
+    from mlc.runtime.step import StepFailed, build_context, run_step
+
+    root = write_project(tmp_path, {"ml.yaml": ML_YAML})
+    write_items(root / "data", [(1, T0, "c1", 1.0, _vector(1))])
+    (root / "vectors").mkdir()
+    client = MilvusClient(str(root / "vectors" / "catalog.db"))
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("item_id", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    client.create_collection("items", schema=schema)
+    client.insert("items", [{"item_id": 5, "embedding": [0.5] * 8}])
+    client.close()
+
+    (env,) = compile_project(root, None, Diagnostics())
+    ctx = build_context(env.project, "materialize", "vectors-item-embeddings", environ={
+        "MLC_DATA_ROOT": str(root), "MLC_RUN_DIR": str(tmp_path / "run")})
+    with pytest.raises(StepFailed, match=r"collection items exists with another schema: "
+                       r"field `embedding`: it has dimension 8, not 4; drop or rename"):
+        run_step(ctx)
+    client = MilvusClient(str(root / "vectors" / "catalog.db"))
+    try:
+        assert [r["item_id"] for r in client.query("items", filter="item_id >= 0")] == [5]
+    finally:
+        client.close()
