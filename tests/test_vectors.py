@@ -283,3 +283,20 @@ def test_a_collection_made_otherwise_is_reported_not_dropped(tmp_path):
         assert [r["item_id"] for r in client.query("items", filter="item_id >= 0")] == [5]
     finally:
         client.close()
+
+
+def test_validate_of_a_vector_project_imports_no_milvus(tmp_path):
+    import subprocess
+    import sys
+
+    from .test_import_boundary import HEAVY
+
+    root = write_project(tmp_path, {"ml.yaml": ML_YAML})
+    code = ("import sys, json\nfrom mlc.cli import main\n"
+            "rc = main(['validate', '-C', sys.argv[1]])\nprint(json.dumps(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "mlc.compiler.resolve.vectors" in modules
+    assert [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)] == []
