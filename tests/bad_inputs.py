@@ -152,6 +152,15 @@ BUCKET = ("endpoint: minio.storage.svc, bucket: landing, accessKeySecret: minio-
 MINIO_KEY = "secrets:\n  minio-key: {kubernetes: {name: minio, key: key}}\n"
 
 
+def vectors(store: str = "uri: vectors/catalog.db", view: str = "", base: str = BASE) -> str:
+    """`base` with a vector store `catalog` (`store`: its flow-mapping entries) that
+    `user_stats` writes its embeddings to (`view`: more entries of its `vectorStore`)."""
+    out = edit("entities:\n", f"vectorStores:\n  catalog: {{{store}}}\nentities:\n", base)
+    return edit("      - {name: clicks, type: int64}\nmodels",
+                "      - {name: clicks, type: int64}\n    vectorStore: {store: catalog, "
+                f"vectorField: embedding, dimension: 4{view}}}\nmodels", out)
+
+
 def deep(n: int) -> str:
     return "a: " + "[" * n + "]" * n + "\n"
 
@@ -668,6 +677,34 @@ CASES = [
              "tls: {caSecret: kafka-password}}"))}),
     Case("trigger-kafka-tls-without-ca", "MLC579", "ml.yaml:20:109",
          {"ml.yaml": trigger("labels: {topic: {source: clicks}}", kafka("auth: {tls: {}}"))}),
+    # --- vector stores ---------------------------------------------------------------------
+    Case("vector-index-unknown-parameter", "MLC555", "ml.yaml:30:109",
+         {"ml.yaml": vectors(view=", index: {type: HNSW, params: {nlist: 128}}")}),
+    Case("vector-index-parameter-out-of-range", "MLC555", "ml.yaml:30:113",
+         {"ml.yaml": vectors(view=", index: {type: IVF_FLAT, params: {nlist: 0}}")}),
+    Case("vector-collection-name", "MLC556", "ml.yaml:30:85",
+         {"ml.yaml": vectors(view=", collection: user-stats")}),
+    Case("vector-key-not-int64-or-string", "MLC557", "ml.yaml:30:5",
+         {"ml.yaml": vectors(base=edit("user: {joinKey: user_id}",
+                                       "user: {joinKey: user_id, type: int32}"))}),
+    Case("vector-field-is-a-scalar-field", "MLC558", "ml.yaml:30:48",
+         {"ml.yaml": vectors().replace("vectorField: embedding", "vectorField: clicks")}),
+    Case("vector-scalar-field-of-bytes", "MLC558", "ml.yaml:32:88",
+         {"ml.yaml": vectors(view=", scalarFields: [blob]").replace(
+             "      - {name: clicks, type: int64}\n    vectorStore",
+             "      - {name: clicks, type: int64}\n      - {name: blob, type: bytes}\n"
+             "    vectorStore").replace(
+             "      - {name: label, type: int64}\n",
+             "      - {name: label, type: int64}\n      - {name: blob, type: bytes}\n")}),
+    Case("vector-store-lite-file-in-cluster", "MLC559", "ml.yaml:21:18",
+         {"ml.yaml": vectors(), "environments/prod.yaml": CLUSTER}, env="prod"),
+    Case("vector-store-token-over-http", "MLC559", "ml.yaml:21:18",
+         {"ml.yaml": vectors("uri: \"http://milvus.milvus.svc:19530\", tokenSecret: milvus")
+          .replace("entities:\n", "secrets:\n  milvus: {kubernetes: {name: milvus, key: token}}"
+                   "\nentities:\n", 1),
+          "environments/prod.yaml": CLUSTER}, env="prod"),
+    Case("vector-store-unknown", "MLC201", "ml.yaml:30:26",
+         {"ml.yaml": vectors().replace("store: catalog", "store: katalog")}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

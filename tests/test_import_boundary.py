@@ -11,7 +11,8 @@ from .conftest import ROOT
 
 HEAVY = ("hera", "kubernetes", "kubernetes_validate", "torch", "mlflow", "evidently", "feast",
          "pandas", "numpy", "jinja2", "mlc.runtime", "mlc.local", "optuna", "shap",
-         "fairlearn", "confluent_kafka", "great_expectations", "dvc", "openlineage")
+         "fairlearn", "confluent_kafka", "great_expectations", "dvc", "openlineage",
+         "pymilvus", "milvus_lite")
 
 
 def test_validate_imports_nothing_heavy():

@@ -223,6 +223,38 @@ class KafkaConnection(IR):
     tls_key: SecretRef | None
 
 
+class VectorStoreConnection(IR):
+    """A Milvus server, or a milvus-lite file in development; the token only by reference."""
+
+    name: str
+    uri: str
+    database: str
+    token: SecretRef | None
+    token_env: str  # the variable the vectors step reads the token from
+    host: str | None  # the server's host (for egress), None for a milvus-lite file
+    port: int | None
+
+
+class VectorWrite(IR):
+    """A feature view's embeddings written to one Milvus collection (mlc/runtime/vectors.py)."""
+
+    view: str
+    step: str  # the step of the materialisation pipeline that writes it
+    store: VectorStoreConnection
+    collection: str
+    primary_key: str  # the view's one join key
+    primary_key_type: Literal["int64", "string"]
+    vector_field: str
+    dimension: int
+    metric: Literal["L2", "IP", "COSINE"]
+    index_type: Literal["AUTOINDEX", "FLAT", "HNSW", "IVF_FLAT"]
+    index_params: dict[str, int]
+    scalar_fields: list[FeatureField]  # stored beside each vector, in the order written
+    source: str  # the Parquet file source the latest row per key is read from
+    timestamp_field: str
+    batch_size: int
+
+
 class Ingestion(IR):
     """A Kafka source's consumer Deployment: each message written to its views' online store
     (mlc/runtime/ingest/)."""
@@ -647,7 +679,8 @@ class Step(IR):
     name: str  # DNS label, unique in its pipeline
     kind: Literal["validate_data", "feature_apply", "materialize", "search_start", "search",
                   "train", "evaluate", "explain", "register", "promote", "drift_check",
-                  "batch_score", "ab_verdict", "wait_upstream", "model_quality"]
+                  "batch_score", "ab_verdict", "wait_upstream", "model_quality",
+                  "write_vectors"]
     runtime: Literal["train", "drift", "serve", "custom"]  # which image runs it
     image: Image
     command: list[str]  # the container's entry point
@@ -838,3 +871,4 @@ class ResolvedProject(IR):
     policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file
     ingestions: dict[str, Ingestion] = Field(default_factory=dict)  # by Kafka source
     event_triggers: dict[str, EventTrigger] = Field(default_factory=dict)  # by k8s_name
+    vector_writes: dict[str, VectorWrite] = Field(default_factory=dict)  # by feature view

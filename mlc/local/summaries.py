@@ -117,5 +117,12 @@ def _drift(f: dict) -> list[str]:
     return out
 
 
+def _vectors(f: dict) -> list[str]:
+    made = ", created it" if f["created"] else ""
+    return [f"{f['upserted']} vectors of {f['view']} upserted into {f['collection']} "
+            f"({f['stored']} stored{made})"]
+
+
 _PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,
-            "registered": _registered, "promoted": _promoted, "drift": _drift}
+            "registered": _registered, "promoted": _promoted, "drift": _drift,
+            "vectors": _vectors}

@@ -48,6 +48,7 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "batch_score": ("mlc.runtime.serve.batch", "run"),
     "ab_verdict": ("mlc.runtime.verdict.step", "run"),
     "model_quality": ("mlc.runtime.quality.step", "run"),
+    "write_vectors": ("mlc.runtime.vectors", "run"),
 }
 
 

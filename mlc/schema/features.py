@@ -6,6 +6,7 @@ from pydantic import Field
 
 from .sources import ValueType
 from .types import Cron, FieldName, Name, Seconds, Spec
+from .vectors import ViewVectorStore
 
 
 class Entity(Spec):
@@ -61,6 +62,8 @@ class FeatureView(Spec):
     """Copy the features to the online store for serving."""
     materialization: Materialization = Field(default_factory=Materialization)
     """When the online store is refreshed."""
+    vector_store: ViewVectorStore | None = None
+    """Write the view's embeddings to a vector store after each materialisation."""
     description: str | None = None
     """What the view holds."""
     owner: str | None = None

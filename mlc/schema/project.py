@@ -18,6 +18,7 @@ from .secrets import Secret
 from .serving import Endpoint
 from .sources import Source
 from .types import Name, Spec
+from .vectors import VectorStore
 
 API_VERSION = "mlc.dev/v1"
 
@@ -60,6 +61,8 @@ class Project(Spec):
     """Feature views: fields read from a source per entity, offline and online."""
     feature_services: dict[Name, FeatureService] = Field(default_factory=dict)
     """Named sets of features that a model reads."""
+    vector_stores: dict[Name, VectorStore] = Field(default_factory=dict)
+    """Milvus connections that feature views write their embeddings to (docs/vector-stores.md)."""
     models: dict[Name, Model] = Field(default_factory=dict)
     """What is trained, from which features and label, and how it is judged."""
     serving: dict[Name, Endpoint] = Field(default_factory=dict)

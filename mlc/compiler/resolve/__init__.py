@@ -35,6 +35,7 @@ from .serving import resolve_endpoints
 from .streams import resolve_ingestions
 from .triggers import add_reason_parameters, resolve_event_triggers
 from .upstream import add_upstream_waits
+from .vectors import resolve_vector_writes
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -59,6 +60,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
     ingestions = resolve_ingestions(ctx, views, secrets, hardware, images)
+    vector_writes = resolve_vector_writes(ctx, views, sources, entities, secrets)
     models, synthesized = resolve_models(ctx, views, services, sources, hardware, images,
                                          secrets)
     services = dict(sorted({**services, **synthesized}.items()))
@@ -70,7 +72,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     quality = resolve_quality_monitors(ctx, endpoints, models, sources, routes)
     check_step_sources(ctx, platform, sources, models, endpoints, checks, quality)
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
-                                  quality)
+                                  quality, vector_writes)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
     triggers = resolve_event_triggers(ctx, models, endpoints, pipelines, secrets)
     pipelines = add_reason_parameters(pipelines, triggers)
@@ -100,7 +102,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
         feature_views=views, feature_services=services, models=models, endpoints=endpoints,
         drift_checks=checks, routes=routes, alerts=alerts, pipelines=pipelines,
         quality_monitors=quality,
-        accepted_risks=accepted, ingestions=ingestions, event_triggers=triggers)
+        accepted_risks=accepted, ingestions=ingestions, event_triggers=triggers,
+        vector_writes=vector_writes)
 
 
 def _check_name_clashes(ctx: Context) -> None:

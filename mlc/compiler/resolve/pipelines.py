@@ -189,11 +189,16 @@ def quality_pipeline(q: ir.QualityMonitor, images: dict[str, ir.Image], platform
 
 
 def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
-                              platform: ir.Platform, timezone: str) -> list[ir.Pipeline]:
-    """One pipeline per distinct schedule of the online views: feast apply, then materialise."""
+                              platform: ir.Platform, timezone: str,
+                              vector_writes: dict[str, ir.VectorWrite] | None = None
+                              ) -> list[ir.Pipeline]:
+    """One pipeline per distinct schedule of the online views: feast apply, then materialise,
+    then write the embeddings of the views with a vector store (one step per view, so that
+    each step holds the token of its own store only)."""
+    vector_writes = vector_writes or {}
     by_schedule: dict[str, list[str]] = {}
     for view in views.values():
-        if view.online:
+        if view.online or view.name in vector_writes:
             by_schedule.setdefault(view.materialization_schedule, []).append(view.name)
     out = []
     for schedule in sorted(by_schedule):
@@ -205,11 +210,22 @@ def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str
                   secrets=secrets),
             _step(name, "materialize", "materialize", "train", images["train"],
                   depends=["feature-apply"], secrets=secrets),
+            *(_vectors_step(name, vector_writes[v], images, platform)
+              for v in names if v in vector_writes),
         ]
         out.append(ir.Pipeline(name=name, kind="materialization", model=None, endpoint=None,
                                drift_check=None, schedule=schedule, timezone=timezone,
                                parameters=[], steps=steps, concurrency_key="materialize"))
     return out
+
+
+def _vectors_step(pipeline: str, write: ir.VectorWrite, images: dict[str, ir.Image],
+                  platform: ir.Platform) -> ir.Step:
+    secrets = _platform_secrets(platform, feast=True)
+    if write.store.token:
+        secrets[write.store.token_env] = write.store.token
+    return _step(pipeline, write.step, "write_vectors", "train", images["train"],
+                 depends=["materialize"], secrets=secrets)
 
 
 def _notify_routes(ctx: Context, p: ir.Pipeline, checks: dict[str, ir.DriftCheck],
@@ -236,7 +252,8 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
                       checks: dict[str, ir.DriftCheck], endpoints: dict[str, ir.Endpoint],
                       views: dict[str, ir.FeatureView], images: dict[str, ir.Image],
                       platform: ir.Platform,
-                      quality: dict[str, ir.QualityMonitor] | None = None
+                      quality: dict[str, ir.QualityMonitor] | None = None,
+                      vector_writes: dict[str, ir.VectorWrite] | None = None
                       ) -> dict[str, ir.Pipeline]:
     timezone = "UTC"
     quality = quality or {}
@@ -247,7 +264,7 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
     pipelines += [drift_pipeline(c, images, platform, timezone) for c in checks.values()]
     pipelines += [scoring_pipeline(e, platform) for e in endpoints.values()
                   if e.mode == "batch" and e.batch]
-    pipelines += materialization_pipelines(views, images, platform, timezone)
+    pipelines += materialization_pipelines(views, images, platform, timezone, vector_writes)
     pipelines += verdict_pipelines(endpoints, images, platform, timezone)
     pipelines += [quality_pipeline(q, images, platform, timezone) for q in quality.values()]
     by_pipeline = {q.pipeline: q for q in quality.values()}

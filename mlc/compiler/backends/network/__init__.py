@@ -107,7 +107,8 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
     if project.pipelines or any(gate_driver.driven(e) or e.rollout.ab_guard is not None
                                 for e in project.endpoints.values()):
         step_egress = [d.kubernetes_api_rule(project), *_work_egress(project),
-                       d.url_rule(project, p.prometheus_url)]
+                       d.url_rule(project, p.prometheus_url),
+                       *(d.url_rule(project, u) for u in d.vector_store_urls(project))]
         if uses_pushgateway(project):
             step_egress.append(d.url_rule(project, p.pushgateway_url))
         out.append(policy(project, "workflow-steps", steps, ingress=[],

@@ -111,6 +111,13 @@ def store_urls(project: ResolvedProject) -> list[str]:
     return urls
 
 
+def vector_store_urls(project: ResolvedProject) -> list[str]:
+    """The Milvus servers the vectors steps write to (a milvus-lite file names none), with
+    the port the connection uses when the uri gives none."""
+    stores = {w.store.name: w.store for w in project.vector_writes.values() if w.store.host}
+    return [f"{s.uri.split('://', 1)[0]}://{s.host}:{s.port}" for _, s in sorted(stores.items())]
+
+
 def store_rules(project: ResolvedProject) -> list[dict[str, Any]]:
     """Feast stores and sources that are cloud services: their APIs answer on HTTPS (Redshift
     on its own port). Those at a host of the user's are declared in `platform.network.egress`
