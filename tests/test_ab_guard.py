@@ -25,14 +25,13 @@ from mlc import metrics
 from mlc.compiler.backends import argocd
 from mlc.compiler.backends.serving import ab_guard
 from mlc.compiler.diagnostics import Diagnostics
-from mlc.compiler.pipeline import check_environment
 from mlc.runtime import ab_guard as guard_runtime
 from mlc.runtime.serve import weights_override as wo
 from mlc.runtime.serve.router import Assigner, RouterVariant
 
 from . import schema_check
 from .conftest import write_project
-from .test_serving import Built, build, project_text
+from .test_serving import Built, build, diagnostic_paths, project_text
 
 NAMESPACE = "scoring-default"
 WEIGHTS = {"control": 50, "treatment": 30, "other": 20}
@@ -140,14 +139,7 @@ def test_argo_cd_leaves_the_override_to_the_guard(built):
 
 def _codes(tmp_path: Path, endpoint: dict[str, Any], platform: dict | None = None
            ) -> dict[str, list[str]]:
-    write_project(tmp_path, {"ml.yaml": project_text({"e": endpoint}, platform)})
-    diags = Diagnostics()
-    check_environment(tmp_path, "default", diags)
-    out: dict[str, list[str]] = {}
-    for d in diags.items:
-        if d.code != "MLC343":
-            out.setdefault(d.code, []).append(d.dotted_path)
-    return out
+    return diagnostic_paths(tmp_path, {"e": endpoint}, platform)
 
 
 @pytest.mark.parametrize(("form", "code"), [

@@ -34,8 +34,8 @@ from mlc.compiler.pipeline import check_environment
 from mlc.runtime import gate as gate_runtime
 
 from . import schema_check
-from .conftest import ROOT, write_project
-from .test_serving import CRDS, Built, build, project_text
+from .conftest import ROOT
+from .test_serving import CRDS, Built, build, diagnostic_paths
 
 NAMESPACE = "scoring-default"
 WORKFLOW_CRD = "argo-workflows/argoproj.io_workflows.yaml"
@@ -367,14 +367,7 @@ def test_bad_revision_names_are_refused(tmp_path):
 
 
 def _diagnostics(tmp_path, endpoint: dict[str, Any]) -> dict[str, list[str]]:
-    write_project(tmp_path, {"ml.yaml": project_text({"e": endpoint})})
-    diags = Diagnostics()
-    check_environment(tmp_path, "default", diags)
-    out: dict[str, list[str]] = {}
-    for d in diags.items:
-        if d.code != "MLC343":
-            out.setdefault(d.code, []).append(d.dotted_path)
-    return out
+    return diagnostic_paths(tmp_path, {"e": endpoint})
 
 
 @pytest.mark.parametrize(("endpoint", "expected"), [

@@ -141,6 +141,20 @@ def project_text(serving_section: dict, platform: dict | None = None,
     return json.dumps(doc, indent=2)  # JSON is YAML 1.2
 
 
+def diagnostic_paths(folder: Path, serving_section: dict, platform: dict | None = None
+                     ) -> dict[str, list[str]]:
+    """The codes a project with `serving_section` gets, each with the fields it names; the
+    unpinned-alias warning (MLC343), which every such project gets, left out."""
+    write_project(folder, {"ml.yaml": project_text(serving_section, platform)})
+    diags = Diagnostics()
+    check_environment(folder, "default", diags)
+    out: dict[str, list[str]] = {}
+    for d in diags.items:
+        if d.code != "MLC343":
+            out.setdefault(d.code, []).append(d.dotted_path)
+    return out
+
+
 def build(folder: Path, serving_section: dict, *, platform: dict | None = None,
           extra: dict | None = None, env: str = "default", overlay: dict | None = None,
           header: str = "") -> Built:
