@@ -13,6 +13,7 @@
 #   postgres, initdb          postgresql                an offline source and store
 #   npm, node                 npm                       installs yaml-language-server (the
 #                                                       editor schema test), scripts/install-test-tools.sh
+#   zsh, fish                 zsh, fish                 sourcing `mlc completion zsh|fish`
 #
 # Idempotent: a tool already found is not installed again, so running this on a developer's
 # machine or on every CI job costs nothing after the first time. Works as root (CI containers,
@@ -30,6 +31,9 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-aler
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 [ -n "$(find_pg)" ] && [ -x "$(find_pg)/initdb" ] || packages+=(postgresql)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+# the shells whose completion scripts the tests source (`mlc completion zsh|fish`)
+command -v zsh >/dev/null 2>&1 || packages+=(zsh)
+command -v fish >/dev/null 2>&1 || packages+=(fish)
 
 if [ "${#packages[@]}" -eq 0 ]; then
   echo "install-system-deps: everything is already installed"
