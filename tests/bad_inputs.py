@@ -445,6 +445,14 @@ CASES = [
     Case("builtin-trainer-on-nodes", "MLC325", "ml.yaml:35:14",
          {"ml.yaml": edit("      hardware: cpu-small\nserving",
                           "      hardware: cpu-small\n      nodes: 2\nserving")}),
+    Case("builtin-trainer-other-framework", "MLC326", "ml.yaml:36:7",
+         {"ml.yaml": edit("    task: classification\n    inputs: {features: [user_stats]}\n"
+                          "    label: {source: events, column: label}\n    training:\n"
+                          "      hardware: cpu-small\n",
+                          "    task: classification\n    framework: xgboost\n"
+                          "    inputs: {features: [user_stats]}\n"
+                          "    label: {source: events, column: label}\n    training:\n"
+                          "      hardware: cpu-small\n      builtin: {epochs: 2}\n")}),
     Case("base-value-every-environment-overrides", "MLC111", "ml.yaml:39:48",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    autoscaling: {minReplicas: 1, maxReplicas: -6}\nmonitoring"),

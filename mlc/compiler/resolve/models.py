@@ -14,6 +14,7 @@ from .platform import resolve_image
 
 NO_TRAINING = "MLC301"
 GPU_REQUIRED = "MLC305"
+FRAMEWORK_WITHOUT_BUILTIN = "MLC326"
 
 
 def _retries(r) -> ir.Retries:
@@ -122,6 +123,13 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         command, args = list(c.command), list(c.args)
         env, secret_env = resolve_env(ctx, c.env, secrets, (*path, "custom", "env"))
     else:
+        if t.builtin is not None and m.framework != "torch":
+            ctx.error(FRAMEWORK_WITHOUT_BUILTIN, f"model `{name}` is `framework: "
+                      f"{m.framework}`, but the builtin trainer trains a torch network: it "
+                      "would register a torch model under the other framework's name",
+                      (*path, "builtin"), help="set `framework: torch` for the builtin "
+                      f"trainer, or train the {m.framework} model with `training: {{custom: "
+                      "{image, command}}` (docs/training-contract.md)")
         builtin = t.builtin or BuiltinTrainer.model_validate({}, strict=True)
         if builtin.mixed_precision == "fp16" and profile is not None and not profile.gpu_count:
             ctx.error(GPU_REQUIRED, f"`mixedPrecision: fp16` needs a GPU, but hardware profile "
