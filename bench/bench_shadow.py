@@ -2,6 +2,7 @@
 
     python bench/bench_shadow.py [--reps 5] [--duration 2] [--clients 2 8] [--percent 30 100]
                                  [--sender other|with-primary] [--pin] [--json FILE]
+                                 [--interleave slice|request]
 
 Builds bench_serve.py's model (an MLP, 30 inputs, in mlc's model format, logged to a
 throw-away MLflow) and starts mlc's servers on it:
@@ -23,6 +24,18 @@ the time the primary itself measured (mean, and the share over 10 ms, from its
 mlc_request_duration_seconds: what the load generator's own delays on a busy machine do not
 touch) and what the mirror counted (handed over, dropped, answered).
 
+With `--interleave request` the servers are not measured one after the other but together,
+request by request: each of `--clients` lanes holds a keep-alive connection to every server
+and sends its next request to the next server in turn (plain, mirrored-P, control, plain, ...),
+waiting for each answer. A busy moment of the machine then falls on whichever request is in
+flight, on every server alike, instead of on one server's slice; what remains between two
+servers is what their own code does to each request. It pools `--reps` x `--duration` seconds
+of requests per server and prints p50/p99 of each, the mirrored/plain and control/plain p99
+ratios with a bootstrap 95% interval (resampling each server's requests), and the same
+server-side figures as the slice mode. The mirrored primary's copies still cost the shadow and
+the sender their CPU, on the same machine: that CPU slows every server here alike, as a
+shadow on other nodes would slow none of them.
+
 With `--pin` (two or more CPUs): the measured primaries on CPU 0; the shadow and the load
 generator on CPU 1, the shadow at nice 10 (in a cluster it runs elsewhere; here it yields to
 the load generator, whose delays would count as the primary's latency); the mirror sender
@@ -34,6 +47,7 @@ Everything runs on loopback, in a temp folder; servers are stopped by pid.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -159,6 +173,189 @@ def measure(name: str, port: int, pid: int, request: bytes, clients: int, warmup
             "server_over_10ms": slow / max(count, 1)}
 
 
+class _LaneConn(asyncio.Protocol):
+    """One keep-alive connection of a lane to one server: sends when the lane says, reads one
+    answer, hands the turn back to the lane."""
+
+    def __init__(self, lane: _Lane, index: int):
+        self.lane, self.index = lane, index
+        self.buffer, self.need, self.status = b"", None, 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.lane.connected(self)
+
+    def send(self, request: bytes) -> None:
+        self.buffer, self.need = b"", None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes):
+        self.buffer += data
+        if self.need is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            self.status = int(head[9:12])
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:head.find(b"\r\n", at)]) if at >= 0 else 0
+            self.need = end + 4 + length
+        if len(self.buffer) >= self.need:
+            self.lane.answered(self.index, self.status)
+
+    def connection_lost(self, exc):
+        self.lane.lost()
+
+
+class _Lane:
+    """A closed loop over every server in turn: one request in flight at a time."""
+
+    def __init__(self, request: bytes, n: int, stats: dict, done: asyncio.Future):
+        self.request, self.n, self.stats, self.done = request, n, stats, done
+        self.conns: list[_LaneConn | None] = [None] * n
+        self.turn, self.sent = 0, 0.0
+
+    def connected(self, conn: _LaneConn) -> None:
+        self.conns[conn.index] = conn
+
+    def start(self, first: int) -> None:
+        self.turn = first
+        self._send()
+
+    def _send(self) -> None:
+        self.sent = time.perf_counter()
+        self.conns[self.turn].send(self.request)
+
+    def answered(self, index: int, status: int) -> None:
+        now = time.perf_counter()
+        if self.stats["recording"]:
+            self.stats["latencies"][index].append(now - self.sent)
+            if status != 200:
+                self.stats["errors"][index] += 1
+        if self.stats["stop"]:
+            for conn in self.conns:
+                conn.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        self.turn = (index + 1) % self.n
+        self._send()
+
+    def lost(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _drive_interleaved(ports: list[int], request: bytes, lanes: int, warmup: float,
+                             duration: float) -> dict:
+    loop = asyncio.get_running_loop()
+    n = len(ports)
+    stats = {"latencies": [[] for _ in ports], "errors": [0] * n, "recording": False,
+             "stop": False}
+    done = [loop.create_future() for _ in range(lanes)]
+    all_lanes = [_Lane(request, n, stats, d) for d in done]
+    for lane in all_lanes:
+        for i, port in enumerate(ports):
+            await loop.create_connection(lambda lane=lane, i=i: _LaneConn(lane, i),
+                                         "127.0.0.1", port)
+    for k, lane in enumerate(all_lanes):
+        lane.start(k % n)  # lanes start on different servers: no server is always first
+    await asyncio.sleep(warmup)
+    stats["recording"] = True
+    start = time.perf_counter()
+    await asyncio.sleep(duration)
+    stats["recording"] = False
+    elapsed = time.perf_counter() - start
+    stats["stop"] = True
+    await asyncio.wait(done, timeout=10)
+    return {"latencies": stats["latencies"], "errors": stats["errors"], "elapsed": elapsed}
+
+
+def drive_interleaved(ports, request, lanes, warmup, duration) -> dict:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_drive_interleaved(ports, request, lanes, warmup, duration))
+    return uvloop.run(_drive_interleaved(ports, request, lanes, warmup, duration))
+
+
+def p99_ratio_interval(a: np.ndarray, b: np.ndarray, rounds: int = 400,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """p99(a)/p99(b) and its bootstrap 95% interval (each sample resampled on its own)."""
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(rounds)
+    for i in range(rounds):
+        ratios[i] = (np.percentile(rng.choice(a, a.size), 99)
+                     / np.percentile(rng.choice(b, b.size), 99))
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(np.percentile(a, 99) / np.percentile(b, 99)), float(low), float(high)
+
+
+def measure_interleaved(names: list[str], procs: dict, request: bytes, clients: int,
+                        warmup: float, duration: float, reps: int) -> dict:
+    """Every server in `names` driven together, request by request; pooled over `reps`."""
+    ports = [procs[name][1] for name in names]
+    pids = [procs[name][0].pid for name in names]
+    senders = [children(pid) for pid in pids]
+    cpu0 = [proc_cpu_seconds(pid) for pid in pids]
+    sender0 = [sum(proc_cpu_seconds(c) for c in s) for s in senders]
+    served0 = [server_time(port) for port in ports]
+    pooled: list[list[float]] = [[] for _ in names]
+    errors = [0] * len(names)
+    elapsed = 0.0
+    for _ in range(reps):
+        out = drive_interleaved(ports, request, clients, warmup, duration)
+        for i in range(len(names)):
+            pooled[i].extend(out["latencies"][i])
+            errors[i] += out["errors"][i]
+        elapsed += out["elapsed"]
+    result = {}
+    for i, name in enumerate(names):
+        lat = np.asarray(pooled[i])
+        total, count, slow = (a - b for a, b in zip(server_time(ports[i]), served0[i],
+                                                    strict=True))
+        n_total = len(lat) * (warmup + duration) / duration
+        result[name] = {
+            "lat": lat, "p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p99_ms": float(np.percentile(lat, 99) * 1e3), "requests": int(lat.size),
+            "rps": lat.size / elapsed, "errors": errors[i],
+            "cpu_us_per_request": (proc_cpu_seconds(pids[i]) - cpu0[i]) / max(n_total, 1) * 1e6,
+            "sender_cpu_us_per_request": (sum(proc_cpu_seconds(c) for c in senders[i])
+                                          - sender0[i]) / max(n_total, 1) * 1e6,
+            "server_mean_ms": total / max(count, 1) * 1e3,
+            "server_over_10ms": slow / max(count, 1)}
+    return result
+
+
+def _print_interleaved(clients: int, percent: int, r: dict) -> dict:
+    plain, mirrored, control = r["plain"], r[f"mirrored-{percent}"], r["control"]
+    ratio = p99_ratio_interval(mirrored["lat"], plain["lat"])
+    noise = p99_ratio_interval(control["lat"], plain["lat"])
+    p50 = mirrored["p50_ms"] / plain["p50_ms"]
+    print(f"{clients} lanes, {percent:3d} %, {plain['requests']} requests per server: "
+          f"p99 mirrored/plain {ratio[0]:.3f} [95% {ratio[1]:.3f}..{ratio[2]:.3f}]  "
+          f"p50 {p50:.3f}  (control/plain p99 {noise[0]:.3f} [{noise[1]:.3f}..{noise[2]:.3f}])"
+          f"  |  p50/p99 ms: plain {plain['p50_ms']:.2f}/{plain['p99_ms']:.2f}, mirrored "
+          f"{mirrored['p50_ms']:.2f}/{mirrored['p99_ms']:.2f}, control "
+          f"{control['p50_ms']:.2f}/{control['p99_ms']:.2f}  |  primary CPU "
+          f"{plain['cpu_us_per_request']:.0f} / {mirrored['cpu_us_per_request']:.0f} "
+          f"us/request, sender {mirrored['sender_cpu_us_per_request']:.0f} us/request  |  "
+          f"in the server: mean {plain['server_mean_ms']:.2f} / "
+          f"{mirrored['server_mean_ms']:.2f} ms  errors "
+          f"{plain['errors'] + mirrored['errors'] + control['errors']}", flush=True)
+    return {"clients": clients, "percent": percent, "interleave": "request",
+            "requests_per_server": plain["requests"], "p99_ratio": ratio[0],
+            "p99_ratio_low": ratio[1], "p99_ratio_high": ratio[2], "p50_ratio": p50,
+            "control_p99_ratio": noise[0], "control_p99_ratio_low": noise[1],
+            "control_p99_ratio_high": noise[2],
+            **{f"{role}_{key}": r[name][key]
+               for role, name in (("plain", "plain"), ("mirrored", f"mirrored-{percent}"),
+                                  ("control", "control"))
+               for key in ("p50_ms", "p99_ms", "rps", "cpu_us_per_request", "server_mean_ms",
+                           "server_over_10ms", "errors")},
+            "sender_cpu_us_per_request": mirrored["sender_cpu_us_per_request"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--percent", type=int, nargs="+", default=[30, 100],
@@ -174,6 +371,9 @@ def main() -> int:
     parser.add_argument("--sender", choices=["other", "with-primary"], default="other",
                         help="with --pin: the mirror sender's CPU")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--interleave", choices=["slice", "request"], default="slice",
+                        help="measure the servers in turn, slice by slice, or together, "
+                             "request by request")
     parser.add_argument("--serve", nargs=6, help=argparse.SUPPRESS,
                         metavar=("TRACKING_URI", "PORT", "LOG_DIR", "ROLE", "MIRROR", "PCT"))
     args = parser.parse_args()
@@ -238,6 +438,12 @@ def main() -> int:
                   f"http://127.0.0.1:{procs['shadow'][1]}", percent)
         for clients in args.clients:
             for percent in args.percent:
+                if args.interleave == "request":
+                    names = ["plain", f"mirrored-{percent}", "control"]
+                    rows.append(_print_interleaved(clients, percent, measure_interleaved(
+                        names, procs, request, clients, args.warmup, args.duration,
+                        args.reps)))
+                    continue
                 reps = []
                 for rep in range(args.reps):
                     order = ("plain", f"mirrored-{percent}", "control")
