@@ -442,6 +442,47 @@ def test_custom_training_gets_the_contract_and_is_tracked_the_same_way(project, 
         run_steps(failing, environ(tmp_path, "failing"), ["train"])
 
 
+SKLEARN_TRAINER = textwrap.dedent("""
+    import json, os
+    import mlflow, pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.read_parquet(os.environ["MLC_TRAIN_DATA"]).fillna(0)
+    features = json.loads(os.environ["MLC_FEATURES"])
+    model = LogisticRegression(max_iter=50).fit(frame[features], frame[os.environ["MLC_LABEL"]])
+    with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"]):
+        mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
+                                 input_example=frame[features].head(3),
+                                 skops_trusted_types=["numpy.dtype"])
+""")
+
+
+def with_endpoint(project: ir.ResolvedProject, **changes) -> ir.ResolvedProject:
+    endpoint = project.endpoints["fraud-api"]
+    endpoints = {**project.endpoints, "fraud-api": endpoint.model_copy(update=changes)}
+    return project.model_copy(update={"endpoints": endpoints})
+
+
+@pytest.mark.slow
+def test_an_mlflow_model_for_an_endpoint_that_would_refuse_it_fails_its_training(
+        project, tmp_path, monkeypatch):
+    """A custom trainer that logs an MLflow model (not mlc's format) for an endpoint without
+    `allowPickle` fails at training, before a version its servers would refuse is registered."""
+    monkeypatch.setenv("MLC_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    script = tmp_path / "train_sklearn.py"
+    script.write_text(SKLEARN_TRAINER)
+    training = {"kind": "custom", "command": [sys.executable], "args": [str(script)]}
+    refusing = with_model(project, training=training)
+    assert project.endpoints["fraud-api"].model == "fraud-classifier"
+    with pytest.raises(StepFailed, match=r"endpoint fraud-api would refuse to load it.*"
+                                         r"`allowPickle: true`"):
+        run_steps(refusing, environ(tmp_path, "refused"), ["train"])
+    allowed = with_endpoint(refusing, allow_pickle=True)
+    run_steps(allowed, environ(tmp_path, "allowed"), ["train"])
+    train = json.loads((tmp_path / "allowed" / "train.json").read_text())
+    assert train["model_format"] == "mlflow"
+
+
 # ---------------------------------------------------------------------------------------
 # models of any MLflow flavour, custom metrics
 

@@ -587,6 +587,9 @@ class Endpoint(IR):
     origin: Origin
     env: dict[str, str] = Field(default_factory=dict)  # the user's plain env vars
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
+    # load a model that is not in mlc's format with mlflow.pyfunc (unpickles its code);
+    # left out of the JSON while off, so that its arrival rolls no existing server
+    allow_pickle: bool = Field(False, exclude_if=lambda on: not on)
 
 
 class OnDrift(IR):

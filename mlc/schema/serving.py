@@ -292,6 +292,12 @@ class Endpoint(Spec):
     """Batch mode: what is scored, when and where the predictions go."""
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "serving container: a string, or `{secret: <name>}`.")
+    allow_pickle: bool = Field(False, description="Serve a model that is not in mlc's own "
+                               "format (an MLflow flavour or pyfunc that a custom trainer "
+                               "logged): it is loaded with `mlflow.pyfunc`, which unpickles "
+                               "and runs the model's own code in the server. Off: such a "
+                               "model is refused, and the training step that logs one for "
+                               "this endpoint fails (docs/training-contract.md).")
 
     @model_validator(mode="after")
     def _shape(self):

@@ -144,5 +144,6 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                         for f in e.allow_from],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
-            origin=ctx.origin(path), env=env, secrets=secret_env)
+            origin=ctx.origin(path), env=env, secrets=secret_env,
+            allow_pickle=e.allow_pickle)
     return out

@@ -76,7 +76,8 @@ def score(ctx: StepContext, endpoint) -> tuple[int, int, str]:
                          f"`{ctx.param('date')}`") from exc
     target = publish.fill(os.environ.get(OUTPUT_ENV) or batch.output, moment)
     try:
-        model = load(endpoint.model_uri, ctx.mlflow_tracking_uri)
+        model = load(endpoint.model_uri, ctx.mlflow_tracking_uri,
+                     allow_pickle=endpoint.allow_pickle or None)
     except ModelLoadError as exc:
         raise StepFailed(str(exc)) from exc
     source = ctx.project.sources[batch.input_source]

@@ -5,8 +5,9 @@ promotion during start-up cannot mix two versions. The download is plain files; 
 network is built from spec.json and its weights read with `torch.load(weights_only=True)`
 (mlc/runtime/model_format.py): no pickle runs, so a tampered registry entry cannot execute
 code in the server. A model that is not in mlc's format (a custom pyfunc) is refused unless
-the operator opts in with `MLC_ALLOW_PICKLE=1`, which loads it with
-`mlflow.pyfunc.load_model` (cloudpickle: it runs the model's own code).
+the endpoint opts in (`allowPickle: true` in ml.yaml; or the image's operator, with
+`MLC_ALLOW_PICKLE=1`), which loads it with `mlflow.pyfunc.load_model` (cloudpickle: it runs
+the model's own code).
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ def load_folder(folder: Path, *, name: str, version: str, alias: str | None,
         if not allow_pickle:
             raise ModelLoadError(
                 f"models:/{name}/{version} is not an mlc model (no spec.json); loading it "
-                f"would unpickle code. Set {ALLOW_PICKLE_ENV}=1 to allow that.") from None
+                "would unpickle and run its own code. Set `allowPickle: true` on the "
+                f"endpoint in ml.yaml to allow that (or {ALLOW_PICKLE_ENV}=1 in the "
+                "image).") from None
         return _load_pyfunc(folder, name=name, version=version, alias=alias,
                             trained_at=trained_at)
     import torch

@@ -12,7 +12,7 @@ keeps its share of the CPU whatever the loop does; the server only sends rows an
 predictions over a socket pair (two system calls each way, no pickle).
 
     parent                                          child (`python -m ...model_process FD`)
-    {"model_uri", "tracking_uri"} (JSON frame) ->   loads the model, warms it
+    {"model_uri", "tracking_uri", "allow_pickle"} (JSON frame) ->   loads the model, warms it
                                                <-   {"ok": true, meta} or {"ok": false, error}
     rows (array frame)                         ->   model.predict(rows)
                                                <-   predictions (array frame) or error frame
@@ -104,8 +104,9 @@ class ModelProcess:
     """The parent's end: start() loads the model in the child and returns a LoadedModel
     whose `predict` is a call to it (blocking; called by one model thread at a time)."""
 
-    def __init__(self, model_uri: str, tracking_uri: str):
+    def __init__(self, model_uri: str, tracking_uri: str, allow_pickle: bool | None = None):
         self.model_uri, self.tracking_uri = model_uri, tracking_uri
+        self.allow_pickle = allow_pickle  # None: the loader reads MLC_ALLOW_PICKLE
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -120,6 +121,7 @@ class ModelProcess:
             theirs.close()
         self._sock = ours
         _send(ours, json.dumps({"model_uri": self.model_uri,
+                                "allow_pickle": self.allow_pickle,
                                 "tracking_uri": self.tracking_uri}).encode())
         answer = _receive(ours)
         if answer is None:
@@ -181,7 +183,8 @@ def _child(fd: int) -> int:
     try:
         from .loader import load
 
-        model = load(config["model_uri"], config["tracking_uri"])
+        model = load(config["model_uri"], config["tracking_uri"],
+                     allow_pickle=config.get("allow_pickle"))
     except Exception as exc:  # the parent retries, as it does for a load in its own thread
         _send(sock, json.dumps({"ok": False, "error": str(exc)}).encode())
         return 1

@@ -133,12 +133,12 @@ class ServeApp:
         elif s.model_process:
             from .model_process import ModelProcess
 
-            process = ModelProcess(s.model_uri, s.tracking_uri)
+            process = ModelProcess(s.model_uri, s.tracking_uri, s.allow_pickle or None)
             model = process.start()
         else:
             from .loader import load
 
-            model = load(s.model_uri, s.tracking_uri)
+            model = load(s.model_uri, s.tracking_uri, allow_pickle=s.allow_pickle or None)
         try:
             return self._parts(model, process)
         except BaseException:

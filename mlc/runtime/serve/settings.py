@@ -80,6 +80,9 @@ class ServeSettings:
     # (config_reload.py), every `config_reload_seconds`; None: nothing to follow
     config_path: Path | None = None
     config_reload_seconds: float = DEFAULT_CONFIG_RELOAD_SECONDS
+    # the endpoint's `allowPickle`: load a model not in mlc's format with mlflow.pyfunc;
+    # False leaves it to the operator's MLC_ALLOW_PICKLE (loader.py)
+    allow_pickle: bool = False
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -148,4 +151,5 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
         mirror=MirrorSettings.from_config(workload.get("mirror")),
         config_path=Path(env["MLC_ENDPOINT_CONFIG"]) if workload else None,
-        config_reload_seconds=config_reload_seconds(env))
+        config_reload_seconds=config_reload_seconds(env),
+        allow_pickle=e.allow_pickle)

@@ -173,6 +173,13 @@ def run_follower(ctx: StepContext, command: list[str], rank: int) -> None:
     print(f"node {rank}: the training command is done; node 0 records the run")
 
 
+def endpoints_refusing_pickle(project, model: str) -> list[str]:
+    """The endpoints that serve `model` and would refuse a model not in mlc's format: found
+    at training, before such a version is registered and promoted to them."""
+    return sorted(name for name, e in project.endpoints.items()
+                  if e.model == model and not e.allow_pickle)
+
+
 def run_custom(ctx: StepContext) -> None:
     from mlc.runtime.train import data, tracking
 
@@ -215,6 +222,15 @@ def run_custom(ctx: StepContext) -> None:
             raise StepFailed(f"the training command left no model: save one into {folder} "
                              "with mlc.runtime.model_format.save_model, or log an MLflow "
                              f"model (any flavour) into the run {sc.RUN_ID_MLFLOW_ENV}")
+        refusing = endpoints_refusing_pickle(ctx.project, model.name)
+        if refusing:
+            run.finish({}, status="FAILED")
+            raise StepFailed(
+                "the training command logged an MLflow model, not one in mlc's format, and "
+                f"endpoint{'s' if len(refusing) > 1 else ''} {', '.join(refusing)} would "
+                "refuse to load it (loading it unpickles and runs its code): set "
+                "`allowPickle: true` on the endpoint in ml.yaml, or save the model with "
+                "mlc.runtime.model_format.save_model")
     summary = {"mlflow_run_id": run.run_id, "experiment_id": run.experiment_id,
                "model_uri": model_uri, "model_format": flavour,
                "data_snapshot": dataset.snapshot, "trainer": "custom", "command": command,
