@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -326,3 +327,35 @@ def test_validate_of_a_scoring_vector_project_imports_no_milvus(tmp_path):
     modules = json.loads(done.stdout.strip().splitlines()[-1])
     assert "mlc.compiler.resolve.vectors" in modules
     assert [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)] == []
+
+
+@pytest.mark.slow
+def test_mlc_run_score_writes_the_embeddings_after_scoring(tmp_path):
+    """`mlc run score` runs the same two steps on this machine, against the local registry
+    (.mlc/mlflow.db) and the milvus-lite file beside ml.yaml. About 65 s on two shared cores."""
+    from pymilvus import MilvusClient
+
+    from .cluster_pods import ROOT
+
+    root = write_project(tmp_path / "project", {"ml.yaml": ml_yaml()})
+    frame = _frame()
+    (root / "data").mkdir()
+    frame.to_parquet(root / "data" / "documents.parquet", index=False)
+    (root / ".mlc").mkdir()
+    _register(f"sqlite:///{root / '.mlc' / 'mlflow.db'}", frame, 3, tmp_path / "v1")
+    done = subprocess.run([sys.executable, "-m", "mlc", "run", "score", "doc-embeddings",
+                           "-C", str(root), "--env", "default", "-p", "date=2026-01-02"],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "MLC_ALLOW_PICKLE": "1",
+                               "MLC_VECTOR_STORE_TOKEN": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (f"{ROWS} vectors of doc-embeddings upserted into documents ({ROWS} stored, "
+            "created it)") in done.stdout
+    client = MilvusClient(str(root / "vectors" / "search.db"))
+    try:
+        client.load_collection("documents")
+        (stored,) = client.get("documents", ids=[107], output_fields=["embedding"])
+        (hits,) = client.search("documents", data=[list(stored["embedding"])], limit=1)
+        assert hits[0]["doc_id"] == 107
+    finally:
+        client.close()
