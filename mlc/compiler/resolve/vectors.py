@@ -244,7 +244,8 @@ def resolve_score_vector_writes(ctx: Context, endpoints: dict[str, ir.Endpoint],
         if endpoint.batch.format == "csv":
             ctx.error(VECTORS_IN_CSV, f"endpoint `{name}` publishes CSV, which cannot hold "
                       f"its `{spec.vector_field}` vectors", ("serving", name, "batch",
-                                                             "format"),
+                                                             "format" if e.batch.format
+                                                             else "output"),
                       help="publish Parquet: `format: parquet`, or an output ending in `/` "
                       "or `.parquet`")
         if model is not None:
@@ -291,9 +292,9 @@ def _check_vector_model(ctx: Context, model: ir.Model, endpoint: str, path) -> N
         return
     ctx.error(NO_VECTOR_OUTPUT, f"endpoint `{endpoint}` writes vectors to a vector store, but "
               f"its model `{model.name}` is {why}, not a vector", path,
-              help="serve a model that answers an embedding per row (a `regression` model "
-              "with `training.custom`, whose MLflow model returns a vector per row), or "
-              "remove `vectorStore`")
+              help="serve a model whose MLflow model returns an embedding per row (a "
+              "`regression` model with `training.custom`, or one registered by other means), "
+              "or remove `vectorStore`")
 
 
 def _input_columns(model: ir.Model, source: ir.Source,
