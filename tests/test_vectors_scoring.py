@@ -296,7 +296,7 @@ def test_steps_may_reach_the_remote_milvus(tmp_path):
     (("framework: sklearn\n", "framework: torch\n"), "MLC567",
      "serving.doc-embeddings.batch.vectorStore"),
     (("output: scores/dt={date}/", "output: scores/{date}.csv"), "MLC554",
-     "serving.doc-embeddings.batch.format"),
+     "serving.doc-embeddings.batch.output"),
     (("scalarFields: [topic]", "scalarFields: [topics]"), "MLC207",
      "serving.doc-embeddings.batch.vectorStore.scalarFields.0"),
     (("vectorField: embedding", "vectorField: topic"), "MLC558",
