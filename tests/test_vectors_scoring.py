@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -359,3 +360,29 @@ def test_mlc_run_score_writes_the_embeddings_after_scoring(tmp_path):
         assert hits[0]["doc_id"] == 107
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ([0.5, 0.25], "answers one number per row, but `vectorStore` of endpoint "
+                  "`doc-embeddings` needs a vector of 3 values"),
+    ([[0.5, 0.25]] * 2, "answers vectors of 2 values, but `vectorStore.dimension`"),
+    ([[0.5, float("nan"), 1.0]], "answered a vector holding a value that is not a finite"),
+])
+def test_the_score_step_refuses_answers_that_are_not_vectors_of_the_dimension(
+        tmp_path, answer, message):
+    import numpy as np
+
+    from mlc.runtime.serve.batch import check_vectors
+    from mlc.runtime.serve.loader import LoadedModel
+    from mlc.runtime.step import StepFailed
+
+    (env,) = compile_project(write_project(tmp_path, {"ml.yaml": ml_yaml()}), None,
+                             Diagnostics())
+    write = env.project.vector_writes["serving.doc-embeddings"]
+    model = LoadedModel(name=MODEL, version="1", alias="champion", trained_at=None,
+                        features=FEATURES, task="regression", output_width=1,
+                        predict=lambda rows: rows)
+    check_vectors(model, write, np.zeros((4, 3)))  # the declared dimension passes
+    with pytest.raises(StepFailed, match=re.escape(message)) as failed:
+        check_vectors(model, write, np.asarray(answer))
+    assert failed.value.exit_code == 10
