@@ -147,6 +147,20 @@ def trigger(entry: str, base: str = BASE) -> str:
                 f"      triggers: {{{entry}}}\n", base)
 
 
+def scored_vectors(settings: str, base: str = BASE) -> str:
+    """`base` with a vector store `catalog` and the batch endpoint `churn-nightly` whose
+    `batch:` ends with `settings` (its `vectorStore`, say)."""
+    return edit("entities:\n", "vectorStores:\n  catalog: {uri: vectors/catalog.db}\n"
+                "entities:\n", edit("    hardware: cpu-small\nmonitoring",
+                                    "    hardware: cpu-small\n  churn-nightly:\n    model: "
+                                    "churn\n    mode: batch\n    batch: {schedule: \"0 2 * * *"
+                                    f"\", input: events, {settings}}}\nmonitoring", base))
+
+
+# BASE's model registered by other means (no trainer), which may answer a vector
+EMBEDDER = BASE.replace("    task: classification\n",
+                        "    task: regression\n    framework: sklearn\n")
+
 BUCKET = ("endpoint: minio.storage.svc, bucket: landing, accessKeySecret: minio-key, "
           "secretKeySecret: minio-key}}")
 MINIO_KEY = "secrets:\n  minio-key: {kubernetes: {name: minio, key: key}}\n"
@@ -713,6 +727,12 @@ CASES = [
           "environments/prod.yaml": CLUSTER}, env="prod"),
     Case("vector-store-unknown", "MLC201", "ml.yaml:30:26",
          {"ml.yaml": vectors().replace("store: catalog", "store: katalog")}),
+    Case("vector-scores-of-a-classifier", "MLC567", "ml.yaml:44:77",
+         {"ml.yaml": scored_vectors('output: "s3://b/scores/", vectorStore: {store: catalog, '
+                                    'collection: scores, dimension: 8}')}),
+    Case("vector-scores-published-as-csv", "MLC554", "ml.yaml:45:59",
+         {"ml.yaml": scored_vectors('output: "s3://b/scores.csv", vectorStore: {store: '
+                                    'catalog, collection: scores, dimension: 8}', EMBEDDER)}),
     # --- environments ---------------------------------------------------------------------
     Case("overlay-bad-value", "MLC105", "environments/prod.yaml:4:10",
          {"environments/prod.yaml": "hardware:\n  cpu-small:\n    memory: 2Gi\n    cpu: lots\n"}),

@@ -236,10 +236,11 @@ class VectorStoreConnection(IR):
 
 
 class VectorWrite(IR):
-    """A feature view's embeddings written to one Milvus collection (mlc/runtime/vectors.py)."""
+    """A feature view's embeddings, or a batch endpoint's model outputs, written to one Milvus
+    collection (mlc/runtime/vectors.py)."""
 
-    view: str
-    step: str  # the step of the materialisation pipeline that writes it
+    view: str | None  # the feature view whose embeddings are written, or None (an endpoint)
+    step: str  # the step of the materialisation (or scoring) pipeline that writes it
     store: VectorStoreConnection
     collection: str
     primary_key: str  # the view's one join key
@@ -253,6 +254,9 @@ class VectorWrite(IR):
     source: str  # the Parquet file source the latest row per key is read from
     timestamp_field: str
     batch_size: int
+    endpoint: str | None = None  # a batch endpoint whose scoring run writes its outputs
+    # the endpoint's scored rows, under the run folder: written by `score`, read by the step
+    rows_file: str | None = None
 
 
 class Ingestion(IR):
@@ -874,4 +878,5 @@ class ResolvedProject(IR):
     policies: list[UserPolicy] = Field(default_factory=list)  # from the policies file
     ingestions: dict[str, Ingestion] = Field(default_factory=dict)  # by Kafka source
     event_triggers: dict[str, EventTrigger] = Field(default_factory=dict)  # by k8s_name
-    vector_writes: dict[str, VectorWrite] = Field(default_factory=dict)  # by feature view
+    # by feature view, and by `serving.<endpoint>` for a batch endpoint's outputs
+    vector_writes: dict[str, VectorWrite] = Field(default_factory=dict)

@@ -119,8 +119,8 @@ def _drift(f: dict) -> list[str]:
 
 def _vectors(f: dict) -> list[str]:
     made = ", created it" if f["created"] else ""
-    return [f"{f['upserted']} vectors of {f['view']} upserted into {f['collection']} "
-            f"({f['stored']} stored{made})"]
+    return [f"{f['upserted']} vectors of {f.get('endpoint') or f['view']} upserted into "
+            f"{f['collection']} ({f['stored']} stored{made})"]
 
 
 _PHRASES = {"gate": _gate, "comparison": _comparison, "rows": _rows, "dataset": _dataset,

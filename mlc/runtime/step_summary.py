@@ -17,8 +17,8 @@ a file rather than from the log keeps the display independent of what libraries 
     drift       check, drifted, columns, share, threshold, report (the HTML report's path),
                 top: [{column, method, score, threshold}] (the drifted features, the furthest
                 past their threshold first)
-    vectors     view, collection, upserted (rows written this run), stored (the collection's
-                rows after it), created (the collection was made by this run)
+    vectors     view (or endpoint), collection, upserted (rows written this run), stored (the
+                collection's rows after it), created (the collection was made by this run)
 """
 
 from __future__ import annotations

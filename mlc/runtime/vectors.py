@@ -1,16 +1,20 @@
-"""The vectors step: a feature view's latest embeddings upserted into its Milvus collection.
+"""The vectors step: a feature view's latest embeddings, or a batch endpoint's model outputs,
+upserted into a Milvus collection.
 
-Runs after `materialize` in the materialisation pipeline (`write_vectors` steps,
-mlc/compiler/resolve/vectors.py). It reads the view's Parquet source, keeps the newest row per
-primary key (by the source's timestamp field), creates the collection and its index when
-missing, refuses one whose schema differs (rather than drop a user's data), and upserts in
-batches: the primary key makes a rerun replace rows instead of adding them.
+Runs after `materialize` in the materialisation pipeline, or after `score` in a batch
+endpoint's scoring pipeline (`write_vectors` steps, mlc/compiler/resolve/vectors.py). It reads
+the view's Parquet source (or the rows `score` left in the run folder,
+mlc/runtime/serve/batch.py), keeps the newest row per primary key (by the source's timestamp
+field), creates the collection and its index when missing, refuses one whose schema differs
+(rather than drop a user's data), and upserts in batches: the primary key makes a rerun
+replace rows instead of adding them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from mlc.compiler import ir
@@ -31,18 +35,41 @@ def run(ctx: StepContext) -> None:
         client.upsert(write.collection, rows[start:start + write.batch_size])
     client.load_collection(write.collection)
     stored = int(client.get_collection_stats(write.collection)["row_count"])
-    step_summary.write(ctx, [{"kind": "vectors", "view": write.view,
+    owner = {"endpoint": write.endpoint} if write.endpoint else {"view": write.view}
+    step_summary.write(ctx, [{"kind": "vectors", **owner,
                               "collection": write.collection, "upserted": len(rows),
                               "stored": stored, "created": created}])
-    print(f"upserted {len(rows)} vectors of `{write.view}` into {write.collection} "
-          f"({stored} stored)")
+    print(f"upserted {len(rows)} vectors of `{write.endpoint or write.view}` into "
+          f"{write.collection} ({stored} stored)")
 
 
 def _write_of(ctx: StepContext) -> ir.VectorWrite:
+    endpoint = ctx.pipeline.endpoint if ctx.pipeline.kind == "batch_scoring" else None
     for write in ctx.project.vector_writes.values():
-        if write.step == ctx.step.name:
+        if write.step == ctx.step.name and write.endpoint == endpoint:
             return write
-    raise StepFailed(f"step `{ctx.step.name}` writes no feature view's vectors")
+    raise StepFailed(f"step `{ctx.step.name}` writes no feature view's or endpoint's vectors")
+
+
+def scored_rows_path(ctx: StepContext, write: ir.VectorWrite) -> Path:
+    """Where the scoring step leaves an endpoint's rows for its vectors step."""
+    assert write.rows_file
+    return ctx.run_dir / write.rows_file
+
+
+def _read_rows(ctx: StepContext, write: ir.VectorWrite, columns: list[str]) -> list[dict]:
+    if write.rows_file is None:
+        return files.read(ctx, ctx.project.sources[write.source], columns).to_pylist()
+    import pyarrow.parquet as pq
+
+    path = scored_rows_path(ctx, write)
+    if not path.is_file():
+        raise StepFailed(f"the scoring step left no rows in {path}: run `score` first")
+    table = pq.read_table(path)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise StepFailed(f"the scored rows in {path} lack {', '.join(missing)}")
+    return table.select(columns).to_pylist()
 
 
 def connect(ctx: StepContext, store: ir.VectorStoreConnection):
@@ -63,11 +90,10 @@ def connect(ctx: StepContext, store: ir.VectorStoreConnection):
 
 def latest_rows(ctx: StepContext, write: ir.VectorWrite) -> list[dict[str, Any]]:
     """The newest row per key, as Milvus entities, after checking every vector."""
-    source = ctx.project.sources[write.source]
     columns = [write.primary_key, write.vector_field, *(f.name for f in write.scalar_fields)]
     if write.timestamp_field:
         columns.append(write.timestamp_field)
-    table = files.read(ctx, source, columns).to_pylist()
+    table = _read_rows(ctx, write, columns)
     if write.timestamp_field:  # Python's sort is stable: among equal times the last row wins
         table.sort(key=lambda r: (r[write.timestamp_field] is not None,
                                   r[write.timestamp_field] or 0))
@@ -90,7 +116,8 @@ def latest_rows(ctx: StepContext, write: ir.VectorWrite) -> list[dict[str, Any]]
 
 
 def _check_vector(write: ir.VectorWrite, key, vector) -> None:
-    where = f"`{write.vector_field}` of {write.primary_key} = {key!r} in `{write.source}`"
+    where = f"`{write.vector_field}` of {write.primary_key} = {key!r} in " + (
+        f"the scores of `{write.endpoint}`" if write.endpoint else f"`{write.source}`")
     if not isinstance(vector, list):
         raise StepFailed(f"{where} is {type(vector).__name__}, not a list of floats",
                          EXIT_BAD_DATA)

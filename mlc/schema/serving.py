@@ -22,6 +22,7 @@ from .types import (
     Seconds,
     Spec,
 )
+from .vectors import ScoreVectorStore
 
 
 class Autoscaling(Spec):
@@ -259,6 +260,9 @@ class BatchScoring(Spec):
     triggers: dict[Name, Trigger] = Field(
         default_factory=dict, description="Score on an event as well: a new object in a "
         "bucket, a message on a topic, another pipeline's success (docs/triggers.md).")
+    vector_store: ScoreVectorStore | None = Field(
+        None, description="Write the model's output vectors (an embedding per row) to a "
+        "Milvus collection after each run (docs/vector-stores.md).")
 
 
 class Endpoint(Spec):

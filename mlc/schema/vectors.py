@@ -1,9 +1,12 @@
-"""`vectorStores` (the Milvus connections) and a feature view's `vectorStore` (the collection
-its embeddings are written to by the materialisation pipeline's vectors step).
+"""`vectorStores` (the Milvus connections), a feature view's `vectorStore` (the collection
+its embeddings are written to by the materialisation pipeline's vectors step) and a batch
+endpoint's `batch.vectorStore` (the collection its model's output vectors are written to by
+the scoring pipeline's vectors step).
 
 The token is a secret by reference only (`tokenSecret` names an entry under `secrets:`).
 Names, index parameters and the primary key are checked against Milvus' rules in
-mlc/compiler/resolve/vectors.py, where the view's fields are known.
+mlc/compiler/resolve/vectors.py, where the view's fields (or the endpoint's model and input
+columns) are known.
 """
 
 from __future__ import annotations
@@ -55,5 +58,30 @@ class ViewVectorStore(Spec):
     """How the vector field is indexed."""
     scalar_fields: list[FieldName] = Field(default_factory=list)
     """Fields of the view stored beside each vector, for filtered searches."""
+    batch_size: int = Field(1000, ge=1, le=10000)
+    """Rows upserted in one request."""
+
+
+class ScoreVectorStore(Spec):
+    """Where a batch endpoint's model outputs go: one entity per scored row, keyed by `key`."""
+
+    store: Name
+    """Vector store (under `vectorStores:`)."""
+    collection: str | None = Field(None, min_length=1, max_length=255,
+                                   description="Milvus collection; defaults to the endpoint's "
+                                   "name.")
+    key: FieldName | None = Field(None, description="Column of the input rows that keys each "
+                                  "vector (the collection's primary key, int64 or string); "
+                                  "defaults to the model's entity key when it has one.")
+    vector_field: FieldName = Field("embedding", description="Name of the model's output "
+                                    "vector, in the collection and in the published scores.")
+    dimension: int = Field(ge=2, le=32768, description="Length of every output vector; the "
+                           "scoring step checks it against the model's output.")
+    metric: Literal["L2", "IP", "COSINE"] = "COSINE"
+    """Distance the index and searches use."""
+    index: VectorIndex = Field(default_factory=VectorIndex)
+    """How the vector field is indexed."""
+    scalar_fields: list[FieldName] = Field(default_factory=list)
+    """Columns of the input rows stored beside each vector, for filtered searches."""
     batch_size: int = Field(1000, ge=1, le=10000)
     """Rows upserted in one request."""

@@ -35,7 +35,7 @@ from .serving import resolve_endpoints
 from .streams import resolve_ingestions
 from .triggers import add_reason_parameters, resolve_event_triggers
 from .upstream import add_upstream_waits
-from .vectors import resolve_vector_writes
+from .vectors import resolve_score_vector_writes, resolve_vector_stores, resolve_vector_writes
 from .workflows import check_workflows
 
 __all__ = ["PROJECT_JSON", "resolve_project"]
@@ -60,12 +60,15 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     check_feast_support(ctx, platform, sources, views)
     services = resolve_feature_services(ctx, views)
     ingestions = resolve_ingestions(ctx, views, secrets, hardware, images)
-    vector_writes = resolve_vector_writes(ctx, views, sources, entities, secrets)
+    vector_stores = resolve_vector_stores(ctx, secrets)
+    vector_writes = resolve_vector_writes(ctx, views, sources, entities, vector_stores)
     models, synthesized = resolve_models(ctx, views, services, sources, hardware, images,
                                          secrets)
     services = dict(sorted({**services, **synthesized}.items()))
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
+    vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
+                                                 vector_stores)
     routes = resolve_routes(ctx, secrets)
     alerts = resolve_alerts(ctx, routes, secrets)
     checks = resolve_drift_checks(ctx, models, endpoints, sources, routes)

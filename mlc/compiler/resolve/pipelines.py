@@ -131,7 +131,11 @@ def drift_pipeline(check: ir.DriftCheck, images: dict[str, ir.Image],
                        parameters=params, steps=steps, concurrency_key=name)
 
 
-def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform) -> ir.Pipeline:
+def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform,
+                     vectors: ir.VectorWrite | None = None,
+                     images: dict[str, ir.Image] | None = None) -> ir.Pipeline:
+    """`score`, then (with `batch.vectorStore`) the vectors step that upserts the model's
+    output vectors the score step left in the run folder."""
     assert endpoint.batch and endpoint.pipeline
     name = endpoint.pipeline
     batch = endpoint.batch
@@ -143,6 +147,8 @@ def scoring_pipeline(endpoint: ir.Endpoint, platform: ir.Platform) -> ir.Pipelin
                    timeout_seconds=batch.timeout_seconds,
                    secrets={**_platform_secrets(platform, feast=True), **endpoint.secrets},
                    env={**endpoint.env, "MLC_PUSHGATEWAY_URL": platform.pushgateway_url})]
+    if vectors is not None and images is not None:
+        steps.append(_vectors_step(name, vectors, images, platform, depends="score"))
     return ir.Pipeline(name=name, kind="batch_scoring", model=endpoint.model,
                        endpoint=endpoint.name, drift_check=None,
                        schedule=batch.schedule, timezone=batch.timezone, parameters=params,
@@ -220,12 +226,12 @@ def materialization_pipelines(views: dict[str, ir.FeatureView], images: dict[str
 
 
 def _vectors_step(pipeline: str, write: ir.VectorWrite, images: dict[str, ir.Image],
-                  platform: ir.Platform) -> ir.Step:
+                  platform: ir.Platform, depends: str = "materialize") -> ir.Step:
     secrets = _platform_secrets(platform, feast=True)
     if write.store.token:
         secrets[write.store.token_env] = write.store.token
     return _step(pipeline, write.step, "write_vectors", "train", images["train"],
-                 depends=["materialize"], secrets=secrets)
+                 depends=[depends], secrets=secrets)
 
 
 def _notify_routes(ctx: Context, p: ir.Pipeline, checks: dict[str, ir.DriftCheck],
@@ -262,8 +268,9 @@ def resolve_pipelines(ctx: Context, models: dict[str, ir.Model],
         if has_training(ctx.project.models[name]):
             pipelines.append(training_pipeline(model, images, platform))
     pipelines += [drift_pipeline(c, images, platform, timezone) for c in checks.values()]
-    pipelines += [scoring_pipeline(e, platform) for e in endpoints.values()
-                  if e.mode == "batch" and e.batch]
+    pipelines += [scoring_pipeline(e, platform, (vector_writes or {}).get(f"serving.{e.name}"),
+                                   images)
+                  for e in endpoints.values() if e.mode == "batch" and e.batch]
     pipelines += materialization_pipelines(views, images, platform, timezone, vector_writes)
     pipelines += verdict_pipelines(endpoints, images, platform, timezone)
     pipelines += [quality_pipeline(q, images, platform, timezone) for q in quality.values()]

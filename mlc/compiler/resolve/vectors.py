@@ -1,9 +1,13 @@
-"""Vector stores: the Milvus connections of `vectorStores` and each feature view's
-`vectorStore`, checked against what Milvus accepts before a step ever connects.
+"""Vector stores: the Milvus connections of `vectorStores`, each feature view's
+`vectorStore` and each batch endpoint's `batch.vectorStore`, checked against what Milvus
+accepts before a step ever connects.
 
 The vectors step (mlc/runtime/vectors.py) reads the latest row per entity from the view's
-Parquet source and upserts it, keyed by the view's join key; so the key, the names, the index
-parameters and the scalar types are refused here, located, when Milvus would refuse them.
+Parquet source (or the rows the endpoint's `score` step just scored) and upserts it, keyed by
+the view's join key (or the endpoint's `key`); so the key, the names, the index parameters
+and the scalar types are refused here, located, when Milvus would refuse them. An endpoint's
+model must be one that can answer a vector; ml.yaml declares no model's output size, so the
+dimension is checked by the scoring step, against the model's first answer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ BAD_MILVUS_NAME = "MLC556"
 BAD_VECTOR_KEY = "MLC557"
 BAD_VECTOR_FIELD = "MLC558"
 UNSAFE_VECTOR_STORE = "MLC559"
+VECTORS_IN_CSV = "MLC554"
+NO_VECTOR_OUTPUT = "MLC567"
 
 TOKEN_ENV = "MLC_VECTOR_STORE_TOKEN"
 
@@ -38,11 +44,23 @@ SCALAR_TYPES = frozenset({"bool", "float32", "float64", "int32", "int64", "strin
                           "unix_timestamp"})
 
 
+# The run-folder file the scoring step hands its vectors to the vectors step in.
+SCORED_ROWS = "vectors/scored.parquet"
+SCORE_STEP = "vectors"
+# Columns of the published scores besides the carried input columns.
+_SCORE_COLUMNS = ("model_version",)
+
+
+def resolve_vector_stores(ctx: Context, secrets: dict[str, ir.SecretRef]
+                          ) -> dict[str, ir.VectorStoreConnection | None]:
+    return {n: _connection(ctx, n, s, secrets)
+            for n, s in sorted(ctx.project.vector_stores.items())}
+
+
 def resolve_vector_writes(ctx: Context, views: dict[str, ir.FeatureView],
                           sources: dict[str, ir.Source], entities: dict[str, ir.Entity],
-                          secrets: dict[str, ir.SecretRef]) -> dict[str, ir.VectorWrite]:
-    stores = {n: _connection(ctx, n, s, secrets)
-              for n, s in sorted(ctx.project.vector_stores.items())}
+                          stores: dict[str, ir.VectorStoreConnection | None]
+                          ) -> dict[str, ir.VectorWrite]:
     out = {}
     for name in sorted(ctx.project.features):
         spec = ctx.project.features[name].vector_store
@@ -199,3 +217,142 @@ def _parquet_source(ctx: Context, view: ir.FeatureView, sources, path) -> ir.Sou
                   help="write the embeddings to a Parquet file source")
         return None
     return source
+
+
+def resolve_score_vector_writes(ctx: Context, endpoints: dict[str, ir.Endpoint],
+                                models: dict[str, ir.Model], sources: dict[str, ir.Source],
+                                entities: dict[str, ir.Entity],
+                                stores: dict[str, ir.VectorStoreConnection | None]
+                                ) -> dict[str, ir.VectorWrite]:
+    """Each batch endpoint's `batch.vectorStore`, keyed `serving.<endpoint>`."""
+    out = {}
+    for name in sorted(ctx.project.serving):
+        e = ctx.project.serving[name]
+        spec = e.batch.vector_store if e.batch else None
+        endpoint = endpoints.get(name)
+        if spec is None or endpoint is None or endpoint.batch is None or e.mode != "batch":
+            continue
+        model = models.get(endpoint.model)
+        source = sources.get(endpoint.batch.input_source)
+        path = ("serving", name, "batch", "vectorStore")
+        errors = len(ctx.diags.errors)
+        ctx.check_ref(spec.store, stores, "vector store", (*path, "store"), "vectorStores")
+        collection = spec.collection or name
+        _check_name(ctx, collection, "collection", (*path, "collection"),
+                    None if spec.collection else f"set `collection: {name.replace('-', '_')}`")
+        _check_index(ctx, spec.index, (*path, "index"))
+        if endpoint.batch.format == "csv":
+            ctx.error(VECTORS_IN_CSV, f"endpoint `{name}` publishes CSV, which cannot hold "
+                      f"its `{spec.vector_field}` vectors", ("serving", name, "batch",
+                                                             "format" if e.batch.format
+                                                             else "output"),
+                      help="publish Parquet: `format: parquet`, or an output ending in `/` "
+                      "or `.parquet`")
+        if model is not None:
+            _check_vector_model(ctx, model, name, path)
+        if model is None or source is None:
+            continue
+        columns = _input_columns(model, source, entities)
+        key, key_type = _score_key(ctx, spec, model, columns, path)
+        scalars = _score_scalars(ctx, spec, columns, path)
+        taken = {f.name: "a scalar field" for f in scalars}
+        taken.update({k: "an entity key the scores carry" for k in model.entity_keys})
+        if source.timestamp_field:
+            taken[source.timestamp_field] = "the input's timestamp field"
+        taken.update({c: "a column of the published scores" for c in _SCORE_COLUMNS})
+        if key:
+            taken[key] = "the primary key"
+        if spec.vector_field in taken:
+            ctx.error(BAD_VECTOR_FIELD, f"vector field `{spec.vector_field}` is "
+                      f"{taken[spec.vector_field]}", (*path, "vectorField"),
+                      help="give the model's output vector a name of its own, e.g. "
+                      "`vectorField: embedding`")
+        store = stores.get(spec.store)
+        if len(ctx.diags.errors) > errors or store is None or key is None:
+            continue
+        out[f"serving.{name}"] = ir.VectorWrite(
+            view=None, endpoint=name, step=SCORE_STEP, store=store, collection=collection,
+            primary_key=key, primary_key_type=key_type, vector_field=spec.vector_field,
+            dimension=spec.dimension, metric=spec.metric, index_type=spec.index.type,
+            index_params=dict(sorted(spec.index.params.items())), scalar_fields=scalars,
+            source=source.name, timestamp_field=source.timestamp_field or "",
+            batch_size=spec.batch_size, rows_file=SCORED_ROWS)
+    return out
+
+
+def _check_vector_model(ctx: Context, model: ir.Model, endpoint: str, path) -> None:
+    """A classifier answers a label (or one probability per class), the builtin trainer's
+    regression network one number: neither is an embedding. A custom trainer's model, or one
+    registered by other means, may answer a vector; its length is checked when it runs."""
+    if model.task == "classification":
+        why = "a classifier, which answers a class label or its probabilities"
+    elif model.pipeline is not None and model.training.kind == "builtin":
+        why = "trained by the builtin trainer, whose network answers one number per row"
+    else:
+        return
+    ctx.error(NO_VECTOR_OUTPUT, f"endpoint `{endpoint}` writes vectors to a vector store, but "
+              f"its model `{model.name}` is {why}, not a vector", path,
+              help="serve a model whose MLflow model returns an embedding per row (a "
+              "`regression` model with `training.custom`, or one registered by other means), "
+              "or remove `vectorStore`")
+
+
+def _input_columns(model: ir.Model, source: ir.Source,
+                   entities: dict[str, ir.Entity]) -> dict[str, str]:
+    """The columns a scored row carries, with their types: the model's entity keys, its
+    features, and the input source's declared columns (which win)."""
+    out: dict[str, str] = {}
+    for ref in model.features:
+        out[ref.field] = ref.type
+    by_key = {e.join_key: e.type for e in entities.values()}
+    for key in model.entity_keys:
+        if key in by_key:
+            out[key] = by_key[key]
+    for column in source.columns:
+        out[column.name] = column.type
+    return out
+
+
+def _score_key(ctx: Context, spec, model: ir.Model, columns: dict[str, str], path):
+    key = spec.key
+    where = (*path, "key")
+    if key is None:
+        if len(model.entity_keys) != 1:
+            ctx.error(BAD_VECTOR_KEY, f"model `{model.name}` has {len(model.entity_keys)} "
+                      "entity keys, but a Milvus collection has one primary key", path,
+                      help="name the input column that keys each vector: `key: <column>`")
+            return None, None
+        key, where = model.entity_keys[0], path
+    if key not in columns:
+        ctx.error(UNKNOWN_COLUMN, f"`{key}` is not a column the scored rows carry", where,
+                  help=did_you_mean(key, columns) or "name an entity key of the model, one of "
+                  "its features, or a column declared under the input source's `columns`")
+        return None, None
+    if columns[key] not in ("int64", "string"):
+        ctx.error(BAD_VECTOR_KEY, f"the key `{key}` is {columns[key]}, but a Milvus primary "
+                  "key is int64 or string", where,
+                  help=f"declare `{key}` as `int64` or `string`, or key the vectors by "
+                  "another column")
+        return None, None
+    return key, columns[key]
+
+
+def _score_scalars(ctx: Context, spec, columns: dict[str, str], path
+                   ) -> list[ir.FeatureField]:
+    out: list[ir.FeatureField] = []
+    for i, name in enumerate(spec.scalar_fields):
+        where = (*path, "scalarFields", i)
+        if name not in columns:
+            ctx.error(UNKNOWN_COLUMN, f"`{name}` is not a column the scored rows carry", where,
+                      help=did_you_mean(name, columns) or "name an entity key or feature of "
+                      "the model, or a column declared under the input source's `columns`")
+        elif columns[name] not in SCALAR_TYPES:
+            ctx.error(BAD_VECTOR_FIELD, f"column `{name}` is {columns[name]}, which a Milvus "
+                      "scalar field cannot hold", where,
+                      help="store it elsewhere, or leave it out of `scalarFields`")
+        elif any(f.name == name for f in out):
+            ctx.error("MLC204", f"column `{name}` is listed twice", where, help="remove one")
+        else:
+            out.append(ir.FeatureField(name=name, type=columns[name], description=None,
+                                       tags={}))
+    return out
