@@ -7,7 +7,8 @@
   object only), and create the training Workflow;
 - the Sensors of event triggers (`training.triggers`) likewise;
 - the alerts EventSource receives webhooks, the bucket and topic EventSources read their store
-  or brokers: none gets a token;
+  or brokers: none gets a token; a cloud bucket trigger that authenticates as its pod (IRSA,
+  Workload Identity) has an account of its own, carrying the identity's annotation;
 - the pipeline-trigger EventSource lists and watches Workflows, nothing more.
 """
 
@@ -25,9 +26,10 @@ RBAC_API = "rbac.authorization.k8s.io/v1"
 
 
 def _account(project: ResolvedProject, name: str, component: str, *,
-             token: bool) -> dict[str, Any]:
+             token: bool, annotations: dict[str, str] | None = None) -> dict[str, Any]:
     account = {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": metadata(project, name, component=component)}
+               "metadata": metadata(project, name, component=component,
+                                    annotations=annotations)}
     if not token:
         account["automountServiceAccountToken"] = False
     return account
@@ -85,11 +87,20 @@ def rbac_objects(project: ResolvedProject) -> list[dict[str, Any]]:
     if retrain_triggers.retrain_checks(project):
         out.append(_account(project, events.event_source_account(project), "drift-alerts",
                             token=False))
-    kinds = {t.kind for t in project.event_triggers.values()}
-    if kinds & {"object", "topic"}:
+    shared = [t for t in project.event_triggers.values()
+              if t.kind == "topic" or (t.kind == "object"
+                                       and event_sources.own_account(project, t) is None)]
+    if shared:
         out.append(_account(project, event_sources.trigger_source_account(project),
                             event_sources.COMPONENT, token=False))
-    if "pipeline" in kinds:
+    # a cloud bucket trigger that authenticates as its pod: its own account, no token (the
+    # cloud's identity webhook or metadata server gives the credentials, not the API server)
+    for t in sorted(project.event_triggers.values(), key=lambda t: t.k8s_name):
+        own = event_sources.own_account(project, t)
+        if own is not None:
+            out.append(_account(project, own, event_sources.COMPONENT, token=False,
+                                annotations=event_sources.cloud_identity(t)))
+    if any(t.kind == "pipeline" for t in project.event_triggers.values()):
         watcher = event_sources.watcher_account(project)
         out += [_account(project, watcher, event_sources.COMPONENT, token=True),
                 *_role(project, watcher, event_sources.COMPONENT, [dict(WATCH_WORKFLOWS)])]
