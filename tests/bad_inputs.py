@@ -606,6 +606,10 @@ CASES = [
     Case("search-without-validation-rows", "MLC536", "ml.yaml:36:7",
          {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
                             "      builtin: {validationSplit: 0.0}\n")}),
+    Case("search-katib-rewrites-env", "MLC586", "ml.yaml:36:29",
+         {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
+                            "      builtin: {env: {HINT: \"${trialParameters.epochs}\"}}\n")
+          .replace("platform:\n", "platform:\n  katib: {namespace: kubeflow}\n")}),
     # --- fairness and slices (evaluation.fairness, evaluation.slices) -------------------
     Case("slice-on-a-column-the-data-lacks", "MLC540", "ml.yaml:35:36",
          {"ml.yaml": evaluation("slices: [{column: country, values: [de], "

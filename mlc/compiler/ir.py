@@ -299,6 +299,10 @@ class Search(IR):
     """A hyperparameter search before the training run (docs/lifecycle.md)."""
 
     method: Literal["random", "tpe", "grid"]
+    # who runs the trials: Argo tasks, or a Katib Experiment (`platform.katib`), and then the
+    # namespace Katib runs in
+    engine: Literal["argo", "katib"]
+    katib_namespace: str | None
     space: list[SearchRange]  # sorted by name
     trials: int
     parallelism: int

@@ -1,7 +1,8 @@
 """Service accounts and Roles: each identity may do exactly what its pods do, nothing more.
 
-- the workflow's pods: Argo's executor reports each step's result (WorkflowTaskResults), and a
-  distributed training step creates a JobSet and watches it until it ends;
+- the workflow's pods: Argo's executor reports each step's result (WorkflowTaskResults), a
+  distributed training step creates a JobSet and watches it until it ends, and a search with
+  `platform.katib` its Katib Experiment;
 - the Sensor: creates the gate Workflow of a drift alert (cooldown.py);
 - the gate's pods: report their results, record a start in the cooldown ConfigMap (that one
   object only), and create the training Workflow;
@@ -21,6 +22,7 @@ from ...names import dns_label
 from ..objects import metadata
 from . import cooldown, event_sources, events, retrain_triggers
 from .distributed import JOBSET_API_VERSION
+from .katib import API_VERSION as KATIB_API_VERSION
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
@@ -65,6 +67,11 @@ def workflow_rules(project: ResolvedProject) -> list[dict[str, Any]]:
     if distributed:
         rules.append({"apiGroups": [JOBSET_API_VERSION.split("/")[0]], "resources": ["jobsets"],
                       "verbs": ["create", "get", "list", "watch"]})
+    if any(m.training.search is not None and m.training.search.engine == "katib"
+           for m in project.models.values()):
+        # the search step creates its Katib Experiment and watches it until it ends
+        rules.append({"apiGroups": [KATIB_API_VERSION.split("/")[0]],
+                      "resources": ["experiments"], "verbs": ["create", "get", "list", "watch"]})
     return rules
 
 

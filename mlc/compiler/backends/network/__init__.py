@@ -5,6 +5,7 @@
     network/networkpolicy-workflow-steps.yaml  Argo step pods: the Kubernetes API (Argo's
                                                executor, JobSets, delivery patches), MLflow,
                                                Prometheus, the Pushgateway, stores
+    network/networkpolicy-katib-trials.yaml    Katib's trial pods: stores, Katib's DB manager
     network/networkpolicy-jobset-workers.yaml  distributed training: stores, and each other
     network/networkpolicy-model-servers.yaml   endpoint pods (every form): MLflow, stores,
                                                shadows (directly or through the gateway)
@@ -30,7 +31,7 @@ from typing import Any
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
-from ..argo import events, retrain_triggers
+from ..argo import events, katib, retrain_triggers
 from ..argo.distributed import JOBSET_NAME_LABEL
 from ..monitoring.servicemonitors import uses_pushgateway
 from ..objects import metadata
@@ -114,6 +115,15 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
             step_egress.append(d.url_rule(project, p.pushgateway_url))
         out.append(policy(project, "workflow-steps", steps, ingress=[],
                           egress=d.unique(step_egress)))
+    if katib.katib_namespaces(project):
+        # Katib's trial pods: what a step reads and writes, and Katib's DB manager, to which
+        # their metrics collector sends what it read (no ingress)
+        trials = exists(katib.TRIAL_LABEL)
+        out.append(policy(project, "katib-trials", trials, ingress=[], egress=d.unique([
+            *_work_egress(project),
+            *(d.rule([d.namespace_peer(ns)], d.tcp(katib.DB_MANAGER_PORT))
+              for ns in katib.katib_namespaces(project)),
+        ])))
     if any(s.nodes > 1 for pl in project.pipelines.values() for s in pl.steps):
         # rendezvous and collectives (NCCL, Gloo) use ports of their own choosing
         peers = [_own(project, workers)]
