@@ -31,6 +31,7 @@ from mlc.compiler.pipeline import check_environment
 
 from . import argo_projects as ap
 from . import lifecycle_projects as lp
+from . import netpol
 from .cluster_pods import Cluster, Image, mlc_compile, read_tree, substitute
 from .schema_check import check_crd, tighten
 
@@ -214,9 +215,15 @@ def test_trials_may_reach_stores_and_katib_and_the_workflow_may_create_experimen
     assert trials["podSelector"] == {"matchExpressions": [
         {"key": katib.TRIAL_LABEL, "operator": "Exists"}]}
     assert trials["ingress"] == []
-    assert {"to": [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "katib-system"}}}],
-        "ports": [{"port": 6789, "protocol": "TCP"}]} in trials["egress"]
+    every = list(policies.values())
+    pod = netpol.Pod("train-tiny-x-k8x2-abcde", "mlc-tiny", {katib.TRIAL_LABEL: lp.MODEL})
+    db = netpol.Pod("katib-db-manager-0", "katib-system", {"katib.kubeflow.org/component":
+                                                            "db-manager"})
+    mlflow = netpol.Pod("mlflow-0", "mlc-tiny", {})
+    assert netpol.egress_allowed(every, pod, db, 6789)
+    assert not netpol.egress_allowed(every, pod, db, 3306)  # Katib's database itself
+    assert netpol.egress_allowed(every, pod, mlflow, 5000)  # lp's tracking server
+    assert not netpol.allowed(every, netpol.Pod("x", "mlc-tiny", {}), pod, 8080)
     (namespace,) = [f.content for f in core.emit(resolved) if f.content["kind"] == "Namespace"]
     assert namespace["metadata"]["labels"][
         "katib.kubeflow.org/metrics-collector-injection"] == "enabled"
@@ -245,9 +252,10 @@ def _collect(log: str, metrics: list[str], filters: list[str]) -> list[tuple[str
 
 @pytest.mark.slow
 def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path):
-    """Slow (about a minute: each pod is a new process importing Feast, MLflow and torch): the
-    pipeline's steps up to `search-start` as pods, then one Katib trial's pod, its command,
-    env and mounts as the Experiment declares them, with values Katib could have drawn."""
+    """Slow (two to three minutes on two busy cores: each pod is a new process importing
+    Feast, MLflow and torch): the pipeline's steps up to `search-start` as pods, then one
+    Katib trial's pod, its command, env and mounts as the Experiment declares them, with
+    values Katib could have drawn, and that pod once more as a retried attempt."""
     from mlflow.tracking import MlflowClient
 
     from mlc.runtime.train import search as rs
@@ -315,6 +323,13 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
     assert [m.value for m in history] == [float(v) for _, _, v in reported]
     # the train step after the Experiment takes this trial as the best one
     assert sr.best(resolved_search(folder), sr.trials(client, experiment, parent)) == record
+    # a retried pod of the finished trial (the Job's backoff) trains nothing again, and
+    # reports the recorded values, since Katib's collector reads the new attempt's log only
+    again = cluster.run_pod(container, volumes, trial + "-retry", context={}, name="trial")
+    assert again.returncode == 0, again.log[-4000:]
+    assert [v for _, _, v in _collect(again.log, [objective], spec["metricsCollectorSpec"][
+        "source"]["filter"]["metricsFormat"])] == [v for _, _, v in reported]
+    assert sr.trials(client, experiment, parent) == [record]
 
 
 def resolved_search(folder: Path):

@@ -175,8 +175,12 @@ def run_trial(ctx: StepContext, run, dataset, base: dict[str, Any], search: ir.S
     client, model = run.client, ctx.model
     found = sr.trials(client, run.experiment_id, run.run_id)
     mine = [t for t in found if t.number == number]
-    if any(t.state in (sr.COMPLETE, sr.PRUNED) for t in mine):
+    finished = [t for t in mine if t.state in (sr.COMPLETE, sr.PRUNED)]
+    if finished:
         print(f"trial {number} finished in an earlier attempt")
+        if katib is not None:  # Katib's collector reads this attempt's log only
+            for _, value in sorted(finished[0].intermediate.items()):
+                print(katib_metric_line(search.metric, value), flush=True)
         return None
     for t in mine:  # an attempt that died: closed, so that it counts as failed
         if t.status == "RUNNING":
