@@ -168,7 +168,10 @@ def _substitute(template: dict, values: dict[str, str], trial: str) -> dict:
 
 def test_the_trial_job_is_the_steps_pod_with_katibs_values(tmp_path):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    resolved = resolve(tmp_path, extra={"hardware": {"default": {"queue": "ml-training"}}})
+    resolved = resolve(tmp_path, extra={
+        "hardware": {"default": {"queue": "ml-training"}},
+        "secrets": {"mlflow-token": {"kubernetes": {"name": "mlflow", "key": "token"}}},
+        "platform": {"mlflow": {"credentialsSecret": "mlflow-token"}}})
     template = _experiment(resolved)["spec"]["trialTemplate"]
     values = {"mixed_precision": "bf16", "dropout": "0.125", "epochs": "3",
               "hidden_layers": "[8,4]", "learning_rate": "0.0031"}
@@ -183,6 +186,10 @@ def test_the_trial_job_is_the_steps_pod_with_katibs_values(tmp_path):
     assert {k: v for k, v in env.items() if k.startswith(sc.SEARCH_VALUE_PREFIX)} == {
         sc.search_value_env(n): v for n, v in values.items()}
     assert sc.SEARCH_TRIAL_ENV not in env and env[sc.STEP_ENV] == "search"
+    # secrets by reference, as in every step
+    token = {e["name"]: e for e in container["env"]}["MLFLOW_TRACKING_TOKEN"]
+    assert token == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "mlflow", "key": "token"}}}
     assert pod["automountServiceAccountToken"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     run = {v["name"]: v for v in pod["volumes"]}["run"]
