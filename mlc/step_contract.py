@@ -112,6 +112,12 @@ METRICS_FILE_ENV = "MLC_METRICS_FILE"
 RUN_ID_MLFLOW_ENV = "MLFLOW_RUN_ID"
 EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
 SEARCH_TRIAL_ENV = "MLC_SEARCH_TRIAL"
+KATIB_TRIAL_ENV = "MLC_KATIB_TRIAL"
+SEARCH_VALUE_PREFIX = "MLC_SEARCH_VALUE_"
+# The line a Katib trial prints per epoch for Katib's StdOut collector: an RFC 3339 time,
+# the marker, `<metric>=<value>`. KATIB_METRICS_FORMAT is the collector's filter for it.
+KATIB_METRIC_MARKER = "mlc-katib-metric"
+KATIB_METRICS_FORMAT = KATIB_METRIC_MARKER + r" ([\w-]+)=([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 LINEAGE_API_KEY_ENV = "MLC_LINEAGE_API_KEY"
 
 VARIABLES: tuple[Variable, ...] = (
@@ -144,6 +150,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(SEARCH_TRIAL_ENV, "pod", "search",
              "the trial this pod runs, 0 .. trials-1 (one Argo task per trial); unset under "
              "`mlc run`, where the step runs every trial in turn"),
+    Variable(KATIB_TRIAL_ENV, "pod", "search (Katib)",
+             "the Katib trial this pod runs (its name), with `platform.katib`; then "
+             "Katib, not the step, draws the trial's values"),
+    Variable(f"{SEARCH_VALUE_PREFIX}<NAME>", "pod", "search (Katib)",
+             "each searched hyperparameter's value that Katib drew, by upper-cased name: a "
+             "number, or a choice as `search_value_text` writes it"),
     Variable("MLFLOW_TRACKING_TOKEN", "pod", "train, evaluate, register, promote",
              "secret (by reference): the tracking server's token, when ml.yaml names one"),
     Variable(LINEAGE_API_KEY_ENV, "pod", "every step, with `platform.lineage.apiKeySecret`",
@@ -279,6 +291,19 @@ def render_doc(text: str) -> str:
     return text
 
 
+def search_value_env(name: str) -> str:
+    """The variable that carries a Katib trial's value of hyperparameter `name`."""
+    return SEARCH_VALUE_PREFIX + name.upper()
+
+
+def search_value_text(value: object) -> str:
+    """A search choice as Katib lists it and hands it to the trial: a string as it is, any
+    other value as compact JSON (`[64,32]`, `true`, `0.5`)."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m mlc.step_contract docs/training-contract.md", file=sys.stderr)
@@ -290,3 +315,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+

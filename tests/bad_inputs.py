@@ -628,6 +628,10 @@ CASES = [
     Case("search-without-validation-rows", "MLC536", "ml.yaml:36:7",
          {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
                             "      builtin: {validationSplit: 0.0}\n")}),
+    Case("search-katib-rewrites-env", "MLC586", "ml.yaml:36:29",
+         {"ml.yaml": search("metric: roc_auc, space: {epochs: {type: int, low: 1, high: 3}}",
+                            "      builtin: {env: {HINT: \"${trialParameters.epochs}\"}}\n")
+          .replace("platform:\n", "platform:\n  katib: {namespace: kubeflow}\n")}),
     # --- fairness and slices (evaluation.fairness, evaluation.slices) -------------------
     Case("slice-on-a-column-the-data-lacks", "MLC540", "ml.yaml:35:36",
          {"ml.yaml": evaluation("slices: [{column: country, values: [de], "
@@ -688,8 +692,16 @@ CASES = [
          {"ml.yaml": trigger("labels: {topic: {source: clicks, filter: {field: \"items.#.kind\", "
                              "values: [labels]}}}",
                              kafka("auth: {tls: {caSecret: kafka-password}}"))}),
-    Case("trigger-gcs-bucket", "MLC578", "ml.yaml:35:43",
-         {"ml.yaml": trigger("landed: {object: {store: gcs, " + BUCKET) + MINIO_KEY}),
+    Case("trigger-s3-fifo-queue", "MLC578", "ml.yaml:35:71",
+         {"ml.yaml": trigger("landed: {object: {store: s3, bucket: landing, queue: landing.fifo, "
+                             "region: eu-west-1, podIdentity: true}}")}),
+    Case("trigger-gcs-bucket-with-endpoint", "MLC583", "ml.yaml:35:124",
+         {"ml.yaml": trigger("landed: {object: {store: gcs, project: acme-data, subscription: "
+                             "landing-mlc, podIdentity: true, " + BUCKET) + MINIO_KEY}),
+    Case("trigger-s3-two-credentials", "MLC584", "ml.yaml:35:112",
+         {"ml.yaml": trigger("landed: {object: {store: s3, bucket: landing, queue: landing, "
+                             "region: eu-west-1, podIdentity: true, awsRoleArn: "
+                             "\"arn:aws:iam::123456789012:role/landing\"}}")}),
     Case("trigger-plain-http-store", "MLC580", "ml.yaml:35:46",
          {"ml.yaml": trigger("landed: {object: {insecure: true, " + BUCKET) + MINIO_KEY,
           "environments/prod.yaml": CLUSTER}, env="prod"),

@@ -211,8 +211,8 @@ def test_parallel_trials_warn_on_a_one_node_volume_and_are_priced_per_trial(tmp_
 def ir_search(**changes):
     from mlc.compiler import ir
 
-    base = dict(method="tpe", trials=4, parallelism=1, metric="roc_auc", higher_is_better=True,
-                pruning=False, seed=0, space=[
+    base = dict(method="tpe", engine="argo", katib_namespace=None, trials=4, parallelism=1,
+                metric="roc_auc", higher_is_better=True, pruning=False, seed=0, space=[
                     ir.SearchRange(name="epochs", type="int", low=1, high=3, step=2, values=None),
                     ir.SearchRange(name="hidden_layers", type="choice", low=None, high=None,
                                    step=None, values=[[4], [8]])])

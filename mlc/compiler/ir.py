@@ -303,6 +303,10 @@ class Search(IR):
     """A hyperparameter search before the training run (docs/lifecycle.md)."""
 
     method: Literal["random", "tpe", "grid"]
+    # who runs the trials: Argo tasks, or a Katib Experiment (`platform.katib`), and then the
+    # namespace Katib runs in
+    engine: Literal["argo", "katib"]
+    katib_namespace: str | None
     space: list[SearchRange]  # sorted by name
     trials: int
     parallelism: int
@@ -603,16 +607,39 @@ class OnDrift(IR):
     per_seconds: int
 
 
-class ObjectWatch(IR):
-    """A MinIO bucket's `s3:ObjectCreated:*` notifications, filtered by key."""
+class SqsWatch(IR):
+    """An AWS S3 bucket's notifications, read from the SQS queue it sends them to."""
 
-    endpoint: str
+    queue: str
+    region: str
+    role_arn: str | None  # IRSA: the annotation on the trigger's own ServiceAccount
+
+
+class PubSubWatch(IR):
+    """A GCS bucket's notifications, pulled from an existing Pub/Sub subscription."""
+
+    project: str
+    subscription: str
+    credentials: SecretRef | None  # a service account's JSON key; None: the pod's identity
+    service_account: str | None  # GKE Workload Identity: the annotation on its ServiceAccount
+
+
+class ObjectWatch(IR):
+    """A bucket's new objects, filtered by key: MinIO's `s3:ObjectCreated:*` notifications
+    (`endpoint`), an S3 bucket's through SQS (`sqs`) or a GCS bucket's through Pub/Sub
+    (`pubsub`)."""
+
+    store: Literal["minio", "s3", "gcs"]
+    endpoint: str | None  # MinIO's API
     bucket: str
     prefix: str
     suffix: str
     insecure: bool
-    access_key: SecretRef
-    secret_key: SecretRef
+    access_key: SecretRef | None  # MinIO's keys, or S3's without an identity
+    secret_key: SecretRef | None
+    sqs: SqsWatch | None
+    pubsub: PubSubWatch | None
+    own_account: bool  # a cloud identity (S3's or GCS's): a ServiceAccount of its own
 
 
 class TopicWatch(IR):

@@ -86,6 +86,15 @@ class ArgoCd(Spec):
     """Cluster API server the Application deploys to."""
 
 
+class Katib(Spec):
+    """Katib, installed in the cluster: each model's `training.search` runs as a Katib
+    Experiment (docs/lifecycle.md, "With Katib") instead of Argo tasks."""
+
+    namespace: DnsLabel = "kubeflow"
+    """Where Katib runs: its DB manager (`katib-db-manager:6789`) takes the metrics that the
+    trials' collectors send."""
+
+
 class Prometheus(Spec):
     url: str = Field("http://prometheus-operated.monitoring.svc:9090", min_length=1,
                      description="The Prometheus that rollout gates query (Argo Rollouts' "
@@ -240,6 +249,8 @@ class Platform(Spec):
     """A Gateway API gateway in front of the endpoints; unset: Services only."""
     lineage: Lineage | None = None
     """Where every pipeline step sends OpenLineage run events; unset: none are sent."""
+    katib: Katib | None = None
+    """Katib is installed: searches run as Katib Experiments; unset: as Argo tasks."""
     pushgateway_url: str | None = Field(
         None, pattern=r"^https?://\S+$",
         examples=["http://prometheus-pushgateway.monitoring.svc:9091"],

@@ -20,7 +20,13 @@ def runtime_config(project: ResolvedProject) -> str:
     return project.model_dump_json(indent=2) + "\n"
 
 
+# Katib injects its metrics collector into the trial pods of namespaces labelled so
+KATIB_INJECTION = {"katib.kubeflow.org/metrics-collector-injection": "enabled"}
+
+
 def emit(project: ResolvedProject) -> list[OutputFile]:
+    katib = any(m.training.search is not None and m.training.search.engine == "katib"
+                for m in project.models.values())
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -29,6 +35,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
                                  # the restricted Pod Security Standard: the pods we emit meet it
                                  "pod-security.kubernetes.io/enforce": "restricted",
                                  "pod-security.kubernetes.io/enforce-version": "latest",
+                                 **(KATIB_INJECTION if katib else {}),
                              }),
     }
     config = {

@@ -5,6 +5,9 @@ can produce must be one the trainer accepts (the same constraints as `training.b
 so that no trial fails on a value ml.yaml allowed. The metric is one the trainer reports on
 its validation rows: the evaluation's metrics (the list gates use), never the test rows,
 which stay for the final gates.
+
+With `platform.katib` the trials run as a Katib Experiment; what Katib cannot carry as
+ml.yaml says (text of the trial it would rewrite) is refused here (MLC586).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SEARCH_DIRECTION_CONTRADICTS = "MLC534"
 GRID_NEEDS_FINITE = "MLC535"
 NO_VALIDATION_ROWS = "MLC536"
 PARALLEL_TRIALS_ON_ONE_NODE_VOLUME = "MLC537"
+KATIB_CANNOT = "MLC586"
 
 DEFAULT_TRIALS = 20
 MAX_GRID = 10_000
@@ -179,11 +183,42 @@ def resolve_search(ctx: Context, m: Model, name: str,
                     "nodes wait to mount it", (*path, "parallelism"),
                     help="set `platform: {runVolume: {accessMode: ReadWriteMany}}` (with a "
                     "storage class that supports it), or `parallelism: 1`")
+    engine = "katib" if ctx.project.platform.katib is not None else "argo"
+    if engine == "katib" and not _katib_can(ctx, m, path):
+        ok = False
     if not ok:
         return None
-    return ir.Search(method=s.method, space=ranges, trials=trials,
+    katib = ctx.project.platform.katib
+    return ir.Search(method=s.method, engine=engine,
+                     katib_namespace=katib.namespace if katib is not None else None,
+                     space=ranges, trials=trials,
                      parallelism=min(s.parallelism, trials), metric=s.metric,
                      higher_is_better=bool(direction), pruning=s.pruning, seed=s.seed)
+
+
+# Katib writes a trial's values into its trial template's text and replaces every
+# `${trialParameters.<name>}` there: no other text of the trial may hold the placeholder.
+KATIB_PLACEHOLDER = "${trialParameters."
+
+
+def _katib_can(ctx: Context, m: Model, path) -> bool:
+    """What Katib cannot run as ml.yaml says (MLC586): the trial's own text that Katib would
+    rewrite (its env, the tracking server's address)."""
+    ok = True
+    builtin = m.training.builtin
+    texts = [(("models", path[1], "training", "builtin", "env", key), f"env `{key}`", value)
+             for key, value in sorted((builtin.env if builtin is not None else {}).items())]
+    texts.append((("platform", "mlflow", "trackingUri"), "the MLflow tracking URI",
+                  ctx.project.platform.mlflow.tracking_uri))
+    for where, what, value in texts:
+        if isinstance(value, str) and KATIB_PLACEHOLDER in value:
+            ok = False
+            ctx.error(KATIB_CANNOT, f"{what} holds `${{trialParameters.`, which Katib replaces "
+                      f"in the trial's template, so the trial of model `{path[1]}` would not "
+                      "see it as written", where,
+                      help="write the value without `${trialParameters.`, or run the search "
+                      "as Argo tasks (leave out `platform.katib`)")
+    return ok
 
 
 def _size(r: ir.SearchRange) -> int:

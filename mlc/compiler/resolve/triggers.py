@@ -2,8 +2,10 @@
 or score a batch, each checked against what Argo Events can listen to and filter
 (docs/triggers.md).
 
-What Argo Events cannot do is refused here, located: a store without MinIO's notification API,
-a Kafka connection it has no setting for, a filter its data filters cannot say exactly.
+What Argo Events cannot do is refused here, located: a bucket setting its store does not take
+(or one it lacks), a cloud bucket without exactly one way to authenticate, an S3 bucket that
+notifies a FIFO queue, a Kafka connection it has no setting for, a filter its data filters
+cannot say exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ INEXPRESSIBLE_KAFKA = "MLC579"
 CLEARTEXT_STORE = "MLC580"
 TRIGGER_LOOP = "MLC581"
 TRIGGER_NAME_CLASH = "MLC582"
+STORE_SETTINGS = "MLC583"
+CLOUD_CREDENTIALS = "MLC584"
 REASON = "reason"  # the run parameter that says why it started
 
 # A filter field is a path of plain names: gjson (Argo Events' data filters) reads these
@@ -116,13 +120,99 @@ def _secret(ctx: Context, secrets: dict[str, ir.SecretRef], name: str, path) -> 
     return None
 
 
+# What each store takes besides `bucket`, `prefix` and `suffix` (the schema's field names).
+_STORE_FIELDS = {
+    "minio": ("endpoint", "accessKeySecret", "secretKeySecret", "insecure"),
+    "s3": ("queue", "region", "accessKeySecret", "secretKeySecret", "awsRoleArn",
+           "podIdentity"),
+    "gcs": ("project", "subscription", "credentialsSecret", "gcpServiceAccount",
+            "podIdentity"),
+}
+_A_STORE = {"minio": "a MinIO", "s3": "an S3", "gcs": "a GCS"}
+_NEEDS = {"minio": ("endpoint", "accessKeySecret", "secretKeySecret"),
+          "s3": ("queue", "region"), "gcs": ("project", "subscription")}
+_OBJECT_FIELDS = {"endpoint": "endpoint", "accessKeySecret": "access_key_secret",
+                  "secretKeySecret": "secret_key_secret", "insecure": "insecure",
+                  "queue": "queue", "region": "region", "awsRoleArn": "aws_role_arn",
+                  "podIdentity": "pod_identity", "project": "project",
+                  "subscription": "subscription", "credentialsSecret": "credentials_secret",
+                  "gcpServiceAccount": "gcp_service_account"}
+
+
+def _given(o, key: str) -> bool:
+    value = getattr(o, _OBJECT_FIELDS[key])
+    return value is not None and value is not False
+
+
+def _store_fields(ctx: Context, o, path) -> bool:
+    """The settings of `o` are those its store takes, and all it needs (MLC583)."""
+    ok = True
+    takes = _STORE_FIELDS[o.store]
+    for key in _OBJECT_FIELDS:
+        if key not in takes and _given(o, key):
+            ok = False
+            users = [s for s, fields in _STORE_FIELDS.items() if key in fields]
+            ctx.error(STORE_SETTINGS, f"`{key}` is no setting of {_A_STORE[o.store]} bucket "
+                      f"trigger (only of {' and '.join(f'`store: {u}`' for u in users)})",
+                      (*path, key), help=f"remove `{key}`; {_A_STORE[o.store]} trigger takes "
+                      + ", ".join(f"`{k}`" for k in takes))
+    for key in _NEEDS[o.store]:
+        if not _given(o, key):
+            ok = False
+            ctx.error(STORE_SETTINGS, f"{_A_STORE[o.store]} bucket trigger needs `{key}`", path,
+                      help=_NEED_HELP[o.store])
+    return ok
+
+
+_NEED_HELP = {
+    "minio": "give MinIO's `endpoint` (`host:port`) and its keys as `accessKeySecret` and "
+             "`secretKeySecret`",
+    "s3": "name the SQS queue that the bucket's ObjectCreated notifications go to (`queue`) "
+          "and its `region`",
+    "gcs": "name the Google Cloud `project` and the existing Pub/Sub `subscription` of the "
+           "bucket's notification topic",
+}
+# The ways a cloud bucket trigger may authenticate, each a set of settings given together.
+_CREDENTIALS = {"s3": (("accessKeySecret", "secretKeySecret"), ("awsRoleArn",),
+                       ("podIdentity",)),
+                "gcs": (("credentialsSecret",), ("gcpServiceAccount",), ("podIdentity",))}
+
+
+def _credentials(ctx: Context, o, path) -> bool:
+    """Exactly one way to authenticate (MLC584)."""
+    forms = _CREDENTIALS[o.store]
+    given = [f for f in forms if any(_given(o, k) for k in f)]
+    named = " or ".join("`" + "` with `".join(f) + "`" for f in forms)
+    if len(given) != 1:
+        what = "no credentials" if not given else "credentials in " + " and in ".join(
+            "`" + f[0] + "`" for f in given)
+        ctx.error(CLOUD_CREDENTIALS, f"the trigger of bucket `{o.bucket}` has {what}:"
+                  " it reads its notifications with exactly one of " + named,
+                  (*path, given[1][0]) if len(given) > 1 else path,
+                  help="keep one: an identity bound to the trigger's own ServiceAccount "
+                  "(no key in the cluster) is the least privilege")
+        return False
+    (form,) = given
+    missing = [k for k in form if not _given(o, k)]
+    for key in missing:
+        ctx.error(CLOUD_CREDENTIALS, f"`{form[0]}` needs `{key}` beside it", (*path, form[0]),
+                  help=f"name the other half of the keys as `{key}`")
+    return not missing
+
+
 def _object(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | None:
-    if o.store != "minio":
-        ctx.error(UNLISTENABLE_STORE, f"Argo Events cannot listen to a {o.store} bucket's "
-                  "new objects: its bucket source uses MinIO's own notification API",
-                  (*path, "store"), help="send the bucket's notifications to a Kafka topic "
-                  "and use a `topic` trigger, or watch a MinIO bucket (`store: minio`)")
+    if not _store_fields(ctx, o, path):
         return None
+    if o.store == "minio":
+        return _minio(ctx, o, secrets, path)
+    if not _credentials(ctx, o, path):
+        return None
+    if o.store == "s3":
+        return _s3(ctx, o, secrets, path)
+    return _gcs(ctx, o, secrets, path)
+
+
+def _minio(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | None:
     if o.insecure and not ctx.development:
         ctx.error(CLEARTEXT_STORE, f"the trigger sends the keys of bucket `{o.bucket}` to "
                   f"`{o.endpoint}` over plain HTTP", (*path, "insecure"),
@@ -133,9 +223,44 @@ def _object(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | N
     secret = _secret(ctx, secrets, o.secret_key_secret, (*path, "secretKeySecret"))
     if access is None or secret is None:
         return None
-    return {"object": ir.ObjectWatch(endpoint=o.endpoint, bucket=o.bucket, prefix=o.prefix,
-                                     suffix=o.suffix, insecure=o.insecure, access_key=access,
-                                     secret_key=secret)}
+    return {"object": ir.ObjectWatch(store="minio", endpoint=o.endpoint, bucket=o.bucket,
+                                     prefix=o.prefix, suffix=o.suffix, insecure=o.insecure,
+                                     access_key=access, secret_key=secret, sqs=None,
+                                     pubsub=None, own_account=False)}
+
+
+def _s3(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | None:
+    if o.queue.endswith(".fifo"):
+        ctx.error(UNLISTENABLE_STORE, f"S3 cannot send the notifications of bucket "
+                  f"`{o.bucket}` to the FIFO queue `{o.queue}`: its event notifications go "
+                  "to standard SQS queues only", (*path, "queue"),
+                  help="point the bucket's notification at a standard queue and name it here")
+        return None
+    access = secret = None
+    if o.access_key_secret is not None:
+        access = _secret(ctx, secrets, o.access_key_secret, (*path, "accessKeySecret"))
+        secret = _secret(ctx, secrets, o.secret_key_secret, (*path, "secretKeySecret"))
+        if access is None or secret is None:
+            return None
+    return {"object": ir.ObjectWatch(
+        store="s3", endpoint=None, bucket=o.bucket, prefix=o.prefix, suffix=o.suffix,
+        insecure=False, access_key=access, secret_key=secret,
+        sqs=ir.SqsWatch(queue=o.queue, region=o.region, role_arn=o.aws_role_arn),
+        pubsub=None, own_account=access is None)}
+
+
+def _gcs(ctx: Context, o, secrets: dict[str, ir.SecretRef], path) -> dict | None:
+    key = None
+    if o.credentials_secret is not None:
+        key = _secret(ctx, secrets, o.credentials_secret, (*path, "credentialsSecret"))
+        if key is None:
+            return None
+    return {"object": ir.ObjectWatch(
+        store="gcs", endpoint=None, bucket=o.bucket, prefix=o.prefix, suffix=o.suffix,
+        insecure=False, access_key=None, secret_key=None, sqs=None,
+        pubsub=ir.PubSubWatch(project=o.project, subscription=o.subscription,
+                              credentials=key, service_account=o.gcp_service_account),
+        own_account=key is None)}
 
 
 def _topic(ctx: Context, t, secrets: dict[str, ir.SecretRef], path) -> dict | None:

@@ -7,7 +7,9 @@
                    gated and registered like any run
 
 In a cluster every trial is its own pod (MLC_SEARCH_TRIAL = its number) and `parallelism`
-of them run at once; under `mlc run` the step runs the trials in turn, in this process. Either
+of them run at once; with `platform.katib` a Katib trial's pod (MLC_KATIB_TRIAL = its name)
+runs the values Katib drew (MLC_SEARCH_VALUE_<NAME>) and prints its metric per epoch for
+Katib's collector; under `mlc run` the step runs the trials in turn, in this process. Either
 way a trial rebuilds the study from the trials recorded before it in MLflow (search_runs.py),
 so that TPE learns from them and the pruner compares against them, then asks Optuna for its
 values. Samplers are seeded by `seed` plus the trial's number: the same search draws the
@@ -16,6 +18,7 @@ same values. Grid trial `n` is the n-th combination, so parallel pods never repe
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -121,9 +124,49 @@ def study_for(search: ir.Search, number: int, before: list[sr.Trial]):
     return study
 
 
+def katib_number(trial: str) -> int:
+    """A Katib trial's number among the MLflow records: Katib names its trials, it does not
+    number them, so the name fixes one (the same on every attempt of the trial)."""
+    return int(hashlib.sha256(trial.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def katib_values(search: ir.Search) -> dict[str, Any]:
+    """The values Katib drew for this trial (MLC_SEARCH_VALUE_<NAME>), as Optuna would have
+    drawn them: numbers, and each choice as its JSON text."""
+    out: dict[str, Any] = {}
+    for r in search.space:
+        name = sc.search_value_env(r.name)
+        raw = os.environ.get(name)
+        if raw is None:
+            raise StepFailed(f"{name} is not set: Katib passes every searched value")
+        try:
+            if r.type == "choice":
+                (value,) = [v for v in r.values or [] if sc.search_value_text(v) == raw]
+                out[r.name] = json.dumps(value)
+            elif r.type == "int":
+                number = float(raw)
+                if not number.is_integer():
+                    raise ValueError(raw)
+                out[r.name] = int(number)
+            else:
+                out[r.name] = float(raw)
+        except ValueError as exc:
+            raise StepFailed(f"{name}=`{raw}` is no value of the `{r.name}` range") from exc
+    return out
+
+
+def katib_metric_line(metric: str, value: float) -> str:
+    """What Katib's StdOut collector reads: the time first, so that it orders the values."""
+    ns = time.time_ns()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+    return f"{stamp} {sc.KATIB_METRIC_MARKER} {metric}={value!r}"
+
+
 def run_trial(ctx: StepContext, run, dataset, base: dict[str, Any], search: ir.Search,
-              number: int) -> sr.Trial | None:
-    """One trial, recorded as a child run; None when an earlier attempt finished it."""
+              number: int, katib: str | None = None) -> sr.Trial | None:
+    """One trial, recorded as a child run; None when an earlier attempt finished it. Under
+    Katib (`katib`: the trial's name) Katib drew the values and stops the trial early; the
+    trial prints its metric after each epoch for Katib's collector."""
     import optuna
     from mlflow.entities import Metric, Param, RunTag
 
@@ -132,22 +175,31 @@ def run_trial(ctx: StepContext, run, dataset, base: dict[str, Any], search: ir.S
     client, model = run.client, ctx.model
     found = sr.trials(client, run.experiment_id, run.run_id)
     mine = [t for t in found if t.number == number]
-    if any(t.state in (sr.COMPLETE, sr.PRUNED) for t in mine):
+    finished = [t for t in mine if t.state in (sr.COMPLETE, sr.PRUNED)]
+    if finished:
         print(f"trial {number} finished in an earlier attempt")
+        if katib is not None:  # Katib's collector reads this attempt's log only
+            for _, value in sorted(finished[0].intermediate.items()):
+                print(katib_metric_line(search.metric, value), flush=True)
         return None
     for t in mine:  # an attempt that died: closed, so that it counts as failed
         if t.status == "RUNNING":
             client.set_tag(t.run_id, sr.TAG_STATE, sr.FAILED)
             client.set_terminated(t.run_id, status="FAILED")
-    study = study_for(search, number, [t for t in found if t.number != number])
-    trial = study.ask(distributions(search))
-    drawn = dict(sorted(trial.params.items()))
+    if katib is None:
+        study = study_for(search, number, [t for t in found if t.number != number])
+        trial = study.ask(distributions(search))
+        drawn = dict(sorted(trial.params.items()))
+    else:
+        trial, drawn = None, dict(sorted(katib_values(search).items()))
     hp = {**base, **sr.decode(search, drawn)}
-    child = client.create_run(run.experiment_id, tags={
-        sr.TAG_PARENT: run.run_id, sr.TAG_TRIAL: str(number), sr.TAG_STATE: "running",
-        sr.TAG_DRAWN: json.dumps(drawn, sort_keys=True),
-        "mlflow.runName": f"{model.name}-{ctx.run_id}-trial-{number}",
-        "mlc.model": model.name, "mlc.pipeline_run": ctx.run_id}).info.run_id
+    tags = {sr.TAG_PARENT: run.run_id, sr.TAG_TRIAL: str(number), sr.TAG_STATE: "running",
+            sr.TAG_DRAWN: json.dumps(drawn, sort_keys=True),
+            "mlflow.runName": f"{model.name}-{ctx.run_id}-trial-{katib or number}",
+            "mlc.model": model.name, "mlc.pipeline_run": ctx.run_id}
+    if katib is not None:
+        tags[sr.TAG_KATIB_TRIAL] = katib
+    child = client.create_run(run.experiment_id, tags=tags).info.run_id
     client.log_batch(child, params=[Param(k, _text(v)) for k, v in sorted(hp.items())],
                      synchronous=True)
     spec, arrays = trainer.prepare(dataset, model.task, hp)
@@ -159,7 +211,9 @@ def run_trial(ctx: StepContext, run, dataset, base: dict[str, Any], search: ir.S
         value = float(metrics.get(search.metric, math.nan))
         epoch = len(curve) + 1
         curve[epoch] = value
-        if math.isfinite(value):
+        if math.isfinite(value) and trial is None:
+            print(katib_metric_line(search.metric, value), flush=True)
+        elif math.isfinite(value):
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -201,6 +255,11 @@ def run(ctx: StepContext) -> None:
         raise StepFailed(f"no {tracking.RUN_FILE} in {ctx.run_dir}: run search-start first")
     dataset = data.load_dataset(ctx)
     run_ = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
+    base = trainer.hyperparameters(model.training.hyperparameters, ctx.param("hyperparameters"))
+    katib = os.environ.get(sc.KATIB_TRIAL_ENV, "")
+    if katib:  # one Katib trial: Katib drew its values and keeps the count
+        run_trial(ctx, run_, dataset, base, search, katib_number(katib), katib=katib)
+        return
     raw = os.environ.get(sc.SEARCH_TRIAL_ENV, "")
     if raw:
         try:
@@ -212,7 +271,6 @@ def run(ctx: StepContext) -> None:
             raise StepFailed(f"trial {numbers[0]} is outside 0..{search.trials - 1}")
     else:
         numbers = list(range(search.trials))
-    base = trainer.hyperparameters(model.training.hyperparameters, ctx.param("hyperparameters"))
     for number in numbers:
         run_trial(ctx, run_, dataset, base, search, number)
     if not raw:

@@ -21,6 +21,7 @@ TAG_STATE = "mlc.search.state"
 TAG_DRAWN = "mlc.search.drawn"  # the sampler's values (choices JSON-encoded), for rebuilding
 TAG_INTERMEDIATE = "mlc.search.intermediate"  # {"epoch": value}
 TAG_VALUE = "mlc.search.value"
+TAG_KATIB_TRIAL = "mlc.search.katib_trial"  # the Katib trial's name, under `platform.katib`
 TAG_BEST_TRIAL = "mlc.search.best_trial"  # on the training run
 TAG_BEST_VALUE = "mlc.search.best_value"
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"

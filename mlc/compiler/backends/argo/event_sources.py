@@ -2,7 +2,12 @@
 own credentials and, for a pipeline trigger only, a token to watch Workflows.
 
 - `object`: Argo Events' `minio` source, listening with MinIO's bucket notifications for
-  `s3:ObjectCreated:*` under the prefix and suffix; keys by secret reference;
+  `s3:ObjectCreated:*` under the prefix and suffix; keys by secret reference. An AWS S3
+  bucket: its `sqs` source, reading the queue the bucket notifies; a GCS bucket: its `pubsub`
+  source, pulling an existing subscription of the bucket's notification topic (never creating
+  one). Both take keys by secret reference, or the cloud identity of a ServiceAccount of the
+  trigger's own (`cloud_identity`); the Sensor filters their events by bucket, key and event
+  type (retrain_triggers.py);
 - `topic`: its `kafka` source, with the Kafka source's brokers, SASL and TLS secrets, in a
   consumer group of its own, the message's JSON as the event's body;
 - `pipeline`: its `resource` source, watching this namespace's Workflows for an update that
@@ -24,6 +29,10 @@ from .retrain_triggers import trigger_event_source_name
 
 COMPONENT = "event-triggers"
 OBJECT_CREATED = "s3:ObjectCreated:*"
+# SQS long polling: a receive waits up to 20 seconds (SQS's maximum) for a message
+SQS_WAIT_SECONDS = 20
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 # Argo's labels on each Workflow (the controller's, not a user's)
 TEMPLATE_LABEL = "workflows.argoproj.io/workflow-template"
 PHASE_LABEL = "workflows.argoproj.io/phase"
@@ -45,10 +54,43 @@ def _selector(ref: SecretRef) -> dict[str, str]:
 def _object(t: EventTrigger) -> dict[str, Any]:
     o = t.object
     assert o is not None
+    if o.sqs is not None:
+        sqs: dict[str, Any] = {"region": o.sqs.region, "queue": o.sqs.queue,
+                               "waitTimeSeconds": SQS_WAIT_SECONDS, "jsonBody": True}
+        if o.access_key is not None and o.secret_key is not None:
+            sqs["accessKey"] = _selector(o.access_key)
+            sqs["secretKey"] = _selector(o.secret_key)
+        return {"sqs": {t.k8s_name: sqs}}
+    if o.pubsub is not None:
+        pubsub: dict[str, Any] = {"projectID": o.pubsub.project,
+                                  "subscriptionID": o.pubsub.subscription, "jsonBody": True}
+        if o.pubsub.credentials is not None:
+            pubsub["credentialSecret"] = _selector(o.pubsub.credentials)
+        return {"pubSub": {t.k8s_name: pubsub}}
+    assert o.access_key is not None and o.secret_key is not None
     return {"minio": {t.k8s_name: {
         "endpoint": o.endpoint, "bucket": {"name": o.bucket}, "events": [OBJECT_CREATED],
         "filter": {"prefix": o.prefix, "suffix": o.suffix}, "insecure": o.insecure,
         "accessKey": _selector(o.access_key), "secretKey": _selector(o.secret_key)}}}
+
+
+def cloud_identity(t: EventTrigger) -> dict[str, str]:
+    """The annotation that binds a cloud bucket trigger's own ServiceAccount to its cloud
+    identity (IRSA, GKE Workload Identity); none for an identity bound outside ml.yaml."""
+    o = t.object
+    if o is not None and o.sqs is not None and o.sqs.role_arn is not None:
+        return {IRSA_ANNOTATION: o.sqs.role_arn}
+    if o is not None and o.pubsub is not None and o.pubsub.service_account is not None:
+        return {WORKLOAD_IDENTITY_ANNOTATION: o.pubsub.service_account}
+    return {}
+
+
+def own_account(project: ResolvedProject, t: EventTrigger) -> str | None:
+    """A cloud bucket trigger that authenticates as its pod gets an identity of its own, so
+    that no other pod holds its bucket's notifications."""
+    if t.object is None or not t.object.own_account:
+        return None
+    return trigger_event_source_name(project, t.k8s_name)
 
 
 def _topic(t: EventTrigger) -> dict[str, Any]:
@@ -86,7 +128,8 @@ def _pipeline(project: ResolvedProject, t: EventTrigger) -> dict[str, Any]:
 
 def event_source(project: ResolvedProject, t: EventTrigger) -> dict[str, Any]:
     if t.kind == "object":
-        spec, account = _object(t), trigger_source_account(project)
+        spec = _object(t)
+        account = own_account(project, t) or trigger_source_account(project)
     elif t.kind == "topic":
         spec, account = _topic(t), trigger_source_account(project)
     else:

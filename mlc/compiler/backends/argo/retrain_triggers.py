@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...ir import OnDrift, Origin, ResolvedProject
+from ...ir import ObjectWatch, OnDrift, Origin, ResolvedProject
 from ...names import dns_label
 
 
@@ -64,6 +64,8 @@ def event_triggers(project: ResolvedProject) -> list[RetrainTrigger]:
     out = []
     for t in project.event_triggers.values():
         filters = None
+        if t.object is not None and t.object.store != "minio":
+            filters = {"data": object_filters(t.object)}
         if t.topic is not None and t.topic.filter_path is not None:
             filters = {"data": [{"path": f"body.{t.topic.filter_path}", "type": "string",
                                  "value": [exact(v) for v in t.topic.filter_values]}]}
@@ -79,9 +81,62 @@ def all_triggers(project: ResolvedProject) -> list[RetrainTrigger]:
     return retrain_checks(project) + event_triggers(project)
 
 
+def _literal(c: str) -> str:
+    # Go's RE2 reads `\` before any ASCII punctuation as that character, as Python does
+    return c if c.isalnum() or c == "_" or ord(c) > 127 else "\\" + c
+
+
 def exact(value: str) -> str:
     """Argo Events matches a string data filter as a Go regular expression anywhere in the
     value: this one matches `value` whole and nothing else."""
-    # Go's RE2 reads `\` before any ASCII punctuation as that character, as Python does
-    return "^" + "".join(c if c.isalnum() or c == "_" or ord(c) > 127 else "\\" + c
-                         for c in value) + "$"
+    return "^" + "".join(_literal(c) for c in value) + "$"
+
+
+# What S3 writes as itself in a notification's (URL-encoded) object key.
+_S3_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")
+
+
+def _s3_key_part(text: str) -> str:
+    """`text` as it may stand in an S3 notification's object key: each character but the
+    plain ones as itself or percent-encoded (either case of hex digits); `+` encoded only,
+    since a `+` there is a space."""
+    out = []
+    for c in text:
+        if c in _S3_PLAIN:
+            out.append(c if c.isalnum() or c == "_" else "\\" + c)
+            continue
+        encoded = "".join("%" + "".join(f"[{d}{d.lower()}]" if d.isalpha() else d
+                                        for d in f"{b:02X}") for b in c.encode())
+        out.append(f"(?:{encoded})" if c == "+" else f"(?:{_literal(c)}|{encoded})")
+    return "".join(out)
+
+
+# Where the Sensor reads an S3 notification (one record per SQS message) and a GCS one (the
+# Pub/Sub message's attributes), and the value of each that says "a new object".
+S3_RECORD = "body.Records.0"
+S3_CREATED = "^ObjectCreated:"
+GCS_FINALIZED = "OBJECT_FINALIZE"
+
+
+def object_filters(o: ObjectWatch) -> list[dict]:
+    """The Sensor's data filters on a cloud bucket's notifications: a new object, in the
+    bucket, whose key has the prefix and the suffix (each a filter of its own, as MinIO's
+    prefix and suffix may overlap)."""
+    def f(path: str, value: str) -> dict:
+        return {"path": path, "type": "string", "value": [value]}
+
+    if o.store == "s3":
+        key = f"{S3_RECORD}.s3.object.key"
+        out = [f(f"{S3_RECORD}.eventName", S3_CREATED),
+               f(f"{S3_RECORD}.s3.bucket.name", exact(o.bucket))]
+        part = _s3_key_part
+    else:
+        key = "attributes.objectId"
+        out = [f("attributes.eventType", exact(GCS_FINALIZED)),
+               f("attributes.bucketId", exact(o.bucket))]
+        part = lambda text: "".join(_literal(c) for c in text)  # noqa: E731
+    if o.prefix:
+        out.append(f(key, "^" + part(o.prefix)))
+    if o.suffix:
+        out.append(f(key, part(o.suffix) + "$"))
+    return out

@@ -10,13 +10,14 @@ that `search-start` fixed and records itself as a child run of the MLflow run it
 
 from __future__ import annotations
 
-from hera.workflows import DAG, Container, Parameter, Task
+from hera.workflows import DAG, Container, Parameter, Resource, Task
 from hera.workflows import models as m
 
 from mlc import step_contract as sc
 
 from ...ir import Pipeline, ResolvedProject, Step
 from .expressions import SEQUENCE_ITEM, input_parameter
+from .katib import katib_step
 from .steps import container_step
 
 DAG_SUFFIX = "-trials"
@@ -28,11 +29,28 @@ def dag_name(step: Step) -> str:
     return step.name + DAG_SUFFIX
 
 
-def search_templates(project: ResolvedProject, pipeline: Pipeline,
-                     step: Step) -> tuple[DAG, Container]:
-    """The fan-out DAG and the trial's container template (named after the step)."""
+def task_template(project: ResolvedProject, pipeline: Pipeline, step: Step) -> str:
+    """The template the pipeline's `search` task runs: the fan-out DAG, or the step that
+    creates the Katib Experiment (katib.py)."""
+    if _engine(project, pipeline) == "katib":
+        return step.name
+    return dag_name(step)
+
+
+def _engine(project: ResolvedProject, pipeline: Pipeline) -> str:
     search = project.models[pipeline.model].training.search
     assert search is not None, "a search step belongs to a model with `training.search`"
+    return search.engine
+
+
+def search_templates(project: ResolvedProject, pipeline: Pipeline,
+                     step: Step) -> tuple[DAG, Container] | tuple[Resource]:
+    """The fan-out DAG and the trial's container template (named after the step); with
+    `platform.katib`, the step that creates the Experiment and waits for it."""
+    if _engine(project, pipeline) == "katib":
+        return (katib_step(project, pipeline, step),)
+    search = project.models[pipeline.model].training.search
+    assert search is not None
     trial = container_step(project, pipeline, step)
     env = [e for e in trial.env if e.name != sc.SEARCH_TRIAL_ENV]
     env.append(m.EnvVar(name=sc.SEARCH_TRIAL_ENV, value=input_parameter(TRIAL_INPUT)))

@@ -22,7 +22,7 @@ from .distributed import distributed_step
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
 from .model_dict import to_dict
-from .search import dag_name, search_templates
+from .search import search_templates, task_template
 from .steps import container_step, executor_patch
 
 ENTRYPOINT = "pipeline"
@@ -59,13 +59,15 @@ def _parameters(pipeline: Pipeline) -> list[Parameter]:
     return out
 
 
-def _tasks(pipeline: Pipeline) -> list[Task]:
+def _tasks(project: ResolvedProject, pipeline: Pipeline) -> list[Task]:
     tasks = []
     for step in pipeline.steps:
         when = (parameter_is_true(PROMOTE_PARAMETER)
                 if step.kind == "promote" and PROMOTE_PARAMETER in step.parameters else None)
-        # a search's task runs its fan-out DAG, which runs the step's template per trial
-        template = dag_name(step) if step.kind == "search" else step.name
+        # a search's task runs its fan-out DAG, which runs the step's template per trial (or
+        # the step that creates its Katib Experiment)
+        template = task_template(project, pipeline, step) if step.kind == "search" \
+            else step.name
         tasks.append(Task(name=step.name, template=template,
                           dependencies=list(step.depends) or None, when=when))
     return tasks
@@ -97,7 +99,7 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
         annotations=meta["annotations"],
         entrypoint=ENTRYPOINT,
         arguments=_parameters(pipeline) or None,
-        templates=[DAG(name=ENTRYPOINT, tasks=_tasks(pipeline)), *step_templates,
+        templates=[DAG(name=ENTRYPOINT, tasks=_tasks(project, pipeline)), *step_templates,
                    *([exit_handler] if exit_handler else [])],
         on_exit=notify.TEMPLATE if exit_handler else None,
         service_account_name=project.platform.service_account,

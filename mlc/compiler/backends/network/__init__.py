@@ -5,12 +5,14 @@
     network/networkpolicy-workflow-steps.yaml  Argo step pods: the Kubernetes API (Argo's
                                                executor, JobSets, delivery patches), MLflow,
                                                Prometheus, the Pushgateway, stores
+    network/networkpolicy-katib-trials.yaml    Katib's trial pods: stores, Katib's DB manager
     network/networkpolicy-jobset-workers.yaml  distributed training: stores, and each other
     network/networkpolicy-model-servers.yaml   endpoint pods (every form): MLflow, stores,
                                                shadows (directly or through the gateway)
     network/networkpolicy-pushgateway.yaml     the namespace's Pushgateway: pushes, scrapes
     network/networkpolicy-drift-webhook.yaml   Alertmanager -> EventSource -> EventBus
-    network/networkpolicy-<project>-trigger-*  an event trigger's EventSource: its bucket,
+    network/networkpolicy-<project>-trigger-*  an event trigger's EventSource: its bucket (or
+                                               an S3 bucket's queue, a GCS one's Pub/Sub),
                                                brokers or the Kubernetes API -> EventBus
     network/networkpolicy-sensors.yaml         EventBus -> Sensor -> Kubernetes API
     network/networkpolicy-eventbus.yaml        the EventBus pods among themselves
@@ -29,7 +31,7 @@ from typing import Any
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
-from ..argo import events, retrain_triggers
+from ..argo import events, katib, retrain_triggers
 from ..argo.distributed import JOBSET_NAME_LABEL
 from ..monitoring.servicemonitors import uses_pushgateway
 from ..objects import metadata
@@ -113,6 +115,15 @@ def policies(project: ResolvedProject) -> list[dict[str, Any]]:
             step_egress.append(d.url_rule(project, p.pushgateway_url))
         out.append(policy(project, "workflow-steps", steps, ingress=[],
                           egress=d.unique(step_egress)))
+    if katib.katib_namespaces(project):
+        # Katib's trial pods: what a step reads and writes, and Katib's DB manager, to which
+        # their metrics collector sends what it read (no ingress)
+        trials = exists(katib.TRIAL_LABEL)
+        out.append(policy(project, "katib-trials", trials, ingress=[], egress=d.unique([
+            *_work_egress(project),
+            *(d.rule([d.namespace_peer(ns)], d.tcp(katib.DB_MANAGER_PORT))
+              for ns in katib.katib_namespaces(project)),
+        ])))
     if any(s.nodes > 1 for pl in project.pipelines.values() for s in pl.steps):
         # rendezvous and collectives (NCCL, Gloo) use ports of their own choosing
         peers = [_own(project, workers)]
@@ -159,7 +170,9 @@ def _trigger_source_policies(project: ResolvedProject,
     """Each event trigger's EventSource: no ingress; its bucket, brokers or the API server."""
     out = []
     for t in sorted(project.event_triggers.values(), key=lambda t: t.k8s_name):
-        if t.object is not None:
+        if t.object is not None and t.object.store != "minio":
+            targets = _cloud_bucket_rules(project, t.object)
+        elif t.object is not None:
             scheme = "http" if t.object.insecure else "https"
             targets = [d.url_rule(project, f"{scheme}://{t.object.endpoint}")]
         elif t.topic is not None:
@@ -171,6 +184,25 @@ def _trigger_source_policies(project: ResolvedProject,
         out.append(policy(project, name, {"matchLabels": {EVENTSOURCE_LABEL: name}},
                           ingress=[], egress=d.unique([to_bus, *targets])))
     return out
+
+
+# Where a pod's cloud identity comes from: EKS Pod Identity's agent, GKE's metadata server
+# (and Dataplane V2's port for it); IRSA's web identity goes to STS over HTTPS, outside.
+EKS_POD_IDENTITY_AGENT = ("169.254.170.23/32", 80)
+GKE_METADATA = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
+
+
+def _cloud_bucket_rules(project: ResolvedProject, o) -> list[dict[str, Any] | None]:
+    """An S3 trigger's SQS API (and STS), a GCS trigger's Pub/Sub API, both HTTPS outside the
+    cluster; with no key in a Secret, the address its cloud identity comes from."""
+    rules: list[dict[str, Any] | None] = [d.rule([d.outside(project)], d.tcp(443))]
+    if o.sqs is not None and o.access_key is None and o.sqs.role_arn is None:
+        cidr, port = EKS_POD_IDENTITY_AGENT
+        rules.append(d.rule([{"ipBlock": {"cidr": cidr}}], d.tcp(port)))
+    if o.pubsub is not None and o.pubsub.credentials is None:
+        rules += [d.rule([{"ipBlock": {"cidr": cidr}}], d.tcp(port))
+                  for cidr, port in GKE_METADATA]
+    return rules
 
 
 def emit(project: ResolvedProject) -> list[OutputFile]:
