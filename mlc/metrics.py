@@ -278,9 +278,9 @@ INGEST_METRICS: tuple[Metric, ...] = (INGEST_CONSUMED, INGEST_PUSHED, INGEST_FAI
 # --- stream scoring (mlc/runtime/stream_score/, scraped from each consumer pod) -------------
 # A poison event is one that cannot be scored; `action` says where it went: `dead_letter`
 # (written to the dead-letter topic) or `skipped` (`onPoison: skip`). Never dropped uncounted.
-STREAM_POISON_REASONS = ("decode", "schema", "features")
+STREAM_POISON_REASONS = ("decode", "schema")
 STREAM_POISON_ACTIONS = ("dead_letter", "skipped")
-STREAM_FAILURE_REASONS = ("produce", "kafka", "model")
+STREAM_FAILURE_REASONS = ("produce", "kafka", "features", "model")
 STREAM_CONSUMED = Metric(
     "mlc_stream_events_consumed_total", "counter", ("endpoint",),
     "Events read from the input topic, whatever became of them.", "stream")
@@ -289,14 +289,14 @@ STREAM_SCORED = Metric(
     "Scored events written to the output topic and flushed.", "stream")
 STREAM_POISON = Metric(
     "mlc_stream_events_poison_total", "counter", ("endpoint", "reason", "action"),
-    "Events that could not be scored: `decode` (not a JSON object), `schema` (a feature or "
-    "the key missing or mistyped), `features` (an entity key the online store cannot look "
-    "up); `action` dead_letter or skipped.", "stream")
+    "Events that could not be scored: `decode` (not a JSON object), `schema` (a feature, "
+    "an entity key or the carried key missing or mistyped); `action` dead_letter or "
+    "skipped.", "stream")
 STREAM_FAILED = Metric(
     "mlc_stream_failures_total", "counter", ("endpoint", "reason"),
     "Batches that failed, and were not committed: `produce` (the brokers did not take the "
-    "output), `kafka` (an error the client delivered in place of a message), `model` (the "
-    "model call raised).", "stream")
+    "output), `kafka` (an error the client delivered in place of a message), `features` "
+    "(the online store lookup failed), `model` (the model call raised).", "stream")
 STREAM_LAG = Metric(
     "mlc_stream_consumer_lag", "gauge", ("endpoint", "partition"),
     "Events between the group's position and the end of each assigned partition.", "stream")
