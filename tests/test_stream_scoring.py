@@ -218,6 +218,31 @@ def test_without_keda_a_fixed_replica_count(tmp_path):
     assert project.endpoints[ENDPOINT].stream.keda is None
 
 
+def test_online_features_mount_the_feast_repository(tmp_path):
+    files, _ = _compile(tmp_path, ml_yaml(online=True).replace(
+        "    mode: stream\n", "    mode: stream\n    onlineFeatures: true\n"))
+    pod = _kind(files, "Deployment")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MLC_FEAST_REPO"] == "/etc/mlc/feast"
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {
+        "/etc/mlc/feast/feature_store.yaml", "/etc/mlc/feast/features.py"}
+    assert [v["configMap"]["name"] for v in pod["volumes"] if v["name"] == "feast"] == [
+        "fraud-feast-repo"]
+
+
+def test_explain_shows_the_resolved_stream(compiled, tmp_path, capsys):
+    from mlc.cli import main
+
+    root = write_project(tmp_path, {"ml.yaml": ml_yaml()})
+    assert main(["explain", "-C", str(root), "default",
+                 f"endpoints.{ENDPOINT}.stream.consumer_group"]) == 0
+    assert '"fraud-fraud-stream-score"  (resolved by mlc)' in capsys.readouterr().out
+    assert main(["explain", "-C", str(root), "default",
+                 f"serving.{ENDPOINT}.stream.onPoison"]) == 0
+    assert '"deadLetter"  (ml.yaml:' in capsys.readouterr().out
+
+
 def test_cost_prices_the_consumers_at_their_replica_range(compiled):
     from mlc.compiler.cost.estimate import estimate
 
