@@ -14,7 +14,9 @@ its autoscaler reads would do nothing. Each is refused here, located, rather tha
 - MLC564: a setting only KEDA reads (`autoscaling.minReplicas`/`maxReplicas`,
   `stream.lagPerReplica`) where the platform declares no KEDA, or beside a fixed `replicas`;
 - MLC565: an output or dead-letter topic that is the input topic (the endpoint would score
-  its own output, for ever).
+  its own output, for ever);
+- MLC566: a drift check or quality monitor on a stream endpoint, which writes no prediction
+  log for them to read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ UNHONOURED_ROLLOUT = "MLC562"
 HTTP_ONLY_SETTING = "MLC563"
 KEDA_ONLY_SETTING = "MLC564"
 SCORING_LOOP = "MLC565"
+NO_PREDICTION_LOG = "MLC566"
 
 # (field, ml.yaml key) of the endpoint that only an HTTP server reads
 HTTP_ONLY = (("batching", "batching"), ("slo", "slo"), ("allow_from", "allowFrom"),
@@ -69,6 +72,15 @@ def check_stream_endpoint(ctx: Context, name: str, e: Endpoint) -> None:
                       help=f"remove `{key}:`" + (" (the batch is `stream.batchSize`, "
                                                  "`stream.linger`)" if key == "batching"
                                                  else ""))
+    monitoring = ctx.project.monitoring
+    watchers = [(("monitoring", "drift", n), "drift check") for n, d in
+                sorted(monitoring.drift.items()) if d.endpoint == name]
+    watchers += [(("monitoring", "quality", n), "quality monitor") for n, q in
+                 sorted(monitoring.quality.items()) if q.endpoint == name]
+    for where, what in watchers:
+        ctx.error(NO_PREDICTION_LOG, f"{what} `{where[2]}` watches endpoint `{name}`, a stream "
+                  "consumer, which writes no prediction log to check", (*where, "endpoint"),
+                  help="watch an online endpoint of the same model (its prediction log)")
     for field in ("metric", "target"):
         if field in e.autoscaling.model_fields_set:
             ctx.error(HTTP_ONLY_SETTING, f"endpoint `{name}` is a stream consumer: it scales "
