@@ -52,8 +52,8 @@ def check_stream_endpoint(ctx: Context, name: str, e: Endpoint) -> None:
     r = e.rollout
     if r.strategy != "rolling":
         ctx.error(UNHONOURED_ROLLOUT, f"endpoint `{name}` is a stream consumer: no request "
-                  f"reaches it, so a {r.strategy} rollout has no traffic to split, mirror or "
-                  "gate", (*path, "rollout", "strategy"),
+                  f"reaches it, so `strategy: {r.strategy}` has no traffic to split, mirror "
+                  "or gate", (*path, "rollout", "strategy"),
                   help="remove `rollout:` (a new version replaces the consumers one pod at a "
                        "time), or serve the model online for a gated rollout")
     for field, key in ROLLOUT_SETTINGS:
