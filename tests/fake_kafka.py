@@ -10,12 +10,17 @@ test is the real one.
   at the committed offset, as a restarted pod does.
 - Producer holds what is produced until `flush`, then appends it to $FAKE_KAFKA_PRODUCED and
   reports each delivery; with $FAKE_KAFKA_CRASH_AT_FLUSH=N the process dies at its N-th
-  flush, before anything of that batch is delivered (as a killed pod's buffer is lost).
+  flush, before anything of that batch is delivered (as a killed pod's buffer is lost); with
+  $FAKE_KAFKA_REFUSE_TOPIC=T the brokers refuse every message to topic T (its delivery
+  report carries the error, nothing of it is stored).
+
+`load()` gives the module in this process, for tests of the loop itself.
 '''
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 SOURCE = '''\
 import json, os, time
@@ -138,18 +143,30 @@ class Producer:
         if os.environ.get("FAKE_KAFKA_CRASH_AT_FLUSH") == str(self.flushes):
             os._exit(70)  # the pod is killed with the batch's output still in its buffer
         text = lambda b: None if b is None else (b.decode() if isinstance(b, bytes) else b)
+        refused = os.environ.get("FAKE_KAFKA_REFUSE_TOPIC")
         for topic, value, key, headers, on_delivery in self.pending:
+            if topic == refused:
+                continue
             self.record["messages"].append({
                 "topic": topic, "value": text(value), "key": text(key),
                 "headers": {k: text(v) for k, v in (headers or [])}})
         _save(os.environ["FAKE_KAFKA_PRODUCED"], self.record)
         for topic, value, key, headers, on_delivery in self.pending:
             if on_delivery is not None:
-                on_delivery(None, None)
+                on_delivery(KafkaException(f"topic {topic}: not authorized") if topic == refused
+                            else None, None)
         _FLUSHED[0] += len(self.pending)
         self.pending = []
         return 0
 '''
+
+
+def load() -> ModuleType:
+    """The module, loaded in this process under its own name (the real client, if any, is
+    left alone in sys.modules)."""
+    module = ModuleType("fake_confluent_kafka")
+    exec(compile(SOURCE, "fake_confluent_kafka", "exec"), module.__dict__)
+    return module
 
 
 def install(folder: Path) -> Path:

@@ -25,6 +25,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -467,3 +468,92 @@ def test_deployment_scores_the_topic_at_least_once(tmp_path, monkeypatch):
     assert seen[f'mlc_stream_events_scored_total{{endpoint="{ENDPOINT}"}}'] == 3
     assert seen['mlc_stream_events_poison_total{action="dead_letter",endpoint="fraud-stream",'
                 'reason="schema"}'] == 2
+
+
+# --- the loop, in this process, over the same fake client ---------------------------------
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """A real mlc model, loaded as the runtime loads a downloaded one (no registry here)."""
+    pytest.importorskip("torch", reason="mlc[serve]")
+    from mlc.runtime import model_format
+    from mlc.runtime.serve.loader import load_folder
+
+    folder = tmp_path_factory.mktemp("model")
+    features = ["amount", "hour"]
+    spec = model_format.make_spec(task="classification", features=features,
+                                  feature_refs=features, hidden_layers=[4], dropout=0.0,
+                                  fill=[0.0, 0.0], mean=[0.0, 0.0], std=[1.0, 1.0], label="y",
+                                  classes=["low", "mid", "high"])
+    model_format.save_model(folder, spec, model_format.build_module(spec).state_dict())
+    return load_folder(folder, name="fraud", version="3", alias=None, trained_at=None)
+
+
+def _scorer(tmp_path, monkeypatch, real_model, events, **settings):
+    from prometheus_client import CollectorRegistry
+
+    from mlc.runtime.serve.validation import Signature
+    from mlc.runtime.stream_score.loop import EventRows, Model, StreamMetrics, StreamScorer
+
+    fake = fake_kafka.load()
+    (tmp_path / "messages.json").write_text(json.dumps(events))
+    for var, name in (("MESSAGES", "messages.json"), ("RECORD", "record.json"),
+                      ("PRODUCED", "produced.json")):
+        monkeypatch.setenv(f"FAKE_KAFKA_{var}", str(tmp_path / name))
+    registry = CollectorRegistry()
+    m = real_model
+    scorer = StreamScorer(fake.Consumer({}), fake.Producer({}),
+                          Model(m.name, m.version, m.predict, m.spec["classes"]),
+                          EventRows(Signature.build(m.features, {"hour": "int64"})),
+                          StreamMetrics(ENDPOINT, registry), output_topic="scores",
+                          **{"dead_letter_topic": None, "key_field": None, "batch_size": 10,
+                             "linger_seconds": 0.0, **settings})
+    scorer.consumer.subscribe(["tx"])
+    return scorer, registry
+
+
+def _read(tmp_path, name: str) -> dict:
+    return json.loads((tmp_path / name).read_text())
+
+
+def test_skip_counts_the_poison_and_carries_the_messages_key(tmp_path, monkeypatch,
+                                                             real_model):
+    events = [{"key": "a", "value": json.dumps({"amount": 3.0, "hour": 1})},
+              {"key": "b", "value": json.dumps({"amount": 3.0, "hour": 1.5})},  # no int
+              {"key": "c", "value": "[1, 2]"},
+              {"key": None, "value": json.dumps({"amount": -1.0, "hour": 7})}]
+    scorer, registry = _scorer(tmp_path, monkeypatch, real_model, events)
+    assert scorer.step() == 4
+    produced = _read(tmp_path, "produced.json")["messages"]
+    assert [(m["topic"], m["key"]) for m in produced] == [("scores", "a"), ("scores", None)]
+    want = real_model.predict(np.array([[3.0, 1.0], [-1.0, 7.0]]))  # a probability per class
+    assert [[json.loads(m["value"])[f"prediction_{c}"] for c in ("low", "mid", "high")]
+            for m in produced] == [pytest.approx(list(row)) for row in want]
+    assert json.loads(produced[0]["value"])["model_version"] == "3"
+    record = _read(tmp_path, "record.json")
+    assert record["commit_log"] == [{"offset": 4, "flushed": 2}]
+
+    def count(reason):
+        return registry.get_sample_value("mlc_stream_events_poison_total", {
+            "endpoint": ENDPOINT, "reason": reason, "action": "skipped"})
+    assert (count("schema"), count("decode")) == (1.0, 1.0)
+    assert registry.get_sample_value("mlc_stream_events_scored_total",
+                                     {"endpoint": ENDPOINT}) == 2.0
+
+
+def test_an_output_the_brokers_refuse_is_not_committed(tmp_path, monkeypatch, real_model):
+    from mlc.runtime.stream_score.loop import ScoringFailed
+
+    monkeypatch.setenv("FAKE_KAFKA_REFUSE_TOPIC", "dead")
+    events = [{"value": json.dumps({"tx_id": 1, "amount": 1.0, "hour": 2})},
+              {"value": json.dumps({"amount": 1.0, "hour": 2})}]  # no key: poison
+    scorer, registry = _scorer(tmp_path, monkeypatch, real_model, events,
+                               dead_letter_topic="dead", key_field="tx_id")
+    with pytest.raises(ScoringFailed, match="1 of 2 outputs were not delivered"):
+        scorer.step()
+    assert _read(tmp_path, "record.json")["commits"] == []  # read again after the restart
+    assert registry.get_sample_value("mlc_stream_failures_total", {
+        "endpoint": ENDPOINT, "reason": "produce"}) == 1.0
+    # the dead letter was never delivered, so it is not counted as one yet
+    assert registry.get_sample_value("mlc_stream_events_poison_total", {
+        "endpoint": ENDPOINT, "reason": "schema", "action": "dead_letter"}) == 0.0
