@@ -13,7 +13,7 @@ from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
 Exporter = Literal["serve", "shadow", "router", "drift", "batch", "verdict", "quality",
-                   "guard", "pipeline", "ingest"]
+                   "guard", "pipeline", "ingest", "stream"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -275,6 +275,34 @@ INGEST_LAG = Metric(
     "Messages between the group's position and the end of each assigned partition.", "ingest")
 INGEST_METRICS: tuple[Metric, ...] = (INGEST_CONSUMED, INGEST_PUSHED, INGEST_FAILED, INGEST_LAG)
 
+# --- stream scoring (mlc/runtime/stream_score/, scraped from each consumer pod) -------------
+# A poison event is one that cannot be scored; `action` says where it went: `dead_letter`
+# (written to the dead-letter topic) or `skipped` (`onPoison: skip`). Never dropped uncounted.
+STREAM_POISON_REASONS = ("decode", "schema")
+STREAM_POISON_ACTIONS = ("dead_letter", "skipped")
+STREAM_FAILURE_REASONS = ("produce", "kafka", "features", "model")
+STREAM_CONSUMED = Metric(
+    "mlc_stream_events_consumed_total", "counter", ("endpoint",),
+    "Events read from the input topic, whatever became of them.", "stream")
+STREAM_SCORED = Metric(
+    "mlc_stream_events_scored_total", "counter", ("endpoint",),
+    "Scored events written to the output topic and flushed.", "stream")
+STREAM_POISON = Metric(
+    "mlc_stream_events_poison_total", "counter", ("endpoint", "reason", "action"),
+    "Events that could not be scored: `decode` (not a JSON object), `schema` (a feature, "
+    "an entity key or the carried key missing or mistyped); `action` dead_letter or "
+    "skipped.", "stream")
+STREAM_FAILED = Metric(
+    "mlc_stream_failures_total", "counter", ("endpoint", "reason"),
+    "Batches that failed, and were not committed: `produce` (the brokers did not take the "
+    "output), `kafka` (an error the client delivered in place of a message), `features` "
+    "(the online store lookup failed), `model` (the model call raised).", "stream")
+STREAM_LAG = Metric(
+    "mlc_stream_consumer_lag", "gauge", ("endpoint", "partition"),
+    "Events between the group's position and the end of each assigned partition.", "stream")
+STREAM_METRICS: tuple[Metric, ...] = (STREAM_CONSUMED, STREAM_SCORED, STREAM_POISON,
+                                      STREAM_FAILED, STREAM_LAG)
+
 # --- model quality from late labels (mlc/runtime/quality/, pushed by each run) ------------
 QUALITY_VALUE = Metric(
     "mlc_model_quality_metric", "gauge", ("monitor", "endpoint", "metric"),
@@ -356,7 +384,7 @@ CONTRACT: tuple[Metric, ...] = (
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,
     PIPELINE_RUNS, PIPELINE_DURATION, PIPELINE_LAST_SUCCESS,
-    *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS, *QUALITY_METRICS,
+    *SHADOW_AB_METRICS, *VERDICT_METRICS, *INGEST_METRICS, *STREAM_METRICS, *QUALITY_METRICS,
     *AB_GUARD_METRICS,
 )
 BY_NAME = {m.name: m for m in CONTRACT}

@@ -130,6 +130,17 @@ def evaluation(settings: str) -> str:
                 f"    evaluation: {{{settings}}}\nserving")
 
 
+def stream(settings: str, endpoint: str = "", source: str = "") -> str:
+    """BASE with a Kafka topic `tx` and a stream endpoint `churn-stream` scoring it, whose
+    `stream:` ends with `settings`, with `endpoint` lines on the endpoint and `source`
+    entries on the source."""
+    out = edit("entities:\n", "  tx: {type: kafka, bootstrapServers: \"kafka.data.svc:9092\", "
+               f"topic: tx, batchSource: events{source}}}\nentities:\n")
+    return edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                "  churn-stream:\n    model: churn\n    mode: stream\n" + endpoint +
+                f"    stream: {{input: tx, outputTopic: scores, {settings}}}\nmonitoring", out)
+
+
 def kafka(settings: str, view: str = "") -> str:
     """BASE whose feature view reads a Kafka topic `clicks` (landing in `events`), with
     `settings` (flow-mapping entries) on the source and `view` on the view."""
@@ -670,6 +681,36 @@ CASES = [
                                                  '"kafka.data.svc:9092, broker-2"')}),
     Case("kafka-ingest-unknown-hardware", "MLC201", "ml.yaml:20:121",
          {"ml.yaml": kafka("ingest: {hardware: gpu-big}")}),
+    # --- stream scoring (`mode: stream`) ------------------------------------------------------
+    Case("stream-input-not-kafka", "MLC560", "ml.yaml:43:21",
+         {"ml.yaml": stream("onPoison: skip").replace("input: tx,", "input: events,")}),
+    Case("stream-avro-events", "MLC561", "ml.yaml:43:21",
+         {"ml.yaml": stream("onPoison: skip", source=", format: avro")}),
+    Case("stream-canary-rollout", "MLC562", "ml.yaml:43:25",
+         {"ml.yaml": stream("onPoison: skip", "    rollout: {strategy: canary}\n")}),
+    Case("stream-rolling-gates", "MLC562", "ml.yaml:43:15",
+         {"ml.yaml": stream("onPoison: skip", "    rollout: {gates: {maxErrorRate: 0.1}}\n")}),
+    Case("stream-kserve", "MLC563", "ml.yaml:43:13",
+         {"ml.yaml": stream("onPoison: skip", "    kserve: true\n")}),
+    Case("stream-concurrency-autoscaling", "MLC563", "ml.yaml:43:27",
+         {"ml.yaml": stream("onPoison: skip", "    autoscaling: {metric: concurrency}\n")}),
+    Case("stream-autoscaling-without-keda", "MLC564", "ml.yaml:43:32",
+         {"ml.yaml": stream("onPoison: skip", "    autoscaling: {maxReplicas: 5}\n")}),
+    Case("stream-lag-target-beside-fixed-replicas", "MLC564", "ml.yaml:45:77",
+         {"ml.yaml": stream("onPoison: skip, lagPerReplica: 100", "    replicas: 2\n").replace(
+             "  imagePolicy: tag\n", "  imagePolicy: tag\n  keda: {}\n")}),
+    Case("stream-output-is-input", "MLC565", "ml.yaml:43:38",
+         {"ml.yaml": stream("onPoison: skip").replace("outputTopic: scores", "outputTopic: tx")}),
+    Case("stream-drift-check", "MLC566", "ml.yaml:47:17",
+         {"ml.yaml": stream("onPoison: skip").replace("endpoint: churn-api",
+                                                      "endpoint: churn-stream")}),
+    Case("stream-dead-letter-without-topic", "MLC114", "ml.yaml:43:5",
+         {"ml.yaml": stream("onPoison: deadLetter")}),
+    Case("stream-without-poison-choice", "MLC103", "ml.yaml:43:5",
+         {"ml.yaml": stream("key: user_id")}),
+    Case("stream-mode-without-stream", "MLC114", "ml.yaml:40:3",
+         {"ml.yaml": stream("onPoison: skip").replace(
+             "    stream: {input: tx, outputTopic: scores, onPoison: skip}\n", "")}),
     # --- event triggers (training.triggers) ------------------------------------------------
     Case("trigger-on-model-without-training", "MLC575", "ml.yaml:36:18",
          {"ml.yaml": trigger("after: {pipeline: {name: materialize}}").replace(

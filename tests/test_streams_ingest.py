@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import urllib.request
 from pathlib import Path
@@ -32,7 +31,7 @@ import yaml
 from mlc.compiler.diagnostics import Diagnostics
 from mlc.compiler.pipeline import compile_project
 
-from . import crd_monitoring_check
+from . import crd_monitoring_check, fake_kafka
 from .cluster_pods import Cluster, Image
 from .conftest import write_project
 from .servers import free_port
@@ -212,87 +211,6 @@ def test_librdkafka_accepts_the_settings_and_refuses_a_bad_ca(compiled, tmp_path
 
 # --- the Deployment, run as declared --------------------------------------------------------
 
-FAKE_CLIENT = textwrap.dedent('''\
-    """confluent_kafka's consumer interface, serving the messages of $FAKE_KAFKA_MESSAGES and
-    recording the calls in $FAKE_KAFKA_RECORD (the test's stand-in for the brokers)."""
-    import json, os, time
-
-    OFFSET_INVALID = -1001
-
-
-    class KafkaException(Exception):
-        pass
-
-
-    class TopicPartition:
-        def __init__(self, topic, partition=0, offset=OFFSET_INVALID):
-            self.topic, self.partition, self.offset = topic, partition, offset
-
-
-    class _Message:
-        def __init__(self, topic, offset, value):
-            self._topic, self._offset, self._value = topic, offset, value
-
-        def error(self):
-            return None
-
-        def value(self):
-            return self._value.encode()
-
-        def topic(self):
-            return self._topic
-
-        def partition(self):
-            return 0
-
-        def offset(self):
-            return self._offset
-
-
-    class Consumer:
-        def __init__(self, config):
-            self.messages = json.load(open(os.environ["FAKE_KAFKA_MESSAGES"]))
-            self.position_ = 0
-            self.record = {"config": config, "commits": [], "closed": False}
-            self._save()
-
-        def _save(self):
-            path = os.environ["FAKE_KAFKA_RECORD"]
-            with open(path + ".tmp", "w") as f:
-                json.dump(self.record, f)
-            os.replace(path + ".tmp", path)
-
-        def subscribe(self, topics):
-            self.topic = topics[0]
-            self.record["subscribed"] = topics
-            self._save()
-
-        def consume(self, num_messages=1, timeout=-1):
-            batch = self.messages[self.position_:self.position_ + num_messages]
-            if not batch:
-                time.sleep(min(timeout, 0.05))
-            out = [_Message(self.topic, self.position_ + i, v) for i, v in enumerate(batch)]
-            self.position_ += len(batch)
-            return out
-
-        def commit(self, asynchronous=True):
-            self.record["commits"].append(self.position_)
-            self._save()
-
-        def assignment(self):
-            return [TopicPartition(self.topic, 0)]
-
-        def position(self, partitions):
-            return [TopicPartition(p.topic, p.partition, self.position_) for p in partitions]
-
-        def get_watermark_offsets(self, partition, timeout=None, cached=False):
-            return 0, len(self.messages)
-
-        def close(self):
-            self.record["closed"] = True
-            self._save()
-    ''')
-
 # `feast apply` (the CLI the pipeline's feature_apply step runs), then, once the test says
 # so on stdin, the online store read back: one process, one import of Feast.
 FEAST_DRIVER = """
@@ -359,9 +277,7 @@ def _ingest(env, argv, cwd, feast, tmp_path, pems) -> dict:
             break
     else:
         raise AssertionError("feast apply failed (its error is above)")
-    fake = tmp_path / "fake-client"
-    (fake / "confluent_kafka").mkdir(parents=True)
-    (fake / "confluent_kafka" / "__init__.py").write_text(FAKE_CLIENT)
+    fake = fake_kafka.install(tmp_path / "fake-client")
     messages = [
         {"user_id": 1, "event_timestamp": "2026-01-02T10:00:00Z", "clicks": 3, "spend": 9.5},
         {"user_id": 2, "event_timestamp": 1767348000, "clicks": 7, "spend": 1.0},

@@ -278,6 +278,40 @@ class Ingestion(IR):
     origin: Origin
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
+class StreamAutoscaling(IR):
+    """The KEDA ScaledObject of a stream endpoint: replicas follow the group's lag."""
+
+    min_replicas: int
+    max_replicas: int
+    lag_per_replica: int
+    polling_interval_seconds: int
+    cooldown_period_seconds: int
+
+
+class StreamScoring(IR):
+    """A `mode: stream` endpoint's consumer: each event of the input topic scored and written
+    to the output topic, offsets committed after the output is flushed
+    (mlc/runtime/stream_score/)."""
+
+    input_source: str
+    kafka: KafkaConnection  # the input's brokers, auth and topic; the outputs go to the same
+    output_topic: str
+    dead_letter_topic: str | None  # None: poison events are skipped (and counted)
+    key_field: str | None  # None: the input message's Kafka key is carried over
+    consumer_group: str
+    start_from: Literal["earliest", "latest"]
+    batch_size: int
+    linger_seconds: float
+    replicas: int  # fixed replicas, or KEDA's floor when `keda` is set
+    keda: StreamAutoscaling | None  # None: `replicas` replicas, always
+    max_lag: int
+    lag_for_seconds: int
+
+
 class Retries(IR):
     limit: int
     backoff_seconds: int
@@ -574,7 +608,7 @@ class Endpoint(IR):
     alias: str | None  # exactly one of alias and version is set
     version: int | None
     model_uri: str  # models:/<name>@<alias> or models:/<name>/<version>
-    mode: Literal["online", "serverless", "batch"]
+    mode: Literal["online", "serverless", "batch", "stream"]
     image: Image
     hardware: str
     replicas: int | None  # fixed replicas; None means autoscaling applies
@@ -598,6 +632,8 @@ class Endpoint(IR):
     # load a model that is not in mlc's format with mlflow.pyfunc (unpickles its code);
     # left out of the JSON while off, so that its arrival rolls no existing server
     allow_pickle: bool = Field(False, exclude_if=lambda on: not on)
+    # `mode: stream` only; left out of the JSON otherwise
+    stream: StreamScoring | None = Field(None, exclude_if=_unset)
 
 
 class OnDrift(IR):

@@ -14,6 +14,7 @@ commands:
   route  --endpoint E [--host H] [--port N]        route an A/B endpoint's requests to variants
   verdict --project project.json --endpoint E [-p window_seconds=N]   an A/B endpoint's verdict
   ingest --project project.json --source S     write a Kafka topic to its views' online store
+  stream-score --project project.json --endpoint E   score a Kafka topic into another
   ab-guard --gates ab-guard.json [--state JSON]    one run of an A/B endpoint's guardrails
 """
 
@@ -22,6 +23,7 @@ commands:
 COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
             "verdict": (".verdict.command", False), "ingest": (".ingest.command", True),
+            "stream-score": (".stream_score.command", True),
             "ab-guard": (".ab_guard", False)}
 
 

@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from .governance import Cost, Guardrails
 from .lineage import Lineage
+from .streams import Keda
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, ProjectNamespace, Spec
 
 
@@ -251,6 +252,9 @@ class Platform(Spec):
     """Where every pipeline step sends OpenLineage run events; unset: none are sent."""
     katib: Katib | None = None
     """Katib is installed: searches run as Katib Experiments; unset: as Argo tasks."""
+    keda: Keda | None = None
+    """KEDA is installed: stream endpoints scale on their consumer group's lag; unset: they
+    run a fixed number of replicas."""
     pushgateway_url: str | None = Field(
         None, pattern=r"^https?://\S+$",
         examples=["http://prometheus-pushgateway.monitoring.svc:9091"],

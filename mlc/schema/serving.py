@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from .labels import LabelledMetric, LabelsJoin
 from .secrets import EnvVars
+from .streams import StreamScoring
 from .triggers import Trigger
 from .types import (
     Cron,
@@ -271,9 +272,9 @@ class Endpoint(Spec):
     alias: Name | None = Field(None, description="Registry alias to serve; defaults to the "
                                "model's production alias.")
     version: PositiveInt | None = Field(None, description="Pin a registry version instead.")
-    mode: Literal["online", "serverless", "batch"] = "online"
+    mode: Literal["online", "serverless", "batch", "stream"] = "online"
     """`online`: a Deployment or Rollout; `serverless`: a Knative Service; `batch`: a scheduled
-    scoring job."""
+    scoring job; `stream`: a consumer that scores a Kafka topic into another."""
     hardware: Name = "default"
     """Hardware profile (under `hardware`) of the serving pods."""
     replicas: PositiveInt | None = Field(None, le=1000,
@@ -294,6 +295,9 @@ class Endpoint(Spec):
     kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
     batch: BatchScoring | None = None
     """Batch mode: what is scored, when and where the predictions go."""
+    stream: StreamScoring | None = None
+    """Stream mode: the topic scored, where the scored events go, what becomes of a poison
+    message."""
     env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
                          "serving container: a string, or `{secret: <name>}`.")
     allow_pickle: bool = Field(False, description="Serve a model that is not in mlc's own "
@@ -311,4 +315,7 @@ class Endpoint(Spec):
             raise PydanticCustomError("mlc_one_of",
                                       "a batch endpoint needs `batch: {schedule, input, output}`",
                                       {})
+        if self.mode == "stream" and self.stream is None:
+            raise PydanticCustomError("mlc_one_of", "a stream endpoint needs `stream: {input, "
+                                      "outputTopic, onPoison}`", {})
         return self

@@ -8,12 +8,12 @@ name) and the TLS CA, client certificate and key are `...Secret` keys naming ent
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import Name, Seconds, Spec
+from .types import Duration, Name, Seconds, Spec
 
 
 class KafkaSasl(Spec):
@@ -79,3 +79,61 @@ class KafkaIngest(Spec):
     max_lag: int = Field(10000, ge=1, description="Alert when the group is this many "
                          "messages behind the topic's end...")
     lag_for: Seconds = Field("10m", description="...for this long.")
+
+
+# A Kafka topic name, as the brokers accept it.
+KafkaTopic = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$"),
+                       Field(examples=["fraud-scores"])]
+
+
+class StreamScoring(Spec):
+    """`mode: stream`: a consumer Deployment that scores each event of a Kafka source's topic
+    with the endpoint's model and writes the scored event to another topic (docs/streams.md,
+    "Stream scoring")."""
+
+    input: Name = Field(description="The Kafka source (`sources.<name>`, `type: kafka`) whose "
+                        "topic is scored: its brokers, `auth` and `format`.")
+    output_topic: KafkaTopic = Field(description="Topic the scored events are written to, on "
+                                     "the input's brokers with its `auth`.")
+    key: Name | None = Field(None, description="A field of each event carried over into its "
+                             "scored event, and its Kafka message key; unset: the input "
+                             "message's own key is carried over.")
+    consumer_group: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+                                       examples=["fraud-api-score"],
+                                       description="Kafka consumer group; defaults to "
+                                       "`<project>-<endpoint>-score`.")
+    start_from: Literal["earliest", "latest"] = "latest"
+    """Where a new consumer group starts reading."""
+    batch_size: int = Field(100, ge=1, le=10000)
+    """Most events scored in one model call."""
+    linger: Duration = Field("100ms", description="Longest the consumer waits for a batch to "
+                             "fill before it scores what it has.")
+    on_poison: Literal["deadLetter", "skip"] = Field(description="An event that cannot be "
+                                                     "scored (not JSON, a feature missing or "
+                                                     "mistyped): `deadLetter` writes it to "
+                                                     "`deadLetterTopic`, `skip` passes over "
+                                                     "it; both count it.")
+    dead_letter_topic: KafkaTopic | None = Field(None, description="`onPoison: deadLetter`: "
+                                                 "where unscorable events go, unchanged, with "
+                                                 "the reason in a header.")
+    lag_per_replica: int | None = Field(None, ge=1, le=10_000_000, description="KEDA only: "
+                                        "messages of consumer-group lag per replica; defaults "
+                                        "to `batchSize` x 10.")
+    max_lag: int = Field(10000, ge=1, description="Alert when the group is this many "
+                         "messages behind the topic's end...")
+    lag_for: Seconds = Field("10m", description="...for this long.")
+
+    @model_validator(mode="after")
+    def _poison(self):
+        if (self.on_poison == "deadLetter") != (self.dead_letter_topic is not None):
+            raise PydanticCustomError("mlc_one_of", "`onPoison: deadLetter` needs "
+                                      "`deadLetterTopic`, and only it reads one", {})
+        return self
+
+
+class Keda(Spec):
+    """KEDA is installed: stream endpoints scale on their consumer group's lag."""
+
+    polling_interval: Seconds = Field("30s", description="How often KEDA reads the lag.")
+    cooldown_period: Seconds = Field("5m", description="How long the lag must be zero before "
+                                     "an endpoint with `minReplicas: 0` scales to zero.")

@@ -29,7 +29,7 @@ def plan_cost(old: Mapping[str, Any] | None, new: Mapping[str, Any], *,
     known = old is not None or old_known
     was = {line.subject: line for line in before.lines}
     now = {line.subject: line for line in after.lines}
-    order = ["serving", *CATEGORIES.values(), "ingestion"]
+    order = ["serving", "stream scoring", *CATEGORIES.values(), "ingestion"]
     subjects = sorted(set(was) | set(now), key=lambda s: (
         order.index((now.get(s) or was[s]).category), s))
     lines = []

@@ -63,6 +63,15 @@ def estimate(ir: IR, prices: Mapping[str, Any] | None = None) -> Estimate:
         if e.get("mode") == "batch":
             continue  # its scoring pipeline is priced below
         rate = hourly.get(str(e.get("hardware")), 0.0)
+        stream = e.get("stream")
+        if isinstance(stream, dict):  # a consumer, always on: its fixed or KEDA range
+            keda = stream.get("keda") or {}
+            low = int(keda.get("min_replicas", stream.get("replicas") or 1))
+            high = int(keda.get("max_replicas", low))
+            out.lines.append(Line("stream scoring", f"serving.{name}",
+                                  rate * low * HOURS_PER_MONTH, rate * high * HOURS_PER_MONTH))
+            out.per_thousand[name] = None
+            continue
         auto = e.get("autoscaling") or {}
         fixed = e.get("replicas")
         low = int(fixed if fixed is not None else auto.get("min_replicas") or 0)

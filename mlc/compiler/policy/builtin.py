@@ -58,7 +58,7 @@ def _d(ir: IR | None, key: str) -> dict[str, dict]:
 
 def _serving(ir: IR) -> Iterator[tuple[str, dict]]:
     for name, e in sorted(_d(ir, "endpoints").items()):
-        if e.get("mode") != "batch":  # batch endpoints serve no traffic
+        if e.get("mode") not in ("batch", "stream"):  # they serve no requests
             yield name, e
 
 

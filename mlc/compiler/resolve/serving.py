@@ -11,6 +11,7 @@ from .delivery import check_rollout, shadow_phase
 from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
+from .stream_scoring import check_stream_endpoint, resolve_stream
 from .traffic import traffic
 from .verdict import resolve_verdict
 
@@ -66,8 +67,16 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if e.mode != "batch" and e.batch is not None:
             ctx.warning(WRONG_KIND, f"`batch` is ignored: endpoint `{name}` is {e.mode}",
                         (*path, "batch"), help="set `mode: batch` or remove `batch:`")
+        if e.mode != "stream" and e.stream is not None:
+            ctx.warning(WRONG_KIND, f"`stream` is ignored: endpoint `{name}` is {e.mode}",
+                        (*path, "stream"), help="set `mode: stream` or remove `stream:`")
+        stream = None
+        if e.mode == "stream":
+            check_stream_endpoint(ctx, name, e)
+            stream = resolve_stream(ctx, name, e, secrets)
         env, secret_env = resolve_env(ctx, e.env, secrets, (*path, "env"))
-        check_rollout(ctx, name, e, platform.image_policy, model)
+        if e.mode != "stream":  # check_stream_endpoint refused every rollout setting
+            check_rollout(ctx, name, e, platform.image_policy, model)
         check_knative_flags(ctx, name, e, profile)
         r = e.rollout
         ctx.check_ref(r.router.hardware, hardware, "hardware profile",
@@ -144,6 +153,6 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                         for f in e.allow_from],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
-            origin=ctx.origin(path), env=env, secrets=secret_env,
+            origin=ctx.origin(path), env=env, secrets=secret_env, stream=stream,
             allow_pickle=e.allow_pickle)
     return out

@@ -45,7 +45,8 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
         if not fed:
             # a `topic` trigger's EventSource connects with `auth` (resolve/triggers.py)
             if s.model_fields_set & {"auth", "ingest"} and not (
-                    "ingest" not in s.model_fields_set and _read_by_trigger(ctx, name)):
+                    "ingest" not in s.model_fields_set and (_read_by_trigger(ctx, name)
+                                                            or _scored(ctx, name))):
                 ctx.warning(NOTHING_INGESTED, f"no online feature view reads `{name}`, so "
                             "nothing consumes its topic and its `auth`/`ingest` settings do "
                             "nothing", path, help="read it in a feature view with "
@@ -75,6 +76,12 @@ def resolve_ingestions(ctx: Context, views: dict[str, ir.FeatureView],
 def _read_by_trigger(ctx: Context, source: str) -> bool:
     return any(t.topic is not None and t.topic.source == source
                for m in ctx.project.models.values() for t in m.training.triggers.values())
+
+
+def _scored(ctx: Context, source: str) -> bool:
+    """A stream endpoint connects with `auth` (resolve/stream_scoring.py)."""
+    return any(e.mode == "stream" and e.stream is not None and e.stream.input == source
+               for e in ctx.project.serving.values())
 
 
 def check_bootstrap_servers(ctx: Context, text: str, path) -> bool:

@@ -19,13 +19,19 @@ class ConfigError(Exception):
 
 
 def consumer_config(ingestion: ir.Ingestion, env: Mapping[str, str]) -> dict[str, object]:
-    k = ingestion.kafka
-    out: dict[str, object] = {
-        "bootstrap.servers": k.bootstrap_servers,
+    return {
         "group.id": ingestion.consumer_group,
         "client.id": f"mlc-ingest-{ingestion.source}",
         "enable.auto.commit": False,
         "auto.offset.reset": ingestion.start_from,
+        **connection_config(ingestion.kafka, env),
+    }
+
+
+def connection_config(k: ir.KafkaConnection, env: Mapping[str, str]) -> dict[str, object]:
+    """The brokers and the credentials, which a consumer and a producer share."""
+    out: dict[str, object] = {
+        "bootstrap.servers": k.bootstrap_servers,
         "security.protocol": k.security_protocol,
     }
     if k.sasl_mechanism:

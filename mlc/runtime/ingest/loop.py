@@ -133,14 +133,19 @@ class Ingestor:
                 return
 
     def lags(self) -> dict[int, int]:
-        out = {}
-        assigned = list(self.consumer.assignment())
-        positions = self.consumer.position(assigned) if assigned else []
-        for tp in positions:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=POLL_SECONDS,
-                                                            cached=False)
-            # a negative offset: no position yet, so the group starts where it is told to
-            start = low if self.start_from == "earliest" else high
-            position = tp.offset if tp.offset >= 0 else start
-            out[tp.partition] = max(0, high - position)
-        return out
+        return partition_lags(self.consumer, self.start_from)
+
+
+def partition_lags(consumer: Any, start_from: str) -> dict[int, int]:
+    """Partition -> messages from the group's position to the partition's end, for every
+    partition assigned to `consumer` (stream scoring measures its lag the same way)."""
+    out = {}
+    assigned = list(consumer.assignment())
+    positions = consumer.position(assigned) if assigned else []
+    for tp in positions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=POLL_SECONDS, cached=False)
+        # a negative offset: no position yet, so the group starts where it is told to
+        start = low if start_from == "earliest" else high
+        position = tp.offset if tp.offset >= 0 else start
+        out[tp.partition] = max(0, high - position)
+    return out

@@ -13,7 +13,8 @@ Output, per environment:
 Subjects are `endpoint-<name>`, `drift-<name>`, `model-<name>` and `feature-view-<name>`
 (rules.py), `scoring-<name>` for batch endpoints (scoring.py) and `verdict-<name>` for A/B
 endpoints with a verdict (verdict_rules.py) and `ingestion-<source>-ingest` for Kafka
-ingestions (ingest_rules.py). Every query reads only the
+ingestions (ingest_rules.py), `stream-<endpoint>` for stream endpoints (stream_rules.py).
+Every query reads only the
 metrics of `mlc.metrics` (a test checks each one), built through `promql.py`.
 
 Assumptions the cluster must meet, documented here because no object can enforce them:
@@ -36,6 +37,7 @@ from .ingest_rules import ingest_rule_sets
 from .quality_rules import quality_rule_sets
 from .rules import RuleSet, rule_sets
 from .scoring import scoring_rule_sets
+from .stream_rules import stream_rule_sets
 from .verdict_rules import verdict_rule_sets
 
 
@@ -44,7 +46,8 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
     files = []
     for rule_set in [*rule_sets(project), *scoring_rule_sets(project),
                      *verdict_rule_sets(project), *ingest_rule_sets(project),
-                     *quality_rule_sets(project), *ab_guard_rule_sets(project)]:
+                     *stream_rule_sets(project), *quality_rule_sets(project),
+                     *ab_guard_rule_sets(project)]:
         groups = alerts.groups(project, list(rule_set.groups))
         files += [
             OutputFile(f"monitoring/prometheusrule-{rule_set.name}.yaml",
@@ -54,8 +57,10 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
                        promtool_tests.test_file(project, rule_set), src),
         ]
     for endpoint in project.endpoints.values():
-        if endpoint.mode == "batch":
-            continue  # a batch job answers no requests: nothing to scrape or chart
+        if endpoint.mode in ("batch", "stream"):
+            # a batch job answers no requests: nothing to scrape or chart; a stream
+            # consumer's scrape target and alerts are the streams backend's
+            continue
         files += [
             OutputFile(f"monitoring/podmonitor-{endpoint.k8s_name}.yaml",
                        servicemonitors.pod_monitor(project, endpoint), src),

@@ -46,7 +46,7 @@ class RuleSet:
 def rule_sets(project: ResolvedProject) -> list[RuleSet]:
     out = []
     for endpoint in project.endpoints.values():
-        if endpoint.mode != "batch":
+        if endpoint.mode not in ("batch", "stream"):  # stream: stream_rules.py
             out.append(RuleSet(f"endpoint-{endpoint.k8s_name}", endpoint.origin, (
                 Group(f"endpoint-{endpoint.k8s_name}-slo-ratios",
                       tuple(slo.recording_rules(project, endpoint))),
@@ -243,7 +243,7 @@ def model_alerts(project: ResolvedProject, model: Model) -> list[Alert]:
     if model.pipeline:
         out.append(_training_failed(project, model, model.pipeline))
     served = sorted(e.name for e in project.endpoints.values()
-                    if e.model == model.name and e.mode != "batch")
+                    if e.model == model.name and e.mode not in ("batch", "stream"))
     if served or model.pipeline:
         out.append(_model_stale(project, model, served))
     return out

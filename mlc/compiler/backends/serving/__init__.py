@@ -66,7 +66,8 @@ def path(system: str, kind: str, ep: Endpoint) -> str:
 def emit(project: ResolvedProject) -> list[OutputFile]:
     files: list[OutputFile] = []
     for name in sorted(project.endpoints):
-        files += endpoint_files(project, project.endpoints[name])
+        if project.endpoints[name].mode != "stream":  # the streams backend's
+            files += endpoint_files(project, project.endpoints[name])
     return files
 
 

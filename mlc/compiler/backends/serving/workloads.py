@@ -68,6 +68,8 @@ def plan(endpoint: Endpoint) -> list[Workload]:
     """The endpoint's servers, primary (or variants, in the user's order) first."""
     if endpoint.mode == "batch":
         return []  # the Argo backend schedules batch scoring; it reads only the ConfigMap
+    if endpoint.mode == "stream":
+        return []  # a consumer, not a server: the streams backend (streams/scoring.py)
     r = endpoint.rollout
     if r.strategy == "ab":
         variants = [_scaled(endpoint, "variant", workload_name(endpoint, v.name), v.name,

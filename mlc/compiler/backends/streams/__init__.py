@@ -6,6 +6,9 @@
                                                  Prometheus in
     streams/podmonitor-<source>-ingest.yaml      scrape its metrics (mlc.metrics INGEST_*)
 
+and a consumer Deployment per `mode: stream` endpoint, with its ScaledObject where the
+platform declares KEDA (scoring.py).
+
 Its lag and failure alerts are a rule set of the monitoring backend (ingest_rules.py), so
 that the PrometheusRule, the promtool rule file and its unit tests come out together.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from ...ir import ResolvedProject
 from ...output import OutputFile
+from . import scoring
 from .ingest import deployment, network_policy, pod_monitor, service_account
 
 __all__ = ["emit"]
@@ -26,4 +30,11 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
             obj = build(project, ingestion)
             out.append(OutputFile(f"streams/{obj['kind'].lower()}-{ingestion.k8s_name}.yaml",
                                   obj, project.source))
+    for name in sorted(project.endpoints):
+        ep = project.endpoints[name]
+        if ep.mode == "stream" and ep.stream is not None:
+            for obj in scoring.objects(project, ep):
+                out.append(OutputFile(
+                    f"streams/{obj['kind'].lower()}-{scoring.k8s_name(ep)}.yaml", obj,
+                    project.source))
     return out

@@ -27,23 +27,19 @@ from ..pods import (
     scheduling,
     secret_env,
 )
+from . import kafka
 
 COMPONENT = "ingestion"
 CONTAINER = "ingest"
 FEAST_VOLUME = "feast"
-TLS_VOLUME = "kafka-tls"
 SCRATCH_VOLUME = "scratch"
-# Owner and group may read the TLS files; the pod's fsGroup is the runtime's group.
-TLS_FILE_MODE = 0o440
 # After SIGTERM the runtime finishes the batch in hand (its write retries back off for at
 # most 7 s), commits and leaves the group.
 TERMINATION_GRACE_SECONDS = 30
 
 
 def tls_files(ingestion: Ingestion) -> dict[str, SecretRef]:
-    k = ingestion.kafka
-    refs = {"ca": k.tls_ca, "cert": k.tls_cert, "key": k.tls_key}
-    return {part: ref for part, ref in refs.items() if ref is not None}
+    return kafka.tls_files(ingestion.kafka)
 
 
 def env(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
@@ -55,15 +51,8 @@ def env(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
         {"name": DATA_ROOT_ENV, "value": HOME},
         {"name": contract.METRICS_PORT_ENV, "value": str(contract.METRICS_PORT)},
     ]
-    out += [{"name": contract.TLS_FILE_ENV[part],
-             "value": f"{contract.TLS_DIR}/{contract.TLS_FILES[part]}"}
-            for part in sorted(tls_files(ingestion))]
-    secrets: dict[str, SecretRef] = {}
-    k = ingestion.kafka
-    if k.sasl_username_secret:
-        secrets[contract.SASL_USERNAME_ENV] = k.sasl_username_secret
-    if k.sasl_password_secret:
-        secrets[contract.SASL_PASSWORD_ENV] = k.sasl_password_secret
+    out += kafka.tls_env(ingestion.kafka)
+    secrets = kafka.sasl_secrets(ingestion.kafka)
     if p.online_store_secret:
         secrets[ONLINE_SECRET_ENV] = p.online_store_secret
     return sorted(out + secret_env(secrets), key=lambda e: e["name"])
@@ -72,13 +61,9 @@ def env(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
 def volumes(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
     out = [config_volume(project), repo_volume(project, FEAST_VOLUME),
            {"name": SCRATCH_VOLUME, "emptyDir": {}}]
-    files = tls_files(ingestion)
-    if files:
-        out.append({"name": TLS_VOLUME, "projected": {
-            "defaultMode": TLS_FILE_MODE,
-            "sources": [{"secret": {"name": ref.k8s_name, "items": [
-                {"key": ref.key, "path": contract.TLS_FILES[part]}]}}
-                for part, ref in sorted(files.items())]}})
+    tls = kafka.tls_volume(ingestion.kafka)
+    if tls is not None:
+        out.append(tls)
     return out
 
 
@@ -88,7 +73,7 @@ def container(project: ResolvedProject, ingestion: Ingestion) -> dict[str, Any]:
     mounts = [project_json_mount(), *repo_volume_mounts(FEAST_VOLUME),
               {"name": SCRATCH_VOLUME, "mountPath": HOME}]
     if tls_files(ingestion):
-        mounts.append({"name": TLS_VOLUME, "mountPath": contract.TLS_DIR, "readOnly": True})
+        mounts.append(kafka.tls_mount())
     return {
         "name": CONTAINER,
         "image": ingestion.image.ref,
@@ -144,12 +129,7 @@ def service_account(project: ResolvedProject, ingestion: Ingestion) -> dict[str,
 
 
 def broker_rules(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, Any]]:
-    """Each bootstrap server (`host:port`, resolve checked) as a peer: an in-cluster Service's
-    namespace, else anywhere on its port. The brokers it answers with sit in the same
-    namespace or on the same ports; others are declared in `platform.network.egress`, as for
-    every store."""
-    return d.unique([d.url_rule(project, f"kafka://{server.strip()}")
-                     for server in ingestion.kafka.bootstrap_servers.split(",")])
+    return kafka.broker_rules(project, ingestion.kafka)
 
 
 def network_policy(project: ResolvedProject, ingestion: Ingestion) -> dict[str, Any]:
