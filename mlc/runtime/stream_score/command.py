@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        loaded = load(settings.model_uri, settings.tracking_uri)
+        loaded = load(settings.model_uri, settings.tracking_uri,
+                      allow_pickle=settings.allow_pickle or None)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
