@@ -77,6 +77,7 @@ serving:
   doc-embeddings:
     model: doc-encoder
     mode: batch
+    allowPickle: true
     batch:
       schedule: "0 3 * * *"
       input: documents
@@ -199,7 +200,7 @@ def test_the_scored_embeddings_land_in_milvus_once_per_row(tree, tmp_path, monke
     workdir.mkdir()
     # the serving image's operator opted in to pyfunc models (loader.py: they unpickle code);
     # the file store stands in for the MLflow server
-    env = {"MLC_ALLOW_PICKLE": "1", "MLFLOW_ALLOW_FILE_STORE": "true"}
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true"}  # the model's pyfunc: ml.yaml's allowPickle
     (score,) = [t["container"] for t in wt["spec"]["templates"] if t["name"] == "score"]
     pushgateway = next(e["value"] for e in score["env"] if e["name"] == "MLC_PUSHGATEWAY_URL")
     with servers.pushgateway(tmp_path / "pushgateway") as local:
@@ -347,7 +348,7 @@ def test_mlc_run_score_writes_the_embeddings_after_scoring(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mlc", "run", "score", "doc-embeddings",
                            "-C", str(root), "--env", "default", "-p", "date=2026-01-02"],
                           capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "MLC_ALLOW_PICKLE": "1",
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
                                "MLC_VECTOR_STORE_TOKEN": ""})
     assert done.returncode == 0, done.stdout + done.stderr
     assert (f"{ROWS} vectors of doc-embeddings upserted into documents ({ROWS} stored, "
