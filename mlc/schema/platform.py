@@ -86,6 +86,10 @@ class ArgoCd(Spec):
     """Cluster API server the Application deploys to."""
 
 
+def _prometheus_pod_labels() -> dict[str, str]:  # a named default: see _any_address
+    return {"app.kubernetes.io/name": "prometheus"}
+
+
 class Prometheus(Spec):
     url: str = Field("http://prometheus-operated.monitoring.svc:9090", min_length=1,
                      description="The Prometheus that rollout gates query (Argo Rollouts' "
@@ -93,7 +97,7 @@ class Prometheus(Spec):
     namespace: DnsLabel = Field("monitoring", description="Namespace of the Prometheus pods "
                                 "that scrape the serving pods; NetworkPolicies let them in.")
     pod_labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        default_factory=_prometheus_pod_labels,
         description="Labels of those Prometheus pods.")
 
 
@@ -139,25 +143,39 @@ class EgressRule(Spec):
         return self
 
 
+# Defaults as named functions, not lambdas, so that the built schema can be stored
+# (model_cache.py).
+def _any_address() -> list[str]:
+    return ["0.0.0.0/0"]
+
+
+def _cluster_dns() -> PodPeer:
+    return PodPeer.model_validate({"namespace": "kube-system",
+                                   "podLabels": {"k8s-app": "kube-dns"}})
+
+
+def _alertmanager() -> PodPeer:
+    return PodPeer.model_validate({"namespace": "monitoring",
+                                   "podLabels": {"app.kubernetes.io/name": "alertmanager"}})
+
+
 class Network(Spec):
     """Who the environment's pods talk to, for its NetworkPolicies (deny all but these)."""
 
     egress: list[EgressRule] = Field(
         default_factory=list, description="Further destinations of steps and model servers.")
     kubernetes_api: list[Cidr] = Field(
-        default_factory=lambda: ["0.0.0.0/0"], min_length=1,
+        default_factory=_any_address, min_length=1,
         description="IP ranges of the Kubernetes API server (ports 443 and 6443), which Argo's "
         "executor, JobSet steps, delivery and the Sensor call. The default allows any.")
-    dns: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
-        {"namespace": "kube-system", "podLabels": {"k8s-app": "kube-dns"}}),
+    dns: PodPeer = Field(default_factory=_cluster_dns,
         description="The cluster DNS pods.")
     knative_namespace: DnsLabel = Field(
         "knative-serving", description="Knative's namespace: its activator and autoscaler "
         "connect to serverless pods.")
     gateway_namespace: DnsLabel = Field(
         "istio-system", description="The ingress gateway's namespace (Knative, KServe).")
-    alertmanager: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
-        {"namespace": "monitoring", "podLabels": {"app.kubernetes.io/name": "alertmanager"}}),
+    alertmanager: PodPeer = Field(default_factory=_alertmanager,
         description="The Alertmanager pods that call the drift webhook.")
 
 
