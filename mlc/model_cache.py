@@ -185,7 +185,7 @@ class Family:
         for module in self._module_names():
             importlib.import_module(module)
         classes: dict[str, tuple[dict[str, str], bytes | None]] = {}
-        for cls in _subclasses(base):
+        for cls in [base, *_subclasses(base)]:
             if not cls.__module__.startswith(self.package + "."):
                 continue  # defined elsewhere (a test): built by pydantic, docstrings read
             key = _class_key(cls)
