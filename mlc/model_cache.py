@@ -9,7 +9,9 @@ and core config, and its fields' descriptions); later processes read that file a
 class's validator from its stored core schema, when the class is first used.
 
 The file's name holds a hash of the family's source files, of this module, and of the
-Python, pydantic and pydantic-core versions, so an edited model never meets an old file.
+Python, pydantic and pydantic-core versions, so an edited model never meets an old file (the
+families import nothing of mlc outside themselves, so their sources are all that counts;
+tests/test_model_cache.py keeps it so).
 Anything unusual (no cache folder, a file that cannot be read or unpickled, one written by
 another user, a class the file does not know) falls back to pydantic's own build: the cache
 changes how fast the classes are ready, never what they are (tests/test_model_cache.py).
@@ -35,6 +37,8 @@ import pydantic_core
 from pydantic_core import SchemaSerializer, SchemaValidator
 
 FORMAT = 1  # of the file; a change of layout changes it
+# What install() sets and calls on a class; a pydantic without them builds every class itself
+_NEEDS = ("__pydantic_fields_complete__", "__pydantic_on_complete__", "__pydantic_complete__")
 
 
 def cache_dir() -> Path | None:
@@ -83,6 +87,8 @@ class Family:
         return [folder / f"{m}.py" for m in self.modules]
 
     def _key(self) -> str | None:
+        if not all(hasattr(pydantic.BaseModel, name) for name in _NEEDS):
+            return None
         digest = hashlib.sha256()
         for part in (str(FORMAT), sys.version, pydantic.VERSION, pydantic_core.__version__):
             digest.update(part.encode() + b"\0")
@@ -173,6 +179,8 @@ class Family:
         self.building = True
         try:
             classes = self._build_all(base)
+        except Exception:  # noqa: BLE001 - whatever went wrong, this process has its classes
+            classes = None
         finally:
             self.building = False
         self.written = True

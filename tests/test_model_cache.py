@@ -114,3 +114,34 @@ def test_an_unusable_cache_folder_costs_speed_only(projects):
     result = _run(str(blocker / "cache"), commands[-1:], tmp)
     assert result["hit"] == [False, False] and result["runs"] == expected
     assert blocker.read_text() == "not a folder"
+
+
+def test_the_families_import_nothing_of_mlc_that_their_key_does_not_hash():
+    """A family's cache key hashes its own modules' sources; a value they took from another
+    mlc module (a list of names, say) could change without changing the key."""
+    import ast
+
+    families = {"mlc.schema": sorted((ROOT / "mlc" / "schema").glob("*.py")),
+                "mlc.compiler.ir": [ROOT / "mlc" / "compiler" / "ir.py"]}
+    outside = []
+    for package, paths in families.items():
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level == 0:
+                        module = node.module or ""
+                    elif package == "mlc.schema":
+                        module = ".".join(["mlc", "schema"][:3 - node.level] + [node.module or ""])
+                    else:
+                        module = ".".join(["mlc", "compiler"][:3 - node.level] +
+                                          [node.module or ""])
+                    names = [module.rstrip(".")]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    if name.startswith("mlc") and not name.startswith(package) and \
+                            name != "mlc.model_cache":
+                        outside.append(f"{path.relative_to(ROOT)}: {name}")
+    assert outside == []
