@@ -8,7 +8,6 @@ The IR is also the runtimes' contract: `project.json`, which the generated manif
 and `mlc run` hands to each step, is `ResolvedProject.model_dump_json()`.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 
@@ -479,7 +478,7 @@ class QualityMonitor(IR):
     schedule: str
     min_samples: int
     max_drop: float  # in the metric's units, against the training evaluation's `test_<m>`
-    on_drop: OnDrift  # alert, or retrain through the drift retraining's guards
+    on_drop: "OnDrift"  # alert, or retrain through the drift retraining's guards
     routes: list[str]
     pipeline: str
     origin: Origin

@@ -1,6 +1,5 @@
 """`models`: what is trained, from which features, on what hardware, and how it is judged."""
 
-from __future__ import annotations
 
 from typing import Literal
 

@@ -1,6 +1,5 @@
 """`platform`: where and how an environment runs. Usually set per environment in overlays."""
 
-from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal

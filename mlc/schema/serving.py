@@ -1,6 +1,5 @@
 """`serving`: endpoints that serve a model online, serverless or in batch."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

@@ -5,7 +5,6 @@ Each check raises a `PydanticCustomError` whose type is a stable diagnostic kind
 wording lives here next to the rule and the code table lives in one place.
 """
 
-from __future__ import annotations
 
 import math
 import posixpath

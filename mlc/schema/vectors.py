@@ -6,7 +6,6 @@ Names, index parameters and the primary key are checked against Milvus' rules in
 mlc/compiler/resolve/vectors.py, where the view's fields are known.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 
