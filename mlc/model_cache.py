@@ -37,6 +37,7 @@ import pydantic_core
 from pydantic_core import SchemaSerializer, SchemaValidator
 
 FORMAT = 1  # of the file; a change of layout changes it
+KEEP_OTHERS = 3  # files of other sources kept beside this one's, newest first
 # What install() sets and calls on a class; a pydantic without them builds every class itself
 _NEEDS = ("__pydantic_fields_complete__", "__pydantic_on_complete__", "__pydantic_complete__")
 
@@ -136,8 +137,17 @@ class Family:
             except BaseException:
                 os.unlink(tmp)
                 raise
+            self._prune(path)
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             pass  # an unwritable cache folder only costs the next process the build
+
+    def _prune(self, path: Path) -> None:
+        """Keep the files of the few sources used last (branches, virtual environments side
+        by side), and remove older ones."""
+        others = [p for p in path.parent.glob(f"{self.name}-*.pickle") if p != path]
+        others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in others[KEEP_OTHERS:]:
+            old.unlink(missing_ok=True)
 
     # -- the classes -----------------------------------------------------------------------
 

@@ -145,3 +145,15 @@ def test_the_families_import_nothing_of_mlc_that_their_key_does_not_hash():
                             name != "mlc.model_cache":
                         outside.append(f"{path.relative_to(ROOT)}: {name}")
     assert outside == []
+
+
+def test_a_new_file_replaces_the_oldest_files_of_other_sources(tmp_path):
+    stale = [tmp_path / f"schema-{n:032x}.pickle" for n in range(5)]
+    for age, path in enumerate(stale):
+        path.write_bytes(b"of another mlc")
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))  # stale[0] the newest
+    other = tmp_path / "notes.txt"
+    other.write_text("not ours")
+    _run(str(tmp_path), [["validate", "-C", str(ROOT)]], tmp_path)
+    assert [p.exists() for p in stale] == [True, True, True, False, False] and other.exists()
+    assert len(list(tmp_path.glob("ir-*.pickle"))) == 1
