@@ -3,13 +3,15 @@ a baseline checkout's, `mlc --version` and `python -c pass` (the interpreter's o
 
     python bench/bench_startup.py                         # 15 rounds; baseline /work/main
     python bench/bench_startup.py --runs 5 --baseline ../main-checkout
+    python bench/bench_startup.py --baseline /tmp/a --baseline /tmp/b   # several, e.g. one
+                                                  # `git archive <commit> | tar -x` per step
 
 Each round runs every command once, as a fresh process, in rotating order, so that other load
 on the machine lands on all of them alike. Printed per command: the median and spread of
 wall time and of CPU time (user + system, from wait4; the figure to compare on a shared
-machine), and the ratio to the baseline's `mlc validate`. Both trees run with bytecode caching
-on (in a temporary PYTHONPYCACHEPREFIX, so no tree is written to), as an installed package
-does, and with their own temporary MLC_CACHE_DIR (mlc/model_cache.py), warmed by one run
+machine), and the ratio to the (first) baseline's `mlc validate`. All trees run with bytecode
+caching on (in a temporary PYTHONPYCACHEPREFIX, so no tree is written to), as an installed
+package does, and with their own temporary MLC_CACHE_DIR (mlc/model_cache.py), warmed by one run
 first; `first validate` is this tree's run with an empty cache (the one-off build that fills
 it). Also prints the heaviest imports of this tree's `mlc validate` (`python -X importtime`).
 """
@@ -72,26 +74,31 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--baseline", type=Path, default=Path("/work/main"),
-                        help="a checkout of the tree to compare with (default /work/main)")
+    parser.add_argument("--baseline", type=Path, action="append",
+                        help="a checkout of a tree to compare with (default /work/main); "
+                        "may be given more than once")
     args = parser.parse_args()
-    baseline = args.baseline.resolve()
-    if not (baseline / "mlc").is_dir():
-        sys.exit(f"no mlc tree at {baseline}")
+    baselines = [b.resolve() for b in args.baseline or [Path("/work/main")]]
+    for baseline in baselines:
+        if not (baseline / "mlc").is_dir():
+            sys.exit(f"no mlc tree at {baseline}")
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="mlc-bench-startup-") as tmp:
         base = Path(tmp)
         ours = environment(REPO, base / "pyc", base / "cache-ours")
-        theirs = environment(baseline, base / "pyc", base / "cache-baseline")
         validate = [py, "-m", "mlc", "validate", "-C", str(REPO)]
         commands = {
             "python -c pass": ([py, "-c", "pass"], ours),
             "mlc --version": ([py, "-m", "mlc", "--version"], ours),
-            "validate (baseline)": (validate, theirs),
-            "validate (this tree)": (validate, ours),
         }
+        for i, baseline in enumerate(baselines):
+            name = "validate (baseline)" if len(baselines) == 1 else f"validate ({baseline.name})"
+            commands[name] = (validate, environment(baseline, base / "pyc", base / f"cache-{i}"))
+        reference_name = list(commands)[2]
+        commands["validate (this tree)"] = (validate, ours)
         # the first run of each tree compiles its bytecode and fills its model cache
-        once(validate, theirs)
+        for cmd, env in list(commands.values())[2:-1]:
+            once(cmd, env)
         first = once(validate, ours)
         cold = []
         for _ in range(max(3, args.runs // 5)):  # this tree with an empty model cache
@@ -104,8 +111,9 @@ def main() -> None:
                 cmd, env = commands[name]
                 times[name].append(once(cmd, env))
         times["first validate"] = [first, *cold]
-        reference = statistics.median(cpu for _, cpu in times["validate (baseline)"])
-        print(f"{args.runs} rounds; load average {os.getloadavg()[0]:.1f}; baseline {baseline}")
+        reference = statistics.median(cpu for _, cpu in times[reference_name])
+        print(f"{args.runs} rounds; load average {os.getloadavg()[0]:.1f}; "
+              f"baseline {', '.join(map(str, baselines))}")
         print(f"{'command':<22} {'wall median [min-max]':>26} {'CPU median [min-max]':>26} "
               f"{'CPU vs baseline':>16}")
         for name, rows in times.items():

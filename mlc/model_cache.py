@@ -111,8 +111,10 @@ class Family:
         if path is None:
             return None
         try:
+            if not _owned(os.stat(path.parent)):  # others could put anything there
+                return None
             with open(path, "rb") as f:
-                if not (_owned(os.fstat(f.fileno())) and _owned(os.stat(path.parent))):
+                if not _owned(os.fstat(f.fileno())):
                     return None
                 stored = pickle.load(f)
             if stored["format"] != FORMAT or stored["key"] != self.key:
@@ -178,6 +180,7 @@ class Family:
         cls.__pydantic_core_schema__ = schema
         cls.__pydantic_validator__ = validator
         cls.__pydantic_serializer__ = serializer
+        _set_signature(cls)
         cls.__pydantic_complete__ = True
         cls.__pydantic_on_complete__()
         return True
@@ -226,6 +229,23 @@ class Family:
         if self.modules != ["*"]:
             return [f"{self.package}.{m}" for m in self.modules]
         return [f"{self.package}.{p.stem}" for p in self._sources() if p.stem != "__init__"]
+
+
+def _set_signature(cls: Any) -> None:
+    """The `__init__` signature pydantic gives a class it completes (`inspect.signature`)."""
+    try:
+        from functools import partial
+
+        from pydantic._internal._config import ConfigWrapper
+        from pydantic._internal._signature import generate_pydantic_signature
+        from pydantic._internal._utils import LazyClassAttribute
+
+        config = ConfigWrapper(cls.model_config, check=False)
+        cls.__signature__ = LazyClassAttribute("__signature__", partial(
+            generate_pydantic_signature, init=cls.__init__, fields=cls.__pydantic_fields__,
+            validate_by_alias=config.validate_by_alias, extra=config.extra))
+    except (ImportError, AttributeError, TypeError):
+        pass  # another pydantic: the generic signature; nothing validates differently
 
 
 def _subclasses(base: type) -> list[type]:

@@ -29,6 +29,13 @@ for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(argv)
     out["runs"].append([code, stdout.getvalue(), stderr.getvalue()])
+import inspect, re
+from mlc.compiler.ir import Origin, ResolvedProject
+from mlc.schema import Project
+for c in (Project, ResolvedProject, Origin):  # completed (defer_build), then introspected
+    c.model_rebuild()
+out["runs"].append([re.sub(" at 0x[0-9a-f]+", "", str(inspect.signature(c)))
+                    for c in (Project, ResolvedProject, Origin)])
 print(json.dumps(out))
 """
 
@@ -68,7 +75,7 @@ def test_the_same_answers_without_with_an_empty_and_with_a_full_cache(projects):
     assert none["hit"] == [False, False] and filling["hit"] == [False, False]
     assert files == ["ir", "schema"] and full["hit"] == [True, True]
     assert none["runs"] == filling["runs"] == full["runs"]
-    codes = [code for code, _, _ in full["runs"]]
+    codes = [code for code, _, _ in full["runs"][:-1]]
     assert codes == [0, 0, 0, 0, 1, 1]  # the wrong projects are wrong, and said so
     schema = full["runs"][2][1]
     assert schema == (ROOT / "ml.schema.json").read_text()
