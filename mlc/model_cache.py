@@ -128,7 +128,6 @@ class Family:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             data = pickle.dumps({"format": FORMAT, "key": self.key, "classes": classes},
                                 protocol=pickle.HIGHEST_PROTOCOL)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -187,7 +186,15 @@ class Family:
 
     def built(self, base: type) -> None:
         """After pydantic built a class itself: on a miss, build the whole family and store it."""
-        if self.entries is not None or self.building or self.written or self.path() is None:
+        path = self.path()
+        if self.entries is not None or self.building or self.written or path is None:
+            return
+        self.written = True  # once per process, stored or not
+        try:  # a folder that cannot be written (a read-only root file system): build nothing more
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not os.access(path.parent, os.W_OK):
+                return
+        except OSError:
             return
         self.building = True
         try:
@@ -196,7 +203,6 @@ class Family:
             classes = None
         finally:
             self.building = False
-        self.written = True
         if classes is not None:
             self._write(classes)
 
