@@ -8,19 +8,25 @@ The IR is also the runtimes' contract: `project.json`, which the generated manif
 and `mlc run` hands to each step, is `ResolvedProject.model_dump_json()`.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..model_cache import CachedModel, Family
 
 # The cost-allocation labels among ResolvedProject.labels: the ones Kubecost allocates by out
 # of the box (team, department, product from `app`, environment from `env`).
 COST_LABELS = ("app", "department", "env", "team")
 
 
-class IR(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# Every class of the IR, built once and read back by later processes (model_cache.py)
+IR_FAMILY = Family("ir", "mlc.compiler", ["ir"], docstrings=False)
+
+
+class IR(CachedModel, BaseModel):
+    __mlc_family__ = IR_FAMILY
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Origin(IR):
@@ -514,7 +520,7 @@ class QualityMonitor(IR):
     schedule: str
     min_samples: int
     max_drop: float  # in the metric's units, against the training evaluation's `test_<m>`
-    on_drop: OnDrift  # alert, or retrain through the drift retraining's guards
+    on_drop: "OnDrift"  # alert, or retrain through the drift retraining's guards
     routes: list[str]
     pipeline: str
     origin: Origin
@@ -838,6 +844,10 @@ class Lineage(IR):
     topic: str | None = None  # kafka
 
 
+def _prometheus_pod_labels() -> dict[str, str]:  # named, not a lambda: model_cache.py stores it
+    return {"app.kubernetes.io/name": "prometheus"}
+
+
 class Platform(IR):
     namespace: str
     # Settings that work on one machine only (local paths, SQLite) are allowed (resolve checks).
@@ -880,7 +890,7 @@ class Platform(IR):
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     prometheus_namespace: str = "monitoring"
     prometheus_pod_labels: dict[str, str] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+        default_factory=_prometheus_pod_labels)
     pushgateway_url: str = ""  # where drift checks push their metrics; set by resolve
     gateway: Gateway | None = None  # the Gateway API gateway of this environment, if any
 

@@ -6,21 +6,20 @@ The work is split by what each part holds:
 * reading.py: bounded reads of regular files inside the project (no link out, no FIFO);
 * here: the entry points, the file-level bounds (size, line length, encoding) and the
   per-process cache of composed files;
-* yaml_compose.py: our own composer over ruamel.yaml's parse events, which counts depth,
-  nodes and alias expansion as it goes, and refuses duplicate and merge keys, non-string
-  keys, unknown tags and non-finite numbers at the offending token;
+* yaml_compose.py: our own composer over parse events, which counts depth, nodes and alias
+  expansion as it goes, and refuses duplicate and merge keys, non-string keys, unknown tags
+  and non-finite numbers at the offending token;
 * yaml_scalars.py: YAML 1.2 core-schema scalars as plain Python values;
 * yaml_errors.py: parser errors as located diagnostics.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-from ruamel.yaml.error import YAMLError
 
 from mlc.compiler.diagnostics import Diagnostics, FieldPath, Span
 from mlc.compiler.reading import ReadRefused, read_project_file, read_regular_file
@@ -36,6 +35,8 @@ from mlc.compiler.yaml_compose import (
     TooDeep,
     copy_value,
     events,
+    libyaml_events,
+    libyaml_kinds,
 )
 from mlc.compiler.yaml_errors import mark_span, syntax_error
 from mlc.compiler.yaml_scalars import type_name
@@ -163,6 +164,11 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
         _too_large(file, diags)
         return None
     text = text.removeprefix("\ufeff")
+    fast = _load_with_libyaml(text, file, allow_empty)
+    if fast is not None:
+        return fast
+    from ruamel.yaml.error import YAMLError
+
     composer = Composer(file, diags)
     try:
         root = composer.compose(events(text))
@@ -185,6 +191,40 @@ def load_yaml_text(text: str, file: str, diags: Diagnostics, *, allow_empty: boo
     # code; parsing is linear, it is later passes that must never see a line this long
     if not composer.ok or not _lines_fit(text, file, diags):
         return None
+    return _document(composer, root, text, file, diags, allow_empty)
+
+
+# Text that libyaml (YAML 1.1) and ruamel (YAML 1.2) read alike: printable characters and
+# `\n` only (no tab, no `\r`, none of YAML 1.1's extra line breaks U+0085, U+2028, U+2029, no
+# byte-order mark inside) and no `%` directive.
+_PLAIN_TEXT = re.compile("[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+                         "\U00010000-\U0010ffff]*")
+_DIRECTIVE = re.compile(r"^%", re.MULTILINE)
+
+
+def _load_with_libyaml(text: str, file: str, allow_empty: bool) -> Document | None:
+    """The document composed from libyaml's events, when that is sure to be the document the
+    ruamel path gives: plain text, and a composition with no diagnostic (not even a warning),
+    no tag, no parser error, to a non-empty mapping. None sends the text to the ruamel path,
+    which reports whatever there is to report, exactly as it always did."""
+    kinds = libyaml_kinds()
+    if kinds is None or not _PLAIN_TEXT.fullmatch(text) or _DIRECTIVE.search(text):
+        return None
+    local = Diagnostics()
+    composer = Composer(file, local, kinds)
+    try:
+        root = composer.compose(libyaml_events(text))
+    except Exception:  # noqa: BLE001 - a parser error, a bound, a tag: ruamel's to report
+        return None
+    if local.items or not composer.ok or not isinstance(root, dict) or not root:
+        return None
+    if not _lines_fit(text, file, local):
+        return None
+    return _document(composer, root, text, file, local, allow_empty)
+
+
+def _document(composer: Composer, root: Any, text: str, file: str, diags: Diagnostics,
+              allow_empty: bool) -> Document | None:
     spans = {path: span for is_key, path, span in composer.entries if not is_key}
     if not isinstance(root, dict):
         if root is None and allow_empty:  # an overlay with nothing to override

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -133,6 +132,8 @@ class VendorError(Exception):
 
 
 def _git(cwd: Path, *args: str, what: str) -> bytes:
+    import subprocess  # only `mlc vendor` runs git; validate reads what it left
+
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=300,
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})

@@ -1,5 +1,5 @@
-"""Composing a YAML document from ruamel.yaml's parse events, with every bound counted as it
-is reached rather than after the fact:
+"""Composing a YAML document from parse events, with every bound counted as it is reached
+rather than after the fact:
 
 * the parser and scanner are iterative, and so is this composer, so no input, however deeply
   nested, can raise RecursionError; nesting past `MAX_DEPTH` stops at the scanner (flow
@@ -10,6 +10,11 @@ is reached rather than after the fact:
   past 64 bits are refused once for every field;
 * duplicate keys, merge keys (`<<`), non-string keys and unknown tags become diagnostics with
   the position of the offending token, all of them in one pass.
+
+The events come from ruamel.yaml's pure-Python parser (`events`), whose errors and marks every
+diagnostic is written against, or from libyaml through PyYAML (`libyaml_events`), which
+parses ten times faster: load.py takes the libyaml composition only for plain text that it
+composed with no diagnostic at all, and composes anything else again with ruamel.
 """
 
 from __future__ import annotations
@@ -17,27 +22,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    DocumentStartEvent,
-    MappingStartEvent,
-    NodeEvent,
-    ScalarEvent,
-    SequenceStartEvent,
-)
-from ruamel.yaml.scanner import Scanner, ScannerError
 
 from mlc.compiler.diagnostics import Diagnostics, FieldPath, Span
 from mlc.compiler.yaml_errors import mark_span
 from mlc.compiler.yaml_scalars import CORE, EXPECTED, TYPED_TAGS, resolve_plain, show_tag, type_name
 from mlc.compiler.yaml_versions import difference
 
-__all__ = ["INT_RANGE", "MAX_ALIASED_NODES", "MAX_DEPTH", "MAX_NODES", "Composer", "Stop",
-           "TooDeep", "copy_value", "events"]
+__all__ = ["INT_RANGE", "MAX_ALIASED_NODES", "MAX_DEPTH", "MAX_NODES", "Composer", "EventKinds",
+           "Stop", "TooDeep", "Unusual", "copy_value", "events", "libyaml_events"]
 
 # The costly shapes of hostile input stop at these bounds (load.py bounds the file's size).
 MAX_DEPTH = 64
@@ -63,28 +57,98 @@ class Stop(Exception):
     """A cap was hit; the diagnostic has been recorded and composing cannot go on."""
 
 
-class _GuardedScanner(Scanner):
-    # ruamel's scanner keeps one pending "simple key" per open flow level and rescans them
-    # all for every token, so `[[[[...` costs O(levels^2) before the parser sees anything;
-    # refusing at the scanner keeps a 1 MB bracket bomb as cheap as a small one.
-    def fetch_more_tokens(self) -> Any:
-        super().fetch_more_tokens()
-        if self.flow_level > MAX_DEPTH:
-            raise TooDeep(self.tokens[-1].start_mark)
+class Unusual(Exception):
+    """libyaml_events met something load.py leaves to ruamel (a tag, an empty value)."""
 
-    def scan_yaml_directive_value(self, start_mark: Any) -> Any:
-        # ruamel asserts on `%YAML 1.3`; make it an ordinary syntax error
-        version = super().scan_yaml_directive_value(start_mark)
-        if version not in ((1, 1), (1, 2)):
-            raise ScannerError(None, None, f"unsupported YAML version {version[0]}.{version[1]}"
-                               " (mlc reads YAML 1.2)", start_mark)
-        return version
+
+@dataclass(frozen=True)
+class EventKinds:
+    """The event classes of one parser library (ruamel.yaml's or PyYAML's, alike in shape)."""
+
+    document_start: type
+    collection_end: type
+    node: type
+    mapping_start: type
+    sequence_start: type
+    alias: type
+    scalar: type
+
+    @staticmethod
+    def of(module: Any) -> EventKinds:
+        return EventKinds(module.DocumentStartEvent, module.CollectionEndEvent, module.NodeEvent,
+                          module.MappingStartEvent, module.SequenceStartEvent,
+                          module.AliasEvent, module.ScalarEvent)
+
+
+@cache
+def ruamel_kinds() -> EventKinds:
+    from ruamel.yaml import events as ruamel_events
+
+    return EventKinds.of(ruamel_events)
+
+
+@cache
+def _guarded_scanner() -> type:
+    from ruamel.yaml.scanner import Scanner, ScannerError
+
+    class GuardedScanner(Scanner):
+        # ruamel's scanner keeps one pending "simple key" per open flow level and rescans
+        # them all for every token, so `[[[[...` costs O(levels^2) before the parser sees
+        # anything; refusing at the scanner keeps a 1 MB bracket bomb as cheap as a small one.
+        def fetch_more_tokens(self) -> Any:
+            super().fetch_more_tokens()
+            if self.flow_level > MAX_DEPTH:
+                raise TooDeep(self.tokens[-1].start_mark)
+
+        def scan_yaml_directive_value(self, start_mark: Any) -> Any:
+            # ruamel asserts on `%YAML 1.3`; make it an ordinary syntax error
+            version = super().scan_yaml_directive_value(start_mark)
+            if version not in ((1, 1), (1, 2)):
+                raise ScannerError(None, None, "unsupported YAML version "
+                                   f"{version[0]}.{version[1]} (mlc reads YAML 1.2)", start_mark)
+            return version
+
+    return GuardedScanner
 
 
 def events(text: str) -> Iterator[Any]:
+    """ruamel.yaml's events (pure Python, YAML 1.2): the parser every diagnostic is about."""
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe", pure=True)
-    yaml.Scanner = _GuardedScanner
+    yaml.Scanner = _guarded_scanner()
     return yaml.parse(text)
+
+
+@cache
+def libyaml_kinds() -> EventKinds | None:
+    """PyYAML's event classes, when its libyaml binding is installed; None otherwise."""
+    try:
+        from yaml import events as pyyaml_events
+        from yaml.cyaml import CParser  # noqa: F401 - only whether it is there
+    except ImportError:
+        return None
+    return EventKinds.of(pyyaml_events)
+
+
+def libyaml_events(text: str) -> Iterator[Any]:
+    """libyaml's events for `text`, shaped as ruamel's; raises Unusual at what they might
+    place or read apart (a tag, an empty value), and PyYAML's errors."""
+    from yaml.cyaml import CParser
+
+    parser = CParser(text)
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if getattr(event, "tag", None) is not None:
+                raise Unusual
+            if getattr(event, "style", None) == "":
+                if event.value == "":  # an empty value: the two libraries place it apart
+                    raise Unusual
+                event.style = None  # a plain scalar, as ruamel says it
+            yield event
+    finally:
+        parser.dispose()
 
 
 
@@ -115,8 +179,9 @@ class _Anchor:
 
 
 class Composer:
-    def __init__(self, file: str, diags: Diagnostics):
+    def __init__(self, file: str, diags: Diagnostics, kinds: EventKinds | None = None):
         self.file, self.diags = file, diags
+        self.kinds = kinds or ruamel_kinds()  # the classes of the events compose() is given
         self.ok = True
         self.nodes = 0
         self.aliased = 0
@@ -137,19 +202,20 @@ class Composer:
         stack: list[_Frame] = []
         root: Any = None
         documents = 0
+        kinds = self.kinds
         for event in events:
-            if isinstance(event, DocumentStartEvent):
+            if isinstance(event, kinds.document_start):
                 documents += 1
                 if documents > 1:
                     self.error("MLC007", f"{self.file} holds more than one YAML document",
                                mark_span(self.file, event.start_mark),
                                help="remove the `---` separator; one file is one document")
                     raise Stop
-            elif isinstance(event, CollectionEndEvent):
+            elif isinstance(event, kinds.collection_end):
                 frame = stack.pop()
                 self._remember(frame.anchor, frame.container, frame.path, frame.first_entry,
                                self.nodes - frame.first_node)
-            elif isinstance(event, NodeEvent):
+            elif isinstance(event, kinds.node):
                 parent = stack[-1] if stack else None
                 if parent is not None and parent.is_map and parent.expect_key:
                     self._key(parent, event, stack)
@@ -169,9 +235,10 @@ class Composer:
         else:
             path, keep = parent.path + (parent.key if parent.is_map else parent.count,), True
         span = mark_span(self.file, event.start_mark, event.end_mark)
-        if isinstance(event, AliasEvent):
+        kinds = self.kinds
+        if isinstance(event, kinds.alias):
             value = self._alias(event, span, path, keep)
-        elif isinstance(event, ScalarEvent):
+        elif isinstance(event, kinds.scalar):
             self._count(1, span)
             value = self._scalar(event, span)
             if keep:
@@ -182,7 +249,7 @@ class Composer:
                 self.too_deep(span)
                 raise Stop
             self._count(1, span)
-            is_map = isinstance(event, MappingStartEvent)
+            is_map = isinstance(event, kinds.mapping_start)
             self._check_tag(event.tag, "map" if is_map else "seq", span)
             value = ({} if is_map else []) if keep else None
             if keep:
@@ -308,16 +375,17 @@ class Composer:
     def _key(self, parent: _Frame, event: Any, stack: list[_Frame]) -> None:
         span = mark_span(self.file, event.start_mark, event.end_mark)
         parent.key, parent.expect_key = _SKIP, False
-        if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+        kinds = self.kinds
+        if isinstance(event, (kinds.mapping_start, kinds.sequence_start)):
             if parent.container is not None:
-                kind = "mapping" if isinstance(event, MappingStartEvent) else "list"
+                kind = "mapping" if isinstance(event, kinds.mapping_start) else "list"
                 self.error("MLC008", f"mapping keys must be strings, found a {kind}", span,
                            help="use a plain word as the key")
             self._node(parent, event, stack)  # composed, so its events balance, then dropped
             parent.key, parent.expect_key = _SKIP, False
             return
         reported = len(self.diags.errors)  # a warning (MLC385) keeps the key
-        if isinstance(event, AliasEvent):
+        if isinstance(event, kinds.alias):
             key, shown, tag = self._alias(event, span, (), False), f"*{event.anchor}", None
         else:
             self._count(1, span)
@@ -341,7 +409,7 @@ class Composer:
             parent.key_lines[key] = span.line
             parent.key = key
             self.entries.append((True, parent.path + (key,), span))
-            if isinstance(event, ScalarEvent):
+            if isinstance(event, kinds.scalar):
                 self._remember(event.anchor, key, parent.path + (key,), len(self.entries), 1)
 
 

@@ -4,17 +4,20 @@ a file that did not parse may be anything, and CI logs show it."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
+from typing import TYPE_CHECKING, Any
 
 from mlc.compiler.diagnostics import Diagnostics, Span
+
+if TYPE_CHECKING:
+    from ruamel.yaml.error import YAMLError
 
 __all__ = ["mark_span", "position_span", "syntax_error"]
 
 
 def syntax_error(err: YAMLError, text: str, file: str, diags: Diagnostics) -> None:
+    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.reader import ReaderError
+
     if isinstance(err, ReaderError):
         char = err.character if isinstance(err.character, int) else 0
         diags.error("MLC002", f"YAML syntax error: character U+{char:04X} is not allowed in "

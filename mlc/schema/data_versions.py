@@ -1,6 +1,5 @@
 """`sources.<name>.version`: the version of a file source's data that training reads."""
 
-from __future__ import annotations
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError

@@ -1,6 +1,5 @@
 """`entities`, `features` (feature views) and `featureServices`."""
 
-from __future__ import annotations
 
 from pydantic import Field
 

@@ -4,7 +4,6 @@ The built-in policies (mlc/compiler/policy/) hold in production environments; an
 `acceptedRisks:` entry lets one violation through on purpose, with a reason the plan shows.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 

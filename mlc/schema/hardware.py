@@ -1,6 +1,5 @@
 """`hardware`: named resource profiles that training steps and endpoints refer to."""
 
-from __future__ import annotations
 
 from typing import Literal
 

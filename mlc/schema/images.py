@@ -1,6 +1,5 @@
 """`images`: the runtime images the generated manifests run, and the user's own images."""
 
-from __future__ import annotations
 
 from pydantic import Field
 

@@ -3,7 +3,6 @@ verdict (`serving.<e>.rollout.verdict`) and the model-quality monitor
 (`monitoring.quality.<name>`), which read the prediction log through one join
 (mlc/runtime/verdict/join.py)."""
 
-from __future__ import annotations
 
 from typing import Literal
 

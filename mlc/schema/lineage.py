@@ -1,6 +1,5 @@
 """`platform.lineage`: where every pipeline step sends its OpenLineage run events."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

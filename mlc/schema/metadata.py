@@ -1,6 +1,5 @@
 """`apiVersion`, `kind`, `metadata`: who owns the project and how its objects are labelled."""
 
-from __future__ import annotations
 
 from pydantic import Field
 

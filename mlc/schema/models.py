@@ -1,6 +1,5 @@
 """`models`: what is trained, from which features, on what hardware, and how it is judged."""
 
-from __future__ import annotations
 
 from typing import Literal
 
@@ -21,10 +20,14 @@ from .types import (
 )
 
 
+def _default_hidden_layers() -> list[int]:
+    return [64, 32]
+
+
 class BuiltinTrainer(Spec):
     """The bundled tabular trainer (a torch MLP), configured by hyperparameters."""
 
-    hidden_layers: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    hidden_layers: list[PositiveInt] = Field(default_factory=_default_hidden_layers)
     """Width of each hidden layer of the network."""
     epochs: PositiveInt = Field(10, le=100_000)
     """Passes over the training data."""

@@ -1,6 +1,5 @@
 """`monitoring`: drift checks, what happens on drift, and where alerts go."""
 
-from __future__ import annotations
 
 from typing import Literal
 

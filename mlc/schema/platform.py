@@ -1,6 +1,5 @@
 """`platform`: where and how an environment runs. Usually set per environment in overlays."""
 
-from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal
@@ -94,6 +93,8 @@ class Katib(Spec):
     namespace: DnsLabel = "kubeflow"
     """Where Katib runs: its DB manager (`katib-db-manager:6789`) takes the metrics that the
     trials' collectors send."""
+def _prometheus_pod_labels() -> dict[str, str]:  # a named default: see _any_address
+    return {"app.kubernetes.io/name": "prometheus"}
 
 
 class Prometheus(Spec):
@@ -103,7 +104,7 @@ class Prometheus(Spec):
     namespace: DnsLabel = Field("monitoring", description="Namespace of the Prometheus pods "
                                 "that scrape the serving pods; NetworkPolicies let them in.")
     pod_labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        default_factory=_prometheus_pod_labels,
         description="Labels of those Prometheus pods.")
 
 
@@ -149,25 +150,39 @@ class EgressRule(Spec):
         return self
 
 
+# Defaults as named functions, not lambdas, so that the built schema can be stored
+# (model_cache.py).
+def _any_address() -> list[str]:
+    return ["0.0.0.0/0"]
+
+
+def _cluster_dns() -> PodPeer:
+    return PodPeer.model_validate({"namespace": "kube-system",
+                                   "podLabels": {"k8s-app": "kube-dns"}})
+
+
+def _alertmanager() -> PodPeer:
+    return PodPeer.model_validate({"namespace": "monitoring",
+                                   "podLabels": {"app.kubernetes.io/name": "alertmanager"}})
+
+
 class Network(Spec):
     """Who the environment's pods talk to, for its NetworkPolicies (deny all but these)."""
 
     egress: list[EgressRule] = Field(
         default_factory=list, description="Further destinations of steps and model servers.")
     kubernetes_api: list[Cidr] = Field(
-        default_factory=lambda: ["0.0.0.0/0"], min_length=1,
+        default_factory=_any_address, min_length=1,
         description="IP ranges of the Kubernetes API server (ports 443 and 6443), which Argo's "
         "executor, JobSet steps, delivery and the Sensor call. The default allows any.")
-    dns: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
-        {"namespace": "kube-system", "podLabels": {"k8s-app": "kube-dns"}}),
+    dns: PodPeer = Field(default_factory=_cluster_dns,
         description="The cluster DNS pods.")
     knative_namespace: DnsLabel = Field(
         "knative-serving", description="Knative's namespace: its activator and autoscaler "
         "connect to serverless pods.")
     gateway_namespace: DnsLabel = Field(
         "istio-system", description="The ingress gateway's namespace (Knative, KServe).")
-    alertmanager: PodPeer = Field(default_factory=lambda: PodPeer.model_validate(
-        {"namespace": "monitoring", "podLabels": {"app.kubernetes.io/name": "alertmanager"}}),
+    alertmanager: PodPeer = Field(default_factory=_alertmanager,
         description="The Alertmanager pods that call the drift webhook.")
 
 

@@ -4,7 +4,6 @@ Named in ml.yaml (`policies: policies.yaml`), so that many projects can share on
 docs/policies.md describes paths and operators.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 

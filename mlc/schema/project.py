@@ -1,6 +1,5 @@
 """The root of ml.yaml."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

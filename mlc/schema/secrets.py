@@ -5,7 +5,6 @@ an `external:` secret is synced into a Secret by the ExternalSecret that mlc emi
 Environment variables take either a literal string or `{secret: <name>}`, a reference.
 """
 
-from __future__ import annotations
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -36,7 +35,7 @@ class Secret(Spec):
         None, description="A secret in an external store, synced by an ExternalSecret.")
 
     @model_validator(mode="after")
-    def exactly_one(self) -> Secret:
+    def exactly_one(self) -> "Secret":
         if (self.kubernetes is None) == (self.external is None):
             raise PydanticCustomError(
                 "mlc_one_of", "a secret is either `kubernetes: {name, key}` or "

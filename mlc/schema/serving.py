@@ -1,6 +1,5 @@
 """`serving`: endpoints that serve a model online, serverless or in batch."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 
@@ -173,12 +172,15 @@ class Verdict(LabelsJoin):
                                   "with; defaults to the first variant.")
 
 
+def _canary_steps() -> list[CanaryStep]:  # named, not a lambda: model_cache.py stores it
+    return [CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")]
+
+
 class Rollout(Spec):
     strategy: Literal["rolling", "canary", "blueGreen", "shadow", "ab"] = "rolling"
     """How a new version replaces the old: `rolling`, `canary`, `blueGreen`, `shadow` (mirrored
     traffic) or `ab` (split by variant)."""
-    steps: list[CanaryStep] = Field(default_factory=lambda: [
-        CanaryStep(weight=10, pause="5m"), CanaryStep(weight=50, pause="10m")],
+    steps: list[CanaryStep] = Field(default_factory=_canary_steps,
         description="Canary only: the new version's share of traffic, step by step.")
     gates: RolloutGates = Field(default_factory=RolloutGates, description="Measured during a "
                                 "canary or blue-green rollout; a failed gate rolls back. On "

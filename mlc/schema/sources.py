@@ -1,6 +1,5 @@
 """`sources`: where data comes from, batch (files, warehouses) or stream (Kafka, push)."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

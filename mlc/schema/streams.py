@@ -6,7 +6,6 @@ name) and the TLS CA, client certificate and key are `...Secret` keys naming ent
 `secrets:`.
 """
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

@@ -5,7 +5,6 @@ Each trigger is exactly one of `object` (a new object in a MinIO, S3 or GCS buck
 (a message on a Kafka source's topic) or `pipeline` (another mlc pipeline succeeded).
 """
 
-from __future__ import annotations
 
 from typing import Literal
 

@@ -5,17 +5,18 @@ Each check raises a `PydanticCustomError` whose type is a stable diagnostic kind
 wording lives here next to the rule and the code table lives in one place.
 """
 
-from __future__ import annotations
 
 import math
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from ..model_cache import CachedModel, Family
 from .editor import (
     CRON_HINT,
     DNS_LABEL_HINT,
@@ -39,10 +40,14 @@ from .editor import (
     model_title,
 )
 
+# Every class of the language, built once and read back by later processes (model_cache.py)
+SCHEMA_FAMILY = Family("schema", "mlc.schema", ["*"], docstrings=True)
 
-class Spec(BaseModel):
+
+class Spec(CachedModel, BaseModel):
     """Base of every ml.yaml model: camelCase keys, no unknown keys, no coercion, frozen."""
 
+    __mlc_family__ = SCHEMA_FAMILY
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
@@ -51,19 +56,30 @@ class Spec(BaseModel):
         populate_by_name=False,
         validate_default=False,
         field_title_generator=field_title,
-        # a string under a field is its description (the JSON Schema's hover text)
-        use_attribute_docstrings=True,
+        # a string under a field is its description (the JSON Schema's hover text); when the
+        # family's cache file holds the descriptions, they come from there instead
+        use_attribute_docstrings=not SCHEMA_FAMILY.hit,
         model_title_generator=model_title,
+        defer_build=True,  # built when first used: from the cache file, or by pydantic
     )
 
 
-def _check(pattern: re.Pattern[str], kind: str, what: str, example: str):
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise PydanticCustomError(kind, "invalid {what} `{value}`: expected {example}",
-                                      {"what": what, "value": _shown(value), "example": example})
+@dataclass(frozen=True)
+class _check:  # noqa: N801 - used as a function: _check(pattern, kind, what, example)
+    """A pattern's check; an object rather than a closure, so that the built schema can be
+    stored (model_cache.py)."""
+
+    pattern: re.Pattern[str]
+    kind: str
+    what: str
+    example: str
+
+    def __call__(self, value: str) -> str:
+        if not self.pattern.fullmatch(value):
+            raise PydanticCustomError(self.kind, "invalid {what} `{value}`: expected {example}",
+                                      {"what": self.what, "value": _shown(value),
+                                       "example": self.example})
         return value
-    return check
 
 
 # Names of things declared in ml.yaml (models, endpoints, sources, ...). They become part of
@@ -162,11 +178,16 @@ def _env_var_name(value: str) -> str:
 
 EnvVarName = Annotated[str, AfterValidator(_env_var_name), ENV_VAR_HINT]
 
+
+def _secret_key_step(value: str) -> str:
+    return _not_a_folder_step(value, "secret key")
+
+
 # A key inside a Kubernetes Secret or ConfigMap (IsConfigMapKey).
 SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 SecretKey = Annotated[str, AfterValidator(_check(
     SECRET_KEY_RE, "mlc_key", "secret key", "at most 253 letters, digits, `-`, `_` or `.` "
-    "(e.g. `password`)")), AfterValidator(lambda v: _not_a_folder_step(v, "secret key")),
+    "(e.g. `password`)")), AfterValidator(_secret_key_step),
     SECRET_KEY_HINT]
 
 

@@ -1,6 +1,5 @@
 """`sources.<name>.producedBy`: the dbt model or Airflow task that writes a source's data."""
 
-from __future__ import annotations
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError

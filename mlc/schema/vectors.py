@@ -9,7 +9,6 @@ mlc/compiler/resolve/vectors.py, where the view's fields (or the endpoint's mode
 columns) are known.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 

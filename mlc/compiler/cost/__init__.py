@@ -7,8 +7,21 @@
 Pure functions over the resolved projects (as JSON-like dicts); no I/O.
 """
 
-from .change import OVER_BUDGET, budget_violations, plan_cost
+from typing import Any
+
 from .estimate import HOURS_PER_MONTH, Estimate, estimate
+
+_CHANGE = ("OVER_BUDGET", "budget_violations", "plan_cost")
+
+
+def __getattr__(name: str) -> Any:
+    # change.py pulls in the policies and the plan's model; resolve (and so `mlc validate`)
+    # reads only the price list, so they load when the plan asks for them
+    if name in _CHANGE:
+        from . import change
+
+        return getattr(change, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["HOURS_PER_MONTH", "OVER_BUDGET", "Estimate", "budget_violations", "estimate",
            "plan_cost"]
