@@ -284,6 +284,10 @@ class Ingestion(IR):
     origin: Origin
 
 
+def _off(value: bool) -> bool:  # a named function, not a lambda: the model cache pickles it
+    return not value
+
+
 def _unset(value: object) -> bool:
     return value is None
 
@@ -637,7 +641,7 @@ class Endpoint(IR):
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
     # load a model that is not in mlc's format with mlflow.pyfunc (unpickles its code);
     # left out of the JSON while off, so that its arrival rolls no existing server
-    allow_pickle: bool = Field(False, exclude_if=lambda on: not on)
+    allow_pickle: bool = Field(False, exclude_if=_off)
     # `mode: stream` only; left out of the JSON otherwise
     stream: StreamScoring | None = Field(None, exclude_if=_unset)
 
