@@ -18,6 +18,34 @@ def pytest_addoption(parser):
                      "(never in CI)")
 
 
+# The files that keep one xdist worker busiest (seconds of a full run's `--durations`,
+# longest first: docs/benchmarks.md, "The test suite"). Under `make test` they are handed
+# out first, so that no long file starts when the other worker is nearly done.
+LONGEST_FIRST = (
+    "tests/test_cluster_path.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`) the files go
+    out in this order: LONGEST_FIRST, then the others by their number of tests (xdist's own
+    order, which alone would put a few long tests, like tests/test_cluster_path.py's, last),
+    each file's tests in their own order."""
+    if not hasattr(config, "workerinput"):
+        return  # one process: the order of the files changes nothing
+    count: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        count[path] = count.get(path, 0) + 1
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def key(item) -> tuple[int, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(rank)), -count[path]
+
+    items.sort(key=key)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Small models train fastest on one thread, and a busy test machine makes more threads
