@@ -32,9 +32,11 @@ demo: install
 	$(BIN)/mlc run --env dev
 
 # Two workers, each file on one of them (a file's module fixtures start once): most tests
-# wait on servers and subprocesses, so two workers use a 2-core runner fully.
+# wait on servers and subprocesses, so two workers use a 2-core runner fully. The files go
+# out longest first (tests/conftest.py), not in xdist's order (most tests first), which
+# left the few long tests of tests/test_cluster_path.py for the end, one worker idle.
 test: install-test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install-test
 	$(BIN)/ruff check .

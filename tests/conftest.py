@@ -18,6 +18,39 @@ def pytest_addoption(parser):
                      "(never in CI)")
 
 
+# The files that keep one xdist worker busiest, longest first (measured: docs/benchmarks.md,
+# "The test suite"). Under `make test` they are handed out first, so that no long file starts
+# when the other worker is nearly done.
+LONGEST_FIRST = (
+    "tests/test_cluster_path.py",
+    "tests/test_serve_traffic.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`) the files go
+    out in this order: LONGEST_FIRST, then every other file with a slow test, then the rest,
+    each group by its files' number of tests (xdist's own order, which alone put the long
+    files with few tests, tests/test_cluster_path.py's three, last and left one worker idle
+    for minutes); each file's tests keep their order."""
+    if not hasattr(config, "workerinput"):
+        return  # one process: the order of the files changes nothing
+    count: dict[str, int] = {}
+    slow: set[str] = set()
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        count[path] = count.get(path, 0) + 1
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def key(item) -> tuple[int, bool, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(rank)), path not in slow, -count[path]
+
+    items.sort(key=key)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Small models train fastest on one thread, and a busy test machine makes more threads

@@ -93,7 +93,10 @@ def mlflow_server(tmp_path_factory):
          "--artifacts-destination", (folder / "artifacts").as_uri()],
         stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT,
         env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-             "MLFLOW_DISABLE_TELEMETRY": "true", "HOME": str(folder)},
+             "MLFLOW_DISABLE_TELEMETRY": "true", "HOME": str(folder),
+             # tracking and the registry only: no job runner (seven huey consumers, each
+             # importing MLflow and polling, a fifth of a core while the tests run)
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

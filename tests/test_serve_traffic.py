@@ -219,7 +219,7 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
         os.sched_setaffinity(0, others)
     shadow = Process(tmp_path, "shadow", [*serve, "fraud"], shadow_cfg,
                      {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "shadow-log")}, others)
-    shadow.wait_ready()
+    # the three start at once (on both CPUs); no request is sent before all are ready
     primary_cfg["mirror"]["url"] = shadow.url  # the cluster address, here
     primary = Process(tmp_path, "primary", [*serve, "fraud"], primary_cfg,
                       {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / "primary-log")}, measured)
@@ -230,12 +230,14 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
     prometheus_binary = shutil.which("prometheus")
     prometheus = gates = None
     try:
-        primary.wait_ready()
-        plain.wait_ready()
         if prometheus_binary:  # the gate queries, on what a real Prometheus scraped
             prometheus = Prometheus(tmp_path, prometheus_binary,
                                     [primary.url.removeprefix("http://")],
                                     project.platform.namespace)
+        shadow.wait_ready()
+        primary.wait_ready()
+        plain.wait_ready()
+        if prometheus is not None:
             prometheus.wait_scraping()
         features = [r.field for r in project.models["scorer"].features]
         bodies = _rows(features, SHADOW_REQUESTS, seed=1)
