@@ -10,11 +10,25 @@ batcher waits (at most `max_latency` after the oldest queued row) only while a r
 known to be on its way: its handler has started but not yet queued its rows.
 
 The queue is bounded in rows (`max_queue`), and in time (`max_wait`, the endpoint's latency
-SLO): a request that would overflow it, or whose expected wait (the model calls queued
-ahead of it, each taking about as long as recent calls took) would pass the SLO, is refused
-at once (the server answers 503 with Retry-After) rather than queued behind work it cannot
-finish in time. A bound in rows alone sheds nothing while many one-row requests wait
-seconds each. `close()` stops taking requests and returns when the queue is empty.
+SLO, `slo.latency` in ml.yaml). Admission: a request is refused at once (the server answers
+503 with Retry-After) when it would overflow the queue, or when the time it has already
+spent in the server plus the wait it faces would pass the SLO. The wait is measured, not
+guessed: what is left of the model call running now, then the calls that the queued rows
+and its own make, each at the recent duration of a call. A bound in rows alone sheds nothing
+while many one-row requests wait seconds each.
+
+Admission is an estimate; the deadline is the guarantee. Every admitted request carries one,
+its arrival plus the SLO, and when a batch is formed a request that can no longer be
+answered by its deadline (now plus one call's duration is past it) is not computed: it
+fails with `Expired` (the server answers 503 with Retry-After) and its place in the batch
+goes to the next request. A request that found the model idle has no deadline (its body
+may have come slowly; nothing of the server's made it late). A model whose one call takes
+longer than the SLO has no deadline it can keep; its requests are computed however late
+(and admitted when nothing is ahead).
+
+`retry_after()` is how long the work at hand takes to drain, rounded up to whole seconds (at
+least 1): what a refused client is told to wait. `close()` stops taking requests and returns
+when the queue is empty.
 """
 
 from __future__ import annotations
@@ -37,6 +51,10 @@ class Overloaded(Exception):
         self.reason = reason
 
 
+class Expired(Exception):
+    """Admitted, but its deadline passed before the model could answer it: not computed."""
+
+
 # How much the newest model call moves the estimate of a call's duration: about the last
 # ten calls count, so the estimate follows a slowdown within a few batches.
 SERVICE_TIME_WEIGHT = 0.2
@@ -56,13 +74,16 @@ class Batcher:
         self.max_latency = max_latency
         self.max_queue = max_queue
         self._expecting = expecting
-        self.max_wait = max_wait  # seconds a request may expect to wait; None: unbounded
+        self.max_wait = max_wait  # the latency SLO: seconds from arrival to answer; None: none
         self.service_time: float | None = None  # recent seconds per model call (moving mean)
         self._running = False
+        self._started = 0.0  # perf_counter() when the running call began
         self.shed = 0  # requests refused as overload (full queue or expected wait)
+        self.expired = 0  # requests admitted but not computed: their deadline passed
         self.inline = inline  # run the model on the event loop (tiny models: no hand-off)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
-        self._pending: deque[tuple[np.ndarray, asyncio.Future, float]] = deque()
+        # rows, future, loop.time() when queued, deadline (perf_counter() seconds)
+        self._pending: deque[tuple[np.ndarray, asyncio.Future, float, float]] = deque()
         self.queued = 0  # rows waiting (not counting the batch being computed)
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
@@ -71,12 +92,16 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
-    async def submit(self, rows: np.ndarray) -> np.ndarray:
-        """Predictions for `rows`, computed in some batch; raises Overloaded or Closed."""
+    async def submit(self, rows: np.ndarray, arrived: float | None = None) -> np.ndarray:
+        """Predictions for `rows`, computed in some batch; raises Overloaded, Expired or
+        Closed. `arrived`: when the request reached the server (perf_counter() seconds;
+        default now), from which its wait and its deadline count."""
         if self._closing:
             raise Closed()
+        now = time.perf_counter()
+        arrived = now if arrived is None else arrived
         n = len(rows)
-        reason = self.refusal(n)
+        reason = self.refusal(n, waited=now - arrived)
         if reason is not None:
             self.shed += 1
             raise Overloaded(reason)
@@ -84,38 +109,63 @@ class Batcher:
             return self._run(rows)  # a full batch on its own: no queue, no task switches
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((rows, future, loop.time()))
+        # a request that finds the model idle is computed however late it is (its body may
+        # have come slowly): only work queued behind other work has a deadline to keep
+        behind = self.queued or self._running
+        deadline = arrived + self.max_wait if self.max_wait is not None and behind else math.inf
+        self._pending.append((rows, future, loop.time(), deadline))
         self.queued += n
         self._wake()
         return await future
 
-    def refusal(self, rows: int, ahead: int = 0) -> str | None:
+    def refusal(self, rows: int, ahead: int = 0, waited: float = 0.0) -> str | None:
         """Why `rows` more rows would be refused now, or None. `ahead`: requests whose rows
         are on their way (bodies being read), a row each at least, which will queue first.
-        The server asks with one row before it reads a body, and again with the body's rows
-        in `submit`."""
+        `waited`: seconds the request has already spent in the server. The server asks with
+        one row before it reads a body, and again with the body's rows in `submit`."""
         if self.queued + ahead + rows > self.max_queue:
             return (f"{self.queued} rows already queued, {ahead} requests on their way "
                     f"(at most {self.max_queue} rows)")
-        wait = self.expected_wait(rows + ahead)
         # Only a model with work at hand refuses on the expected wait. A request with nothing
         # ahead of it is never refused, even by a model whose one call takes longer than the
         # SLO: shedding it would only turn latency into errors. And an idle model admits
         # however many bodies are on their way: the service time is measured only by calls
         # that run, so a model that refused while idle would keep a storm's inflated estimate
         # and refuse every later request, the storm long over.
-        if (self.max_wait is not None and wait > self.max_wait
-                and (self.queued or self._running)):
-            return f"expected wait {wait:.3f}s is over the latency SLO ({self.max_wait:g}s)"
+        if self.max_wait is None or not (self.queued or self._running):
+            return None
+        wait = self.expected_wait(rows + ahead)
+        if waited + wait > self.max_wait:
+            return (f"waited {waited:.3f}s, expected wait {wait:.3f}s: over the latency SLO "
+                    f"({self.max_wait:g}s)")
         return None
 
     def expected_wait(self, rows: int) -> float:
-        """Seconds until `rows` more rows would be answered: the call running now, then the
-        calls the queue and these rows make, at the recent duration of a call."""
-        if self.service_time is None:
+        """Seconds until `rows` more rows would be answered: what is left of the call running
+        now, then the calls the queue and these rows make, at the recent duration of a call."""
+        service = self.service_time
+        if service is None:
             return 0.0  # nothing measured yet: no grounds to refuse
-        calls = math.ceil((self.queued + rows) / self.max_batch_size) + self._running
-        return calls * self.service_time
+        calls = math.ceil((self.queued + rows) / self.max_batch_size)
+        return self._left_of_running(service) + calls * service
+
+    def drain_time(self) -> float:
+        """Seconds until the work at hand (the running call and the queue) is done."""
+        service = self.service_time
+        if service is None:
+            return 0.0
+        return (self._left_of_running(service)
+                + math.ceil(self.queued / self.max_batch_size) * service)
+
+    def retry_after(self) -> int:
+        """Whole seconds a refused client should wait: the drain time, rounded up, at least
+        1 (Retry-After counts whole seconds)."""
+        return max(1, math.ceil(self.drain_time()))
+
+    def _left_of_running(self, service: float) -> float:
+        if not self._running:
+            return 0.0
+        return max(service - (time.perf_counter() - self._started), 0.0)
 
     def _observe(self, seconds: float) -> None:
         old = self.service_time
@@ -147,6 +197,35 @@ class Batcher:
                 handle.cancel()
             self._wakeup = None
 
+    def _take_batch(self) -> list[tuple[np.ndarray, asyncio.Future, float, float]]:
+        """The next batch off the queue, up to `max_batch_size` rows (or one request, however
+        many rows it has), leaving out clients that left and failing, with Expired, the
+        requests whose deadline the call would pass."""
+        service = self.service_time
+        # past this perf_counter() reading, a call started now ends after a request's
+        # deadline; a model slower than the SLO keeps no deadline (see the module docstring)
+        keeps = service is not None and self.max_wait is not None and service < self.max_wait
+        latest = time.perf_counter() + service if keeps else -math.inf
+        batch: list = []
+        rows = 0
+        while self._pending:
+            part = self._pending[0]
+            n = len(part[0])
+            if batch and rows + n > self.max_batch_size:
+                break
+            self._pending.popleft()
+            self.queued -= n
+            future = part[1]
+            if future.done():  # the client left
+                continue
+            if latest > part[3]:
+                self.expired += 1
+                future.set_exception(Expired())
+                continue
+            batch.append(part)
+            rows += n
+        return batch
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -159,18 +238,11 @@ class Batcher:
             while (self.queued < self.max_batch_size and self._expecting() > 0
                    and not self._closing and loop.time() < deadline):
                 await self._sleep_until_woken(deadline - loop.time())
-            batch = [self._pending.popleft()]
-            rows = len(batch[0][0])
-            while self._pending and rows + len(self._pending[0][0]) <= self.max_batch_size:
-                item = self._pending.popleft()
-                batch.append(item)
-                rows += len(item[0])
-            self.queued -= rows
-            batch = [item for item in batch if not item[1].done()]  # clients that left
+            batch = self._take_batch()
             if not batch:
                 continue
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
-            started = time.perf_counter()
+            started = self._started = time.perf_counter()
             self._running = True
             try:
                 if self.inline:
@@ -178,7 +250,7 @@ class Batcher:
                 else:
                     outputs = await loop.run_in_executor(self._executor, self._run, inputs)
             except Exception as exc:  # the model failed: every request in the batch hears it
-                for _, future, _ in batch:
+                for _, future, _, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
@@ -186,7 +258,7 @@ class Batcher:
                 self._running = False
                 self._observe(time.perf_counter() - started)
             start = 0
-            for part, future, _ in batch:
+            for part, future, _, _ in batch:
                 end = start + len(part)
                 if not future.done():
                     future.set_result(outputs[start:end])
