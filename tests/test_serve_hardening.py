@@ -256,7 +256,9 @@ def test_overload_is_shed_with_503_before_latency_passes_the_slo(tmp_path, dev):
         assert set(codes) <= {200, 503}, codes
         assert shed and accepted, codes
         assert all(r.headers["retry-after"] == "1" for r in shed)
-        assert all("expected wait" in r.json()["error"] for r in shed)
+        # refused on the expected wait, or admitted and past the deadline; past the refusal
+        # rate, the minimal answer has no body
+        assert all(not r.content or "latency SLO" in r.json()["error"] for r in shed)
         assert _served(server, "503") - before == len(shed)  # every shed request counted
     finally:
         code = server.stop()

@@ -21,10 +21,11 @@ Admission is an estimate; the deadline is the guarantee. Every admitted request 
 its arrival plus the SLO, and when a batch is formed a request that can no longer be
 answered by its deadline (now plus one call's duration is past it) is not computed: it
 fails with `Expired` (the server answers 503 with Retry-After) and its place in the batch
-goes to the next request. A request that found the model idle has no deadline (its body
-may have come slowly; nothing of the server's made it late). A model whose one call takes
-longer than the SLO has no deadline it can keep; its requests are computed however late
-(and admitted when nothing is ahead).
+goes to the next request; a timer at the oldest request's last moment does the same while
+the model is busy, so that a request that will miss its deadline hears so at it. A request
+that found the model idle has no deadline (its body may have come slowly; nothing of the
+server's made it late). A model whose one call takes longer than the SLO has no deadline it
+can keep; its requests are computed however late (and admitted when nothing is ahead).
 
 `retry_after()` is how long the work at hand takes to drain, rounded up to whole seconds (at
 least 1): what a refused client is told to wait. `close()` stops taking requests and returns
@@ -87,6 +88,7 @@ class Batcher:
         self.queued = 0  # rows waiting (not counting the batch being computed)
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
+        self._sweep: asyncio.TimerHandle | None = None  # the next look for expired requests
         self._closing = False
 
     def start(self) -> None:
@@ -115,6 +117,8 @@ class Batcher:
         deadline = arrived + self.max_wait if self.max_wait is not None and behind else math.inf
         self._pending.append((rows, future, loop.time(), deadline))
         self.queued += n
+        if self._sweep is None and deadline != math.inf:
+            self._arm_sweep()
         self._wake()
         return await future
 
@@ -180,6 +184,9 @@ class Batcher:
     async def close(self) -> None:
         """Finish every queued request, then stop."""
         self._closing = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         self._wake()
         if self._task is not None:
             await self._task
@@ -197,15 +204,45 @@ class Batcher:
                 handle.cancel()
             self._wakeup = None
 
+    def _keeps_deadlines(self) -> float | None:
+        """The duration of a call, when this model can keep deadlines at all (module
+        docstring); else None."""
+        service = self.service_time
+        return (service if service is not None and self.max_wait is not None
+                and service < self.max_wait else None)
+
+    def _arm_sweep(self) -> None:
+        """Look again when the oldest queued request can no longer be answered in time: an
+        expired request is answered then, not when the model is free to reach it (while a
+        long call runs, the event loop is free to tell those waiting behind it)."""
+        service = self._keeps_deadlines()
+        if service is None or not self._pending or self._pending[0][3] == math.inf:
+            return
+        delay = self._pending[0][3] - service - time.perf_counter()
+        self._sweep = asyncio.get_running_loop().call_later(max(delay, 0.001), self._expire)
+
+    def _expire(self) -> None:
+        self._sweep = None
+        service = self._keeps_deadlines()
+        if service is not None:
+            latest = time.perf_counter() + service
+            while self._pending and (self._pending[0][1].done()
+                                     or latest > self._pending[0][3]):
+                rows, future, _, _ = self._pending.popleft()
+                self.queued -= len(rows)
+                if not future.done():
+                    self.expired += 1
+                    future.set_exception(Expired())
+        self._arm_sweep()
+
     def _take_batch(self) -> list[tuple[np.ndarray, asyncio.Future, float, float]]:
         """The next batch off the queue, up to `max_batch_size` rows (or one request, however
         many rows it has), leaving out clients that left and failing, with Expired, the
         requests whose deadline the call would pass."""
-        service = self.service_time
+        service = self._keeps_deadlines()
         # past this perf_counter() reading, a call started now ends after a request's
         # deadline; a model slower than the SLO keeps no deadline (see the module docstring)
-        keeps = service is not None and self.max_wait is not None and service < self.max_wait
-        latest = time.perf_counter() + service if keeps else -math.inf
+        latest = time.perf_counter() + service if service is not None else -math.inf
         batch: list = []
         rows = 0
         while self._pending:
