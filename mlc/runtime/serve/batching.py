@@ -14,8 +14,8 @@ SLO, `slo.latency` in ml.yaml). Admission: a request is refused at once (the ser
 503 with Retry-After) when it would overflow the queue, or when the time it has already
 spent in the server plus the wait it faces would pass the SLO. The wait is measured, not
 guessed: what is left of the model call running now, then the calls that the queued rows
-and its own make, each at the recent duration of a call. A bound in rows alone sheds nothing
-while many one-row requests wait seconds each.
+and its own make, each at the median duration of the last 15 calls. A bound in rows alone
+sheds nothing while many one-row requests wait seconds each.
 
 Admission is an estimate; the deadline is the guarantee. Every admitted request carries one,
 its arrival plus the SLO, and when a batch is formed a request that can no longer be
@@ -56,9 +56,11 @@ class Expired(Exception):
     """Admitted, but its deadline passed before the model could answer it: not computed."""
 
 
-# How much the newest model call moves the estimate of a call's duration: about the last
-# ten calls count, so the estimate follows a slowdown within a few batches.
-SERVICE_TIME_WEIGHT = 0.2
+# A call's duration is the median of the last this many calls: it follows a lasting
+# slowdown within a few batches, and one call stalled by the scheduler (a mean would count
+# it several times over) neither refuses what the model could serve nor expires what it
+# would have answered in time.
+SERVICE_TIME_CALLS = 15
 
 
 class Closed(Exception):
@@ -76,7 +78,8 @@ class Batcher:
         self.max_queue = max_queue
         self._expecting = expecting
         self.max_wait = max_wait  # the latency SLO: seconds from arrival to answer; None: none
-        self.service_time: float | None = None  # recent seconds per model call (moving mean)
+        self.service_time: float | None = None  # recent seconds per model call (median)
+        self._durations: deque[float] = deque(maxlen=SERVICE_TIME_CALLS)
         self._running = False
         self._started = 0.0  # perf_counter() when the running call began
         self.shed = 0  # requests refused as overload (full queue or expected wait)
@@ -172,9 +175,9 @@ class Batcher:
         return max(service - (time.perf_counter() - self._started), 0.0)
 
     def _observe(self, seconds: float) -> None:
-        old = self.service_time
-        self.service_time = seconds if old is None else (
-            old + SERVICE_TIME_WEIGHT * (seconds - old))
+        self._durations.append(seconds)
+        recent = sorted(self._durations)
+        self.service_time = recent[len(recent) // 2]
 
     def _wake(self) -> None:
         waiter = self._wakeup
