@@ -23,7 +23,7 @@ import pytest
 
 from mlc import metrics as contract
 from mlc.runtime.serve import admission
-from mlc.runtime.serve.batching import Batcher, Expired
+from mlc.runtime.serve.batching import HEADROOM_CUT, HEADROOM_STEP, Batcher, Expired
 from mlc.runtime.serve.settings import RefusalRate
 
 from . import storm_clients
@@ -64,11 +64,17 @@ def test_a_request_admitted_behind_a_slow_call_expires_instead_of_being_computed
         with pytest.raises(Expired):  # ...but the call runs on, past its deadline
             await batcher.submit(np.array([[2.0]]))
         await slow  # found the model idle: computed however late
+        cut = batcher.headroom  # an expiry: admission grants less of the SLO...
+        for _ in range(3):
+            await batcher.submit(np.array([[3.0]]))
+        regained = batcher.headroom  # ...and regains it as batches keep their deadlines
         await batcher.close()
-        return batcher.expired, batcher.shed
+        return batcher.expired, batcher.shed, cut, regained
 
-    assert asyncio.run(scenario()) == (1, 0)
-    assert computed == [1.0, 1.0, 1.0, SLOW_VALUE]  # 2.0 never reached the model
+    expired, shed, cut, regained = asyncio.run(scenario())
+    assert (expired, shed) == (1, 0)
+    assert cut == HEADROOM_CUT and HEADROOM_CUT < regained <= HEADROOM_CUT + 3 * HEADROOM_STEP
+    assert computed == [1.0, 1.0, 1.0, SLOW_VALUE, 3.0, 3.0, 3.0]  # 2.0 never reached it
 
 
 def test_a_model_slower_than_the_slo_keeps_no_deadline():

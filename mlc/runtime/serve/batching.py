@@ -17,15 +17,18 @@ guessed: what is left of the model call running now, then the calls that the que
 and its own make, each at the median duration of the last 15 calls. A bound in rows alone
 sheds nothing while many one-row requests wait seconds each.
 
-Admission is an estimate; the deadline is the guarantee. Every admitted request carries one,
-its arrival plus the SLO, and when a batch is formed a request that can no longer be
+Admission is an estimate; the deadline is the guarantee. Every admitted request carries
+one, its arrival plus the SLO, and when a batch is formed a request that can no longer be
 answered by its deadline (now plus one call's duration is past it) is not computed: it
 fails with `Expired` (the server answers 503 with Retry-After) and its place in the batch
 goes to the next request; a timer at the oldest request's last moment does the same while
-the model is busy, so that a request that will miss its deadline hears so at it. A request
-that found the model idle has no deadline (its body may have come slowly; nothing of the
-server's made it late). A model whose one call takes longer than the SLO has no deadline it
-can keep; its requests are computed however late (and admitted when nothing is ahead).
+the model is busy, so that a request that will miss its deadline hears so at it. The
+deadline also corrects the estimate: while admitted requests expire (the calls run slower
+than measured, or the event loop falls behind), admission grants a shrinking share of the
+SLO (`headroom`), given back as batches keep their deadlines. A request that found the
+model idle has no deadline (its body may have come slowly; nothing of the server's made it
+late). A model whose one call takes longer than the SLO has no deadline it can keep; its
+requests are computed however late (and admitted when nothing is ahead).
 
 `retry_after()` is how long the work at hand takes to drain, rounded up to whole seconds (at
 least 1): what a refused client is told to wait. `close()` stops taking requests and returns
@@ -63,6 +66,14 @@ class Expired(Exception):
 SERVICE_TIME_CALLS = 15
 
 
+# Admission's share of the SLO (`headroom`): a batch that had to expire requests, because
+# the calls ran slower than measured or the event loop fell behind, shrinks it by this
+# factor; each batch that expired none gives back this much, up to the whole SLO.
+HEADROOM_CUT = 0.8
+HEADROOM_STEP = 0.02
+MIN_HEADROOM = 0.2
+
+
 class Closed(Exception):
     """The server is shutting down and takes no new work."""
 
@@ -84,6 +95,8 @@ class Batcher:
         self._started = 0.0  # perf_counter() when the running call began
         self.shed = 0  # requests refused as overload (full queue or expected wait)
         self.expired = 0  # requests admitted but not computed: their deadline passed
+        self.headroom = 1.0  # the share of the SLO that admission grants (HEADROOM_CUT)
+        self._expiring = False  # a request expired since the last batch was formed
         self.inline = inline  # run the model on the event loop (tiny models: no hand-off)
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
         # rows, future, loop.time() when queued, deadline (perf_counter() seconds)
@@ -142,9 +155,10 @@ class Batcher:
         if self.max_wait is None or not (self.queued or self._running):
             return None
         wait = self.expected_wait(rows + ahead)
-        if waited + wait > self.max_wait:
+        if waited + wait > self.max_wait * self.headroom:
             return (f"waited {waited:.3f}s, expected wait {wait:.3f}s: over the latency SLO "
-                    f"({self.max_wait:g}s)")
+                    f"({self.max_wait:g}s" + (f", {self.headroom:.0%} of it while requests "
+                                             f"expire" if self.headroom < 1 else "") + ")")
         return None
 
     def expected_wait(self, rows: int) -> float:
@@ -234,9 +248,16 @@ class Batcher:
                 rows, future, _, _ = self._pending.popleft()
                 self.queued -= len(rows)
                 if not future.done():
-                    self.expired += 1
-                    future.set_exception(Expired())
+                    self._expire_one(future)
         self._arm_sweep()
+
+    def _expire_one(self, future: asyncio.Future) -> None:
+        """Fail an admitted request past its deadline, and admit less for a while."""
+        self.expired += 1
+        future.set_exception(Expired())
+        if not self._expiring:  # once between two batches, however many expire at once
+            self._expiring = True
+            self.headroom = max(MIN_HEADROOM, self.headroom * HEADROOM_CUT)
 
     def _take_batch(self) -> list[tuple[np.ndarray, asyncio.Future, float, float]]:
         """The next batch off the queue, up to `max_batch_size` rows (or one request, however
@@ -259,8 +280,7 @@ class Batcher:
             if future.done():  # the client left
                 continue
             if latest > part[3]:
-                self.expired += 1
-                future.set_exception(Expired())
+                self._expire_one(future)
                 continue
             batch.append(part)
             rows += n
@@ -279,6 +299,11 @@ class Batcher:
                    and not self._closing and loop.time() < deadline):
                 await self._sleep_until_woken(deadline - loop.time())
             batch = self._take_batch()
+            # admission's headroom follows what the deadlines say of its estimates
+            if self._expiring:
+                self._expiring = False
+            elif batch and self.headroom < 1.0:
+                self.headroom = min(1.0, self.headroom + HEADROOM_STEP)
             if not batch:
                 continue
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
