@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +29,6 @@ from mlc.runtime.serve.settings import RefusalRate
 
 from . import storm_clients
 from .sleepy_server import SLOW_VALUE
-from .test_serve import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLO = 0.2
@@ -165,6 +165,12 @@ def test_refusal_rate_from_the_environment():
 
 
 # --- the real server ---------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 class SleepyServer:
     def __init__(self, tmp: Path):
