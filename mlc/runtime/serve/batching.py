@@ -14,8 +14,10 @@ SLO, `slo.latency` in ml.yaml). Admission: a request is refused at once (the ser
 503 with Retry-After) when it would overflow the queue, or when the time it has already
 spent in the server plus the wait it faces would pass the SLO. The wait is measured, not
 guessed: what is left of the model call running now, then the calls that the queued rows
-and its own make, each at the median duration of the last 15 calls. A bound in rows alone
-sheds nothing while many one-row requests wait seconds each.
+and its own make, each at the median time from one call's start to the next's over the last
+15 calls made back to back (the call and the event loop's work between calls: what the
+queue drains at). A bound in rows alone sheds nothing while many one-row requests wait
+seconds each.
 
 Admission is an estimate; the deadline is the guarantee. Every admitted request carries
 one, its arrival plus the SLO, and when a batch is formed a request that can no longer be
@@ -91,6 +93,12 @@ class Batcher:
         self.max_wait = max_wait  # the latency SLO: seconds from arrival to answer; None: none
         self.service_time: float | None = None  # recent seconds per model call (median)
         self._durations: deque[float] = deque(maxlen=SERVICE_TIME_CALLS)
+        # recent seconds from one call's start to the next's while the queue stays full
+        # (median): a call plus what the event loop does between calls, which is what a
+        # queue drains at; None until measured (then the call's duration stands in)
+        self.cycle_time: float | None = None
+        self._cycles: deque[float] = deque(maxlen=SERVICE_TIME_CALLS)
+        self._back_to_back = False  # the queue held more when the last batch was taken
         self._running = False
         self._started = 0.0  # perf_counter() when the running call began
         self.shed = 0  # requests refused as overload (full queue or expected wait)
@@ -163,12 +171,13 @@ class Batcher:
 
     def expected_wait(self, rows: int) -> float:
         """Seconds until `rows` more rows would be answered: what is left of the call running
-        now, then the calls the queue and these rows make, at the recent duration of a call."""
+        now, then the calls the queue and these rows make, each at the recent time from one
+        call's start to the next's (the call, and the event loop's work between calls)."""
         service = self.service_time
         if service is None:
             return 0.0  # nothing measured yet: no grounds to refuse
         calls = math.ceil((self.queued + rows) / self.max_batch_size)
-        return self._left_of_running(service) + calls * service
+        return self._left_of_running(service) + calls * (self.cycle_time or service)
 
     def drain_time(self) -> float:
         """Seconds until the work at hand (the running call and the queue) is done."""
@@ -176,7 +185,7 @@ class Batcher:
         if service is None:
             return 0.0
         return (self._left_of_running(service)
-                + math.ceil(self.queued / self.max_batch_size) * service)
+                + math.ceil(self.queued / self.max_batch_size) * (self.cycle_time or service))
 
     def retry_after(self) -> int:
         """Whole seconds a refused client should wait: the drain time, rounded up, at least
@@ -307,7 +316,13 @@ class Batcher:
             if not batch:
                 continue
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
-            started = self._started = time.perf_counter()
+            started = time.perf_counter()
+            if self._back_to_back:
+                self._cycles.append(started - self._started)
+                recent = sorted(self._cycles)
+                self.cycle_time = recent[len(recent) // 2]
+            self._started = started
+            self._back_to_back = bool(self._pending)
             self._running = True
             try:
                 if self.inline:
