@@ -119,6 +119,10 @@ def serve(tracking_uri: str, port: int, mode: str) -> None:
         if "body_timeout_seconds" in ServeSettings.__dataclass_fields__ else {}
     if "model_process" in ServeSettings.__dataclass_fields__:
         options["model_process"] = mode.startswith("process")
+    if "refusal_rate" in ServeSettings.__dataclass_fields__:  # MLC_REFUSAL_RATE and the rest
+        from mlc.runtime.serve.settings import RefusalRate
+
+        options["refusal_rate"] = RefusalRate.from_env()
     settings = ServeSettings(endpoint="bench", model_uri=f"models:/{MODEL}@production",
                              tracking_uri=tracking_uri, model_names=(MODEL,),
                              max_batch_size=4, max_latency=0.0, max_queue=256,
