@@ -44,7 +44,7 @@ from . import request_id
 from .metrics import family, label_values
 from .settings import RefusalRate
 
-__all__ = ["PARK", "RefusalLimit", "RefusalRate", "Rejections", "answer", "early_request",
+__all__ = ["PARK", "Park", "RefusalLimit", "RefusalRate", "Rejections", "answer", "early_request",
            "minimal_answer", "request_id_in"]
 
 _PHRASES = {408: b"Request Timeout", 413: b"Content Too Large", 503: b"Service Unavailable"}
@@ -95,14 +95,14 @@ def minimal_answer(retry_after: int) -> bytes:
             b"content-length: 0\r\n\r\n" % retry_after)
 
 
-class _Park:
+class Park:
     def __repr__(self) -> str:
         return "PARK"
 
 
 # What `refuse_early` returns for a request to refuse past the refusal rate: the protocol
 # parks its connection with the app's `refusal_limit` (connections.py).
-PARK = _Park()
+PARK = Park()
 
 
 class RefusalLimit:

@@ -430,7 +430,7 @@ class ServeApp:
             raise RequestError(f"the body is over {limit} bytes", 413)
         return body
 
-    def refuse_early(self, data: bytes) -> bytes | admission._Park | None:
+    def refuse_early(self, data: bytes) -> bytes | admission.Park | None:
         """The answer to an inference request at the start of `data` that the batcher would
         refuse anyway, or None: called by the protocol before the request is parsed
         (admission.py says why), and counted like the refusal `_infer` makes. Past the
