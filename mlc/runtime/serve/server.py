@@ -69,6 +69,8 @@ INFER_ROUTE = contract.INFER_ROUTE
 # A model call faster than this runs on the event loop: handing it to a thread and back
 # costs about as much, and the loop stalls for at most this long per batch.
 INLINE_BELOW = 0.001
+# How much one request moves the estimate of the event loop's lag (ServeApp.loop_lag).
+LAG_WEIGHT = 0.05
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -123,6 +125,9 @@ class ServeApp:
         # overload refusals past this rate are parked and answered at it (admission.py)
         self.refusal_limit = admission.RefusalLimit(settings.refusal_rate,
                                                     self.batcher.retry_after)
+        # recent seconds from a request's first bytes to its handler's start (a moving
+        # mean): what a request refused in the protocol would have waited for the event loop
+        self.loop_lag = 0.0
         self._retry_and_close = [*self._retry, (b"connection", b"close")]
         self._load_task: asyncio.Task | None = None
         self.model_process = None  # model_process.ModelProcess, when the model runs in one
@@ -334,6 +339,7 @@ class ServeApp:
         # from the moment the request's first bytes were read (connections.py): the time it
         # waited for the event loop counts towards its latency and its deadline
         start = scope.get(ARRIVED) or time.perf_counter()
+        self.loop_lag += LAG_WEIGHT * (time.perf_counter() - start - self.loop_lag)
         self.inflight += 1
         self.reading += 1
         reading = True
@@ -444,7 +450,9 @@ class ServeApp:
         route = self._early_routes.get(request[0])
         if route is None:
             return None
-        reason = self.batcher.refusal(1, ahead=self.reading)
+        # the wait for the loop counts, as the handler will count it: refused here, not
+        # after uvicorn has parsed the request and the app has started on it
+        reason = self.batcher.refusal(1, ahead=self.reading, waited=self.loop_lag)
         if reason is None:
             return None
         if not self.refusal_limit.take():
