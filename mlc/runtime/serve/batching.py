@@ -246,14 +246,15 @@ class Batcher:
         service = self._keeps_deadlines()
         if service is None or not self._pending or self._pending[0][3] == math.inf:
             return
-        delay = self._pending[0][3] - service - time.perf_counter()
+        delay = (self._pending[0][3] - max(service, self.cycle_time or 0.0)
+                 - time.perf_counter())
         self._sweep = asyncio.get_running_loop().call_later(max(delay, 0.001), self._expire)
 
     def _expire(self) -> None:
         self._sweep = None
         service = self._keeps_deadlines()
         if service is not None:
-            latest = time.perf_counter() + service
+            latest = time.perf_counter() + max(service, self.cycle_time or 0.0)
             while self._pending and (self._pending[0][1].done()
                                      or latest > self._pending[0][3]):
                 rows, future, _, _ = self._pending.popleft()
@@ -275,9 +276,11 @@ class Batcher:
         many rows it has), leaving out clients that left and failing, with Expired, the
         requests whose deadline the call would pass."""
         service = self._keeps_deadlines()
-        # past this perf_counter() reading, a call started now ends after a request's
-        # deadline; a model slower than the SLO keeps no deadline (see the module docstring)
-        latest = time.perf_counter() + service if service is not None else -math.inf
+        # past this perf_counter() reading, a call started now is answered after a request's
+        # deadline (the call and the loop's work until the next one, where answers are
+        # written); a model slower than the SLO keeps no deadline (the module docstring)
+        latest = (time.perf_counter() + max(service, self.cycle_time or 0.0)
+                  if service is not None else -math.inf)
         batch: list = []
         rows = 0
         while self._pending:
