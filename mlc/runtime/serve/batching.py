@@ -21,7 +21,8 @@ seconds each.
 
 Admission is an estimate; the deadline is the guarantee. Every admitted request carries
 one, its arrival plus the SLO, and when a batch is formed a request that can no longer be
-answered by its deadline (now plus one call's duration is past it) is not computed: it
+answered by its deadline (now, plus a call and the loop's work until the next call, is
+past it) is not computed: it
 fails with `Expired` (the server answers 503 with Retry-After) and its place in the batch
 goes to the next request; a timer at the oldest request's last moment does the same while
 the model is busy, so that a request that will miss its deadline hears so at it. The
