@@ -1,7 +1,9 @@
-"""Serving under overload: goodput under a storm beside goodput without one, how fast refusals
-reach the client, and memory over 10k requests.
+"""Serving under overload: goodput under a storm beside goodput without one, the latency of
+the answered 200s and of the 503s at the server and at the client, and memory over 10k
+requests; this tree's server side by side with another's (`--baseline /work/main`).
 
     python bench/bench_serve_overload.py [--clients 200] [--duration 5] [--modes ...]
+        [--baseline /work/main] [--repeat 3] [--phases storm,memory,slow]
 
 Builds a torch model slow enough to overload (30 inputs, hidden layers 1024 and 1024; the
 helpers of bench_serve.py), serves it with mlc's server (batches of 4, a 50 ms latency SLO)
@@ -16,11 +18,15 @@ mode is a fresh server:
   thread-app  a thread, and every refusal answered by the ASGI app on the kept-alive
               connection: the server as it was before refuse_early
 
-and in each:
+Each tree's server (this one, and `--baseline`'s: its own `mlc` on PYTHONPATH, run by this
+script) is measured in turn, `--repeat` times interleaved, and in each:
 
   saturation  `--saturation-clients` connections for `--duration` s: the storm-free goodput;
   storm       `--clients` connections for `--duration` s: goodput, 503s, latency of 503s and
-              200s as the client sees them, and the model's CPU share (its process, or the
+              200s as the client sees them and as the server does (`server`: from the
+              moment a request's first bytes are read to the moment its answer's head is
+              written, by a wrapper of the server's HTTP protocol that this script adds,
+              the same for every tree), and the model's CPU share (its process, or the
               whole server in thread modes);
   memory      the server's RSS (with its model process) after a warm-up, then after 10,000
               more requests: valid, malformed (bad JSON, wrong shapes and types, oversized)
@@ -55,11 +61,56 @@ MALFORMED = [b"{", b"[]", b'{"instances": 5}', b'{"instances": [{"f00": "x"}]}',
              b'{"inputs": [{"name": ["a"], "datatype": {}, "shape": [1], "data": [1]}]}']
 
 
+SERVER_TIMES = b"GET /bench/server-times "  # the latencies the server saw, since last asked
+
+
+def timed_protocol(base: type) -> type:
+    """`base` (the server's HTTP protocol) that records, for every answer, its status and the
+    seconds from the first bytes of its request to the write of its head; `GET
+    /bench/server-times` answers them (JSON pairs) and forgets them."""
+    import time as clock
+
+    seen: list[tuple[int, float]] = []
+
+    class Transport:
+        def __init__(self, transport):
+            self._t, self.t0 = transport, None
+
+        def write(self, data) -> None:
+            if self.t0 is not None and data[:9] == b"HTTP/1.1 ":
+                seen.append((int(data[9:12]), clock.perf_counter() - self.t0))
+                self.t0 = None
+            self._t.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._t, name)
+
+    class Timed(base):
+        def connection_made(self, transport) -> None:
+            super().connection_made(Transport(transport))
+
+        def data_received(self, data: bytes) -> None:
+            if data.startswith(SERVER_TIMES):
+                body = json.dumps(seen).encode()
+                seen.clear()
+                self.transport._t.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n"
+                                        b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                self.transport._t.close()
+                return
+            if self.transport.t0 is None:
+                self.transport.t0 = clock.perf_counter()
+            super().data_received(data)
+
+    return Timed
+
+
 def serve(tracking_uri: str, port: int, mode: str) -> None:
     """`mode`: where the model runs (process, thread) and, with `-app`, refusals answered by
     the ASGI app alone, keep-alive (how the server refused before refuse_early)."""
+    import importlib.util
     import logging
 
+    from mlc.runtime.serve.connections import HttpLimits
     from mlc.runtime.serve.server import ServeApp, ServeSettings, make_server
 
     logging.basicConfig(level=logging.WARNING)
@@ -68,6 +119,10 @@ def serve(tracking_uri: str, port: int, mode: str) -> None:
         if "body_timeout_seconds" in ServeSettings.__dataclass_fields__ else {}
     if "model_process" in ServeSettings.__dataclass_fields__:
         options["model_process"] = mode.startswith("process")
+    if "refusal_rate" in ServeSettings.__dataclass_fields__:  # MLC_REFUSAL_RATE and the rest
+        from mlc.runtime.serve.settings import RefusalRate
+
+        options["refusal_rate"] = RefusalRate.from_env()
     settings = ServeSettings(endpoint="bench", model_uri=f"models:/{MODEL}@production",
                              tracking_uri=tracking_uri, model_names=(MODEL,),
                              max_batch_size=4, max_latency=0.0, max_queue=256,
@@ -76,7 +131,9 @@ def serve(tracking_uri: str, port: int, mode: str) -> None:
     app = ServeApp(settings)
     if mode.endswith("-app"):
         app.refuse_early = None
-    make_server(app, "127.0.0.1", port, log_level="warning").run()
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    protocol = timed_protocol(HttpLimits.from_env().uvicorn_options(http)["http"])
+    make_server(app, "127.0.0.1", port, log_level="warning", http=protocol).run()
 
 
 class Client(asyncio.Protocol):
@@ -111,7 +168,7 @@ class Client(asyncio.Protocol):
                 end = self.buffer.find(b"\r\n\r\n")
                 if end < 0:
                     return
-                head = self.buffer[:end].lower()
+                head = self.buffer[:end + 2].lower()  # each header line ends with CRLF
                 self.status = int(head[9:12])
                 self.closing = b"connection: close" in head
                 start = head.find(b"content-length:")
@@ -216,6 +273,27 @@ def summary(seen: list[tuple[int, float]], duration: float | None = None) -> dic
             "200": percentiles([t for s, t in seen if s == 200])}
 
 
+def server_times(port: int) -> list[tuple[int, float]]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(SERVER_TIMES + b"HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    return [tuple(x) for x in json.loads(data.split(b"\r\n\r\n", 1)[1])]
+
+
+def server_summary(seen: list[tuple[int, float]], duration: float) -> dict:
+    """The server's view: latencies of 200s and 503s, and the goodput that counts, 200s
+    answered within the SLO."""
+    within = sum(1 for s, t in seen if s == 200 and t <= SLO)
+    return {"503": percentiles([t for s, t in seen if s == 503]),
+            "200": percentiles([t for s, t in seen if s == 200]),
+            "200_within_slo": round(within / max(1, sum(1 for s, _ in seen if s == 200)), 4),
+            "slo_goodput_per_s": round(within / duration, 1)}
+
+
 def counters(port: int) -> dict[str, float]:
     import urllib.request
 
@@ -261,15 +339,19 @@ def phase(port: int, requests: list[bytes], clients: int, duration: float, pid: 
     """A closed-loop run with the model's CPU seconds (its process, or the whole server
     when the model runs in a thread) counted over it."""
     child = model_pid(pid) or pid
+    server_times(port)  # forget what came before
     before = cpu_seconds(child) if child != pid else cpu_seconds(pid)
+    server_before = cpu_seconds(pid)
     seen = asyncio.run(drive(port, requests, clients, duration=duration))
     used = (cpu_seconds(child) if child != pid else cpu_seconds(pid)) - before
-    return {**summary(seen, duration), "model_cpu_share": round(used / duration, 2)}
+    return {**summary(seen, duration), "model_cpu_share": round(used / duration, 2),
+            "server_cpu_share": round((cpu_seconds(pid) - server_before) / duration, 2),
+            "server": server_summary(server_times(port), duration)}
 
 
-def measure(args, tracking: str, features: list[str], mode: str) -> dict:
+def measure(args, tracking: str, features: list[str], mode: str, tree: Path) -> dict:
     port = free_port()
-    env = {"PYTHONPATH": str(ROOT), **os.environ, "MLC_TORCH_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "MLC_TORCH_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, __file__, "--serve", tracking, str(port), mode],
                             env=env)
     cpus = sorted(os.sched_getaffinity(0))
@@ -278,6 +360,7 @@ def measure(args, tracking: str, features: list[str], mode: str) -> dict:
         # what the model keeps of the server's CPU is measured, not the client's appetite
         os.sched_setaffinity(proc.pid, cpus[1:])
         os.sched_setaffinity(0, cpus[:1])
+    phases = set(args.phases.split(","))
     try:
         wait_http(port, "/v2/health/ready", proc)
         row = json.dumps({"instances": [{f: 0.5 for f in features}]}).encode()
@@ -286,25 +369,51 @@ def measure(args, tracking: str, features: list[str], mode: str) -> dict:
         rss_start = tree_rss_mb(proc.pid)
         saturated = phase(port, valid, args.saturation_clients, args.duration, proc.pid)
         storm = phase(port, valid, args.clients, args.duration, proc.pid)
-        mixed = [http_request("/predict", b) for b in MALFORMED] + \
-            [http_request("/predict", b"[" * 70_000)]  # over the 64 kB limit
-        seen = asyncio.run(drive(port, valid, 8, total=4000))
-        seen += asyncio.run(drive(port, mixed, 8, total=2000))
-        seen += asyncio.run(drive(port, valid, args.clients, total=4000))
-        rss_end = tree_rss_mb(proc.pid)
-        slow = asyncio.run(slow_bodies(port, 20))
         good = (storm["codes"].get(200, 0), saturated["codes"].get(200, 0))
-        return {"saturation": saturated, "storm": storm,
-                "goodput_share": round(good[0] / max(1, good[1]), 2),
-                "memory": {"rss_after_warmup_mb": round(rss_start, 1),
-                           "rss_after_10k_mb": round(rss_end, 1),
-                           "requests": len(seen), "codes": summary(seen)["codes"]},
-                "slow_bodies": {"codes": sorted({s for s, _ in slow}),
-                                **percentiles([t for _, t in slow])},
-                "rejected": counters(port)}
+        slo_good = (storm["server"]["slo_goodput_per_s"],
+                    saturated["server"]["slo_goodput_per_s"])
+        out = {"saturation": saturated, "storm": storm,
+               "goodput_share": round(good[0] / max(1, good[1]), 2),
+               "slo_goodput_share": round(slo_good[0] / max(1, slo_good[1]), 2)}
+        if "memory" in phases:
+            mixed = [http_request("/predict", b) for b in MALFORMED] + \
+                [http_request("/predict", b"[" * 70_000)]  # over the 64 kB limit
+            seen = asyncio.run(drive(port, valid, 8, total=4000))
+            seen += asyncio.run(drive(port, mixed, 8, total=2000))
+            seen += asyncio.run(drive(port, valid, args.clients, total=4000))
+            out["memory"] = {"rss_after_warmup_mb": round(rss_start, 1),
+                             "rss_after_10k_mb": round(tree_rss_mb(proc.pid), 1),
+                             "requests": len(seen), "codes": summary(seen)["codes"]}
+        if "slow" in phases:
+            slow = asyncio.run(slow_bodies(port, 20))
+            out["slow_bodies"] = {"codes": sorted({s for s, _ in slow}),
+                                  **percentiles([t for _, t in slow])}
+        out["rejected"] = counters(port)
+        return out
     finally:
         stop(proc)
         os.sched_setaffinity(0, cpus)
+
+
+def table(runs: list[dict]) -> str:
+    """One line per tree, mode and round: what the issue asks of a storm."""
+    head = ("| tree | mode | round | sat 200/s | storm 200/s | share | SLO share | "
+            "server 200 p99 | server 200 within SLO | server 503 p50 / p99 | client 200 p99 | "
+            "client 503 p99 | 503s | rejected |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in runs:
+        st = r["storm"]
+        lines.append(
+            f"| {r['tree']} | {r['mode']} | {r['round']} | "
+            f"{r['saturation'].get('goodput_per_s', 0):,.0f} | {st.get('goodput_per_s', 0):,.0f} | "
+            f"{r['goodput_share']:.2f} | {r['slo_goodput_share']:.2f} | "
+            f"{st['server']['200'].get('p99_ms', '-')} ms | "
+            f"{st['server']['200_within_slo']:.1%} | {st['server']['503'].get('p50_ms', '-')} / "
+            f"{st['server']['503'].get('p99_ms', '-')} ms | "
+            f"{st['200'].get('p99_ms', '-')} ms | {st['503'].get('p99_ms', '-')} ms | "
+            f"{st['codes'].get(503, 0):,} | "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r["rejected"].items()) if v) + " |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -313,9 +422,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--saturation-clients", type=int, default=16,
                         help="clients of the storm-free run: enough to keep the model busy")
-    parser.add_argument("--modes", default="process,thread,thread-app",
+    parser.add_argument("--modes", default="process",
                         help="each measured in turn: where the model runs (process, thread); "
                         "-app: refusals by the ASGI app only, as before refuse_early")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="another checkout of mlc (e.g. /work/main), whose server is "
+                        "measured beside this tree's, round by round")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, each tree in turn")
+    parser.add_argument("--phases", default="storm,memory,slow",
+                        help="storm (saturation then storm, always), memory, slow")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="client and server share every CPU (on a 2-CPU machine pinning "
                         "leaves the server one CPU, where a model thread and the loop cannot "
@@ -327,17 +442,27 @@ def main() -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), args.serve[2])
         return 0
+    trees = [("this", ROOT)] + [(b.resolve().name, b.resolve()) for b in args.baseline]
+    runs = []
     with tempfile.TemporaryDirectory(prefix="mlc-bench-overload-") as tmp:
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         tracking = f"sqlite:///{tmp}/mlflow.db"
         features = build_model(Path(tmp) / "model", HIDDEN)
         register(Path(tmp) / "model", tracking, features)
-        result = {"slo_ms": SLO * 1000, "clients": args.clients,
-                  "saturation_clients": args.saturation_clients,
-                  "cpus": len(os.sched_getaffinity(0)), "pinned": args.pin,
-                  **{mode: measure(args, tracking, features, mode)
-                     for mode in args.modes.split(",")}}
+        for round_ in range(1, args.repeat + 1):
+            for name, tree in trees:
+                for mode in args.modes.split(","):
+                    load = os.getloadavg()[0]
+                    runs.append({"tree": name, "mode": mode, "round": round_,
+                                 "load": round(load, 1),
+                                 **measure(args, tracking, features, mode, tree)})
+                    print(table(runs[-1:]).splitlines()[-1], f"(load {load:.1f})",
+                          file=sys.stderr, flush=True)
+    result = {"slo_ms": SLO * 1000, "clients": args.clients,
+              "saturation_clients": args.saturation_clients,
+              "cpus": len(os.sched_getaffinity(0)), "pinned": args.pin, "runs": runs}
     print(json.dumps(result, indent=2))
+    print(table(runs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -95,12 +95,15 @@ MODEL_TRAINED = Metric(
 # Why the server refused a request before the model saw it; each series exists at 0 from
 # start-up. `connections` answers are also in mlc_requests_total (code 503) when they were
 # for an inference route; the others always are (503, or 408 for `body_timeout`).
-REJECTION_REASONS = ("body_timeout", "connections", "overload")
+REJECTION_REASONS = ("body_timeout", "connections", "deadline", "overload", "refusal_limit")
 REJECTED = Metric(
     "mlc_rejected_requests_total", "counter", ("endpoint", "variant", "reason"),
-    "Requests refused before the model saw them: `overload` (503: the expected wait passes "
-    "the latency SLO, or the queue is full), `connections` (503: past the connection limit), "
-    "`body_timeout` (408: the body did not arrive in time).", "serve")
+    "Requests refused before the model saw them: `overload` (503: the time waited plus the "
+    "expected wait passes the latency SLO, or the queue is full), `deadline` (503: admitted, "
+    "but its latency SLO passed before the model reached it), `refusal_limit` (503 without a "
+    "body, held back to the refusal rate: overload refusals past MLC_REFUSAL_RATE), "
+    "`connections` (503: past the connection limit), `body_timeout` (408: the body did not "
+    "arrive in time).", "serve")
 
 # A primary re-reads the `mirror` section of its mounted endpoint.json while it runs
 # (mlc/runtime/serve/config_reload.py): the shadow phase's first measurement comes after the

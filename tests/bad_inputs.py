@@ -460,6 +460,10 @@ CASES = [
     Case("serverless-allow-from", "MLC271", "ml.yaml:40:5",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    mode: serverless\n    allowFrom: [{namespace: web}]\nmonitoring")}),
+    Case("batch-window-past-the-slo", "MLC386", "ml.yaml:41:19",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    slo: {latency: 50ms}\n    batching:\n      maxLatency: 50ms\n"
+                          "monitoring")}),
     Case("undeclared-store-address", "MLC272", "environments/prod.yaml:5:25",
          {"environments/prod.yaml": CLUSTER.replace(
              "  network: {egress: [{namespace: redis, ports: [6379]}]}\n", "")}),

@@ -22,6 +22,7 @@ class Answers:
     seen: list[tuple[int, str | None, bool]] = field(default_factory=list)
     unanswered: int = 0
     refused: int = 0
+    bodiless: int = 0  # answers without a body (content-length 0)
 
     def count(self, status: int) -> int:
         return sum(1 for s, _, _ in self.seen if s == status)
@@ -67,6 +68,7 @@ class _Client(asyncio.Protocol):
                 self.retry = headers.get("retry-after")
                 self.closing = headers.get("connection") == "close"
                 self.need = end + 4 + int(headers.get("content-length", 0))
+                self.answers.bodiless += self.need == end + 4
             if len(self.buffer) < self.need:
                 return
             self.answers.seen.append((self.status, self.retry, self.closing))

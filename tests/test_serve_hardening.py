@@ -238,13 +238,15 @@ def test_overload_is_shed_with_503_before_latency_passes_the_slo(tmp_path, dev):
                 start = time.perf_counter()
                 r = await client.post("/predict", json=body)
                 return r, time.perf_counter() - start
-            await asyncio.gather(*[one() for _ in range(20)])  # warm: service time measured
-            return await asyncio.gather(*[one() for _ in range(clients)])
+            # warm: service time measured (those queued behind the first, slow call may
+            # pass their deadline: 503s too)
+            warm = await asyncio.gather(*[one() for _ in range(20)])
+            return warm, await asyncio.gather(*[one() for _ in range(clients)])
 
     try:
         server.wait("/v2/health/ready")
         before, seen = _served(server, "503"), _durations(server)
-        results = asyncio.run(burst())
+        warm, results = asyncio.run(burst())
         inside = {le: n - seen.get(le, 0) for le, n in sorted(_durations(server).items())}
         codes = [r.status_code for r, _ in results]
         shed = [r for r, _ in results if r.status_code == 503]
@@ -256,8 +258,13 @@ def test_overload_is_shed_with_503_before_latency_passes_the_slo(tmp_path, dev):
         assert set(codes) <= {200, 503}, codes
         assert shed and accepted, codes
         assert all(r.headers["retry-after"] == "1" for r in shed)
-        assert all("expected wait" in r.json()["error"] for r in shed)
-        assert _served(server, "503") - before == len(shed)  # every shed request counted
+        # refused on the expected wait, or admitted and past the deadline; past the refusal
+        # rate, the minimal answer has no body
+        assert all(not r.content or "latency SLO" in r.json()["error"] for r in shed)
+        warm_shed = sum(1 for r, _ in warm if r.status_code == 503)
+        assert {r.status_code for r, _ in warm} <= {200, 503}
+        # every shed request counted
+        assert _served(server, "503") - before == len(shed) + warm_shed
     finally:
         code = server.stop()
     assert code == 0, server.output()

@@ -18,6 +18,9 @@ from .verdict import resolve_verdict
 SCALE_TO_ZERO_GPU = "MLC303"
 OFFLINE_FEATURES = "MLC309"
 SERVERLESS_ALLOW_FROM = "MLC271"
+# the batch window is not under the latency objective: the server's deadline (arrival plus
+# slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
+BATCH_WINDOW_PAST_SLO = "MLC386"
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -129,6 +132,17 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                       (*path, "allowFrom"), help="restrict callers in the ingress gateway "
                       "(e.g. an AuthorizationPolicy) and remove `allowFrom`, or use `mode: "
                       "online`")
+        window, objective = (duration_seconds(e.batching.max_latency),
+                             duration_seconds(e.slo.latency))
+        if e.mode != "batch" and window >= objective:
+            ctx.error(BATCH_WINDOW_PAST_SLO, f"endpoint `{name}` waits up to "
+                      f"{e.batching.max_latency} for a batch to fill (`batching.maxLatency`), "
+                      f"which is not under its latency objective (`slo.latency`: "
+                      f"{e.slo.latency}): the server answers 503 to a request it cannot "
+                      "answer within the objective, so under load requests would pass it "
+                      "waiting for their batch", (*path, "batching", "maxLatency"),
+                      help="keep `batching.maxLatency` a small share of `slo.latency` (the "
+                      "defaults: 5ms and 250ms), or raise `slo.latency`")
         out[name] = ir.Endpoint(
             name=name, k8s_name=dns_label(name), model=e.model,
             registered_name=model.registered_name, alias=alias, version=e.version, model_uri=uri,

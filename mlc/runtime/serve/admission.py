@@ -16,19 +16,36 @@ The app decides what to refuse (`refuse_early(data)` returning the answer's byte
 to let the request through); this module holds what both apps share: reading the request
 line, the client's request id from the raw head, the answer's bytes, and the counter of
 refusals by reason (`mlc_rejected_requests_total`, every reason from 0).
+
+Even answered from the request line, a refusal costs the server a connection's whole life
+(accept, the protocol's set-up, a read, a write, a close), and clients that ignore
+Retry-After and reconnect at once ask again as fast as they are answered: tens of thousands
+of refusals a second, which take the CPU the model needs. `RefusalLimit` bounds that rate
+with a token bucket (`MLC_REFUSAL_RATE` refusals a second, `MLC_REFUSAL_BURST` at once).
+Past it, a refused connection is parked: it is read no further, and it gets a minimal
+answer (503, Retry-After, `Connection: close`, no body) when a token frees up, in arrival
+order. A client that ignores Retry-After is then answered at the refusal rate, not at the
+rate it asks, and the server spends on refusals at most that rate's worth of CPU. The
+parked connections are bounded (`max_parked`); past that bound the minimal answer goes out
+at once. Both are counted as `reason="refusal_limit"` (and under `code="503"`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 
 from mlc import metrics as contract
 
 from . import request_id
 from .metrics import family, label_values
+from .settings import RefusalRate
 
-__all__ = ["Rejections", "answer", "early_request", "request_id_in"]
+__all__ = ["PARK", "Park", "RefusalLimit", "RefusalRate", "Rejections", "answer", "early_request",
+           "minimal_answer", "request_id_in"]
 
 _PHRASES = {408: b"Request Timeout", 413: b"Content Too Large", 503: b"Service Unavailable"}
 _ID_HEADER = b"\r\n" + request_id.HEADER_BYTES + b":"
@@ -70,6 +87,100 @@ def answer(status: int, doc: dict, rid: str, retry_after: int | None) -> bytes:
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n%s"
             b"x-request-id: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
             % (status, _PHRASES[status], retry, rid.encode(), len(body))) + body
+
+
+def minimal_answer(retry_after: int) -> bytes:
+    """The cheapest refusal: 503, Retry-After, `Connection: close`, no body."""
+    return (b"HTTP/1.1 503 Service Unavailable\r\nretry-after: %d\r\nconnection: close\r\n"
+            b"content-length: 0\r\n\r\n" % retry_after)
+
+
+class Park:
+    def __repr__(self) -> str:
+        return "PARK"
+
+
+# What `refuse_early` returns for a request to refuse past the refusal rate: the protocol
+# parks its connection with the app's `refusal_limit` (connections.py).
+PARK = Park()
+
+
+class RefusalLimit:
+    """The token bucket of refusals, and the connections parked past it (module docstring).
+    `retry_after()`: the Retry-After of the minimal answers, when they go out. The app
+    counts the refusals it parks."""
+
+    def __init__(self, rate: RefusalRate, retry_after: Callable[[], int]):
+        self.rate = rate
+        self._retry_after = retry_after
+        self._tokens = float(rate.burst)
+        self._at = time.perf_counter()
+        self._parked: deque[asyncio.Transport] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self.limited = 0  # refusals past the rate (parked, or answered at once when full)
+
+    def take(self) -> bool:
+        """Whether a refusal may be answered in full now (and a token is spent on it)."""
+        self._refill()
+        if self._tokens >= 1 and not self._parked:
+            self._tokens -= 1
+            return True
+        return False
+
+    def _refill(self) -> None:
+        now = time.perf_counter()
+        self._tokens = min(float(self.rate.burst),
+                           self._tokens + (now - self._at) * self.rate.rate)
+        self._at = now
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def park(self, transport: asyncio.Transport) -> None:
+        """Hold `transport`'s refusal until a token frees up (or answer it at once when too
+        many are held already)."""
+        self.limited += 1
+        if len(self._parked) >= self.rate.max_parked:
+            _refuse(transport, minimal_answer(self._retry_after()))
+            return
+        transport.pause_reading()
+        self._parked.append(transport)
+        if self._timer is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        wait = max((1 - self._tokens) / self.rate.rate, 0.001)
+        self._timer = asyncio.get_running_loop().call_later(wait, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        self._refill()
+        answer = None
+        while self._parked and self._tokens >= 1:
+            transport = self._parked.popleft()
+            if transport.is_closing():  # the client gave up: no token spent
+                continue
+            self._tokens -= 1
+            answer = answer or minimal_answer(self._retry_after())
+            _refuse(transport, answer)
+        if self._parked:
+            self._schedule()
+
+    def close(self) -> None:
+        """Answer every parked connection now (the server is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._parked:
+            transport = self._parked.popleft()
+            if not transport.is_closing():
+                _refuse(transport, minimal_answer(self._retry_after()))
+
+
+def _refuse(transport: asyncio.Transport, answer: bytes) -> None:
+    transport.write(answer)
+    transport.close()
 
 
 class Rejections:

@@ -13,13 +13,26 @@ It also takes over uvicorn's connection limit (`limit_concurrency`), with the sa
 uvicorn answers those 503s itself, out of the app's sight, so the serving metrics never
 counted them. Here the refused request goes to the app's `over_connection_limit` (a 503
 with Retry-After, counted; server.py), or to uvicorn's own answer for an app without one.
+
+Two things the app reads off the protocol: its `refuse_early(data)` sees a request's first
+bytes before uvicorn parses them (admission.py), and may answer at once or, past the
+refusal rate, have the connection parked with its `refusal_limit`; and every request's
+scope carries `ARRIVED`, the time (`time.perf_counter()`) its first bytes were read, from
+which the server counts a request's latency and its deadline: the time a request spends
+waiting for the event loop, before uvicorn has even parsed it, is the server's too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass
+
+from .admission import PARK
+
+# The scope key of a request's arrival: perf_counter() when its first bytes were read.
+ARRIVED = "mlc.arrived"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ def bounded_protocol(http: str, seconds: float,
         def __init__(self, config, *args, **kwargs) -> None:
             super().__init__(config, *args, **kwargs)
             self._refuse_early = getattr(config.app, "refuse_early", None)
+            self._refusal_limit = getattr(config.app, "refusal_limit", None)
+            self._arrived: float | None = None  # the first bytes of the request being read
             if max_connections is None:
                 return
             app = self.app
@@ -76,13 +91,18 @@ def bounded_protocol(http: str, seconds: float,
             # Only at a request's start (a new connection, or the previous request read and
             # answered in full) can the request line be read off `data` (admission.py).
             cycle = self.cycle
-            if self._refuse_early is not None and (cycle is None or (
-                    cycle.response_complete and not cycle.more_body)):
-                refusal = self._refuse_early(data)
-                if refusal is not None:
-                    self.transport.write(refusal)
-                    self.transport.close()
-                    return
+            if cycle is None or (cycle.response_complete and not cycle.more_body):
+                if self._arrived is None:
+                    self._arrived = time.perf_counter()
+                if self._refuse_early is not None:
+                    refusal = self._refuse_early(data)
+                    if refusal is PARK:
+                        self._refusal_limit.park(self.transport)
+                        return
+                    if refusal is not None:
+                        self.transport.write(refusal)
+                        self.transport.close()
+                        return
             self._data_received(data)
 
         # Both of uvicorn's protocols start a new `cycle` exactly when a request's headers
@@ -99,6 +119,10 @@ def bounded_protocol(http: str, seconds: float,
             if cycle is not self._headers_of:
                 self._headers_of = cycle
                 self._disarm()
+                if cycle is not None and self._arrived is not None:
+                    # the request's task is created, not yet run: it will see this
+                    cycle.scope[ARRIVED] = self._arrived
+                self._arrived = None
             elif cycle is not None and cycle.response_complete:
                 self._arm()  # the next request on a kept-alive connection has begun
 

@@ -36,9 +36,10 @@ import numpy as np
 from mlc import metrics as contract
 
 from . import admission, request_id
-from .batching import Batcher, Closed, Overloaded
+from .batching import Batcher, Closed, Expired, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
 from .config_reload import MirrorReloader
+from .connections import ARRIVED
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .settings import MirrorSettings, ServeSettings, settings_for_endpoint
 from .shadow import ShadowMirror, ShadowStats, replace_mirror
@@ -68,6 +69,8 @@ INFER_ROUTE = contract.INFER_ROUTE
 # A model call faster than this runs on the event loop: handing it to a thread and back
 # costs about as much, and the loop stalls for at most this long per batch.
 INLINE_BELOW = 0.001
+# How much one request moves the estimate of the event loop's lag (ServeApp.loop_lag).
+LAG_WEIGHT = 0.05
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -119,6 +122,12 @@ class ServeApp:
         self._early_routes = {PREDICT_ROUTE.encode(): PREDICT_ROUTE, **{
             INFER_ROUTE.format(name=n).encode(): INFER_ROUTE for n in sorted(self._names)}}
         self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
+        # overload refusals past this rate are parked and answered at it (admission.py)
+        self.refusal_limit = admission.RefusalLimit(settings.refusal_rate,
+                                                    self.batcher.retry_after)
+        # recent seconds from a request's first bytes to its handler's start (a moving
+        # mean): what a request refused in the protocol would have waited for the event loop
+        self.loop_lag = 0.0
         self._retry_and_close = [*self._retry, (b"connection", b"close")]
         self._load_task: asyncio.Task | None = None
         self.model_process = None  # model_process.ModelProcess, when the model runs in one
@@ -246,6 +255,7 @@ class ServeApp:
 
     async def shutdown(self) -> None:
         self.begin_drain()
+        self.refusal_limit.close()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         if self._reload_task is not None:  # a change under way finishes first
@@ -326,7 +336,10 @@ class ServeApp:
             "outputs": [{"name": "prediction", "datatype": "FP64", "shape": shape}]})
 
     async def _infer(self, scope, receive, send, route: str, *, oip: bool) -> None:
-        start = time.perf_counter()
+        # from the moment the request's first bytes were read (connections.py): the time it
+        # waited for the event loop counts towards its latency and its deadline
+        start = scope.get(ARRIVED) or time.perf_counter()
+        self.loop_lag += LAG_WEIGHT * (time.perf_counter() - start - self.loop_lag)
         self.inflight += 1
         self.reading += 1
         reading = True
@@ -346,7 +359,8 @@ class ServeApp:
                 # Admission before a byte of the body is read: when even one row would wait
                 # past the SLO behind what is queued and on its way, reading and parsing
                 # the body only delays the 503 that is coming anyway.
-                refused = self.batcher.refusal(1, ahead=self.reading - 1)
+                refused = self.batcher.refusal(1, ahead=self.reading - 1,
+                                               waited=time.perf_counter() - start)
                 if refused is not None:
                     raise Overloaded(refused)
                 raw = await self._read_body(scope, receive)
@@ -357,7 +371,7 @@ class ServeApp:
                 rows = await self._rows(doc, oip)
                 self.reading -= 1
                 reading = False
-                predictions = await self.batcher.submit(rows)
+                predictions = await self.batcher.submit(rows, arrived=start)
                 if self.prediction_log is not None:
                     self.prediction_log.log(rows, predictions, version, request_id=rid,
                                             request=None if oip else doc)
@@ -367,9 +381,15 @@ class ServeApp:
         except Overloaded as exc:
             # closed, as refuse_early's answers are: a client that ignores Retry-After
             # comes back through the accept queue, not at once on this connection
-            status, headers = 503, self._retry_and_close
+            status, headers = 503, self._overload_headers()
             body = {"error": f"overloaded: {exc.reason}"}
             self.metrics.observe_rejected("overload")
+        except Expired:
+            status, headers = 503, self._overload_headers()
+            body = {"error": f"overloaded: the latency SLO "
+                             f"({self.settings.latency_slo_seconds:g}s) passed before the "
+                             f"model reached the request"}
+            self.metrics.observe_rejected("deadline")
         except Closed:
             status, headers, body = 503, self._retry, {"error": "shutting down"}
         except BodyTimeout:
@@ -416,10 +436,12 @@ class ServeApp:
             raise RequestError(f"the body is over {limit} bytes", 413)
         return body
 
-    def refuse_early(self, data: bytes) -> bytes | None:
+    def refuse_early(self, data: bytes) -> bytes | admission.Park | None:
         """The answer to an inference request at the start of `data` that the batcher would
         refuse anyway, or None: called by the protocol before the request is parsed
-        (admission.py says why), and counted like the refusal `_infer` makes."""
+        (admission.py says why), and counted like the refusal `_infer` makes. Past the
+        refusal rate, `admission.PARK`: the protocol parks the connection with
+        `refusal_limit`, which answers it later, minimally."""
         if self.model is None:
             return None
         request = admission.early_request(data)
@@ -428,14 +450,29 @@ class ServeApp:
         route = self._early_routes.get(request[0])
         if route is None:
             return None
-        reason = self.batcher.refusal(1, ahead=self.reading)
+        # the wait for the loop counts, as the handler will count it: refused here, not
+        # after uvicorn has parsed the request and the app has started on it
+        reason = self.batcher.refusal(1, ahead=self.reading, waited=self.loop_lag)
         if reason is None:
             return None
-        self.metrics.observe_rejected("overload")
-        self.metrics.observe_request(self.version, route, 503, 0.0)
+        if not self.refusal_limit.take():
+            self._count_refusal("refusal_limit", route)
+            return admission.PARK
+        self._count_refusal("overload", route)
         return admission.answer(503, {"error": f"overloaded: {reason}"},
                                 admission.request_id_in(request[1]),
-                                self.settings.retry_after_seconds)
+                                self.batcher.retry_after())
+
+    def _count_refusal(self, reason: str, route: str) -> None:
+        """A refusal made in the protocol layer: by reason, and under code 503 of its route.
+        Its duration is 0: it never reached the app."""
+        self.metrics.observe_rejected(reason)
+        self.metrics.observe_request(self.version, route, 503, 0.0)
+
+    def _overload_headers(self) -> list[tuple[bytes, bytes]]:
+        """Retry-After from the time the work at hand takes to drain, and a close: a client
+        that ignores Retry-After comes back through the accept queue."""
+        return [(b"retry-after", b"%d" % self.batcher.retry_after()), (b"connection", b"close")]
 
     async def over_connection_limit(self, scope, receive, send) -> None:
         """What the HTTP layer runs instead of the app past the connection limit

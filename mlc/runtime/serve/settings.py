@@ -45,6 +45,27 @@ class MirrorSettings:
                    timeout_seconds=float(doc["timeout_seconds"]))
 
 
+@dataclass(frozen=True)
+class RefusalRate:
+    """How many overload refusals a second are answered in full (a token bucket)."""
+
+    rate: float = 500.0  # refusals a second, sustained
+    burst: int = 100  # refusals answered at once after a quiet spell
+    max_parked: int = 256  # connections waiting for their refusal; past it, answered at once
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> RefusalRate:
+        env = os.environ if env is None else env
+        d = cls()
+        rate = cls(rate=float(env.get("MLC_REFUSAL_RATE", d.rate)),
+                   burst=int(env.get("MLC_REFUSAL_BURST", d.burst)),
+                   max_parked=int(env.get("MLC_REFUSAL_MAX_PARKED", d.max_parked)))
+        if rate.rate <= 0 or rate.burst < 1 or rate.max_parked < 0:
+            raise ValueError(f"MLC_REFUSAL_RATE must be above 0, MLC_REFUSAL_BURST at least 1 "
+                             f"and MLC_REFUSAL_MAX_PARKED at least 0: {rate}")
+        return rate
+
+
 @dataclass
 class ServeSettings:
     endpoint: str
@@ -71,6 +92,8 @@ class ServeSettings:
     # why); False: in the server's own process
     model_process: bool = True
     retry_after_seconds: int = 1
+    # overload refusals answered in full per second; past it, parked (admission.py)
+    refusal_rate: RefusalRate = field(default_factory=RefusalRate)
     load_retry_max_seconds: float = 30.0
     role: str = "primary"  # primary, shadow or variant
     # the `variant` label of every metric and log line: the A/B variant, or the role
@@ -147,6 +170,7 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
                                              DEFAULT_SHUTDOWN_TIMEOUT)),
         model_thread={"1": True, "0": False}.get(env.get("MLC_MODEL_THREAD", "auto")),
         model_process=env.get("MLC_MODEL_PROCESS", "1") != "0",
+        refusal_rate=RefusalRate.from_env(env),
         role=workload.get("role") or "primary",
         variant=workload.get("variant") or workload.get("role") or DEFAULT_VARIANT,
         mirror=MirrorSettings.from_config(workload.get("mirror")),
