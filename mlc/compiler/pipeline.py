@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..schema import Project
 from .diagnostics import CompileFailed, Diagnostics, did_you_mean
@@ -27,6 +28,9 @@ from .names import is_dns_label
 from .overlay import merge_documents
 from .resolve import resolve_project
 from .validate import validate_document, validate_layer
+
+if TYPE_CHECKING:
+    from .output import OutputFile
 
 PROJECT_FILE = "ml.yaml"
 ENVIRONMENTS_DIR = "environments"
@@ -53,10 +57,16 @@ class Compiled:
     env: str
     project: ResolvedProject
     files: dict[str, bytes]  # rendered, by path relative to OUT/<env>/
+    facts: Any = None  # what `facts` of compile_project took from the files' objects
 
 
-def compile_project(root: Path, envs: list[str] | None, diags: Diagnostics) -> list[Compiled]:
-    """Every requested environment, compiled and rendered; raises CompileFailed on errors."""
+def compile_project(root: Path, envs: list[str] | None, diags: Diagnostics, *,
+                    facts: Callable[[list[OutputFile], dict[str, bytes]], Any] | None = None
+                    ) -> list[Compiled]:
+    """Every requested environment, compiled and rendered; raises CompileFailed on errors.
+
+    `facts(outputs, rendered)`, when given, reads what a later step needs from the objects
+    before they are dropped (the plan's secret check), instead of parsing the files again."""
     from .emit import emit  # backends import hera & co.: keep them off `mlc validate`'s path
     from .render import render
 
@@ -69,7 +79,11 @@ def compile_project(root: Path, envs: list[str] | None, diags: Diagnostics) -> l
         compiled = []
         for p in resolved:
             if p:
-                compiled.append(Compiled(env=p.env, project=p, files=render(emit(p))))
+                outputs = emit(p)
+                files = render(outputs)
+                compiled.append(Compiled(env=p.env, project=p, files=files,
+                                         facts=facts(outputs, files) if facts else None))
+                del outputs
                 settle()
         return compiled
 
