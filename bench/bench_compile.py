@@ -180,12 +180,15 @@ def _mlc(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlc", *args]
 
 
-def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
+def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,), tree: Path = REPO
+                 ) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + system) and the peak RSS in MB of this command
-    alone (via wait4's rusage). CPU time is the steadier figure on a shared machine."""
+    alone (via wait4's rusage), with `mlc` imported from `tree`. CPU time is the steadier
+    figure on a shared machine."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryFile() as log:  # a pipe could fill up: mlc prints every warning
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for this child's rusage
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -196,10 +199,12 @@ def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, flo
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def measure(n: int, runs: int, kustomize: str | None
+def measure(n: int, runs: int, kustomize: str | None, tree: Path = REPO,
+            results: dict[str, list[tuple[float, float, float]]] | None = None
             ) -> dict[str, tuple[float, float, float]]:
-    """{step: (median wall seconds, median CPU seconds, max peak RSS MB)} for one size."""
-    results: dict[str, list[tuple[float, float, float]]] = {}
+    """{step: (median wall seconds, median CPU seconds, max peak RSS MB)} for one size, of
+    the runs in `results` (extended) and `runs` more, with mlc from `tree`."""
+    results = {} if results is None else results
     with tempfile.TemporaryDirectory(prefix=f"mlc-bench-{n}-") as tmp:
         root = Path(tmp) / "project"
         write_project(root, n)
@@ -211,10 +216,10 @@ def measure(n: int, runs: int, kustomize: str | None
                      ("compile", _mlc("compile", *c), (0,)),
                      ("plan", _mlc("plan", *c, "--detailed-exitcode"), (0,))]
             for name, cmd, ok in steps:
-                results.setdefault(name, []).append(run_measured(cmd, ok))
+                results.setdefault(name, []).append(run_measured(cmd, ok, tree))
             (root / "ml.yaml").write_text(project_text(n, epochs=7))
             results.setdefault("plan-edit", []).append(
-                run_measured(_mlc("plan", *c, "--detailed-exitcode"), (2,)))
+                run_measured(_mlc("plan", *c, "--detailed-exitcode"), (2,), tree))
             (root / "ml.yaml").write_text(project_text(n))
         if kustomize:
             for _ in range(runs):
@@ -274,6 +279,28 @@ def phases(n: int) -> None:
     print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s)")
 
 
+def compare(sizes: list[int], runs: int, baseline: Path) -> None:
+    """CPU seconds of every step, this tree against `baseline`, measured alternately."""
+    steps = ["validate", "compile", "plan", "plan-edit"]
+    print(f"CPU seconds (user + system), median of {runs} run(s) [min-max]; baseline: "
+          f"{baseline}")
+    print(f"{'N':>5} {'step':>10} {'baseline':>22} {'this tree':>22} {'ratio':>6}  peak RSS")
+    for n in sizes:
+        rows: dict[Path, dict[str, list[tuple[float, float, float]]]] = {baseline: {}, REPO: {}}
+        for _ in range(runs):
+            for tree in (baseline, REPO):
+                measure(n, 1, None, tree, rows[tree])
+        for step in steps:
+            cells, medians = [], []
+            for tree in (baseline, REPO):
+                cpu = [r[1] for r in rows[tree][step]]
+                medians.append(statistics.median(cpu))
+                cells.append(f"{medians[-1]:7.2f} [{min(cpu):.2f}-{max(cpu):.2f}]")
+            rss = "/".join(f"{max(r[2] for r in rows[t][step]):.0f}" for t in (baseline, REPO))
+            print(f"{n:>5} {step:>10} {cells[0]:>22} {cells[1]:>22} "
+                  f"{medians[1] / medians[0]:6.2f}  {rss} MB", flush=True)
+
+
 def growth(sizes: list[int], times: list[float]) -> float | None:
     """Least-squares slope of log(time) over log(N): 1.0 is linear."""
     if len(sizes) < 2:
@@ -293,6 +320,9 @@ def main() -> None:
                         help="skip `kubectl kustomize` (slow for large N: it grows as N^1.5)")
     parser.add_argument("--phases", action="store_true", help="instead: CPU time of each "
                         "compiler pass for the first size, in one process")
+    parser.add_argument("--baseline", metavar="TREE", help="also time mlc from this source "
+                        "tree (e.g. a checkout of main), run by run alternately with this one, "
+                        "and print CPU ratios")
     parser.add_argument("--write", metavar="DIR", help="only write the N-model project (the "
                         "first size) into DIR, for profiling")
     args = parser.parse_args()
@@ -317,6 +347,9 @@ def main() -> None:
     steps = ["validate", "compile", "plan", "plan-edit"] + (["kustomize"] if kustomize else [])
     print("wall seconds / CPU seconds (user + system) per step, medians; per model: wall")
     print(f"{'N':>5} {'ml.yaml':>9} " + " ".join(f"{s:>24}" for s in steps) + "  peak RSS")
+    if args.baseline:
+        compare(sizes, args.runs, Path(args.baseline).resolve())
+        return
     for n in sizes:
         table[n] = measure(n, args.runs, kustomize)
         size = len(project_text(n).encode())
