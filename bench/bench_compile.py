@@ -21,6 +21,8 @@ log time over log N) and the peak RSS of each mlc process.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import math
 import os
 import shutil
@@ -238,13 +240,24 @@ def phases(n: int) -> None:
     """CPU seconds of each pass of one compile of an N-model project, in this process."""
     sys.path.insert(0, str(REPO))
     start = time.process_time()
-    from mlc.compiler.backends import BACKENDS, PACKAGERS
+    import mlc.compiler.backends  # noqa: F401  (the imports count)
+    import mlc.compiler.render  # noqa: F401
+    from mlc.compiler import pipeline
     from mlc.compiler.diagnostics import Diagnostics
-    from mlc.compiler.pipeline import check_environment, select_environments
-    from mlc.compiler.render import render
+    from mlc.compiler.pipeline import select_environments
     from mlc.compiler.write import write_environments
 
     spent = {"imports": time.process_time() - start}
+    collecting = {"started": 0.0, "spent": 0.0}
+
+    def collector(phase: str, info: dict) -> None:
+        now = time.process_time()
+        if phase == "start":
+            collecting["started"] = now
+        else:
+            collecting["spent"] += now - collecting["started"]
+
+    gc.callbacks.append(collector)
 
     def charge(name: str, since: float) -> None:
         spent[name] = spent.get(name, 0.0) + time.process_time() - since
@@ -253,22 +266,13 @@ def phases(n: int) -> None:
         root = Path(tmp) / "project"
         write_project(root, n)
         diags, trees = Diagnostics(), {}
-        for env in select_environments(root, None, diags):
-            t = time.process_time()
-            project = check_environment(root, env, diags)
-            charge("load + validate + resolve", t)
-            files: list = []
-            for backend in BACKENDS:
-                t = time.process_time()
-                files.extend(backend(project))
-                charge("emit: " + backend.__module__.rsplit(".", 1)[-1], t)
-            for packager in PACKAGERS:
-                t = time.process_time()
-                files.extend(packager(project, files))
-                charge("emit: " + packager.__module__.rsplit(".", 1)[-1], t)
-            t = time.process_time()
-            trees[env] = render(files)
-            charge("render", t)
+        # as compile_project does (older trees without it: as it was)
+        settled = getattr(pipeline, "settled_between_passes", contextlib.nullcontext)
+        with settled() as settle:
+            for env in select_environments(root, None, diags):
+                trees[env] = one_environment(root, env, diags, charge)
+                if settle:
+                    settle()
         t, wall = time.process_time(), time.perf_counter()
         write_environments(root / "deploy", trees, diags=Diagnostics())
         charge("write", t)
@@ -276,7 +280,31 @@ def phases(n: int) -> None:
     print(f"one compile of {n} models x {len(trees)} environments, CPU seconds:")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {seconds:7.2f}  {name}")
-    print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s)")
+    print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s; of the total, "
+          f"{collecting['spent']:.2f} s in the cyclic garbage collector)")
+
+
+def one_environment(root: Path, env: str, diags, charge) -> dict[str, bytes]:
+    from mlc.compiler.backends import BACKENDS, PACKAGERS
+    from mlc.compiler.pipeline import check_environment
+    from mlc.compiler.render import render
+
+    t = time.process_time()
+    project = check_environment(root, env, diags)
+    charge("load + validate + resolve", t)
+    files: list = []
+    for backend in BACKENDS:
+        t = time.process_time()
+        files.extend(backend(project))
+        charge("emit: " + backend.__module__.rsplit(".", 1)[-1], t)
+    for packager in PACKAGERS:
+        t = time.process_time()
+        files.extend(packager(project, files))
+        charge("emit: " + packager.__module__.rsplit(".", 1)[-1], t)
+    t = time.process_time()
+    tree = render(files)
+    charge("render", t)
+    return tree
 
 
 def compare(sizes: list[int], runs: int, baseline: Path) -> None:
@@ -333,6 +361,9 @@ def main() -> None:
     if args.phases:
         phases(sizes[0])
         return
+    if args.baseline:
+        compare(sizes, args.runs, Path(args.baseline).resolve())
+        return
     kubectl = shutil.which("kubectl")
     kustomize = None
     if args.no_kustomize:
@@ -347,9 +378,6 @@ def main() -> None:
     steps = ["validate", "compile", "plan", "plan-edit"] + (["kustomize"] if kustomize else [])
     print("wall seconds / CPU seconds (user + system) per step, medians; per model: wall")
     print(f"{'N':>5} {'ml.yaml':>9} " + " ".join(f"{s:>24}" for s in steps) + "  peak RSS")
-    if args.baseline:
-        compare(sizes, args.runs, Path(args.baseline).resolve())
-        return
     for n in sizes:
         table[n] = measure(n, args.runs, kustomize)
         size = len(project_text(n).encode())
