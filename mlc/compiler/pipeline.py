@@ -98,19 +98,34 @@ def settled_between_passes() -> Iterator[Callable[[], None]]:
     passes out of the collector's generations (`gc.freeze`: reference counting still frees
     them); on leaving, they are handed back, so that a long-lived process (a test run) can
     still collect their cycles."""
+    with fewer_young_collections():
+        try:
+            yield gc.freeze
+        finally:
+            gc.unfreeze()
+
+
+@contextmanager
+def fewer_young_collections() -> Iterator[None]:
+    """Most objects a pass makes live until the pass ends (the documents, the dicts of the
+    output), so young collections mostly promote them, and every tenth promotion round
+    starts a full collection: collect the young generation 70 times less often while in
+    here; the threshold is restored on leaving."""
     threshold = gc.get_threshold()
-    # Most objects a pass makes live until the pass ends (the dicts of the output), so young
-    # collections mostly promote them: collect the young generation 70 times less often.
     gc.set_threshold(max(threshold[0], YOUNG_THRESHOLD), *threshold[1:])
     try:
-        yield gc.freeze
+        yield
     finally:
         gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProject | None:
     """load + merge -> validate -> resolve, for one environment; None if anything failed."""
+    with fewer_young_collections():  # `mlc validate` comes here without compile_project
+        return _check_environment(root, env, diags)
+
+
+def _check_environment(root: Path, env: str, diags: Diagnostics) -> ResolvedProject | None:
     local = Diagnostics()  # this environment's own problems decide whether it can go on
     loaded = load_environment(root, env, local)
     if loaded and loaded.layered:
