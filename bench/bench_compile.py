@@ -190,7 +190,8 @@ def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,), tree: Path = REPO
     env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryFile() as log:  # a pipe could fill up: mlc prints every warning
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # in `tree`: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for this child's rusage
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
