@@ -21,6 +21,8 @@ log time over log N) and the peak RSS of each mlc process.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import math
 import os
 import shutil
@@ -180,12 +182,16 @@ def _mlc(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlc", *args]
 
 
-def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, float]:
+def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,), tree: Path = REPO
+                 ) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + system) and the peak RSS in MB of this command
-    alone (via wait4's rusage). CPU time is the steadier figure on a shared machine."""
+    alone (via wait4's rusage), with `mlc` imported from `tree`. CPU time is the steadier
+    figure on a shared machine."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryFile() as log:  # a pipe could fill up: mlc prints every warning
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # in `tree`: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for this child's rusage
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -196,10 +202,12 @@ def run_measured(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, flo
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def measure(n: int, runs: int, kustomize: str | None
+def measure(n: int, runs: int, kustomize: str | None, tree: Path = REPO,
+            results: dict[str, list[tuple[float, float, float]]] | None = None
             ) -> dict[str, tuple[float, float, float]]:
-    """{step: (median wall seconds, median CPU seconds, max peak RSS MB)} for one size."""
-    results: dict[str, list[tuple[float, float, float]]] = {}
+    """{step: (median wall seconds, median CPU seconds, max peak RSS MB)} for one size, of
+    the runs in `results` (extended) and `runs` more, with mlc from `tree`."""
+    results = {} if results is None else results
     with tempfile.TemporaryDirectory(prefix=f"mlc-bench-{n}-") as tmp:
         root = Path(tmp) / "project"
         write_project(root, n)
@@ -211,10 +219,10 @@ def measure(n: int, runs: int, kustomize: str | None
                      ("compile", _mlc("compile", *c), (0,)),
                      ("plan", _mlc("plan", *c, "--detailed-exitcode"), (0,))]
             for name, cmd, ok in steps:
-                results.setdefault(name, []).append(run_measured(cmd, ok))
+                results.setdefault(name, []).append(run_measured(cmd, ok, tree))
             (root / "ml.yaml").write_text(project_text(n, epochs=7))
             results.setdefault("plan-edit", []).append(
-                run_measured(_mlc("plan", *c, "--detailed-exitcode"), (2,)))
+                run_measured(_mlc("plan", *c, "--detailed-exitcode"), (2,), tree))
             (root / "ml.yaml").write_text(project_text(n))
         if kustomize:
             for _ in range(runs):
@@ -233,13 +241,24 @@ def phases(n: int) -> None:
     """CPU seconds of each pass of one compile of an N-model project, in this process."""
     sys.path.insert(0, str(REPO))
     start = time.process_time()
-    from mlc.compiler.backends import BACKENDS, PACKAGERS
+    import mlc.compiler.backends  # noqa: F401  (the imports count)
+    import mlc.compiler.render  # noqa: F401
+    from mlc.compiler import pipeline
     from mlc.compiler.diagnostics import Diagnostics
-    from mlc.compiler.pipeline import check_environment, select_environments
-    from mlc.compiler.render import render
+    from mlc.compiler.pipeline import select_environments
     from mlc.compiler.write import write_environments
 
     spent = {"imports": time.process_time() - start}
+    collecting = {"started": 0.0, "spent": 0.0}
+
+    def collector(phase: str, info: dict) -> None:
+        now = time.process_time()
+        if phase == "start":
+            collecting["started"] = now
+        else:
+            collecting["spent"] += now - collecting["started"]
+
+    gc.callbacks.append(collector)
 
     def charge(name: str, since: float) -> None:
         spent[name] = spent.get(name, 0.0) + time.process_time() - since
@@ -248,22 +267,13 @@ def phases(n: int) -> None:
         root = Path(tmp) / "project"
         write_project(root, n)
         diags, trees = Diagnostics(), {}
-        for env in select_environments(root, None, diags):
-            t = time.process_time()
-            project = check_environment(root, env, diags)
-            charge("load + validate + resolve", t)
-            files: list = []
-            for backend in BACKENDS:
-                t = time.process_time()
-                files.extend(backend(project))
-                charge("emit: " + backend.__module__.rsplit(".", 1)[-1], t)
-            for packager in PACKAGERS:
-                t = time.process_time()
-                files.extend(packager(project, files))
-                charge("emit: " + packager.__module__.rsplit(".", 1)[-1], t)
-            t = time.process_time()
-            trees[env] = render(files)
-            charge("render", t)
+        # as compile_project does (older trees without it: as it was)
+        settled = getattr(pipeline, "settled_between_passes", contextlib.nullcontext)
+        with settled() as settle:
+            for env in select_environments(root, None, diags):
+                trees[env] = one_environment(root, env, diags, charge)
+                if settle:
+                    settle()
         t, wall = time.process_time(), time.perf_counter()
         write_environments(root / "deploy", trees, diags=Diagnostics())
         charge("write", t)
@@ -271,7 +281,53 @@ def phases(n: int) -> None:
     print(f"one compile of {n} models x {len(trees)} environments, CPU seconds:")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {seconds:7.2f}  {name}")
-    print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s)")
+    print(f"  {sum(spent.values()):7.2f}  total (write wall time: {wall:.2f} s; of the total, "
+          f"{collecting['spent']:.2f} s in the cyclic garbage collector)")
+
+
+def one_environment(root: Path, env: str, diags, charge) -> dict[str, bytes]:
+    from mlc.compiler.backends import BACKENDS, PACKAGERS
+    from mlc.compiler.pipeline import check_environment
+    from mlc.compiler.render import render
+
+    t = time.process_time()
+    project = check_environment(root, env, diags)
+    charge("load + validate + resolve", t)
+    files: list = []
+    for backend in BACKENDS:
+        t = time.process_time()
+        files.extend(backend(project))
+        charge("emit: " + backend.__module__.rsplit(".", 1)[-1], t)
+    for packager in PACKAGERS:
+        t = time.process_time()
+        files.extend(packager(project, files))
+        charge("emit: " + packager.__module__.rsplit(".", 1)[-1], t)
+    t = time.process_time()
+    tree = render(files)
+    charge("render", t)
+    return tree
+
+
+def compare(sizes: list[int], runs: int, baseline: Path) -> None:
+    """CPU seconds of every step, this tree against `baseline`, measured alternately."""
+    steps = ["validate", "compile", "plan", "plan-edit"]
+    print(f"CPU seconds (user + system), median of {runs} run(s) [min-max]; baseline: "
+          f"{baseline}")
+    print(f"{'N':>5} {'step':>10} {'baseline':>22} {'this tree':>22} {'ratio':>6}  peak RSS")
+    for n in sizes:
+        rows: dict[Path, dict[str, list[tuple[float, float, float]]]] = {baseline: {}, REPO: {}}
+        for _ in range(runs):
+            for tree in (baseline, REPO):
+                measure(n, 1, None, tree, rows[tree])
+        for step in steps:
+            cells, medians = [], []
+            for tree in (baseline, REPO):
+                cpu = [r[1] for r in rows[tree][step]]
+                medians.append(statistics.median(cpu))
+                cells.append(f"{medians[-1]:7.2f} [{min(cpu):.2f}-{max(cpu):.2f}]")
+            rss = "/".join(f"{max(r[2] for r in rows[t][step]):.0f}" for t in (baseline, REPO))
+            print(f"{n:>5} {step:>10} {cells[0]:>22} {cells[1]:>22} "
+                  f"{medians[1] / medians[0]:6.2f}  {rss} MB", flush=True)
 
 
 def growth(sizes: list[int], times: list[float]) -> float | None:
@@ -293,6 +349,9 @@ def main() -> None:
                         help="skip `kubectl kustomize` (slow for large N: it grows as N^1.5)")
     parser.add_argument("--phases", action="store_true", help="instead: CPU time of each "
                         "compiler pass for the first size, in one process")
+    parser.add_argument("--baseline", metavar="TREE", help="also time mlc from this source "
+                        "tree (e.g. a checkout of main), run by run alternately with this one, "
+                        "and print CPU ratios")
     parser.add_argument("--write", metavar="DIR", help="only write the N-model project (the "
                         "first size) into DIR, for profiling")
     args = parser.parse_args()
@@ -302,6 +361,9 @@ def main() -> None:
         return
     if args.phases:
         phases(sizes[0])
+        return
+    if args.baseline:
+        compare(sizes, args.runs, Path(args.baseline).resolve())
         return
     kubectl = shutil.which("kubectl")
     kustomize = None

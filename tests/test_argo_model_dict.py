@@ -59,3 +59,29 @@ def test_none_is_left_out_only_as_a_field_and_roots_are_unwrapped() -> None:
         assert ours == theirs and repr(ours) == repr(theirs)
     limits = fast.to_dict(template)["spec"]["templates"][0]["container"]["resources"]["limits"]
     assert limits == {"cpu": "1"}
+
+
+@pytest.mark.parametrize("root", PROJECTS[:1] + PROJECTS[-1:], ids=lambda p: p.name)
+def test_shared_models_give_what_fresh_ones_give(root: Path, monkeypatch) -> None:
+    """Models parsed once and shared (backends/argo/parsed.py) give the same objects as a
+    fresh parse_obj at every use, and nothing changes them while the objects are built."""
+    import json
+
+    from mlc.compiler.backends.argo import parsed
+
+    def emitted() -> list:
+        out = []
+        for env in list_environments(root):
+            project = check_environment(root, env, Diagnostics())
+            assert project is not None
+            out += [(f.path, f.content) for f in argo.emit(project)]
+        return out
+
+    shared = emitted()
+    for cls, text, model in parsed.cached():
+        fresh = cls.parse_obj(json.loads(text))
+        assert repr(fast.model_dict(model)) == repr(fast.model_dict(fresh)), (cls, text)
+    assert parsed.cached(), "nothing was shared: the test checks nothing"
+    monkeypatch.setattr(parsed, "_cache", {})
+    monkeypatch.setattr(parsed, "_MAX_ENTRIES", 0)  # every call parses afresh
+    assert repr(emitted()) == repr(shared)

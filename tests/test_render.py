@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import yaml
@@ -327,3 +328,31 @@ json_values = st.recursive(
 def test_json_round_trip(doc: dict) -> None:
     out = render_file(OutputFile("x.json", doc, "s"))
     assert same(json.loads(out), doc)
+
+
+class _Key(str):
+    """A str subclass as a key (like a `str` Enum): the general path unwraps it."""
+
+
+# What the fast path hands to the general path: other mappings, str-subclass keys, keys over
+# the implicit-key limit; and tuples, which both paths take as sequences.
+mixed_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(keys, inner, max_size=4),
+        st.dictionaries(keys, inner, max_size=3).map(types.MappingProxyType),
+        st.dictionaries(keys.map(_Key), inner, max_size=3),
+        st.dictionaries(st.sampled_from(["x" * 1001, "spec", "name"]), inner, max_size=2)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, mixed_values, min_size=1, max_size=6))
+def test_fast_path_writes_what_the_general_path_writes(doc: dict) -> None:
+    from mlc.compiler import render as r
+
+    general: list[str] = []
+    r._mapping(doc, 0, general)
+    assert r.dump_document(doc) == "\n".join(general) + "\n"

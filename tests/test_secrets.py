@@ -280,3 +280,27 @@ def test_a_literal_env_value_reaches_argo_as_text(tmp_path: Path):
     value = env["NOTE"]["value"]
     assert set(tags(value)) == {"='{{'"}  # the only tags: Argo's own escape of `{{`
     assert value.replace("{{='{{'}}", "{{") == HOSTILE
+
+
+@pytest.mark.parametrize("root", PROJECTS, ids=lambda p: p.name)
+def test_secret_facts_from_the_objects_equal_those_of_the_parsed_files(root: Path):
+    """The plan takes what each file makes and reads from the objects it was rendered from
+    (risks.secret_facts) instead of parsing the tree: the same facts, file by file, and the
+    same risks, also where a Secret is missing."""
+    from mlc.compiler.plan import risks
+
+    checked = 0
+    for c in compile_project(root, None, Diagnostics(), facts=risks.secret_facts):
+        ir = c.project.model_dump(mode="json")
+        parsed = {p: risks._file_secrets([i.value for i in split_file(p, b)])
+                  for p, b in c.files.items() if p in c.facts}
+        assert c.facts == parsed, c.env
+        named = {p for p, b in c.files.items()
+                 if p.endswith(".yaml") and risks._may_name_secrets(b)}
+        assert set(c.facts) == named, c.env
+        checked += sum(bool(read) for _, read in c.facts.values())
+        without = {p: b for p, b in c.files.items() if not p.startswith("secrets/")}
+        for files in (c.files, without):
+            assert secret_risks(files, ir, c.facts) == secret_risks(files, ir), c.env
+    if root == ROOT:  # the example reads Secrets in every environment
+        assert checked, "no file reads a Secret: the comparison checks nothing"

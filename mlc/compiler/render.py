@@ -95,6 +95,7 @@ def render_file(f: OutputFile) -> bytes:
     return text.encode("utf-8")
 
 
+@functools.lru_cache(maxsize=64)  # every file of an environment has the same source
 def header(source: str) -> str:
     # The header is a one-line comment: a newline or control character in `source` must not
     # break out of it.
@@ -143,8 +144,94 @@ def dump_document(doc: Mapping) -> str:
     if not doc:
         return "{}\n"
     lines: list[str] = []
-    _mapping(doc, 0, lines)
+    if type(doc) is dict:
+        _fast_mapping(doc, 0, lines, "")
+    else:
+        _mapping(doc, 0, lines)
     return "\n".join(lines) + "\n"
+
+
+# The fast path: the plain dicts (of string keys), lists, tuples and scalars the backends
+# build, emitted in one pass. It writes exactly what the general path below writes (the
+# compact `- ` form included: `prefix` is what the first line starts with, the dash of the
+# enclosing sequence or the padding) and hands anything else to the general path.
+
+
+def _fast_keys(mapping: dict) -> list[str]:
+    keys = sorted(mapping)
+    if _PRIORITY.isdisjoint(mapping):
+        return keys
+    return [k for k in PRIORITY_KEYS if k in mapping] + [k for k in keys if k not in _PRIORITY]
+
+
+def _fast_mapping(mapping: dict, indent: int, lines: list[str], prefix: str) -> None:
+    for key in mapping:
+        if type(key) is not str:
+            _general(_mapping, mapping, indent, lines, prefix)
+            return
+    pad = " " * indent
+    for key in _fast_keys(mapping):
+        text = _one_line(key)
+        if len(text) > _MAX_IMPLICIT_KEY:
+            lines.append(prefix + "? " + text)
+            _fast_entry(pad, ":", mapping[key], indent, lines)
+        else:
+            _fast_entry(prefix, text + ":", mapping[key], indent, lines)
+        prefix = pad
+
+
+def _fast_entry(prefix: str, head: str, value: Any, indent: int, lines: list[str]) -> None:
+    kind = type(value)
+    if kind is str and "\n" not in value:
+        lines.append(prefix + head + " " + _one_line(value))
+    elif kind is dict and value:
+        lines.append(prefix + head)
+        _fast_mapping(value, indent + _INDENT, lines, " " * (indent + _INDENT))
+    elif (kind is list or kind is tuple) and value:
+        lines.append(prefix + head)
+        _fast_sequence(value, indent + _INDENT, lines, " " * (indent + _INDENT))
+    elif kind in _SCALARS or kind in _COLLECTIONS:  # empty collections are scalars: {} []
+        first, rest = _scalar(value, indent)
+        lines.append(prefix + head + " " + first)
+        lines.extend(rest)
+    else:
+        nested: list[str] = []
+        _entry(head, value, indent, nested)
+        _general_lines(nested, indent, lines, prefix)
+
+
+def _fast_sequence(items: Sequence, indent: int, lines: list[str], prefix: str) -> None:
+    pad = " " * indent
+    for item in items:
+        dash = prefix + "- "
+        kind = type(item)
+        if kind is str and "\n" not in item:
+            lines.append(dash + _one_line(item))
+        elif kind is dict and item:
+            _fast_mapping(item, indent + _INDENT, lines, dash)
+        elif (kind is list or kind is tuple) and item:
+            _fast_sequence(item, indent + _INDENT, lines, dash)
+        elif kind in _SCALARS or kind in _COLLECTIONS:
+            first, rest = _scalar(item, indent)
+            lines.append(dash + first)
+            lines.extend(rest)
+        else:
+            nested: list[str] = []
+            _sequence([item], indent, nested)
+            _general_lines(nested, indent, lines, prefix)
+        prefix = pad
+
+
+def _general(emit: Any, value: Any, indent: int, lines: list[str], prefix: str) -> None:
+    nested: list[str] = []
+    emit(value, indent, nested)
+    _general_lines(nested, indent, lines, prefix)
+
+
+def _general_lines(nested: list[str], indent: int, lines: list[str], prefix: str) -> None:
+    """The general path's lines at `indent`, their first one starting with `prefix`."""
+    nested[0] = prefix + nested[0][indent:]
+    lines.extend(nested)
 
 
 # Backends build plain dicts, lists and strings: their exact types are tested first, since

@@ -60,7 +60,8 @@ def build_plan(root: Path, compiled: list[Compiled], trees: Mapping[str, Tree],
         staging_env = r.staging_of(c.env, all_envs)
         staging_ir = _staging_ir(root, staging_env, trees, by_env) if staging_env else None
         plans.append(plan_environment(c.env, c.files, trees[c.env], new_ir,
-                                      staging_env=staging_env, staging_ir=staging_ir))
+                                      staging_env=staging_env, staging_ir=staging_ir,
+                                      secret_facts=c.facts))
     return Plan(base=base, environments=plans)
 
 
@@ -81,7 +82,8 @@ def _staging_ir(root: Path, env: str, trees: Mapping[str, Tree],
 
 def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
                      new_ir: Mapping[str, Any], *, staging_env: str | None = None,
-                     staging_ir: Mapping[str, Any] | None = None) -> EnvPlan:
+                     staging_ir: Mapping[str, Any] | None = None,
+                     secret_facts: Mapping[str, r.SecretFacts] | None = None) -> EnvPlan:
     old_files = old.ours()
     cache: _Cache = {}
     actions = diff_trees(old_files, new_files, cache)
@@ -91,7 +93,7 @@ def plan_environment(env: str, new_files: Mapping[str, bytes], old: Tree,
         notes.append(NO_PROJECT_JSON)
     found = [*r.tree_risks(old, new_files), *r.action_risks(actions),
              *r.ir_risks(old_ir, new_ir), *weakening_risks(old_ir, new_ir),
-             *r.secret_risks(new_files, new_ir)]
+             *r.secret_risks(new_files, new_ir, secret_facts)]
     if actions:
         found += r.promotion_risks(env, old_ir, new_ir, staging_env, staging_ir)
     cost = plan_cost(old_ir, new_ir, old_known=not old_files)

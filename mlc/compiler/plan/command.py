@@ -16,6 +16,7 @@ from ..diagnostics import Diagnostics
 from . import formats, layers, saved
 from .build import build_plan, environments_to_read, read_trees
 from .read_lock import LockUnavailable, read_lock, report_lock_error
+from .risks import secret_facts
 from .trees import TreeError, open_git_base
 
 EXIT_OK, EXIT_INVALID, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 2
@@ -32,7 +33,7 @@ def run_plan(root: Path, envs: list[str] | None, out_dir: Path, *, fmt: str = "t
         print("mlc plan: --save cannot be combined with --base-ref: a saved plan is applied "
               "to the output folder, so it must be planned against it", file=sys.stderr)
         return EXIT_USAGE
-    compiled = compile_project(root, envs, diags)
+    compiled = compile_project(root, envs, diags, facts=secret_facts)
     to_read = environments_to_read([c.env for c in compiled], compiled[0].project.environments)
     try:
         if base_ref is not None:

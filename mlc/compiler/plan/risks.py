@@ -11,11 +11,12 @@ Codes are stable; docs/plan-and-apply.md explains each one and what to do about 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .model import CHANGE, DELETE, HIGH, MEDIUM, Action, Risk
-from .objects import dig, load_yaml_documents, split_file
+from .objects import _is_object, dig, load_yaml_documents, split_file
 from .trees import Tree, sha256
 
 DELETE_STATEFUL = "delete-stateful"
@@ -264,10 +265,17 @@ def _inputs(endpoint: Mapping) -> list[tuple[str, str]]:
 # Secrets: every Secret a pod or an AlertmanagerConfig reads must come from somewhere
 
 
-def secret_risks(new_files: Mapping[str, bytes], new_ir: Mapping[str, Any]) -> list[Risk]:
+SecretFacts = tuple[frozenset[tuple[str, str | None]], frozenset[tuple[str, str | None]]]
+
+
+def secret_risks(new_files: Mapping[str, bytes], new_ir: Mapping[str, Any],
+                 facts: Mapping[str, SecretFacts] | None = None) -> list[Risk]:
     """Secrets the new tree reads that neither an object of the tree creates (a Secret, an
     ExternalSecret's target) nor ml.yaml declares to exist already (`kubernetes:` secrets):
-    the pods that read them would never start (CreateContainerConfigError)."""
+    the pods that read them would never start (CreateContainerConfigError).
+
+    `facts` (from `secret_facts`, while compiling) are what each file makes and reads, taken
+    from the objects the file was rendered from; a file without them is parsed."""
     produced: set[tuple[str, str | None]] = set()
     for ref in _d(new_ir, "secrets").values():
         if not ref.get("external_store"):
@@ -276,13 +284,12 @@ def secret_risks(new_files: Mapping[str, bytes], new_ir: Mapping[str, Any]) -> l
     for path in sorted(new_files):
         if not path.endswith((".yaml", ".yml")) or not _may_name_secrets(new_files[path]):
             continue
-        for item in split_file(path, new_files[path]):
-            doc = item.value
-            if not isinstance(doc, dict) or "kind" not in doc:
-                continue
-            produced |= _secrets_made(doc)
-            for ref in _secrets_read(doc):
-                read.setdefault(ref, path)
+        known = facts.get(path) if facts is not None else None
+        made, reads = known if known is not None else _file_secrets(
+            [item.value for item in split_file(path, new_files[path])])
+        produced |= made
+        for ref in reads:
+            read.setdefault(ref, path)
     names = {name for name, _ in produced}
     risks = []
     for (name, key), path in sorted(read.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
@@ -293,6 +300,53 @@ def secret_risks(new_files: Mapping[str, bytes], new_ir: Mapping[str, Any]) -> l
                           "the tree creates and ml.yaml does not declare: its pods would not "
                           "start", subject=path))
     return risks
+
+
+def secret_facts(outputs: Iterable[Any], rendered: Mapping[str, bytes]) -> dict[str, SecretFacts]:
+    """What each YAML file of a compiled tree makes and reads, from the `OutputFile`s it was
+    rendered from: parsing the rendered tree back was most of a plan's time at scale. The
+    values are taken as YAML reads them back (`_as_read`: what `render` guarantees a parser
+    sees), so the facts equal those of the parsed file (tests/test_secrets.py)."""
+    out = {}
+    for f in outputs:
+        data = rendered.get(f.path)
+        if (data is None or not f.path.endswith((".yaml", ".yml"))
+                or not _may_name_secrets(data)):
+            continue
+        docs = f.content if isinstance(f.content, (list, tuple)) else [f.content]
+        out[f.path] = _file_secrets([_as_read(d) for d in docs])
+    return out
+
+
+def _as_read(value: Any) -> Any:
+    """A rendered value as PyYAML reads it back and `objects._plain` keeps it."""
+    if isinstance(value, Mapping):
+        return {str.__str__(k): _as_read(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_read(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"cannot read {type(value).__name__} back from YAML")
+
+
+def _file_secrets(docs: list[Any]) -> SecretFacts:
+    """(made, read) of one file's documents, chosen the way `objects.split_file` splits it."""
+    docs = [d for d in docs if d is not None]
+    if not (docs and all(_is_object(d) for d in docs)):
+        docs = [docs[0] if len(docs) == 1 else docs]
+    made: set[tuple[str, str | None]] = set()
+    reads: set[tuple[str, str | None]] = set()
+    for doc in docs:
+        if isinstance(doc, dict) and "kind" in doc:
+            made |= _secrets_made(doc)
+            reads |= _secrets_read(doc)
+    return frozenset(made), frozenset(reads)
 
 
 def _may_name_secrets(data: bytes) -> bool:

@@ -19,6 +19,7 @@ from .. import pods
 from ..escape import container_text
 from . import steps, volumes
 from .expressions import WORKFLOW_FAILURES, WORKFLOW_NAME, WORKFLOW_STATUS, literal
+from .parsed import parsed
 
 TEMPLATE = "notify"
 COMMAND = ["python", "-m", "mlc.runtime", "notify"]
@@ -54,10 +55,10 @@ def notify_step(project: ResolvedProject, pipeline: Pipeline) -> Container | Non
         image=project.images["train"].ref,
         command=list(COMMAND),
         args=["--project", PROJECT_JSON, "--pipeline", pipeline.name],
-        env=[m.EnvVar(name=k, value=v) for k, v in sorted(env.items())],
-        resources=m.ResourceRequirements.parse_obj(HARDWARE),
-        security_context=m.SecurityContext.parse_obj(pods.container_security_context()),
-        volume_mounts=[m.VolumeMount.parse_obj(v) for v in mounts],
+        env=[parsed(m.EnvVar, {"name": k, "value": v}) for k, v in sorted(env.items())],
+        resources=parsed(m.ResourceRequirements, HARDWARE),
+        security_context=parsed(m.SecurityContext, pods.container_security_context()),
+        volume_mounts=[parsed(m.VolumeMount, v) for v in mounts],
         active_deadline_seconds=m.IntOrString(__root__=TIMEOUT_SECONDS),
         retry_strategy=steps.retry_strategy(RETRIES),
     )

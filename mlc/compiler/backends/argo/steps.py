@@ -10,6 +10,7 @@ other pod of the project.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..escape import container_text
 from ..feast import DATA_ROOT_ENV, REPO_MOUNT_PATH
 from . import volumes
 from .expressions import WORKFLOW_NAME, literal, parameter_base64
+from .parsed import parsed
 
 # Exit codes of the runtime (mlc/runtime/step.py: EXIT_BAD_DATA, EXIT_GATES, EXIT_DRIFT) that
 # a retry cannot change: the data, the metrics or the drift would be the same the next time.
@@ -38,6 +40,7 @@ EXECUTOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"cpu": "500m", "memory": "256Mi"}}
 
 
+@functools.lru_cache(maxsize=8)
 def executor_patch(*containers: str) -> str:
     """A podSpecPatch that holds Argo's containers to the same security rules as ours: `init`
     is in every pod; `wait` runs beside a container step, while a resource step's `main` is
@@ -109,13 +112,13 @@ def retry_strategy(retries: Retries, *, policy: str = "Always",
     if retries.limit == 0:
         return None
     codes = ", ".join(f"'{c}'" for c in final)
-    return m.RetryStrategy(
-        limit=m.IntOrString(__root__=str(retries.limit)),
-        retry_policy=policy,
-        expression=f"lastRetry.status == 'Error' || !(lastRetry.exitCode in [{codes}])",
-        backoff=m.Backoff(duration=f"{retries.backoff_seconds}s",
-                          factor=m.IntOrString(__root__=retries.backoff_factor),
-                          cap=f"{retries.backoff_max_seconds}s"))
+    return parsed(m.RetryStrategy, {
+        "limit": str(retries.limit),
+        "retryPolicy": policy,
+        "expression": f"lastRetry.status == 'Error' || !(lastRetry.exitCode in [{codes}])",
+        "backoff": {"duration": f"{retries.backoff_seconds}s",
+                    "factor": retries.backoff_factor,
+                    "cap": f"{retries.backoff_max_seconds}s"}})
 
 
 def pod_labels(hardware: Hardware) -> dict[str, str]:
@@ -130,7 +133,7 @@ def scheduling(hardware: Hardware) -> dict[str, Any]:
     if "nodeSelector" in s:
         out["node_selector"] = literal_map(s["nodeSelector"])
     if "tolerations" in s:
-        out["tolerations"] = [m.Toleration.parse_obj(literal_map(t))
+        out["tolerations"] = [parsed(m.Toleration, literal_map(t))
                               for t in s["tolerations"]]
     if "priorityClassName" in s:
         out["priority_class_name"] = s["priorityClassName"]
@@ -149,10 +152,10 @@ def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> 
         image=step.image.ref,
         command=[container_text(literal(c)) for c in step.command],
         args=[container_text(literal(a)) for a in step.args],
-        env=[m.EnvVar.parse_obj(e) for e in step_env(project, pipeline, step)],
-        resources=m.ResourceRequirements.parse_obj(pods.resources(hardware)),
-        security_context=m.SecurityContext.parse_obj(pods.container_security_context()),
-        volume_mounts=[m.VolumeMount.parse_obj(v) for v in volumes.step_mounts(step)],
+        env=[parsed(m.EnvVar, e) for e in step_env(project, pipeline, step)],
+        resources=parsed(m.ResourceRequirements, pods.resources(hardware)),
+        security_context=parsed(m.SecurityContext, pods.container_security_context()),
+        volume_mounts=[parsed(m.VolumeMount, v) for v in volumes.step_mounts(step)],
         labels=pod_labels(hardware) or None,
         active_deadline_seconds=m.IntOrString(__root__=step.timeout_seconds),
         retry_strategy=retry_strategy(step.retries),

@@ -22,6 +22,7 @@ from .distributed import distributed_step
 from .expressions import literal, parameter_is_true
 from .metrics import workflow_metrics
 from .model_dict import to_dict
+from .parsed import parsed
 from .search import search_templates, task_template
 from .steps import container_step, executor_patch
 
@@ -90,7 +91,7 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
         raise ValueError(f"pipeline {pipeline.name}: template names clash: {names}")
     meta = metadata(project, template_name(pipeline), origin=origin(project, pipeline),
                     component=pipeline.kind)
-    claims = ([m.PersistentVolumeClaim.parse_obj(volumes.run_claim_template(project))]
+    claims = ([parsed(m.PersistentVolumeClaim, volumes.run_claim_template(project))]
               if volumes.shares_run_volume(pipeline) else None)
     template = WorkflowTemplate(
         name=meta["name"],
@@ -104,14 +105,14 @@ def workflow_template(project: ResolvedProject, pipeline: Pipeline) -> dict[str,
         on_exit=notify.TEMPLATE if exit_handler else None,
         service_account_name=project.platform.service_account,
         # Every step's pod, so that OpenCost and Kubecost charge runs to the team.
-        pod_metadata=m.Metadata(labels=cost_labels(project)),
-        security_context=m.PodSecurityContext.parse_obj(pods.pod_security_context()),
+        pod_metadata=parsed(m.Metadata, {"labels": cost_labels(project)}),
+        security_context=parsed(m.PodSecurityContext, pods.pod_security_context()),
         # Argo's init and wait containers beside every container step (a resource step, whose
         # pod has no `wait`, sets its own patch)
-        template_defaults=m.Template(pod_spec_patch=executor_patch("wait")),
+        template_defaults=parsed(m.Template, {"podSpecPatch": executor_patch("wait")}),
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=pipeline.concurrency_key)]),
         metrics=workflow_metrics(pipeline),
-        volumes=[m.Volume.parse_obj(v) for v in volumes.workflow_volumes(project, pipeline)],
+        volumes=[parsed(m.Volume, v) for v in volumes.workflow_volumes(project, pipeline)],
         volume_claim_templates=claims,
         # the run volume lives as long as the run; pods of succeeded steps go at once
         volume_claim_gc=m.VolumeClaimGC(strategy="OnWorkflowCompletion") if claims else None,
