@@ -54,9 +54,12 @@ def run_apply(root: Path, envs: list[str] | None, out_dir: Path, *, force: bool 
               stdout: IO[str] | None = None) -> int:
     from .pipeline import compile_project
     from .plan.build import environments_to_read
+    from .plan.risks import secret_facts
 
     stdout = stdout or sys.stdout
-    compiled = compile_project(root, envs, diags)  # before the lock: compiling is the slow part
+    # before the lock: compiling is the slow part; the secret check's facts are read from the
+    # objects as they are rendered, as the plan does, instead of parsing the files back
+    compiled = compile_project(root, envs, diags, facts=secret_facts)
     to_read = environments_to_read([c.env for c in compiled], compiled[0].project.environments)
     try:
         return _apply_compiled(root, compiled, to_read, out_dir, force=force,
