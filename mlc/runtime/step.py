@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from mlc import step_contract as sc
 from mlc.compiler import ir
@@ -238,3 +239,24 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise StepFailed(f"parameter `{item}` is not NAME=VALUE")
         out[name] = value
     return out
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that ran steps: flush, run the exit handlers (MLflow's, logging's,
+    multiprocessing's), then exit at once, without the interpreter's teardown of every
+    module torch, Feast, MLflow and Great Expectations loaded (about 4 s of CPU after
+    `mlc run` on the example). Whatever a step writes is written and closed by then."""
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
