@@ -3,7 +3,7 @@
 Each round runs `mlc run --env dev` once with this tree's mlc and once with the baseline's
 (`--baseline`, default /work/main: the main branch's checkout), in alternating order, each
 in a fresh copy of the example (no .mlc/ yet: a first run, as a new user's), in a process
-of its own started the way the command starts (`mlc.cli.main`). Inside that process the
+of its own started the way the command starts and ends (`mlc.cli.entry`). Inside that process the
 step runtime's `run_step` is timed per step: wall seconds and CPU seconds (the process's
 own, plus the children it waited for, such as a metrics sender process). The whole run's
 wall and CPU (compile included) are measured from outside.
@@ -21,6 +21,7 @@ tree's median wall is 20 s or more (the requirement).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
@@ -61,8 +62,18 @@ def child(project: Path, out: Path) -> int:
                           "wall": time.perf_counter() - wall, "cpu": cpu() - used})
 
     runtime_step.run_step = timed
-    code = cli.main(["run", "--env", "dev", "-C", str(project)])
-    out.write_text(json.dumps({"code": code, "steps": steps}), "utf-8")
+    real_main, result = cli.main, {"code": None}
+
+    def main_(argv=None):
+        result["code"] = real_main(argv)
+        return result["code"]
+
+    # the command's own entry, exit included (a tree may end its process its own way); the
+    # figures are written by an exit handler, which every way of ending runs
+    cli.main = main_
+    atexit.register(lambda: out.write_text(json.dumps({**result, "steps": steps}), "utf-8"))
+    sys.argv = ["mlc", "run", "--env", "dev", "-C", str(project)]
+    cli.entry()
     return 0
 
 
@@ -92,7 +103,7 @@ def one(tree: Path, work: Path, name: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(out.read_text("utf-8")) if out.is_file() else {"code": None,
                                                                          "steps": []}
-    if done.returncode != 0 or result["code"] != 0:
+    if done.returncode != 0 or result["code"] not in (0, None):
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
         raise SystemExit(f"mlc run failed with {tree}'s mlc (exit {result['code']})")
     result.update(wall=wall, load=load, cpu=(after.ru_utime + after.ru_stime)
