@@ -471,7 +471,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if "mlc.local.run" in sys.modules:  # `mlc run`: skip the teardown of the runtimes' libraries
+        from .runtime.step import exit_process
+
+        exit_process(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

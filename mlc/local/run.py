@@ -7,9 +7,13 @@
                                      register -> promote, tracked in .mlc/mlflow.db
 
 Each step is the entry function the cluster runs (mlc.runtime.step), called in this process
-so that torch, MLflow and Feast are imported once. The settings a pod gets from its
-manifest come from here instead: MLC_DATA_ROOT is the project folder, MLflow is a SQLite
-store under .mlc/, checkpoints go to .mlc/checkpoints/<model>/. A step's output goes to
+so that torch, MLflow and Feast are imported once. Each step gets the environment its
+container declares (`LocalProject.step_environ`: its identity, the parameters it reads,
+base64-encoded, its trainer's own env), with this machine's folders for the pod's:
+MLC_DATA_ROOT is the project folder, MLflow is a SQLite store under .mlc/, checkpoints go
+to .mlc/checkpoints/<model>/. What a step changes in the environment or the working
+directory is undone before the next, and a step that exits (SystemExit) fails as its pod
+would, with its exit code. A step's output goes to
 its log file (.mlc/runs/<pipeline>/<run-id>/logs/<step>.log); the screen shows one line per
 step, and under it what the step's summary file says (the gates against their thresholds,
 the rows read, the registered version, the drifted features: summaries.py). `promote`
@@ -22,6 +26,7 @@ the same local settings.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -42,6 +47,14 @@ from .progress import Progress
 
 STATE_DIR = ".mlc"
 FEAST_REPO_DIR = "feast"  # the Feast backend's folder in the output tree
+# a step's env naming a cluster service that has no counterpart on this machine: left out,
+# so the step keeps its report beside the run instead (mlc/runtime/pushgateway.py)
+LOCAL_UNSET = frozenset({"MLC_PUSHGATEWAY_URL"})
+# the parts of a pod's contract a step may find set by an earlier step in this process:
+# each step starts without them and gets only its own (`step_environ`)
+STEP_SCOPED_PREFIXES = (sc.PARAM_PREFIX,)
+STEP_SCOPED = frozenset({sc.PIPELINE_ENV, sc.STEP_ENV, sc.MODEL_ENV, sc.PROJECT_JSON_ENV,
+                         sc.CHECKPOINT_DIR_ENV, sc.CHECKPOINT_URI_ENV, sc.SEARCH_TRIAL_ENV})
 
 
 @dataclass(frozen=True)
@@ -59,22 +72,45 @@ class LocalProject:
 
     def environ(self, pipeline: str | None = None, run_id: str | None = None,
                 model: str | None = None) -> dict[str, str]:
-        """What a pod's manifest would set, pointing at this machine's folders."""
+        """The settings every step gets, pointing at this machine's folders."""
         env = {
-            "MLC_DATA_ROOT": str(self.root),
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            sc.DATA_ROOT_ENV: str(self.root),
+            sc.TRACKING_URI_ENV: self.tracking_uri,
             "MLC_ARTIFACT_ROOT": (self.state / "mlartifacts").as_uri(),
             "MLC_MATERIALIZE_FROM": "all",
             # a local run talks to nothing outside this machine (the user may say otherwise)
             "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
         }
         if self.feast_repo is not None:
-            env["MLC_FEAST_REPO"] = str(self.feast_repo)
+            env[sc.FEAST_REPO_ENV] = str(self.feast_repo)
         if pipeline and run_id:
-            env["MLC_RUN_DIR"] = str(self.state / "runs" / pipeline / run_id)
-            env["MLC_RUN_ID"] = f"{pipeline}-{run_id}"
+            env[sc.RUN_DIR_ENV] = str(self.state / "runs" / pipeline / run_id)
+            env[sc.RUN_ID_ENV] = f"{pipeline}-{run_id}"
         if model:
-            env["MLC_CHECKPOINT_DIR"] = str(self.state / "checkpoints" / model)
+            env[sc.CHECKPOINT_DIR_ENV] = str(self.state / "checkpoints" / model)
+        return env
+
+    def step_environ(self, pipeline: ir.Pipeline, step: ir.Step, run_id: str,
+                     params: Mapping[str, str]) -> dict[str, str]:
+        """What the step's container declares (backends/argo/steps.py `step_env`), with this
+        machine's folders for the pod's: the trainer's own env, then the contract's
+        variables, the parameters the step reads (and only those) base64-encoded. HOME
+        stays the user's, and a cluster service the step would report to
+        (`LOCAL_UNSET`) is left out: nothing here listens there."""
+        env = {k: v for k, v in step.env.items() if k not in LOCAL_UNSET}
+        env.update(self.environ(pipeline.name, run_id))
+        env[sc.PROJECT_JSON_ENV] = str(self.project_file)
+        env[sc.PIPELINE_ENV] = pipeline.name
+        env[sc.STEP_ENV] = step.name
+        if pipeline.model:
+            env[sc.MODEL_ENV] = pipeline.model
+        if step.checkpoint_path:  # a folder here, whether the pod has a volume or a bucket
+            env[sc.CHECKPOINT_DIR_ENV] = str(self.state / "checkpoints" / pipeline.model) \
+                if pipeline.model else str(self.state / "checkpoints" / pipeline.name)
+        for name in step.parameters:
+            if name in params:
+                key = f"{sc.PARAM_PREFIX}{name.upper()}{sc.PARAM_B64_SUFFIX}"
+                env[key] = base64.b64encode(params[name].encode("utf-8")).decode("ascii")
         return env
 
 
@@ -114,6 +150,24 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def step_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """One step's environment: this process's, less what belongs to one step of a pod (the
+    step's identity, parameters, checkpoint settings: `STEP_SCOPED`), plus `values`. Whatever
+    the step changes in os.environ is undone when it ends, so the next step starts from
+    the same environment as its own pod would, not from what this one left."""
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key in STEP_SCOPED or key.startswith(STEP_SCOPED_PREFIXES):
+            del os.environ[key]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextmanager
@@ -200,15 +254,15 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
     """Run one pipeline's steps in order; a failed step skips the steps after it."""
     from mlc.runtime.step import EXIT_FAILED, StepFailed, build_context, run_step
 
-    values = local.environ(pipeline.name, run_id, pipeline.model)
-    run_dir = Path(values["MLC_RUN_DIR"])
-    overrides = {k: v for k, v in params.items() if k in {p.name for p in pipeline.parameters}}
+    run_dir = local.state / "runs" / pipeline.name / run_id
+    values = {p.name: p.default for p in pipeline.parameters}
+    values.update((k, v) for k, v in params.items() if k in values)
     progress.section(f"{pipeline.name}  ({run_dir.relative_to(local.root)})")
     failed: str | None = None
     code = 0
     # a custom trainer's command runs in the working directory, as in its image: here, the
     # project folder, where its relative paths (a train.py) lie
-    with environment(values), contextlib.chdir(local.root):
+    with contextlib.chdir(local.root):
         for step in step_order(pipeline):
             if failed is not None:
                 progress.line(step.name, "skipped", detail=f"after {failed}")
@@ -218,14 +272,20 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
             progress.start(step.name)
             report, code = None, 0
             try:
-                with captured(log):
+                with step_environment(local.step_environ(pipeline, step, run_id, values)), \
+                        contextlib.chdir(local.root), captured(log):
+                    # what `python -m mlc.runtime step` does in the pod, in this process
                     ctx = build_context(local.project, pipeline.name, step.name,
-                                        overrides=overrides, project_file=local.project_file)
+                                        project_file=local.project_file)
                     try:
                         run_step(ctx)
                     except StepFailed as exc:
                         print(exc.message, file=sys.stderr)
                         raise
+                    except SystemExit as exc:
+                        if exc.code not in (0, None):  # exit 0 ends the pod's step as done
+                            traceback.print_exc()
+                            raise
                     except Exception:
                         traceback.print_exc()
                         raise
@@ -234,6 +294,9 @@ def run_pipeline(local: LocalProject, pipeline: ir.Pipeline, params: Mapping[str
             except ModuleNotFoundError as exc:
                 report, code = (f"this step needs the Python package `{exc.name}`: install "
                                 "the runtimes with `pip install 'mlc[runtime]'`"), EXIT_FAILED
+            except SystemExit as exc:  # its pod's process would have exited: its failure
+                code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+                report = f"the step exited with {exc.code!r}"
             except Exception as exc:  # a bug or an unexpected library error: the log has it
                 report, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
             facts = summaries.lines(summaries.read(run_dir, step.name))

@@ -47,4 +47,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    if "mlc.runtime.step" in sys.modules:  # a step ran: skip the teardown of its libraries
+        sys.modules["mlc.runtime.step"].exit_process(code)
+    sys.exit(code)

@@ -21,9 +21,12 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from mlc import step_contract as sc
 from mlc.compiler import ir
+from mlc.runtime import feast_import
+from mlc.runtime.train import threads
 
 # Exit codes a pipeline (and Argo's retry policy) can tell apart.
 EXIT_FAILED = 1
@@ -179,13 +182,13 @@ def run_step(ctx: StepContext) -> None:
     `platform.lineage`, the step's OpenLineage events frame it (mlc/runtime/lineage.py)."""
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     if ctx.project.platform.lineage is None:
-        entry_point(ctx.step.kind)(ctx)
+        _call(ctx)
         return
     # by name, like the entry points: the lineage module reads sources, which import this one
     lineage = importlib.import_module("mlc.runtime.lineage").StepLineage(ctx)
     lineage.start()
     try:
-        entry_point(ctx.step.kind)(ctx)
+        _call(ctx)
     except StepFailed as exc:
         lineage.fail(exc.message)
         raise
@@ -193,6 +196,13 @@ def run_step(ctx: StepContext) -> None:
         lineage.fail(f"{type(exc).__name__}: {exc}")
         raise
     lineage.complete()
+
+
+def _call(ctx: StepContext) -> None:
+    feast_import.install()  # before any step imports Feast (mlc/runtime/feast_import.py)
+    entry = entry_point(ctx.step.kind)
+    threads.configure(ctx)  # a torch step uses the CPUs its pod has, not the node's
+    entry(ctx)
 
 
 def main(argv: list[str]) -> int:
@@ -229,3 +239,24 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise StepFailed(f"parameter `{item}` is not NAME=VALUE")
         out[name] = value
     return out
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that ran steps: flush, run the exit handlers (MLflow's, logging's,
+    multiprocessing's), then exit at once, without the interpreter's teardown of every
+    module torch, Feast, MLflow and Great Expectations loaded (about 4 s of CPU after
+    `mlc run` on the example). Whatever a step writes is written and closed by then."""
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -10,9 +10,9 @@ So the work is split three ways:
 - `BackgroundLogger`, in the training loop: `log` appends to a list (a few microseconds);
   every `interval` seconds the list is handed to a sink. GPU values are converted 64 at a
   time, so a GPU run synchronises once per 64 steps, not once per step.
-- a sink, which stores elsewhere: `ProcessSink`, a separate lower-priority process (the
-  default: neither the training process's CPU time nor its GIL), or `ThreadSink`, a thread
-  (the fallback where no process can be started).
+- a sink, which stores elsewhere: `ProcessSink`, a separate lower-priority process (where
+  the step has a core to spare: neither the training process's CPU time nor its GIL), or
+  `ThreadSink`, a thread (where it has not: no process to start, `start_sink`).
 - `MetricWriter`, which the sink calls: `log_batch`, except on MLflow's SQL stores, where it
   inserts the values in one statement with MLflow's own table and updates the run's latest
   values with MLflow's own rule (about 10x less CPU per value). Anything unexpected there
@@ -279,12 +279,22 @@ class ThreadSink:
         self._thread.join(timeout=30)
 
 
-def start_sink(tracking_uri: str):
-    """The metrics sink for a training run: a sender process, or a thread where processes
-    cannot be started (or MLC_METRICS_SINK=thread asks for one)."""
+def start_sink(tracking_uri: str, cores: float | None = None):
+    """The metrics sink for a training run: a sender process where the step has a core to
+    spare for it (`cores`, the CPU the step may use: 2 or more, or unknown), else a thread.
+
+    A sender process costs a fixed 2-3 s of CPU to start (a Python interpreter importing
+    MLflow and opening the store) before it saves anything per value. With a core of its
+    own that cost and its per-value work stay off the training thread's core; with no core
+    to spare (a pod limited to one CPU or less, `mlc run` on the dev profile) both land on
+    it, and a thread of the training process, which imported MLflow already, does the same
+    stores for the per-value work alone. MLC_METRICS_SINK=process or thread chooses."""
     from mlc.runtime.train.tracking import client_for
 
-    if os.environ.get("MLC_METRICS_SINK", "process") != "thread":
+    chosen = os.environ.get("MLC_METRICS_SINK", "")
+    if chosen not in ("process", "thread"):
+        chosen = "process" if cores is None or cores >= 2 else "thread"
+    if chosen == "process":
         try:
             return ProcessSink(tracking_uri)
         except OSError:

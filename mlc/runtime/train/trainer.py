@@ -288,10 +288,11 @@ def run(ctx: StepContext) -> None:
 
         run_custom(ctx)
         return
-    from mlc.runtime.train import metric_log
+    from mlc.runtime.train import metric_log, threads
 
-    # the metrics process starts first: it imports MLflow while the data loads
-    sink = metric_log.start_sink(ctx.mlflow_tracking_uri)
+    # a metrics process starts first: it imports MLflow while the data loads
+    sink = metric_log.start_sink(ctx.mlflow_tracking_uri,
+                                 threads.step_cpus(ctx.project, ctx.step))
     try:
         _train_builtin(ctx, sink)
     finally:
