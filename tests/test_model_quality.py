@@ -16,8 +16,10 @@ source (exit 1, `up` 0).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -146,7 +148,7 @@ def cluster(tmp_path_factory):
                     hosts={PUSHGATEWAY_HOST: url.removeprefix("http://")}, timeout=120)
         yield {"cluster": c, "tree": tree, "labels": labels, "objects": objects, "url": url,
                "version": version, "features": [f.field for f in model.features],
-               "tmp": tmp}
+               "tmp": tmp, "root": root, "registered": model.registered_name}
 
 
 def run_case(env: dict, name: str, **case) -> tuple[int, str, dict | None, tuple[int, int]]:
@@ -324,3 +326,28 @@ def test_a_drop_retrains_through_drift_s_guarded_path(cluster):
     t0 = 1_800_000_000
     assert [alert(t) for t in (t0, t0 + 3600, t0 + lease - 1, t0 + lease)] == [
         True, False, False, True]
+
+
+def test_mlc_run_quality_runs_the_monitor_on_this_machine(cluster):
+    """`mlc run quality MONITOR`: the same pipeline on this machine's registry (.mlc/mlflow.db),
+    over the prediction log `mlc run serve` writes (.mlc/predictions/<endpoint>)."""
+    root = cluster["root"]
+    state = root / ".mlc"
+    state.mkdir(exist_ok=True)
+    version = register(f"sqlite:///{state / 'mlflow.db'}", cluster["registered"])
+    correct, joined = write_case(state / "predictions" / "fraud-api", cluster["labels"],
+                                 cluster["features"], version, accuracy=0.7, customers=900,
+                                 labelled=0.8, seed=4)
+    done = subprocess.run([sys.executable, "-m", "mlc", "run", "quality", MONITOR, "-C",
+                           str(root), "--env", "dev"], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ})
+    assert done.returncode == 0, done.stdout + done.stderr
+    [report] = (state / "runs" / PIPELINE).glob(f"*/quality/{MONITOR}/quality.json")
+    report = json.loads(report.read_text())
+    assert (report["state"], report["samples"]) == ("dropped", joined)
+    assert report["metrics"]["accuracy"]["value"] == pytest.approx(correct / joined)
+    assert report["served_version"] == str(version)
+    unknown = subprocess.run([sys.executable, "-m", "mlc", "run", "quality", "nope", "-C",
+                              str(root), "--env", "dev"], capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert unknown.returncode == 2 and f"known: {MONITOR}" in unknown.stdout + unknown.stderr

@@ -400,12 +400,26 @@ def serve(root: Path, env: str, endpoint: str, diags: Diagnostics, *, host: str 
 def drift(root: Path, env: str, check: str, diags: Diagnostics, *,
           progress: Progress | None = None) -> int:
     """`mlc run drift CHECK`: the check's pipeline, reading what `mlc run serve` logged."""
-    progress = progress or Progress()
     local = prepare(root, env, diags)
-    found = local.project.drift_checks.get(check)
+    return _monitor(local, "drift check", check, local.project.drift_checks,
+                    progress or Progress())
+
+
+def quality(root: Path, env: str, monitor: str, diags: Diagnostics, *,
+            progress: Progress | None = None) -> int:
+    """`mlc run quality MONITOR`: the quality monitor's pipeline, joining what `mlc run
+    serve` logged with the monitor's labels source as the cluster's CronWorkflow does."""
+    local = prepare(root, env, diags)
+    return _monitor(local, "quality monitor", monitor, local.project.quality_monitors,
+                    progress or Progress())
+
+
+def _monitor(local, kind: str, name: str, known: Mapping, progress: Progress) -> int:
+    """A monitor's pipeline (a drift check's, a quality monitor's) on this machine, over the
+    prediction log that `mlc run serve` wrote for its endpoint."""
+    found = known.get(name)
     if found is None:
-        progress.say(f"error: no drift check `{check}` (known: "
-                     f"{', '.join(local.project.drift_checks) or 'none'})")
+        progress.say(f"error: no {kind} `{name}` (known: {', '.join(known) or 'none'})")
         return 2
     pipeline = local.project.pipelines[found.pipeline]
     endpoint = found.endpoint

@@ -54,15 +54,7 @@ class IngestMetrics:
         self.pushed = {v: pushed.labels(source=source, view=v) for v in views}
         self.failed = {r: failed.labels(source=source, reason=r)
                        for r in contract.INGEST_FAILURE_REASONS}
-        self._partitions: set[str] = set()
-
-    def set_lag(self, lags: dict[int, int]) -> None:
-        current = {str(p) for p in lags}
-        for gone in self._partitions - current:  # revoked in a rebalance
-            self.lag.remove(self.source, gone)
-        for partition, lag in lags.items():
-            self.lag.labels(source=self.source, partition=str(partition)).set(lag)
-        self._partitions = current
+        self.set_lag = PartitionLag(self.lag, source)
 
 
 class Ingestor:
@@ -134,6 +126,24 @@ class Ingestor:
 
     def lags(self) -> dict[int, int]:
         return partition_lags(self.consumer, self.start_from)
+
+
+class PartitionLag:
+    """Sets a consumer's lag gauge (labels: its owner, then `partition`) to the lag of each
+    partition it holds; a partition revoked in a rebalance leaves the gauge. The ingestion and
+    stream scoring both measure their group this way."""
+
+    def __init__(self, gauge: Any, owner: str):
+        self.gauge, self.owner = gauge, owner
+        self._partitions: set[str] = set()
+
+    def __call__(self, lags: dict[int, int]) -> None:
+        current = {str(p) for p in lags}
+        for gone in self._partitions - current:
+            self.gauge.remove(self.owner, gone)
+        for partition, lag in lags.items():
+            self.gauge.labels(self.owner, str(partition)).set(lag)
+        self._partitions = current
 
 
 def partition_lags(consumer: Any, start_from: str) -> dict[int, int]:

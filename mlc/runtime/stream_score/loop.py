@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlc import metrics as contract
 from mlc import stream_contract
-from mlc.runtime.ingest.loop import partition_lags
+from mlc.runtime.ingest.loop import PartitionLag, partition_lags
 from mlc.runtime.serve.validation import RequestError, Signature
 
 log = logging.getLogger("mlc.stream")
@@ -67,15 +67,7 @@ class StreamMetrics:
         self.failed = {r: failed.labels(endpoint=endpoint, reason=r)
                        for r in contract.STREAM_FAILURE_REASONS}
         self.lag = make(contract.STREAM_LAG, Gauge)
-        self._partitions: set[str] = set()
-
-    def set_lag(self, lags: dict[int, int]) -> None:
-        current = {str(p) for p in lags}
-        for gone in self._partitions - current:  # revoked in a rebalance
-            self.lag.remove(self.endpoint, gone)
-        for partition, lag in lags.items():
-            self.lag.labels(endpoint=self.endpoint, partition=str(partition)).set(lag)
-        self._partitions = current
+        self.set_lag = PartitionLag(self.lag, endpoint)
 
 
 class EventRows:

@@ -14,6 +14,7 @@ from mlc import metrics
 from ...ir import Ingestion, ResolvedProject
 from . import promql
 from .alerts import Alert, Group, Scenario, Series
+from .consumer_lag import ConsumerLag
 from .rules import RuleSet, _by
 
 FAILURE_WINDOW = 15 * 60
@@ -30,26 +31,8 @@ def ingest_rule_sets(project: ResolvedProject) -> list[RuleSet]:
 
 def ingest_alerts(project: ResolvedProject, ingestion: Ingestion) -> list[Alert]:
     labels = {**promql.scope(project), "source": ingestion.source}
-    lag_name = promql.series(metrics.INGEST_LAG)
-    lag = promql.selector(lag_name, labels)
-    limit = ingestion.max_lag
-    hold = ingestion.lag_for_seconds
-    step = 60 if hold >= 60 else max(1, hold)
-    samples = hold // step + 5
-
-    def behind(*per_partition: int) -> Scenario:
-        return Scenario(tuple(Series(lag_name, {**labels, "partition": str(i)},
-                                     f"{n}+0x{samples}") for i, n in enumerate(per_partition)),
-                        (samples - 1) * step, interval_seconds=step)
-
-    # over the limit only summed over partitions: the group is behind, not one partition
-    split = (limit // 2 + 1, limit // 2 + 1)
-    healthy = [behind(limit // 2), behind(0)]
-    if hold >= step:  # behind, but for one step less than `lagFor`: not yet
-        k = samples - hold // step
-        healthy.append(Scenario((Series(lag_name, {**labels, "partition": "0"},
-                                        f"0+0x{k - 1} {2 * limit}+0x{samples - k}"),),
-                                (samples - 1) * step, interval_seconds=step))
+    lag = ConsumerLag(metrics.INGEST_LAG, labels, ingestion.max_lag, ingestion.lag_for_seconds)
+    limit, hold = lag.limit, lag.hold
     failed_name = promql.series(metrics.INGEST_FAILED)
     failed = promql.selector(failed_name, labels)
     window = promql.duration(FAILURE_WINDOW)
@@ -59,7 +42,7 @@ def ingest_alerts(project: ResolvedProject, ingestion: Ingestion) -> list[Alert]
                         20 * 60)
     return [
         Alert(name="IngestConsumerLagHigh", severity="warning", for_seconds=hold,
-              expr=f"sum by ({_by(labels)}) ({lag}) > {promql.number(limit)}",
+              expr=lag.expr,
               summary=(f"Ingestion of {ingestion.source} is more than {limit} messages "
                        "behind its topic.",),
               description=(f"Consumer group {ingestion.consumer_group} has been more than "
@@ -68,8 +51,7 @@ def ingest_alerts(project: ResolvedProject, ingestion: Ingestion) -> list[Alert]
                            f"{', '.join(ingestion.views)} are that far behind the events. "
                            "Add replicas (up to the topic's partitions) or check the "
                            "Deployment's logs for write retries.",),
-              unhealthy=((behind(limit * 2), labels), (behind(*split), labels)),
-              healthy=tuple(healthy)),
+              unhealthy=lag.unhealthy(), healthy=lag.healthy()),
         Alert(name="IngestMessagesFailing", severity="warning",
               expr=f"sum by ({_by(labels)}) (increase({failed}[{window}])) > 0",
               summary=(f"Messages of {ingestion.source} are not reaching the online store.",),

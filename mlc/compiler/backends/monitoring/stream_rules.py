@@ -16,6 +16,7 @@ from mlc import metrics
 from ...ir import Endpoint, ResolvedProject
 from . import promql
 from .alerts import Alert, Group, Scenario, Series
+from .consumer_lag import ConsumerLag
 from .rules import RuleSet, _by
 
 WINDOW = 15 * 60
@@ -36,24 +37,8 @@ def stream_alerts(project: ResolvedProject, ep: Endpoint) -> list[Alert]:
     s = ep.stream
     assert s is not None
     labels = {**promql.scope(project), "endpoint": ep.name}
-    lag_name = promql.series(metrics.STREAM_LAG)
-    lag = promql.selector(lag_name, labels)
-    limit = s.max_lag
-    hold = s.lag_for_seconds
-    step = 60 if hold >= 60 else max(1, hold)
-    samples = hold // step + 5
-
-    def behind(*per_partition: int) -> Scenario:
-        return Scenario(tuple(Series(lag_name, {**labels, "partition": str(i)},
-                                     f"{n}+0x{samples}") for i, n in enumerate(per_partition)),
-                        (samples - 1) * step, interval_seconds=step)
-
-    healthy = [behind(limit // 2), behind(0)]
-    if hold >= step:  # behind, but for one step less than `lagFor`: not yet
-        k = samples - hold // step
-        healthy.append(Scenario((Series(lag_name, {**labels, "partition": "0"},
-                                        f"0+0x{k - 1} {2 * limit}+0x{samples - k}"),),
-                                (samples - 1) * step, interval_seconds=step))
+    lag = ConsumerLag(metrics.STREAM_LAG, labels, s.max_lag, s.lag_for_seconds)
+    limit, hold = lag.limit, lag.hold
     window = promql.duration(WINDOW)
 
     def counter(metric, extra: dict[str, str]):
@@ -70,7 +55,7 @@ def stream_alerts(project: ResolvedProject, ep: Endpoint) -> list[Alert]:
              "nowhere (`onPoison: skip`)")
     return [
         Alert(name="StreamConsumerLagHigh", severity="warning", for_seconds=hold,
-              expr=f"sum by ({_by(labels)}) ({lag}) > {promql.number(limit)}",
+              expr=lag.expr,
               summary=(f"Stream endpoint {ep.name} is more than {limit} events behind its "
                        "topic.",),
               description=(f"Consumer group {s.consumer_group} has been more than {limit} "
@@ -78,9 +63,7 @@ def stream_alerts(project: ResolvedProject, ep: Endpoint) -> list[Alert]:
                            f"{promql.duration(hold)}; the scores in {s.output_topic} are "
                            "that far behind the events. Add replicas (up to the topic's "
                            "partitions) or check the Deployment's logs.",),
-              unhealthy=((behind(limit * 2), labels),
-                         (behind(limit // 2 + 1, limit // 2 + 1), labels)),
-              healthy=tuple(healthy)),
+              unhealthy=lag.unhealthy(), healthy=lag.healthy()),
         Alert(name="StreamScoringFailing", severity="critical",
               expr=f"sum by ({_by(labels)}) (increase({failed}[{window}])) > 0",
               summary=(f"Batches of stream endpoint {ep.name} are failing.",),

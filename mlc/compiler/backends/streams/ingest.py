@@ -21,7 +21,6 @@ from ..network import destinations as d
 from ..network import policy
 from ..objects import labels, metadata, selector_labels
 from ..pods import (
-    container_security_context,
     pod_security_context,
     resources,
     scheduling,
@@ -68,28 +67,15 @@ def volumes(project: ResolvedProject, ingestion: Ingestion) -> list[dict[str, An
 
 
 def container(project: ResolvedProject, ingestion: Ingestion) -> dict[str, Any]:
-    probe = {"httpGet": {"path": "/metrics", "port": contract.METRICS_PORT_NAME},
-             "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 2}
     mounts = [project_json_mount(), *repo_volume_mounts(FEAST_VOLUME),
               {"name": SCRATCH_VOLUME, "mountPath": HOME}]
     if tls_files(ingestion):
         mounts.append(kafka.tls_mount())
-    return {
-        "name": CONTAINER,
-        "image": ingestion.image.ref,
-        "imagePullPolicy": "IfNotPresent" if ingestion.image.digest else "Always",
-        "command": ["python", "-m", "mlc.runtime"],
-        "args": ["ingest", "--project", PROJECT_JSON, "--source",
-                 container_text(ingestion.source)],
-        "env": env(project, ingestion),
-        "ports": [{"name": contract.METRICS_PORT_NAME, "containerPort": contract.METRICS_PORT,
-                   "protocol": "TCP"}],
-        "resources": resources(project.hardware[ingestion.hardware]),
-        "livenessProbe": probe,
-        "readinessProbe": {**probe, "periodSeconds": 5},
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-    }
+    return kafka.consumer_container(
+        name=CONTAINER, image=ingestion.image,
+        args=["ingest", "--project", PROJECT_JSON, "--source", container_text(ingestion.source)],
+        env=env(project, ingestion), resources=resources(project.hardware[ingestion.hardware]),
+        mounts=mounts, port_name=contract.METRICS_PORT_NAME, port=contract.METRICS_PORT)
 
 
 def deployment(project: ResolvedProject, ingestion: Ingestion) -> dict[str, Any]:

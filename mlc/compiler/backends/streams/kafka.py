@@ -9,8 +9,9 @@ from typing import Any
 
 from mlc import ingest_contract as contract
 
-from ...ir import KafkaConnection, ResolvedProject, SecretRef
+from ...ir import Image, KafkaConnection, ResolvedProject, SecretRef
 from ..network import destinations as d
+from ..pods import container_security_context
 
 TLS_VOLUME = "kafka-tls"
 # Owner and group may read the TLS files; the pod's fsGroup is the runtime's group.
@@ -60,3 +61,26 @@ def broker_rules(project: ResolvedProject, kafka: KafkaConnection) -> list[dict[
     every store."""
     return d.unique([d.url_rule(project, f"kafka://{server.strip()}")
                      for server in kafka.bootstrap_servers.split(",")])
+
+
+def consumer_container(*, name: str, image: Image, args: list[str], env: list[dict[str, Any]],
+                       resources: dict[str, Any], mounts: list[dict[str, Any]],
+                       port_name: str, port: int) -> dict[str, Any]:
+    """The container of a Kafka consumer Deployment (the ingestion, stream scoring): mlc's
+    runtime with `args`, its metrics port, probed on /metrics, locked down as every pod."""
+    probe = {"httpGet": {"path": "/metrics", "port": port_name},
+             "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 2}
+    return {
+        "name": name,
+        "image": image.ref,
+        "imagePullPolicy": "IfNotPresent" if image.digest else "Always",
+        "command": ["python", "-m", "mlc.runtime"],
+        "args": args,
+        "env": env,
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        "resources": resources,
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }

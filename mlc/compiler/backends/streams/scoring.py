@@ -37,7 +37,6 @@ from ..network import destinations as d
 from ..network import policy
 from ..objects import labels, metadata, selector_labels
 from ..pods import (
-    container_security_context,
     pod_security_context,
     resources,
     scheduling,
@@ -105,29 +104,16 @@ def volumes(project: ResolvedProject, ep: Endpoint) -> list[dict[str, Any]]:
 
 
 def container(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
-    probe = {"httpGet": {"path": "/metrics", "port": contract.METRICS_PORT_NAME},
-             "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 2}
     mounts = [project_json_mount(), {"name": SCRATCH_VOLUME, "mountPath": HOME}]
     if ep.online_features:
         mounts += repo_volume_mounts(FEAST_VOLUME)
     if kafka.tls_files(_stream(ep).kafka):
         mounts.append(kafka.tls_mount())
-    return {
-        "name": CONTAINER,
-        "image": ep.image.ref,
-        "imagePullPolicy": "IfNotPresent" if ep.image.digest else "Always",
-        "command": ["python", "-m", "mlc.runtime"],
-        "args": ["stream-score", "--project", PROJECT_JSON, "--endpoint",
-                 container_text(ep.name)],
-        "env": env(project, ep),
-        "ports": [{"name": contract.METRICS_PORT_NAME, "containerPort": contract.METRICS_PORT,
-                   "protocol": "TCP"}],
-        "resources": resources(project.hardware[ep.hardware]),
-        "livenessProbe": probe,
-        "readinessProbe": {**probe, "periodSeconds": 5},
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-    }
+    return kafka.consumer_container(
+        name=CONTAINER, image=ep.image,
+        args=["stream-score", "--project", PROJECT_JSON, "--endpoint", container_text(ep.name)],
+        env=env(project, ep), resources=resources(project.hardware[ep.hardware]),
+        mounts=mounts, port_name=contract.METRICS_PORT_NAME, port=contract.METRICS_PORT)
 
 
 def deployment(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
