@@ -25,7 +25,7 @@ from .. import pods
 from ..escape import container_text
 from ..objects import SOURCE_ANNOTATION, labels
 from . import steps, volumes
-from .expressions import WORKFLOW_NAME, literal
+from .expressions import literal
 
 JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
@@ -70,27 +70,7 @@ def jobset(project: ResolvedProject, pipeline: Pipeline, step: Step) -> dict[str
         "securityContext": pods.container_security_context(),
         "volumeMounts": volumes.step_mounts(step),
     }
-    claim = (volumes.run_claim_name(WORKFLOW_NAME) if volumes.shares_run_volume(pipeline)
-             else None)
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # the workflow's account, as every other step: cloud credentials (IRSA, Workload
-        # Identity) are bound to it, and the namespace's `default` account has none
-        "serviceAccountName": project.platform.service_account,
-        # the trainer never talks to the Kubernetes API
-        "automountServiceAccountToken": False,
-        "securityContext": pods.pod_security_context(),
-        "containers": [container],
-        "volumes": volumes.pod_volumes(project, pipeline, run_claim=claim),
-    }
-    scheduling = pods.scheduling(hardware)
-    if "nodeSelector" in scheduling:
-        pod_spec["nodeSelector"] = steps.literal_map(scheduling["nodeSelector"])
-    if "tolerations" in scheduling:
-        pod_spec["tolerations"] = [steps.literal_map(t)
-                                   for t in scheduling["tolerations"]]
-    if "priorityClassName" in scheduling:
-        pod_spec["priorityClassName"] = scheduling["priorityClassName"]
+    pod_spec = steps.job_pod_spec(project, pipeline, hardware, container)
     job = {
         "parallelism": step.nodes,
         "completions": step.nodes,

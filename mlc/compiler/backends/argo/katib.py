@@ -34,7 +34,7 @@ from .. import pods
 from ..escape import container_text
 from ..objects import SOURCE_ANNOTATION, cost_labels, labels
 from . import steps, volumes
-from .expressions import WORKFLOW_NAME, literal
+from .expressions import literal
 
 API_VERSION = "kubeflow.org/v1beta1"
 ALGORITHMS = {"random": "random", "tpe": "tpe", "grid": "grid"}
@@ -107,24 +107,7 @@ def trial_job(project: ResolvedProject, pipeline: Pipeline, step: Step,
         "securityContext": pods.container_security_context(),
         "volumeMounts": volumes.step_mounts(step),
     }
-    claim = (volumes.run_claim_name(WORKFLOW_NAME) if volumes.shares_run_volume(pipeline)
-             else None)
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # the workflow's account, as every other step: cloud credentials are bound to it
-        "serviceAccountName": project.platform.service_account,
-        "automountServiceAccountToken": False,  # a trial never talks to the Kubernetes API
-        "securityContext": pods.pod_security_context(),
-        "containers": [container],
-        "volumes": volumes.pod_volumes(project, pipeline, run_claim=claim),
-    }
-    scheduling = pods.scheduling(hardware)
-    if "nodeSelector" in scheduling:
-        pod_spec["nodeSelector"] = steps.literal_map(scheduling["nodeSelector"])
-    if "tolerations" in scheduling:
-        pod_spec["tolerations"] = [steps.literal_map(t) for t in scheduling["tolerations"]]
-    if "priorityClassName" in scheduling:
-        pod_spec["priorityClassName"] = scheduling["priorityClassName"]
+    pod_spec = steps.job_pod_spec(project, pipeline, hardware, container)
     pod_labels = {**cost_labels(project), TRIAL_LABEL: pipeline.model or pipeline.name}
     return {
         "apiVersion": "batch/v1", "kind": "Job",

@@ -145,6 +145,33 @@ def literal_map(t: dict[str, str]) -> dict[str, str]:
     return {literal(k): literal(v) for k, v in t.items()}
 
 
+def job_pod_spec(project: ResolvedProject, pipeline: Pipeline, hardware: Hardware,
+                 container: dict[str, Any]) -> dict[str, Any]:
+    """The pod of a step that runs as a Kubernetes Job outside Argo's own pods (a JobSet's
+    workers, a Katib trial): the workflow's account, as every other step (cloud credentials,
+    IRSA or Workload Identity, are bound to it; the namespace's `default` account has none),
+    no API token (the step never talks to the Kubernetes API), the step's volumes and its
+    hardware's scheduling."""
+    claim = (volumes.run_claim_name(WORKFLOW_NAME) if volumes.shares_run_volume(pipeline)
+             else None)
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": project.platform.service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": pods.pod_security_context(),
+        "containers": [container],
+        "volumes": volumes.pod_volumes(project, pipeline, run_claim=claim),
+    }
+    scheduling = pods.scheduling(hardware)
+    if "nodeSelector" in scheduling:
+        spec["nodeSelector"] = literal_map(scheduling["nodeSelector"])
+    if "tolerations" in scheduling:
+        spec["tolerations"] = [literal_map(t) for t in scheduling["tolerations"]]
+    if "priorityClassName" in scheduling:
+        spec["priorityClassName"] = scheduling["priorityClassName"]
+    return spec
+
+
 def container_step(project: ResolvedProject, pipeline: Pipeline, step: Step) -> Container:
     hardware = project.hardware[step.hardware]
     return Container(
