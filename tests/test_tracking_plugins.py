@@ -1,5 +1,5 @@
 """A step talking to a tracking server over HTTP loads MLflow's request-header plugins
-without feast's (mlc/runtime/train/tracking.py): feast's adds nothing outside feast's own
+without feast's (mlc/runtime/mlflow_plugins.py): feast's adds nothing outside feast's own
 token scope, and loading it imports all of feast and torch (seconds of CPU in every pod).
 Run in a fresh process, as a step pod is, against a local server that answers as MLflow's
 REST API does and records what it was sent."""

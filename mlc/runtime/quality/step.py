@@ -129,6 +129,9 @@ def training_metrics(ctx: StepContext, registered_name: str, version: str) -> di
     """The metrics of the MLflow run that produced this registered version."""
     from mlflow import MlflowClient
 
+    from mlc.runtime.mlflow_plugins import skip_unused_header_plugins
+
+    skip_unused_header_plugins()
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri,
                           registry_uri=ctx.mlflow_tracking_uri)
     try:

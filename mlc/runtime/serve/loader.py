@@ -69,7 +69,10 @@ def resolve_version(model_uri: str, tracking_uri: str) -> tuple[str, str, str | 
     """(name, version, alias, registered-at) of the version the URI names now."""
     from mlflow import MlflowClient
 
+    from mlc.runtime.mlflow_plugins import skip_unused_header_plugins
+
     name, alias, version = parse_model_uri(model_uri)
+    skip_unused_header_plugins()
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         mv = (client.get_model_version_by_alias(name, alias) if alias

@@ -90,40 +90,11 @@ def run_user(ctx) -> str:
         return "mlc"
 
 
-# Plugins MLflow loads on its first HTTP request that mlc's steps never use: feast's adds a
-# header only inside feast's own token scope (its MLflow data source), and loading it imports
-# all of feast (and torch), about 5 s of CPU in every pod that talks to a tracking server.
-UNUSED_HEADER_PLUGINS = ("feast.",)
-
-
-def skip_unused_header_plugins() -> None:
-    """Load MLflow's request-header plugins without the ones listed above (once a process)."""
-    import sys
-
-    if "mlflow.tracking.request_header.registry" in sys.modules:
-        return  # loaded already, with whatever plugins it found
-    from mlflow.utils import plugins
-
-    every = getattr(plugins, "get_entry_points", None)
-    if every is None:  # another MLflow: it loads its plugins its own way
-        return
-
-    def wanted(group: str):
-        found = every(group)
-        if group != "mlflow.request_header_provider":
-            return found
-        return [e for e in found if not e.value.startswith(UNUSED_HEADER_PLUGINS)]
-
-    plugins.get_entry_points = wanted
-    try:
-        import mlflow.tracking.request_header.registry  # noqa: F401  (reads the plugins now)
-    finally:
-        plugins.get_entry_points = every
-
-
 def client_for(tracking_uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    from mlc.runtime.mlflow_plugins import skip_unused_header_plugins
 
     skip_unused_header_plugins()
     mlflow.set_tracking_uri(tracking_uri)
