@@ -135,6 +135,19 @@ def serve_mlc(tracking_uri: str, port: int, log_dir: str, thread: bool | None = 
 
 # --- the load generator -------------------------------------------------------------------------
 
+def response_head(buffer: bytes) -> tuple[int, int, bytes] | None:
+    """(status, bytes of the whole response, the lower-cased head) of the HTTP response at
+    the start of `buffer`, or None while its head is incomplete. Every header line of the
+    head ends with CRLF here, so that a Content-Length that comes last is read whole."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end + 2].lower()
+    at = head.find(b"content-length:")
+    length = int(head[at + 15:head.find(b"\r\n", at)]) if at >= 0 else 0
+    return int(head[9:12]), end + 4 + length, head
+
+
 class _Client(asyncio.Protocol):
     """One keep-alive connection in a closed loop: send, read one response, repeat."""
 
@@ -156,15 +169,10 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes):
         self.buffer += data
         if self.need is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            parsed = response_head(self.buffer)
+            if parsed is None:
                 return
-            head = self.buffer[:end].lower()
-            status = int(head[9:12])
-            start = head.find(b"content-length:")
-            length = int(head[start + 15:head.find(b"\r\n", start)]) if start >= 0 else 0
-            self.need = end + 4 + length
-            self.status = status
+            self.status, self.need, _ = parsed
         if len(self.buffer) < self.need:
             return
         now = time.perf_counter()

@@ -50,7 +50,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_serve import MODEL, build_model, free_port, http_request, register, stop, wait_http
+from bench_serve import (
+    MODEL,
+    build_model,
+    free_port,
+    http_request,
+    register,
+    response_head,
+    stop,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = [1024, 1024]
@@ -165,15 +174,11 @@ class Client(asyncio.Protocol):
         self.buffer += data
         while True:
             if self.need is None:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
+                parsed = response_head(self.buffer)
+                if parsed is None:
                     return
-                head = self.buffer[:end + 2].lower()  # each header line ends with CRLF
-                self.status = int(head[9:12])
+                self.status, self.need, head = parsed
                 self.closing = b"connection: close" in head
-                start = head.find(b"content-length:")
-                length = int(head[start + 15:head.find(b"\r\n", start)]) if start >= 0 else 0
-                self.need = end + 4 + length
             if len(self.buffer) < self.need:
                 return
             self.seen.append((self.status, time.perf_counter() - self.sent))

@@ -192,14 +192,10 @@ class _LaneConn(asyncio.Protocol):
     def data_received(self, data: bytes):
         self.buffer += data
         if self.need is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            parsed = bench_serve.response_head(self.buffer)
+            if parsed is None:
                 return
-            head = self.buffer[:end].lower()
-            self.status = int(head[9:12])
-            at = head.find(b"content-length:")
-            length = int(head[at + 15:head.find(b"\r\n", at)]) if at >= 0 else 0
-            self.need = end + 4 + length
+            self.status, self.need, _ = parsed
         if len(self.buffer) >= self.need:
             self.lane.answered(self.index, self.status)
 
