@@ -73,3 +73,18 @@ def test_the_server_loads_an_mlflow_model_only_where_the_endpoint_allows_it(
     model = load_folder(sklearn_model, **common, allow_pickle=True)
     answer = np.asarray(model.predict(np.array([[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0]])))
     assert answer.shape[0] == 2 and answer[0, -1] > 0.5 > answer[1, -1]
+
+
+def test_allow_pickle_on_a_builtin_trained_model_is_a_located_warning(tmp_path):
+    import shutil
+
+    folder = tmp_path / "project"
+    shutil.copytree(ROOT, folder, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "deploy", "tests", "mlruns", "*.db", ".tools", "node_modules"))
+    text = (folder / "ml.yaml").read_text("utf-8")
+    marker = "  fraud-api:\n    model: fraud-classifier\n"
+    (folder / "ml.yaml").write_text(text.replace(marker, marker + "    allowPickle: true\n", 1))
+    diags = Diagnostics()
+    assert check_environment(folder, "dev", diags) is not None
+    found = [d for d in diags.items if d.code == "MLC327"]
+    assert len(found) == 1 and found[0].path == ("serving", "fraud-api", "allowPickle")

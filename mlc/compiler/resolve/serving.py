@@ -21,6 +21,7 @@ SERVERLESS_ALLOW_FROM = "MLC271"
 # the batch window is not under the latency objective: the server's deadline (arrival plus
 # slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
 BATCH_WINDOW_PAST_SLO = "MLC386"
+UNUSED_ALLOW_PICKLE = "MLC327"
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -49,6 +50,12 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if not ctx.check_ref(e.model, models, "model", (*path, "model"), "models"):
             continue
         model = models[e.model]
+        if e.allow_pickle and model.framework == "torch" and model.training.kind == "builtin":
+            ctx.warning(UNUSED_ALLOW_PICKLE, f"`allowPickle` has no effect on endpoint "
+                        f"`{name}`: model `{e.model}` is trained by mlc's builtin trainer, "
+                        "which saves mlc's own format (loaded without unpickling)",
+                        (*path, "allowPickle"), help="remove `allowPickle: true`; it is for "
+                        "models that a custom trainer logs as an MLflow flavour")
         alias = None if e.version is not None else (e.alias or model.production_alias)
         uri = model_uri(model, alias, e.version)
         profile = hardware.get(e.hardware)
