@@ -509,6 +509,9 @@ CASES = [
                           "      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
                           "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("engine-not-built", "MLC387", "ml.yaml:39:13",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: triton\nmonitoring")}),
     Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"

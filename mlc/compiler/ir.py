@@ -288,6 +288,10 @@ def _off(value: bool) -> bool:  # a named function, not a lambda: the model cach
     return not value
 
 
+def _is_mlc(value: str) -> bool:
+    return value == "mlc"
+
+
 def _unset(value: object) -> bool:
     return value is None
 
@@ -644,6 +648,8 @@ class Endpoint(IR):
     allow_pickle: bool = Field(False, exclude_if=_off)
     # `mode: stream` only; left out of the JSON otherwise
     stream: StreamScoring | None = Field(None, exclude_if=_unset)
+    # what answers the requests; left out of the JSON for mlc's own runtime
+    engine: str = Field("mlc", exclude_if=_is_mlc)
 
 
 class OnDrift(IR):

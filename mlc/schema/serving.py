@@ -268,6 +268,10 @@ class BatchScoring(Spec):
         "Milvus collection after each run (docs/vector-stores.md).")
 
 
+# What answers an endpoint's requests (docs/serving-engines.md).
+Engine = Literal["mlc", "mlserver", "triton", "torchserve", "tfserving", "huggingface", "custom"]
+
+
 class Endpoint(Spec):
     model: Name
     """Model (under `models`) to serve."""
@@ -295,6 +299,8 @@ class Endpoint(Spec):
     allow_from: list[AllowFrom] = Field(default_factory=list, description="Clients allowed by "
                                         "the NetworkPolicy (Prometheus is always allowed).")
     kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
+    engine: Engine = Field("mlc", description="What answers the requests: `mlc`, mlc's own "
+                           "serving runtime (docs/serving-engines.md lists the others).")
     batch: BatchScoring | None = None
     """Batch mode: what is scored, when and where the predictions go."""
     stream: StreamScoring | None = None

@@ -22,6 +22,7 @@ SERVERLESS_ALLOW_FROM = "MLC271"
 # slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
 BATCH_WINDOW_PAST_SLO = "MLC386"
 UNUSED_ALLOW_PICKLE = "MLC327"
+ENGINE_NOT_BUILT = "MLC387"  # until each engine is compiled (docs/serving-engines.md)
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -56,6 +57,10 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                         "which saves mlc's own format (loaded without unpickling)",
                         (*path, "allowPickle"), help="remove `allowPickle: true`; it is for "
                         "models that a custom trainer logs as an MLflow flavour")
+        if e.engine != "mlc":
+            ctx.error(ENGINE_NOT_BUILT, f"endpoint `{name}`: engine `{e.engine}` is not "
+                      "compiled yet", (*path, "engine"),
+                      help="remove `engine:` to serve with mlc's own runtime")
         alias = None if e.version is not None else (e.alias or model.production_alias)
         uri = model_uri(model, alias, e.version)
         profile = hardware.get(e.hardware)
@@ -175,5 +180,5 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
             origin=ctx.origin(path), env=env, secrets=secret_env, stream=stream,
-            allow_pickle=e.allow_pickle)
+            allow_pickle=e.allow_pickle, engine=e.engine)
     return out
