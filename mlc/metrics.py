@@ -82,6 +82,15 @@ PREDICTIONS = Metric(
 FEATURE_VALUES = Metric(
     "mlc_input_feature_value", "histogram", ("endpoint", "variant", "feature"),
     "Values of each input feature, as received.", "serve", FEATURE_BUCKETS)
+# `POST /explain` (mlc/runtime/serve/explain.py): counted apart from the prediction routes,
+# so that explanations count towards no SLO, gate or autoscaler; exported at 0 by every server
+EXPLAIN_CODES = ("200", "400", "405", "413", "500", "501", "503")
+EXPLAIN_REQUESTS = Metric(
+    "mlc_explain_requests_total", "counter", ("endpoint", "variant", "code"),
+    "Explanation requests (POST /explain) answered, by HTTP status code.", "serve")
+EXPLAIN_DURATION = Metric(
+    "mlc_explain_duration_seconds", "histogram", ("endpoint", "variant"),
+    "Time from explanation request received to response sent.", "serve", LATENCY_BUCKETS)
 MODEL_INFO = Metric(
     "mlc_model_info", "gauge", ("endpoint", "variant", "model", "model_version", "alias"),
     "1 for the model version this pod serves.", "serve")
@@ -383,6 +392,7 @@ PIPELINE_LAST_SUCCESS = Metric(
 CONTRACT: tuple[Metric, ...] = (
     REQUESTS, REQUEST_DURATION, INFLIGHT, QUEUE_DEPTH, QUEUE_CAPACITY, BATCH_SIZE, PREDICTIONS,
     FEATURE_VALUES, MODEL_INFO, MODEL_READY, MODEL_TRAINED, REJECTED, CONFIG_RELOADS,
+    EXPLAIN_REQUESTS, EXPLAIN_DURATION,
     DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_DETECTED, DRIFT_SHARE, DATASET_DRIFT, DRIFT_LAST_RUN,
     DRIFT_LAST_SUCCESS, DRIFT_UP,
     SCORING_ROWS, SCORING_LAST_RUN, SCORING_LAST_SUCCESS, SCORING_UP, SCORING_DURATION,

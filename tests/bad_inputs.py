@@ -509,6 +509,12 @@ CASES = [
                           "      variants:\n"
                           "        - {name: a, weight: 50}\n        - {name: b, weight: 50}\n"
                           "      gates: {maxErrorRate: 0.05}\nmonitoring")}),
+    Case("explain-on-batch", "MLC548", "ml.yaml:42:5",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring",
+                          "    hardware: cpu-small\n  churn-nightly:\n    model: churn\n"
+                          "    mode: batch\n    explain: {maxRows: 1}\n"
+                          "    batch: {schedule: \"0 2 * * *\", input: events, "
+                          "output: out/scores.parquet}\nmonitoring")}),
     Case("engine-not-built", "MLC387", "ml.yaml:39:13",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    engine: triton\nmonitoring")}),

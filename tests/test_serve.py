@@ -193,7 +193,7 @@ def test_every_status_code_is_exported_at_zero_from_start_up():
     assert counts[("blue", "3", contract.PREDICT_ROUTE, "500")] == 0
     counts = {(s.name, s.labels.get("route")): s.value
               for f in text_string_to_metric_families(m.render().decode()) for s in f.samples
-              if s.name.endswith("_count") and s.labels["model_version"] == "3"}
+              if s.name.endswith("_count") and s.labels.get("model_version") == "3"}
     # latency histograms too, for every route; and the predictions the drift gate reads
     assert counts == {**{("mlc_request_duration_seconds_count", r): 0.0
                          for r in contract.SERVE_CODES if r != contract.PREDICT_ROUTE},
@@ -201,6 +201,11 @@ def test_every_status_code_is_exported_at_zero_from_start_up():
                       ("mlc_request_duration_seconds_count", contract.UNMATCHED_ROUTE): 1.0,
                       ("mlc_batch_size_count", None): 0.0,
                       ("mlc_prediction_value_count", None): 0.0}
+    # explanations (POST /explain) are counted apart, every code at 0 from start-up too
+    explains = {s.labels["code"]: s.value
+                for f in text_string_to_metric_families(m.render().decode()) for s in f.samples
+                if s.name == "mlc_explain_requests_total"}
+    assert explains == dict.fromkeys(contract.EXPLAIN_CODES, 0.0)
 
 
 def test_prediction_log_round_trip(tmp_path):

@@ -599,6 +599,12 @@ class Batching(IR):
     max_queue: int
 
 
+class OnlineExplain(IR):
+    max_rows: int
+    samples: int
+    background: int
+
+
 class AllowFrom(IR):
     namespace: str | None
     pod_labels: dict[str, str]
@@ -650,6 +656,8 @@ class Endpoint(IR):
     stream: StreamScoring | None = Field(None, exclude_if=_unset)
     # what answers the requests; left out of the JSON for mlc's own runtime
     engine: str = Field("mlc", exclude_if=_is_mlc)
+    # `POST /explain` (mlc/runtime/serve/explain.py); left out of the JSON while off
+    explain: OnlineExplain | None = Field(None, exclude_if=_unset)
 
 
 class OnDrift(IR):

@@ -240,6 +240,20 @@ class Batching(Spec):
     with Retry-After)."""
 
 
+class OnlineExplain(Spec):
+    """`POST /explain` on the serving runtime: SHAP values of a request's rows, bounded in
+    cost (docs/lifecycle.md, "Explanations of single requests")."""
+
+    max_rows: PositiveInt = Field(1, le=16, description="Rows one explanation request may "
+                                  "hold; more is a 400.")
+    samples: PositiveInt = Field(256, le=4096, description="Model evaluations per explained "
+                                 "row (KernelExplainer's `nsamples`); with few features every "
+                                 "coalition is evaluated, which is exact.")
+    background: PositiveInt = Field(20, le=200, description="Rows of the model's reference "
+                                    "sample that stand for a feature's absence; one row costs "
+                                    "about samples x background model rows.")
+
+
 class AllowFrom(Spec):
     namespace: DnsLabel | None = None
     """Clients in this namespace; unset: the endpoint's own."""
@@ -299,6 +313,8 @@ class Endpoint(Spec):
     allow_from: list[AllowFrom] = Field(default_factory=list, description="Clients allowed by "
                                         "the NetworkPolicy (Prometheus is always allowed).")
     kserve: bool = Field(False, description="Also emit a KServe InferenceService.")
+    explain: OnlineExplain | None = Field(None, description="Answer `POST /explain` with the "
+                                          "SHAP values of single requests; off unless set.")
     engine: Engine = Field("mlc", description="What answers the requests: `mlc`, mlc's own "
                            "serving runtime (docs/serving-engines.md lists the others).")
     batch: BatchScoring | None = None

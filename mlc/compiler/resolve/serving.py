@@ -22,7 +22,8 @@ SERVERLESS_ALLOW_FROM = "MLC271"
 # slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
 BATCH_WINDOW_PAST_SLO = "MLC386"
 UNUSED_ALLOW_PICKLE = "MLC327"
-ENGINE_NOT_BUILT = "MLC387"  # until each engine is compiled (docs/serving-engines.md)
+ENGINE_NOT_BUILT = "MLC387"
+EXPLAIN_WITHOUT_SERVER = "MLC548"  # until each engine is compiled (docs/serving-engines.md)
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -36,6 +37,21 @@ def _variant(model: ir.Model, v) -> ir.Variant:
     alias = v.alias or (None if v.version else model.production_alias)
     return ir.Variant(name=v.name, alias=alias, version=v.version, weight=v.weight,
                       model_uri=model_uri(model, alias, v.version))
+
+
+def _explain(ctx: Context, e, path: tuple) -> ir.OnlineExplain | None:
+    """`explain:`, answered by mlc's serving runtime only."""
+    x = e.explain
+    if x is None:
+        return None
+    if e.mode in ("batch", "stream") or e.engine != "mlc":
+        what = f"`mode: {e.mode}`" if e.mode in ("batch", "stream") else f"`engine: {e.engine}`"
+        ctx.error(EXPLAIN_WITHOUT_SERVER, f"endpoint `{path[-1]}` sets `explain`, but with "
+                  f"{what} no mlc server answers `POST /explain`", (*path, "explain"),
+                  help="remove `explain:`; for a model's global feature importance use "
+                  "`evaluation.explain` on the model")
+        return None
+    return ir.OnlineExplain(max_rows=x.max_rows, samples=x.samples, background=x.background)
 
 
 def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
@@ -180,5 +196,6 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
             origin=ctx.origin(path), env=env, secrets=secret_env, stream=stream,
-            allow_pickle=e.allow_pickle, engine=e.engine)
+            allow_pickle=e.allow_pickle, engine=e.engine,
+            explain=_explain(ctx, e, path))
     return out

@@ -39,6 +39,10 @@ class LoadedModel:
     output_width: int  # 1, or the number of classes (probabilities per class)
     predict: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     spec: dict | None = field(default=None, repr=False)
+    # rows of the model's reference sample, columns in `features` order (complete rows
+    # only), when the caller asked for them (`load(reference_rows=...)`: /explain's
+    # background); None otherwise or where the model has none
+    reference: np.ndarray | None = field(default=None, repr=False)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -158,12 +162,30 @@ def _load_pyfunc(folder: Path, **meta) -> LoadedModel:
                        predict=predict, **meta)
 
 
+def reference_sample(folder: Path, features: list[str], limit: int) -> np.ndarray | None:
+    """Up to `limit` complete rows of the folder's reference sample, in `features` order."""
+    from mlc.runtime import model_format
+
+    try:
+        frame = model_format.load_reference(folder)
+    except FileNotFoundError:  # not an mlc model folder (a pyfunc): no reference sample
+        return None
+    if frame is None or any(f not in frame.columns for f in features):
+        return None
+    rows = frame[features].to_numpy(dtype=np.float64)
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    return rows[:limit] if len(rows) else None
+
+
 def load(model_uri: str, tracking_uri: str, *, allow_pickle: bool | None = None,
-         cache_dir: Path | None = None) -> LoadedModel:
-    """Resolve, download and load the model the URI names; warm it with one call."""
+         cache_dir: Path | None = None, reference_rows: int = 0) -> LoadedModel:
+    """Resolve, download and load the model the URI names; warm it with one call. With
+    `reference_rows`, keep that many rows of its reference sample too."""
     name, version, alias, created = resolve_version(model_uri, tracking_uri)
     folder = download(name, version, tracking_uri, cache_dir)
     model = load_folder(folder, name=name, version=version, alias=alias, trained_at=created,
                         allow_pickle=allow_pickle)
+    if reference_rows:
+        model.reference = reference_sample(folder, model.features, reference_rows)
     model.predict(np.zeros((1, len(model.features))))  # first call allocates; not a client's
     return model

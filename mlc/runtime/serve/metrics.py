@@ -153,6 +153,8 @@ class ServeMetrics:
                                for section in contract.CONFIG_RELOAD_SECTIONS
                                for result in contract.CONFIG_RELOAD_RESULTS}
         self.durations: dict[tuple[str, str], Histogram] = {}
+        self.explains = dict.fromkeys(contract.EXPLAIN_CODES, 0)  # POST /explain, by code
+        self.explain_durations = Histogram(contract.EXPLAIN_DURATION.buckets)
         self.batch_sizes: dict[str, Histogram] = {}
         self.predictions: dict[str, Histogram] = {}
         self.features = FeatureHistograms(features, contract.FEATURE_VALUES.buckets)
@@ -190,6 +192,11 @@ class ServeMetrics:
             hist = self.durations[(version, route)] = Histogram(
                 contract.REQUEST_DURATION.buckets)
         hist.observe(seconds)
+
+    def observe_explain(self, code: int, seconds: float) -> None:
+        key = str(code)
+        self.explains[key] = self.explains.get(key, 0) + 1
+        self.explain_durations.observe(seconds)
 
     def observe_rejected(self, reason: str) -> None:
         self.rejected[reason] += 1  # a reason outside the contract is a bug: KeyError
@@ -281,6 +288,15 @@ class ServeMetrics:
             reloads.add_metric(label_values(contract.CONFIG_RELOADS, endpoint=e, variant=v,
                                             section=section, result=result), n)
         yield reloads
+        explains = family(contract.EXPLAIN_REQUESTS)
+        for code, n in sorted(self.explains.items()):
+            explains.add_metric(label_values(contract.EXPLAIN_REQUESTS, endpoint=e, variant=v,
+                                             code=code), n)
+        yield explains
+        explain_time = family(contract.EXPLAIN_DURATION)
+        explain_time.add_metric(label_values(contract.EXPLAIN_DURATION, endpoint=e, variant=v),
+                                self.explain_durations.buckets(), self.explain_durations.total)
+        yield explain_time
         for metric, value in ((contract.INFLIGHT, self._inflight()),
                               (contract.QUEUE_DEPTH, self._queue_depth()),
                               (contract.QUEUE_CAPACITY, self.queue_capacity),

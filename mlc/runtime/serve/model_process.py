@@ -104,9 +104,11 @@ class ModelProcess:
     """The parent's end: start() loads the model in the child and returns a LoadedModel
     whose `predict` is a call to it (blocking; called by one model thread at a time)."""
 
-    def __init__(self, model_uri: str, tracking_uri: str, allow_pickle: bool | None = None):
+    def __init__(self, model_uri: str, tracking_uri: str, allow_pickle: bool | None = None,
+                 reference_rows: int = 0):
         self.model_uri, self.tracking_uri = model_uri, tracking_uri
         self.allow_pickle = allow_pickle  # None: the loader reads MLC_ALLOW_PICKLE
+        self.reference_rows = reference_rows  # rows of the reference sample sent back
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -122,6 +124,7 @@ class ModelProcess:
         self._sock = ours
         _send(ours, json.dumps({"model_uri": self.model_uri,
                                 "allow_pickle": self.allow_pickle,
+                                "reference_rows": self.reference_rows,
                                 "tracking_uri": self.tracking_uri}).encode())
         answer = _receive(ours)
         if answer is None:
@@ -133,7 +136,10 @@ class ModelProcess:
             self.close()
             raise ModelProcessError(meta["error"])
         log.info("the model runs in process %d", self._proc.pid)
-        return LoadedModel(predict=self.predict, **meta)
+        reference = meta.pop("reference", None)
+        return LoadedModel(predict=self.predict, **meta,
+                           reference=None if reference is None
+                           else np.asarray(reference, dtype=np.float64))
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -184,13 +190,16 @@ def _child(fd: int) -> int:
         from .loader import load
 
         model = load(config["model_uri"], config["tracking_uri"],
-                     allow_pickle=config.get("allow_pickle"))
+                     allow_pickle=config.get("allow_pickle"),
+                     reference_rows=config.get("reference_rows", 0))
     except Exception as exc:  # the parent retries, as it does for a load in its own thread
         _send(sock, json.dumps({"ok": False, "error": str(exc)}).encode())
         return 1
     meta = {"ok": True, "name": model.name, "version": model.version, "alias": model.alias,
             "trained_at": model.trained_at, "features": model.features, "task": model.task,
-            "output_width": model.output_width, "spec": model.spec}
+            "output_width": model.output_width, "spec": model.spec,
+            # complete rows only (loader.reference_sample): no NaN in the JSON
+            "reference": None if model.reference is None else model.reference.tolist()}
     _send(sock, json.dumps(meta).encode())
     while True:
         try:

@@ -36,6 +36,7 @@ import numpy as np
 from mlc import metrics as contract
 
 from . import admission, request_id
+from . import explain as explaining
 from .batching import Batcher, Closed, Expired, Overloaded
 from .body import BodyTimeout, Disconnected, read_body
 from .config_reload import MirrorReloader
@@ -131,23 +132,29 @@ class ServeApp:
         self._retry_and_close = [*self._retry, (b"connection", b"close")]
         self._load_task: asyncio.Task | None = None
         self.model_process = None  # model_process.ModelProcess, when the model runs in one
+        self.explainer: explaining.Explainer | None = None  # with `explain:`, once loaded
+        self.explain_unavailable = "the endpoint has no `explain:` in ml.yaml"
 
     # --- model -----------------------------------------------------------------------------
     def _load(self) -> dict:
         """In a worker thread: the model and everything built around it (blocking work)."""
         s = self.settings
         process = None
+        # /explain's background comes from the model's reference sample
+        reference = EXPLAIN_REFERENCE_ROWS if s.explain is not None else 0
         if self._loader is not None:
             model = self._loader()
         elif s.model_process:
             from .model_process import ModelProcess
 
-            process = ModelProcess(s.model_uri, s.tracking_uri, s.allow_pickle or None)
+            process = ModelProcess(s.model_uri, s.tracking_uri, s.allow_pickle or None,
+                                   reference_rows=reference)
             model = process.start()
         else:
             from .loader import load
 
-            model = load(s.model_uri, s.tracking_uri, allow_pickle=s.allow_pickle or None)
+            model = load(s.model_uri, s.tracking_uri, allow_pickle=s.allow_pickle or None,
+                         reference_rows=reference)
         try:
             return self._parts(model, process)
         except BaseException:
@@ -163,6 +170,7 @@ class ServeApp:
             log.warning("the model does not take %s, which ml.yaml lists; serving the "
                         "model's own inputs", ", ".join(declared))
         parts = {"model": model, "online": None, "log": None, "process": process,
+                 "explainer": None, "explain_unavailable": self.explain_unavailable,
                  "inline": (not s.model_thread if s.model_thread is not None
                             else _call_seconds(model, s.max_batch_size) < INLINE_BELOW)}
         if s.online_features:
@@ -178,6 +186,8 @@ class ServeApp:
                                                # the A/B arm; empty for other servers
                                                variant=s.variant if s.role == "variant" else None,
                                                entity_keys=s.entity_keys)
+        if s.explain is not None:
+            parts["explainer"], parts["explain_unavailable"] = _explainer(model, s.explain)
         return parts
 
     async def _load_until_ready(self) -> None:
@@ -202,6 +212,8 @@ class ServeApp:
         # only there
         self.prediction_log = parts["log"]
         self.model_process = parts.get("process")
+        self.explainer = parts.get("explainer")
+        self.explain_unavailable = parts.get("explain_unavailable")
         self.metrics.set_features(model.features)
         self.metrics.set_model(model.name, model.version, model.alias, model.trained_at)
         self.batcher.inline = parts["inline"]
@@ -275,6 +287,8 @@ class ServeApp:
         path, method = scope["path"], scope["method"]
         if path == PREDICT_ROUTE:
             return await self._infer(scope, receive, send, PREDICT_ROUTE, oip=False)
+        if path == explaining.ROUTE and self.settings.explain is not None:
+            return await self._explain(scope, receive, send)
         if path.startswith("/v2/models/"):
             parts = path[len("/v2/models/"):].split("/")
             name = parts[0]
@@ -420,6 +434,57 @@ class ServeApp:
             # the answer as sent: the mirror sender compares it with the shadow's
             self.mirror.offer(rid, self._mirror_paths[route], raw, answer)
 
+    async def _explain(self, scope, receive, send) -> None:
+        """POST /explain (explain.py): SHAP values of the request's rows, one explanation
+        at a time, in a worker thread; counted apart from the prediction routes."""
+        start = time.perf_counter()
+        status, headers = 200, None
+        try:
+            if scope["method"] != "POST":
+                raise RequestError(f"{explaining.ROUTE} takes POST", 405)
+            if self.model is None:
+                status, headers = 503, self._retry
+                body = {"error": "model not loaded yet"}
+            elif self.explainer is None:
+                status, body = 501, {"error": f"no explanations: {self.explain_unavailable}"}
+            else:
+                raw = await self._read_body(scope, receive)
+                try:
+                    doc = loads(raw)
+                except ValueError as exc:
+                    raise RequestError(f"the body is not valid JSON: {exc}") from None
+                rows = self.signature.rows_from_predict(doc)
+                limit = self.settings.explain.max_rows
+                if len(rows) > limit:
+                    raise RequestError(f"{len(rows)} rows to explain; this endpoint explains "
+                                       f"at most {limit} per request (`explain.maxRows`)")
+                explainer, model = self.explainer, self.model
+                try:
+                    found = await asyncio.get_running_loop().run_in_executor(
+                        None, explainer.try_explain, rows)
+                except explaining.ExplainBusy:
+                    status, headers = 503, self._retry
+                    body = {"error": "another explanation is running; retry later"}
+                else:
+                    body = {"model_name": model.name, "model_version": model.version,
+                            "outputs": explainer.outputs, "explanations": found}
+        except RequestError as exc:
+            status, body = exc.status, {"error": exc.message}
+        except Disconnected:
+            status, body = 499, None
+        except BodyTimeout:
+            status, headers = 408, [(b"connection", b"close")]
+            body = {"error": f"the body did not arrive within "
+                             f"{self.settings.body_timeout_seconds:g}s"}
+        except Exception as exc:
+            log.exception("explanation failed")
+            status, body = 500, {"error": f"explanation failed: {type(exc).__name__}"}
+        try:
+            if body is not None:
+                await _send_raw(send, status, dumps(body), JSON + (headers or []))
+        finally:
+            self.metrics.observe_explain(status, time.perf_counter() - start)
+
     async def _rows(self, doc, oip: bool) -> np.ndarray:
         if self.online is not None and not oip:
             entity_rows = self.online.entity_rows(doc)
@@ -484,6 +549,30 @@ class ServeApp:
         route = _served_route(scope.get("path", ""))
         if route is not None:
             self.metrics.observe_request(self.version, route, 503, time.perf_counter() - start)
+
+
+# Rows of the reference sample the loader keeps for /explain's background (its `background`
+# rows are drawn from them, seeded).
+EXPLAIN_REFERENCE_ROWS = 2000
+
+
+def _explainer(model, settings: explaining.ExplainSettings
+               ) -> tuple[explaining.Explainer | None, str | None]:
+    """/explain's explainer for a loaded model, warmed with one explanation (blocking); or
+    None and why it cannot explain."""
+    spec = model.spec or {}
+    background = explaining.background_rows(model.reference, spec.get("fill"),
+                                            settings.background, settings.seed)
+    if background is None:
+        reason = ("the model has no reference sample and no training means to explain it "
+                  "against (it is not in mlc's model format)")
+        log.warning("POST /explain answers 501: %s", reason)
+        return None, reason
+    outputs = explaining.output_names(model.task, model.output_width, spec.get("classes"))
+    explainer = explaining.Explainer(model.predict, list(model.features), background,
+                                     settings, outputs)
+    explainer.explain(background[:1])  # the first explanation builds what the next reuse
+    return explainer, None
 
 
 def _served_route(path: str) -> str | None:

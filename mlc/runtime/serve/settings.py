@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .explain import ExplainSettings
+
 # What a server that its config names no variant or role for is: the endpoint's one server.
 DEFAULT_VARIANT = "primary"
 # On SIGTERM: keep answering this long with readiness false, so that a Service still routing
@@ -106,6 +108,8 @@ class ServeSettings:
     # the endpoint's `allowPickle`: load a model not in mlc's format with mlflow.pyfunc;
     # False leaves it to the operator's MLC_ALLOW_PICKLE (loader.py)
     allow_pickle: bool = False
+    # `explain:` of the endpoint: POST /explain answered within these bounds; None: 404
+    explain: ExplainSettings | None = None
 
 
 def workload_config(env: dict[str, str]) -> dict:
@@ -176,4 +180,7 @@ def settings_for_endpoint(project, name: str, env: dict[str, str] | None = None
         mirror=MirrorSettings.from_config(workload.get("mirror")),
         config_path=Path(env["MLC_ENDPOINT_CONFIG"]) if workload else None,
         config_reload_seconds=config_reload_seconds(env),
-        allow_pickle=e.allow_pickle)
+        allow_pickle=e.allow_pickle,
+        explain=None if e.explain is None else ExplainSettings(
+            max_rows=e.explain.max_rows, samples=e.explain.samples,
+            background=e.explain.background))
