@@ -102,8 +102,8 @@ def test_explain_adds_up_to_the_prediction_and_counts_apart(tmp_path, dev):
         doc = answer.json()
         assert doc["model_version"] == version and doc["outputs"] == ["p(1)"]
         assert len(doc["explanations"]) == 2
-        for row, explanation, p in zip(rows, doc["explanations"], predicted["predictions"],
-                                       strict=True):
+        for explanation, p in zip(doc["explanations"], predicted["predictions"],
+                                  strict=True):
             assert set(explanation["values"]) == set(features)
             # the model's own prediction, as /predict answers it
             assert explanation["prediction"][0] == pytest.approx(p, abs=1e-6)
@@ -163,7 +163,7 @@ def _linear(x: np.ndarray) -> np.ndarray:
 
 
 def test_one_explanation_at_a_time_and_exact_for_a_linear_model():
-    from mlc.runtime.serve.explain import Explainer, ExplainBusy, ExplainSettings
+    from mlc.runtime.serve.explain import ExplainBusy, Explainer, ExplainSettings
 
     background = np.zeros((1, 3))
     explainer = Explainer(_linear, ["a", "b", "c"], background,
