@@ -103,10 +103,12 @@ class Cluster:
 
     # --- a workflow ------------------------------------------------------------------------
     def submit(self, template: str, workflow: str, parameters: Mapping[str, str],
-               until: str | None = None) -> list[Task]:
+               until: str | None = None, after: str | None = None) -> list[Task]:
         """Run `template` as the workflow `workflow`; the tasks that ran, in order. Raises
         Failed at the first failed task (Argo would skip the rest). `until` stops after
-        that task, for a test that needs only the first part of a DAG."""
+        that task, for a test that needs only the first part of a DAG; `after` starts after
+        that task, for a test that ran the first part (and what that task stands for, e.g.
+        a Katib Experiment's trials) itself."""
         wt = self.templates[template]["spec"]
         values = {p["name"]: p.get("value", "") for p in wt.get("arguments", {})
                   .get("parameters", [])}
@@ -124,7 +126,10 @@ class Cluster:
             volumes[name] = {"name": name,
                              "persistentVolumeClaim": {"claimName": f"{workflow}-{name}"}}
         done: list[Task] = []
-        for task in order(dag):
+        tasks = order(dag)
+        if after is not None:
+            tasks = tasks[[t["name"] for t in tasks].index(after) + 1:]
+        for task in tasks:
             when = task.get("when")
             if when is not None and not condition(substitute(when, context)):
                 continue

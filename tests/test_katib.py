@@ -8,6 +8,8 @@
 - the trial container's command as declared, run as a local process after the pipeline's
   first steps (one trial, real small data, a real MLflow store in a SQLite file), read the way
   Katib's StdOut collector reads it: the reported metric is the one the MLflow child run holds;
+  then a second trial, and the steps after the Experiment as pods (`train` trains the best
+  trial's values, `evaluate` gates, `register` registers the run's model);
 - what Katib cannot carry is MLC586 (tests/bad_inputs.py has the rendered cases).
 """
 
@@ -262,7 +264,8 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
     """Slow (two to three minutes on two busy cores: each pod is a new process importing
     Feast, MLflow and torch): the pipeline's steps up to `search-start` as pods, then one
     Katib trial's pod, its command, env and mounts as the Experiment declares them, with
-    values Katib could have drawn, and that pod once more as a retried attempt."""
+    values Katib could have drawn, that pod once more as a retried attempt, a second trial,
+    and the pipeline's steps after the Experiment."""
     from mlflow.tracking import MlflowClient
 
     from mlc.runtime.train import search as rs
@@ -337,6 +340,36 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
     assert [v for _, _, v in _collect(again.log, [objective], spec["metricsCollectorSpec"][
         "source"]["filter"]["metricsFormat"])] == [v for _, _, v in reported]
     assert sr.trials(client, experiment, parent) == [record]
+
+    # a second trial with other values; then the steps after the Experiment, as pods: `train`
+    # trains the best trial's values, `evaluate` gates the model, `register` registers it
+    other = exp["metadata"]["generateName"] + "q7w2x-9d3f6h1j"
+    job = _substitute(spec["trialTemplate"], {
+        "mixed_precision": "off", "dropout": "0.0", "epochs": "1", "hidden_layers": "[8,4]",
+        "learning_rate": "0.002"}, other)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    done = cluster.run_pod(container, volumes, other, context={}, name="trial")
+    assert done.returncode == 0, done.log[-4000:]
+    found = sr.trials(client, experiment, parent)
+    assert len(found) == 2
+    top = sr.best(resolved_search(folder), found)
+    rest = cluster.submit(lp.PIPELINE, workflow, {}, after="search")
+    assert [t.name for t in rest][:3] == ["train", "evaluate", "register"]
+    run = client.get_run(parent)
+    assert run.data.tags[sr.TAG_BEST_TRIAL] == str(top.number)
+    decoded = sr.decode(resolved_search(folder), top.drawn)
+    assert run.data.params["epochs"] == str(decoded["epochs"])
+    assert run.data.params["hidden_layers"] == str(decoded["hidden_layers"])
+    assert run.data.params["learning_rate"] == str(decoded["learning_rate"])
+    (version,) = client.search_model_versions(f"run_id = '{parent}'")
+    assert version.name == resolved_search_model(folder).registered_name
+
+
+def resolved_search_model(folder: Path):
+    diags = Diagnostics()
+    resolved = check_environment(folder, lp.ENV, diags)
+    assert resolved is not None
+    return resolved.models[lp.MODEL]
 
 
 def resolved_search(folder: Path):
