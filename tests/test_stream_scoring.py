@@ -557,3 +557,82 @@ def test_an_output_the_brokers_refuse_is_not_committed(tmp_path, monkeypatch, re
     # the dead letter was never delivered, so it is not counted as one yet
     assert registry.get_sample_value("mlc_stream_events_poison_total", {
         "endpoint": ENDPOINT, "reason": "schema", "action": "dead_letter"}) == 0.0
+
+
+@pytest.mark.slow  # the serving runtime (torch, MLflow) starts once
+def test_mlc_run_serve_runs_the_stream_consumer_on_this_machine(tmp_path):
+    """`mlc run serve` of a stream endpoint runs its consumer with this machine's registry
+    (the model registered in .mlc/mlflow.db) and the shell's Kafka credentials, until
+    SIGTERM; the topic's events come out scored."""
+    pytest.importorskip("mlflow", reason="mlc[serve]")
+    pytest.importorskip("torch", reason="mlc[serve]")
+    root = write_project(tmp_path / "project", {"ml.yaml": ml_yaml(),
+                                                "environments/dev.yaml": "{}\n"})
+    tracking = f"sqlite:///{root / '.mlc' / 'mlflow.db'}"  # where `mlc run` keeps its registry
+    (root / ".mlc").mkdir()
+    features = ["amount", "hour"]
+    version, predict = _register(tmp_path / "model", tracking, features)
+    assert version == "1"
+    fake = fake_kafka.install(tmp_path / "fake-client")
+    (tmp_path / "messages.json").write_text(json.dumps([
+        {"key": f"k{i}", "value": e if isinstance(e, str) else json.dumps(e)}
+        for i, e in enumerate(EVENTS)]))
+    pems = _pem_files(tmp_path)
+    for part, text in pems.items():
+        (tmp_path / f"{part}.pem").write_text(text)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *sys.path]),
+           "FAKE_KAFKA_MESSAGES": str(tmp_path / "messages.json"),
+           "FAKE_KAFKA_RECORD": str(tmp_path / "record.json"),
+           "FAKE_KAFKA_PRODUCED": str(tmp_path / "produced.json"),
+           "MLC_KAFKA_SASL_USERNAME": "me", "MLC_KAFKA_SASL_PASSWORD": "local",
+           **{f"MLC_KAFKA_TLS_{p.upper()}_FILE": str(tmp_path / f"{p}.pem") for p in pems},
+           "MLC_STREAM_METRICS_PORT": str(port)}
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlc", "run", "serve", ENDPOINT],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seen: dict[str, float] = {}
+    try:
+        for _ in range(1800):
+            if proc.poll() is not None:
+                break
+            try:
+                seen = _scrape(port)
+            except OSError:
+                pass
+            if seen.get(f'mlc_stream_events_consumed_total{{endpoint="{ENDPOINT}"}}') == len(
+                    EVENTS):
+                break
+            threading.Event().wait(0.1)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, log.read_text()[-4000:]
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["config"]["sasl.username"] == "me" and record["closed"]
+    produced = json.loads((tmp_path / "produced.json").read_text())["messages"]
+    scored = [m for m in produced if m["topic"] == "fraud-scores"]
+    assert [m["key"] for m in scored] == [e["tx_id"] for e in GOOD]
+    expected = predict([[e[f] for f in features] for e in GOOD])
+    for m, want in zip(scored, expected, strict=True):
+        assert json.loads(m["value"])["prediction"] == pytest.approx(float(want), rel=1e-6)
+
+
+
+def test_mlc_run_serve_of_a_batch_endpoint_points_to_run_score(tmp_path, capsys):
+    from mlc.cli import main
+
+    from .bad_inputs import BASE, edit
+
+    text = edit("    hardware: cpu-small\nmonitoring",
+                "    hardware: cpu-small\n  churn-nightly:\n    model: churn\n    mode: batch\n"
+                "    batch: {schedule: \"0 2 * * *\", input: events, output: out/s.parquet}\n"
+                "monitoring", BASE)
+    root = write_project(tmp_path / "project", {
+        "ml.yaml": text, "environments/dev.yaml": "platform: {development: true}\n"})
+    assert main(["run", "serve", "churn-nightly", "-C", str(root)]) == 2
+    assert "mlc run score churn-nightly" in capsys.readouterr().err

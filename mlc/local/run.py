@@ -376,12 +376,20 @@ def summary(local: LocalProject, pipelines: list[ir.Pipeline], run_id: str,
 
 def serve(root: Path, env: str, endpoint: str, diags: Diagnostics, *, host: str = "127.0.0.1",
           port: int | None = None) -> int:
-    """`mlc run serve ENDPOINT`: the serving runtime, on this machine's registry."""
+    """`mlc run serve ENDPOINT`: the serving runtime, on this machine's registry; for a
+    stream endpoint, its consumer (`stream-score`), on the brokers ml.yaml names."""
     local = prepare(root, env, diags)
     if endpoint not in local.project.endpoints:
         print(f"error: no endpoint `{endpoint}` (known: "
               f"{', '.join(local.project.endpoints) or 'none'})", file=sys.stderr)
         return 2
+    mode = local.project.endpoints[endpoint].mode
+    if mode == "batch":
+        print(f"error: `{endpoint}` is a batch endpoint, which answers no requests: score it "
+              f"with `mlc run score {endpoint}`", file=sys.stderr)
+        return 2
+    if mode == "stream":
+        return _stream_score(local, endpoint)
     try:
         from mlc.runtime.serve.server import main as serve_main
     except ModuleNotFoundError as exc:
@@ -395,6 +403,21 @@ def serve(root: Path, env: str, endpoint: str, diags: Diagnostics, *, host: str 
         argv += ["--port", str(port)]
     with environment(values):
         return serve_main(argv) or 0
+
+
+def _stream_score(local: LocalProject, endpoint: str) -> int:
+    """A stream endpoint's consumer, as its Deployment runs it, on this machine's registry:
+    it reads the topic from the brokers ml.yaml names (a local broker in a dev overlay, say)
+    until Ctrl-C. Credentials come from this shell's environment, under the names the pod's
+    Secrets fill (MLC_KAFKA_SASL_USERNAME, ...: docs/streams.md)."""
+    try:
+        from mlc.runtime.stream_score.command import main as stream_main
+    except ModuleNotFoundError as exc:
+        print(f"error: the stream scorer is not available here ({exc.name}); install "
+              "mlc[serve,streams]", file=sys.stderr)
+        return 1
+    with environment(local.environ()):
+        return stream_main(["--project", str(local.project_file), "--endpoint", endpoint])
 
 
 def drift(root: Path, env: str, check: str, diags: Diagnostics, *,
