@@ -324,6 +324,8 @@ def _run(args, diags) -> int:
         return local.quality(_root(args), args.env, args.name, diags)
     if args.what == "score":
         return local.score(_root(args), args.env, args.name, params, diags)
+    if args.what == "ingest":
+        return local.ingest(_root(args), args.env, args.name, diags)
     return local.run(_root(args), args.env, params, diags, models=args.model)
 
 
@@ -450,13 +452,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("run", _run, "Run the pipelines on this machine: materialise features, train, "
                 "evaluate, register; or `run serve ENDPOINT` / `run drift CHECK` / "
-                "`run quality MONITOR` / `run score ENDPOINT`.")
-    p.add_argument("what", nargs="?", choices=("serve", "drift", "quality", "score"),
-                   metavar="serve|drift|quality|score",
-                   help="serve an endpoint, run a drift check or a quality monitor, or score "
-                   "a batch endpoint (default: the training pipelines)")
+                "`run quality MONITOR` / `run score ENDPOINT` / `run ingest SOURCE`.")
+    p.add_argument("what", nargs="?", choices=("serve", "drift", "quality", "score", "ingest"),
+                   metavar="serve|drift|quality|score|ingest",
+                   help="serve an endpoint, run a drift check or a quality monitor, score "
+                   "a batch endpoint, or ingest a Kafka source into the online store "
+                   "(default: the training pipelines)")
     p.add_argument("name", nargs="?", metavar="NAME",
-                   help="the endpoint, drift check or quality monitor")
+                   help="the endpoint, drift check, quality monitor or Kafka source")
     p.add_argument("--env", default="dev", metavar="ENV", help="environment (default: dev)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set a pipeline parameter, e.g. -p promote=true, or -p "

@@ -330,3 +330,75 @@ def _ingest(env, argv, cwd, feast, tmp_path, pems) -> dict:
     out, _ = feast.communicate("read\n", timeout=120)
     assert feast.returncode == 0, out
     return json.loads(out.split("RESULT ", 1)[1])
+
+
+FEAST_READ = """
+import json, sys
+from feast import FeatureStore
+store = FeatureStore(repo_path=sys.argv[1])
+rows = [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]
+print("RESULT " + json.dumps(store.get_online_features(
+    features=["user_clicks:clicks", "user_clicks:spend"], entity_rows=rows).to_dict()))
+"""
+
+
+@pytest.mark.slow  # feast apply, then the ingestion and a Feast read in fresh processes
+def test_mlc_run_ingest_fills_this_machines_online_store(tmp_path):
+    """`mlc run ingest SOURCE` applies this machine's Feast repo and runs the source's
+    ingestion as its Deployment does, with the shell's Kafka credentials, until SIGTERM;
+    the local online store then holds the messages' values."""
+    pytest.importorskip("feast", reason="mlc[serve]")
+    root = write_project(tmp_path / "project", {"ml.yaml": ML_YAML,
+                                                "environments/dev.yaml": "{}\n"})
+    fake = fake_kafka.install(tmp_path / "fake-client")
+    messages = [
+        {"user_id": 1, "event_timestamp": "2026-01-02T10:00:00Z", "clicks": 3, "spend": 9.5},
+        {"user_id": 2, "event_timestamp": 1767348000, "clicks": 7, "spend": 1.0},
+        "not json {",
+        {"user_id": 1, "event_timestamp": "2026-01-02T11:00:00Z", "clicks": 4, "spend": 10.5},
+    ]
+    (tmp_path / "messages.json").write_text(json.dumps(
+        [m if isinstance(m, str) else json.dumps(m) for m in messages]))
+    pems = _pem_files(tmp_path)
+    for part, text in pems.items():
+        (tmp_path / f"{part}.pem").write_text(text)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *sys.path]),
+           "FAKE_KAFKA_MESSAGES": str(tmp_path / "messages.json"),
+           "FAKE_KAFKA_RECORD": str(tmp_path / "record.json"),
+           "MLC_KAFKA_SASL_USERNAME": "me", "MLC_KAFKA_SASL_PASSWORD": "local",
+           **{f"MLC_KAFKA_TLS_{p.upper()}_FILE": str(tmp_path / f"{p}.pem") for p in pems},
+           "MLC_INGEST_METRICS_PORT": str(port)}
+    log = tmp_path / "ingest.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlc", "run", "ingest", "clicks"],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        seen: dict[str, float] = {}
+        for _ in range(1800):
+            if proc.poll() is not None:
+                break
+            try:
+                seen = _scrape(port)
+            except OSError:
+                seen = {}
+            if seen.get('mlc_ingest_consumer_lag{partition="0",source="clicks"}') == 0 and \
+                    seen.get('mlc_ingest_messages_consumed_total{source="clicks"}') == 4:
+                break
+            threading.Event().wait(0.1)
+        assert proc.poll() is None, log.read_text()[-4000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert seen['mlc_ingest_rows_pushed_total{source="clicks",view="user_clicks"}'] == 3
+    assert json.loads((tmp_path / "record.json").read_text())["config"]["sasl.username"] == "me"
+    read = subprocess.run([sys.executable, "-c", FEAST_READ,
+                           str(root / ".mlc" / "deploy" / "dev" / "feast")],
+                          env={**os.environ, "MLC_DATA_ROOT": str(root)}, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    result = [line for line in read.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result, read.stdout + read.stderr
+    online = json.loads(result[0][len("RESULT "):])
+    assert online["clicks"] == [4, 7, None] and online["spend"] == [10.5, 1.0, None]

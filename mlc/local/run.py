@@ -420,6 +420,28 @@ def _stream_score(local: LocalProject, endpoint: str) -> int:
         return stream_main(["--project", str(local.project_file), "--endpoint", endpoint])
 
 
+def ingest(root: Path, env: str, source: str, diags: Diagnostics) -> int:
+    """`mlc run ingest SOURCE`: a Kafka source's ingestion, as its Deployment runs it, into
+    this machine's Feast repo (applied first, as the pipeline's feature-apply step does),
+    from the brokers ml.yaml names, until Ctrl-C; credentials as for `run serve` of a
+    stream endpoint."""
+    local = prepare(root, env, diags)
+    if source not in local.project.ingestions:
+        print(f"error: no Kafka source `{source}` to ingest (known: "
+              f"{', '.join(sorted(local.project.ingestions)) or 'none'})", file=sys.stderr)
+        return 2
+    try:
+        from mlc.runtime.features import apply_repo
+        from mlc.runtime.ingest.command import main as ingest_main
+    except ModuleNotFoundError as exc:
+        print(f"error: the ingestion runtime is not available here ({exc.name}); install "
+              "mlc[serve,streams]", file=sys.stderr)
+        return 1
+    with environment(local.environ()):
+        apply_repo(local.feast_repo)
+        return ingest_main(["--project", str(local.project_file), "--source", source])
+
+
 def drift(root: Path, env: str, check: str, diags: Diagnostics, *,
           progress: Progress | None = None) -> int:
     """`mlc run drift CHECK`: the check's pipeline, reading what `mlc run serve` logged."""
