@@ -68,7 +68,7 @@ def _panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]
         return promql.selector(promql.series(metric, suffix), labels)
 
     window = promql.duration(endpoint.slo.window_seconds)
-    bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
+    bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
     by_pod = "namespace, endpoint, pod"
     burn = []
     for objective in slo.objectives(endpoint):

@@ -108,7 +108,7 @@ def recorded_windows(endpoint: Endpoint) -> list[int]:
 
 
 def recording_rules(project: ResolvedProject, endpoint: Endpoint) -> list[Recording]:
-    bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
+    bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
     out = []
     for objective in objectives(endpoint):
         for window in recorded_windows(endpoint):
@@ -176,7 +176,7 @@ def _description(endpoint: Endpoint, objective: Objective, w: BurnWindow) -> tup
     if objective.kind == "availability":
         what = f"Objective: {promql.number(slo.availability)}% of requests succeed (not 5xx)"
     else:
-        bucket = promql.latency_bucket(slo.latency_seconds)
+        bucket = promql.latency_bucket(slo.latency_seconds, endpoint)
         what = (f"Objective: {promql.number(slo.latency_target)}% of requests take at most "
                 f"{promql.number(bucket)}s")
         if abs(bucket - slo.latency_seconds) > 1e-12:
@@ -203,7 +203,7 @@ def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective
         rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
         series = traffic.requests(base, [(steps, rates)])
     else:
-        bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
+        bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
         series = (
             Series(promql.series(metrics.REQUEST_DURATION, "_bucket"),
                    {**base, "route": "/predict", "le": repr(float(bucket))},
