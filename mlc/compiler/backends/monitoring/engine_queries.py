@@ -56,6 +56,21 @@ def counter_selector(select: Select, c: em.Counter | em.Gauge,
     return select("", {"__name__": "|".join(c.names), **regex})
 
 
+def rate_sum(select: Select, c: em.Counter, window: str, by: str | None) -> str:
+    """`sum by (by) (rate(...))` of the counters `c` names (`sum(...)` where `by` is None).
+
+    Counters of several names are rated one by one and told apart by a label before they
+    are summed: rate() drops the name, and two series left with the same labels in one
+    rate() are an error; `or` keeps the others where one name has no series yet.
+    """
+    group = "sum" if by is None else f"sum by ({by})"
+    if len(c.names) == 1:
+        return f"{group} (rate({counter_selector(select, c)}[{window}]))"
+    parts = [f'label_replace(rate({select(name, dict(c.match))}[{window}]), '
+             f'"engine_series", "{i}", "", "")' for i, name in enumerate(c.names)]
+    return f"{group} (\n    " + "\n    or\n    ".join(parts) + "\n  )"
+
+
 def _factor(unit: str) -> str:
     return "" if unit == "seconds" else f" * {_number(em.TO_SECONDS[unit])}"
 
@@ -76,8 +91,7 @@ def request_rate(endpoint: Endpoint, select: Select, window: str, *, by: Iterabl
     """Requests per second over `window`; `errors_only`: those the server failed."""
     m = _need(endpoint, "errors" if errors_only else "requests")
     c = m.server_errors if errors_only else m.requests
-    return (f"sum by ({_by(_by_labels(c, by))}) "
-            f"(rate({counter_selector(select, c)}[{window}]))")
+    return rate_sum(select, c, window, _by(_by_labels(c, by)))
 
 
 def _answered(m: em.EngineMetrics) -> em.Counter:
@@ -88,18 +102,17 @@ def error_ratio(endpoint: Endpoint, select: Select, window: str) -> str:
     """Share of answers that were the server's failure; NaN (0/0) without traffic, 0 where
     the error series is absent but answers are there (as for mlc's own runtime)."""
     m = _need(endpoint, "errors")
-    errors = f"sum by ({_by(())}) (rate({counter_selector(select, m.server_errors)}[{window}]))"
-    total = f"sum by ({_by(())}) (rate({counter_selector(select, _answered(m))}[{window}]))"
+    errors = rate_sum(select, m.server_errors, window, _by(()))
+    total = rate_sum(select, _answered(m), window, _by(()))
     return f"(\n  {errors}\n  or\n  0 * {total}\n)\n/\n{total}"
 
 
 def error_rate_gate(endpoint: Endpoint, select: Select, window: str) -> str:
     """The gate's form: one unlabelled sample whatever the data (0/0 is NaN)."""
     m = _need(endpoint, "errors")
-    errors = counter_selector(select, m.server_errors)
-    total = counter_selector(select, _answered(m))
-    return (f"(sum(rate({errors}[{window}])) or vector(0))\n/\n"
-            f"(sum(rate({total}[{window}])) or vector(0))\n")
+    errors = rate_sum(select, m.server_errors, window, None)
+    total = rate_sum(select, _answered(m), window, None)
+    return f"({errors} or vector(0))\n/\n({total} or vector(0))\n"
 
 
 def histogram_bucket(h: em.Histogram, threshold_seconds: float) -> float:
@@ -213,8 +226,7 @@ def ttft_gate(endpoint: Endpoint, select: Select, quantile: float, window: str) 
 def tokens_per_second(endpoint: Endpoint, select: Select, window: str) -> str:
     """Output tokens generated per second by the endpoint (all its pods)."""
     m = _need(endpoint, "tokens_per_second")
-    return (f"sum by ({_by(())}) "
-            f"(rate({counter_selector(select, m.output_tokens)}[{window}]))")
+    return rate_sum(select, m.output_tokens, window, _by(()))
 
 
 def slow_token_ratio(endpoint: Endpoint, select: Select, window: str,

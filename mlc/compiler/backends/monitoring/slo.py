@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlc import metrics
+from mlc import engine_metrics, metrics
 
 from ...ir import Endpoint, ResolvedProject
-from . import promql, traffic
+from . import engine_traffic, promql, traffic
 from .alerts import Alert, Recording, Scenario, Series, Severity
 
 _WORKBOOK_WINDOW = 30 * 86400
@@ -93,7 +93,14 @@ def latency(endpoint: Endpoint) -> Objective:
 
 
 def objectives(endpoint: Endpoint) -> list[Objective]:
-    return [availability(endpoint), latency(endpoint)]
+    """The endpoint's objectives; of another engine's, those its series can measure (resolve
+    refuses, or warns of, the others: mlc/compiler/resolve/engine_metrics.py)."""
+    out = [availability(endpoint), latency(endpoint)]
+    if endpoint.engine == "mlc":
+        return out
+    m = engine_metrics.for_engine(endpoint.engine)
+    return [o for o in out
+            if m.why_not("errors" if o.kind == "availability" else "latency_slo") is None]
 
 
 def record_name(objective: Objective, window: int) -> str:
@@ -108,14 +115,14 @@ def recorded_windows(endpoint: Endpoint) -> list[int]:
 
 
 def recording_rules(project: ResolvedProject, endpoint: Endpoint) -> list[Recording]:
-    bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
     out = []
     for objective in objectives(endpoint):
         for window in recorded_windows(endpoint):
             text = promql.duration(window)
             expr = (promql.error_ratio(project, endpoint, text)
                     if objective.kind == "availability"
-                    else promql.slow_ratio(project, endpoint, text, bucket))
+                    else promql.slow_ratio(project, endpoint, text, promql.latency_bucket(
+                        endpoint.slo.latency_seconds, endpoint)))
             out.append(Recording(record_name(objective, window), expr))
     return out
 
@@ -199,7 +206,15 @@ def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective
     # 15 minutes of traffic exercises the 3-day windows as well as the 5-minute ones.
     steps = 15
     good_per_minute = rpm * (1 - share)
-    if objective.kind == "availability":
+    if endpoint.engine != "mlc":
+        labels = promql.endpoint_labels(project, endpoint)
+        if objective.kind == "availability":
+            rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
+            series = engine_traffic.requests(endpoint, labels, [(steps, rates)])
+        else:
+            series = engine_traffic.latency(endpoint, labels, endpoint.slo.latency_seconds,
+                                            good_per_minute, rpm, steps)
+    elif objective.kind == "availability":
         rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
         series = traffic.requests(base, [(steps, rates)])
     else:
