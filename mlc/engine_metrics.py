@@ -157,11 +157,12 @@ PYTHON_CLIENT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 
 
 MLSERVER = EngineMetrics(
     engine="mlserver",
-    source=("MLServer docs, user-guide/metrics (docs.seldon.ai/mlserver/user-guide/metrics, "
-            "1.x); mlserver/handlers/dataplane.py (Counter model_infer_request_success/"
-            "failure, labels model, version); mlserver/rest/app.py (starlette-exporter's "
-            "PrometheusMiddleware, app_name mlserver, prefix metrics_rest_server_prefix "
-            "= rest_server)"),
+    source=("MLServer 1.7.1 docs/user-guide/metrics.md and source: mlserver/rest/app.py "
+            "(starlette-exporter's PrometheusMiddleware, app_name mlserver, prefix "
+            "metrics_rest_server_prefix = rest_server), mlserver/settings.py (metrics_port "
+            "8082, metrics_endpoint /metrics); starlette-exporter 0.24.0 middleware.py "
+            "(<prefix>_requests_total, _request_duration_seconds: method, path, status_code, "
+            "app_name; _requests_in_progress: method, app_name; group_paths on)"),
     scrape_port=8082, scrape_path="/metrics", model_label="model",
     requires=("metrics_endpoint=/metrics (MLSERVER_METRICS_ENDPOINT, the default)",
               "metrics_port=8082 (MLSERVER_METRICS_PORT, the default)",

@@ -240,12 +240,13 @@ def slow_token_ratio(endpoint: Endpoint, select: Select, window: str,
     return _slow_ratio(h, select, window, 1 / min_tokens_per_second)
 
 
-def token_rate_gate(endpoint: Endpoint, select: Select, quantile: float, window: str) -> str:
-    """Tokens per second of the slowest `1 - quantile` of tokens: 1 / the TPOT quantile."""
+def tpot_gate(endpoint: Endpoint, select: Select, quantile: float, window: str) -> str:
+    """The quantile of the time per output token, in seconds (a tokens-per-second floor is
+    a ceiling on it: at least N tokens per second is at most 1/N seconds a token)."""
     m = _need(endpoint, "tokens_per_second")
     h = m.time_per_output_token
     if h is None:
         raise Unmeasurable(f"{m.engine} has no time-per-output-token histogram")
     sel = select(f"{h.name}_bucket", dict(h.match))
-    return (f"1 / (histogram_quantile({_number(quantile)},\n"
-            f"  sum by (le) (rate({sel}[{window}]))){_factor(h.unit)})\nor vector(NaN)\n")
+    return (f"histogram_quantile({_number(quantile)},\n"
+            f"  sum by (le) (rate({sel}[{window}]))){_factor(h.unit)}\nor vector(NaN)\n")

@@ -313,6 +313,19 @@ def engine_gate_checks(project: ResolvedProject, ep: Endpoint,
                        "traffic.\n"
                        + engine_queries.latency_gate(ep, sel, LATENCY_QUANTILE, window),
                        gates.max_latency_p99_seconds))
+    if gates.max_ttft_seconds is not None:
+        checks.append(("time-to-first-token-p99",
+                       "# p99 time to first token of the new pods' requests; NaN "
+                       "(inconclusive) without traffic.\n"
+                       + engine_queries.ttft_gate(ep, sel, LATENCY_QUANTILE, window),
+                       gates.max_ttft_seconds))
+    if gates.min_tokens_per_second is not None:
+        # at least N tokens per second: the p99 time per output token at most 1/N seconds
+        checks.append(("time-per-output-token-p99",
+                       "# p99 time per output token of the new pods (minTokensPerSecond: at "
+                       "most 1/that); NaN (inconclusive) without traffic.\n"
+                       + engine_queries.tpot_gate(ep, sel, LATENCY_QUANTILE, window),
+                       1 / gates.min_tokens_per_second))
     return checks
 
 
