@@ -61,7 +61,7 @@ class RolloutGates(Spec):
     """How often the gates are measured."""
     failure_limit: int = Field(1, ge=0, le=100)
     """Failed measurements tolerated before rolling back."""
-    max_time_to_first_token: Duration | None = Field(
+    max_first_token_latency: Duration | None = Field(
         None, title="Max p99 time to first token",
         description="LLM endpoints (`engine: huggingface`): roll back when the new version's "
                     "p99 time to first token is above this.")
@@ -236,12 +236,12 @@ class Slo(Spec):
     latency_target: Percent = Field(99.0, description="Percent of requests under `latency`.")
     window: Seconds = "30d"
     """Period the SLO is measured over, for its error budget."""
-    time_to_first_token: Duration | None = Field(
+    first_token_latency: Duration | None = Field(
         None, description="LLM endpoints (`engine: huggingface`): threshold for a fast first "
                           "token of a response.")
-    time_to_first_token_target: Percent = Field(
+    first_token_latency_target: Percent = Field(
         99.0, description="Percent of requests whose first token comes within "
-                          "`timeToFirstToken`.")
+                          "`firstTokenLatency`.")
     tokens_per_second: float | None = Field(
         None, gt=0, le=1_000_000,
         description="LLM endpoints (`engine: huggingface`): the slowest acceptable rate of "

@@ -39,11 +39,11 @@ _OBJECTIVES = (("availability", "errors", "availability"),
 _GATES = (("maxErrorRate", "errors", "max_error_rate"),
           ("maxLatencyP99", "latency_quantile", "max_latency_p99"),
           ("maxPredictionDrift", "prediction_drift", "max_prediction_drift"))
-_LLM_SLO = (("timeToFirstToken", "time_to_first_token"),
-            ("timeToFirstTokenTarget", "time_to_first_token_target"),
+_LLM_SLO = (("firstTokenLatency", "first_token_latency"),
+            ("firstTokenLatencyTarget", "first_token_latency_target"),
             ("tokensPerSecond", "tokens_per_second"),
             ("tokensPerSecondTarget", "tokens_per_second_target"))
-_LLM_GATES = (("maxTimeToFirstToken", "max_time_to_first_token"),
+_LLM_GATES = (("maxFirstTokenLatency", "max_first_token_latency"),
               ("minTokensPerSecond", "min_tokens_per_second"))
 GATED = ("canary", "blueGreen")
 
@@ -51,9 +51,9 @@ GATED = ("canary", "blueGreen")
 def llm_slo(slo: Any) -> dict[str, Any]:
     """The IR's LLM objectives from the schema's `slo` (nothing when none is set)."""
     out: dict[str, Any] = {}
-    if slo.time_to_first_token is not None:
-        out["ttft_seconds"] = duration_seconds(slo.time_to_first_token)
-        out["ttft_target"] = slo.time_to_first_token_target
+    if slo.first_token_latency is not None:
+        out["ttft_seconds"] = duration_seconds(slo.first_token_latency)
+        out["ttft_target"] = slo.first_token_latency_target
     if slo.tokens_per_second is not None:
         out["tokens_per_second"] = slo.tokens_per_second
         out["tokens_per_second_target"] = slo.tokens_per_second_target
@@ -119,7 +119,9 @@ def check_engine_metrics(ctx: Context, name: str, e: Any) -> None:
                 ctx.error(GATE_NOT_MEASURED,
                           f"endpoint `{name}`: engine `{engine}` cannot measure "
                           f"`rollout.gates.{key}`: {why}", (*path, "rollout", "gates", key),
-                          help="remove it (or, for maxPredictionDrift, set it to null)")
+                          help="set it to null" if key == "maxPredictionDrift" else
+                          "remove it; the gates each engine measures are in "
+                          "docs/serving-metrics.md, \"Engines\"")
             else:
                 ctx.warning(DEFAULT_GATE_NOT_MEASURED,
                             f"endpoint `{name}`: the default gate `rollout.gates.{key}` is not "

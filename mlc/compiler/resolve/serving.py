@@ -110,8 +110,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                 max_prediction_drift=r.gates.max_prediction_drift,
                 interval_seconds=int(duration_seconds(r.gates.interval)),
                 failure_limit=r.gates.failure_limit,
-                max_ttft_seconds=(duration_seconds(r.gates.max_time_to_first_token)
-                                  if r.gates.max_time_to_first_token else None),
+                max_ttft_seconds=(duration_seconds(r.gates.max_first_token_latency)
+                                  if r.gates.max_first_token_latency else None),
                 min_tokens_per_second=r.gates.min_tokens_per_second),
             shadow_alias=shadow_alias,
             shadow_version=r.shadow.version if r.shadow else None,
