@@ -47,6 +47,30 @@ def _by(by: Iterable[str]) -> str:
     return ", ".join([*BY, *(b for b in by if b not in BY)])
 
 
+def spellings(name: str) -> tuple[str, ...]:
+    """The names a series of `name` may be stored under. The Python client's OpenMetrics
+    exposition (prometheus_client 0.24-0.26, which a Prometheus that negotiates OpenMetrics
+    1.0.0 gets) writes `:` in a sample's name as `_`, though `:` is a valid name character:
+    vLLM's `vllm:...` series are stored as `vllm_...` then, as text format 0.0.4 keeps them."""
+    if ":" not in name:
+        return (name,)
+    return (name, name.replace(":", "_"))
+
+
+def both_spellings(select: Select) -> Select:
+    """`select`, matching a name with `:` in either of its stored spellings (`spellings`)."""
+
+    def spelled(name: str, regex: Mapping[str, str]) -> str:
+        names = spellings(name) if name else ()
+        if len(names) < 2:
+            if name == "" and "__name__" in regex:
+                every = [n for part in regex["__name__"].split("|") for n in spellings(part)]
+                return select("", {**regex, "__name__": "|".join(every)})
+            return select(name, regex)
+        return select("", {"__name__": "|".join(names), **regex})
+    return spelled
+
+
 def counter_selector(select: Select, c: em.Counter | em.Gauge,
                      match: Mapping[str, str] | None = None) -> str:
     regex = dict(c.match)

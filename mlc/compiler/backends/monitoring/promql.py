@@ -260,4 +260,4 @@ def engine_select(labels: Mapping[str, str]) -> engine_queries.Select:
 
     def select(name: str, regex: Mapping[str, str]) -> str:
         return selector(name, labels, regex)
-    return select
+    return engine_queries.both_spellings(select)

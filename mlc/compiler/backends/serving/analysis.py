@@ -288,7 +288,7 @@ def engine_select(project: ResolvedProject, ep: Endpoint,
 
     def select(name: str, regex: dict[str, str]) -> str:
         return selector(name, project, ep, hash_arg, dict(regex))
-    return select
+    return engine_queries.both_spellings(select)
 
 
 def engine_gate_checks(project: ResolvedProject, ep: Endpoint,
