@@ -939,4 +939,20 @@ CASES = [
                           "    model: churn\n    hardware: cpu-big\n",
                           edit("task: classification", "task: classify"))},
          also=(("MLC201", "ml.yaml:38:15"),)),
+    # what a serving engine's own series cannot measure (mlc/engine_metrics.py)
+    Case("engine-objective-not-measured", "MLC374", "ml.yaml:40:25",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: huggingface\n    slo: {availability: 99.5}\n"
+                          "monitoring")}),
+    Case("engine-gate-not-measured", "MLC376", "ml.yaml:42:30",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: torchserve\n    rollout:\n      strategy: canary\n"
+                          "      gates: {maxLatencyP99: 300ms}\nmonitoring")}),
+    Case("llm-objective-wrong-engine", "MLC378", "ml.yaml:40:26",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    slo:\n      firstTokenLatency: 500ms\nmonitoring")}),
+    Case("engine-scaling-not-measured", "MLC379", "ml.yaml:40:27",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: triton\n    autoscaling: {metric: concurrency, "
+                          "target: 4}\nmonitoring")}),
 ]

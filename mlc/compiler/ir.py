@@ -456,6 +456,9 @@ class RolloutGates(IR):
     max_prediction_drift: float | None
     interval_seconds: int
     failure_limit: int
+    # LLM engines only (mlc/engine_metrics.py); left out of the JSON while unset
+    max_ttft_seconds: float | None = Field(None, exclude_if=_unset)
+    min_tokens_per_second: float | None = Field(None, exclude_if=_unset)
 
 
 class ShadowGates(IR):
@@ -591,6 +594,11 @@ class Slo(IR):
     latency_seconds: float
     latency_target: float  # percent
     window_seconds: int
+    # LLM engines only (mlc/engine_metrics.py); left out of the JSON while unset
+    ttft_seconds: float | None = Field(None, exclude_if=_unset)
+    ttft_target: float | None = Field(None, exclude_if=_unset)  # percent
+    tokens_per_second: float | None = Field(None, exclude_if=_unset)
+    tokens_per_second_target: float | None = Field(None, exclude_if=_unset)  # percent
 
 
 class Batching(IR):

@@ -61,6 +61,14 @@ class RolloutGates(Spec):
     """How often the gates are measured."""
     failure_limit: int = Field(1, ge=0, le=100)
     """Failed measurements tolerated before rolling back."""
+    max_first_token_latency: Duration | None = Field(
+        None, title="Max p99 time to first token",
+        description="LLM endpoints (`engine: huggingface`): roll back when the new version's "
+                    "p99 time to first token is above this.")
+    min_tokens_per_second: float | None = Field(
+        None, gt=0, le=1_000_000,
+        description="LLM endpoints (`engine: huggingface`): roll back when the new version's "
+                    "slowest 1% of output tokens come at fewer tokens per second than this.")
 
 
 class ShadowGates(Spec):
@@ -228,6 +236,18 @@ class Slo(Spec):
     latency_target: Percent = Field(99.0, description="Percent of requests under `latency`.")
     window: Seconds = "30d"
     """Period the SLO is measured over, for its error budget."""
+    first_token_latency: Duration | None = Field(
+        None, description="LLM endpoints (`engine: huggingface`): threshold for a fast first "
+                          "token of a response.")
+    first_token_latency_target: Percent = Field(
+        99.0, description="Percent of requests whose first token comes within "
+                          "`firstTokenLatency`.")
+    tokens_per_second: float | None = Field(
+        None, gt=0, le=1_000_000,
+        description="LLM endpoints (`engine: huggingface`): the slowest acceptable rate of "
+                    "output tokens within a response.")
+    tokens_per_second_target: Percent = Field(
+        99.0, description="Percent of output tokens generated at `tokensPerSecond` or faster.")
 
 
 class Batching(Spec):

@@ -8,6 +8,7 @@ from ..names import dns_label
 from .ab_guard import resolve_ab_guard
 from .context import WRONG_KIND, Context
 from .delivery import check_rollout, shadow_phase
+from .engine_metrics import check_engine_metrics, llm_slo
 from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
@@ -77,6 +78,7 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             ctx.error(ENGINE_NOT_BUILT, f"endpoint `{name}`: engine `{e.engine}` is not "
                       "compiled yet", (*path, "engine"),
                       help="remove `engine:` to serve with mlc's own runtime")
+        check_engine_metrics(ctx, name, e)  # what the engine's series can measure
         alias = None if e.version is not None else (e.alias or model.production_alias)
         uri = model_uri(model, alias, e.version)
         profile = hardware.get(e.hardware)
@@ -123,7 +125,10 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                 max_error_rate=r.gates.max_error_rate,
                 max_prediction_drift=r.gates.max_prediction_drift,
                 interval_seconds=int(duration_seconds(r.gates.interval)),
-                failure_limit=r.gates.failure_limit),
+                failure_limit=r.gates.failure_limit,
+                max_ttft_seconds=(duration_seconds(r.gates.max_first_token_latency)
+                                  if r.gates.max_first_token_latency else None),
+                min_tokens_per_second=r.gates.min_tokens_per_second),
             shadow_alias=shadow_alias,
             shadow_version=r.shadow.version if r.shadow else None,
             shadow_percent=r.shadow.percent if r.shadow else 100,
@@ -181,7 +186,8 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             slo=ir.Slo(availability=e.slo.availability,
                        latency_seconds=duration_seconds(e.slo.latency),
                        latency_target=e.slo.latency_target,
-                       window_seconds=int(duration_seconds(e.slo.window))),
+                       window_seconds=int(duration_seconds(e.slo.window)),
+                       **llm_slo(e.slo)),
             batching=ir.Batching(max_batch_size=e.batching.max_batch_size,
                                  max_latency_seconds=duration_seconds(e.batching.max_latency),
                                  max_queue=e.batching.max_queue),

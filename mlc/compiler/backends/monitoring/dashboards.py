@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlc import metrics
+from mlc import engine_metrics, metrics
 
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_label, short_hash
 from ..objects import metadata
-from . import promql, slo
+from . import engine_queries, promql, slo
 
 RATE = "$__rate_interval"  # Grafana's: at least four scrape intervals, whatever the zoom
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -62,13 +62,15 @@ def dashboard(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]]:
+    if endpoint.engine != "mlc":
+        return _engine_panels(project, endpoint)
     labels = promql.endpoint_labels(project, endpoint)
 
     def sel(metric: metrics.Metric, suffix: str = "") -> str:
         return promql.selector(promql.series(metric, suffix), labels)
 
     window = promql.duration(endpoint.slo.window_seconds)
-    bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
+    bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
     by_pod = "namespace, endpoint, pod"
     burn = []
     for objective in slo.objectives(endpoint):
@@ -123,6 +125,65 @@ def _panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]
                 f"Drift score by feature (check {check.name})",
                 [(f"max by ({per}) ({score})", "{{feature}}"),
                  (f"max by ({per}) ({limit})", "threshold {{feature}}")], "none"))
+    return panels
+
+
+def _engine_panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]]:
+    """An endpoint of another engine: the panels its series can fill (mlc/engine_metrics.py),
+    from the same query builders as its rules; none over series the engine does not have."""
+    m = engine_metrics.for_engine(endpoint.engine)
+    labels = promql.endpoint_labels(project, endpoint)
+    select = promql.engine_select(labels)
+    window = promql.duration(endpoint.slo.window_seconds)
+    objectives = {o.kind: o for o in slo.objectives(endpoint)}
+    panels = []
+    if "availability" in objectives:
+        panels.append(_stat(
+            f"Availability over {window} (objective {promql.number(endpoint.slo.availability)}%)",
+            f"1 - (\n{promql.error_ratio(project, endpoint, window)}\n)", "percentunit"))
+    if "latency" in objectives:
+        bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
+        panels.append(_stat(
+            f"Requests within {promql.number(bucket)}s over {window} "
+            f"(objective {promql.number(endpoint.slo.latency_target)}%)",
+            f"1 - (\n{promql.slow_ratio(project, endpoint, window, bucket)}\n)", "percentunit"))
+    burn = []
+    for objective in objectives.values():
+        if objective.budget <= 0:
+            continue
+        for w in slo.burn_windows(endpoint.slo.window_seconds)[::2]:
+            record = promql.selector(slo.record_name(objective, w.long), labels)
+            burn.append((f"{record} / {promql.number(objective.budget)}",
+                         f"{objective.kind} over {promql.duration(w.long)}"))
+    if burn:
+        panels.append(_series("Error budget burn rate (1 = on budget)", burn, "none"))
+    panels.append(_series(f"Requests per second ({endpoint.engine})",
+                          [(promql.request_rate(project, endpoint, RATE), "requests")],
+                          "reqps"))
+    if m.why_not("errors") is None:
+        panels.append(_series("Server error ratio",
+                              [(promql.error_ratio(project, endpoint, RATE), "errors")],
+                              "percentunit"))
+    if m.why_not("latency_quantile") is None:
+        panels.append(_series("Latency", [
+            (engine_queries.latency_quantile(endpoint, select, q, RATE), f"p{p}")
+            for q, p in ((0.5, "50"), (0.9, "90"), (0.99, "99"))
+            if not isinstance(m.latency, engine_metrics.Summary) or q in m.latency.quantiles],
+            "s"))
+    if m.why_not("inflight") is None:
+        panels.append(_series("Requests in flight",
+                              [(engine_queries.inflight(endpoint, select), "running")], "none"))
+    if m.why_not("queue") is None:
+        panels.append(_series("Requests waiting",
+                              [(engine_queries.queue(endpoint, select), "waiting")], "none"))
+    if m.why_not("time_to_first_token") is None:
+        panels.append(_series("Time to first token", [
+            (engine_queries.ttft_quantile(endpoint, select, q, RATE), f"p{p}")
+            for q, p in ((0.5, "50"), (0.9, "90"), (0.99, "99"))], "s"))
+    if m.why_not("tokens_per_second") is None:
+        panels.append(_series("Output tokens per second",
+                              [(engine_queries.tokens_per_second(endpoint, select, RATE),
+                                "tokens/s")], "none"))
     return panels
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
+from . import engine_queries
 
 # The label that scopes every query to one environment. Prometheus sets it on every target
 # from the pod's or service's namespace (the PodMonitor and ServiceMonitor live in the
@@ -175,6 +176,9 @@ def request_rate(project: ResolvedProject, endpoint: Endpoint, window: str, *,
                  extra: Mapping[str, str] | None = None) -> str:
     """Requests per second over `window`; `errors_only`: answers with a 5xx status code."""
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
+    if endpoint.engine != "mlc":
+        return engine_queries.request_rate(endpoint, engine_select(labels), window, by=by,
+                                           errors_only=errors_only)
     regex = {"code": metrics.SERVER_ERROR_CODES} if errors_only else None
     sel = selector(series(metrics.REQUESTS), labels, regex, NOT_SERVED)
     return f"sum by ({_by(by)}) (rate({sel}[{window}]))"
@@ -191,16 +195,22 @@ def error_ratio(project: ResolvedProject, endpoint: Endpoint, window: str, *,
     With no requests at all the ratio is 0/0, NaN: no alert compares true on it, and a rollout
     gate reads it as "no data" (inconclusive), never as a pass.
     """
+    if endpoint.engine != "mlc":
+        labels = {**endpoint_labels(project, endpoint), **(extra or {})}
+        return engine_queries.error_ratio(endpoint, engine_select(labels), window)
     errors = request_rate(project, endpoint, window, errors_only=True, extra=extra)
     total = request_rate(project, endpoint, window, extra=extra)
     return f"(\n  {errors}\n  or\n  0 * {total}\n)\n/\n{total}"
 
 
-def latency_bucket(threshold_seconds: float) -> float:
+def latency_bucket(threshold_seconds: float, endpoint: Endpoint | None = None) -> float:
     """The histogram bucket a latency objective is measured at: the smallest >= threshold.
 
-    Above the largest bucket the largest one is used (the description says so).
+    Above the largest bucket the largest one is used (the description says so). For an
+    endpoint of another engine, that engine's latency histogram's bucket, in seconds.
     """
+    if endpoint is not None and endpoint.engine != "mlc":
+        return engine_queries.latency_bucket_seconds(endpoint, threshold_seconds)
     for bound in metrics.REQUEST_DURATION.buckets:
         if bound >= threshold_seconds - 1e-12:
             return bound
@@ -216,6 +226,8 @@ def slow_ratio(project: ResolvedProject, endpoint: Endpoint, window: str, bucket
     requests make it 1 - 0/0, NaN, as for the error ratio.
     """
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
+    if endpoint.engine != "mlc":
+        return engine_queries.slow_ratio(endpoint, engine_select(labels), window, bucket)
     fast = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels,
                     {"le": one_of(le_values(bucket))}, NOT_SERVED)
     total = selector(series(metrics.REQUEST_DURATION, "_count"), labels, exclude=NOT_SERVED)
@@ -228,6 +240,9 @@ def latency_quantile(project: ResolvedProject, endpoint: Endpoint, quantile: flo
                      window: str, *, by: Iterable[str] = (),
                      extra: Mapping[str, str] | None = None) -> str:
     labels = {**endpoint_labels(project, endpoint), **(extra or {})}
+    if endpoint.engine != "mlc":
+        return engine_queries.latency_quantile(endpoint, engine_select(labels), quantile,
+                                               window, by=by)
     sel = selector(series(metrics.REQUEST_DURATION, "_bucket"), labels, exclude=NOT_SERVED)
     return (f"histogram_quantile({number(quantile)}, "
             f"sum by ({_by(('le', *by))}) (rate({sel}[{window}])))")
@@ -238,3 +253,11 @@ def _by(extra: Iterable[str]) -> str:
     labels = [SCOPE_LABEL, "endpoint"]
     labels += [label for label in extra if label not in labels]
     return ", ".join(labels)
+
+
+def engine_select(labels: Mapping[str, str]) -> engine_queries.Select:
+    """How the rules and dashboards select an engine's series: scoped like mlc's own."""
+
+    def select(name: str, regex: Mapping[str, str]) -> str:
+        return selector(name, labels, regex)
+    return engine_queries.both_spellings(select)

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlc import metrics
+from mlc import engine_metrics, metrics
 
 from ...ir import DriftCheck, Endpoint, FeatureView, Model, Origin, ResolvedProject
 from ...names import dns_label
-from . import promql, schedules, slo, traffic
+from . import engine_queries, engine_traffic, promql, schedules, slo, traffic
 from .alerts import Alert, Group, Scenario, Series
 from .gotemplate import Label
 
@@ -76,19 +76,25 @@ def rule_sets(project: ResolvedProject) -> list[RuleSet]:
 
 def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
     labels = promql.endpoint_labels(project, endpoint)
-    requests = promql.series(metrics.REQUESTS)
     server = traffic.server_labels(labels)
     out = []
 
     def at(series: tuple[Series, ...], minutes: int) -> Scenario:
         return Scenario(series, minutes * 60, pace_seconds=slo.TEST_PACE)
 
+    engine = endpoint.engine != "mlc"
+
+    def phased(phases: list[tuple[int, traffic.PerMinute]]) -> tuple[Series, ...]:
+        if engine:
+            return engine_traffic.requests(endpoint, labels, phases)
+        return traffic.requests(server, phases)
+
     def steady(minutes: int, per_minute: traffic.PerMinute) -> tuple[Series, ...]:
-        return traffic.requests(server, [(minutes, per_minute)])
+        return phased([(minutes, per_minute)])
     # No request since start-up: every counter exported, all at 0.
     idle = at(steady(35, {}), 35)
     limit = endpoint.rollout.gates.max_error_rate
-    if limit < 1:
+    if limit < 1 and any(o.kind == "availability" for o in slo.objectives(endpoint)):
         ratio = promql.selector(
             slo.record_name(slo.availability(endpoint), slo.ALWAYS_RECORDED), labels)
         window = promql.duration(slo.ALWAYS_RECORDED)
@@ -98,7 +104,7 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
 
         # The first 5xx since start-up, most of every minute's requests from minute 6 on
         # (the series was there at 0 before, as the runtime exports it).
-        burst = traffic.requests(server, [(5, {"200": 100}), (15, {"200": 80, "503": 920})])
+        burst = phased([(5, {"200": 100}), (15, {"200": 80, "503": 920})])
 
         out.append(Alert(
             name="EndpointHighErrorRatio", expr=f"{ratio} > {promql.number(limit)}",
@@ -110,6 +116,15 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
                          "maxErrorRate). Check the serving pods' logs and the last rollout.",),
             unhealthy=((at(share((1 + limit) / 2), 15), labels), (at(burst, 20), labels)),
             healthy=(at(share(limit / 2), 15), at(share(0), 15), idle)))
+    if not engine:
+        out.append(_saturated(endpoint, labels))
+    if endpoint.mode == "online":
+        out.append(_no_traffic(project, endpoint, labels, at, steady, idle, phased))
+    return out
+
+
+def _saturated(endpoint: Endpoint, labels: dict[str, str]) -> Alert:
+    """mlc's runtime's queue (other engines export no queue capacity to compare with)."""
     depth = promql.selector(promql.series(metrics.QUEUE_DEPTH), labels)
     capacity = promql.selector(promql.series(metrics.QUEUE_CAPACITY), labels)
     pod = {**labels, "pod": f"{endpoint.k8s_name}-0"}
@@ -118,7 +133,10 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
         return (Series(promql.series(metrics.QUEUE_DEPTH), pod, f"{rows}+0x10"),
                 Series(promql.series(metrics.QUEUE_CAPACITY), pod, "256+0x10"))
 
-    out.append(Alert(
+    def at(series: tuple[Series, ...], minutes: int) -> Scenario:
+        return Scenario(series, minutes * 60, pace_seconds=slo.TEST_PACE)
+
+    return Alert(
         name="EndpointSaturated",
         expr=f"max by ({_by(labels)}) ({depth} / {capacity}) > {promql.number(SATURATION)}",
         severity="warning", for_seconds=300,
@@ -128,27 +146,38 @@ def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]
                      "requests are refused with 503. Scale out (autoscaling.maxReplicas) or "
                      "look for a slow model call.",),
         unhealthy=((at(queue(240), 10), labels),),
-        healthy=(at(queue(10), 10),)))
-    if endpoint.mode == "online":
-        window = promql.duration(NO_TRAFFIC_SECONDS)
-        out.append(Alert(
-            name="EndpointNoTraffic",
-            expr=(f"{promql.request_rate(project, endpoint, window)} == 0\nor\n"
-                  f"absent({promql.selector(requests, labels)})"),
-            severity="warning", for_seconds=NO_TRAFFIC_SECONDS,
-            summary=(f"Endpoint {endpoint.name} has had no requests for "
-                     f"{promql.duration(NO_TRAFFIC_SECONDS)}.",),
-            description=(f"No request reached {endpoint.name} for "
-                         f"{promql.duration(NO_TRAFFIC_SECONDS)}, or its pods export no "
-                         "request metrics at all. Check its clients, the Service and the "
-                         "NetworkPolicy, and that Prometheus scrapes the pods.",),
-            unhealthy=(
-                (idle, labels),
-                # traffic that stopped: the counters stay, flat
-                (at(traffic.requests(server, [(2, {"200": 100}), (38, {})]), 40), labels),
-                (at((), 35), labels)),  # nothing exported at all
-            healthy=(at(steady(35, {"200": 100}), 35),)))
-    return out
+        healthy=(at(queue(10), 10),))
+
+
+def _no_traffic(project: ResolvedProject, endpoint: Endpoint, labels: dict[str, str],
+                at: Callable[[tuple[Series, ...], int], Scenario],
+                steady: Callable[[int, traffic.PerMinute], tuple[Series, ...]],
+                idle: Scenario,
+                phased: Callable[[list[tuple[int, traffic.PerMinute]]], tuple[Series, ...]],
+                ) -> Alert:
+    if endpoint.engine == "mlc":
+        requests = promql.selector(promql.series(metrics.REQUESTS), labels)
+    else:
+        requests = engine_queries.counter_selector(
+            promql.engine_select(labels), engine_metrics.for_engine(endpoint.engine).requests)
+    window = promql.duration(NO_TRAFFIC_SECONDS)
+    return Alert(
+        name="EndpointNoTraffic",
+        expr=(f"{promql.request_rate(project, endpoint, window)} == 0\nor\n"
+              f"absent({requests})"),
+        severity="warning", for_seconds=NO_TRAFFIC_SECONDS,
+        summary=(f"Endpoint {endpoint.name} has had no requests for "
+                 f"{promql.duration(NO_TRAFFIC_SECONDS)}.",),
+        description=(f"No request reached {endpoint.name} for "
+                     f"{promql.duration(NO_TRAFFIC_SECONDS)}, or its pods export no "
+                     "request metrics at all. Check its clients, the Service and the "
+                     "NetworkPolicy, and that Prometheus scrapes the pods.",),
+        unhealthy=(
+            (idle, labels),
+            # traffic that stopped: the counters stay, flat
+            (at(phased([(2, {"200": 100}), (38, {})]), 40), labels),
+            (at((), 35), labels)),  # nothing exported at all
+        healthy=(at(steady(35, {"200": 100}), 35),))
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,7 +272,8 @@ def model_alerts(project: ResolvedProject, model: Model) -> list[Alert]:
     if model.pipeline:
         out.append(_training_failed(project, model, model.pipeline))
     served = sorted(e.name for e in project.endpoints.values()
-                    if e.model == model.name and e.mode not in ("batch", "stream"))
+                    if e.model == model.name and e.mode not in ("batch", "stream")
+                    and e.engine == "mlc")  # mlc_model_trained_timestamp_seconds
     if served or model.pipeline:
         out.append(_model_stale(project, model, served))
     return out

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlc import engine_metrics
+
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata, selector_labels
@@ -32,6 +34,8 @@ KNATIVE_REVISION_LABEL = "serving.knative.dev/revision"
 
 
 def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
+    if endpoint.engine != "mlc":
+        return engine_pod_monitor(project, endpoint)
     return {
         "apiVersion": API_VERSION,
         "kind": "PodMonitor",
@@ -76,6 +80,31 @@ def pushgateway_monitor(project: ResolvedProject) -> dict[str, Any]:
                 # Pushed series carry the job (and grouping) labels of the run that pushed
                 # them; without this Prometheus would rename them to exported_job.
                 "honorLabels": True,
+            }],
+        },
+    }
+
+
+def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
+    """An endpoint of another engine: its metrics port and path (mlc/engine_metrics.py), and
+    the contract's `endpoint` label set on every series, which the engine does not export
+    (every query scopes by it). The engine's own labels are not honoured: it is not ours, so
+    a label of its own named `namespace` or `pod` must not overwrite the target's."""
+    m = engine_metrics.for_engine(endpoint.engine)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": metadata(project, endpoint.k8s_name, origin=endpoint.origin,
+                             component="monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
+            "podTargetLabels": [ROLLOUT_POD_LABEL, KNATIVE_REVISION_LABEL],
+            "podMetricsEndpoints": [{
+                "portNumber": m.scrape_port,
+                "path": m.scrape_path,
+                "honorLabels": False,
+                "relabelings": [{"action": "replace", "targetLabel": "endpoint",
+                                 "replacement": endpoint.name}],
             }],
         },
     }

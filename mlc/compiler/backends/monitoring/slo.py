@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlc import metrics
+from mlc import engine_metrics, metrics
 
 from ...ir import Endpoint, ResolvedProject
-from . import promql, traffic
+from . import engine_queries, engine_traffic, promql, traffic
 from .alerts import Alert, Recording, Scenario, Series, Severity
 
 _WORKBOOK_WINDOW = 30 * 86400
@@ -60,7 +60,7 @@ class BurnWindow:
 class Objective:
     """One SLO of an endpoint: what counts as bad, and the budget for it."""
 
-    kind: str  # "availability" or "latency"
+    kind: str  # "availability", "latency"; LLM engines: "ttft", "tokens"
     target_percent: float
     record_metric: str  # the middle part of the recording rule name
 
@@ -93,7 +93,38 @@ def latency(endpoint: Endpoint) -> Objective:
 
 
 def objectives(endpoint: Endpoint) -> list[Objective]:
-    return [availability(endpoint), latency(endpoint)]
+    """The endpoint's objectives; of another engine's, those its series can measure (resolve
+    refuses, or warns of, the others: mlc/compiler/resolve/engine_metrics.py)."""
+    out = [availability(endpoint), latency(endpoint)]
+    if endpoint.engine == "mlc":
+        return out
+    m = engine_metrics.for_engine(endpoint.engine)
+    out = [o for o in out
+           if m.why_not("errors" if o.kind == "availability" else "latency_slo") is None]
+    s = endpoint.slo
+    if s.ttft_seconds is not None and s.ttft_target is not None:
+        out.append(Objective("ttft", s.ttft_target, "time_to_first_token:slow_ratio"))
+    if s.tokens_per_second is not None and s.tokens_per_second_target is not None:
+        out.append(Objective("tokens", s.tokens_per_second_target, "output_tokens:slow_ratio"))
+    return out
+
+
+def _ratio(project: ResolvedProject, endpoint: Endpoint, objective: Objective,
+           window: str) -> str:
+    """The recorded bad-request (or bad-token) ratio of one objective over `window`."""
+    if objective.kind == "availability":
+        return promql.error_ratio(project, endpoint, window)
+    if objective.kind == "latency":
+        return promql.slow_ratio(project, endpoint, window, promql.latency_bucket(
+            endpoint.slo.latency_seconds, endpoint))
+    select = promql.engine_select(promql.endpoint_labels(project, endpoint))
+    if objective.kind == "ttft":
+        assert endpoint.slo.ttft_seconds is not None
+        return engine_queries.ttft_slow_ratio(endpoint, select, window,
+                                              endpoint.slo.ttft_seconds)
+    assert endpoint.slo.tokens_per_second is not None
+    return engine_queries.slow_token_ratio(endpoint, select, window,
+                                           endpoint.slo.tokens_per_second)
 
 
 def record_name(objective: Objective, window: int) -> str:
@@ -108,14 +139,11 @@ def recorded_windows(endpoint: Endpoint) -> list[int]:
 
 
 def recording_rules(project: ResolvedProject, endpoint: Endpoint) -> list[Recording]:
-    bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
     out = []
     for objective in objectives(endpoint):
         for window in recorded_windows(endpoint):
             text = promql.duration(window)
-            expr = (promql.error_ratio(project, endpoint, text)
-                    if objective.kind == "availability"
-                    else promql.slow_ratio(project, endpoint, text, bucket))
+            expr = _ratio(project, endpoint, objective, text)
             out.append(Recording(record_name(objective, window), expr))
     return out
 
@@ -175,8 +203,10 @@ def _description(endpoint: Endpoint, objective: Objective, w: BurnWindow) -> tup
     slo = endpoint.slo
     if objective.kind == "availability":
         what = f"Objective: {promql.number(slo.availability)}% of requests succeed (not 5xx)"
+    elif objective.kind in ("ttft", "tokens"):
+        what = _llm_what(endpoint, objective)
     else:
-        bucket = promql.latency_bucket(slo.latency_seconds)
+        bucket = promql.latency_bucket(slo.latency_seconds, endpoint)
         what = (f"Objective: {promql.number(slo.latency_target)}% of requests take at most "
                 f"{promql.number(bucket)}s")
         if abs(bucket - slo.latency_seconds) > 1e-12:
@@ -191,6 +221,21 @@ def _description(endpoint: Endpoint, objective: Objective, w: BurnWindow) -> tup
             f"{promql.duration(w.long)}.",)
 
 
+def _llm_what(endpoint: Endpoint, objective: Objective) -> str:
+    m = engine_metrics.for_engine(endpoint.engine)
+    slo = endpoint.slo
+    if objective.kind == "ttft":
+        assert slo.ttft_seconds is not None and m.time_to_first_token is not None
+        bound = engine_queries.histogram_bucket(m.time_to_first_token, slo.ttft_seconds)
+        return (f"Objective: {promql.number(objective.target_percent)}% of requests get their "
+                f"first token within {promql.number(bound)}s")
+    assert slo.tokens_per_second is not None and m.time_per_output_token is not None
+    bound = engine_queries.histogram_bucket(m.time_per_output_token, 1 / slo.tokens_per_second)
+    return (f"Objective: {promql.number(objective.target_percent)}% of output tokens come "
+            f"within {promql.number(bound)}s of the one before (at least "
+            f"{promql.number(slo.tokens_per_second)} tokens per second)")
+
+
 def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective,
               share: float, rpm: int = _RPM) -> Scenario:
     """Traffic of which a constant `share` is bad (5xx, or slower than the objective)."""
@@ -199,11 +244,30 @@ def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective
     # 15 minutes of traffic exercises the 3-day windows as well as the 5-minute ones.
     steps = 15
     good_per_minute = rpm * (1 - share)
-    if objective.kind == "availability":
+    if objective.kind in ("ttft", "tokens"):
+        labels = promql.endpoint_labels(project, endpoint)
+        m = engine_metrics.for_engine(endpoint.engine)
+        if objective.kind == "ttft":
+            assert endpoint.slo.ttft_seconds is not None
+            h, threshold = m.time_to_first_token, endpoint.slo.ttft_seconds
+        else:
+            assert endpoint.slo.tokens_per_second is not None
+            h, threshold = m.time_per_output_token, 1 / endpoint.slo.tokens_per_second
+        series = engine_traffic.latency(endpoint, labels, threshold, good_per_minute, rpm,
+                                        steps, histogram=h)
+    elif endpoint.engine != "mlc":
+        labels = promql.endpoint_labels(project, endpoint)
+        if objective.kind == "availability":
+            rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
+            series = engine_traffic.requests(endpoint, labels, [(steps, rates)])
+        else:
+            series = engine_traffic.latency(endpoint, labels, endpoint.slo.latency_seconds,
+                                            good_per_minute, rpm, steps)
+    elif objective.kind == "availability":
         rates = {"200": good_per_minute, "500": rpm * share} if rpm else {}
         series = traffic.requests(base, [(steps, rates)])
     else:
-        bucket = promql.latency_bucket(endpoint.slo.latency_seconds)
+        bucket = promql.latency_bucket(endpoint.slo.latency_seconds, endpoint)
         series = (
             Series(promql.series(metrics.REQUEST_DURATION, "_bucket"),
                    {**base, "route": "/predict", "le": repr(float(bucket))},

@@ -35,7 +35,7 @@ from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_label
-from ..monitoring import promql
+from ..monitoring import engine_queries, promql
 from ..monitoring.servicemonitors import ROLLOUT_POD_LABEL
 from ..objects import metadata
 from .workloads import COMPONENT
@@ -267,6 +267,9 @@ def gate_checks(project: ResolvedProject, ep: Endpoint) -> list[tuple[str, str, 
     AnalysisTemplate and the delivery workflow's gate file (gate_driver.py) are made of."""
     gates = ep.rollout.gates
     window = promql.duration(max(MIN_WINDOW_SECONDS, gates.interval_seconds))
+    if ep.engine != "mlc":
+        return [(name, check_references(query), limit)
+                for name, query, limit in engine_gate_checks(project, ep, window)]
     blue_green = ep.rollout.strategy == "blueGreen"
     baseline = promql.duration(BASELINE_WINDOW_SECONDS) if blue_green else window
     checks = [
@@ -277,6 +280,53 @@ def gate_checks(project: ResolvedProject, ep: Endpoint) -> list[tuple[str, str, 
         checks.append(("prediction-drift", psi_query(project, ep, window, baseline),
                        gates.max_prediction_drift))
     return [(name, check_references(query), limit) for name, query, limit in checks]
+
+
+def engine_select(project: ResolvedProject, ep: Endpoint,
+                  hash_arg: str = NEW_ARG) -> engine_queries.Select:
+    """How a gate selects an engine's series: one version's pods of the endpoint."""
+
+    def select(name: str, regex: dict[str, str]) -> str:
+        return selector(name, project, ep, hash_arg, dict(regex))
+    return engine_queries.both_spellings(select)
+
+
+def engine_gate_checks(project: ResolvedProject, ep: Endpoint,
+                       window: str) -> list[tuple[str, str, float]]:
+    """The gates of an endpoint of another engine, over that engine's series
+    (mlc/engine_metrics.py). Those its series cannot measure are refused or, left at their
+    defaults, warned of and left out by resolve (mlc/compiler/resolve/engine_metrics.py);
+    prediction drift (PSI) needs mlc's runtime's prediction histograms and is never here."""
+    gates = ep.rollout.gates
+    m = engine_queries.mapping(ep)
+    sel = engine_select(project, ep)
+    checks = []
+    if m.why_not("errors") is None:
+        checks.append(("error-rate",
+                       "# Share of the new pods' requests the engine failed; NaN "
+                       "(inconclusive) without traffic.\n"
+                       + engine_queries.error_rate_gate(ep, sel, window),
+                       gates.max_error_rate))
+    if m.why_not("latency_quantile") is None:
+        checks.append(("latency-p99",
+                       "# p99 latency of the new pods' requests; NaN (inconclusive) without "
+                       "traffic.\n"
+                       + engine_queries.latency_gate(ep, sel, LATENCY_QUANTILE, window),
+                       gates.max_latency_p99_seconds))
+    if gates.max_ttft_seconds is not None:
+        checks.append(("time-to-first-token-p99",
+                       "# p99 time to first token of the new pods' requests; NaN "
+                       "(inconclusive) without traffic.\n"
+                       + engine_queries.ttft_gate(ep, sel, LATENCY_QUANTILE, window),
+                       gates.max_ttft_seconds))
+    if gates.min_tokens_per_second is not None:
+        # at least N tokens per second: the p99 time per output token at most 1/N seconds
+        checks.append(("time-per-output-token-p99",
+                       "# p99 time per output token of the new pods (minTokensPerSecond: at "
+                       "most 1/that); NaN (inconclusive) without traffic.\n"
+                       + engine_queries.tpot_gate(ep, sel, LATENCY_QUANTILE, window),
+                       1 / gates.min_tokens_per_second))
+    return checks
 
 
 def for_label(query: str, label: str) -> str:

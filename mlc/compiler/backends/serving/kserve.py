@@ -22,7 +22,7 @@ from typing import Any
 from mlc import metrics
 
 from ...ir import ResolvedProject
-from ..monitoring import promql
+from ..monitoring import engine_queries, promql
 from ..objects import metadata
 from .pod import KSERVE_CONTAINER, pod_spec, template_metadata
 from .workloads import COMPONENT, Workload
@@ -37,6 +37,16 @@ RATE_WINDOW = "1m"
 def keda_query(project: ResolvedProject, w: Workload) -> str:
     """The endpoint's total load, which KEDA divides by the per-replica target."""
     labels = {promql.SCOPE_LABEL: project.platform.namespace, "endpoint": w.endpoint.name}
+    if w.endpoint.engine != "mlc":
+        # the engine's own series (mlc/engine_metrics.py); resolve refuses a metric the
+        # engine does not export (mlc/compiler/resolve/engine_metrics.py)
+        select = promql.engine_select(labels)
+        if w.endpoint.autoscaling.metric == "rps":
+            m = engine_queries.mapping(w.endpoint)
+            return engine_queries.rate_sum(select, m.requests, RATE_WINDOW, None)
+        inflight = engine_queries.mapping(w.endpoint).inflight
+        assert inflight is not None
+        return f"sum({engine_queries.counter_selector(select, inflight)})"
     if w.endpoint.autoscaling.metric == "rps":
         # requests for unknown paths (scanners) must not scale the endpoint up
         requests = promql.selector(promql.series(metrics.REQUESTS), labels, None,
