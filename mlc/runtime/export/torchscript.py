@@ -17,11 +17,13 @@ FILE = "model.pt"
 
 def torchscript_bytes(folder: Path | str) -> bytes:
     graph, spec = serving_graph(folder)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's notice
-        traced = torch.jit.trace(graph, (example_input(spec),), check_trace=True)
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+    with warnings.catch_warnings(), torch.no_grad():
+        # torch.jit's notice that torch.export replaces it; TorchServe and Triton's libtorch
+        # backend read TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(graph, (example_input(spec),), check_trace=True)
+        torch.jit.save(traced, buffer)
     return buffer.getvalue()
 
 

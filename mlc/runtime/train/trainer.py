@@ -286,7 +286,7 @@ def run(ctx: StepContext) -> None:
     if model.training.kind == "custom":
         from mlc.runtime.train.custom import run_custom
 
-        if os.environ.get(sc.EXPORTS_ENV):  # the compiler refuses this (MLC332)
+        if ctx.exports.get(sc.EXPORTS_ENV):  # the compiler refuses this (MLC332)
             raise StepFailed(f"{sc.EXPORTS_ENV} asks for exports of a custom-trained model: "
                              "mlc exports only the models of its builtin trainer")
 
@@ -307,7 +307,7 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     from mlc.runtime.train import data, evaluation, metric_log, tracking
 
     model = ctx.model
-    exports = requested_exports()  # a bad setting fails before the training, not after
+    exports = requested_exports(ctx)  # a bad setting fails before the training, not after
     dataset = data.build_dataset(ctx, model)
     hp = hyperparameters(model.training.hyperparameters, ctx.param("hyperparameters"))
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
@@ -353,16 +353,16 @@ def _train_builtin(ctx: StepContext, sink) -> None:
           f"; {shown}; MLflow run {run.run_id}")
 
 
-def requested_exports() -> tuple[list[str], object] | None:
+def requested_exports(ctx: StepContext) -> tuple[list[str], object] | None:
     """The exports `MLC_EXPORTS` asks for, with the Triton batching when it asks for
     `triton`; None when it asks for none."""
     from mlc.runtime import export
 
     try:
-        names = export.requested()
+        names = export.requested(ctx.exports)
         if not names:
             return None
-        return names, export.batching() if export.TRITON in names else None
+        return names, export.batching(ctx.exports) if export.TRITON in names else None
     except export.ExportError as exc:
         raise StepFailed(str(exc)) from exc
 
