@@ -119,6 +119,13 @@ SEARCH_VALUE_PREFIX = "MLC_SEARCH_VALUE_"
 KATIB_METRIC_MARKER = "mlc-katib-metric"
 KATIB_METRICS_FORMAT = KATIB_METRIC_MARKER + r" ([\w-]+)=([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 LINEAGE_API_KEY_ENV = "MLC_LINEAGE_API_KEY"
+# The exports a training step makes for the engines that serve its model (mlc/runtime/export/,
+# docs/serving-engines-exports.md), in this order, logged to its MLflow run under `exports/`.
+EXPORTS_ENV = "MLC_EXPORTS"
+EXPORT_BATCHING_ENV = "MLC_EXPORT_TRITON_BATCHING"
+EXPORTS = ("onnx", "torchscript", "triton", "torchserve")
+EXPORTS_ARTIFACT_DIR = "exports"
+EXPORTS_TAG = "mlc.exports"  # on the run: the exports it holds, comma-separated
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("HOME", "pod", ALL, f"`{HOME}` (the root filesystem is read-only)"),
@@ -175,6 +182,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PET_MASTER_PORT, MASTER_PORT", "pod", DISTRIBUTED, "`29500`"),
     Variable("MLC_ARTIFACT_ROOT", "mlc run", ALL,
              "where a new MLflow experiment keeps its artifacts (`.mlc/mlartifacts`)"),
+    Variable(EXPORTS_ENV, "pod", "train, when an endpoint's engine needs an export",
+             "comma-separated, of " + ", ".join(f"`{e}`" for e in EXPORTS) + ": what the "
+             "step exports and logs to its run under `exports/` "
+             "(docs/serving-engines-exports.md)"),
+    Variable(EXPORT_BATCHING_ENV, "pod", "train, with the `triton` export",
+             "`max_batch_size=N,max_queue_delay_microseconds=N,max_queue_size=N`: the Triton "
+             "endpoints' `batching`, written into the repository's config.pbtxt"),
     Variable(TRAIN_DATA_ENV, "runtime", CUSTOM,
              f"`$MLC_RUN_DIR/{DATASET_FILE}`: entity keys, event time, label, features, and "
              "`__split__` = `train` | `test` (test rows are for evaluation only)"),

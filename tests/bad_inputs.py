@@ -518,6 +518,17 @@ CASES = [
     Case("engine-not-built", "MLC387", "ml.yaml:39:13",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    engine: triton\nmonitoring")}),
+    # the exports an engine needs (mlc/compiler/resolve/exports.py); MLC387 refuses every
+    # engine but mlc's until it is compiled, and is reported beside them
+    Case("export-none-for-engine", "MLC332", "ml.yaml:39:13",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: tfserving\nmonitoring")},
+         also=(("MLC387", "ml.yaml:39:13"),)),
+    Case("export-triton-batching-differs", "MLC333", "ml.yaml:43:5",
+         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
+                          "    engine: triton\n  churn-api-large:\n    model: churn\n"
+                          "    engine: triton\n    batching: {maxBatchSize: 64}\nmonitoring")},
+         also=(("MLC387", "ml.yaml:39:13"),)),
     Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"

@@ -296,6 +296,10 @@ def _unset(value: object) -> bool:
     return value is None
 
 
+def _no_items(value: list) -> bool:
+    return not value
+
+
 class StreamAutoscaling(IR):
     """The KEDA ScaledObject of a stream endpoint: replicas follow the group's lag."""
 
@@ -797,6 +801,10 @@ class Step(IR):
     secrets: dict[str, SecretRef] = Field(default_factory=dict)  # env var -> secret
     checkpoint_volume: str | None = None  # a PVC; checkpoint_path is then a folder inside it
     env: dict[str, str] = Field(default_factory=dict)  # the user's plain env of a trainer
+    # a train step: the exports its model's engines need (mlc.step_contract.EXPORTS order)
+    # and, with `triton`, the Triton endpoints' batching; left out of the JSON when none
+    exports: list[str] = Field(default_factory=list, exclude_if=_no_items)
+    export_batching: Batching | None = Field(None, exclude_if=_unset)
 
 
 class Parameter(IR):

@@ -41,6 +41,7 @@ from pathlib import Path
 from mlc import step_contract as sc
 from mlc.compiler import ir
 from mlc.compiler.diagnostics import Diagnostics
+from mlc.compiler.resolve.exports import export_env
 
 from . import summaries
 from .progress import Progress
@@ -54,7 +55,8 @@ LOCAL_UNSET = frozenset({"MLC_PUSHGATEWAY_URL"})
 # each step starts without them and gets only its own (`step_environ`)
 STEP_SCOPED_PREFIXES = (sc.PARAM_PREFIX,)
 STEP_SCOPED = frozenset({sc.PIPELINE_ENV, sc.STEP_ENV, sc.MODEL_ENV, sc.PROJECT_JSON_ENV,
-                         sc.CHECKPOINT_DIR_ENV, sc.CHECKPOINT_URI_ENV, sc.SEARCH_TRIAL_ENV})
+                         sc.CHECKPOINT_DIR_ENV, sc.CHECKPOINT_URI_ENV, sc.SEARCH_TRIAL_ENV,
+                         sc.EXPORTS_ENV, sc.EXPORT_BATCHING_ENV})
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class LocalProject:
         env[sc.STEP_ENV] = step.name
         if pipeline.model:
             env[sc.MODEL_ENV] = pipeline.model
+        env.update(export_env(step))
         if step.checkpoint_path:  # a folder here, whether the pod has a volume or a bucket
             env[sc.CHECKPOINT_DIR_ENV] = str(self.state / "checkpoints" / pipeline.model) \
                 if pipeline.model else str(self.state / "checkpoints" / pipeline.name)

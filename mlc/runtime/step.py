@@ -19,7 +19,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -78,6 +78,8 @@ class StepContext:
     checkpoint_uri: str | None = None  # an object-store URI, when no folder is given
     project_file: Path | None = None  # the project.json this context was read from
     run_id: str = "manual"  # names this pipeline run (the Argo workflow, or mlc run's id)
+    # the train step's MLC_EXPORTS and MLC_EXPORT_TRITON_BATCHING (mlc/runtime/export/)
+    exports: dict[str, str] = field(default_factory=dict)
 
     @property
     def model(self) -> ir.Model:
@@ -141,7 +143,8 @@ def build_context(project: ir.ResolvedProject, pipeline: str, step: str, *,
         or project.platform.mlflow_tracking_uri,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         checkpoint_uri=checkpoint_uri, project_file=project_file,
-        run_id=env.get(sc.RUN_ID_ENV) or env.get("ARGO_WORKFLOW_NAME") or "manual")
+        run_id=env.get(sc.RUN_ID_ENV) or env.get("ARGO_WORKFLOW_NAME") or "manual",
+        exports={k: env[k] for k in (sc.EXPORTS_ENV, sc.EXPORT_BATCHING_ENV) if env.get(k)})
 
 
 def param_from_env(env: Mapping[str, str], name: str) -> str | None:

@@ -15,6 +15,7 @@ from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
+from .exports import add_exports, model_exports
 from .features import (
     check_feast_support,
     check_source_cycles,
@@ -77,6 +78,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     pipelines = resolve_pipelines(ctx, models, checks, endpoints, views, images, platform,
                                   quality, vector_writes)
     pipelines = add_upstream_waits(pipelines, models, views, sources)
+    pipelines = add_exports(pipelines, model_exports(ctx, models, endpoints))
     triggers = resolve_event_triggers(ctx, models, endpoints, pipelines, secrets)
     pipelines = add_reason_parameters(pipelines, triggers)
     check_workflows(ctx)

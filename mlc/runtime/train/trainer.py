@@ -286,6 +286,10 @@ def run(ctx: StepContext) -> None:
     if model.training.kind == "custom":
         from mlc.runtime.train.custom import run_custom
 
+        if ctx.exports.get(sc.EXPORTS_ENV):  # the compiler refuses this (MLC332)
+            raise StepFailed(f"{sc.EXPORTS_ENV} asks for exports of a custom-trained model: "
+                             "mlc exports only the models of its builtin trainer")
+
         run_custom(ctx)
         return
     from mlc.runtime.train import metric_log, threads
@@ -303,6 +307,7 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     from mlc.runtime.train import data, evaluation, metric_log, tracking
 
     model = ctx.model
+    exports = requested_exports(ctx)  # a bad setting fails before the training, not after
     dataset = data.build_dataset(ctx, model)
     hp = hyperparameters(model.training.hyperparameters, ctx.param("hyperparameters"))
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
@@ -328,6 +333,8 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     model_format.save_model(folder, spec, result.state_dict,
                             reference=reference_sample(dataset, spec, module, int(hp["seed"])))
     model_uri = run.log_model(folder, dataset, spec)
+    if exports:
+        log_exports(ctx, run, folder, *exports)
     logger.close()
     summary = {"mlflow_run_id": run.run_id, "experiment_id": run.experiment_id,
                "model_uri": model_uri, "data_snapshot": dataset.snapshot,
@@ -344,6 +351,38 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     print(f"trained {model.name}: {result.steps} steps on {result.device} ({result.precision})"
           f"{', resumed from step ' + str(result.resumed_from) if result.resumed_from else ''}"
           f"; {shown}; MLflow run {run.run_id}")
+
+
+def requested_exports(ctx: StepContext) -> tuple[list[str], object] | None:
+    """The exports `MLC_EXPORTS` asks for, with the Triton batching when it asks for
+    `triton`; None when it asks for none."""
+    from mlc.runtime import export
+
+    try:
+        names = export.requested(ctx.exports)
+        if not names:
+            return None
+        return names, export.batching(ctx.exports) if export.TRITON in names else None
+    except export.ExportError as exc:
+        raise StepFailed(str(exc)) from exc
+
+
+def log_exports(ctx: StepContext, run, folder, names: list[str], batching) -> None:
+    """Make the exports from the saved model folder and log them to the run (`exports/`)."""
+    import shutil
+
+    from mlc.runtime import export
+
+    out = ctx.run_dir / sc.EXPORTS_ARTIFACT_DIR
+    shutil.rmtree(out, ignore_errors=True)  # a retried step starts clean
+    try:
+        files = export.make_exports(folder, names, out, model_name=ctx.model.name,
+                                    task=ctx.model.task, triton_batching=batching)
+    except export.ExportError as exc:
+        raise StepFailed(str(exc)) from exc
+    export.log_exports(run.client, run.run_id, out)
+    print(f"exported {', '.join(names)}: {len(files)} file(s) logged under "
+          f"{sc.EXPORTS_ARTIFACT_DIR}/ of MLflow run {run.run_id}")
 
 
 def best_trial_values(run, search) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from hera.workflows import models as m
 from mlc import step_contract as sc
 
 from ...ir import Hardware, Pipeline, ResolvedProject, Retries, Step
+from ...resolve.exports import export_env
 from ...resolve.platform import QUEUE_LABEL
 from .. import pods
 from ..escape import container_text
@@ -74,6 +75,7 @@ def contract_env(project: ResolvedProject, pipeline: Pipeline, step: Step) -> di
     }
     if pipeline.model:
         env[sc.MODEL_ENV] = pipeline.model
+    env.update(export_env(step))
     if step.checkpoint_path:
         folder = volumes.checkpoint_dir(step)
         if folder:
