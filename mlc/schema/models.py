@@ -74,7 +74,9 @@ class XGBoostTrainer(Spec):
     """L1 penalty on the leaf weights."""
     early_stopping_rounds: PositiveInt | None = Field(
         20, le=10_000, description="Stop when the validation loss has not improved for this "
-        "many rounds, and keep the best round; unset: train every round.")
+        "many rounds, and keep the best round; `null`: train every round. Needs validation "
+        "rows (`validationSplit` above 0; without them, and not set here, every round "
+        "trains).")
     validation_split: Fraction = 0.2
     """Share of the training rows held out for early stopping (below 1)."""
     seed: int = Field(42, ge=0, le=2**31 - 1)
@@ -108,7 +110,9 @@ class LightGBMTrainer(Spec):
     """L1 penalty on the leaf weights."""
     early_stopping_rounds: PositiveInt | None = Field(
         20, le=10_000, description="Stop when the validation loss has not improved for this "
-        "many rounds, and keep the best round; unset: train every round.")
+        "many rounds, and keep the best round; `null`: train every round. Needs validation "
+        "rows (`validationSplit` above 0; without them, and not set here, every round "
+        "trains).")
     validation_split: Fraction = 0.2
     """Share of the training rows held out for early stopping (below 1)."""
     seed: int = Field(42, ge=0, le=2**31 - 1)
@@ -147,6 +151,14 @@ class SklearnTrainer(Spec):
 
 
 METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+# what the gates may name, as docs/trainers.md lists it per trainer (a test holds the three
+# together with mlc/trainer_catalog.py)
+GATE_METRICS = ("A metric the model's evaluation has: classification `accuracy`, `brier`, "
+                "`f1`, `log_loss`, `pr_auc`, `precision`, `recall`, `roc_auc` (more than two "
+                "classes: `accuracy`, `f1`, `log_loss`, `roc_auc`); regression `mae`, `mse`, "
+                "`r2`, `rmse`; the same for every bundled trainer (torch, xgboost, lightgbm, "
+                "sklearn), plus a custom trainer's declared `metrics` and, with "
+                "`evaluation.fairness`, the fairness metrics (docs/trainers.md).")
 
 
 class CustomMetric(Spec):
@@ -233,7 +245,7 @@ class Search(Spec):
         "it, e.g. `learningRate`), the range it is searched over.")
     metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
                         description="What a trial is judged by: a metric the trainer reports "
-                        "on its validation rows.")
+                        "on its validation rows. " + GATE_METRICS)
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Defaults to the metric's own direction.")
     trials: PositiveInt | None = Field(None, le=10_000, description="How many trials; "
@@ -296,8 +308,8 @@ class Training(Spec):
 
 
 class Gate(Spec):
-    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
-    """Metric the gate reads, e.g. `auc` or `rmse`."""
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
+                        description=GATE_METRICS)
     min: float | None = None
     """Fail when the metric is below this."""
     max: float | None = None
@@ -311,8 +323,9 @@ class Gate(Spec):
 
 
 class ChampionComparison(Spec):
-    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
-    """Metric compared between the candidate and the production model."""
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
+                        description="Metric compared between the candidate and the production "
+                        "model. " + GATE_METRICS)
     max_regression: float = Field(0.0, ge=0, description="How much worse than the production "
                                   "model the candidate may be.")
     higher_is_better: bool | None = Field(None, description="Defaults to the metric's own "

@@ -184,8 +184,8 @@ def _other_framework_blocks(ctx: Context, m: Model, name: str, path) -> None:
         own = f"`training.{trainer.block}`" if trainer is not None else "`training.custom`"
         ctx.error(TRAINER_FOR_OTHER_FRAMEWORK, f"model `{name}` is `framework: "
                   f"{m.framework}`, but `training.{block}` configures the {framework} "
-                  "trainer: it would register a "
-                  f"{framework} model under the other framework's name", (*path, block),
+                  f"trainer: it would register the {framework} trainer's model as framework "
+                  f"{m.framework}", (*path, block),
                   help=f"set `framework: {framework}` for this trainer, or configure {own} "
                   "instead (docs/trainers.md)")
 
@@ -193,7 +193,8 @@ def _other_framework_blocks(ctx: Context, m: Model, name: str, path) -> None:
 def _check_native(ctx: Context, m: Model, name: str, block_name: str, block, path) -> None:
     """What a tree or scikit-learn trainer's block asks that its library would not do."""
     if block_name in ("xgboost", "lightgbm"):
-        if block.early_stopping_rounds is not None and block.validation_split == 0:
+        if block.early_stopping_rounds is not None and block.validation_split == 0 \
+                and "early_stopping_rounds" in block.model_fields_set:
             ctx.error(EARLY_STOPPING_WITHOUT_VALIDATION, f"model `{name}` stops early on its "
                       "validation rows, but `validationSplit: 0` holds none out",
                       (*path, "earlyStoppingRounds"),
