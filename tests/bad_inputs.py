@@ -506,6 +506,9 @@ CASES = [
                             "      xgboost: {nEstimators: 10}\n").replace(
              "    task: classification\n", "    task: classification\n"
              "    framework: xgboost\n")}),
+    Case("checkpoint-on-a-tree-trainer", "MLC329", "ml.yaml:37:7",
+         {"ml.yaml": trainer_block("xgboost: {nEstimators: 10}\n      checkpoint: "
+                                   "{path: \"s3://b/c\"}", "xgboost")}),
     Case("early-stopping-without-validation-rows", "MLC547", "ml.yaml:36:59",
          {"ml.yaml": trainer_block("lightgbm: {validationSplit: 0, earlyStoppingRounds: 5}",
                                    "lightgbm")}),

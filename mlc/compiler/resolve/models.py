@@ -20,6 +20,7 @@ GPU_REQUIRED = "MLC305"
 TRAINER_FOR_OTHER_FRAMEWORK = "MLC328"
 SKLEARN_SETTING_UNUSED = "MLC331"
 EARLY_STOPPING_WITHOUT_VALIDATION = "MLC547"
+CHECKPOINT_NOT_TAKEN = "MLC329"
 
 
 def _retries(r) -> ir.Retries:
@@ -146,6 +147,12 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
             block = getattr(t, trainer.block)
             hyper = block.model_dump(exclude={"env"})
             _check_native(ctx, m, name, trainer.block, block, (*path, trainer.block))
+            if t.checkpoint is not None:
+                ctx.error(CHECKPOINT_NOT_TAKEN, f"model `{name}` sets `checkpoint`, but the "
+                          f"bundled {m.framework} trainer writes no checkpoints (a retried "
+                          "step fits again from the start)", (*path, "checkpoint"),
+                          help="remove `checkpoint`; only the torch trainer (and a custom "
+                          "one) resumes from checkpoints")
             env, secret_env = resolve_env(ctx, block.env, secrets, (*path, trainer.block, "env"))
         else:
             builtin = t.builtin or BuiltinTrainer.model_validate({}, strict=True)

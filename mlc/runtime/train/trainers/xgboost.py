@@ -39,12 +39,13 @@ def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
               "min_child_weight": float(hp["min_child_weight"]),
               "lambda": float(hp["reg_lambda"]), "alpha": float(hp["reg_alpha"]),
               "seed": int(hp["seed"]), "nthread": threads}
-    dfit = xgboost.DMatrix(r.x_fit, label=r.y_fit, missing=np.nan, nthread=threads,
-                           feature_names=r.features)
+    # no feature names in the model: an engine that hands it a plain array (MLServer's xgboost
+    # runtime does) would be refused; spec.json holds the names and their order
+    dfit = xgboost.DMatrix(r.x_fit, label=r.y_fit, missing=np.nan, nthread=threads)
     evals = []
     if len(r.x_val):
-        evals = [(xgboost.DMatrix(r.x_val, label=r.y_val, missing=np.nan, nthread=threads,
-                                  feature_names=r.features), "validation")]
+        evals = [(xgboost.DMatrix(r.x_val, label=r.y_val, missing=np.nan, nthread=threads),
+                  "validation")]
     stopping = hp.get("early_stopping_rounds") if evals else None
     record: dict[str, dict[str, list[float]]] = {}
     booster = xgboost.train(params, dfit, num_boost_round=int(hp["n_estimators"]),
