@@ -124,6 +124,17 @@ def search(settings: str, trainer: str = "") -> str:
                 + f"      search: {{{settings}}}\nserving")
 
 
+def trainer_block(block: str, framework: str | None = None) -> str:
+    """BASE whose model's `training` has `block` (one line: `name: {...}`), and
+    `framework` where given."""
+    text = edit("      hardware: cpu-small\nserving",
+                f"      hardware: cpu-small\n      {block}\nserving")
+    if framework is not None:
+        text = edit("    task: classification\n",
+                    f"    task: classification\n    framework: {framework}\n", text)
+    return text
+
+
 def evaluation(settings: str) -> str:
     """BASE whose model's `evaluation` is `settings` (a flow mapping's body)."""
     return edit("      hardware: cpu-small\nserving", "      hardware: cpu-small\n"
@@ -474,7 +485,7 @@ CASES = [
     Case("builtin-trainer-on-nodes", "MLC325", "ml.yaml:35:14",
          {"ml.yaml": edit("      hardware: cpu-small\nserving",
                           "      hardware: cpu-small\n      nodes: 2\nserving")}),
-    Case("builtin-trainer-other-framework", "MLC326", "ml.yaml:36:7",
+    Case("builtin-trainer-other-framework", "MLC328", "ml.yaml:36:7",
          {"ml.yaml": edit("    task: classification\n    inputs: {features: [user_stats]}\n"
                           "    label: {source: events, column: label}\n    training:\n"
                           "      hardware: cpu-small\n",
@@ -482,6 +493,25 @@ CASES = [
                           "    inputs: {features: [user_stats]}\n"
                           "    label: {source: events, column: label}\n    training:\n"
                           "      hardware: cpu-small\n      builtin: {epochs: 2}\n")}),
+    Case("xgboost-block-on-a-torch-model", "MLC328", "ml.yaml:35:7",
+         {"ml.yaml": trainer_block("xgboost: {nEstimators: 10}")}),
+    Case("sklearn-setting-the-estimator-ignores", "MLC331", "ml.yaml:36:62",
+         {"ml.yaml": trainer_block("sklearn: {estimator: logistic_regression, "
+                                   "nEstimators: 10}", "sklearn")}),
+    Case("sklearn-estimator-for-another-task", "MLC331", "ml.yaml:36:28",
+         {"ml.yaml": trainer_block("sklearn: {estimator: ridge}", "sklearn")}),
+    Case("search-on-a-tree-trainer", "MLC546", "ml.yaml:37:7",
+         {"ml.yaml": search("metric: roc_auc, space: {learningRate: {type: loguniform, "
+                            "low: 0.01, high: 0.3}}",
+                            "      xgboost: {nEstimators: 10}\n").replace(
+             "    task: classification\n", "    task: classification\n"
+             "    framework: xgboost\n")}),
+    Case("checkpoint-on-a-tree-trainer", "MLC329", "ml.yaml:37:7",
+         {"ml.yaml": trainer_block("xgboost: {nEstimators: 10}\n      checkpoint: "
+                                   "{path: \"s3://b/c\"}", "xgboost")}),
+    Case("early-stopping-without-validation-rows", "MLC547", "ml.yaml:36:59",
+         {"ml.yaml": trainer_block("lightgbm: {validationSplit: 0, earlyStoppingRounds: 5}",
+                                   "lightgbm")}),
     Case("base-value-every-environment-overrides", "MLC111", "ml.yaml:39:48",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    autoscaling: {minReplicas: 1, maxReplicas: -6}\nmonitoring"),

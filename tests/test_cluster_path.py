@@ -2,7 +2,8 @@
 JobSet's pods) run as local processes, exactly as declared (tests/cluster_pods.py), against
 a real `mlflow server`; each training pipeline must complete and register a model.
 
-Three projects: the example (builtin trainer), the example with a custom trainer (its own
+Four projects: the example (builtin trainer), the example trained by the bundled LightGBM
+trainer, the example with a custom trainer (its own
 image and WORKDIR, a real scikit-learn model logged as an MLflow sklearn model, a declared
 metric gated), and that trainer on two nodes (the JobSet's pod template, both nodes at once).
 """
@@ -161,8 +162,8 @@ def custom_trainer(nodes: int = 1):
     return patch
 
 
-def run_training(tmp: Path, mlflow_server: str, patch=None, registry: str = "fraud-builtin"
-                 ) -> tuple[Cluster, Path, str]:
+def run_training(tmp: Path, mlflow_server: str, patch=None, registry: str = "fraud-builtin",
+                 hyperparameters: str = SMALL) -> tuple[Cluster, Path, str]:
     folder = project(tmp, patch, registry)
     tree = mlc_compile(folder, ENV, tmp / "deploy")
     workdir = tmp / "image-mlc"  # mlc's images: WORKDIR /home/mlc, empty and read-only
@@ -180,7 +181,7 @@ def run_training(tmp: Path, mlflow_server: str, patch=None, registry: str = "fra
     # ml.yaml's file sources are relative: in the cluster they resolve in the run volume
     shutil.copytree(ROOT / "data", run_dir / "data",
                     ignore=shutil.ignore_patterns("*.py", "*.db"))
-    cluster.submit(PIPELINE, workflow, {"hyperparameters": SMALL, "promote": "true"})
+    cluster.submit(PIPELINE, workflow, {"hyperparameters": hyperparameters, "promote": "true"})
     return cluster, run_dir, workflow
 
 
@@ -204,6 +205,32 @@ def test_builtin_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
     assert run.data.tags["mlc.pipeline_run"] == workflow
     assert run.data.tags["mlflow.source.name"] == f"{PIPELINE}/train"
     assert json.loads((run_dir / sc.EVALUATION_FILE).read_text())["model_format"] == "mlc"
+
+
+def lightgbm_trainer(values):
+    model = values["models"]["fraud-classifier"]
+    model["framework"] = "lightgbm"
+    model["training"].pop("builtin")
+    model["training"].pop("checkpoint")  # the LightGBM trainer writes none (MLC329)
+    model["training"]["lightgbm"] = {"nEstimators": 200, "numLeaves": 15}
+
+
+def test_lightgbm_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):
+    """A bundled trainer other than torch, as the WorkflowTemplate runs it: the train image's
+    command, env and mounts; the run's `hyperparameters` parameter overrides ml.yaml's."""
+    _, run_dir, workflow = run_training(tmp_path, mlflow_server, lightgbm_trainer,
+                                        "fraud-lightgbm", json.dumps({"n_estimators": 15}))
+    train = json.loads((run_dir / sc.TRAIN_FILE).read_text())
+    assert train["framework"] == "lightgbm" and 1 <= train["steps"] <= 15
+    spec = json.loads((run_dir / sc.MODEL_DIR / "spec.json").read_text())
+    assert spec["architecture"]["type"] == "lightgbm"
+    assert (run_dir / sc.MODEL_DIR / "model.txt").is_file()
+    evaluation = json.loads((run_dir / sc.EVALUATION_FILE).read_text())
+    assert evaluation["passed"] and evaluation["model_format"] == "mlc"
+    client, version = registered(mlflow_server, run_dir)
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlc.pipeline_run"] == workflow
+    assert run.data.params["n_estimators"] == "15" and run.data.params["num_leaves"] == "15"
 
 
 def test_custom_trainer_pipeline_runs_as_compiled(tmp_path, mlflow_server):

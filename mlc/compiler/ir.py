@@ -370,7 +370,8 @@ class Search(IR):
 
 class Training(IR):
     kind: Literal["builtin", "custom"]
-    hyperparameters: dict[str, int | float | str | list[int]]  # builtin only
+    # a bundled trainer's block (the framework's: builtin, xgboost, lightgbm, sklearn)
+    hyperparameters: dict[str, int | float | str | list[int] | None]
     image: Image  # the training runtime, or the user's image
     command: list[str]
     args: list[str]

@@ -51,7 +51,114 @@ class BuiltinTrainer(Spec):
                          "training container: a string, or `{secret: <name>}`.")
 
 
+class XGBoostTrainer(Spec):
+    """The bundled XGBoost trainer (`framework: xgboost`): gradient-boosted trees, trained
+    with the `xgboost` library on the training rows, early-stopped on the validation rows.
+    Missing feature values stay missing (XGBoost learns where they go)."""
+
+    n_estimators: PositiveInt = Field(200, le=100_000)
+    """Boosting rounds (trees per output), at most; early stopping may end sooner."""
+    max_depth: PositiveInt = Field(6, le=64)
+    """Deepest a tree grows."""
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    """Shrinkage of each tree's contribution (XGBoost's `eta`); write it as a decimal."""
+    subsample: float = Field(1.0, gt=0, le=1)
+    """Share of the training rows each tree sees."""
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    """Share of the features each tree sees."""
+    min_child_weight: float = Field(1.0, ge=0, le=1e6)
+    """Smallest hessian sum a leaf may hold."""
+    reg_lambda: float = Field(1.0, ge=0, le=1e6)
+    """L2 penalty on the leaf weights."""
+    reg_alpha: float = Field(0.0, ge=0, le=1e6)
+    """L1 penalty on the leaf weights."""
+    early_stopping_rounds: PositiveInt | None = Field(
+        20, le=10_000, description="Stop when the validation loss has not improved for this "
+        "many rounds, and keep the best round; `null`: train every round. Needs validation "
+        "rows (`validationSplit` above 0; without them, and not set here, every round "
+        "trains).")
+    validation_split: Fraction = 0.2
+    """Share of the training rows held out for early stopping (below 1)."""
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Random seed, for reproducible runs."""
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "training container: a string, or `{secret: <name>}`.")
+
+
+class LightGBMTrainer(Spec):
+    """The bundled LightGBM trainer (`framework: lightgbm`): leaf-wise gradient-boosted
+    trees, trained with the `lightgbm` library, early-stopped on the validation rows.
+    Missing feature values stay missing (LightGBM learns where they go)."""
+
+    n_estimators: PositiveInt = Field(200, le=100_000)
+    """Boosting rounds, at most; early stopping may end sooner."""
+    num_leaves: int = Field(31, ge=2, le=131_072)
+    """Most leaves a tree has."""
+    max_depth: PositiveInt | None = Field(None, le=64, description="Deepest a tree grows; "
+                                          "unset: no limit but `numLeaves`.")
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    """Shrinkage of each tree's contribution; write it as a decimal."""
+    subsample: float = Field(1.0, gt=0, le=1)
+    """Share of the training rows each tree sees (LightGBM's `bagging_fraction`)."""
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    """Share of the features each tree sees (LightGBM's `feature_fraction`)."""
+    min_child_samples: PositiveInt = Field(20, le=1_000_000)
+    """Fewest training rows a leaf may hold."""
+    reg_lambda: float = Field(0.0, ge=0, le=1e6)
+    """L2 penalty on the leaf weights."""
+    reg_alpha: float = Field(0.0, ge=0, le=1e6)
+    """L1 penalty on the leaf weights."""
+    early_stopping_rounds: PositiveInt | None = Field(
+        20, le=10_000, description="Stop when the validation loss has not improved for this "
+        "many rounds, and keep the best round; `null`: train every round. Needs validation "
+        "rows (`validationSplit` above 0; without them, and not set here, every round "
+        "trains).")
+    validation_split: Fraction = 0.2
+    """Share of the training rows held out for early stopping (below 1)."""
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Random seed, for reproducible runs."""
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "training container: a string, or `{secret: <name>}`.")
+
+
+class SklearnTrainer(Spec):
+    """The bundled scikit-learn trainer (`framework: sklearn`): one of scikit-learn's
+    estimators, fitted on every training row. Each setting applies to some estimators only
+    (docs/trainers.md); one the estimator does not take is refused (MLC331)."""
+
+    estimator: Literal["random_forest", "extra_trees", "gradient_boosting",
+                       "hist_gradient_boosting", "logistic_regression", "ridge"] = Field(
+        description="The estimator: a forest, boosted trees, or a linear model "
+        "(`logistic_regression` classifies, `ridge` regresses).")
+    n_estimators: PositiveInt | None = Field(None, le=100_000, description="Trees "
+                                             "(forests, `gradient_boosting`).")
+    max_depth: PositiveInt | None = Field(None, le=1000, description="Deepest a tree grows "
+                                          "(tree estimators); unset: the estimator's default.")
+    min_samples_leaf: PositiveInt | None = Field(None, le=1_000_000, description="Fewest "
+                                                 "training rows a leaf holds (tree estimators).")
+    learning_rate: float | None = Field(None, gt=0, le=1, description="Shrinkage "
+                                        "(`gradient_boosting`, `hist_gradient_boosting`).")
+    max_iter: PositiveInt | None = Field(None, le=100_000, description="Iterations "
+                                         "(`logistic_regression`, `hist_gradient_boosting`).")
+    c: float | None = Field(None, gt=0, le=1e6, description="Inverse regularisation "
+                            "strength (`logistic_regression`'s `C`).")
+    alpha: float | None = Field(None, ge=0, le=1e6, description="Regularisation strength "
+                                "(`ridge`).")
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Random seed, for reproducible runs."""
+    env: EnvVars = Field(default_factory=dict, description="Environment variables of the "
+                         "training container: a string, or `{secret: <name>}`.")
+
+
 METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+# what the gates may name, as docs/trainers.md lists it per trainer (a test holds the three
+# together with mlc/trainer_catalog.py)
+GATE_METRICS = ("A metric the model's evaluation has: classification `accuracy`, `brier`, "
+                "`f1`, `log_loss`, `pr_auc`, `precision`, `recall`, `roc_auc` (more than two "
+                "classes: `accuracy`, `f1`, `log_loss`, `roc_auc`); regression `mae`, `mse`, "
+                "`r2`, `rmse`; the same for every bundled trainer (torch, xgboost, lightgbm, "
+                "sklearn), plus a custom trainer's declared `metrics` and, with "
+                "`evaluation.fairness`, the fairness metrics (docs/trainers.md).")
 
 
 class CustomMetric(Spec):
@@ -138,7 +245,7 @@ class Search(Spec):
         "it, e.g. `learningRate`), the range it is searched over.")
     metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
                         description="What a trial is judged by: a metric the trainer reports "
-                        "on its validation rows.")
+                        "on its validation rows. " + GATE_METRICS)
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Defaults to the metric's own direction.")
     trials: PositiveInt | None = Field(None, le=10_000, description="How many trials; "
@@ -153,7 +260,13 @@ class Search(Spec):
 
 class Training(Spec):
     builtin: BuiltinTrainer | None = None
-    """Use the bundled tabular trainer, configured by hyperparameters."""
+    """`framework: torch`: the bundled torch MLP, configured by hyperparameters."""
+    xgboost: XGBoostTrainer | None = None
+    """`framework: xgboost`: the bundled XGBoost trainer (docs/trainers.md)."""
+    lightgbm: LightGBMTrainer | None = None
+    """`framework: lightgbm`: the bundled LightGBM trainer (docs/trainers.md)."""
+    sklearn: SklearnTrainer | None = None
+    """`framework: sklearn`: the bundled scikit-learn trainer (docs/trainers.md)."""
     custom: CustomTrainer | None = None
     """Run your own image and command, under the same contract."""
     hardware: Name = "default"
@@ -185,15 +298,18 @@ class Training(Spec):
 
     @model_validator(mode="after")
     def _one(self):
-        if self.builtin is not None and self.custom is not None:
-            raise PydanticCustomError("mlc_one_of",
-                                      "set either `builtin` or `custom` training, not both", {})
+        if self.custom is not None and any(
+                block is not None for block in (self.builtin, self.xgboost, self.lightgbm,
+                                                self.sklearn)):
+            raise PydanticCustomError("mlc_one_of", "set either a bundled trainer (`builtin`, "
+                                      "`xgboost`, `lightgbm`, `sklearn`) or `custom` "
+                                      "training, not both", {})
         return self
 
 
 class Gate(Spec):
-    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
-    """Metric the gate reads, e.g. `auc` or `rmse`."""
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
+                        description=GATE_METRICS)
     min: float | None = None
     """Fail when the metric is below this."""
     max: float | None = None
@@ -207,8 +323,9 @@ class Gate(Spec):
 
 
 class ChampionComparison(Spec):
-    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"])
-    """Metric compared between the candidate and the production model."""
+    metric: str = Field(pattern=METRIC_NAME, examples=["roc_auc", "rmse"],
+                        description="Metric compared between the candidate and the production "
+                        "model. " + GATE_METRICS)
     max_regression: float = Field(0.0, ge=0, description="How much worse than the production "
                                   "model the candidate may be.")
     higher_is_better: bool | None = Field(None, description="Defaults to the metric's own "
@@ -296,8 +413,10 @@ class Label(Spec):
 class Model(Spec):
     task: Literal["classification", "regression"]
     """What the model predicts: a class or a number."""
-    framework: Literal["torch", "sklearn", "xgboost", "custom"] = "torch"
-    """The model's framework, for the registry and the serving runtime."""
+    framework: Literal["torch", "sklearn", "xgboost", "lightgbm", "custom"] = "torch"
+    """The model's framework: it decides the bundled trainer (`torch`: `training.builtin`,
+    trained by default; `xgboost`, `lightgbm`, `sklearn`: their block under `training`, trained
+    when it is set), and names the model's kind in the registry."""
     description: str | None = None
     """What the model does."""
     inputs: FeatureInputs

@@ -1,14 +1,17 @@
 """A model's gates and champion comparison, checked against the metrics its evaluation has.
 
 The evaluate step computes the builtin metrics (mlc/step_contract.py, the same list the
-runtime computes) for every model, and adds the metrics a custom trainer declares and reports
-in MLC_METRICS_FILE. A gate on any other name could never pass, so it is refused here.
+runtime computes; mlc/trainer_catalog.py says which each trainer's model has) for every
+model, and adds the metrics a custom trainer declares and reports in MLC_METRICS_FILE. A
+gate on any other name could never pass, so it is refused here.
 """
 
 from __future__ import annotations
 
 from ...schema.models import Model
 from ...step_contract import FAIRNESS_METRICS, builtin_metrics
+from ...trainer_catalog import TRAINERS
+from ...trainer_catalog import metrics as catalog_metrics
 from .. import ir
 from .context import Context
 
@@ -43,7 +46,11 @@ def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
 
 
 def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | None]:
-    known: dict[str, bool | None] = dict(builtin_metrics(m.task))
+    """What the model's evaluation has: its trainer's metrics (mlc/trainer_catalog.py; a
+    custom trainer's model gets the evaluation's), and a custom trainer's declared ones."""
+    trainer = "custom" if m.training.custom is not None or m.framework not in TRAINERS \
+        else m.framework
+    known: dict[str, bool | None] = dict(catalog_metrics(trainer, m.task))
     known.update({c.name: c.higher_is_better for c in custom})
     return dict(sorted(known.items()))
 

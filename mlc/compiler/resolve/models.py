@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...schema.models import BuiltinTrainer, Model
 from ...schema.types import IMAGE_RE, duration_seconds
+from ...trainer_catalog import BLOCKS, SKLEARN_SETTINGS, SKLEARN_TASKS, TRAINERS
 from .. import ir
 from ..names import dns_label
 from . import evaluation, fairness, search
@@ -14,7 +15,12 @@ from .platform import resolve_image
 
 NO_TRAINING = "MLC301"
 GPU_REQUIRED = "MLC305"
-FRAMEWORK_WITHOUT_BUILTIN = "MLC326"
+# MLC326 (the builtin trainer with another framework) is retired: MLC328 says it for every
+# bundled trainer's block
+TRAINER_FOR_OTHER_FRAMEWORK = "MLC328"
+SKLEARN_SETTING_UNUSED = "MLC331"
+EARLY_STOPPING_WITHOUT_VALIDATION = "MLC547"
+CHECKPOINT_NOT_TAKEN = "MLC329"
 
 
 def _retries(r) -> ir.Retries:
@@ -23,10 +29,20 @@ def _retries(r) -> ir.Retries:
                       backoff_max_seconds=int(duration_seconds(r.backoff.max_duration)))
 
 
+def trainer_block(model: Model):
+    """The `training` block of the bundled trainer of the model's framework, set or not."""
+    trainer = TRAINERS.get(model.framework)
+    return getattr(model.training, trainer.block) if trainer is not None else None
+
+
 def has_training(model: Model) -> bool:
-    """A model is trainable by mlc if it has a trainer: builtin (torch's default) or custom."""
+    """A model is trainable by mlc if it has a trainer: custom, or the bundled trainer of its
+    framework (torch's by default, the others' where their block is set). A block for
+    another framework counts too: it is refused (MLC328), not ignored."""
     t = model.training
-    return t.custom is not None or t.builtin is not None or model.framework == "torch"
+    trainer = TRAINERS.get(model.framework)
+    return t.custom is not None or (trainer is not None and trainer.default_on) or any(
+        getattr(t, block) is not None for block in BLOCKS)
 
 
 def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
@@ -123,23 +139,33 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         command, args = list(c.command), list(c.args)
         env, secret_env = resolve_env(ctx, c.env, secrets, (*path, "custom", "env"))
     else:
-        if t.builtin is not None and m.framework != "torch":
-            ctx.error(FRAMEWORK_WITHOUT_BUILTIN, f"model `{name}` is `framework: "
-                      f"{m.framework}`, but the builtin trainer trains a torch network: it "
-                      "would register a torch model under the other framework's name",
-                      (*path, "builtin"), help="set `framework: torch` for the builtin "
-                      f"trainer, or train the {m.framework} model with `training: {{custom: "
-                      "{image, command}}` (docs/training-contract.md)")
-        builtin = t.builtin or BuiltinTrainer.model_validate({}, strict=True)
-        if builtin.mixed_precision == "fp16" and profile is not None and not profile.gpu_count:
-            ctx.error(GPU_REQUIRED, f"`mixedPrecision: fp16` needs a GPU, but hardware profile "
-                      f"`{t.hardware}` has none", (*path, "builtin", "mixedPrecision"),
-                      help="use `auto` (fp16/bf16 only where the hardware supports it) or a "
-                      "GPU profile")
-        kind, image = "builtin", images["train"]
-        hyper = builtin.model_dump(exclude={"env"})
-        command, args = [], []
-        env, secret_env = resolve_env(ctx, builtin.env, secrets, (*path, "builtin", "env"))
+        _other_framework_blocks(ctx, m, name, path)
+        trainer = TRAINERS.get(m.framework)
+        kind, image, command, args = "builtin", images["train"], [], []
+        if trainer is not None and trainer.framework != "torch" \
+                and getattr(t, trainer.block) is not None:
+            block = getattr(t, trainer.block)
+            hyper = block.model_dump(exclude={"env"})
+            _check_native(ctx, m, name, trainer.block, block, (*path, trainer.block))
+            if t.checkpoint is not None:
+                ctx.error(CHECKPOINT_NOT_TAKEN, f"model `{name}` sets `checkpoint`, but the "
+                          f"bundled {m.framework} trainer writes no checkpoints (a retried "
+                          "step fits again from the start)", (*path, "checkpoint"),
+                          help="remove `checkpoint`; only the torch trainer (and a custom "
+                          "one) resumes from checkpoints")
+            env, secret_env = resolve_env(ctx, block.env, secrets, (*path, trainer.block, "env"))
+        else:
+            builtin = t.builtin or BuiltinTrainer.model_validate({}, strict=True)
+            if builtin.mixed_precision == "fp16" and profile is not None \
+                    and not profile.gpu_count:
+                ctx.error(GPU_REQUIRED, f"`mixedPrecision: fp16` needs a GPU, but hardware "
+                          f"profile `{t.hardware}` has none",
+                          (*path, "builtin", "mixedPrecision"),
+                          help="use `auto` (fp16/bf16 only where the hardware supports it) "
+                          "or a GPU profile")
+            hyper = builtin.model_dump(exclude={"env"})
+            env, secret_env = resolve_env(ctx, builtin.env, secrets,
+                                          (*path, "builtin", "env"))
     checkpoint = t.checkpoint
     metrics = evaluation.custom_metrics(ctx, m, name)
     return ir.Training(
@@ -153,3 +179,52 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
         max_dropped_rows=t.max_dropped_rows, metrics=metrics,
         search=search.resolve_search(ctx, m, name, metrics))
+
+
+def _other_framework_blocks(ctx: Context, m: Model, name: str, path) -> None:
+    """A bundled trainer's block on a model of another framework would train and register
+    one framework's model under another's name: refused."""
+    for block, framework in sorted(BLOCKS.items()):
+        if getattr(m.training, block) is None or framework == m.framework:
+            continue
+        trainer = TRAINERS.get(m.framework)
+        own = f"`training.{trainer.block}`" if trainer is not None else "`training.custom`"
+        ctx.error(TRAINER_FOR_OTHER_FRAMEWORK, f"model `{name}` is `framework: "
+                  f"{m.framework}`, but `training.{block}` configures the {framework} "
+                  f"trainer: it would register the {framework} trainer's model as framework "
+                  f"{m.framework}", (*path, block),
+                  help=f"set `framework: {framework}` for this trainer, or configure {own} "
+                  "instead (docs/trainers.md)")
+
+
+def _check_native(ctx: Context, m: Model, name: str, block_name: str, block, path) -> None:
+    """What a tree or scikit-learn trainer's block asks that its library would not do."""
+    if block_name in ("xgboost", "lightgbm"):
+        if block.early_stopping_rounds is not None and block.validation_split == 0 \
+                and "early_stopping_rounds" in block.model_fields_set:
+            ctx.error(EARLY_STOPPING_WITHOUT_VALIDATION, f"model `{name}` stops early on its "
+                      "validation rows, but `validationSplit: 0` holds none out",
+                      (*path, "earlyStoppingRounds"),
+                      help="set `validationSplit` above 0 (e.g. 0.2), or remove "
+                      "`earlyStoppingRounds` to train every round")
+        elif block.validation_split >= 1:
+            ctx.error(EARLY_STOPPING_WITHOUT_VALIDATION, f"model `{name}` holds every "
+                      "training row out for validation (`validationSplit: 1`): none is left "
+                      "to fit", (*path, "validationSplit"),
+                      help="use a share below 1, e.g. 0.2")
+        return
+    estimator = block.estimator
+    if m.task not in SKLEARN_TASKS[estimator]:
+        fits = sorted(e for e, tasks in SKLEARN_TASKS.items() if m.task in tasks)
+        ctx.error(SKLEARN_SETTING_UNUSED, f"scikit-learn estimator `{estimator}` of model "
+                  f"`{name}` does not do {m.task} (it does "
+                  f"{' and '.join(SKLEARN_TASKS[estimator])})", (*path, "estimator"),
+                  help=f"use one of: {', '.join(fits)}")
+    for alias, takes in SKLEARN_SETTINGS.items():
+        field = next(f for f, info in type(block).model_fields.items()
+                     if (info.alias or f) == alias)
+        if getattr(block, field) is not None and estimator not in takes:
+            ctx.error(SKLEARN_SETTING_UNUSED, f"`{alias}` does nothing for scikit-learn "
+                      f"estimator `{estimator}` of model `{name}`: only "
+                      f"{', '.join(f'`{e}`' for e in takes)} take it", (*path, alias),
+                      help=f"remove `{alias}`, or choose an estimator that takes it")

@@ -30,6 +30,7 @@ GRID_NEEDS_FINITE = "MLC535"
 NO_VALIDATION_ROWS = "MLC536"
 PARALLEL_TRIALS_ON_ONE_NODE_VOLUME = "MLC537"
 KATIB_CANNOT = "MLC586"
+SEARCH_NEEDS_TORCH = "MLC546"
 
 DEFAULT_TRIALS = 20
 MAX_GRID = 10_000
@@ -113,6 +114,12 @@ def resolve_search(ctx: Context, m: Model, name: str,
         ctx.error(SEARCH_NEEDS_BUILTIN, f"model `{name}` searches hyperparameters, which mlc "
                   f"does for the builtin trainer on one node, not for {what}", path,
                   help="remove `search`, or train with `builtin` and `nodes: 1`")
+        return None
+    if m.framework != "torch":
+        ctx.error(SEARCH_NEEDS_TORCH, f"model `{name}` searches hyperparameters, which mlc "
+                  f"does for the torch trainer only, not for the bundled {m.framework} "
+                  "trainer", path, help=f"remove `search` and set the values in "
+                  f"`training.{m.framework}`, or train with `framework: torch`")
         return None
     names = searchable()
     ranges: list[ir.SearchRange] = []

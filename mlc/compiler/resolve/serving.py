@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...schema.types import duration_seconds
+from ...trainer_catalog import TRAINERS
 from .. import ir
 from ..names import dns_label
 from .ab_guard import resolve_ab_guard
@@ -68,10 +69,12 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
         if not ctx.check_ref(e.model, models, "model", (*path, "model"), "models"):
             continue
         model = models[e.model]
-        if e.allow_pickle and model.framework == "torch" and model.training.kind == "builtin":
+        if e.allow_pickle and model.pipeline is not None and model.framework in TRAINERS \
+                and model.training.kind == "builtin":
             ctx.warning(UNUSED_ALLOW_PICKLE, f"`allowPickle` has no effect on endpoint "
-                        f"`{name}`: model `{e.model}` is trained by mlc's builtin trainer, "
-                        "which saves mlc's own format (loaded without unpickling)",
+                        f"`{name}`: model `{e.model}` is trained by mlc's bundled "
+                        f"{model.framework} trainer, which saves mlc's own format (loaded "
+                        "without unpickling)",
                         (*path, "allowPickle"), help="remove `allowPickle: true`; it is for "
                         "models that a custom trainer logs as an MLflow flavour")
         if e.engine != "mlc":

@@ -2,7 +2,9 @@
 
 The alias is resolved to a version once, and that exact version is downloaded, so a
 promotion during start-up cannot mix two versions. The download is plain files; the
-network is built from spec.json and its weights read with `torch.load(weights_only=True)`
+network is built from spec.json and its weights read with `torch.load(weights_only=True)`,
+a tree model read from its library's own file (XGBoost's JSON, LightGBM's text) and a
+scikit-learn model by skops with a fixed list of trusted types
 (mlc/runtime/model_format.py): no pickle runs, so a tampered registry entry cannot execute
 code in the server. A model that is not in mlc's format (a custom pyfunc) is refused unless
 the endpoint opts in (`allowPickle: true` in ml.yaml; or the image's operator, with
@@ -120,6 +122,14 @@ def load_folder(folder: Path, *, name: str, version: str, alias: str | None,
                 "image).") from None
         return _load_pyfunc(folder, name=name, version=version, alias=alias,
                             trained_at=trained_at)
+    spec = model_format.load_spec(folder)
+    if model_format.is_native(spec):  # xgboost, lightgbm, sklearn: their own file
+        native, spec = model_format.load_model(folder, threads=torch_threads())
+        return LoadedModel(name=name, version=version, alias=alias, trained_at=trained_at,
+                           features=list(spec["features"]), task=spec["task"],
+                           output_width=int(spec["architecture"]["output_dim"])
+                           if spec["task"] == "classification" else 1,
+                           predict=native.predict, spec=spec)
     import torch
 
     torch.set_num_threads(torch_threads())

@@ -97,3 +97,16 @@ def configure(ctx) -> int | None:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def library_threads(ctx) -> int:
+    """Threads for an XGBoost, LightGBM or scikit-learn step (they take a count, not an
+    environment): the same rule as torch's, and OMP_NUM_THREADS where set instead of torch's
+    own choice."""
+    threads = step_threads(ctx.project, ctx.step)
+    if threads is not None:
+        return threads
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").strip()))
+    except ValueError:
+        return max(1, math.floor(step_cpus(ctx.project, ctx.step)))

@@ -230,6 +230,13 @@ class TrackedRun:
         signature.inputs = input_schema(model, spec["features"])
         requirements = [f"torch=={torch.__version__.split('+')[0]}",
                         f"mlflow=={mlflow.__version__}", "numpy", "pandas"]
+        arch = spec["architecture"]
+        if arch.get("library") and arch.get("library_version"):
+            requirements.append(f"{arch['library']}=={arch['library_version']}")
+            if arch["type"] == "sklearn":
+                import skops
+
+                requirements.append(f"skops=={skops.__version__}")
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where the logged model goes
         # MLflow's advice (type hints on predict, integer columns that could be missing)
         # does not apply: the types are ml.yaml's, the reader fills missing values

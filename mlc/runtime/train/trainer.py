@@ -1,4 +1,6 @@
-"""The builtin trainer: a torch MLP for tabular classification and regression.
+"""The training step, and the bundled torch trainer: an MLP for tabular classification
+and regression. The step dispatches on the model's framework: `torch` trains here, `xgboost`,
+`lightgbm` and `sklearn` in mlc/runtime/train/trainers/ (docs/trainers.md).
 
     dataset (data.py)  ->  arrays + spec stats  ->  fit (checkpointed)  ->  model folder
                                                                         ->  MLflow run + model
@@ -298,7 +300,12 @@ def run(ctx: StepContext) -> None:
     sink = metric_log.start_sink(ctx.mlflow_tracking_uri,
                                  threads.step_cpus(ctx.project, ctx.step))
     try:
-        _train_builtin(ctx, sink)
+        if model.framework == "torch":
+            _train_builtin(ctx, sink)
+        else:  # xgboost, lightgbm, sklearn: mlc/runtime/train/trainers/
+            from mlc.runtime.train import trainers
+
+            trainers.train(ctx, sink)
     finally:
         sink.stop()
 
