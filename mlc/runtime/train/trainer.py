@@ -18,7 +18,6 @@ Custom training (`training.custom`) hands the same data and contract to the user
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -74,20 +73,11 @@ class FitResult:
 
 
 def hyperparameters(base: dict[str, Any], override_json: str) -> dict[str, Any]:
-    """ml.yaml's hyperparameters, then the run's `hyperparameters` parameter (a JSON object)."""
-    hp = {**DEFAULTS, **base}
-    try:
-        override = json.loads(override_json or "{}")
-    except json.JSONDecodeError as exc:
-        raise StepFailed(f"parameter hyperparameters is not JSON: {exc}") from exc
-    if not isinstance(override, dict):
-        raise StepFailed("parameter hyperparameters must be a JSON object")
-    unknown = sorted(set(override) - set(DEFAULTS))
-    if unknown:
-        raise StepFailed(f"unknown hyperparameter {', '.join(unknown)} (known: "
-                         f"{', '.join(sorted(DEFAULTS))})")
-    hp.update(override)
-    return hp
+    """ml.yaml's hyperparameters over the defaults, then the run's `hyperparameters`
+    parameter (a JSON object), read as every bundled trainer reads it."""
+    from mlc.runtime.train.trainers import hyperparameters as with_override
+
+    return with_override({**DEFAULTS, **base}, override_json)
 
 
 def select_device() -> torch.device:
