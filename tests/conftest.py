@@ -64,6 +64,23 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_mlflow_environment():
+    """A module's fixtures may point MLflow at their store for all of the module's tests
+    (`mlflow.set_registry_uri` sets MLFLOW_REGISTRY_URI too); that ends with the module, or a
+    later module's client would read another test's registry (set up before `saved` below,
+    such a variable survived every test's restore)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if registry is not None:
+        registry._registry_uri = None
+
+
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_state():
     """MLflow keeps the tracking URI and the active experiment in process-global state; a

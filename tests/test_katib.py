@@ -319,7 +319,7 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", stamp), stamp
     latest = float(reported[-1][2])  # the objective's `latest` strategy
     parent = json.loads((run_dir / sc.MLFLOW_RUN_FILE).read_text())["run_id"]
-    client = MlflowClient(tracking)
+    client = MlflowClient(tracking, registry_uri=tracking)  # not another test's registry
     experiment = client.get_run(parent).info.experiment_id
     (record,) = sr.trials(client, experiment, parent)
     assert record.number == rs.katib_number(trial) and record.state == sr.COMPLETE
@@ -361,8 +361,16 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
     assert run.data.params["epochs"] == str(decoded["epochs"])
     assert run.data.params["hidden_layers"] == str(decoded["hidden_layers"])
     assert run.data.params["learning_rate"] == str(decoded["learning_rate"])
-    (version,) = client.search_model_versions(f"run_id = '{parent}'")
-    assert version.name == resolved_search_model(folder).registered_name
+    # the register step's record names the version; MLflow holds it, made from the parent run
+    registered = json.loads((run_dir / sc.REGISTER_FILE).read_text())
+    assert registered["name"] == resolved_search_model(folder).registered_name
+    assert registered["mlflow_run_id"] == parent
+    version = client.get_model_version(registered["name"], str(registered["version"]))
+    evaluation = json.loads((run_dir / sc.EVALUATION_FILE).read_text())
+    assert evaluation["passed"] and evaluation["mlflow_run_id"] == parent
+    assert version.source and version.status == "READY", version
+    assert client.get_registered_model(registered["name"]).aliases == {
+        registered["alias"]: str(registered["version"])}
 
 
 def resolved_search_model(folder: Path):

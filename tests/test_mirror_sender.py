@@ -26,7 +26,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlc.runtime.prediction_log import PREDICTION_COLUMN, REQUEST_ID_COLUMN, read_log
+from mlc.runtime.serve import mirror_counts as mc
 from mlc.runtime.serve import request_id
+from mlc.runtime.serve.mirror_sender import unpack
 from mlc.runtime.serve.settings import MirrorSettings
 from mlc.runtime.serve.shadow import SCHEDULING_ENV, ShadowMirror, ShadowStats, sampled
 
@@ -271,6 +273,12 @@ def test_a_stuck_shadow_fills_the_handover_and_every_drop_is_counted():
         too_large = mirror.offer("big", b"/predict", b"x" * mirror.max_message, answer)
         handed_over = stats.mirrored
         sender = mirror.process
+        # the sender sets its policy before it says it is ready (a busy machine may start it
+        # after the offers above)
+        for _ in range(1000):
+            if stats.counts.array[mc.READY] == sender.pid:
+                break
+            await asyncio.sleep(0.01)
         policy = os.sched_getscheduler(sender.pid)
         await mirror.close()
         server.close()
@@ -292,6 +300,42 @@ def test_a_stuck_shadow_fills_the_handover_and_every_drop_is_counted():
                        "too_large": 1}
     print(f"\nslowest offer to a stuck shadow: {slowest * 1e6:.0f} us; {handed_over} handed "
           f"over, {full} dropped at the hand-over")
+
+
+def test_copies_a_killed_sender_took_uncounted_are_found_and_the_rest_kept_in_order():
+    """A sender killed between taking a copy from the socket and counting it as received
+    leaves the copy nowhere: the primary finds how many (handed over, minus received, minus
+    what the socket still holds) while no sender runs, and puts the socket's copies back in
+    their order for the next sender."""
+
+    async def scenario():
+        stats = ShadowStats("ep", mirroring=True)
+        settings = MirrorSettings(url="http://127.0.0.1:9", percent=100, task="classification",
+                                  tolerance=0.0, max_queue=16, timeout_seconds=1.0)
+        mirror = ShadowMirror(settings, stats)  # not started: the test is the sender
+        for i in range(10):
+            assert mirror.offer(f"r{i}", b"/predict", b"{}", b"{}")
+        theirs = mirror._theirs
+        for _ in range(3):  # taken and counted (then the sender died holding them)
+            theirs.recv(65536)
+            stats.counts.array[mc.RECEIVED] += 1
+        theirs.recv(65536)  # taken, killed before it counted it
+        theirs.recv(65536)  # and one more
+        stats.sender_died(mirror._vanished())
+        left = [theirs.recv(65536) for _ in range(5)]
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            theirs.recv(65536)
+        first = stats.dropped["sender_exit"]
+        # a second death with nothing lost in between adds nothing
+        stats.counts.array[mc.RECEIVED] += 5
+        stats.sender_died(mirror._vanished())
+        return left, first, stats.dropped["sender_exit"], stats.restarts
+
+    left, first, second, restarts = asyncio.run(scenario())
+    assert [unpack(m)[0] for m in left] == [f"r{i}" for i in range(5, 10)]
+    assert first == 3 + 2  # the three it held (writer_gone) and the two it took uncounted
+    assert second == first + 5 and restarts == 2  # the five the next one received, then lost
 
 
 def _samples(stats: ShadowStats) -> dict:

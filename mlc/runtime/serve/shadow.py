@@ -117,9 +117,11 @@ class ShadowStats:
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
-    def sender_died(self) -> None:
+    def sender_died(self, vanished: int = 0) -> None:
+        """`vanished`: copies the dead sender had taken from the socket and not yet counted
+        as received (killed between the two), found by the mirror (ShadowMirror._vanished)."""
         self.restarts += 1
-        self.drop(DROP_SENDER_EXIT, self.counts.writer_gone())
+        self.drop(DROP_SENDER_EXIT, self.counts.writer_gone() + vanished)
 
     def describe(self):
         return []
@@ -202,6 +204,12 @@ class ShadowMirror:
         self.max_message = min(MAX_MESSAGE_BYTES, buffer // 4)
         self._send = self._ours.sendmsg
         self._pack = HEADER.pack
+        # for the count of what a killed sender took with it (_vanished): the copies handed
+        # over by this mirror, the sender's `received` count when it began, and what was
+        # found lost that way before
+        self._handed = 0
+        self._received_before = int(stats.counts.array[mc.RECEIVED]) if stats.counts else 0
+        self._lost_between = 0
         self.process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task | None = None
         self._started = asyncio.Event()
@@ -226,7 +234,36 @@ class ShadowMirror:
             self.stats.drop(DROP_TOO_LARGE if exc.errno == errno.EMSGSIZE else DROP_QUEUE_FULL)
             return False
         self.stats.mirrored += 1
+        self._handed += 1
         return True
+
+    def _vanished(self) -> int:
+        """While no sender runs (the primary's event loop is the only one touching the
+        socket and the counts): the copies handed over that neither a sender counted as
+        received nor the socket still holds. A sender killed after taking a message from the
+        socket and before counting it leaves one. The socket's messages are read and put
+        back in their order; one that no longer fits is counted here as lost too."""
+        held: list[bytes] = []
+        self._theirs.setblocking(False)
+        while True:
+            try:
+                message = self._theirs.recv(MAX_MESSAGE_BYTES)
+            except OSError:
+                break
+            if not message:
+                break
+            held.append(message)
+        requeued = 0
+        for message in held:
+            try:
+                self._ours.send(message)
+            except OSError:
+                break
+            requeued += 1
+        received = int(self.stats.counts.array[mc.RECEIVED]) - self._received_before
+        lost = self._handed - received - requeued - self._lost_between
+        self._lost_between += lost
+        return max(lost, 0)
 
     async def start(self) -> None:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
@@ -257,7 +294,7 @@ class ShadowMirror:
                 code = await self.process.wait()
                 if self.closed:
                     return
-                self.stats.sender_died()
+                self.stats.sender_died(self._vanished())
                 log.error("the mirror sender exited (%s); starting another in %.1fs", code,
                           delay)
             self._started.set()
