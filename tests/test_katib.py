@@ -370,7 +370,7 @@ def test_a_katib_trial_runs_as_declared_and_reports_what_mlflow_records(tmp_path
     assert evaluation["passed"] and evaluation["mlflow_run_id"] == parent
     assert version.source and version.status == "READY", version
     assert client.get_registered_model(registered["name"]).aliases == {
-        registered["alias"]: str(registered["version"])}
+        registered["alias"]: registered["version"]}
 
 
 def resolved_search_model(folder: Path):
