@@ -27,6 +27,7 @@ from mlc.compiler.backends.serving import ab_guard
 from mlc.runtime.serve.router import Assigner, RouterVariant
 
 from .conftest import ROOT
+from .stopping import stop_all
 from .test_ab_guard import NAMESPACE, _router_config, shop
 from .test_serving import Built, build
 
@@ -289,5 +290,4 @@ def test_the_guard_stops_a_failing_variant_and_the_router_sends_it_nothing(built
     finally:
         if prometheus is not None:
             prometheus.stop()
-        for p in procs:
-            p.stop()
+        stop_all(procs)

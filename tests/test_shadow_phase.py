@@ -36,6 +36,7 @@ from . import schema_check
 from .argo_analysis import decide
 from .conftest import ROOT
 from .prometheus_server import PrometheusServer, Target
+from .stopping import stop_all
 from .test_delivery import templates
 from .test_prometheus_real import Pod
 from .test_serving import CRDS, Built, build
@@ -342,8 +343,7 @@ def test_shadow_gates_pass_a_version_that_agrees_and_stop_one_that_does_not(
     finally:
         if prometheus is not None:
             prometheus.stop()
-        for pod in pods:
-            pod.stop()
+        stop_all(pods)
 
 
 # ---------------------------------------------------------------------------------------
