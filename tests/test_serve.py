@@ -269,6 +269,9 @@ def _register(folder: Path, tracking_uri: str, name: str, features: list[str],
     return str(mlflow.register_model(info.model_uri, name).version)
 
 
+DRAIN_ENV = "MLC_DRAIN_SECONDS"
+
+
 class Server:
     def __init__(self, tmp: Path, project: ir.ResolvedProject, env: dict[str, str]):
         self.port = _free_port()
@@ -277,7 +280,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlc.runtime", "serve", "--project", str(tmp / "project.json"),
              "--endpoint", ENDPOINT, "--host", "127.0.0.1", "--port", str(self.port)],
-            env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+            # a short drain after SIGTERM (5 s in the manifests) unless the test is about it
+            env={**os.environ, DRAIN_ENV: "0.5", **env}, stdout=self.log,
+            stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=10)
         self.signalled = False
@@ -423,7 +428,7 @@ def test_server_sheds_load_and_drains_on_sigterm(tmp_path, dev):
         max_batch_size=1, max_latency_seconds=0.0, max_queue=4))
     server = Server(tmp_path, project, {"MLFLOW_TRACKING_URI": tracking,
                                         "MLC_MODEL_URI": "models:/slow@champion",
-                                        "MLC_TORCH_THREADS": "1"})
+                                        "MLC_TORCH_THREADS": "1", DRAIN_ENV: "5"})
     body = {"instances": [{f: 1.0 for f in features}]}
 
     async def floods():
