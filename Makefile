@@ -35,8 +35,9 @@ demo: install
 # wait on servers and subprocesses, so two workers use a 2-core runner fully. The files go
 # out longest first (tests/conftest.py), not in xdist's order (most tests first), which
 # left the few long tests of tests/test_cluster_path.py for the end, one worker idle.
+# The 25 slowest tests are listed at the end, so that CI's log shows where its time goes.
 test: install-test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: install-test
 	$(BIN)/ruff check .
