@@ -314,3 +314,45 @@ def test_each_framework_gets_its_own_block_and_no_other(tmp_path):
     values["models"][MODEL]["training"]["builtin"] = {"epochs": 1}
     (other / "ml.yaml").write_text(json.dumps(values))
     assert list(validate_codes(other)) == ["MLC328"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["lightgbm", "xgboost"])
+def test_a_tree_train_step_logs_the_triton_fil_repository_it_is_asked_for(framework, tmp_path,
+                                                                          monkeypatch):
+    """`MLC_EXPORTS=triton` (an endpoint with `engine: triton`) on the tree trainers' train
+    step: the FIL repository of the model it trained, logged to the run; a torch export of a
+    tree model fails the step before it trains."""
+    from mlflow.tracking import MlflowClient
+
+    from mlc import step_contract as sc
+    from mlc.runtime.export import triton
+
+    from .test_exports import parse_config
+
+    monkeypatch.setenv("MLC_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    project = compiled(write_project(tmp_path / "project", framework, BLOCKS[framework]))
+    batching = triton.Batching(max_batch_size=16, max_queue_delay_microseconds=2000,
+                               max_queue_size=64)
+    env = {**environ(tmp_path, "run"), sc.EXPORTS_ENV: "triton",
+           sc.EXPORT_BATCHING_ENV: batching.text()}
+    run_steps(project, env, ["validate-data", "train"])
+    train = json.loads((tmp_path / "run" / sc.TRAIN_FILE).read_text())
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(train["mlflow_run_id"]).data.tags[sc.EXPORTS_TAG] == "triton"
+    local = Path(client.download_artifacts(train["mlflow_run_id"], "exports",
+                                           str(tmp_path / "dl")))
+    model_file = trainer_catalog.TRAINERS[framework].model_file
+    stored = {"model.json": "xgboost.json", "model.txt": "model.txt"}[model_file]
+    assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+        f"triton/{MODEL}/1/{stored}", f"triton/{MODEL}/config.pbtxt"]
+    # the repository holds the very model the step trained and saved
+    assert (local / f"triton/{MODEL}/1/{stored}").read_bytes() == \
+        (tmp_path / "run" / sc.MODEL_DIR / model_file).read_bytes()
+    config = parse_config(local / f"triton/{MODEL}/config.pbtxt")
+    assert config.backend == "fil" and config.max_batch_size == 16
+
+    wrong = {**environ(tmp_path, "run2"), sc.EXPORTS_ENV: "onnx"}
+    with pytest.raises(StepFailed, match="FIL backend only"):
+        run_steps(project, wrong, ["validate-data", "train"])
+    assert not (tmp_path / "run2" / sc.MODEL_DIR).exists()

@@ -35,6 +35,7 @@ from mlc import step_contract as sc
 from mlc.runtime import model_format
 from mlc.runtime.step import StepContext, StepFailed, write_record
 from mlc.runtime.train.checkpoints import CheckpointStore, fingerprint, rng_state, set_rng_state
+from mlc.runtime.train.exports import log_exports, requested_exports
 
 if TYPE_CHECKING:  # pandas and pyarrow stay unimported for callers of `fit` alone
     from mlc.runtime.train.data import Dataset
@@ -348,38 +349,6 @@ def _train_builtin(ctx: StepContext, sink) -> None:
     print(f"trained {model.name}: {result.steps} steps on {result.device} ({result.precision})"
           f"{', resumed from step ' + str(result.resumed_from) if result.resumed_from else ''}"
           f"; {shown}; MLflow run {run.run_id}")
-
-
-def requested_exports(ctx: StepContext) -> tuple[list[str], object] | None:
-    """The exports `MLC_EXPORTS` asks for, with the Triton batching when it asks for
-    `triton`; None when it asks for none."""
-    from mlc.runtime import export
-
-    try:
-        names = export.requested(ctx.exports)
-        if not names:
-            return None
-        return names, export.batching(ctx.exports) if export.TRITON in names else None
-    except export.ExportError as exc:
-        raise StepFailed(str(exc)) from exc
-
-
-def log_exports(ctx: StepContext, run, folder, names: list[str], batching) -> None:
-    """Make the exports from the saved model folder and log them to the run (`exports/`)."""
-    import shutil
-
-    from mlc.runtime import export
-
-    out = ctx.run_dir / sc.EXPORTS_ARTIFACT_DIR
-    shutil.rmtree(out, ignore_errors=True)  # a retried step starts clean
-    try:
-        files = export.make_exports(folder, names, out, model_name=ctx.model.name,
-                                    task=ctx.model.task, triton_batching=batching)
-    except export.ExportError as exc:
-        raise StepFailed(str(exc)) from exc
-    export.log_exports(run.client, run.run_id, out)
-    print(f"exported {', '.join(names)}: {len(files)} file(s) logged under "
-          f"{sc.EXPORTS_ARTIFACT_DIR}/ of MLflow run {run.run_id}")
 
 
 def best_trial_values(run, search) -> dict[str, Any]:

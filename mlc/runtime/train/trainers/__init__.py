@@ -109,10 +109,13 @@ def n_outputs(r: Rows) -> int:
 def train(ctx: StepContext, sink) -> None:
     """The train step of a model whose framework is xgboost, lightgbm or sklearn."""
     from mlc.runtime import model_format
-    from mlc.runtime.train import data, evaluation, metric_log, threads, tracking
+    from mlc.runtime.train import data, evaluation, exports, metric_log, threads, tracking
 
     model = ctx.model
     module = module_for(model.framework)
+    wanted = exports.requested_exports(ctx)  # a bad setting fails before the training
+    if wanted:
+        exports.check_tree_exports(model.framework, wanted[0])
     dataset = data.build_dataset(ctx, model)
     hp = hyperparameters(dict(model.training.hyperparameters), ctx.param("hyperparameters"))
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
@@ -154,6 +157,8 @@ def train(ctx: StepContext, sink) -> None:
                              reference=reference_sample(dataset, spec, predictor,
                                                         int(hp["seed"])))
     model_uri = run.log_model(folder, dataset, spec)
+    if wanted:  # Triton's FIL repository of an XGBoost or LightGBM model
+        exports.log_exports(ctx, run, folder, *wanted)
     logger.close()
     summary = {"mlflow_run_id": run.run_id, "experiment_id": run.experiment_id,
                "model_uri": model_uri, "data_snapshot": dataset.snapshot,
