@@ -160,7 +160,8 @@ GATE_METRICS = ("A metric the model's evaluation has: classification `accuracy`,
                 "classes: `accuracy`, `f1`, `log_loss`, `roc_auc`); regression `mae`, `mse`, "
                 "`r2`, `rmse`; the same for every bundled trainer (torch, xgboost, lightgbm, "
                 "sklearn); ranking (xgboost, lightgbm) `ndcg_at_<k>`, `map_at_<k>` for each "
-                "`k` of `ranking.k`, plus a custom trainer's declared `metrics` and, with "
+                "`k` of `ranking.k` (by default `map_at_5`, `map_at_10`, `ndcg_at_5`, "
+                "`ndcg_at_10`), plus a custom trainer's declared `metrics` and, with "
                 "`evaluation.fairness`, the fairness metrics (docs/trainers.md).")
 
 
