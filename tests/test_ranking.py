@@ -97,7 +97,7 @@ def judgements(seed: int = 0, queries: int = 160) -> pd.DataFrame:
     for q in range(queries):
         n = int(rng.integers(5, 21))
         x = rng.normal(size=(n, 3))
-        value = 1.5 * x[:, 0] - x[:, 1] + rng.normal(0, 0.3, n)
+        value = 1.5 * x[:, 0] - x[:, 1] + rng.normal(0, 1.0, n)
         relevance = np.clip(np.round(value + 1), 0, 3).astype(np.int64)
         frames.append(pd.DataFrame({
             "row_id": np.arange(row, row + n, dtype=np.int64),
@@ -117,7 +117,7 @@ def write_project(folder: Path, text: str = PROJECT) -> Path:
 
 def validate_codes(folder: Path) -> dict[str, list[Diagnostics]]:
     diags = Diagnostics()
-    check_environment(folder, "dev", diags)
+    check_environment(folder, "default", diags)
     out: dict[str, list] = {}
     for d in diags.items:
         out.setdefault(d.code, []).append(d)
@@ -130,7 +130,7 @@ def trained(tmp_path_factory):
     from mlc.cli import main
 
     root = write_project(tmp_path_factory.mktemp("ranking") / "project")
-    code = main(["run", "-C", str(root), "-p", "promote=true",
+    code = main(["run", "-C", str(root), "--env", "default", "-p", "promote=true",
                  *[a for m in sorted(MODELS) for a in ("--model", m)]])
     assert code == 0
     return root
@@ -205,7 +205,7 @@ def test_gates_on_ranking_metrics_are_checked_against_the_cutoffs(tmp_path):
 
 def test_the_ranking_block_reaches_the_ir(tmp_path):
     diags = Diagnostics()
-    project = check_environment(write_project(tmp_path / "p"), "dev", diags)
+    project = check_environment(write_project(tmp_path / "p"), "default", diags)
     assert project is not None, [d.message for d in diags.items]
     assert project.models["ranker-xgb"].ranking == ir.Ranking(group="query_id", k=[3, 10],
                                                               objective="rank:ndcg")
@@ -221,6 +221,7 @@ def test_a_ranker_trained_gated_registered_and_served(trained, model, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from mlc.runtime.serve import loader
+    from mlc.runtime.train.evaluation import ranking_metrics
     from mlc.runtime.step import EXIT_GATES, StepFailed, build_context, run_step
 
     framework = MODELS[model]
@@ -257,13 +258,19 @@ def test_a_ranker_trained_gated_registered_and_served(trained, model, tmp_path):
     test = dataset[dataset["__split__"] == "test"]
     scores = served.predict(test[FEATURES].to_numpy(dtype=np.float64))
     assert scores.shape == (len(test),)
-    assert pairwise_order(scores, test["relevance"].to_numpy(),
-                          test["query_id"].to_numpy()) > 0.8
+    grades, queries = test["relevance"].to_numpy(), test["query_id"].to_numpy()
+    assert pairwise_order(scores, grades, queries) > 0.8
+    # the evaluation's NDCG is these scores' (and far from what chance orders get)
+    assert ranking_metrics(grades, scores, queries, [10])["ndcg_at_10"] == pytest.approx(
+        metrics["ndcg_at_10"])
+    chance = ranking_metrics(grades, np.random.default_rng(0).random(len(test)), queries,
+                             [10])["ndcg_at_10"]
+    assert metrics["ndcg_at_10"] > chance + 0.1
 
     # a gate the model cannot meet fails the evaluation, and nothing more is registered
     from mlc.compiler.pipeline import check_environment as check
 
-    project = check(trained, "dev", Diagnostics())
+    project = check(trained, "default", Diagnostics())
     strict = project.model_copy(update={"models": {**project.models, model: project.models[
         model].model_copy(update={"gates": [ir.Gate(metric="ndcg_at_3", min=0.9999,
                                                       max=None)]})}})
