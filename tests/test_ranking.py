@@ -263,6 +263,14 @@ def test_a_ranker_trained_gated_registered_and_served(trained, model, tmp_path):
     # the evaluation's NDCG is these scores' (and far from what chance orders get)
     assert ranking_metrics(grades, scores, queries, [10])["ndcg_at_10"] == pytest.approx(
         metrics["ndcg_at_10"])
+    # the MLflow pyfunc face (the scoring path of a model loaded by MLflow) answers the same
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model}@champion")
+    np.testing.assert_allclose(pyfunc.predict(test[FEATURES].head(20))["prediction"].to_numpy(),
+                               scores[:20], rtol=1e-6)
     chance = ranking_metrics(grades, np.random.default_rng(0).random(len(test)), queries,
                              [10])["ndcg_at_10"]
     assert metrics["ndcg_at_10"] > chance + 0.1
