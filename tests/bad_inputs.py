@@ -535,6 +535,9 @@ CASES = [
          {"ml.yaml": ranker(ranking="{group: query_id, k: [10, 5, 10]}")}),
     Case("ranking-model-with-an-ab-verdict", "MLC338", "ml.yaml:49:7",
          {"ml.yaml": ranker(base=ab_verdict("{labels: events, minSamples: 100}"))}),
+    Case("ranking-model-with-a-quality-monitor", "MLC338", "ml.yaml:45:31",
+         {"ml.yaml": edit("  drift:\n", "  quality:\n    churn-quality: {endpoint: churn-api, "
+                          "labels: events, key: clicks}\n  drift:\n", ranker())}),
     Case("search-on-a-tree-trainer", "MLC546", "ml.yaml:37:7",
          {"ml.yaml": search("metric: roc_auc, space: {learningRate: {type: loguniform, "
                             "low: 0.01, high: 0.3}}",
