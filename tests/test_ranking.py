@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,8 +222,8 @@ def test_a_ranker_trained_gated_registered_and_served(trained, model, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from mlc.runtime.serve import loader
-    from mlc.runtime.train.evaluation import ranking_metrics
     from mlc.runtime.step import EXIT_GATES, StepFailed, build_context, run_step
+    from mlc.runtime.train.evaluation import ranking_metrics
 
     framework = MODELS[model]
     folder = run_dir(trained, model)
@@ -290,3 +291,22 @@ def test_a_ranker_trained_gated_registered_and_served(trained, model, tmp_path):
     with pytest.raises(StepFailed, match="did not pass"):
         run_step(build_context(strict, f"train-{model}", "register", environ=env))
     assert [str(v.version) for v in client.search_model_versions(f"name='{model}'")] == ["1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_a_ranker_exports_to_triton_as_one_score_per_row(trained, model, tmp_path):
+    """Triton's FIL backend gets the ranker's file unchanged, answering one value (the
+    score), not classes."""
+    from mlc.runtime import export
+    from mlc.runtime.export import triton
+
+    folder = run_dir(trained, model) / "model"
+    files = export.make_exports(folder, ["triton"], tmp_path / "repo", model_name="ranker",
+                                task="ranking", triton_batching=triton.Batching(
+                                    max_batch_size=8, max_queue_delay_microseconds=100,
+                                    max_queue_size=16))
+    config = next(p for p in files if p.name == "config.pbtxt").read_text("utf-8")
+    assert 'backend: "fil"' in config
+    assert re.search(r'key: "output_class"\s*value \{\s*string_value: "false"', config)
+    assert "predict_proba" not in config

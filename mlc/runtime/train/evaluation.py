@@ -7,7 +7,7 @@ version yet, the comparison passes (there is nothing to regress from). Fails the
 with exit 11 and a table of what passed and what did not; either way the metrics are logged
 to the training run and written to evaluation.json for the register step.
 
-Metrics are computed here with numpy (no scikit-learn in the image): classification
+Metrics are computed here with numpy (scikit-learn's ndcg_score for NDCG): classification
 roc_auc, pr_auc, log_loss, accuracy, precision, recall, f1, brier (binary; multi-class:
 roc_auc one-vs-rest macro, log_loss, accuracy, f1 macro); regression rmse, mae, mse, r2;
 ranking ndcg_at_<k> (scikit-learn's ndcg_score, query by query) and map_at_<k>, averaged over
