@@ -116,7 +116,7 @@ def write_project(folder: Path, text: str = PROJECT) -> Path:
     return folder
 
 
-def validate_codes(folder: Path) -> dict[str, list[Diagnostics]]:
+def validate_codes(folder: Path) -> dict[str, list]:
     diags = Diagnostics()
     check_environment(folder, "default", diags)
     out: dict[str, list] = {}
@@ -310,3 +310,60 @@ def test_a_ranker_exports_to_triton_as_one_score_per_row(trained, model, tmp_pat
     assert 'backend: "fil"' in config
     assert re.search(r'key: "output_class"\s*value \{\s*string_value: "false"', config)
     assert "predict_proba" not in config
+
+
+@pytest.mark.slow
+def test_the_rankers_endpoint_answers_a_score_per_candidate(trained, tmp_path):
+    """The serving runtime (`python -m mlc.runtime serve`) of `ranker-api`: a query's
+    candidates in, one score per candidate out, the loader's scores; sorting by them puts
+    the more relevant candidates first."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from mlc.runtime.serve import loader
+
+    project = check_environment(trained, "default", Diagnostics())
+    (tmp_path / "project.json").write_text(project.model_dump_json(), "utf-8")
+    tracking = f"sqlite:///{trained / '.mlc' / 'mlflow.db'}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlc.runtime", "serve", "--project", str(tmp_path / "project.json"),
+         "--endpoint", "ranker-api", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking, "MLC_TORCH_THREADS": "1",
+             "MLC_PREDICTION_LOG_URI": str(tmp_path / "log")},
+        stdout=log, stderr=subprocess.STDOUT)
+    dataset = pd.read_parquet(run_dir(trained, "ranker-xgb") / "data" / "dataset.parquet")
+    test = dataset[dataset["__split__"] == "test"]
+    query = test[test["query_id"] == test["query_id"].max()]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.time() + 90
+            while True:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                try:
+                    if http.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.time() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.2)
+            answer = http.post("/predict", json={"instances": [
+                {f: float(row[f]) for f in FEATURES} for _, row in query.iterrows()]}).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+    scores = np.asarray(answer["predictions"], dtype=np.float64)
+    assert scores.shape == (len(query),)
+    served = loader.load("models:/ranker-xgb@champion", tracking, cache_dir=tmp_path / "c")
+    np.testing.assert_allclose(scores, served.predict(query[FEATURES].to_numpy()), rtol=1e-6)
+    grades = query["relevance"].to_numpy()
+    assert pairwise_order(scores, grades, np.zeros(len(query))) > 0.6
