@@ -52,6 +52,18 @@ CLASSIFICATION_METRICS: dict[str, bool] = {
 # multi-class labels get only these (one-vs-rest macro roc_auc, macro f1)
 MULTICLASS_METRICS = ("accuracy", "f1", "log_loss", "roc_auc")
 REGRESSION_METRICS: dict[str, bool] = {"mae": False, "mse": False, "r2": True, "rmse": False}
+# a ranking model's, at each cutoff k of `ranking.k` (`ndcg_at_10`: MLflow's metric names take
+# no `@`), over the test queries; higher is better for both
+RANKING_METRICS = ("map", "ndcg")
+DEFAULT_RANKING_CUTOFFS = (5, 10)
+
+
+def ranking_metric(name: str, k: int) -> str:
+    return f"{name}_at_{k}"
+
+
+def ranking_metrics(cutoffs) -> dict[str, bool]:
+    return {ranking_metric(name, k): True for name in RANKING_METRICS for k in sorted(cutoffs)}
 
 
 # with `evaluation.fairness` (binary classification), computed by fairlearn over the groups
@@ -60,7 +72,9 @@ FAIRNESS_METRICS: dict[str, bool] = {
     "equalized_odds_difference": False, "equalized_odds_ratio": True}
 
 
-def builtin_metrics(task: str) -> dict[str, bool]:
+def builtin_metrics(task: str, cutoffs=DEFAULT_RANKING_CUTOFFS) -> dict[str, bool]:
+    if task == "ranking":
+        return ranking_metrics(cutoffs)
     return dict(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
 
 
@@ -194,7 +208,8 @@ VARIABLES: tuple[Variable, ...] = (
              "`__split__` = `train` | `test` (test rows are for evaluation only)"),
     Variable(FEATURES_ENV, "runtime", CUSTOM, "JSON list of the input columns, in order"),
     Variable(LABEL_ENV, "runtime", CUSTOM, "the label column"),
-    Variable(TASK_ENV, "runtime", CUSTOM, "`classification` or `regression`"),
+    Variable(TASK_ENV, "runtime", CUSTOM, "`classification` or `regression` (a ranking model "
+             "has no custom trainer)"),
     Variable(HYPERPARAMETERS_ENV, "runtime", CUSTOM,
              "JSON object: the run's `hyperparameters` parameter"),
     Variable(MODEL_DIR_ENV, "runtime", CUSTOM,

@@ -8,14 +8,21 @@ Pure data, no imports beyond the step contract: `mlc validate` reads it.
 
 Every bundled trainer's candidate is scored by the same evaluate step on the test rows, so a
 (framework, task) reports the evaluation's metrics for that task (mlc/step_contract.py): for a
-binary label all of CLASSIFICATION_METRICS, for more classes MULTICLASS_METRICS.
+binary label all of CLASSIFICATION_METRICS, for more classes MULTICLASS_METRICS; a ranking
+model NDCG and MAP at each of its cutoffs (`ranking.k`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .step_contract import CLASSIFICATION_METRICS, MULTICLASS_METRICS, REGRESSION_METRICS
+from .step_contract import (
+    CLASSIFICATION_METRICS,
+    DEFAULT_RANKING_CUTOFFS,
+    MULTICLASS_METRICS,
+    REGRESSION_METRICS,
+    ranking_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -33,15 +40,24 @@ TRAINERS: dict[str, Trainer] = {
     "torch": Trainer("torch", "builtin", "mlp", "torch", "weights.pt",
                      ("classification", "regression"), True),
     "xgboost": Trainer("xgboost", "xgboost", "xgboost", "xgboost", "model.json",
-                       ("classification", "regression"), False),
+                       ("classification", "regression", "ranking"), False),
     "lightgbm": Trainer("lightgbm", "lightgbm", "lightgbm", "lightgbm", "model.txt",
-                        ("classification", "regression"), False),
+                        ("classification", "regression", "ranking"), False),
     "sklearn": Trainer("sklearn", "sklearn", "sklearn", "scikit-learn", "model.skops",
                        ("classification", "regression"), False),
 }
 # the `training` blocks of bundled trainers, by the framework each trains
 BLOCKS: dict[str, str] = {t.block: t.framework for t in TRAINERS.values()}
 ARCHITECTURES: dict[str, Trainer] = {t.architecture: t for t in TRAINERS.values()}
+
+# `ranking.objective` -> each library's own objective; a framework missing from an entry
+# has no such objective
+RANKING_OBJECTIVES: dict[str, dict[str, str]] = {
+    "ndcg": {"xgboost": "rank:ndcg", "lightgbm": "lambdarank"},
+    "pairwise": {"xgboost": "rank:pairwise"},
+    "map": {"xgboost": "rank:map"},
+    "xendcg": {"lightgbm": "rank_xendcg"},
+}
 
 # scikit-learn: which estimator fits which task, and which settings each takes
 SKLEARN_TASKS: dict[str, tuple[str, ...]] = {
@@ -64,11 +80,15 @@ SKLEARN_SETTINGS: dict[str, tuple[str, ...]] = {  # ml.yaml's name -> the estima
 }
 
 
-def metrics(framework: str, task: str) -> dict[str, bool]:
+def metrics(framework: str, task: str, cutoffs=DEFAULT_RANKING_CUTOFFS) -> dict[str, bool]:
     """Metric name -> True when higher is better, for a bundled trainer's model (what the
-    evaluate step computes for it on the test rows)."""
+    evaluate step computes for it on the test rows); `cutoffs`: a ranking model's `k`."""
     if framework not in TRAINERS and framework != "custom":
         raise KeyError(framework)
+    if task == "ranking":
+        if framework not in TRAINERS or task not in TRAINERS[framework].tasks:
+            raise KeyError(task)
+        return ranking_metrics(cutoffs)
     if task == "regression":
         return dict(REGRESSION_METRICS)
     if task == "classification":

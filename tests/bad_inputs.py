@@ -179,6 +179,23 @@ def scored_vectors(settings: str, base: str = BASE) -> str:
                                     f"\", input: events, {settings}}}\nmonitoring", base))
 
 
+def ranker(ranking: str = "{group: query_id, k: [5, 10]}", framework: str = "xgboost",
+           block: str = "xgboost: {nEstimators: 10}", label: str = "int64",
+           base: str | None = None) -> str:
+    """BASE whose model ranks the rows of each `query_id` (a column of `events`), with
+    `framework`, its training `block` and the `ranking` block (empty: none)."""
+    text = edit("      - {name: label, type: int64}\n",
+                f"      - {{name: label, type: {label}}}\n"
+                "      - {name: query_id, type: int64}\n", base or BASE)
+    head = "    task: ranking\n" + (f"    framework: {framework}\n" if framework else "") \
+        + (f"    ranking: {ranking}\n" if ranking else "")
+    text = edit("    task: classification\n", head, text)
+    if block:
+        text = edit("      hardware: cpu-small\nserving",
+                    f"      hardware: cpu-small\n      {block}\nserving", text)
+    return text
+
+
 # BASE's model registered by other means (no trainer), which may answer a vector
 EMBEDDER = BASE.replace("    task: classification\n",
                         "    task: regression\n    framework: sklearn\n")
@@ -500,6 +517,27 @@ CASES = [
                                    "nEstimators: 10}", "sklearn")}),
     Case("sklearn-estimator-for-another-task", "MLC331", "ml.yaml:36:28",
          {"ml.yaml": trainer_block("sklearn: {estimator: ridge}", "sklearn")}),
+    Case("ranking-without-its-block", "MLC330", "ml.yaml:31:11",
+         {"ml.yaml": ranker(ranking="")}),
+    Case("ranking-block-on-a-classifier", "MLC330", "ml.yaml:31:5",
+         {"ml.yaml": edit("    task: classification\n", "    task: classification\n"
+                          "    ranking: {group: user_id}\n")}),
+    Case("ranking-group-the-data-lacks", "MLC334", "ml.yaml:33:22",
+         {"ml.yaml": ranker(ranking="{group: session_id}")}),
+    Case("ranking-with-the-torch-trainer", "MLC335", "ml.yaml:31:11",
+         {"ml.yaml": ranker(framework="", block="")}),
+    Case("ranking-objective-the-library-lacks", "MLC336", "ml.yaml:33:43",
+         {"ml.yaml": ranker(ranking="{group: query_id, objective: map}",
+                            framework="lightgbm", block="lightgbm: {nEstimators: 10}")}),
+    Case("ranking-label-not-a-grade", "MLC337", "ml.yaml:35:37",
+         {"ml.yaml": ranker(label="float64")}),
+    Case("ranking-cutoff-twice", "MLC339", "ml.yaml:33:43",
+         {"ml.yaml": ranker(ranking="{group: query_id, k: [10, 5, 10]}")}),
+    Case("ranking-model-with-an-ab-verdict", "MLC338", "ml.yaml:49:7",
+         {"ml.yaml": ranker(base=ab_verdict("{labels: events, minSamples: 100}"))}),
+    Case("ranking-model-with-a-quality-monitor", "MLC338", "ml.yaml:45:31",
+         {"ml.yaml": edit("  drift:\n", "  quality:\n    churn-quality: {endpoint: churn-api, "
+                          "labels: events, key: clicks}\n  drift:\n", ranker())}),
     Case("search-on-a-tree-trainer", "MLC546", "ml.yaml:37:7",
          {"ml.yaml": search("metric: roc_auc, space: {learningRate: {type: loguniform, "
                             "low: 0.01, high: 0.3}}",

@@ -196,7 +196,7 @@ def test_init_refuses_a_folder_in_use_and_unknown_blueprints(workdir: Path, caps
             (("tabular", "taken"), "MLC517", "taken is not empty"),
             (("tabular", "afile"), "MLC517", "afile is not a folder"),
             (("tabluar", "new"), "MLC518", "did you mean `tabular`?"),
-            (("ranking", "new"), "MLC518", "no ranking or recommendation task yet"),
+            (("ranking", "new"), "MLC518", "no ranking blueprint yet"),
             (("llm", "new"), "MLC518", "cannot express an LLM")):
         capsys.readouterr()
         assert cli("init", *args) == 1

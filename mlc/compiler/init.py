@@ -38,10 +38,10 @@ BLUEPRINTS = {
 }
 # Asked for in the issue, not expressible in ml.yaml yet: refused with the reason.
 NOT_AVAILABLE = {
-    "ranking": "ml.yaml has no ranking or recommendation task yet (models.<m>.task is "
-               "`classification` or `regression`)",
-    "recommendation": "ml.yaml has no ranking or recommendation task yet (models.<m>.task is "
-                      "`classification` or `regression`)",
+    "ranking": "no ranking blueprint yet: start from `minimal` and write a model with "
+               "`task: ranking` (docs/trainers.md, \"Ranking\")",
+    "recommendation": "ml.yaml has no recommendation task yet (retrieval, embeddings); a "
+                      "re-ranker of given candidates is `task: ranking` (docs/trainers.md)",
     "llm": "ml.yaml cannot express an LLM fine-tune or a generative endpoint yet (frameworks: "
            "torch, sklearn, xgboost, custom; tasks: classification, regression)",
 }

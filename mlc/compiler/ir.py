@@ -417,10 +417,16 @@ class Explain(IR):
     seed: int
 
 
+class Ranking(IR):
+    group: str  # the column naming each row's query (an entity key or a label-source column)
+    k: list[int]  # the cutoffs, ascending, each once
+    objective: str  # the library's own: rank:ndcg, rank:pairwise, rank:map, lambdarank, rank_xendcg
+
+
 class Model(IR):
     name: str
     k8s_name: str
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "ranking"]
     framework: str
     description: str | None
     feature_service: str
@@ -441,6 +447,8 @@ class Model(IR):
     explain: Explain | None = None  # SHAP after the evaluation
     slices: list[Slice] = Field(default_factory=list)  # gates per group of test rows
     fairness_column: str | None = None  # fairlearn's metrics over this column's groups
+    # task: ranking only (left out of the JSON otherwise)
+    ranking: Ranking | None = Field(None, exclude_if=_unset)
 
 
 class Autoscaling(IR):

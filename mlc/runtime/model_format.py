@@ -28,7 +28,8 @@ works too; `load_model` accepts either the plain folder or the downloaded MLflow
 
 spec.json (FORMAT 1):
     format            1
-    task              "classification" | "regression"
+    task              "classification" | "regression" | "ranking" (xgboost and lightgbm only:
+                      one score per row, higher = ranked first within its query)
     features          input column names, in the order the network reads them
     feature_refs      the same as "view:field" (lineage; names the columns came from)
     architecture      {"type": "mlp", "input_dim", "hidden_layers", "dropout", "output_dim"}, or
@@ -142,7 +143,9 @@ def make_native_spec(*, kind: str, task: str, features: list[str],
     its inputs, the model file holds everything."""
     if kind not in NATIVE_FILES:
         raise ValueError(f"unknown model type {kind!r}")
-    if task not in ("classification", "regression"):
+    if task == "ranking" and kind not in ("xgboost", "lightgbm"):
+        raise ValueError(f"a {kind} model does not rank")
+    if task not in ("classification", "regression", "ranking"):
         raise ValueError(f"unknown task {task!r}")
     if task == "classification" and not classes:
         raise ValueError("a classification spec needs its classes")

@@ -150,14 +150,18 @@ class SklearnTrainer(Spec):
                          "training container: a string, or `{secret: <name>}`.")
 
 
-METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+# `name@k` passes the pattern so that the unknown-metric check can say how mlc spells it
+# (`ndcg_at_10`: MLflow's metric names take no `@`)
+METRIC_NAME = r"^[a-z][a-z0-9_]*(@[0-9]+)?$"
 # what the gates may name, as docs/trainers.md lists it per trainer (a test holds the three
 # together with mlc/trainer_catalog.py)
 GATE_METRICS = ("A metric the model's evaluation has: classification `accuracy`, `brier`, "
                 "`f1`, `log_loss`, `pr_auc`, `precision`, `recall`, `roc_auc` (more than two "
                 "classes: `accuracy`, `f1`, `log_loss`, `roc_auc`); regression `mae`, `mse`, "
                 "`r2`, `rmse`; the same for every bundled trainer (torch, xgboost, lightgbm, "
-                "sklearn), plus a custom trainer's declared `metrics` and, with "
+                "sklearn); ranking (xgboost, lightgbm) `ndcg_at_<k>`, `map_at_<k>` for each "
+                "`k` of `ranking.k` (by default `map_at_5`, `map_at_10`, `ndcg_at_5`, "
+                "`ndcg_at_10`), plus a custom trainer's declared `metrics` and, with "
                 "`evaluation.fairness`, the fairness metrics (docs/trainers.md).")
 
 
@@ -410,9 +414,38 @@ class Label(Spec):
     """Column of the label in that source."""
 
 
+def _default_cutoffs() -> list[int]:
+    return [5, 10]
+
+
+class Ranking(Spec):
+    """A ranking model's queries (`task: ranking`): the rows of one `group` value are one
+    query's candidates, the label is each row's relevance grade (0 = irrelevant, higher =
+    more relevant, whole numbers), and the model scores rows so that a query's more relevant
+    rows come first. Trained with XGBoost's `rank:*` or LightGBM's `lambdarank` /
+    `rank_xendcg` objectives on the group sizes; a query is never split between the fit,
+    validation and test rows; judged by NDCG and MAP at each cutoff (docs/trainers.md)."""
+
+    group: FieldName = Field(examples=["query_id"], description="The column naming each "
+                             "row's query: an entity key of the model or a column of the "
+                             "label source.")
+    k: list[PositiveInt] = Field(default_factory=_default_cutoffs, min_length=1,
+                                 max_length=10, examples=[[5, 10]],
+                                 description="The cutoffs: the evaluation reports "
+                                 "`ndcg_at_<k>` and `map_at_<k>` for each, on the test "
+                                 "queries; early stopping reads NDCG at the largest.")
+    objective: Literal["ndcg", "pairwise", "map", "xendcg"] = Field(
+        "ndcg", description="What the trees learn: `ndcg` (XGBoost `rank:ndcg`, LightGBM "
+        "`lambdarank`), `pairwise` (XGBoost `rank:pairwise`), `map` (XGBoost `rank:map`), "
+        "`xendcg` (LightGBM `rank_xendcg`).")
+
+
 class Model(Spec):
-    task: Literal["classification", "regression"]
-    """What the model predicts: a class or a number."""
+    task: Literal["classification", "regression", "ranking"]
+    """What the model predicts: a class, a number, or a score that orders the rows of a
+    query (`ranking`, with the `ranking` block)."""
+    ranking: Ranking | None = None
+    """The queries and cutoffs of a `task: ranking` model."""
     framework: Literal["torch", "sklearn", "xgboost", "lightgbm", "custom"] = "torch"
     """The model's framework: it decides the bundled trainer (`torch`: `training.builtin`,
     trained by default; `xgboost`, `lightgbm`, `sklearn`: their block under `training`, trained

@@ -9,7 +9,12 @@ gate on any other name could never pass, so it is refused here.
 from __future__ import annotations
 
 from ...schema.models import Model
-from ...step_contract import FAIRNESS_METRICS, builtin_metrics
+from ...step_contract import (
+    DEFAULT_RANKING_CUTOFFS,
+    FAIRNESS_METRICS,
+    builtin_metrics,
+    ranking_metrics,
+)
 from ...trainer_catalog import TRAINERS
 from ...trainer_catalog import metrics as catalog_metrics
 from .. import ir
@@ -50,16 +55,24 @@ def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | N
     custom trainer's model gets the evaluation's), and a custom trainer's declared ones."""
     trainer = "custom" if m.training.custom is not None or m.framework not in TRAINERS \
         else m.framework
-    known: dict[str, bool | None] = dict(catalog_metrics(trainer, m.task))
+    if m.task == "ranking":  # whatever its trainer (another is refused: MLC335)
+        cutoffs = set(m.ranking.k) if m.ranking is not None else DEFAULT_RANKING_CUTOFFS
+        known: dict[str, bool | None] = dict(ranking_metrics(cutoffs))
+    else:
+        known = dict(catalog_metrics(trainer, m.task))
     known.update({c.name: c.higher_is_better for c in custom})
     return dict(sorted(known.items()))
 
 
 def _unknown(ctx: Context, metric: str, model: str, what: str, known: dict, path) -> None:
+    help = "use one of the known metrics, or declare it under `training.custom.metrics` " \
+        "and write it to MLC_METRICS_FILE"
+    if "@" in metric:
+        base, _, k = metric.partition("@")
+        help = f"mlc spells it `{base}_at_{k}` (MLflow's metric names take no `@`)" + (
+            "" if f"{base}_at_{k}" in known else "; " + help)
     ctx.error(UNKNOWN_METRIC, f"{what} of model `{model}` uses metric `{metric}`, which its "
-              f"evaluation never has (known: {', '.join(known)})", path,
-              help="use one of the known metrics, or declare it under "
-              "`training.custom.metrics` and write it to MLC_METRICS_FILE")
+              f"evaluation never has (known: {', '.join(known)})", path, help=help)
 
 
 def gates(ctx: Context, m: Model, name: str, custom: list[ir.CustomMetric],

@@ -40,7 +40,7 @@ def fairness_metrics(ctx: Context, m: Model, name: str, columns: list[str]
         return None, {}
     path = ("models", name, "evaluation", "fairness")
     if m.task != "classification":
-        ctx.error(FAIRNESS_NEEDS_CLASSIFICATION, f"model `{name}` is a regression model, but "
+        ctx.error(FAIRNESS_NEEDS_CLASSIFICATION, f"model `{name}` is a {m.task} model, but "
                   "fairness metrics compare the selection and error rates of a classifier",
                   path, help="remove `fairness`, or gate per slice (`slices`) on `rmse`")
         return None, {}

@@ -7,7 +7,7 @@ from ...schema.types import IMAGE_RE, duration_seconds
 from ...trainer_catalog import BLOCKS, SKLEARN_SETTINGS, SKLEARN_TASKS, TRAINERS
 from .. import ir
 from ..names import dns_label
-from . import evaluation, fairness, search
+from . import evaluation, fairness, ranking, search
 from .context import UNKNOWN_COLUMN, Context
 from .env_vars import resolve_env
 from .features import feature_refs
@@ -90,6 +90,7 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
                               "(the label source must hold the label and the entity keys)",
                               (*path, "label"), help=f"add `{col}` to its columns")
         training = _resolve_training(ctx, m, name, hardware, images, secrets)
+        ranks = ranking.resolve_ranking(ctx, m, name, keys, label_source)
         custom = training.metrics
         columns = [*keys, *(ref.field for ref in features)]
         sensitive, fair = fairness.fairness_metrics(ctx, m, name, columns)
@@ -106,7 +107,7 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
             pipeline=dns_label("train", name) if has_training(m) else None,
             origin=ctx.origin(path), explain=_explain(m),
             slices=fairness.slices(ctx, m, name, keys, [ref.field for ref in features],
-                                   custom), fairness_column=sensitive)
+                                   custom), fairness_column=sensitive, ranking=ranks)
     return models, synthesized
 
 

@@ -13,6 +13,7 @@ from ...schema.types import duration_seconds
 from ...step_contract import builtin_metrics
 from .. import ir
 from ..names import dns_label
+from . import ranking
 from .context import Context
 from .labels import resolve_join
 from .models import NO_TRAINING, has_training
@@ -42,6 +43,11 @@ def resolve_quality_monitors(ctx: Context, endpoints: dict[str, ir.Endpoint],
                       f"{why}: there is nothing to join the labels with", (*path, "endpoint"),
                       help="watch an online endpoint that samples predictions into its log "
                       f"(`serving.{q.endpoint}.predictionLogSample` above 0)")
+        if ranking.refuse(ctx, model, f"quality monitor `{name}` scores endpoint "
+                          f"`{q.endpoint}`'s logged predictions row by row against labels",
+                          (*path, "endpoint"), help="remove the monitor; a ranker is judged "
+                          "on whole queries by its training's evaluation"):
+            continue
         allowed = TASK_METRICS[model.task]
         metrics = list(dict.fromkeys(q.metrics)) or [DEFAULT_METRIC[model.task]]
         for i, metric in enumerate(q.metrics):

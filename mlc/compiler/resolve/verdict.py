@@ -15,6 +15,7 @@ from ...step_contract import builtin_metrics
 from .. import ir
 from ..diagnostics import did_you_mean
 from ..names import dns_label
+from . import ranking
 from .context import Context
 from .labels import resolve_join
 
@@ -43,6 +44,11 @@ def resolve_verdict(ctx: Context, name: str, e: Endpoint, model: ir.Model,
         ctx.error(VERDICT_WITHOUT_AB, f"endpoint `{name}`: a verdict compares A/B variants, "
                   f"but the endpoint uses the {r.strategy} strategy", path,
                   help="use `strategy: ab` with `variants:`, or remove `verdict:`")
+        return None
+    if ranking.refuse(ctx, model, f"endpoint `{name}` has an A/B verdict, which compares "
+                      "the variants' predictions row by row against labels", path,
+                      help="remove `verdict:` and compare the rankers offline (each one's "
+                      "`ndcg_at_<k>` in its evaluation)"):
         return None
     ok = ctx.check_ref(v.labels, sources, "source", (*path, "labels"), "sources")
     metric = v.metric or DEFAULT_METRIC[model.task]

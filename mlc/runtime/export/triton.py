@@ -202,8 +202,8 @@ def write_fil_repository(repo: Path | str, name: str, model_file: Path | str, mo
                          instance_kind: str = "KIND_AUTO") -> Path:
     """A tree model file as Triton model `name` for the FIL backend: a classifier answers
     its class probabilities (P(positive) alone for a binary one, as FIL and mlc both do),
-    a regressor its value."""
-    if task not in ("classification", "regression"):
+    a regressor its value, a ranker its score."""
+    if task not in ("classification", "regression", "ranking"):
         raise ValueError(f"unknown task {task!r}")
     features, classes = tree_model_shape(model_file, model_type)
     target = _version_dir(Path(repo), name, version) / FIL_FILES[model_type]

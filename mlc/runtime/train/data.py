@@ -79,10 +79,11 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     """The label source's rows in the training window, in a stable order."""
     source = ctx.project.sources[model.label_source]
     ts = source.timestamp_field
-    columns = [*model.entity_keys, ts, model.label_column]
+    columns = [*model.entity_keys, *query_column(model), ts, model.label_column]
     frame = sources.read(ctx, source, columns).to_pandas()
     frame[ts] = _as_utc(frame[ts])
-    frame = frame.dropna(subset=[ts, model.label_column, *model.entity_keys])
+    frame = frame.dropna(subset=[ts, model.label_column, *model.entity_keys,
+                                 *query_column(model)])
     window = window_seconds(ctx)
     newest = frame[ts].max()
     start = None
@@ -94,6 +95,28 @@ def label_frame(ctx: StepContext, model: ir.Model) -> tuple[pd.DataFrame, dict[s
     info = {"window_seconds": window, "window_start": _iso(start), "window_end": _iso(newest),
             "label_source": source.name, "label_location": sources.location(ctx, source)}
     return frame, info
+
+
+def query_column(model: ir.Model) -> list[str]:
+    """A ranking model's query column where it is not an entity key (the label source's):
+    the dataset keeps it beside the keys."""
+    r = model.ranking
+    return [r.group] if r is not None and r.group not in model.entity_keys else []
+
+
+def test_rows(frame: pd.DataFrame, ts: str, n_test: int, group: str | None) -> np.ndarray:
+    """Which rows (of a frame in time order) are the test set: the newest `n_test` rows, or
+    for a ranking model the newest whole queries (a query's time is its newest row's) until
+    they hold at least `n_test` rows, so that no query is split between train and test."""
+    if group is None or n_test == 0:
+        return np.arange(len(frame)) >= len(frame) - n_test
+    newest = frame.groupby(group, sort=True)[ts].max()
+    sizes = frame.groupby(group, sort=True).size()
+    order = pd.DataFrame({"t": newest, "n": sizes}).reset_index().sort_values(
+        ["t", group], ascending=False, kind="mergesort")
+    before = order["n"].cumsum().to_numpy() - order["n"].to_numpy()
+    chosen = set(order[group].to_numpy()[before < n_test].tolist())
+    return frame[group].isin(chosen).to_numpy()
 
 
 def features_from_feast(ctx: StepContext, model: ir.Model, entities: pd.DataFrame
@@ -211,14 +234,16 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
                          f"(feature service `{model.feature_service}`)")
     joined = joined.sort_values(_ROW, kind="mergesort").reset_index(drop=True)
     joined[ts] = _as_utc(joined[ts]).astype("datetime64[us, UTC]")
-    frame = joined[[*model.entity_keys, ts, label, *features]].copy()
+    frame = joined[[*model.entity_keys, *query_column(model), ts, label, *features]].copy()
     for name in features:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     dropped = count_rows_without_features(model, frame, len(entities))
     print(describe_dropped(dropped))
     limit = model.training.max_dropped_rows
     split = model.test_split if test_split is None else test_split
-    n_test = int(round(len(frame) * split))
+    group = model.ranking.group if model.ranking is not None else None
+    is_test = test_rows(frame, ts, int(round(len(frame) * split)), group)
+    n_test = int(is_test.sum())
     step_summary.write(ctx, [{"kind": "dataset", "label_rows": dropped["label_rows"],
                               "dropped": dropped["dropped_rows"],
                               "without_features": dropped["rows_without_features"],
@@ -228,7 +253,8 @@ def build_dataset(ctx: StepContext, model: ir.Model, *, test_split: float | None
         raise StepFailed(f"{describe_dropped(dropped)}: above `training.maxDroppedRows` "
                          f"({limit:g}); nothing was trained", EXIT_BAD_DATA)
     # the newest rows are the test set: a model is judged on data later than it learned from
-    frame[SPLIT_COLUMN] = np.where(np.arange(len(frame)) >= len(frame) - n_test, "test", "train")
+    # (a ranking model's newest whole queries)
+    frame[SPLIT_COLUMN] = np.where(is_test, "test", "train")
     info.update({
         "snapshot": snapshot_hash(frame), "rows": len(frame),
         "train_rows": len(frame) - n_test, "test_rows": n_test, "retrieval": retrieval,

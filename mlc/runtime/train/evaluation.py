@@ -7,9 +7,11 @@ version yet, the comparison passes (there is nothing to regress from). Fails the
 with exit 11 and a table of what passed and what did not; either way the metrics are logged
 to the training run and written to evaluation.json for the register step.
 
-Metrics are computed here with numpy (no scikit-learn in the image): classification
+Metrics are computed here with numpy (scikit-learn's ndcg_score for NDCG): classification
 roc_auc, pr_auc, log_loss, accuracy, precision, recall, f1, brier (binary; multi-class:
-roc_auc one-vs-rest macro, log_loss, accuracy, f1 macro); regression rmse, mae, mse, r2.
+roc_auc one-vs-rest macro, log_loss, accuracy, f1 macro); regression rmse, mae, mse, r2;
+ranking ndcg_at_<k> (scikit-learn's ndcg_score, query by query) and map_at_<k>, averaged over
+the test queries (`ranking_metrics`).
 mlc/step_contract.py lists them (with their direction) for the compiler, which refuses a
 gate on any other name. The model is scored whatever its format (scoring.py); a custom
 trainer's declared metrics (train.json, from MLC_METRICS_FILE) join the computed ones, and
@@ -122,6 +124,48 @@ def regression_metrics(truth: np.ndarray, predictions: np.ndarray) -> dict[str, 
             "r2": 1 - mse / var if var > 0 else float("nan")}
 
 
+def average_precision_at(relevant: np.ndarray, score: np.ndarray, k: int) -> float:
+    """AP@k of one query: the precision at each relevant row within the top k, summed,
+    over min(k, relevant rows). Rows ordered by score, highest first; tied scores keep
+    the rows' order."""
+    order = np.argsort(-score, kind="mergesort")[:k]
+    hits = relevant[order].astype(np.float64)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(np.sum(precision * hits) / min(k, int(relevant.sum())))
+
+
+def ranking_metrics(grades: np.ndarray, scores: np.ndarray, queries: np.ndarray,
+                    cutoffs) -> dict[str, float]:
+    """NDCG@k and MAP@k, each the mean over the queries. NDCG is scikit-learn's ndcg_score
+    on the query's rows (gains = the grades, tied scores averaged); for MAP a row is
+    relevant when its grade is above 0. A query of one row, or with no relevant row, is left
+    out: no order of its rows is better than another. With no query left, NaN (a gate on
+    it fails)."""
+    from sklearn.metrics import ndcg_score
+
+    from mlc.step_contract import ranking_metric
+
+    g = np.asarray(grades, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    _, codes = np.unique(np.asarray(queries), return_inverse=True)
+    order = np.argsort(codes, kind="mergesort")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    ndcg: dict[int, list[float]] = {k: [] for k in cutoffs}
+    ap: dict[int, list[float]] = {k: [] for k in cutoffs}
+    for rows in np.split(order, bounds) if len(order) else []:
+        truth, predicted = g[rows], s[rows]
+        if len(rows) < 2 or not np.any(truth > 0):
+            continue
+        for k in cutoffs:
+            ndcg[k].append(float(ndcg_score(truth[None, :], predicted[None, :], k=k)))
+            ap[k].append(average_precision_at(truth > 0, predicted, k))
+    out = {}
+    for k in sorted(cutoffs):
+        out[ranking_metric("map", k)] = float(np.mean(ap[k])) if ap[k] else float("nan")
+        out[ranking_metric("ndcg", k)] = float(np.mean(ndcg[k])) if ndcg[k] else float("nan")
+    return out
+
+
 def metric_function(task: str, spec: dict[str, Any]
                     ) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
     if task == "regression":
@@ -130,9 +174,15 @@ def metric_function(task: str, spec: dict[str, Any]
                                                              spec["classes"])
 
 
-def score(predictor, frame, label: str, task: str) -> dict[str, float]:
+def score(predictor, frame, label: str, task: str, ranking: ir.Ranking | None = None
+          ) -> dict[str, float]:
+    """The metrics of `task` on `frame`'s rows; a ranker's over the queries of
+    `ranking.group`."""
     predictions = predictor.predict(frame)
     truth = frame[label].to_numpy()
+    if task == "ranking":
+        assert ranking is not None
+        return ranking_metrics(truth, predictions, frame[ranking.group].to_numpy(), ranking.k)
     return metric_function(task, {"classes": predictor.classes})(truth, predictions)
 
 
@@ -204,7 +254,8 @@ def champion_metrics(ctx: StepContext, model: ir.Model, frame,
                     "note": f"the champion reads {', '.join(missing)}, which the test data "
                     "lacks"}
         return {"version": int(version.version),
-                "metrics": score(predictor, frame, model.label_column, model.task)}
+                "metrics": score(predictor, frame, model.label_column, model.task,
+                                 model.ranking)}
 
 
 def summary_facts(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -229,15 +280,15 @@ def gate_text(g: dict[str, Any]) -> str:
     return f"{g['metric']} {value} (must be {bound}): " + ("ok" if g["passed"] else "FAILED")
 
 
-def slice_results(slices: list[ir.Slice], test, label: str, task: str, predictor
-                  ) -> list[dict[str, Any]]:
+def slice_results(slices: list[ir.Slice], test, label: str, task: str, predictor,
+                  ranking: ir.Ranking | None = None) -> list[dict[str, Any]]:
     """Each slice value's metrics on its test rows, and the slice's gates on them. A value
     with no test rows has no metrics, so its gates fail: a gate never passes on nothing."""
     out = []
     for s in slices:
         for value in s.values:
             rows = test[test[s.column] == value]
-            metrics = score(predictor, rows, label, task) if len(rows) else {}
+            metrics = score(predictor, rows, label, task, ranking) if len(rows) else {}
             gates = check_gates(s.gates, metrics)
             out.append({"column": s.column, "value": value, "rows": len(rows),
                         "metrics": metrics, "gates": gates,
@@ -299,13 +350,14 @@ def run(ctx: StepContext) -> None:
     classes = label_classes(dataset, model.task)
     with tempfile.TemporaryDirectory(prefix="mlc-candidate-") as tmp:
         predictor = candidate(ctx, model, train, classes, Path(tmp))
-        computed = score(predictor, test, dataset.label, model.task) if len(test) else {}
+        computed = score(predictor, test, dataset.label, model.task, model.ranking) \
+            if len(test) else {}
         if model.fairness_column and len(test):
             computed.update(fairness.fairness_metrics(
                 test[dataset.label].to_numpy(), predictor.predict(test),
                 list(predictor.classes or []), test[model.fairness_column].to_numpy()))
         sliced = slice_results(model.slices, test, dataset.label, model.task,
-                                        predictor)
+                               predictor, model.ranking)
     # the custom trainer's declared metrics, as its command reported them
     metrics = {**computed, **train.get("custom_metrics", {})}
     result: dict[str, Any] = {"test_rows": len(test), "metrics": metrics,

@@ -11,7 +11,7 @@ scoring.py), so a custom trainer's model is explained the same way. Its cost is 
 most `samples` x (2 x features + 2048) x `background` rows are predicted (every coalition
 of features, when there are few). For classification
 the explained output is P(positive class), or each class's probability (importance then
-averages over the classes); for regression the prediction.
+averages over the classes); for regression the prediction, for ranking the score.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def as_predictions(out, task: str, classes: list | None) -> np.ndarray:
             out = out[[by_name[str(c)] for c in classes]]
         out = out.to_numpy() if len(out.columns) > 1 else out.iloc[:, 0].to_numpy()
     values = np.asarray(out)
-    if task == "regression":
+    if task in ("regression", "ranking"):  # a value, or a ranker's score
         return values.reshape(len(values), -1)[:, 0].astype(np.float64)
     k = len(classes or [])
     if values.ndim == 2 and values.shape[1] > 1:

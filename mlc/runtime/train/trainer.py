@@ -287,6 +287,10 @@ def run(ctx: StepContext) -> None:
         return
     from mlc.runtime.train import metric_log, threads
 
+    if model.task == "ranking" and model.framework not in ("xgboost", "lightgbm"):
+        # the compiler refuses this (MLC335): the MLP would fit a regression on the grades
+        raise StepFailed(f"framework `{model.framework}` has no ranking objective: train a "
+                         "ranking model with xgboost or lightgbm")
     # a metrics process starts first: it imports MLflow while the data loads
     sink = metric_log.start_sink(ctx.mlflow_tracking_uri,
                                  threads.step_cpus(ctx.project, ctx.step))

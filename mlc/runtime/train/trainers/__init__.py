@@ -42,6 +42,17 @@ class Rows:
     y_fit: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    # ranking: each row's query (0..q-1), the rows sorted by it, so that a query's rows are
+    # contiguous; `objective` the library's own, `cutoffs` the evaluation's k
+    q_fit: np.ndarray | None = None
+    q_val: np.ndarray | None = None
+    objective: str | None = None
+    cutoffs: tuple[int, ...] = ()
+
+    def sizes(self, part: str) -> np.ndarray:
+        """The query sizes of the fit or validation rows, in row order."""
+        queries = self.q_fit if part == "fit" else self.q_val
+        return np.unique(queries, return_counts=True)[1]
 
 
 @dataclass
@@ -75,13 +86,17 @@ def hyperparameters(base: dict[str, Any], override_json: str) -> dict[str, Any]:
     return {**base, **override}
 
 
-def rows(dataset: Dataset, task: str, validation_split: float, seed: int) -> Rows:
+def rows(dataset: Dataset, task: str, validation_split: float, seed: int,
+         ranking=None) -> Rows:
+    """The fit and validation rows; `ranking` (the IR's) splits whole queries instead."""
     train = dataset.part("train")
     if len(train) < 2:
         raise StepFailed(f"only {len(train)} training rows: nothing to learn from")
     raw = train[dataset.features].to_numpy(dtype=np.float64)
     raw = np.where(np.isfinite(raw), raw, np.nan)
     labels = train[dataset.label].to_numpy()
+    if task == "ranking":
+        return ranked_rows(dataset, train, raw, labels, validation_split, seed, ranking)
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = int(round(len(train) * validation_split))
     val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
@@ -100,6 +115,41 @@ def rows(dataset: Dataset, task: str, validation_split: float, seed: int) -> Row
         y = labels.astype(np.float64)
     return Rows(task=task, features=list(dataset.features), classes=classes,
                 x_fit=raw[fit_idx], y_fit=y[fit_idx], x_val=raw[val_idx], y_val=y[val_idx])
+
+
+def grades(values: np.ndarray, label: str) -> np.ndarray:
+    """Relevance grades as whole numbers >= 0 (what the rank objectives take)."""
+    y = np.asarray(values, dtype=np.float64)
+    if len(y) and (np.any(y < 0) or np.any(y != np.round(y))):
+        bad = y[(y < 0) | (y != np.round(y))][0]
+        raise StepFailed(f"`{label}` holds {bad:g}: a ranking label is a relevance grade, a "
+                         "whole number from 0 (irrelevant) up")
+    return y
+
+
+def ranked_rows(dataset, train, raw: np.ndarray, labels: np.ndarray, validation_split: float,
+                seed: int, ranking) -> Rows:
+    """Whole queries drawn for validation (by the seed), the rest fitted; both sorted by
+    query, which keeps each query's rows together in their time order."""
+    if ranking is None:  # the compiler fills it for every ranking model (MLC330)
+        raise StepFailed("a ranking model without its `ranking` block in the project")
+    y = grades(labels, dataset.label)
+    names, codes = np.unique(train[ranking.group].to_numpy(), return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = int(round(len(names) * validation_split))
+    in_val = np.zeros(len(names), dtype=bool)
+    in_val[order[:n_val]] = True
+    val_idx = np.flatnonzero(in_val[codes])
+    fit_idx = np.flatnonzero(~in_val[codes])
+    if len(names) - n_val < 1 or len(fit_idx) < 2:
+        raise StepFailed(f"only {len(names) - n_val} quer(ies) left to fit after the "
+                         "validation split")
+    val_idx = val_idx[np.argsort(codes[val_idx], kind="mergesort")]
+    fit_idx = fit_idx[np.argsort(codes[fit_idx], kind="mergesort")]
+    return Rows(task="ranking", features=list(dataset.features), classes=None,
+                x_fit=raw[fit_idx], y_fit=y[fit_idx], x_val=raw[val_idx], y_val=y[val_idx],
+                q_fit=codes[fit_idx], q_val=codes[val_idx], objective=ranking.objective,
+                cutoffs=tuple(ranking.k))
 
 
 def n_outputs(r: Rows) -> int:
@@ -121,7 +171,7 @@ def train(ctx: StepContext, sink) -> None:
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="builtin")
     count = threads.library_threads(ctx)
     prepared = rows(dataset, model.task, float(hp.get("validation_split", 0.0)),
-                    int(hp["seed"]))
+                    int(hp["seed"]), model.ranking)
     run.log_params(hp, dataset)
     logger = metric_log.BackgroundLogger(sink, run.run_id)
     try:
@@ -143,10 +193,14 @@ def train(ctx: StepContext, sink) -> None:
     predictor = model_format.NativeModel(spec, fitted.native, count)
     validation: dict[str, float] = {}
     if len(prepared.x_val):
-        truth = prepared.y_val if model.task == "regression" else \
-            np.asarray(prepared.classes, dtype=object)[prepared.y_val]
-        scores = evaluation.metric_function(model.task, spec)(
-            truth, predictor.predict(prepared.x_val))
+        if model.task == "ranking":
+            scores = evaluation.ranking_metrics(prepared.y_val, predictor.predict(
+                prepared.x_val), prepared.q_val, prepared.cutoffs)
+        else:
+            truth = prepared.y_val if model.task == "regression" else \
+                np.asarray(prepared.classes, dtype=object)[prepared.y_val]
+            scores = evaluation.metric_function(model.task, spec)(
+                truth, predictor.predict(prepared.x_val))
         validation = {f"val_{k}": float(v) for k, v in scores.items()}
         for key, value in validation.items():
             if math.isfinite(value):

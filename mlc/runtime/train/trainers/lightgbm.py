@@ -19,6 +19,8 @@ def version() -> str:
 
 
 def objective(r: Rows) -> tuple[dict[str, Any], str]:
+    if r.task == "ranking":  # early stopping reads NDCG at the largest cutoff
+        return {"objective": r.objective, "eval_at": [max(r.cutoffs)]}, "ndcg"
     if r.task == "regression":
         return {"objective": "regression"}, "l2"
     if n_outputs(r) == 2:
@@ -40,14 +42,16 @@ def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
               "lambda_l2": float(hp["reg_lambda"]), "lambda_l1": float(hp["reg_alpha"]),
               "seed": int(hp["seed"]), "num_threads": threads, "deterministic": True,
               "force_row_wise": True, "verbosity": -1}
+    ranks = r.task == "ranking"  # the rows come sorted by query; `group` holds the sizes
     dfit = lightgbm.Dataset(r.x_fit, label=r.y_fit, feature_name=r.features,
-                            free_raw_data=False)
+                            free_raw_data=False, group=r.sizes("fit") if ranks else None)
     record: dict[str, dict[str, list[float]]] = {}
     callbacks = [lightgbm.record_evaluation(record)]
     valid = []
     if len(r.x_val):
         valid = [lightgbm.Dataset(r.x_val, label=r.y_val, reference=dfit,
-                                  feature_name=r.features)]
+                                  feature_name=r.features,
+                                  group=r.sizes("val") if ranks else None)]
         if hp.get("early_stopping_rounds"):
             callbacks.append(lightgbm.early_stopping(int(hp["early_stopping_rounds"]),
                                                      verbose=False))
@@ -55,8 +59,9 @@ def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
                              valid_sets=valid, valid_names=["validation"] * len(valid),
                              callbacks=callbacks)
     rounds = booster.best_iteration or booster.current_iteration()
-    losses = record.get("validation", {}).get(metric, [])
-    history = [{"round": i + 1, f"val_loss_{metric}": float(v)}
-               for i, v in enumerate(losses)]
+    key = f"ndcg@{max(r.cutoffs)}" if ranks else metric  # LightGBM's record names the cutoff
+    losses = record.get("validation", {}).get(key, [])
+    name = key.replace("@", "_at_")  # MLflow's metric names take no `@`
+    history = [{"round": i + 1, f"val_loss_{name}": float(v)} for i, v in enumerate(losses)]
     return Fitted(native=booster, rounds=rounds, history=history,
                   architecture={"objective": params["objective"], "rounds": rounds})

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlc.runtime.step import StepFailed
+
 from . import Fitted, Rows
 
 LIBRARY = "scikit-learn"
@@ -59,6 +61,10 @@ def estimator(name: str, task: str, hp: dict[str, Any], threads: int):
 
 def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
     import numpy as np
+
+    if r.task == "ranking":  # the compiler refuses this (MLC335)
+        raise StepFailed("scikit-learn has no ranking objective here: train a ranking model "
+                         "with `framework: xgboost` or `framework: lightgbm`")
 
     x = np.concatenate([r.x_fit, r.x_val])
     y = np.concatenate([r.y_fit, r.y_val])

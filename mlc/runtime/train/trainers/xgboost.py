@@ -20,7 +20,10 @@ def version() -> str:
 
 
 def objective(r: Rows) -> tuple[dict[str, Any], str]:
-    """The objective's parameters and the evaluation metric that early stopping reads."""
+    """The objective's parameters and the evaluation metric that early stopping reads (a
+    ranker's: NDCG at its largest cutoff)."""
+    if r.task == "ranking":
+        return {"objective": r.objective}, f"ndcg@{max(r.cutoffs)}"
     if r.task == "regression":
         return {"objective": "reg:squarederror"}, "rmse"
     if n_outputs(r) == 2:
@@ -41,11 +44,13 @@ def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
               "seed": int(hp["seed"]), "nthread": threads}
     # no feature names in the model: an engine that hands it a plain array (MLServer's xgboost
     # runtime does) would be refused; spec.json holds the names and their order
-    dfit = xgboost.DMatrix(r.x_fit, label=r.y_fit, missing=np.nan, nthread=threads)
+    # a ranker's rows come sorted by query; `qid` tells XGBoost where each query ends
+    dfit = xgboost.DMatrix(r.x_fit, label=r.y_fit, missing=np.nan, nthread=threads,
+                           qid=r.q_fit)
     evals = []
     if len(r.x_val):
-        evals = [(xgboost.DMatrix(r.x_val, label=r.y_val, missing=np.nan, nthread=threads),
-                  "validation")]
+        evals = [(xgboost.DMatrix(r.x_val, label=r.y_val, missing=np.nan, nthread=threads,
+                                  qid=r.q_val), "validation")]
     stopping = hp.get("early_stopping_rounds") if evals else None
     record: dict[str, dict[str, list[float]]] = {}
     booster = xgboost.train(params, dfit, num_boost_round=int(hp["n_estimators"]),
@@ -56,7 +61,7 @@ def fit(r: Rows, hp: dict[str, Any], threads: int) -> Fitted:
         rounds = booster.best_iteration + 1
         booster = booster[:rounds]  # the best round's trees, no later ones
     losses = record.get("validation", {}).get(metric, [])
-    history = [{"round": i + 1, f"val_loss_{metric}": float(v)}
-               for i, v in enumerate(losses)]
+    name = metric.replace("@", "_at_")  # MLflow's metric names take no `@`
+    history = [{"round": i + 1, f"val_loss_{name}": float(v)} for i, v in enumerate(losses)]
     return Fitted(native=booster, rounds=rounds, history=history,
                   architecture={"objective": params["objective"], "rounds": rounds})
