@@ -281,13 +281,15 @@ def resolve_score_vector_writes(ctx: Context, endpoints: dict[str, ir.Endpoint],
 
 
 def _check_vector_model(ctx: Context, model: ir.Model, endpoint: str, path) -> None:
-    """A classifier answers a label (or one probability per class), the builtin trainer's
-    regression network one number: neither is an embedding. A custom trainer's model, or one
-    registered by other means, may answer a vector; its length is checked when it runs."""
+    """A classifier answers a label (or one probability per class), a model of mlc's bundled
+    trainers (the torch MLP, XGBoost, LightGBM, scikit-learn; regression or ranking) one
+    number: neither is an embedding. A custom trainer's model, or one registered by other
+    means, may answer a vector; its length is checked when it runs."""
     if model.task == "classification":
         why = "a classifier, which answers a class label or its probabilities"
     elif model.pipeline is not None and model.training.kind == "builtin":
-        why = "trained by the builtin trainer, whose network answers one number per row"
+        why = (f"trained by mlc's bundled {model.framework} trainer, whose {model.task} model "
+               "answers one number per row")
     else:
         return
     ctx.error(NO_VECTOR_OUTPUT, f"endpoint `{endpoint}` writes vectors to a vector store, but "
