@@ -29,7 +29,14 @@ from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
-from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
+from .datasets import check_consumers as check_dataset_consumers
+from .platform import (
+    check_endpoint_shared_memory,
+    resolve_hardware,
+    resolve_images,
+    resolve_platform,
+    resolve_secrets,
+)
 from .quality import resolve_quality_monitors
 from .readers import check_step_sources
 from .serving import resolve_endpoints
@@ -68,6 +75,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     services = dict(sorted({**services, **synthesized}.items()))
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
+    check_dataset_consumers(ctx, models)  # what would read a dataset model's features
+    check_endpoint_shared_memory(ctx, hardware)
     vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
                                                  vector_stores)
     routes = resolve_routes(ctx, secrets)

@@ -8,7 +8,7 @@ gate on any other name could never pass, so it is refused here.
 
 from __future__ import annotations
 
-from ...schema.models import Model
+from ...schema.models import DATASET_TASKS, Model
 from ...step_contract import FAIRNESS_METRICS, builtin_metrics
 from ...trainer_catalog import TRAINERS
 from ...trainer_catalog import metrics as catalog_metrics
@@ -26,7 +26,7 @@ def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
     custom = m.training.custom
     if custom is None:
         return []
-    builtin = builtin_metrics(m.task)
+    builtin = {} if m.task in DATASET_TASKS else builtin_metrics(m.task)
     out: dict[str, ir.CustomMetric] = {}
     for i, metric in enumerate(custom.metrics):
         path = ("models", name, "training", "custom", "metrics", i, "name")
@@ -50,7 +50,9 @@ def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | N
     custom trainer's model gets the evaluation's), and a custom trainer's declared ones."""
     trainer = "custom" if m.training.custom is not None or m.framework not in TRAINERS \
         else m.framework
-    known: dict[str, bool | None] = dict(catalog_metrics(trainer, m.task))
+    # a model trained on a dataset has no test rows: its trainer's metrics are its evaluation
+    known: dict[str, bool | None] = {} if m.task in DATASET_TASKS \
+        else dict(catalog_metrics(trainer, m.task))
     known.update({c.name: c.higher_is_better for c in custom})
     return dict(sorted(known.items()))
 
