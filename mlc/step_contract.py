@@ -214,7 +214,7 @@ VARIABLES: tuple[Variable, ...] = (
              "`dataset.format` (`text`, `jsonl`, `json`, `csv`, `parquet`) or the table "
              "source's format; unset when ml.yaml says none"),
     Variable(HF_TOKEN_ENV, "pod", TRAIN,
-             "secret (by reference): `training.custom.huggingFaceToken`, the Hugging Face "
+             "secret (by reference): `training.custom.huggingFaceTokenSecret`, the Hugging Face "
              "token for gated base models and datasets"),
     Variable(HYPERPARAMETERS_ENV, "runtime", CUSTOM,
              "JSON object: the run's `hyperparameters` parameter"),

@@ -187,7 +187,7 @@ class CustomTrainer(Spec):
         "that gates and `compareWithProduction` may use (the builtin evaluation's metrics "
         "are always available, except for a `dataset` model: then these are its "
         "evaluation).")
-    hugging_face_token: Name | None = Field(
+    hugging_face_token_secret: Name | None = Field(
         None, description="A secret (under `secrets`) holding a Hugging Face token, "
         "delivered to the command as HF_TOKEN (gated base models and datasets).")
 

@@ -16,14 +16,22 @@ import json
 import math
 import os
 import random
+import sys
 from pathlib import Path
 
 DEFAULTS = {"base_model": "sshleifer/tiny-gpt2", "max_steps": 200, "learning_rate": 5e-4,
             "batch_size": 8, "block_size": 128, "eval_share": 0.1, "seed": 0}
 
 
-def hyperparameters() -> dict:
+def hyperparameters(argv: list[str]) -> dict:
+    """DEFAULTS, then the command's flags (`--base-model x` sets `base_model`), then the
+    run's `hyperparameters` parameter (MLC_HYPERPARAMETERS), which wins."""
     hp = dict(DEFAULTS)
+    for flag, value in zip(argv[::2], argv[1::2], strict=True):
+        key = flag.removeprefix("--").replace("-", "_")
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown flag {flag}; known: {', '.join(DEFAULTS)}")
+        hp[key] = type(DEFAULTS[key])(value)
     hp.update(json.loads(os.environ.get("MLC_HYPERPARAMETERS") or "{}"))
     return hp
 
@@ -80,7 +88,7 @@ def main() -> None:
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hp = hyperparameters()
+    hp = hyperparameters(sys.argv[1:])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

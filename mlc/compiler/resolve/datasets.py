@@ -16,7 +16,7 @@ apply, and is refused where ml.yaml sets it rather than dropped (docs/llm.md):
   dataWindow, maxDroppedRows);
 - MLC587: `dataset.table` naming a source the trainer cannot read as files;
 - MLC595: an endpoint or a drift check that reads the model's features;
-- MLC596: `huggingFaceToken` beside an `HF_TOKEN` of the trainer's own `env`.
+- MLC596: `huggingFaceTokenSecret` beside an `HF_TOKEN` of the trainer's own `env`.
 """
 
 from __future__ import annotations
@@ -134,12 +134,12 @@ def check_training(ctx: Context, m: Model, name: str) -> None:
                   f"needs feature rows: {why}", (*path, *sub),
                   help=f"remove `{sub[1]}`; a dataset model is judged by the metrics its "
                   "trainer declares (`training.custom.metrics`)")
-    if t.custom is not None and t.custom.hugging_face_token is not None \
+    if t.custom is not None and t.custom.hugging_face_token_secret is not None \
             and HF_TOKEN_ENV in t.custom.env:
-        ctx.error(TOKEN_TWICE, f"model `{name}` sets `huggingFaceToken` and an `{HF_TOKEN_ENV}` "
+        ctx.error(TOKEN_TWICE, f"model `{name}` sets `huggingFaceTokenSecret` and an `{HF_TOKEN_ENV}` "
                   "of its own in `env`: one would hide the other",
                   (*path, "training", "custom", "env", HF_TOKEN_ENV),
-                  help=f"keep `huggingFaceToken` and remove `env.{HF_TOKEN_ENV}`")
+                  help=f"keep `huggingFaceTokenSecret` and remove `env.{HF_TOKEN_ENV}`")
 
 
 def check_consumers(ctx: Context, models: dict[str, ir.Model]) -> None:

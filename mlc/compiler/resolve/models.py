@@ -166,8 +166,8 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         kind, hyper = "custom", {}
         command, args = list(c.command), list(c.args)
         env, secret_env = resolve_env(ctx, c.env, secrets, (*path, "custom", "env"))
-        token = secret_ref(ctx, secrets, c.hugging_face_token,
-                           (*path, "custom", "huggingFaceToken"))
+        token = secret_ref(ctx, secrets, c.hugging_face_token_secret,
+                           (*path, "custom", "huggingFaceTokenSecret"))
         if token is not None:  # MLC596 refused an HF_TOKEN of env beside it
             secret_env = dict(sorted({**secret_env, datasets.HF_TOKEN_ENV: token}.items()))
             env.pop(datasets.HF_TOKEN_ENV, None)
