@@ -16,6 +16,8 @@ from mlc.compiler.emit import emit
 from mlc.compiler.pipeline import check_environment
 
 from . import argo_projects as ap
+import pytest
+
 from .conftest import ROOT
 from .schema_check import check_crd, require_schemas
 
@@ -116,3 +118,30 @@ def test_a_single_node_dataset_models_step_and_an_endpoint_get_the_profile(tmp_p
     assert containers and all(c["resources"]["limits"]["vpc.amazonaws.com/efa"] == "1"
                               for c in containers if c["name"] != "router")
     assert resolved.models["writer"].gates[0].metric == "eval_loss"
+
+
+WRITER = {"task": "generative", "framework": "custom", "dataset": {"files": "s3://c/chats"},
+          "training": {"custom": {"image": "registry.example.com/tuner:1",
+                                  "command": ["python", "tune.py"],
+                                  "metrics": [{"name": "eval_loss",
+                                               "direction": "minimize"}]}}}
+HF = {"model": "writer", "engine": "huggingface", "hardware": "cpu-small"}
+AB = {"strategy": "ab", "variants": [{"name": "a", "alias": "champion", "weight": 50},
+                                     {"name": "b", "alias": "challenger", "weight": 50}]}
+
+
+@pytest.mark.parametrize(("patch", "path"), [
+    ({"serving": {"w": HF}, "monitoring": {"quality": {"q": {
+        "endpoint": "w", "labels": "events", "labelColumn": "label"}}}},
+     ("monitoring", "quality", "q")),
+    ({"serving": {"w": {**HF, "engine": "custom", "rollout": {
+        **AB, "verdict": {"labels": "events", "labelColumn": "label"}}}}},
+     ("serving", "w", "rollout", "verdict")),
+    ({"serving": {"w": HF}, "monitoring": {"drift": {"d": {"endpoint": "w"}}}},
+     ("monitoring", "drift", "d")),
+    ({"serving": {"w": {**HF, "onlineFeatures": True}}}, ("serving", "w", "onlineFeatures")),
+], ids=["quality-monitor", "ab-verdict", "drift-check", "online-features"])
+def test_what_scores_a_dataset_models_rows_is_refused(tmp_path, patch, path):
+    resolved, diags = ap.check(tmp_path, ap.project({"models": {"writer": WRITER}}, patch))
+    assert resolved is None
+    assert ("MLC595", path) in [(d.code, d.path) for d in diags.items]

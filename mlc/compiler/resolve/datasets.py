@@ -15,7 +15,8 @@ apply, and is refused where ml.yaml sets it rather than dropped (docs/llm.md):
 - MLC585: a setting that reads the model's rows (explain, slices, fairness, search,
   dataWindow, maxDroppedRows);
 - MLC587: `dataset.table` naming a source the trainer cannot read as files;
-- MLC595: an endpoint or a drift check that reads the model's features;
+- MLC595: an endpoint, a drift check, a quality monitor or an A/B verdict that reads the
+  model's features or scores its predictions by a tabular metric;
 - MLC596: `huggingFaceTokenSecret` beside an `HF_TOKEN` of the trainer's own `env`.
 """
 
@@ -34,6 +35,7 @@ READS_FEATURES = "MLC595"
 TOKEN_TWICE = "MLC596"
 
 HF_TOKEN_ENV = "HF_TOKEN"
+TABULAR_TASKS = ("classification", "regression")
 
 # evaluation and training settings that need the model's rows: (path under the model, what)
 _ROW_SETTINGS = (
@@ -166,10 +168,25 @@ def check_consumers(ctx: Context, models: dict[str, ir.Model]) -> None:
             ctx.error(READS_FEATURES, f"endpoint `{name}` is `mode: {e.mode}`, which scores "
                       f"feature rows, but model `{e.model}` has no features",
                       (*path, "mode"), help="serve it `mode: online` or `serverless`")
+        if e.rollout.verdict is not None:
+            ctx.error(READS_FEATURES, f"endpoint `{name}`'s A/B verdict compares the arms' "
+                      f"predictions with labels by a {'/'.join(TABULAR_TASKS)} metric, and "
+                      f"model `{e.model}` ({model.task}) has none",
+                      (*path, "rollout", "verdict"),
+                      help="remove `verdict` and judge the arms by their SLOs")
         if e.explain is not None:
             ctx.error(READS_FEATURES, f"endpoint `{name}` explains requests by their "
                       f"features, but model `{e.model}` has none (it trains on a dataset)",
                       (*path, "explain"), help="remove `explain`")
+    for monitor in sorted(p.monitoring.quality):
+        endpoint = p.serving.get(p.monitoring.quality[monitor].endpoint)
+        model = models.get(endpoint.model) if endpoint is not None else None
+        if model is not None and model.dataset is not None:
+            ctx.error(READS_FEATURES, f"quality monitor `{monitor}` scores the predictions of "
+                      f"model `{endpoint.model}` against labels by a "
+                      f"{'/'.join(TABULAR_TASKS)} metric, and a {model.task} model has none",
+                      ("monitoring", "quality", monitor),
+                      help="remove the quality monitor; watch the endpoint's SLOs instead")
     for check in sorted(p.monitoring.drift):
         d = p.monitoring.drift[check]
         endpoint = p.serving.get(d.endpoint) if d.endpoint else None

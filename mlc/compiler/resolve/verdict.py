@@ -44,6 +44,8 @@ def resolve_verdict(ctx: Context, name: str, e: Endpoint, model: ir.Model,
                   f"but the endpoint uses the {r.strategy} strategy", path,
                   help="use `strategy: ab` with `variants:`, or remove `verdict:`")
         return None
+    if model.dataset is not None:
+        return None  # MLC595 (resolve/datasets.py): no task metric to compare arms by
     ok = ctx.check_ref(v.labels, sources, "source", (*path, "labels"), "sources")
     metric = v.metric or DEFAULT_METRIC[model.task]
     allowed = TASK_METRICS[model.task]
