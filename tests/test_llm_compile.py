@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from ruamel.yaml import YAML
 
 from mlc.compiler.backends.argo.distributed import jobset_from_template
@@ -16,8 +17,6 @@ from mlc.compiler.emit import emit
 from mlc.compiler.pipeline import check_environment
 
 from . import argo_projects as ap
-import pytest
-
 from .conftest import ROOT
 from .schema_check import check_crd, require_schemas
 

@@ -15,6 +15,7 @@ from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
+from .datasets import check_consumers as check_dataset_consumers
 from .exports import add_exports, model_exports
 from .features import (
     check_feast_support,
@@ -29,7 +30,6 @@ from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
-from .datasets import check_consumers as check_dataset_consumers
 from .platform import (
     check_endpoint_shared_memory,
     resolve_hardware,

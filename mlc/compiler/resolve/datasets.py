@@ -22,6 +22,7 @@ apply, and is refused where ml.yaml sets it rather than dropped (docs/llm.md):
 
 from __future__ import annotations
 
+from ... import step_contract as sc
 from ...schema.models import DATASET_TASKS, Model
 from .. import ir
 from .context import Context
@@ -34,7 +35,7 @@ TABLE_NOT_FILES = "MLC587"
 READS_FEATURES = "MLC595"
 TOKEN_TWICE = "MLC596"
 
-HF_TOKEN_ENV = "HF_TOKEN"
+HF_TOKEN_ENV = sc.HF_TOKEN_ENV
 TABULAR_TASKS = ("classification", "regression")
 
 # evaluation and training settings that need the model's rows: (path under the model, what)
@@ -136,10 +137,17 @@ def check_training(ctx: Context, m: Model, name: str) -> None:
                   f"needs feature rows: {why}", (*path, *sub),
                   help=f"remove `{sub[1]}`; a dataset model is judged by the metrics its "
                   "trainer declares (`training.custom.metrics`)")
+
+
+
+def check_token(ctx: Context, m: Model, name: str) -> None:
+    """`huggingFaceTokenSecret` is HF_TOKEN: the trainer's own `env` may not set it too."""
+    path = ("models", name)
+    t = m.training
     if t.custom is not None and t.custom.hugging_face_token_secret is not None \
             and HF_TOKEN_ENV in t.custom.env:
-        ctx.error(TOKEN_TWICE, f"model `{name}` sets `huggingFaceTokenSecret` and an `{HF_TOKEN_ENV}` "
-                  "of its own in `env`: one would hide the other",
+        ctx.error(TOKEN_TWICE, f"model `{name}` sets `huggingFaceTokenSecret` and an "
+                  f"`{HF_TOKEN_ENV}` of its own in `env`: one would hide the other",
                   (*path, "training", "custom", "env", HF_TOKEN_ENV),
                   help=f"keep `huggingFaceTokenSecret` and remove `env.{HF_TOKEN_ENV}`")
 

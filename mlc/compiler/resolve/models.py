@@ -58,6 +58,7 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
         path = ("models", name)
         datasets.check_data(ctx, m, name)
         datasets.check_training(ctx, m, name)
+        datasets.check_token(ctx, m, name)
         if datasets.is_dataset_task(m):
             models[name] = _dataset_model(ctx, m, name, sources, hardware, images, secrets)
             continue

@@ -132,7 +132,7 @@ def _check_shared_memory(ctx: Context, name: str, p) -> None:
                   f"`{p.shared_memory}`, but the pod's memory limit is `{p.memory}` and "
                   "shared memory counts against it: the pod would be killed before /dev/shm "
                   "is full", ("hardware", name, "sharedMemory"),
-                  help=f"lower `sharedMemory` below `memory` (e.g. half of it), or raise "
+                  help="lower `sharedMemory` below `memory` (e.g. half of it), or raise "
                   "`memory`")
 
 
