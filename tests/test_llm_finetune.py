@@ -1,9 +1,10 @@
 """examples/llm's fine-tune, run as compiled: the training WorkflowTemplate of a `generative`
 model trained on a `dataset`, its JobSet's two pods as local processes (tests/cluster_pods.py),
-each the step runtime running `torchrun finetune.py` with the env the pod declares; torchrun
-joins the two nodes (gloo on CPUs) and trains a tiny GPT-2, built here from a config, on a
-tiny corpus; global rank 0 logs it with mlflow.transformers into a real MLflow server (SQLite
-store); then the evaluate (the trainer's declared metrics), register and promote steps.
+each the step runtime running `torchrun trainer/finetune.py` with the env the pod declares;
+torchrun joins the two nodes (gloo on CPUs) and trains a tiny GPT-2, built here from a config,
+on a tiny corpus; global rank 0 logs it with mlflow.transformers into a real MLflow server
+(SQLite store); then the evaluate (the trainer's declared metrics), register and promote
+steps. And the same under `mlc run`, on one machine, into the project's SQLite store.
 
 The example's serving part is not compiled yet (MLC387, engine `huggingface`): the project
 here is the example without `serving`.
@@ -12,7 +13,10 @@ here is the example without `serving`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,9 +76,9 @@ def test_the_example_fine_tunes_on_two_nodes_and_registers_a_transformers_model(
     mlc_image = tmp_path / "image-mlc"
     mlc_image.mkdir()
     finetune = tmp_path / "image-finetune"  # trainer/Dockerfile's WORKDIR
-    finetune.mkdir()
-    shutil.copy(EXAMPLE / "trainer" / "finetune.py", finetune / "finetune.py")
-    for d in (mlc_image, finetune):
+    (finetune / "trainer").mkdir(parents=True)
+    shutil.copy(EXAMPLE / "trainer" / "finetune.py", finetune / "trainer" / "finetune.py")
+    for d in (mlc_image, finetune, finetune / "trainer"):
         d.chmod(0o555)
     name = jobset["metadata"]["generateName"] + JOBSET_SUFFIX
     cluster = Cluster(
@@ -127,3 +131,31 @@ def test_the_example_fine_tunes_on_two_nodes_and_registers_a_transformers_model(
     generator = mlflow.transformers.load_model(uri)
     out = generator("the agent", max_new_tokens=3, do_sample=False)
     assert out[0]["generated_text"].startswith("the agent")
+
+
+def test_the_example_fine_tunes_under_mlc_run(tmp_path):
+    """`mlc run` on one machine: the same step runtime and command, the dataset path relative
+    to the project folder, MLflow in the project's SQLite store."""
+    folder = example_project(tmp_path, "support-assistant")
+    shutil.copytree(EXAMPLE / "trainer", folder / "trainer")
+    write_corpus(folder / "data" / "chats")
+    base = write_base_model(tmp_path / "base-model")
+    hp = {"base_model": str(base), "max_steps": 2, "block_size": 16, "batch_size": 2}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlc", "run", "-C", str(folder), "--env", "dev",
+         "-p", f"hyperparameters={json.dumps(hp)}", "-p", "promote=true"],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+             "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
+             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "registered support-assistant version 1" in done.stdout
+    import mlflow
+
+    store = f"sqlite:///{folder / '.mlc' / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=store, registry_uri=store)
+    version = client.get_model_version_by_alias("support-assistant", "champion")
+    run = client.get_run(version.run_id)
+    # a relative dataset resolves in the project folder on one machine
+    assert run.data.params["dataset"] == "data/chats"
+    assert float(version.tags["metric.perplexity"]) > 1
