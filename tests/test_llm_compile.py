@@ -56,6 +56,7 @@ def test_the_fine_tunes_jobset_has_efa_and_shared_memory_and_is_valid(tmp_path):
              if o["metadata"]["name"] == "train-support-assistant"]
     jobset = jobset_from_template(ap.template(wt, "train"))
     assert check_crd(jobset, JOBSET_CRD) == []
+    assert check_crd(wt, "argo-workflows/argoproj.io_workflowtemplates.yaml") == []
     job = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
     assert job["parallelism"] == 2
     pod = job["template"]["spec"]
@@ -99,6 +100,8 @@ def test_a_single_node_dataset_models_step_and_an_endpoint_get_the_profile(tmp_p
     files = ap.emit(resolved)
     (wt,) = [o for o in ap.objects(files, "WorkflowTemplate")
              if o["metadata"]["name"] == "train-writer"]
+    require_schemas()
+    assert check_crd(wt, "argo-workflows/argoproj.io_workflowtemplates.yaml") == []
     volumes = {v["name"]: v for v in wt["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     train = ap.template(wt, "train")["container"]
