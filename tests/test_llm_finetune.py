@@ -100,6 +100,8 @@ def test_the_example_fine_tunes_on_two_nodes_and_registers_a_transformers_model(
     node0, node1 = ran[0].log, ran[1].log
     assert "node 1: the training command is done" in node1
     assert "custom training of support-assistant done" in node0
+    # the secret reached the command as HF_TOKEN (the ExternalSecret's target, by reference)
+    assert "with a Hugging Face token; 2 processes" in node0
 
     train = json.loads((run_dir / sc.TRAIN_FILE).read_text())
     assert train["model_format"] == "mlflow" and train["data_snapshot"] is None

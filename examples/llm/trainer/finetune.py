@@ -102,6 +102,9 @@ def main() -> None:
     torch.manual_seed(hp["seed"])
 
     token = os.environ.get("HF_TOKEN") or None
+    if rank == 0:
+        print(f"base model {hp['base_model']}, {'with' if token else 'without'} a Hugging Face "
+              f"token; {world} processes", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(hp["base_model"], token=token)
     model = AutoModelForCausalLM.from_pretrained(hp["base_model"], token=token).to(device)
     data = blocks(tokenizer, read_texts(), int(hp["block_size"]))
