@@ -1029,6 +1029,9 @@ CASES = [
                           "    dataset: {files: s3://corpora/x}\n")}),
     Case("dataset-model-without-a-dataset", "MLC569", "ml.yaml:36:11",
          {"ml.yaml": writer("    dataset: {files: \"s3://corpora/chats/*.jsonl\"}\n", "")}),
+    # the model still resolves, without rows: its endpoint is not "unknown" as well
+    Case("tabular-model-without-a-label", "MLC569", "ml.yaml:30:11",
+         {"ml.yaml": edit("    label: {source: events, column: label}\n", "")}),
     Case("dataset-model-with-a-bundled-trainer", "MLC574", "ml.yaml:39:7",
          {"ml.yaml": writer("    framework: custom\n    dataset: {files: \"s3://corpora/chats/"
                             "*.jsonl\"}\n    training:\n      custom:\n        image: "

@@ -59,11 +59,11 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
         datasets.check_data(ctx, m, name)
         datasets.check_training(ctx, m, name)
         datasets.check_token(ctx, m, name)
-        if datasets.is_dataset_task(m):
+        if datasets.is_dataset_task(m) or m.inputs is None or m.label is None:
+            # a tabular model without its data (MLC569) still resolves, without rows, so
+            # that what refers to it is not refused as well
             models[name] = _dataset_model(ctx, m, name, sources, hardware, images, secrets)
             continue
-        if m.inputs is None or m.label is None:
-            continue  # MLC569 said it
         # inputs: a named feature service, or a list that becomes a service named after the model
         if m.inputs.feature_service is not None:
             service_name = m.inputs.feature_service
