@@ -117,6 +117,11 @@ CHECKPOINT_URI_ENV = "MLC_CHECKPOINT_URI"
 PARAM_PREFIX = "MLC_PARAM_"
 PARAM_B64_SUFFIX = "_B64"
 TRAIN_DATA_ENV = "MLC_TRAIN_DATA"
+DATASET_URI_ENV = "MLC_DATASET_URI"
+DATASET_KIND_ENV = "MLC_DATASET_KIND"
+DATASET_FORMAT_ENV = "MLC_DATASET_FORMAT"
+HF_TOKEN_ENV = "HF_TOKEN"
+CUSTOM_DATASET = "train (custom command, a `dataset` model)"
 FEATURES_ENV = "MLC_FEATURES"
 LABEL_ENV = "MLC_LABEL"
 TASK_ENV = "MLC_TASK"
@@ -208,14 +213,31 @@ VARIABLES: tuple[Variable, ...] = (
              "`__split__` = `train` | `test` (test rows are for evaluation only)"),
     Variable(FEATURES_ENV, "runtime", CUSTOM, "JSON list of the input columns, in order"),
     Variable(LABEL_ENV, "runtime", CUSTOM, "the label column"),
-    Variable(TASK_ENV, "runtime", CUSTOM, "`classification` or `regression` (a ranking model "
-             "has no custom trainer)"),
+    Variable(TASK_ENV, "runtime", CUSTOM,
+             "`classification` or `regression` (a ranking model has no custom trainer); "
+             "`generative` or `custom` for a model "
+             "trained on a `dataset` (then MLC_TRAIN_DATA, MLC_FEATURES and MLC_LABEL are "
+             "unset: no validate-data or materialize step ran)"),
+    Variable(DATASET_URI_ENV, "runtime", CUSTOM_DATASET,
+             "where `dataset` is: the object-store URI (`s3://...`, a glob as written), or "
+             "a relative path made absolute against MLC_DATA_ROOT (`mlc run`); `table:` "
+             "gives its file source's path"),
+    Variable(DATASET_KIND_ENV, "runtime", CUSTOM_DATASET,
+             "`files`, `table` or `huggingface` (a `save_to_disk` folder: read it with "
+             "`datasets.load_from_disk`)"),
+    Variable(DATASET_FORMAT_ENV, "runtime", CUSTOM_DATASET,
+             "`dataset.format` (`text`, `jsonl`, `json`, `csv`, `parquet`) or the table "
+             "source's format; unset when ml.yaml says none"),
+    Variable(HF_TOKEN_ENV, "pod", TRAIN,
+             "secret (by reference): `training.custom.huggingFaceTokenSecret`, the Hugging Face "
+             "token for gated base models and datasets"),
     Variable(HYPERPARAMETERS_ENV, "runtime", CUSTOM,
              "JSON object: the run's `hyperparameters` parameter"),
     Variable(MODEL_DIR_ENV, "runtime", CUSTOM,
              f"`$MLC_RUN_DIR/{MODEL_DIR}`: save an mlc model here "
              "(`mlc.runtime.model_format.save_model`), or log any MLflow model into "
-             "`MLFLOW_RUN_ID` instead"),
+             "`MLFLOW_RUN_ID` instead (a `dataset` model: an MLflow model only, e.g. "
+             "`mlflow.transformers` or `mlflow.pyfunc`)"),
     Variable(METRICS_FILE_ENV, "runtime", CUSTOM,
              f"`$MLC_RUN_DIR/{CUSTOM_METRICS_FILE}`: JSON the command may write, "
              "`{\"name\": value}` or `{\"name\": [[step, value], ...]}`; the metrics declared "
@@ -251,7 +273,8 @@ FILES: tuple[File, ...] = (
          "the MLflow run; a retried train step reopens it, trials are its child runs"),
     File(f"{MODEL_DIR}/", "train (w), evaluate (r)",
          "the model in mlc's format (`MLC_MODEL_DIR`), when the trainer saved one"),
-    File(CUSTOM_METRICS_FILE, "train (custom command: w)", "`MLC_METRICS_FILE`"),
+    File(CUSTOM_METRICS_FILE, "train (custom command: w)",
+         "`MLC_METRICS_FILE`; a `dataset` model's evaluation is these metrics alone"),
     File(TRAIN_FILE, "train (w), evaluate (r)",
          "the MLflow run, the model's URI (any flavour), the final custom metrics"),
     File(EVALUATION_FILE, "evaluate (w), register (r)", "metrics, gates, the champion comparison"),

@@ -99,6 +99,29 @@ def edit(old: str, new: str, base: str = BASE) -> str:
     return base.replace(old, new)
 
 
+WRITER = """\
+  writer:
+    task: generative
+    framework: custom
+    dataset: {files: "s3://corpora/chats/*.jsonl"}
+    training:
+      custom:
+        image: registry.example.com/tuner:1
+        command: [python, tune.py]
+        metrics: [{name: eval_loss, direction: minimize}]
+"""
+
+
+def writer(old: str = "", new: str = "", serving: str = "", top: str = "") -> str:
+    """BASE with a generative model `writer` trained on a dataset (docs/llm.md), its block
+    edited `old` -> `new`; `serving` adds endpoints, `top` sections before `models:`."""
+    block = WRITER.replace(old, new) if old else WRITER
+    assert not old or WRITER.count(old) == 1, old
+    text = edit("      hardware: cpu-small\nserving:\n", "      hardware: cpu-small\n" + block
+                + "serving:\n" + serving)
+    return edit("models:\n", top + "models:\n", text) if top else text
+
+
 def batch_endpoint(settings: str) -> str:
     """BASE with a nightly batch endpoint whose `batch:` ends with `settings`."""
     return edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
@@ -1034,4 +1057,49 @@ CASES = [
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    engine: triton\n    autoscaling: {metric: concurrency, "
                           "target: 4}\nmonitoring")}),
+    # --- models trained on a dataset, hardware for them (docs/llm.md) -----------------------
+    Case("dataset-model-with-a-label", "MLC568", "ml.yaml:38:5",
+         {"ml.yaml": writer("    framework: custom\n", "    framework: custom\n"
+                            "    label: {source: events, column: label}\n")}),
+    Case("tabular-model-with-a-dataset", "MLC568", "ml.yaml:33:5",
+         {"ml.yaml": edit("    label: {source: events, column: label}\n",
+                          "    label: {source: events, column: label}\n"
+                          "    dataset: {files: s3://corpora/x}\n")}),
+    Case("dataset-model-without-a-dataset", "MLC569", "ml.yaml:36:11",
+         {"ml.yaml": writer("    dataset: {files: \"s3://corpora/chats/*.jsonl\"}\n", "")}),
+    # the model still resolves, without rows: its endpoint is not "unknown" as well
+    Case("tabular-model-without-a-label", "MLC569", "ml.yaml:30:11",
+         {"ml.yaml": edit("    label: {source: events, column: label}\n", "")}),
+    Case("dataset-model-with-a-bundled-trainer", "MLC574", "ml.yaml:39:7",
+         {"ml.yaml": writer("    framework: custom\n    dataset: {files: \"s3://corpora/chats/"
+                            "*.jsonl\"}\n    training:\n      custom:\n        image: "
+                            "registry.example.com/tuner:1\n        command: [python, tune.py]\n"
+                            "        metrics: [{name: eval_loss, direction: minimize}]\n",
+                            "    dataset: {files: \"s3://corpora/chats/*.jsonl\"}\n"
+                            "    training:\n      builtin: {epochs: 2}\n")}),
+    Case("dataset-model-explained", "MLC585", "ml.yaml:38:18",
+         {"ml.yaml": writer("    framework: custom\n", "    framework: custom\n"
+                            "    evaluation: {explain: {samples: 10}}\n")}),
+    Case("dataset-table-not-files", "MLC587", "ml.yaml:43:22",
+         {"ml.yaml": writer("    dataset: {files: \"s3://corpora/chats/*.jsonl\"}\n",
+                            "    dataset: {table: chats}\n",
+                            top="").replace("sources:\n", "sources:\n  chats:\n"
+                                            "    type: postgres\n    table: support.chats\n"
+                                            "    columns:\n      - {name: text, type: string}"
+                                            "\n", 1)}),
+    Case("extended-resource-is-a-gpu", "MLC588", "ml.yaml:11:41",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n"
+                          "    extendedResources: {nvidia.com/gpu: 1}\n")}),
+    Case("shared-memory-past-the-memory-limit", "MLC589", "ml.yaml:13:19",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n  loader:\n    memory: 1Gi\n"
+                          "    sharedMemory: 2Gi\n")}),
+    Case("shared-memory-on-an-endpoint", "MLC594", "ml.yaml:39:15",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n    sharedMemory: 256Mi\n")}),
+    Case("dataset-model-served-by-mlc", "MLC595", "ml.yaml:46:12",
+         {"ml.yaml": writer(serving="  writer-api:\n    model: writer\n"
+                            "    hardware: cpu-small\n")}),
+    Case("hugging-face-token-twice", "MLC596", "ml.yaml:46:15",
+         {"ml.yaml": writer("        metrics:", "        huggingFaceTokenSecret: hf\n"
+                            "        env: {HF_TOKEN: {secret: hf}}\n        metrics:",
+                            top="secrets:\n  hf: {kubernetes: {name: hf, key: token}}\n")}),
 ]

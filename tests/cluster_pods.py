@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TAG = re.compile(r"\{\{(.*?)\}\}")
 K8S_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+JOBSET_SUFFIX = "x7k2q"  # what the JobSet controller's generateName appends, here
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Cluster:
     work: Path  # every pod's folders and every claim live under it
     images: dict[str, Image]  # image reference -> what it brings
     hosts: dict[str, str] = field(default_factory=dict)  # "host:port" -> "127.0.0.1:port"
+    # a variable whose whole value is a host name (torchrun's PET_MASTER_ADDR) -> local address
+    host_names: dict[str, str] = field(default_factory=dict)
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (secret, key)
     timeout: float = 600
     namespace: str = "default"
@@ -182,7 +185,7 @@ class Cluster:
         assert resource["action"] == "create"
         jobset = yaml.safe_load(substitute(resource["manifest"], context))
         assert jobset["kind"] == "JobSet"
-        name = jobset["metadata"]["generateName"] + "x7k2q"
+        name = jobset["metadata"]["generateName"] + JOBSET_SUFFIX
         (job,) = jobset["spec"]["replicatedJobs"]
         spec = job["template"]["spec"]
         pod = spec["template"]["spec"]
@@ -303,6 +306,8 @@ class Cluster:
 
     def localize(self, value: str, mounts: list[tuple[str, Path]]) -> str:
         """A path inside a mount as the local path; a mapped host as the local server."""
+        if value in self.host_names:
+            return self.host_names[value]
         for host, local in self.hosts.items():
             value = value.replace(f"//{host}", f"//{local}")
         for mount_path, local in mounts:

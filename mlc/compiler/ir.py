@@ -24,6 +24,22 @@ COST_LABELS = ("app", "department", "env", "team")
 IR_FAMILY = Family("ir", "mlc.compiler", ["ir"], docstrings=False)
 
 
+def _off(value: bool) -> bool:  # a named function, not a lambda: the model cache pickles it
+    return not value
+
+
+def _is_mlc(value: str) -> bool:
+    return value == "mlc"
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+def _no_items(value: list) -> bool:
+    return not value
+
+
 class IR(CachedModel, BaseModel):
     __mlc_family__ = IR_FAMILY
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -68,6 +84,10 @@ class Hardware(IR):
     priority_class: str | None
     queue: str | None
     spot: bool
+    # device-plugin resources (already in requests and limits), and /dev/shm's size; left out
+    # of the JSON while unset
+    extended_resources: dict[str, str] = Field(default_factory=dict, exclude_if=_no_items)
+    shared_memory: str | None = Field(None, exclude_if=_unset)
 
 
 class SecretRef(IR):
@@ -284,22 +304,6 @@ class Ingestion(IR):
     origin: Origin
 
 
-def _off(value: bool) -> bool:  # a named function, not a lambda: the model cache pickles it
-    return not value
-
-
-def _is_mlc(value: str) -> bool:
-    return value == "mlc"
-
-
-def _unset(value: object) -> bool:
-    return value is None
-
-
-def _no_items(value: list) -> bool:
-    return not value
-
-
 class StreamAutoscaling(IR):
     """The KEDA ScaledObject of a stream endpoint: replicas follow the group's lag."""
 
@@ -368,6 +372,15 @@ class Search(IR):
     seed: int
 
 
+class Dataset(IR):
+    """A `generative` or `custom` model's training data, handed to its trainer as it is."""
+
+    kind: Literal["files", "table", "huggingface"]
+    uri: str  # an object-store URI, or a path relative to the project folder (development)
+    format: str | None  # files: text, jsonl, json, csv, parquet; a table: its source's format
+    source: str | None  # kind table: the source it is
+
+
 class Training(IR):
     kind: Literal["builtin", "custom"]
     # a bundled trainer's block (the framework's: builtin, xgboost, lightgbm, sklearn)
@@ -426,7 +439,7 @@ class Ranking(IR):
 class Model(IR):
     name: str
     k8s_name: str
-    task: Literal["classification", "regression", "ranking"]
+    task: Literal["classification", "regression", "ranking", "generative", "custom"]
     framework: str
     description: str | None
     feature_service: str
@@ -449,6 +462,8 @@ class Model(IR):
     fairness_column: str | None = None  # fairlearn's metrics over this column's groups
     # task: ranking only (left out of the JSON otherwise)
     ranking: Ranking | None = Field(None, exclude_if=_unset)
+    # a generative or custom model's data; then features, entity keys and label are empty
+    dataset: Dataset | None = Field(None, exclude_if=_unset)
 
 
 class Autoscaling(IR):

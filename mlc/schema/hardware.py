@@ -1,12 +1,35 @@
 """`hardware`: named resource profiles that training steps and endpoints refer to."""
 
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import AfterValidator, Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from .editor import EditorHint
 from .types import DnsLabel, LabelKey, LabelValue, MemoryQuantity, Name, Quantity, Spec
+
+# A Kubernetes extended resource name: a DNS-subdomain prefix, `/`, a name (what the
+# device plugins advertise, e.g. `vpc.amazonaws.com/efa`, `rdma/hca`); the prefix is required
+# (names without one are the native resources: cpu, memory, ...).
+_EXTENDED_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+                          r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _extended_resource(value: str) -> str:
+    prefix = value.partition("/")[0]
+    if not _EXTENDED_RE.fullmatch(value) or len(prefix) > 253:
+        raise PydanticCustomError(
+            "mlc_label", "invalid extended resource name `{value}`: expected a domain prefix, "
+            "`/` and a name of at most 63 letters, digits, `-`, `_` or `.` (e.g. "
+            "`vpc.amazonaws.com/efa`, `rdma/hca`)", {"value": value})
+    return value
+
+
+ExtendedResourceName = Annotated[str, AfterValidator(_extended_resource), EditorHint(
+    "^" + _EXTENDED_RE.pattern + "$", ("vpc.amazonaws.com/efa", "rdma/hca"),
+    "an extended resource name: a domain prefix, `/` and a name", None)]
 
 
 class Gpu(Spec):
@@ -57,3 +80,10 @@ class HardwareProfile(Spec):
     priority_class: DnsLabel | None = None
     """PriorityClass of the pods."""
     queue: Name | None = Field(None, description="Kueue LocalQueue name.")
+    extended_resources: dict[ExtendedResourceName, PositiveInt] = Field(
+        default_factory=dict, description="Device-plugin resources per pod, requested and "
+        "limited alike (e.g. `vpc.amazonaws.com/efa: 4`, `rdma/hca: 1`); GPUs go under "
+        "`gpu`.")
+    shared_memory: MemoryQuantity | None = Field(
+        None, description="Size of /dev/shm (a memory-backed emptyDir, counted in the pod's "
+        "memory) for NCCL and data loaders, e.g. `16Gi`; below `memory`.")

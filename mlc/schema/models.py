@@ -189,7 +189,11 @@ class CustomTrainer(Spec):
     metrics: list[CustomMetric] = Field(
         default_factory=list, description="Metrics the command writes to MLC_METRICS_FILE "
         "that gates and `compareWithProduction` may use (the builtin evaluation's metrics "
-        "are always available).")
+        "are always available, except for a `dataset` model: then these are its "
+        "evaluation).")
+    hugging_face_token_secret: Name | None = Field(
+        None, description="A secret (under `secrets`) holding a Hugging Face token, "
+        "delivered to the command as HF_TOKEN (gated base models and datasets).")
 
 
 class Backoff(Spec):
@@ -440,10 +444,45 @@ class Ranking(Spec):
         "`xendcg` (LightGBM `rank_xendcg`).")
 
 
+DATASET_TASKS = ("generative", "custom")
+
+
+class Dataset(Spec):
+    """The training data of a `generative` or `custom` model, handed as it is to the custom
+    trainer (MLC_DATASET_URI, docs/llm.md): one of `files`, `table` or `huggingface`."""
+
+    files: str | None = Field(None, min_length=1, max_length=1024,
+                              examples=["s3://corpora/support-chats/*.jsonl"],
+                              description="A file, folder or glob: an object-store URI "
+                              "(`s3://`, `gs://`, ...) or a path relative to ml.yaml.")
+    format: Literal["text", "jsonl", "json", "csv", "parquet"] | None = Field(
+        None, description="How `files` are written (MLC_DATASET_FORMAT); unset: the trainer "
+        "decides from their names.")
+    table: Name | None = Field(None, description="A source (under `sources`) read as a "
+                               "table: the trainer gets its location and format.")
+    huggingface: str | None = Field(None, min_length=1, max_length=1024,
+                                    examples=["s3://corpora/alpaca-small"],
+                                    description="A dataset saved with Hugging Face "
+                                    "`datasets`' `save_to_disk`, in object storage (or a path "
+                                    "relative to ml.yaml); read with `load_from_disk`.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if sum(v is not None for v in (self.files, self.table, self.huggingface)) != 1:
+            raise PydanticCustomError("mlc_one_of", "set exactly one of `files`, `table` and "
+                                      "`huggingface`", {})
+        if self.format is not None and self.files is None:
+            raise PydanticCustomError("mlc_one_of", "`format` describes `files`; a table or a "
+                                      "Hugging Face dataset says its own format", {})
+        return self
+
+
 class Model(Spec):
-    task: Literal["classification", "regression", "ranking"]
+    task: Literal["classification", "regression", "ranking", "generative", "custom"]
     """What the model predicts: a class, a number, or a score that orders the rows of a
-    query (`ranking`, with the `ranking` block)."""
+    query (`ranking`, with the `ranking` block), from `inputs` and a `label`; or `generative`
+    (text generation, e.g. a fine-tuned language model) and `custom` (anything else a custom
+    trainer makes), trained on a `dataset` (docs/llm.md)."""
     ranking: Ranking | None = None
     """The queries and cutoffs of a `task: ranking` model."""
     framework: Literal["torch", "sklearn", "xgboost", "lightgbm", "custom"] = "torch"
@@ -452,10 +491,12 @@ class Model(Spec):
     when it is set), and names the model's kind in the registry."""
     description: str | None = None
     """What the model does."""
-    inputs: FeatureInputs
-    """The features the model reads."""
-    label: Label
-    """Where the label (the value to predict) comes from."""
+    inputs: FeatureInputs | None = Field(None, description="The features the model reads "
+                                         "(classification and regression).")
+    label: Label | None = Field(None, description="Where the label (the value to predict) "
+                                "comes from (classification and regression).")
+    dataset: Dataset | None = Field(None, description="The training data of a `generative` "
+                                    "or `custom` model, instead of features and a label.")
     training: Training = Field(default_factory=Training)
     """How and when the model is trained."""
     evaluation: Evaluation = Field(default_factory=Evaluation)

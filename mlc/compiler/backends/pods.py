@@ -56,6 +56,22 @@ def scheduling(hardware: Hardware) -> dict[str, Any]:
     return out
 
 
+SHARED_MEMORY_PATH = "/dev/shm"
+
+
+def shared_memory_volume(name: str, hardware: Hardware | None) -> dict[str, Any]:
+    """/dev/shm as a memory-backed emptyDir (NCCL and torch's data loaders exchange tensors
+    through it; a container's own is 64Mi), sized by the profile's `sharedMemory` when set."""
+    empty: dict[str, Any] = {"medium": "Memory"}
+    if hardware is not None and hardware.shared_memory:
+        empty["sizeLimit"] = hardware.shared_memory
+    return {"name": name, "emptyDir": empty}
+
+
+def shared_memory_mount(name: str) -> dict[str, Any]:
+    return {"name": name, "mountPath": SHARED_MEMORY_PATH}
+
+
 def secret_env(secrets: dict[str, SecretRef]) -> list[dict[str, Any]]:
     """Environment variables that read secrets by reference; never a value."""
     return [{"name": var, "valueFrom": {"secretKeyRef": {"name": ref.k8s_name, "key": ref.key}}}

@@ -15,6 +15,7 @@ from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
+from .datasets import check_consumers as check_dataset_consumers
 from .exports import add_exports, model_exports
 from .features import (
     check_feast_support,
@@ -29,7 +30,13 @@ from .models import resolve_models
 from .monitoring import resolve_alerts, resolve_drift_checks, resolve_routes
 from .network import check_network
 from .pipelines import PROJECT_JSON, resolve_pipelines
-from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
+from .platform import (
+    check_endpoint_shared_memory,
+    resolve_hardware,
+    resolve_images,
+    resolve_platform,
+    resolve_secrets,
+)
 from .quality import resolve_quality_monitors
 from .readers import check_step_sources
 from .serving import resolve_endpoints
@@ -68,6 +75,8 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     services = dict(sorted({**services, **synthesized}.items()))
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
+    check_dataset_consumers(ctx, models)  # what would read a dataset model's features
+    check_endpoint_shared_memory(ctx, hardware)
     vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
                                                  vector_stores)
     routes = resolve_routes(ctx, secrets)

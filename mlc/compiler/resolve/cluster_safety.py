@@ -65,6 +65,17 @@ def check_cluster_safety(ctx: Context, platform: ir.Platform,
                     ("sources", name, "path"),
                     help="use an object-store URI (`s3://...`, `gs://...`) in this "
                     f"environment's overlay, {_DEV_HELP}")
+    for name in sorted(p.models):
+        d = p.models[name].dataset
+        location = d and (d.files or d.huggingface)
+        if location and is_local_path(location):
+            key = "files" if d.files else "huggingface"
+            _refuse(ctx, LOCAL_DATA_PATH,
+                    f"model `{name}` trains on the local path `{location}`, which in a "
+                    f"cluster ({where}) is an empty folder of the run's own volume",
+                    ("models", name, "dataset", key),
+                    help="use an object-store URI (`s3://...`, `gs://...`) in this "
+                    f"environment's overlay, {_DEV_HELP}")
     for name in sorted(p.serving):
         batch = p.serving[name].batch
         if batch is not None and name in endpoints and is_local_path(batch.output):

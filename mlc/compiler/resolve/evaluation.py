@@ -8,7 +8,7 @@ gate on any other name could never pass, so it is refused here.
 
 from __future__ import annotations
 
-from ...schema.models import Model
+from ...schema.models import DATASET_TASKS, Model
 from ...step_contract import (
     DEFAULT_RANKING_CUTOFFS,
     FAIRNESS_METRICS,
@@ -31,7 +31,7 @@ def custom_metrics(ctx: Context, m: Model, name: str) -> list[ir.CustomMetric]:
     custom = m.training.custom
     if custom is None:
         return []
-    builtin = builtin_metrics(m.task)
+    builtin = {} if m.task in DATASET_TASKS else builtin_metrics(m.task)
     out: dict[str, ir.CustomMetric] = {}
     for i, metric in enumerate(custom.metrics):
         path = ("models", name, "training", "custom", "metrics", i, "name")
@@ -58,6 +58,10 @@ def known_metrics(m: Model, custom: list[ir.CustomMetric]) -> dict[str, bool | N
     if m.task == "ranking":  # whatever its trainer (another is refused: MLC335)
         cutoffs = set(m.ranking.k) if m.ranking is not None else DEFAULT_RANKING_CUTOFFS
         known: dict[str, bool | None] = dict(ranking_metrics(cutoffs))
+    elif m.task in DATASET_TASKS:
+        # a model trained on a dataset has no test rows: its trainer's metrics are its
+        # evaluation
+        known = {}
     else:
         known = dict(catalog_metrics(trainer, m.task))
     known.update({c.name: c.higher_is_better for c in custom})

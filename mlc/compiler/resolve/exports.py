@@ -9,6 +9,8 @@ docs/serving-engines-exports.md). Which ones follows from the engines alone:
     torchserve  a torch model: `torchscript` and `torchserve` (the .mar)
     mlserver    none: MLServer's MLflow runtime serves the logged pyfunc model as it is
     mlc, custom none
+    huggingface a `generative` model (docs/llm.md): none; its trainer logs it with MLflow's
+                transformers flavour, a folder vLLM reads as it is
 
 What cannot be exported is refused here (MLC332): a custom trainer's model (its command logs
 whatever it logs), a framework the engine's export does not cover, and engines for which mlc
@@ -43,6 +45,8 @@ def model_exports(ctx: Context, models: dict[str, ir.Model],
         e = endpoints[name]
         if e.engine in NO_EXPORTS or e.model not in models:
             continue
+        if e.engine == "huggingface" and models[e.model].task == "generative":
+            continue  # its custom trainer logs a transformers model, which vLLM reads as it is
         names = _needs(ctx, models[e.model], e)
         if names:
             wanted.setdefault(e.model, set()).update(names)

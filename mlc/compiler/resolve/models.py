@@ -7,11 +7,11 @@ from ...schema.types import IMAGE_RE, duration_seconds
 from ...trainer_catalog import BLOCKS, SKLEARN_SETTINGS, SKLEARN_TASKS, TRAINERS
 from .. import ir
 from ..names import dns_label
-from . import evaluation, fairness, ranking, search
+from . import datasets, evaluation, fairness, ranking, search
 from .context import UNKNOWN_COLUMN, Context
 from .env_vars import resolve_env
 from .features import feature_refs
-from .platform import resolve_image
+from .platform import resolve_image, secret_ref
 
 NO_TRAINING = "MLC301"
 GPU_REQUIRED = "MLC305"
@@ -56,6 +56,14 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
     for name in sorted(ctx.project.models):
         m = ctx.project.models[name]
         path = ("models", name)
+        datasets.check_data(ctx, m, name)
+        datasets.check_training(ctx, m, name)
+        datasets.check_token(ctx, m, name)
+        if datasets.is_dataset_task(m) or m.inputs is None or m.label is None:
+            # a tabular model without its data (MLC569) still resolves, without rows, so
+            # that what refers to it is not refused as well
+            models[name] = _dataset_model(ctx, m, name, sources, hardware, images, secrets)
+            continue
         # inputs: a named feature service, or a list that becomes a service named after the model
         if m.inputs.feature_service is not None:
             service_name = m.inputs.feature_service
@@ -111,6 +119,27 @@ def resolve_models(ctx: Context, views: dict[str, ir.FeatureView],
     return models, synthesized
 
 
+def _dataset_model(ctx: Context, m: Model, name: str, sources: dict[str, ir.Source],
+                   hardware: dict[str, ir.Hardware], images: dict[str, ir.Image],
+                   secrets: dict[str, ir.SecretRef]) -> ir.Model:
+    """A model trained on a dataset: no features, keys or label; judged by its trainer's
+    declared metrics (resolve/datasets.py refused what reads rows)."""
+    training = _resolve_training(ctx, m, name, hardware, images, secrets)
+    custom = training.metrics
+    return ir.Model(
+        name=name, k8s_name=dns_label(name), task=m.task, framework=m.framework,
+        description=m.description, feature_service="", features=[], entity_keys=[],
+        label_source="", label_column="", training=training,
+        test_split=m.evaluation.test_split,
+        gates=evaluation.gates(ctx, m, name, custom, {}),
+        compare_with_production=evaluation.comparison(ctx, m, name, custom),
+        registered_name=m.registry.name or name, candidate_alias=m.registry.candidate_alias,
+        production_alias=m.registry.production_alias, auto_promote=m.registry.auto_promote,
+        pipeline=dns_label("train", name) if has_training(m) else None,
+        origin=ctx.origin(("models", name)), explain=None, slices=[], fairness_column=None,
+        dataset=datasets.resolve_dataset(ctx, m, name, sources))
+
+
 def _explain(m: Model) -> ir.Explain | None:
     e = m.evaluation.explain
     return ir.Explain(samples=e.samples, background=e.background, seed=e.seed) if e else None
@@ -139,6 +168,11 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         kind, hyper = "custom", {}
         command, args = list(c.command), list(c.args)
         env, secret_env = resolve_env(ctx, c.env, secrets, (*path, "custom", "env"))
+        token = secret_ref(ctx, secrets, c.hugging_face_token_secret,
+                           (*path, "custom", "huggingFaceTokenSecret"))
+        if token is not None:  # MLC596 refused an HF_TOKEN of env beside it
+            secret_env = dict(sorted({**secret_env, datasets.HF_TOKEN_ENV: token}.items()))
+            env.pop(datasets.HF_TOKEN_ENV, None)
     else:
         _other_framework_blocks(ctx, m, name, path)
         trainer = TRAINERS.get(m.framework)
@@ -179,7 +213,8 @@ def _resolve_training(ctx: Context, m: Model, name: str, hardware: dict[str, ir.
         expected_duration_seconds=int(duration_seconds(t.expected_duration)),
         checkpoint_volume=checkpoint.volume if checkpoint else None, secrets=secret_env,
         max_dropped_rows=t.max_dropped_rows, metrics=metrics,
-        search=search.resolve_search(ctx, m, name, metrics))
+        search=None if datasets.is_dataset_task(m)  # MLC585 refused it
+        else search.resolve_search(ctx, m, name, metrics))
 
 
 def _other_framework_blocks(ctx: Context, m: Model, name: str, path) -> None:

@@ -69,24 +69,27 @@ def training_pipeline(model: ir.Model, images: dict[str, ir.Image],
         ir.Parameter(name="promote", default="true" if model.auto_promote else "false",
                      description="Move the production alias when the gates pass."),
     ]
+    # a model trained on a dataset: its trainer reads the data itself; no features to check,
+    # materialise or join (resolve/datasets.py)
+    rows = model.dataset is None
     steps = [
-        _step(name, "validate-data", "validate_data", "train", train, depends=[],
-              parameters=["data_window_seconds"], secrets=feast),
-        _step(name, "materialize", "materialize", "train", train, depends=["validate-data"],
-              secrets=feast),
+        *([_step(name, "validate-data", "validate_data", "train", train, depends=[],
+                 parameters=["data_window_seconds"], secrets=feast),
+           _step(name, "materialize", "materialize", "train", train, depends=["validate-data"],
+                 secrets=feast)] if rows else []),
         *_search_steps(name, t, feast | mlflow),
         _step(name, "train", "train", "custom" if t.kind == "custom" else "train",
-              t.image, depends=["search" if t.search else "materialize"],
+              t.image, depends=["search" if t.search else "materialize"] if rows else [],
               hardware=t.hardware, nodes=t.nodes,
               parameters=["data_window_seconds", "hyperparameters", "reason"],
               retries=t.retries, timeout_seconds=t.timeout_seconds,
               checkpoint_path=t.checkpoint_path, checkpoint_volume=t.checkpoint_volume,
-              secrets={**feast, **mlflow, **t.secrets},
+              secrets={**(feast if rows else {}), **mlflow, **t.secrets},
               # the step runtime runs a custom trainer's command (project.json has it) with
               # the contract's variables; the user's own env reaches it through the pod
               env=dict(t.env)),
         _step(name, "evaluate", "evaluate", "train", train, depends=["train"],
-              secrets=feast | mlflow),
+              secrets=feast | mlflow if rows else mlflow),
         # the explanation is logged to the run before the run's model is registered
         *([_step(name, "explain", "explain", "train", train, depends=["evaluate"],
                  hardware=t.hardware, secrets=feast | mlflow)] if model.explain else []),

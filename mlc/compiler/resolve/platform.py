@@ -73,6 +73,10 @@ def resolve_hardware(ctx: Context) -> dict[str, ir.Hardware]:
                 node_selector.setdefault(GPU_PRODUCT_LABEL, p.gpu.type)
             tolerations.append(ir.Toleration(key="nvidia.com/gpu", operator="Exists", value=None,
                                              effect="NoSchedule"))
+        extended = _extended_resources(ctx, name, p)
+        requests.update(extended)
+        limits.update(extended)
+        _check_shared_memory(ctx, name, p)
         if p.spot:
             node_selector.setdefault(SPOT_LABEL, "spot")
             tolerations.append(ir.Toleration(key=SPOT_LABEL, operator="Equal", value="spot",
@@ -81,8 +85,68 @@ def resolve_hardware(ctx: Context) -> dict[str, ir.Hardware]:
             name=name, requests=requests, limits=limits, gpu_resource=gpu_resource,
             gpu_count=p.gpu.count if p.gpu else 0, gpu_type=p.gpu.type if p.gpu else None,
             node_selector=dict(sorted(node_selector.items())), tolerations=tolerations,
-            priority_class=p.priority_class, queue=p.queue, spot=p.spot)
+            priority_class=p.priority_class, queue=p.queue, spot=p.spot,
+            extended_resources=extended,
+            shared_memory=str(p.shared_memory) if p.shared_memory is not None else None)
     return out
+
+
+RESERVED_RESOURCE = "MLC588"
+SHARED_MEMORY_TOO_LARGE = "MLC589"
+SHARED_MEMORY_NOT_SERVED = "MLC594"
+# the resources that the profile's other fields request, and Kubernetes' own domains
+_NATIVE_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
+def _extended_resources(ctx: Context, name: str, p) -> dict[str, str]:
+    """`extendedResources`, requested and limited alike (Kubernetes requires both equal and
+    whole for them), sorted by name; GPUs and native resources are refused here."""
+    out = {}
+    for resource in sorted(p.extended_resources):
+        domain = resource.partition("/")[0]
+        where = ("hardware", name, "extendedResources", resource)
+        if resource == "nvidia.com/gpu" or resource.startswith("nvidia.com/mig-"):
+            ctx.error(RESERVED_RESOURCE, f"hardware profile `{name}` lists `{resource}` as an "
+                      "extended resource: GPUs are requested by `gpu`, which also selects "
+                      "their nodes and tolerates their taint", where,
+                      help="use `gpu: {type: ..., count: N}` (or `mig:`) instead")
+            continue
+        if any(domain == d or domain.endswith("." + d) for d in _NATIVE_DOMAINS):
+            ctx.error(RESERVED_RESOURCE, f"hardware profile `{name}` lists `{resource}`: the "
+                      f"`{domain}` domain holds Kubernetes' own resources, which no device "
+                      "plugin advertises", where,
+                      help="name the device plugin's resource (e.g. `vpc.amazonaws.com/efa`), "
+                      "or use `cpu`, `memory`, `ephemeralStorage`")
+            continue
+        out[resource] = str(p.extended_resources[resource])
+    return out
+
+
+def _check_shared_memory(ctx: Context, name: str, p) -> None:
+    """/dev/shm is memory-backed: what is written there counts against the pod's memory
+    limit, so a size at or above it is never reached (the pod is killed first)."""
+    if p.shared_memory is None:
+        return
+    if quantity_value(str(p.shared_memory)) >= quantity_value(str(p.memory)):
+        ctx.error(SHARED_MEMORY_TOO_LARGE, f"hardware profile `{name}` gives /dev/shm "
+                  f"`{p.shared_memory}`, but the pod's memory limit is `{p.memory}` and "
+                  "shared memory counts against it: the pod would be killed before /dev/shm "
+                  "is full", ("hardware", name, "sharedMemory"),
+                  help="lower `sharedMemory` below `memory` (e.g. half of it), or raise "
+                  "`memory`")
+
+
+def check_endpoint_shared_memory(ctx: Context, hardware: dict[str, ir.Hardware]) -> None:
+    """Serving pods do not mount /dev/shm of a profile yet: refused rather than ignored."""
+    for name in sorted(ctx.project.serving):
+        e = ctx.project.serving[name]
+        profile = hardware.get(e.hardware)
+        if profile is not None and profile.shared_memory is not None:
+            ctx.error(SHARED_MEMORY_NOT_SERVED, f"endpoint `{name}` runs on hardware profile "
+                      f"`{e.hardware}`, whose `sharedMemory` only training pods mount so far",
+                      ("serving", name, "hardware"),
+                      help="give the endpoint a profile without `sharedMemory` (training "
+                      "pods, one node or several, do mount it)")
 
 
 NO_SECRET_STORE = "MLC220"

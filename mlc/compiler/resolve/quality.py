@@ -34,6 +34,8 @@ def resolve_quality_monitors(ctx: Context, endpoints: dict[str, ir.Endpoint],
             continue
         endpoint = endpoints[q.endpoint]
         model = models[endpoint.model]
+        if model.dataset is not None:
+            continue  # MLC595 (resolve/datasets.py): no task metric to join labels by
         ok = ctx.check_ref(q.labels, sources, "source", (*path, "labels"), "sources")
         if endpoint.mode == "batch" or endpoint.prediction_log_sample <= 0:
             ok = False

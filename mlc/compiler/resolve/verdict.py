@@ -45,6 +45,8 @@ def resolve_verdict(ctx: Context, name: str, e: Endpoint, model: ir.Model,
                   f"but the endpoint uses the {r.strategy} strategy", path,
                   help="use `strategy: ab` with `variants:`, or remove `verdict:`")
         return None
+    if model.dataset is not None:
+        return None  # MLC595 (resolve/datasets.py): no task metric to compare arms by
     if ranking.refuse(ctx, model, f"endpoint `{name}` has an A/B verdict, which compares "
                       "the variants' predictions row by row against labels", path,
                       help="remove `verdict:` and compare the rankers offline (each one's "

@@ -16,6 +16,11 @@ promotion treat both alike. Metrics the command writes to MLC_METRICS_FILE are l
 run; the last value of each metric declared in `training.custom.metrics` goes to train.json,
 where the gates find it.
 
+A model trained on a `dataset` (`task: generative | custom`, docs/llm.md) gets no rows: the
+command gets MLC_DATASET_URI, MLC_DATASET_KIND and MLC_DATASET_FORMAT and reads the data
+itself, must log an MLflow model (transformers, pyfunc, ...), and its declared metrics are its
+whole evaluation.
+
 On several nodes (a JobSet, `nodes > 1`) every node's pod runs this step and the command;
 node 0 (PET_NODE_RANK) builds the data and owns the MLflow run, the model and train.json.
 The other nodes wait for node 0's data snapshot in the shared run folder and run the command
@@ -46,9 +51,6 @@ def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
     model = ctx.model
     run_dir = ctx.run_dir.resolve()
     env = {
-        sc.TRAIN_DATA_ENV: str(run_dir / sc.DATASET_FILE),
-        sc.FEATURES_ENV: json.dumps(dataset.features),
-        sc.LABEL_ENV: dataset.label,
         sc.TASK_ENV: model.task,
         sc.HYPERPARAMETERS_ENV: ctx.param("hyperparameters", "{}") or "{}",
         sc.MODEL_DIR_ENV: str(run_dir / sc.MODEL_DIR),
@@ -61,6 +63,11 @@ def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
         sc.MODEL_ENV: model.name,
         sc.TRACKING_URI_ENV: ctx.mlflow_tracking_uri,
     }
+    if dataset is not None:  # a tabular model: the point-in-time rows node 0 built
+        env.update({sc.TRAIN_DATA_ENV: str(run_dir / sc.DATASET_FILE),
+                    sc.FEATURES_ENV: json.dumps(dataset.features), sc.LABEL_ENV: dataset.label})
+    if model.dataset is not None:  # a generative or custom model: its data, where it is
+        env.update(dataset_env(model.dataset, ctx.data_root))
     if run is not None:  # node 0, or the only node
         env[sc.RUN_ID_MLFLOW_ENV] = run.run_id
         env[sc.EXPERIMENT_ID_ENV] = run.experiment_id
@@ -70,6 +77,17 @@ def contract_env(ctx: StepContext, dataset, run) -> dict[str, str]:
         env[sc.CHECKPOINT_DIR_ENV] = str(ctx.checkpoint_dir)
     for name, value in ctx.params.items():
         env[f"{sc.PARAM_PREFIX}{name.upper()}"] = value
+    return env
+
+
+def dataset_env(d, data_root: Path) -> dict[str, str]:
+    """MLC_DATASET_*: an object-store URI as ml.yaml writes it, a relative path made
+    absolute against the data root (the project folder under `mlc run`)."""
+    uri = d.uri if "://" in d.uri or Path(d.uri).is_absolute() \
+        else str((data_root / d.uri).resolve())
+    env = {sc.DATASET_URI_ENV: uri, sc.DATASET_KIND_ENV: d.kind}
+    if d.format:
+        env[sc.DATASET_FORMAT_ENV] = d.format
     return env
 
 
@@ -155,6 +173,13 @@ def run_follower(ctx: StepContext, command: list[str], rank: int) -> None:
     """A node other than 0: node 0's data, the command, nothing tracked."""
     from mlc.runtime.train import data
 
+    if ctx.model.dataset is not None:  # the trainer reads the dataset itself: no wait
+        code = run_command(command, {**os.environ, **contract_env(ctx, None, None)})
+        if code != 0:
+            raise StepFailed(f"node {rank}: the training command exited with {code}: "
+                             f"{' '.join(command)}")
+        print(f"node {rank}: the training command is done; node 0 records the run")
+        return
     deadline = time.monotonic() + ctx.step.timeout_seconds
     while True:
         try:
@@ -175,9 +200,10 @@ def run_follower(ctx: StepContext, command: list[str], rank: int) -> None:
 
 def endpoints_refusing_pickle(project, model: str) -> list[str]:
     """The endpoints that serve `model` and would refuse a model not in mlc's format: found
-    at training, before such a version is registered and promoted to them."""
+    at training, before such a version is registered and promoted to them. Only mlc's own
+    runtime loads the model through MLflow's pickles; another engine reads its own format."""
     return sorted(name for name, e in project.endpoints.items()
-                  if e.model == model and not e.allow_pickle)
+                  if e.model == model and not e.allow_pickle and e.engine == "mlc")
 
 
 def run_custom(ctx: StepContext) -> None:
@@ -192,9 +218,13 @@ def run_custom(ctx: StepContext) -> None:
     if rank:
         run_follower(ctx, command, rank)
         return
-    dataset = data.build_dataset(ctx, model)
+    # a dataset model's trainer reads its data itself; a tabular one gets node 0's rows
+    dataset = data.build_dataset(ctx, model) if model.dataset is None else None
     run = tracking.TrackedRun.open(ctx, model, dataset, trainer="custom")
-    run.log_params({"command": " ".join(command)}, dataset)
+    params = {"command": " ".join(command)}
+    if model.dataset is not None:
+        params.update(dataset=model.dataset.uri, dataset_kind=model.dataset.kind)
+    run.log_params(params, dataset)
     env = {**os.environ, **contract_env(ctx, dataset, run)}
     started = time.perf_counter()
     try:
@@ -208,6 +238,11 @@ def run_custom(ctx: StepContext) -> None:
     reported = read_metrics(ctx.run_dir / sc.CUSTOM_METRICS_FILE)
     logged = _log_metrics(run, reported)
     folder = ctx.run_dir / sc.MODEL_DIR
+    if (folder / model_format.SPEC_FILE).is_file() and model.dataset is not None:
+        run.finish({}, status="FAILED")
+        raise StepFailed(f"the training command saved an mlc model into {folder}, a format "
+                         "for feature rows; a model trained on a dataset logs an MLflow model "
+                         f"(e.g. mlflow.transformers, mlflow.pyfunc) into {sc.RUN_ID_MLFLOW_ENV}")
     if (folder / model_format.SPEC_FILE).is_file():
         try:
             spec = model_format.load_spec(folder)
@@ -233,7 +268,9 @@ def run_custom(ctx: StepContext) -> None:
                 "mlc.runtime.model_format.save_model")
     summary = {"mlflow_run_id": run.run_id, "experiment_id": run.experiment_id,
                "model_uri": model_uri, "model_format": flavour,
-               "data_snapshot": dataset.snapshot, "trainer": "custom", "command": command,
+               "data_snapshot": dataset.snapshot if dataset is not None else None,
+               "dataset": model.dataset.uri if model.dataset is not None else None,
+               "trainer": "custom", "command": command,
                "metrics_logged": logged, "custom_metrics": final_values(model, reported),
                "seconds": round(time.perf_counter() - started, 3)}
     run.finish(summary)

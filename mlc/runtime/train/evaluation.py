@@ -345,23 +345,30 @@ def run(ctx: StepContext) -> None:
     if not trained.is_file():
         raise StepFailed(f"no {TRAIN_FILE} in {ctx.run_dir}: run the train step first")
     train = json.loads(trained.read_text("utf-8"))
-    dataset = load_dataset(ctx)
-    test = dataset.part("test")
-    classes = label_classes(dataset, model.task)
-    with tempfile.TemporaryDirectory(prefix="mlc-candidate-") as tmp:
-        predictor = candidate(ctx, model, train, classes, Path(tmp))
-        computed = score(predictor, test, dataset.label, model.task, model.ranking) \
-            if len(test) else {}
-        if model.fairness_column and len(test):
-            computed.update(fairness.fairness_metrics(
-                test[dataset.label].to_numpy(), predictor.predict(test),
-                list(predictor.classes or []), test[model.fairness_column].to_numpy()))
-        sliced = slice_results(model.slices, test, dataset.label, model.task,
-                               predictor, model.ranking)
+    if model.dataset is not None:
+        # trained on a dataset: no test rows to score; the trainer's declared metrics are
+        # the evaluation (the compiler allows gates on nothing else)
+        test, classes, computed, sliced = None, None, {}, []
+        test_rows, flavour = 0, train.get("model_format", "mlflow")
+    else:
+        dataset = load_dataset(ctx)
+        test = dataset.part("test")
+        classes = label_classes(dataset, model.task)
+        with tempfile.TemporaryDirectory(prefix="mlc-candidate-") as tmp:
+            predictor = candidate(ctx, model, train, classes, Path(tmp))
+            computed = score(predictor, test, dataset.label, model.task, model.ranking) \
+                if len(test) else {}
+            if model.fairness_column and len(test):
+                computed.update(fairness.fairness_metrics(
+                    test[dataset.label].to_numpy(), predictor.predict(test),
+                    list(predictor.classes or []), test[model.fairness_column].to_numpy()))
+            sliced = slice_results(model.slices, test, dataset.label, model.task,
+                                   predictor, model.ranking)
+        test_rows, flavour = len(test), predictor.flavour
     # the custom trainer's declared metrics, as its command reported them
     metrics = {**computed, **train.get("custom_metrics", {})}
-    result: dict[str, Any] = {"test_rows": len(test), "metrics": metrics,
-                              "model_format": predictor.flavour,
+    result: dict[str, Any] = {"test_rows": test_rows, "metrics": metrics,
+                              "model_format": flavour,
                               "gates": check_gates(model.gates, metrics)}
     if sliced:
         result["slices"] = sliced

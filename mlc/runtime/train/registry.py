@@ -20,7 +20,8 @@ from mlc.runtime.step import StepContext, StepFailed
 from mlc.step_contract import EVALUATION_FILE, PROMOTE_FILE, REGISTER_FILE
 
 LINEAGE_TAGS = ("mlc.project", "mlc.environment", "mlc.source_hash", "mlc.git_commit",
-                "mlc.feature_service", "mlc.data_snapshot", "mlc.pipeline_run", "mlc.reason")
+                "mlc.feature_service", "mlc.data_snapshot", "mlc.pipeline_run", "mlc.reason",
+                "mlc.dataset")
 
 
 def alias_version(client, name: str, alias: str):

@@ -30,6 +30,7 @@ TAG_DATA_SNAPSHOT = "mlc.data_snapshot"
 TAG_DATA_VERSION = "mlc.data_version"  # .<source>: the version read; .<source>.pinned
 TAG_DATA_WINDOW = "mlc.data_window"
 TAG_TRAINER = "mlc.trainer"  # builtin or custom
+TAG_DATASET = "mlc.dataset"  # a generative or custom model's dataset: its location
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_USER = "mlflow.user"
 MLFLOW_SOURCE_TYPE = "mlflow.source.type"
@@ -67,6 +68,8 @@ def lineage_tags(ctx, model, snapshot: str | None, trainer: str) -> dict[str, st
     }
     if snapshot:
         tags[TAG_DATA_SNAPSHOT] = snapshot
+    if model.dataset is not None:
+        tags[TAG_DATASET] = model.dataset.uri
     tags.update(data_version_tags(ctx, model))
     if commit := git_commit(ctx.data_root):
         tags[TAG_GIT_COMMIT] = tags[MLFLOW_GIT_COMMIT] = commit

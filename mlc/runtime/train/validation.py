@@ -217,7 +217,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def sources_of(model: ir.Model, project: ir.ResolvedProject) -> list[str]:
-    """The label source first, then the feature views' sources, each once."""
+    """The label source first, then the feature views' sources, each once; a model trained
+    on a dataset: the source its `dataset.table` names, if any."""
+    if model.dataset is not None:
+        return [model.dataset.source] if model.dataset.source else []
     names = [model.label_source]
     for ref in model.features:
         source = project.feature_views[ref.view].source

@@ -15,6 +15,7 @@ from typing import Any
 from mlc.step_contract import CHECKPOINT_MOUNT, PROJECT_JSON, RUN_DIR
 
 from ...ir import Pipeline, ResolvedProject, Route, Step
+from .. import pods
 from ..core import config_map_name
 from ..feast import repo_volume, repo_volume_mounts
 
@@ -57,11 +58,18 @@ def config_volume(project: ResolvedProject) -> dict[str, Any]:
                                                      "path": "project.json"}]}}
 
 
+def _shm(project: ResolvedProject, pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's /dev/shm, sized by its train step's hardware profile."""
+    train = next((s for s in pipeline.steps if s.kind == "train"), None)
+    return pods.shared_memory_volume(SHM, project.hardware.get(train.hardware)
+                                     if train is not None else None)
+
+
 def pod_volumes(project: ResolvedProject, pipeline: Pipeline, *,
                 run_claim: str | None) -> list[dict[str, Any]]:
     """Volumes of a pod outside the workflow (a distributed training node)."""
     out = [config_volume(project), repo_volume(project, FEAST), {"name": TMP, "emptyDir": {}},
-           {"name": SHM, "emptyDir": {"medium": "Memory"}}]
+           _shm(project, pipeline)]
     if run_claim:
         out.append({"name": RUN, "persistentVolumeClaim": {"claimName": run_claim}})
     else:
@@ -73,7 +81,7 @@ def pod_volumes(project: ResolvedProject, pipeline: Pipeline, *,
 def workflow_volumes(project: ResolvedProject, pipeline: Pipeline) -> list[dict[str, Any]]:
     """Volumes declared once on the workflow; each step mounts those it needs."""
     out = [config_volume(project), repo_volume(project, FEAST), {"name": TMP, "emptyDir": {}},
-           {"name": SHM, "emptyDir": {"medium": "Memory"}}]
+           _shm(project, pipeline)]
     if not shares_run_volume(pipeline):
         out.append({"name": RUN, "emptyDir": {}})
     out += checkpoint_volumes(pipeline)
@@ -110,7 +118,7 @@ def step_mounts(step: Step) -> list[dict[str, Any]]:
            {"name": RUN, "mountPath": RUN_DIR}]
     if step.kind == "train":
         # torch's data loaders and NCCL exchange tensors through shared memory
-        out.append({"name": SHM, "mountPath": "/dev/shm"})
+        out.append(pods.shared_memory_mount(SHM))
     if step.checkpoint_volume:
         out.append({"name": CHECKPOINTS, "mountPath": CHECKPOINT_MOUNT})
     return out
