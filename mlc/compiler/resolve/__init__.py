@@ -32,6 +32,7 @@ from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .quality import resolve_quality_monitors
 from .readers import check_step_sources
+from .engines import check_log_readers
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
 from .triggers import add_reason_parameters, resolve_event_triggers
@@ -68,6 +69,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
     services = dict(sorted({**services, **synthesized}.items()))
     endpoints = resolve_endpoints(ctx, models, hardware, images, views, sources, platform,
                                   secrets)
+    check_log_readers(ctx, endpoints)  # an engine writes no prediction log
     vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
                                                  vector_stores)
     routes = resolve_routes(ctx, secrets)
