@@ -43,6 +43,9 @@ def engines_patch(values) -> None:
         "container": {"image": "server", "command": ["python", "serve.py"], "port": 9000,
                       "readinessPath": "/ready", "livenessPath": "/live"}}
     values.setdefault("images", {}).setdefault("custom", {})["server"] = CUSTOM_IMAGE
+    # the Triton endpoint's model fetch is an init container of a Knative pod
+    values["platform"].setdefault("knative", {})["features"] = [
+        "kubernetes.podspec-init-containers"]
 
 
 def write_project(folder: Path, patch=engines_patch) -> Path:

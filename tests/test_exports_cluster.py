@@ -49,6 +49,8 @@ def triton_engine(values) -> None:
     values["serving"]["fraud-triton"] = {
         "model": MODEL, "engine": "triton", "mode": "serverless", "hardware": "small",
         "rollout": {"strategy": "canary", "gates": {"maxPredictionDrift": None}}}
+    values["platform"].setdefault("knative", {})["features"] = [
+        "kubernetes.podspec-init-containers"]
 
 
 def emitted_tree(folder: Path, out: Path) -> Path:

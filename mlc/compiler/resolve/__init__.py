@@ -15,6 +15,7 @@ from ..load import Document
 from ..names import dns_label
 from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
+from .engines import check_log_readers
 from .exports import add_exports, model_exports
 from .features import (
     check_feast_support,
@@ -32,7 +33,6 @@ from .pipelines import PROJECT_JSON, resolve_pipelines
 from .platform import resolve_hardware, resolve_images, resolve_platform, resolve_secrets
 from .quality import resolve_quality_monitors
 from .readers import check_step_sources
-from .engines import check_log_readers
 from .serving import resolve_endpoints
 from .streams import resolve_ingestions
 from .triggers import add_reason_parameters, resolve_event_triggers

@@ -24,6 +24,8 @@ check that reads the prediction log of an engine endpoint, which writes none.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ... import engine_metrics as em
 from ...schema.serving import Endpoint
 from .. import ir
@@ -41,7 +43,9 @@ MODEL_DIR = "/mnt/models"  # where every stock runtime reads its model
 HTTP_PORT = 8080  # where every stock runtime answers HTTP
 
 # engine -> (runtime, modelFormat name, version, protocolVersion, what the fetch writes)
-STOCK = {
+Protocol = Literal["v1", "v2"]
+Layout = Literal["mlflow", "triton", "torchserve"]
+STOCK: dict[str, tuple[str, str, str | None, Protocol, Layout]] = {
     "mlserver": ("kserve-mlserver", "mlflow", None, "v2", "mlflow"),
     "triton": ("kserve-tritonserver", "triton", "2", "v2", "triton"),
     "torchserve": ("kserve-torchserve", "pytorch", "1", "v1", "torchserve"),

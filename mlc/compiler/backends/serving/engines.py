@@ -22,22 +22,22 @@ from typing import Any
 from ...ir import Endpoint, EngineServing, ResolvedProject
 from ...resolve.engines import MODEL_DIR
 from ..escape import container_text
+from ..objects import metadata
 from ..pods import pod_security_context, resources, scheduling, secret_env
 from . import kserve
 from .pod import (
+    KSERVE_CONTAINER,
+    MODEL_URI_ENV,
     SCRATCH_DIR,
     STARTUP_FAILURES,
     STARTUP_PERIOD_SECONDS,
     TERMINATION_GRACE_SECONDS,
-    KSERVE_CONTAINER,
-    MODEL_URI_ENV,
     hardware,
     security_context,
     template_metadata,
     topology_spread,
 )
 from .workloads import COMPONENT, Workload, service_account_name
-from ..objects import metadata
 
 FETCH_CONTAINER = "fetch-model"
 MODELS_VOLUME = "models"
