@@ -597,6 +597,10 @@ CASES = [
                                  "    rollout:\n      strategy: ab\n      variants:\n"
                                  "        - {name: a, weight: 50}\n"
                                  "        - {name: b, weight: 50}\nmonitoring")}),
+    Case("serverless-engine-without-init-containers-flag", "MLC345", "ml.yaml:39:13",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "    mode: serverless\nmonitoring")}),
     Case("engine-drift-without-log", "MLC393", "ml.yaml:43:17",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    engine: mlserver\nmonitoring")}),

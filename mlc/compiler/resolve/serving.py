@@ -25,7 +25,7 @@ SERVERLESS_ALLOW_FROM = "MLC271"
 # slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
 BATCH_WINDOW_PAST_SLO = "MLC386"
 UNUSED_ALLOW_PICKLE = "MLC327"
-EXPLAIN_WITHOUT_SERVER = "MLC548"  # until each engine is compiled (docs/serving-engines.md)
+EXPLAIN_WITHOUT_SERVER = "MLC548"  # answered by mlc's server only (docs/serving-engines.md)
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
