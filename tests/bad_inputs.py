@@ -1030,11 +1030,13 @@ CASES = [
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: huggingface\n"
                                  "    slo: {availability: 99.5}\nmonitoring")}),
-    Case("engine-gate-not-measured", "MLC376", "ml.yaml:43:30",
-         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
-                                 "    hardware: cpu-small\n    engine: torchserve\n"
-                                 "    mode: serverless\n    rollout:\n      strategy: canary\n"
-                                 "      gates: {maxLatencyP99: 300ms}\nmonitoring")}),
+    Case("engine-gate-not-measured", "MLC376", "ml.yaml:44:30",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  knative: {features: "
+                          "[kubernetes.podspec-init-containers]}\n", engine_edit(
+                              "    hardware: cpu-small\nmonitoring",
+                              "    hardware: cpu-small\n    engine: torchserve\n"
+                              "    mode: serverless\n    rollout:\n      strategy: canary\n"
+                              "      gates: {maxLatencyP99: 300ms}\nmonitoring"))}),
     Case("llm-objective-wrong-engine", "MLC378", "ml.yaml:40:26",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    slo:\n      firstTokenLatency: 500ms\nmonitoring")}),
