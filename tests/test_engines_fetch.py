@@ -155,7 +155,11 @@ def test_real_mlserver_serves_the_fetched_model(trained, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSERVER_", "PYTHON"))}
     env |= {"MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc),
             "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_MODEL_MAX_BATCH_SIZE": "16",
-            "MLSERVER_MODEL_MAX_BATCH_TIME": "0.005"}
+            "MLSERVER_MODEL_MAX_BATCH_TIME": "0.005", "MLSERVER_HOST": "127.0.0.1",
+            # the model in the server's process: MLServer 1.7.1's worker processes call
+            # asyncio.get_event_loop() at start, which the uvloop this environment resolves
+            # refuses (tests/test_engine_metrics.py runs it the same way)
+            "MLSERVER_PARALLEL_WORKERS": "0"}
     server = subprocess.Popen([str(mlserver), "start", str(tmp_path / "models")], env=env,
                               stdout=open(tmp_path / "mlserver.log", "w"),
                               stderr=subprocess.STDOUT, start_new_session=True)
