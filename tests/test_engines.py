@@ -163,3 +163,25 @@ def test_engine_canary_is_stepped_by_the_delivery_workflow(tree):
     assert "canaryTrafficPercent" in json.dumps(workflow)
     gates = json.loads(named(docs, "ConfigMap", "fraud-triton-serve")["data"]["gates.json"])
     assert "nv_inference" in json.dumps(gates)  # the engine's own series (engine_queries)
+
+
+def test_fetch_reads_registry_uris_only():
+    from mlc.runtime.serve import fetch
+
+    assert fetch.parse_uri("models:/fraud@champion") == ("fraud", "champion", None)
+    assert fetch.parse_uri("models:/fraud/7") == ("fraud", None, "7")
+    for bad in ("s3://bucket/model", "models:/fraud", "models:/fraud/latest"):
+        with pytest.raises(fetch.FetchFailed):
+            fetch.parse_uri(bad)
+
+
+def test_torchserve_config_registers_the_archive_with_the_batching():
+    from mlc.runtime.serve import fetch
+
+    text = fetch.torchserve_config("m", "m.mar", max_batch_size=4, max_batch_delay_ms=7,
+                                   max_queue=9)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["metrics_mode"] == "prometheus" and props["job_queue_size"] == "9"
+    assert props["metrics_address"].endswith(":8082")  # mlc/engine_metrics.py's port
+    model = json.loads(props["model_snapshot"])["models"]["m"]["1.0"]
+    assert (model["batchSize"], model["maxBatchDelay"], model["marName"]) == (4, 7, "m.mar")
