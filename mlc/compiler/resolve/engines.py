@@ -153,6 +153,10 @@ def _check_settings(ctx: Context, name: str, e: Endpoint) -> None:
             ctx.error(SETTING_NOT_HONOURED, f"endpoint `{name}`: engine `{engine}` cannot "
                       f"honour `{key}`: {why}", (*path, key),
                       help=f"remove `{key}:`, or serve the endpoint with `engine: mlc`")
+    if "kserve" in e.model_fields_set and not e.kserve:
+        ctx.error(SETTING_NOT_HONOURED, f"endpoint `{name}`: engine `{engine}` is always "
+                  "served as a KServe InferenceService, so `kserve: false` cannot be honoured",
+                  (*path, "kserve"), help="remove `kserve: false`")
     r = e.rollout
     if r.strategy in MLC_ONLY_STRATEGIES:
         ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: a `{r.strategy}` rollout cannot be "
