@@ -555,17 +555,17 @@ CASES = [
                           "    mode: batch\n    explain: {maxRows: 1}\n"
                           "    batch: {schedule: \"0 2 * * *\", input: events, "
                           "output: out/scores.parquet}\nmonitoring")}),
+    # tfserving: not compiled, and no export of the model for it either (MLC332)
     Case("engine-not-built", "MLC387", "ml.yaml:39:13",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
-                                 "    hardware: cpu-small\n    engine: huggingface\n"
-                                 "monitoring")},
+                                 "    hardware: cpu-small\n    engine: tfserving\nmonitoring")},
          also=(("MLC332", "ml.yaml:39:13"),)),
-    # the exports an engine needs (mlc/compiler/resolve/exports.py); tfserving is refused by
-    # MLC387 as well, and reported beside it
+    # the exports an engine needs (mlc/compiler/resolve/exports.py): vLLM serves no tabular
+    # model of a bundled trainer
     Case("export-none-for-engine", "MLC332", "ml.yaml:39:13",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
-                                 "    hardware: cpu-small\n    engine: tfserving\nmonitoring")},
-         also=(("MLC387", "ml.yaml:39:13"),)),
+                                 "    hardware: cpu-small\n    engine: huggingface\n"
+                                 "monitoring")}),
     Case("export-triton-batching-differs", "MLC333", "ml.yaml:43:5",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: triton\n"

@@ -654,7 +654,7 @@ class EngineServing(IR):
     protocol: Literal["v1", "v2"] | None  # protocolVersion; None: `custom`
     # what the model fetch writes where the engine reads it (mlc/runtime/serve/fetch.py);
     # None: `custom`, whose server fetches its own model from MLFLOW_TRACKING_URI
-    layout: Literal["mlflow", "triton", "torchserve"] | None
+    layout: Literal["mlflow", "triton", "torchserve", "huggingface"] | None
     model_name: str  # the name the engine serves the model under (Triton, TorchServe)
     http_port: int  # where the engine answers requests
     scrape_port: int  # where it serves its metrics (mlc/engine_metrics.py)

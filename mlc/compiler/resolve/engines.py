@@ -11,10 +11,13 @@ into the volume the runtime reads, `/mnt/models` (mlc/runtime/serve/fetch.py):
                 the train step exported (resolve/exports.py)
     torchserve  kserve-torchserve, format pytorch 1, protocol v1: the exported .mar, and
                 a config.properties with the endpoint's batching
+    huggingface kserve-huggingfaceserver, format huggingface 1, protocol v2, `--backend=vllm`
+                (OpenAI-compatible API): the Hugging Face folder of the MLflow transformers
+                model a custom trainer logged
     custom      the user's container (`serving.<e>.container`), which reads the registry
                 itself (MLFLOW_TRACKING_URI and MLC_MODEL_URI are set)
 
-tfserving and huggingface stay refused (MLC387): mlc makes nothing that they read.
+tfserving stays refused (MLC387): mlc makes nothing that it reads.
 
 Codes: MLC387 an engine not compiled; MLC388 a setting the engine cannot honour; MLC389
 `engine: custom` without `container`; MLC390 `container` on another engine; MLC391 an
@@ -44,17 +47,16 @@ HTTP_PORT = 8080  # where every stock runtime answers HTTP
 
 # engine -> (runtime, modelFormat name, version, protocolVersion, what the fetch writes)
 Protocol = Literal["v1", "v2"]
-Layout = Literal["mlflow", "triton", "torchserve"]
+Layout = Literal["mlflow", "triton", "torchserve", "huggingface"]
 STOCK: dict[str, tuple[str, str, str | None, Protocol, Layout]] = {
     "mlserver": ("kserve-mlserver", "mlflow", None, "v2", "mlflow"),
     "triton": ("kserve-tritonserver", "triton", "2", "v2", "triton"),
     "torchserve": ("kserve-torchserve", "pytorch", "1", "v1", "torchserve"),
+    "huggingface": ("kserve-huggingfaceserver", "huggingface", "1", "v2", "huggingface"),
 }
 NOT_BUILT = {
     "tfserving": "TF Serving reads a TensorFlow SavedModel, which no mlc trainer makes and "
                  "no export writes (docs/serving-engines-exports.md)",
-    "huggingface": "KServe's Hugging Face runtime (vLLM) reads a Hugging Face model folder, "
-                   "which no mlc trainer makes and no model fetch lays out from the registry",
 }
 # batching fields (schema name, ml.yaml key) each engine takes from the endpoint
 BATCHING = (("max_batch_size", "maxBatchSize"), ("max_latency", "maxLatency"),
@@ -63,6 +65,7 @@ HONOURED_BATCHING = {
     "triton": ("max_batch_size", "max_latency", "max_queue"),  # config.pbtxt
     "torchserve": ("max_batch_size", "max_latency", "max_queue"),  # config.properties
     "mlserver": ("max_batch_size", "max_latency"),  # MLSERVER_MODEL_MAX_BATCH_*
+    "huggingface": (),  # vLLM batches continuously, by its own scheduler
     "custom": (),
 }
 # strategies delivered by mlc's runtime (its router, its mirror) or by Argo Rollouts
@@ -84,8 +87,8 @@ def resolve_engine(ctx: Context, name: str, e: Endpoint, model: ir.Model,
     if e.engine in NOT_BUILT:
         ctx.error(ENGINE_NOT_BUILT, f"endpoint `{name}`: engine `{e.engine}` is not compiled: "
                   f"{NOT_BUILT[e.engine]}", (*path, "engine"),
-                  help="serve the model with `engine: mlc`, `mlserver`, `triton` or "
-                  "`torchserve`, or with your own server as `engine: custom`")
+                  help="serve the model with `engine: mlc`, `mlserver`, `triton`, "
+                  "`torchserve` or `huggingface`, or with your own server as `engine: custom`")
         return None
     _check_settings(ctx, name, e)
     metrics = em.for_engine(e.engine)
@@ -136,8 +139,9 @@ def _check_settings(ctx: Context, name: str, e: Endpoint) -> None:
         if field in e.batching.model_fields_set and field not in honoured:
             ctx.error(SETTING_NOT_HONOURED, f"endpoint `{name}`: engine `{engine}` cannot "
                       f"honour `batching.{key}`"
-                      + (": the user's server batches as it batches" if engine == "custom"
-                         else ": MLServer's adaptive batching has no queue bound"),
+                      + {"custom": ": the user's server batches as it batches",
+                         "huggingface": ": vLLM batches continuously, by its own scheduler"}.get(
+                             engine, ": MLServer's adaptive batching has no queue bound"),
                       (*path, "batching", key),
                       help=f"remove `batching.{key}` (docs/serving-engines.md lists what each "
                       "engine takes)")

@@ -13,6 +13,8 @@ version, and writes into `--dest` (the emptyDir the engine reads as `/mnt/models
     torchserve  `model-store/<model>.mar` (`exports/torchserve/` of the run) and
                 `config/config.properties`, which registers it with the endpoint's
                 batching and serves metrics in Prometheus' format
+    huggingface the Hugging Face folder (config, weights, tokenizer) of the version's MLflow
+                transformers model, which KServe's Hugging Face runtime (vLLM) reads
 
 An export the run does not hold fails the fetch (exit 1, the pod does not start), naming
 what the compiler should have asked the train step for (docs/serving-engines-exports.md).
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from mlc import step_contract as sc
 
-LAYOUTS = ("mlflow", "triton", "torchserve")
+LAYOUTS = ("mlflow", "triton", "torchserve", "huggingface")
 # TorchServe behind KServe's wrapper: the wrapper answers on 8080 and forwards to 8085
 TORCHSERVE_PORTS = {"inference_address": "http://0.0.0.0:8085",
                     "management_address": "http://0.0.0.0:8085",
@@ -108,6 +110,12 @@ def fetch(client, args: argparse.Namespace) -> dict:
                 raise FetchFailed(f"the run's Triton repository has no model "
                                   f"`{args.model_name}`")
             _move_children(repo, dest)
+        elif args.layout == "huggingface":
+            import mlflow
+
+            got = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp))
+            _hugging_face_folder(got, dest)
         else:
             folder = _download_export(client, version.run_id, "torchserve", Path(tmp))
             mar = f"{args.model_name}.mar"
@@ -123,6 +131,29 @@ def fetch(client, args: argparse.Namespace) -> dict:
     return {"model_uri": args.model_uri, "name": version.name,
             "version": int(version.version), "run_id": version.run_id,
             "layout": args.layout, "dest": str(dest)}
+
+
+def _hugging_face_folder(model: Path, dest: Path) -> None:
+    """The weights and the tokenizer of an MLflow transformers model, side by side, as
+    `save_pretrained` writes them (MLflow keeps them in `model/` and `components/`)."""
+    import yaml
+
+    meta = yaml.safe_load((model / "MLmodel").read_text("utf-8"))
+    flavour = (meta.get("flavors") or {}).get("transformers")
+    if flavour is None:
+        raise FetchFailed("the registered model has no `transformers` flavour: vLLM serves a "
+                          "Hugging Face model, which the trainer logs with "
+                          "mlflow.transformers.log_model")
+    weights = model / str(flavour.get("model_binary", "model"))
+    if not (weights / "config.json").is_file():
+        raise FetchFailed("the transformers model holds no saved weights (logged with "
+                          "save_pretrained=False, a reference to the Hub): log it with "
+                          "save_pretrained=True")
+    _move_children(weights, dest)
+    for component in flavour.get("components") or []:
+        folder = model / "components" / str(component)
+        if folder.is_dir():
+            _move_children(folder, dest)
 
 
 def _move_children(src: Path, dest: Path) -> None:

@@ -133,6 +133,11 @@ def model_container(project: ResolvedProject, w: Workload, knative: bool) -> dic
             {"version": es.model_format_version} if es.model_format_version else {})}
         out["runtime"] = es.runtime
         out["protocolVersion"] = es.protocol
+    if ep.engine == "huggingface":
+        # vLLM's OpenAI-compatible server, over the folder the fetch wrote, under the model's
+        # name (the `model_name` label of vLLM's series, mlc/engine_metrics.py)
+        out["args"] = [f"--model_name={es.model_name}", f"--model_dir={MODEL_DIR}",
+                       "--backend=vllm"]
     out |= {
         "name": KSERVE_CONTAINER,
         "env": engine_env(w),
