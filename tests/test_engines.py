@@ -4,7 +4,8 @@ the CLI, and each InferenceService validated strictly against KServe's CRD
 (../shared/schemas/kserve); the stock runtime, model format and protocol each engine gets;
 the init container that fetches the model, the NetworkPolicy and PodMonitor ports, and the
 delivery workflow of an engine's Knative canary. The fetch itself runs as a process in
-tests/test_engines_fetch.py.
+tests/test_engines_fetch.py (Triton, TorchServe, MLServer) and
+tests/test_engines_huggingface.py (vLLM, over a custom trainer's transformers model).
 """
 
 from __future__ import annotations
