@@ -310,14 +310,14 @@ HUGGINGFACE = EngineMetrics(
            "at the 1s bucket."),
 )
 
-# `custom`: nothing is known of its series until ml.yaml maps them (mlc/schema/
-# engine_metrics.py); every quantity is refused without a mapping.
+# `custom`: nothing is known of the user's server's series (ml.yaml has no mapping of them
+# yet); every quantity is refused.
 CUSTOM = EngineMetrics(
     engine="custom", source="the endpoint's own `metrics` mapping in ml.yaml",
     scrape_port=8080, scrape_path="/metrics", model_label=None, requires=(),
     requests=None, server_errors=None, client_errors=None, latency=None, inflight=None,
     queue=None,
-    missing={q: "engine `custom` declares no series for it (serving.<name>.metrics)"
+    missing={q: "mlc knows no series of the user's server (`engine: custom`)"
              for q in ("requests", "errors", "latency_quantile", "latency_slo", "inflight",
                        "queue", "time_to_first_token", "tokens_per_second")},
 )

@@ -122,6 +122,16 @@ def writer(old: str = "", new: str = "", serving: str = "", top: str = "") -> st
     return edit("models:\n", top + "models:\n", text) if top else text
 
 
+# BASE without its drift check: an endpoint of another engine writes no prediction log for
+# it to read (MLC393), which every engine case would report otherwise
+ENGINE_BASE = edit("  drift:\n    churn-drift:\n      endpoint: churn-api\n"
+                   "      routes: [team]\n", "")
+
+
+def engine_edit(old: str, new: str) -> str:
+    return edit(old, new, ENGINE_BASE)
+
+
 def batch_endpoint(settings: str) -> str:
     """BASE with a nightly batch endpoint whose `batch:` ends with `settings`."""
     return edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
@@ -606,20 +616,55 @@ CASES = [
                           "    mode: batch\n    explain: {maxRows: 1}\n"
                           "    batch: {schedule: \"0 2 * * *\", input: events, "
                           "output: out/scores.parquet}\nmonitoring")}),
+    # tfserving: not compiled, and no export of the model for it either (MLC332)
     Case("engine-not-built", "MLC387", "ml.yaml:39:13",
-         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: triton\nmonitoring")}),
-    # the exports an engine needs (mlc/compiler/resolve/exports.py); MLC387 refuses every
-    # engine but mlc's until it is compiled, and is reported beside them
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: tfserving\nmonitoring")},
+         also=(("MLC332", "ml.yaml:39:13"),)),
+    # the exports an engine needs (mlc/compiler/resolve/exports.py): vLLM serves no tabular
+    # model of a bundled trainer
     Case("export-none-for-engine", "MLC332", "ml.yaml:39:13",
-         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: tfserving\nmonitoring")},
-         also=(("MLC387", "ml.yaml:39:13"),)),
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: huggingface\n"
+                                 "monitoring")}),
     Case("export-triton-batching-differs", "MLC333", "ml.yaml:43:5",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "  churn-api-large:\n    model: churn\n"
+                                 "    engine: triton\n    batching: {maxBatchSize: 64}\n"
+                                 "monitoring")}),
+    # what an engine cannot honour (mlc/compiler/resolve/engines.py)
+    Case("engine-setting-not-honoured", "MLC388", "ml.yaml:40:26",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: mlserver\n"
+                                 "    batching: {maxQueue: 64}\nmonitoring")}),
+    Case("engine-custom-without-container", "MLC389", "ml.yaml:39:13",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: custom\nmonitoring")}),
+    Case("engine-container-unused", "MLC390", "ml.yaml:40:5",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "    container: {image: server, readinessPath: /ready}\n"
+                                 "monitoring")}),
+    Case("engine-batch-mode", "MLC391", "ml.yaml:40:13",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    mode: batch\n"
+                                 "    engine: mlserver\n"
+                                 "    batch: {schedule: \"0 2 * * *\", input: events, "
+                                 "output: out/scores.parquet}\nmonitoring")}),
+    Case("engine-ab-rollout", "MLC392", "ml.yaml:41:17",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "    rollout:\n      strategy: ab\n      variants:\n"
+                                 "        - {name: a, weight: 50}\n"
+                                 "        - {name: b, weight: 50}\nmonitoring")}),
+    Case("serverless-engine-without-init-containers-flag", "MLC345", "ml.yaml:39:13",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "    mode: serverless\nmonitoring")}),
+    Case("engine-drift-without-log", "MLC393", "ml.yaml:43:17",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: triton\n  churn-api-large:\n    model: churn\n"
-                          "    engine: triton\n    batching: {maxBatchSize: 64}\nmonitoring")},
-         also=(("MLC387", "ml.yaml:39:13"),)),
+                          "    engine: mlserver\nmonitoring")}),
     Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"
@@ -1043,20 +1088,19 @@ CASES = [
          also=(("MLC201", "ml.yaml:38:15"),)),
     # what a serving engine's own series cannot measure (mlc/engine_metrics.py)
     Case("engine-objective-not-measured", "MLC374", "ml.yaml:40:25",
-         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: huggingface\n    slo: {availability: 99.5}\n"
-                          "monitoring")}),
-    Case("engine-gate-not-measured", "MLC376", "ml.yaml:42:30",
-         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: torchserve\n    rollout:\n      strategy: canary\n"
-                          "      gates: {maxLatencyP99: 300ms}\nmonitoring")}),
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: huggingface\n"
+                                 "    slo: {availability: 99.5}\nmonitoring")}),
+    Case("engine-gate-not-measured", "MLC376", "ml.yaml:44:30",
+         {"ml.yaml": edit("  imagePolicy: tag\n", "  imagePolicy: tag\n  knative: {features: "
+                          "[kubernetes.podspec-init-containers]}\n", engine_edit(
+                              "    hardware: cpu-small\nmonitoring",
+                              "    hardware: cpu-small\n    engine: torchserve\n"
+                              "    mode: serverless\n    rollout:\n      strategy: canary\n"
+                              "      gates: {maxLatencyP99: 300ms}\nmonitoring"))}),
     Case("llm-objective-wrong-engine", "MLC378", "ml.yaml:40:26",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    slo:\n      firstTokenLatency: 500ms\nmonitoring")}),
-    Case("engine-scaling-not-measured", "MLC379", "ml.yaml:40:27",
-         {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: triton\n    autoscaling: {metric: concurrency, "
-                          "target: 4}\nmonitoring")}),
     # --- models trained on a dataset, hardware for them (docs/llm.md) -----------------------
     Case("dataset-model-with-a-label", "MLC568", "ml.yaml:38:5",
          {"ml.yaml": writer("    framework: custom\n", "    framework: custom\n"
@@ -1102,4 +1146,9 @@ CASES = [
          {"ml.yaml": writer("        metrics:", "        huggingFaceTokenSecret: hf\n"
                             "        env: {HF_TOKEN: {secret: hf}}\n        metrics:",
                             top="secrets:\n  hf: {kubernetes: {name: hf, key: token}}\n")}),
+    Case("engine-scaling-not-measured", "MLC379", "ml.yaml:40:27",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: triton\n"
+                                 "    autoscaling: {metric: concurrency, target: 4}\n"
+                                 "monitoring")}),
 ]

@@ -2,9 +2,9 @@
 model's training makes for the engines of its endpoints, the refusals (MLC332, MLC333), and
 the train step's variables in the Argo manifest and under `mlc run`.
 
-`mlc validate` still refuses every engine but mlc's (MLC387) until the engines are compiled,
-so these tests take the example's resolved IR and set the endpoints' engines in it; the
-bad-input cases (tests/bad_inputs.py) check the refusals' locations through the CLI.
+These tests take the example's resolved IR and set the endpoints' engines in it (tfserving
+and huggingface, which `mlc validate` refuses with MLC387, included); the bad-input cases
+(tests/bad_inputs.py) check the refusals' locations through the CLI.
 """
 
 from __future__ import annotations

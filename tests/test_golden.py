@@ -17,8 +17,11 @@ from mlc.compiler.pipeline import compile_project
 from .conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "golden"
-PROJECTS = {"example": ROOT, **{p.name: p for p in sorted((GOLDEN / "projects").iterdir())
-                                if (p / "ml.yaml").exists()}}
+# the two example projects (the tabular one at the root, the LLM fine-tune in examples/llm)
+# and the golden projects
+PROJECTS = {"example": ROOT, "llm": ROOT / "examples" / "llm",
+            **{p.name: p for p in sorted((GOLDEN / "projects").iterdir())
+               if (p / "ml.yaml").exists()}}
 
 
 def compiled_tree(project: Path) -> dict[str, bytes]:

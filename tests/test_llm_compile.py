@@ -1,5 +1,5 @@
-"""What a fine-tune compiles to: examples/llm validates (its serving part waits for the
-`huggingface` engine, MLC387), its JobSet carries the GPU profile's extended resources and
+"""What a fine-tune compiles to: examples/llm compiles (its endpoint to KServe's Hugging Face
+runtime on vLLM), its JobSet carries the GPU profile's extended resources and
 /dev/shm and is valid against JobSet's CRD schema, and a dataset model's pipeline and IR."""
 
 from __future__ import annotations
@@ -24,13 +24,27 @@ EXAMPLE = ROOT / "examples" / "llm"
 JOBSET_CRD = "jobset/jobset.x-k8s.io_jobsets.yaml"
 
 
-def test_the_example_validates_but_for_the_engine_not_compiled_yet():
-    # after the engines branch: compiled and compared with a golden tree instead
+def test_the_example_compiles_its_endpoint_to_a_vllm_inference_service():
+    """No error in any environment (its tree is a golden one, tests/test_golden.py); the
+    endpoint is KServe's Hugging Face runtime on vLLM, with the GPU profile's resources, and
+    valid against KServe's CRD."""
+    require_schemas()
     for env in ("dev", "prod"):
         diags = Diagnostics()
-        check_environment(EXAMPLE, env, diags)
-        errors = [(d.code, d.path) for d in diags.items if d.severity == "error"]
-        assert errors == [("MLC387", ("serving", "support-chat", "engine"))], (env, errors)
+        resolved = check_environment(EXAMPLE, env, diags)
+        assert [d.code for d in diags.items if d.severity == "error"] == [], env
+        (isvc,) = [f.content for f in emit(resolved)
+                   if isinstance(f.content, dict) and f.content.get("kind") == "InferenceService"]
+        assert check_crd(isvc, "kserve/serving.kserve.io_inferenceservices.yaml") == []
+        predictor = isvc["spec"]["predictor"]
+        assert predictor["model"]["runtime"] == "kserve-huggingfaceserver"
+        assert predictor["model"]["modelFormat"]["name"] == "huggingface"
+        assert "--backend=vllm" in predictor["model"]["args"]
+        assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == \
+            str(resolved.hardware["gpu-serve"].gpu_count)
+        assert predictor["canaryTrafficPercent"] == 0  # the gate driver steps it up
+        (fetch,) = predictor["initContainers"]
+        assert "fetch-model" in fetch["args"] or "fetch-model" in " ".join(fetch["command"])
 
 
 def without_serving(tmp: Path) -> Path:

@@ -656,6 +656,34 @@ class BatchScoring(IR):
     timeout_seconds: int
 
 
+class EngineContainer(IR):
+    """`engine: custom`: the user's server (`serving.<e>.container`)."""
+
+    image: Image
+    command: list[str]
+    args: list[str]
+    port: int
+    readiness_path: str
+    liveness_path: str
+
+
+class EngineServing(IR):
+    """What an endpoint served by another engine than mlc's compiles to: a KServe predictor
+    (backends/serving/engines.py, docs/serving-engines.md). Every choice is made here."""
+
+    runtime: str | None  # KServe's stock ClusterServingRuntime; None: `custom`
+    model_format: str | None  # predictor.model.modelFormat.name; None: `custom`
+    model_format_version: str | None
+    protocol: Literal["v1", "v2"] | None  # protocolVersion; None: `custom`
+    # what the model fetch writes where the engine reads it (mlc/runtime/serve/fetch.py);
+    # None: `custom`, whose server fetches its own model from MLFLOW_TRACKING_URI
+    layout: Literal["mlflow", "triton", "torchserve", "huggingface"] | None
+    model_name: str  # the name the engine serves the model under (Triton, TorchServe)
+    http_port: int  # where the engine answers requests
+    scrape_port: int  # where it serves its metrics (mlc/engine_metrics.py)
+    container: EngineContainer | None  # `custom` only
+
+
 class Endpoint(IR):
     name: str
     k8s_name: str
@@ -692,6 +720,8 @@ class Endpoint(IR):
     stream: StreamScoring | None = Field(None, exclude_if=_unset)
     # what answers the requests; left out of the JSON for mlc's own runtime
     engine: str = Field("mlc", exclude_if=_is_mlc)
+    # the engine's predictor; None for mlc's own runtime (and left out of the JSON)
+    engine_serving: EngineServing | None = Field(None, exclude_if=_unset)
     # `POST /explain` (mlc/runtime/serve/explain.py); left out of the JSON while off
     explain: OnlineExplain | None = Field(None, exclude_if=_unset)
 

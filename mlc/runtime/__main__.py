@@ -16,6 +16,7 @@ commands:
   ingest --project project.json --source S     write a Kafka topic to its views' online store
   stream-score --project project.json --endpoint E   score a Kafka topic into another
   ab-guard --gates ab-guard.json [--state JSON]    one run of an A/B endpoint's guardrails
+  fetch-model --model-uri URI --layout L --model-name M --dest DIR   a model for an engine
 """
 
 
@@ -24,7 +25,7 @@ COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
             "verdict": (".verdict.command", False), "ingest": (".ingest.command", True),
             "stream-score": (".stream_score.command", True),
-            "ab-guard": (".ab_guard", False)}
+            "ab-guard": (".ab_guard", False), "fetch-model": (".serve.fetch", False)}
 
 
 def main(argv: list[str]) -> int:

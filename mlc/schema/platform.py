@@ -59,17 +59,21 @@ class FeatureStore(Spec):
 
 # The default repository: a placeholder that only a development environment may keep.
 PLACEHOLDER_REPO_URL = "https://github.com/example/ml-platform.git"
-# Knative's `config-features` flags that allow the pod fields a hardware profile may need;
-# all three are "disabled" in a default Knative install.
+# Knative's `config-features` flags that allow the pod fields a hardware profile may need,
+# and the init container that fetches a serving engine's model; all "disabled" in a default
+# Knative install.
 KnativeFeature = Literal["kubernetes.podspec-nodeselector", "kubernetes.podspec-tolerations",
-                         "kubernetes.podspec-priorityclassname"]
+                         "kubernetes.podspec-priorityclassname",
+                         "kubernetes.podspec-init-containers"]
 
 
 class Knative(Spec):
     features: list[KnativeFeature] = Field(
         default_factory=list, description="Knative feature flags enabled in the cluster "
         "(`config-features` in knative-serving); serverless endpoints on hardware profiles "
-        "with node selectors, tolerations or a priority class need them.")
+        "with node selectors, tolerations or a priority class need them, and serverless "
+        "endpoints of a serving engine (`mlserver`, `triton`, `torchserve`) the init "
+        "containers.")
 
 
 class ArgoCd(Spec):

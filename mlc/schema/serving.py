@@ -302,6 +302,30 @@ class BatchScoring(Spec):
         "Milvus collection after each run (docs/vector-stores.md).")
 
 
+# A path of an HTTP server, as a probe requests it.
+HttpPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/%-]{0,255}$"),
+                     Field(examples=["/healthz"])]
+
+
+class EngineContainer(Spec):
+    """`engine: custom`: the user's own server, as the predictor of a KServe
+    InferenceService (docs/serving-engines.md)."""
+
+    image: Name = Field(description="The server's image, under `images.custom`.")
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="The entry point; none: the "
+        "image's own.")
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list, max_length=256, description="Its arguments; none: the "
+        "image's own.")
+    port: int = Field(8080, ge=1024, le=65535, description="The HTTP port the server "
+                      "answers on (and serves `/metrics` on).")
+    readiness_path: HttpPath = Field(description="Answers 200 once the server can answer "
+                                     "requests.")
+    liveness_path: HttpPath | None = Field(None, description="Answers 200 while the server "
+                                           "lives; defaults to `readinessPath`.")
+
+
 # What answers an endpoint's requests (docs/serving-engines.md).
 Engine = Literal["mlc", "mlserver", "triton", "torchserve", "tfserving", "huggingface", "custom"]
 
@@ -337,6 +361,9 @@ class Endpoint(Spec):
                                           "SHAP values of single requests; off unless set.")
     engine: Engine = Field("mlc", description="What answers the requests: `mlc`, mlc's own "
                            "serving runtime (docs/serving-engines.md lists the others).")
+    container: EngineContainer | None = Field(None, description="`engine: custom` only: "
+                                              "the image, command, port and health paths "
+                                              "of the user's server.")
     batch: BatchScoring | None = None
     """Batch mode: what is scored, when and where the predictions go."""
     stream: StreamScoring | None = None

@@ -16,6 +16,7 @@ from ..names import dns_label
 from .cluster_safety import check_cluster_safety
 from .context import NAME_CLASH, Context
 from .datasets import check_consumers as check_dataset_consumers
+from .engines import check_log_readers
 from .exports import add_exports, model_exports
 from .features import (
     check_feast_support,
@@ -77,6 +78,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
                                   secrets)
     check_dataset_consumers(ctx, models)  # what would read a dataset model's features
     check_endpoint_shared_memory(ctx, hardware)
+    check_log_readers(ctx, endpoints)  # an engine writes no prediction log
     vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
                                                  vector_stores)
     routes = resolve_routes(ctx, secrets)

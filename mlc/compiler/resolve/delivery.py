@@ -67,7 +67,10 @@ def check_rollout(ctx: Context, name: str, e: Endpoint, image_policy: str,
                   "online endpoint) has no traffic split, so a canary cannot be stepped or "
                   "gated", (*path, "strategy"),
                   help="set `mode: serverless` (KServe's Knative mode splits traffic by "
-                       "`canaryTrafficPercent`), or drop `kserve: true` for an Argo Rollout")
+                       "`canaryTrafficPercent`), or " + (
+                           "drop `kserve: true` for an Argo Rollout" if e.engine == "mlc"
+                           else f"`strategy: rolling`: engine `{e.engine}` is always a "
+                           "KServe InferenceService"))
     if r.strategy != "rolling":
         for field, key, owner in IGNORED_SETTINGS:
             if field in r.model_fields_set and owner != r.strategy:

@@ -14,7 +14,9 @@ docs/serving-engines-exports.md). Which ones follows from the engines alone:
 
 What cannot be exported is refused here (MLC332): a custom trainer's model (its command logs
 whatever it logs), a framework the engine's export does not cover, and engines for which mlc
-makes no export (tfserving, huggingface). The Triton repository holds one config.pbtxt,
+makes no export (tfserving). `huggingface` needs no export: it serves the MLflow
+transformers model a custom trainer logs, and a bundled trainer's tabular model is refused.
+The Triton repository holds one config.pbtxt,
 so the Triton endpoints of one model must batch alike (MLC333).
 """
 
@@ -60,6 +62,16 @@ def model_exports(ctx: Context, models: dict[str, ir.Model],
 
 def _needs(ctx: Context, model: ir.Model, e: ir.Endpoint) -> tuple[str, ...]:
     path = ("serving", e.name, "engine")
+    if e.engine == "huggingface":
+        # a custom trainer's MLflow transformers model is what the fetch lays out for vLLM
+        # (mlc/runtime/serve/fetch.py); mlc's bundled trainers make tabular models only
+        if model.training.kind == "builtin":
+            ctx.error(NOT_EXPORTABLE, f"endpoint `{e.name}` cannot serve model "
+                      f"`{model.name}` with engine `huggingface`: vLLM serves a Hugging Face "
+                      "language model, and mlc's bundled trainers make tabular models",
+                      path, help="train the model with `training.custom` whose command logs "
+                      "an MLflow transformers model, or choose another engine")
+        return ()
     if model.training.kind != "builtin":
         ctx.error(NOT_EXPORTABLE, f"endpoint `{e.name}` serves model `{model.name}` with "
                   f"engine `{e.engine}`, which needs an export of the model; mlc exports the "

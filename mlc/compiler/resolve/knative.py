@@ -15,6 +15,7 @@ from .. import ir
 from .context import Context
 
 KNATIVE_FLAG_OFF = "MLC345"
+INIT_CONTAINERS = "kubernetes.podspec-init-containers"
 
 
 def needed_flags(profile: ir.Hardware) -> list[tuple[str, str]]:
@@ -34,6 +35,14 @@ def check_knative_flags(ctx: Context, name: str, e: Endpoint, profile: ir.Hardwa
     if e.mode != "serverless" or profile is None:
         return  # only serverless endpoints (Knative, or KServe's Knative mode) run on Knative
     enabled = set(ctx.project.platform.knative.features)
+    if e.engine not in ("mlc", "custom") and INIT_CONTAINERS not in enabled:
+        # the model fetch (backends/serving/engines.py) is an init container of the pod
+        ctx.error(KNATIVE_FLAG_OFF, f"serverless endpoint `{name}`: engine `{e.engine}` "
+                  "fetches its model in an init container, which Knative refuses unless its "
+                  f"feature flag `{INIT_CONTAINERS}` is enabled", ("serving", name, "engine"),
+                  help=f"enable `{INIT_CONTAINERS}` in knative-serving's `config-features` "
+                       "and list it in `platform.knative.features`, or serve this endpoint "
+                       "with `mode: online`")
     missing = [(f, flag) for f, flag in needed_flags(profile) if flag not in enabled]
     if not missing:
         return

@@ -10,6 +10,7 @@ from .ab_guard import resolve_ab_guard
 from .context import WRONG_KIND, Context
 from .delivery import check_rollout, shadow_phase
 from .engine_metrics import check_engine_metrics, llm_slo
+from .engines import resolve_engine
 from .env_vars import resolve_env
 from .knative import check_knative_flags
 from .scoring import resolve_batch
@@ -24,8 +25,7 @@ SERVERLESS_ALLOW_FROM = "MLC271"
 # slo.latency, mlc/runtime/serve/batching.py) would pass while a request waits for its batch
 BATCH_WINDOW_PAST_SLO = "MLC386"
 UNUSED_ALLOW_PICKLE = "MLC327"
-ENGINE_NOT_BUILT = "MLC387"
-EXPLAIN_WITHOUT_SERVER = "MLC548"  # until each engine is compiled (docs/serving-engines.md)
+EXPLAIN_WITHOUT_SERVER = "MLC548"  # answered by mlc's server only (docs/serving-engines.md)
 
 
 def model_uri(model: ir.Model, alias: str | None, version: int | None) -> str:
@@ -77,10 +77,11 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
                         "without unpickling)",
                         (*path, "allowPickle"), help="remove `allowPickle: true`; it is for "
                         "models that a custom trainer logs as an MLflow flavour")
+        engine = resolve_engine(ctx, name, e, model, images)
         if e.engine != "mlc":
-            ctx.error(ENGINE_NOT_BUILT, f"endpoint `{name}`: engine `{e.engine}` is not "
-                      "compiled yet", (*path, "engine"),
-                      help="remove `engine:` to serve with mlc's own runtime")
+            # every other engine is a KServe predictor (backends/serving/engines.py): the
+            # rollout checks below see the form it is emitted in
+            e = e.model_copy(update={"kserve": True})
         check_engine_metrics(ctx, name, e)  # what the engine's series can measure
         alias = None if e.version is not None else (e.alias or model.production_alias)
         uri = model_uri(model, alias, e.version)
@@ -205,6 +206,6 @@ def resolve_endpoints(ctx: Context, models: dict[str, ir.Model],
             kserve=e.kserve, batch=batch if e.mode == "batch" else None,
             pipeline=dns_label("score", name) if e.mode == "batch" else None,
             origin=ctx.origin(path), env=env, secrets=secret_env, stream=stream,
-            allow_pickle=e.allow_pickle, engine=e.engine,
+            allow_pickle=e.allow_pickle, engine=e.engine, engine_serving=engine,
             explain=_explain(ctx, e, path))
     return out

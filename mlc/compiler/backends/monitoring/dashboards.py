@@ -157,9 +157,10 @@ def _engine_panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[st
                          f"{objective.kind} over {promql.duration(w.long)}"))
     if burn:
         panels.append(_series("Error budget burn rate (1 = on budget)", burn, "none"))
-    panels.append(_series(f"Requests per second ({endpoint.engine})",
-                          [(promql.request_rate(project, endpoint, RATE), "requests")],
-                          "reqps"))
+    if m.why_not("requests") is None:  # `engine: custom` has no known series
+        panels.append(_series(f"Requests per second ({endpoint.engine})",
+                              [(promql.request_rate(project, endpoint, RATE), "requests")],
+                              "reqps"))
     if m.why_not("errors") is None:
         panels.append(_series("Server error ratio",
                               [(promql.error_ratio(project, endpoint, RATE), "errors")],

@@ -47,12 +47,14 @@ def rule_sets(project: ResolvedProject) -> list[RuleSet]:
     out = []
     for endpoint in project.endpoints.values():
         if endpoint.mode not in ("batch", "stream"):  # stream: stream_rules.py
+            ratios = tuple(slo.recording_rules(project, endpoint))
+            alerts = tuple(slo.burn_alerts(project, endpoint) +
+                           endpoint_alerts(project, endpoint))
+            if not ratios and not alerts:
+                continue  # `engine: custom`: nothing of its server is measured
             out.append(RuleSet(f"endpoint-{endpoint.k8s_name}", endpoint.origin, (
-                Group(f"endpoint-{endpoint.k8s_name}-slo-ratios",
-                      tuple(slo.recording_rules(project, endpoint))),
-                Group(f"endpoint-{endpoint.k8s_name}-alerts",
-                      tuple(slo.burn_alerts(project, endpoint) +
-                            endpoint_alerts(project, endpoint))))))
+                Group(f"endpoint-{endpoint.k8s_name}-slo-ratios", ratios),
+                Group(f"endpoint-{endpoint.k8s_name}-alerts", alerts))))
     for check in project.drift_checks.values():
         out.append(RuleSet(f"drift-{check.k8s_name}", check.origin, (
             Group(f"drift-{check.k8s_name}-alerts", tuple(drift_alerts(project, check))),)))
@@ -75,6 +77,8 @@ def rule_sets(project: ResolvedProject) -> list[RuleSet]:
 
 
 def endpoint_alerts(project: ResolvedProject, endpoint: Endpoint) -> list[Alert]:
+    if endpoint.engine == "custom":
+        return []  # the user's server: no series of it are known (mlc/engine_metrics.py)
     labels = promql.endpoint_labels(project, endpoint)
     server = traffic.server_labels(labels)
     out = []

@@ -100,7 +100,9 @@ def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str
             "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
             "podTargetLabels": [ROLLOUT_POD_LABEL, KNATIVE_REVISION_LABEL],
             "podMetricsEndpoints": [{
-                "portNumber": m.scrape_port,
+                # `engine: custom`: the port its `container` declares
+                "portNumber": (endpoint.engine_serving.scrape_port
+                               if endpoint.engine_serving else m.scrape_port),
                 "path": m.scrape_path,
                 "honorLabels": False,
                 "relabelings": [{"action": "replace", "targetLabel": "endpoint",

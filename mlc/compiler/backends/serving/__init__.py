@@ -20,7 +20,8 @@ files, `<system>/<kind>-<e>.yaml`:
     knative/service-<e>.yaml                  serverless: Knative Services (primary, shadow)
     knative/configuration-<e>.yaml            serverless A/B: a Configuration per variant...
     knative/route-<e>.yaml                    ...and the Route that splits traffic by weight
-    kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead
+    kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead;
+                                              another `engine`: its stock runtime (engines.py)
     delivery/workflow-<e>.yaml                Knative/KServe canary: steps, gates (gate_driver)
     delivery/rbac-<e>.yaml                    ...and the one object its identity may patch
     delivery/cronworkflow-<e>.yaml            A/B guardrails: the guard (ab_guard.py),...
@@ -44,6 +45,7 @@ from . import (
     autoscaling,
     config,
     deployment,
+    engines,
     gate_driver,
     gateway,
     knative,
@@ -184,8 +186,9 @@ def _knative_policies(project: ResolvedProject, ep: Endpoint,
 
 def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
             hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    render = engines.inference_service if ep.engine != "mlc" else kserve.inference_service
     files = {path("kserve", "inferenceservice", ep): [
-        kserve.inference_service(project, w, hashes[w.name]) for w in workloads]}
+        render(project, w, hashes[w.name]) for w in workloads]}
     if ep.mode == "serverless":
         if ep.rollout.strategy == "ab":
             files[path("knative", "route", ep)] = [knative.route(

@@ -63,7 +63,7 @@ def knative_policies(project: ResolvedProject, ep: Endpoint,
          "ports": _tcp(*QUEUE_PROXY_SYSTEM_PORTS)},
         {"from": [_namespace(network.gateway_namespace)],
          "ports": _tcp(*QUEUE_PROXY_TRAFFIC_PORTS)},
-        {"from": [prometheus_peer(project)], "ports": _tcp(ep.port)},
+        {"from": [prometheus_peer(project)], "ports": _tcp(*scrape_ports(ep))},
     ]
     return [{
         "apiVersion": "networking.k8s.io/v1",
@@ -75,8 +75,30 @@ def knative_policies(project: ResolvedProject, ep: Endpoint,
     } for w in workloads]
 
 
+def scrape_ports(ep: Endpoint) -> tuple[int, ...]:
+    """Where Prometheus scrapes the pods: mlc's port, or an engine's metrics port."""
+    es = ep.engine_serving
+    return (ep.port,) if es is None else tuple(sorted({es.scrape_port}))
+
+
 def network_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
                    peers: list[dict[str, Any]]) -> dict[str, Any]:
+    es = ep.engine_serving
+    if es is not None:
+        # a stock runtime's container names no port `http`: numbers, and the engine's
+        # metrics port for Prometheus (mlc/engine_metrics.py)
+        clients = [p for p in peers if p != prometheus_peer(project)]
+        ingress = [{"from": clients, "ports": _tcp(es.http_port)}] if clients else []
+        ingress.append({"from": [prometheus_peer(project)],
+                        "ports": _tcp(*sorted({es.http_port, es.scrape_port}))})
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata(project, dns_label(w.name, "ingress"), origin=ep.origin,
+                                 component=COMPONENT),
+            "spec": {"podSelector": {"matchLabels": selector(project, w)},
+                     "policyTypes": ["Ingress"], "ingress": ingress},
+        }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
