@@ -34,16 +34,18 @@ BLUEPRINTS = {
                "and alert routes; dev, staging and prod (the bundled fraud-detection example)",
     "batch": "batch scoring: a model retrained weekly that scores every customer each night "
              "into dated folders, no online endpoint; dev and prod",
+    "ranking": "a search re-ranker: judged (query, product) rows, Feast features, an XGBoost "
+               "ranker retrained nightly with NDCG gates, an online endpoint that scores each "
+               "candidate, with a canary rollout and SLOs; dev and prod",
     "minimal": "an empty project: a name and pinned images, nothing else yet",
 }
 # Asked for in the issue, not expressible in ml.yaml yet: refused with the reason.
 NOT_AVAILABLE = {
-    "ranking": "no ranking blueprint yet: start from `minimal` and write a model with "
-               "`task: ranking` (docs/trainers.md, \"Ranking\")",
     "recommendation": "ml.yaml has no recommendation task yet (retrieval, embeddings); a "
                       "re-ranker of given candidates is `task: ranking` (docs/trainers.md)",
     "llm": "ml.yaml cannot express an LLM fine-tune or a generative endpoint yet (frameworks: "
-           "torch, sklearn, xgboost, custom; tasks: classification, regression)",
+           "torch, sklearn, xgboost, lightgbm, custom; tasks: classification, regression, "
+           "ranking)",
 }
 DEFAULT_BLUEPRINT = "minimal"
 CI_CHOICES = ("github", "gitlab", "none")
