@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 END = pd.Timestamp("2025-06-30", tz="UTC")
-DAYS = 60
-ITEMS = 500
-QUERIES = 1500
+DAYS = 45
+ITEMS = 300
+QUERIES = 1000
 
 
 def _days() -> pd.DatetimeIndex:
