@@ -357,3 +357,38 @@ def test_the_ranking_blueprint_runs_end_to_end(workdir: Path):
         log.close()
     # of the candidate pairs with different grades, most are put in the grades' order
     assert right / total > 0.75, right / total
+
+
+def test_the_ranking_blueprints_sample_data_is_what_its_sources_declare(workdir: Path):
+    """data/generate.py gives the same rows for the same seed, and each file holds the
+    columns its source declares, no more, with values inside the declared bounds."""
+    import importlib.util
+
+    assert cli("init", "ranking", "search", "--ci", "none") == 0
+    project = workdir / "search"
+    spec = importlib.util.spec_from_file_location("generate", project / "data" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    frames = generate.generate()
+    again = generate.generate()
+    sources = yaml.safe_load((project / "ml.yaml").read_text())["sources"]
+    assert set(frames) == set(sources)
+    for name, source in sources.items():
+        frame = frames[name]
+        assert frame.equals(again[name]), name
+        assert source["path"] == f"data/{name}.parquet"
+        assert [c["name"] for c in source["columns"]] == list(frame.columns), name
+        for column in source["columns"]:
+            values = frame[column["name"]]
+            if column.get("nullable") is False:
+                assert values.notna().all(), (name, column["name"])
+            if "min" in column:
+                assert values.min() >= column["min"], (name, column["name"])
+            if "max" in column:
+                assert values.max() <= column["max"], (name, column["name"])
+            if "allowed" in column:
+                assert set(values.unique()) == set(column["allowed"]), (name, column["name"])
+            if column["type"] == "int64":
+                assert str(values.dtype) == "int64", (name, column["name"])
+            if column["type"] == "unix_timestamp":
+                assert str(values.dtype) == "datetime64[us, UTC]", (name, column["name"])
