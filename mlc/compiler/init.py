@@ -34,17 +34,24 @@ BLUEPRINTS = {
                "and alert routes; dev, staging and prod (the bundled fraud-detection example)",
     "batch": "batch scoring: a model retrained weekly that scores every customer each night "
              "into dated folders, no online endpoint; dev and prod",
+    "ranking": "a search re-ranker: judged (query, product) rows, Feast features, an XGBoost "
+               "ranker retrained nightly with NDCG gates, an online endpoint that scores each "
+               "candidate, with a canary rollout and SLOs; dev and prod",
     "minimal": "an empty project: a name and pinned images, nothing else yet",
 }
 # Asked for in the issue, not expressible in ml.yaml yet: refused with the reason.
 NOT_AVAILABLE = {
-    "ranking": "no ranking blueprint yet: start from `minimal` and write a model with "
-               "`task: ranking` (docs/trainers.md, \"Ranking\")",
-    "recommendation": "ml.yaml has no recommendation task yet (retrieval, embeddings); a "
-                      "re-ranker of given candidates is `task: ranking` (docs/trainers.md)",
+    "recommendation": "ml.yaml has no recommendation task yet: it trains no retrieval model "
+                      "(embeddings for a nearest-neighbour search) and serves no endpoint "
+                      "that retrieves candidates; `vectorStores` only write embeddings to "
+                      "Milvus (docs/vector-stores.md). A re-ranker of candidates retrieved "
+                      "elsewhere is the `ranking` blueprint",
     "llm": "ml.yaml cannot express an LLM fine-tune or a generative endpoint yet (frameworks: "
-           "torch, sklearn, xgboost, custom; tasks: classification, regression)",
+           "torch, sklearn, xgboost, lightgbm, custom; tasks: classification, regression, "
+           "ranking)",
 }
+# the blueprint closest to a refused one, offered in the refusal's help
+START_FROM = {"recommendation": "ranking"}
 DEFAULT_BLUEPRINT = "minimal"
 CI_CHOICES = ("github", "gitlab", "none")
 # CI template in the package -> where init writes it, and the line that pins mlc's version.
@@ -115,7 +122,8 @@ def init(name: str | None, folder: Path, ci: str, diags: Diagnostics) -> list[st
     if name not in BLUEPRINTS:
         why = NOT_AVAILABLE.get(name)
         diags.error(UNKNOWN_BLUEPRINT, f"no blueprint `{name}`" + (f": {why}" if why else ""),
-                    help=(f"start from `tabular` and adapt it; blueprints: "
+                    help=(f"start from `{START_FROM.get(name, 'tabular')}` and adapt it; "
+                          f"blueprints: "
                           f"{', '.join(BLUEPRINTS)}") if why else
                     did_you_mean(name, list(BLUEPRINTS))
                     or f"blueprints: {', '.join(BLUEPRINTS)} (`mlc init --list`)")
