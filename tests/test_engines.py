@@ -186,3 +186,20 @@ def test_torchserve_config_registers_the_archive_with_the_batching():
     assert props["metrics_address"].endswith(":8082")  # mlc/engine_metrics.py's port
     model = json.loads(props["model_snapshot"])["models"]["m"]["1.0"]
     assert (model["batchSize"], model["maxBatchDelay"], model["marName"]) == (4, 7, "m.mar")
+
+
+def test_mlc_run_serve_refuses_an_endpoint_of_another_engine(tmp_path, capsys):
+    """`mlc run serve` would start mlc's own server in the engine's place: refused, with the
+    model's URI; `mlc run`'s closing hint names no such endpoint."""
+    from mlc.cli import main
+
+    from .bad_inputs import engine_edit
+    from .conftest import write_project
+
+    text = engine_edit("    hardware: cpu-small\nmonitoring",
+                       "    hardware: cpu-small\n    engine: mlserver\nmonitoring")
+    root = write_project(tmp_path / "project", {
+        "ml.yaml": text, "environments/dev.yaml": "platform: {development: true}\n"})
+    assert main(["run", "serve", "churn-api", "-C", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "served by engine `mlserver`" in err and "models:/" in err

@@ -105,6 +105,11 @@ def test_every_blueprint_validates_and_compiles_every_environment(blueprint: str
     # no warning either, but that of a canary rollout: its endpoint serves a registry alias
     # until `mlc pin` resolves it against a registry (MLC343), which a new project has not got
     allowed = {"MLC343"} if blueprint in ("tabular", "ranking") else set()
+    if blueprint == "llm":
+        # and the fine-tune's: its trainer writes no checkpoints (MLC322), and vLLM exports no
+        # failed-request series, so the default availability objective and error-rate gate
+        # go unmeasured (MLC375, MLC377): said as warnings, not hidden
+        allowed = {"MLC322", "MLC343", "MLC375", "MLC377"}
     assert result["valid"], result["diagnostics"]
     assert {d["code"] for d in result["diagnostics"]} <= allowed, result["diagnostics"]
     assert allowed or compile_err == ""
@@ -164,6 +169,23 @@ def test_the_project_around_the_blueprint(workdir: Path):
         ".vscode/settings.json", "ml.overlay.schema.json", "ml.schema.json", "ml.yaml"]
 
 
+def test_the_llm_blueprint_is_the_bundled_llm_example():
+    """A copy in the package (a wheel holds no repository files), byte for byte but for the
+    lines that point the YAML language server at the schemas (the example's are two folders
+    up, a new project's beside it)."""
+    files = blueprint_files("llm")
+    example = ROOT / "examples" / "llm"
+    assert sorted(files) == sorted(p.relative_to(example).as_posix()
+                                   for p in example.rglob("*") if p.is_file())
+    for path, data in files.items():
+        ours, theirs = data.split(b"\n"), (example / path).read_bytes().split(b"\n")
+        if path.endswith(".yaml"):
+            assert ours[0].startswith(b"# yaml-language-server: $schema=") and \
+                theirs[0].startswith(b"# yaml-language-server: $schema=../../"), path
+            ours, theirs = ours[1:], theirs[1:]
+        assert ours == theirs, path
+
+
 def test_the_tabular_blueprint_is_the_bundled_example_and_ci_is_the_shipped_workflow(
         workdir: Path):
     # copies kept in the package (a wheel holds no repository files): they must not drift
@@ -196,8 +218,7 @@ def test_init_refuses_a_folder_in_use_and_unknown_blueprints(workdir: Path, caps
             (("tabular", "taken"), "MLC517", "taken is not empty"),
             (("tabular", "afile"), "MLC517", "afile is not a folder"),
             (("tabluar", "new"), "MLC518", "did you mean `tabular`?"),
-            (("recommendation", "new"), "MLC518", "start from `ranking` and adapt it"),
-            (("llm", "new"), "MLC518", "cannot express an LLM")):
+            (("recommendation", "new"), "MLC518", "start from `ranking` and adapt it")):
         capsys.readouterr()
         assert cli("init", *args) == 1
         err = capsys.readouterr().err

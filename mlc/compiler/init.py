@@ -37,6 +37,10 @@ BLUEPRINTS = {
     "ranking": "a search re-ranker: judged (query, product) rows, Feast features, an XGBoost "
                "ranker retrained nightly with NDCG gates, an online endpoint that scores each "
                "candidate, with a canary rollout and SLOs; dev and prod",
+    "llm": "an LLM fine-tune and serve: a small language model fine-tuned by its own image "
+           "on two GPU nodes (torchrun, EFA), registered with MLflow's transformers flavour, "
+           "served by vLLM on KServe with a canary gated on time to first token and tokens "
+           "per second; dev and prod (the bundled examples/llm)",
     "minimal": "an empty project: a name and pinned images, nothing else yet",
 }
 # Asked for in the issue, not expressible in ml.yaml yet: refused with the reason.
@@ -46,9 +50,6 @@ NOT_AVAILABLE = {
                       "that retrieves candidates; `vectorStores` only write embeddings to "
                       "Milvus (docs/vector-stores.md). A re-ranker of candidates retrieved "
                       "elsewhere is the `ranking` blueprint",
-    "llm": "ml.yaml cannot express an LLM fine-tune or a generative endpoint yet (frameworks: "
-           "torch, sklearn, xgboost, lightgbm, custom; tasks: classification, regression, "
-           "ranking)",
 }
 # the blueprint closest to a refused one, offered in the refusal's help
 START_FROM = {"recommendation": "ranking"}

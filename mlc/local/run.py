@@ -373,7 +373,7 @@ def summary(local: LocalProject, pipelines: list[ir.Pipeline], run_id: str,
         progress.say(f"registered {reg['name']} version {reg['version']} "
                      f"(@{', @'.join(aliases)})")
     for name, endpoint in sorted(local.project.endpoints.items()):
-        if endpoint.mode == "online":
+        if endpoint.mode == "online" and endpoint.engine == "mlc":
             progress.say(f"next: mlc run serve {name}   (serves {endpoint.model_uri})")
 
 
@@ -387,6 +387,15 @@ def serve(root: Path, env: str, endpoint: str, diags: Diagnostics, *, host: str 
               f"{', '.join(local.project.endpoints) or 'none'})", file=sys.stderr)
         return 2
     mode = local.project.endpoints[endpoint].mode
+    engine = local.project.endpoints[endpoint].engine
+    if engine != "mlc":
+        # mlc's own server would answer in the engine's place: not what the cluster runs
+        print(f"error: `{endpoint}` is served by engine `{engine}` (a KServe "
+              "InferenceService in the cluster, docs/serving-engines.md); `mlc run serve` "
+              "runs mlc's own serving runtime only. Its model is in this machine's registry "
+              f"({local.project.endpoints[endpoint].model_uri}): serve it with the engine "
+              "itself", file=sys.stderr)
+        return 2
     if mode == "batch":
         print(f"error: `{endpoint}` is a batch endpoint, which answers no requests: score it "
               f"with `mlc run score {endpoint}`", file=sys.stderr)
