@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 # torch is pinned in pyproject.toml (2.13.0, a CPU build lies on disk); never let pip pick one.
 PIP     = $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: demo test install install-test system-deps test-tools lint clean
+.PHONY: demo test install install-test system-deps test-tools mlserver-venv lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(PIP) -e '.[runtime]'
 
-install-test: $(BIN)/python system-deps test-tools
+install-test: $(BIN)/python system-deps test-tools mlserver-venv
 	$(PIP) -e '.[all]'
+
+# A real MLServer for the tests of `engine: mlserver` (tests/test_engines_fetch.py,
+# tests/test_engine_metrics.py), in a venv of its own: MLServer pins what mlc's extras pin
+# otherwise. torch for mlc's pyfunc models; the same MLflow as the main venv's.
+MLSERVER_VENV ?= .venv-mlserver
+mlserver-venv: $(MLSERVER_VENV)/bin/mlserver
+
+$(MLSERVER_VENV)/bin/mlserver:
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --disable-pip-version-check -q 'mlserver==1.7.1' \
+		'mlserver-mlflow==1.7.1' 'mlserver-sklearn==1.7.1' 'mlflow==3.17.2' 'torch==2.13.0'
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -43,4 +54,4 @@ lint: install-test
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) deploy .mlc .pytest_cache .tools
+	rm -rf $(VENV) $(MLSERVER_VENV) deploy .mlc .pytest_cache .tools

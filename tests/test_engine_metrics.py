@@ -86,8 +86,7 @@ DOC_NAMES: dict[str, tuple[str, set[str]]] = {
                                      "e2e_request_latency_seconds")
            for s in ("bucket", "sum", "count"))}),
 }
-MLSERVER_VENV = Path(os.environ.get("MLC_MLSERVER_VENV",
-                                    ROOT.parent / "engines" / ".venv-mlserver"))
+MLSERVER_VENV = Path(os.environ.get("MLC_MLSERVER_VENV", ROOT / ".venv-mlserver"))  # make
 
 
 def with_engine(project: ResolvedProject, engine: str, *, llm: bool = False
@@ -355,8 +354,8 @@ def test_vllm_named_series_in_a_real_prometheus(tmp_path: Path):
 def test_real_mlserver_in_a_real_prometheus(tmp_path: Path):
     python = MLSERVER_VENV / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"no MLServer environment at {MLSERVER_VENV} (the engines' "
-                    ".venv-mlserver; MLC_MLSERVER_VENV names another)")
+        pytest.skip(f"no MLServer environment at {MLSERVER_VENV} (`make mlserver-venv` "
+                    "makes it, `make test` too; MLC_MLSERVER_VENV names another)")
     model = tmp_path / "model"
     model.mkdir()
     subprocess.run([str(python), "-c", (

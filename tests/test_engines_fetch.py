@@ -139,8 +139,8 @@ def _free_port() -> int:
 def test_real_mlserver_serves_the_fetched_model(trained, tmp_path):
     mlserver = MLSERVER_VENV / "bin" / "mlserver"
     if not mlserver.exists():
-        pytest.skip(f"no MLServer environment at {MLSERVER_VENV} (pip install mlserver "
-                    "mlserver-mlflow there; MLC_MLSERVER_VENV names another)")
+        pytest.skip(f"no MLServer environment at {MLSERVER_VENV} (`make mlserver-venv` "
+                    "makes it, `make test` too; MLC_MLSERVER_VENV names another)")
     import httpx
     from mlflow.models import Model
 
