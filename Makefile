@@ -21,14 +21,16 @@ install-test: $(BIN)/python system-deps test-tools mlserver-venv
 
 # A real MLServer for the tests of `engine: mlserver` (tests/test_engines_fetch.py,
 # tests/test_engine_metrics.py), in a venv of its own: MLServer pins what mlc's extras pin
-# otherwise. torch for mlc's pyfunc models; the same MLflow as the main venv's.
+# otherwise. Its MLflow, scikit-learn and XGBoost runtimes (bench/bench_engines.py serves one
+# model by mlc and by MLServer); torch for mlc's pyfunc models; the main venv's MLflow and XGBoost.
 MLSERVER_VENV ?= .venv-mlserver
 mlserver-venv: $(MLSERVER_VENV)/bin/mlserver
 
 $(MLSERVER_VENV)/bin/mlserver:
 	$(PYTHON) -m venv $(MLSERVER_VENV)
 	$(MLSERVER_VENV)/bin/pip install --disable-pip-version-check -q 'mlserver==1.7.1' \
-		'mlserver-mlflow==1.7.1' 'mlserver-sklearn==1.7.1' 'mlflow==3.17.2' 'torch==2.13.0'
+		'mlserver-mlflow==1.7.1' 'mlserver-sklearn==1.7.1' 'mlserver-xgboost==1.7.1' \
+		'xgboost==3.2.0' 'mlflow==3.17.2' 'torch==2.13.0'
 
 system-deps:
 	bash scripts/install-system-deps.sh

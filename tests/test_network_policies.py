@@ -93,7 +93,8 @@ def pods_of(objs: list[dict[str, Any]], ns: str) -> list[tuple[str, Pod]]:
             labels = {**obj["metadata"]["labels"], **(p.get("labels") or {}),
                       "serving.kserve.io/inferenceservice": name}
             out.append(("knative" if serverless else "server",
-                        Pod(name, ns, labels, _ports(p["containers"]))))
+                        # an engine's predictor is its `model` (a stock runtime's container)
+                        Pod(name, ns, labels, _ports(p.get("containers") or [p["model"]]))))
         elif kind in ("WorkflowTemplate", "Workflow"):
             out += _workflow_pods(obj, ns)
         elif kind == "Sensor":
@@ -184,6 +185,12 @@ def test_needed_flows_are_allowed_and_others_denied(tree, objs, ir):
             peer = Pod("jobset worker 2", ns, pod.labels, pod.ports)
             assert allowed(policies, pod, peer, MASTER_PORT), where
             assert allowed(policies, pod, peer, 43211), where  # NCCL's own ports
+        engine = next((e["engine_serving"] for e in ir["endpoints"].values()
+                       if e["k8s_name"] == pod.labels.get("app.kubernetes.io/name")
+                       and e.get("engine_serving")), None) \
+            if role in ("server", "knative") else None
+        if engine is not None:  # Prometheus reaches the engine's own metrics port
+            assert allowed(policies, prometheus, pod, engine["scrape_port"]), where
         if role == "server":
             endpoint = pod.labels["app.kubernetes.io/name"]
             assert allowed(policies, prometheus, pod, ports[endpoint]), where

@@ -65,14 +65,20 @@ def knative_policies(project: ResolvedProject, ep: Endpoint,
          "ports": _tcp(*QUEUE_PROXY_TRAFFIC_PORTS)},
         {"from": [prometheus_peer(project)], "ports": _tcp(*scrape_ports(ep))},
     ]
-    return [{
+    return [ingress_policy(project, ep, w, rules) for w in workloads]
+
+
+def ingress_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
+                   rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The NetworkPolicy of one server's pods: these ingress rules, nothing else."""
+    return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": metadata(project, dns_label(w.name, "ingress"), origin=ep.origin,
                              component=COMPONENT),
         "spec": {"podSelector": {"matchLabels": selector(project, w)},
                  "policyTypes": ["Ingress"], "ingress": rules},
-    } for w in workloads]
+    }
 
 
 def scrape_ports(ep: Endpoint) -> tuple[int, ...]:
@@ -91,25 +97,9 @@ def network_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
         ingress = [{"from": clients, "ports": _tcp(es.http_port)}] if clients else []
         ingress.append({"from": [prometheus_peer(project)],
                         "ports": _tcp(*sorted({es.http_port, es.scrape_port}))})
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": metadata(project, dns_label(w.name, "ingress"), origin=ep.origin,
-                                 component=COMPONENT),
-            "spec": {"podSelector": {"matchLabels": selector(project, w)},
-                     "policyTypes": ["Ingress"], "ingress": ingress},
-        }
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(project, dns_label(w.name, "ingress"), origin=ep.origin,
-                             component=COMPONENT),
-        "spec": {
-            "podSelector": {"matchLabels": selector(project, w)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"port": PORT_NAME, "protocol": "TCP"}]}],
-        },
-    }
+        return ingress_policy(project, ep, w, ingress)
+    return ingress_policy(project, ep, w, [
+        {"from": peers, "ports": [{"port": PORT_NAME, "protocol": "TCP"}]}])
 
 
 def gateway_peer(project: ResolvedProject) -> dict[str, Any]:
