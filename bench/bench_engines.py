@@ -55,6 +55,7 @@ import bench_shadow  # noqa: E402  (the interleaved lanes' connection, the p99 i
 N_FEATURES = 30
 MODEL = "bench-trees"
 EXIT_NOT_READY = 2
+SKLEARN_FILE = "classifier.json"  # beside the model folder
 
 
 def train(folder: Path) -> tuple[list[str], np.ndarray]:
@@ -68,9 +69,19 @@ def train(folder: Path) -> tuple[list[str], np.ndarray]:
          + rng.normal(0, 0.5, len(x)) > 0).astype(int)
     model = xgb.XGBClassifier(n_estimators=50, max_depth=6, random_state=0, n_jobs=1)
     model.fit(x, y)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.get_booster().save_model(str(folder / "model.json"))
-    return [f"f{i:02d}" for i in range(N_FEATURES)], x[:256]
+    names = [f"f{i:02d}" for i in range(N_FEATURES)]
+    # as the XGBoost trainer saves it: model.json beside the spec mlc's loader reads
+    from mlc.runtime import model_format
+
+    spec = model_format.make_native_spec(
+        kind="xgboost", task="classification", features=names,
+        feature_refs=[f"bench:{n}" for n in names], label="label", classes=[0, 1],
+        architecture={"library": "xgboost", "library_version": xgb.__version__})
+    model_format.save_native(folder, spec, model)
+    # the same trees saved by the classifier itself, whose JSON also says it is one: MLServer's
+    # XGBoost runtime reads a bare booster's file as a regressor (no predict_proba)
+    model.save_model(str(folder.parent / SKLEARN_FILE))
+    return names, x[:256]
 
 
 def mlc_can_load(folder: Path) -> str | None:
@@ -129,11 +140,11 @@ def serve_mlc(tracking_uri: str, port: int, log_dir: str) -> None:
 
 
 def mlserver_folder(work: Path, folder: Path, port: int) -> Path:
-    """MLServer's settings and model settings for the same model.json."""
+    """MLServer's settings and model settings for the same trees (SKLEARN_FILE)."""
     root = work / "mlserver"
     model = root / MODEL
     model.mkdir(parents=True)
-    shutil.copyfile(folder / "model.json", model / "model.json")
+    shutil.copyfile(folder.parent / SKLEARN_FILE, model / "model.json")
     (root / "settings.json").write_text(json.dumps({
         "http_port": port, "grpc_port": bench_serve.free_port(),
         "metrics_port": bench_serve.free_port(), "parallel_workers": 0,
@@ -159,6 +170,7 @@ def mlserver_request(row: np.ndarray) -> bytes:
 
 def answers_agree(features, rows, mlc_port: int, mlserver_port: int) -> float:
     """The largest difference of P(positive) between the two on the sample rows."""
+    import urllib.error
     import urllib.request
 
     def post(port, request: bytes):
@@ -166,8 +178,11 @@ def answers_agree(features, rows, mlc_port: int, mlserver_port: int) -> float:
         path = head.split(b" ")[1].decode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:  # the server's reason, not only its code
+            raise SystemExit(f"{path} on port {port}: {exc.code} {exc.read()[:500]!r}") from exc
 
     worst = 0.0
     for row in rows[:32]:
