@@ -18,12 +18,20 @@ from mlc.runtime.serve.settings import settings_for_endpoint
 from .conftest import ROOT
 
 
-def _project(tmp_path, allow: bool | None):
+def copy_example(folder) -> None:
+    """The example's project files (not the checkout: its virtual environments are GBs)."""
     import shutil
 
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "ml.yaml", folder / "ml.yaml")
+    for name in ("environments", "data"):
+        shutil.copytree(ROOT / name, folder / name,
+                        ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+
+
+def _project(tmp_path, allow: bool | None):
     folder = tmp_path / "project"
-    shutil.copytree(ROOT, folder, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "deploy", "tests", "mlruns", "*.db", ".tools", "node_modules"))
+    copy_example(folder)
     if allow is not None:
         text = (folder / "ml.yaml").read_text("utf-8")
         marker = "  fraud-api:\n    model: fraud-classifier\n"
@@ -76,11 +84,8 @@ def test_the_server_loads_an_mlflow_model_only_where_the_endpoint_allows_it(
 
 
 def test_allow_pickle_on_a_builtin_trained_model_is_a_located_warning(tmp_path):
-    import shutil
-
     folder = tmp_path / "project"
-    shutil.copytree(ROOT, folder, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "deploy", "tests", "mlruns", "*.db", ".tools", "node_modules"))
+    copy_example(folder)
     text = (folder / "ml.yaml").read_text("utf-8")
     marker = "  fraud-api:\n    model: fraud-classifier\n"
     (folder / "ml.yaml").write_text(text.replace(marker, marker + "    allowPickle: true\n", 1))
