@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -194,11 +195,14 @@ class Prometheus:
 
 @pytest.mark.slow
 def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
+    # a latency objective a busy test machine keeps: what is measured here is the mirror,
+    # not admission (a server sheds what would miss its objective, tests/test_serve_overload)
+    slo = {"latency": "2s"}
     built = build(tmp_path / "project", {"fraud": {
-        "model": "scorer", "predictionLogSample": 1.0,
+        "model": "scorer", "predictionLogSample": 1.0, "slo": slo,
         "rollout": {"strategy": "shadow", "shadow": {"alias": "challenger",
                                                      "percent": SHADOW_PERCENT}}},
-        "fraud-plain": {"model": "scorer", "predictionLogSample": 1.0}})
+        "fraud-plain": {"model": "scorer", "predictionLogSample": 1.0, "slo": slo}})
     project = built.project
     (tmp_path / "project.json").write_text(project.model_dump_json())
     tracking, versions = _registry(tmp_path, project, "scorer")
@@ -263,7 +267,9 @@ def test_the_primary_mirrors_its_share_compares_and_is_not_slowed(tmp_path):
             return on, off, cpu
 
         on, off, cpu = asyncio.run(side_by_side())
-        assert all(r.status_code == 200 for r, _ in on + off)
+        codes_seen = Counter(r.status_code for r, _ in on + off)
+        assert set(codes_seen) == {200}, (codes_seen, next(
+            (r.text for r, _ in on + off if r.status_code != 200), ""))
         sent_ids = [r.headers[request_id.HEADER] for r, _ in on]
         for i, rid in enumerate(sent_ids):
             if i % 2:
