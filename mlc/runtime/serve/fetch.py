@@ -45,17 +45,17 @@ class FetchFailed(Exception):
 
 
 def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """(name, alias, version) of `models:/<name>@<alias>` or `models:/<name>/<version>`."""
-    if not uri.startswith("models:/"):
-        raise FetchFailed(f"`{uri}` is not a registry URI (models:/<name>@<alias>)")
-    rest = uri[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.rsplit("@", 1)
-        return name, alias, None
-    name, _, version = rest.rpartition("/")
-    if not name or not version.isdigit():
-        raise FetchFailed(f"`{uri}` names no alias and no version")
-    return name, None, version
+    """(name, alias, version) of `models:/<name>@<alias>` or `models:/<name>/<version>`, as
+    the server's loader reads it; a version must be a number here (the pod pins one)."""
+    from .loader import ModelLoadError, parse_model_uri
+
+    try:
+        name, alias, version = parse_model_uri(uri)
+    except ModelLoadError as exc:
+        raise FetchFailed(str(exc)) from exc
+    if version is not None and not version.isdigit():
+        raise FetchFailed(f"`{uri}` names no alias and no version number")
+    return name, alias, version
 
 
 def resolve_version(client, uri: str):
@@ -99,11 +99,7 @@ def fetch(client, args: argparse.Namespace) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.layout == "mlflow":
-            import mlflow
-
-            got = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp))
-            _move_children(got, dest)
+            _move_children(_download_model(version, tmp), dest)
         elif args.layout == "triton":
             repo = _download_export(client, version.run_id, "triton", Path(tmp))
             if not (repo / args.model_name / "config.pbtxt").is_file():
@@ -111,11 +107,7 @@ def fetch(client, args: argparse.Namespace) -> dict:
                                   f"`{args.model_name}`")
             _move_children(repo, dest)
         elif args.layout == "huggingface":
-            import mlflow
-
-            got = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp))
-            _hugging_face_folder(got, dest)
+            _hugging_face_folder(_download_model(version, tmp), dest)
         else:
             folder = _download_export(client, version.run_id, "torchserve", Path(tmp))
             mar = f"{args.model_name}.mar"
@@ -131,6 +123,17 @@ def fetch(client, args: argparse.Namespace) -> dict:
     return {"model_uri": args.model_uri, "name": version.name,
             "version": int(version.version), "run_id": version.run_id,
             "layout": args.layout, "dest": str(dest)}
+
+
+def _download_model(version, tmp: str) -> Path:
+    """The version's MLflow model, by the loader's download (the registry's own URI)."""
+    from .loader import ModelLoadError, download
+
+    try:
+        return download(version.name, str(version.version), os.environ["MLFLOW_TRACKING_URI"],
+                        Path(tmp))
+    except ModelLoadError as exc:
+        raise FetchFailed(str(exc)) from exc
 
 
 def _hugging_face_folder(model: Path, dest: Path) -> None:
