@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ir import Hardware, SecretRef
+from ..ir import Hardware, Image, SecretRef
 
 RUNTIME_UID = 10001  # the UID the runtime images create; see mlc/runtime/*/Dockerfile
+
+
+def pull_policy(image: Image) -> str:
+    """An image by digest never changes; a tag without one (allowed only where the
+    environment says so, e.g. dev) moves: pull it every time."""
+    return "IfNotPresent" if image.digest else "Always"
 
 
 def pod_security_context() -> dict[str, Any]:

@@ -174,7 +174,7 @@ def cron_workflow(project: ResolvedProject, ep: Endpoint) -> dict[str, Any]:
     meta = metadata(project, guard.workflow, origin=ep.origin, component=COMPONENT)
     measure = Container(
         name="measure", image=ep.image.ref,
-        image_pull_policy="IfNotPresent" if ep.image.digest else "Always",
+        image_pull_policy=pods.pull_policy(ep.image),
         command=["python", "-m", "mlc.runtime"],
         args=["ab-guard", "--gates", f"{GUARD_DIR}/{GUARD_KEY}",
               "--state", "{{inputs.parameters.state}}"],

@@ -23,7 +23,7 @@ from ...ir import Endpoint, EngineServing, ResolvedProject
 from ...resolve.engines import MODEL_DIR
 from ..escape import container_text
 from ..objects import metadata
-from ..pods import pod_security_context, resources, scheduling, secret_env
+from ..pods import pod_security_context, pull_policy, resources, scheduling, secret_env
 from . import kserve
 from .pod import (
     KSERVE_CONTAINER,
@@ -83,7 +83,7 @@ def fetch_container(project: ResolvedProject, w: Workload, knative: bool) -> dic
     return {
         "name": FETCH_CONTAINER,
         "image": ep.image.ref,
-        "imagePullPolicy": "IfNotPresent" if ep.image.digest else "Always",
+        "imagePullPolicy": pull_policy(ep.image),
         "command": ["python", "-m", "mlc.runtime"],
         "args": fetch_args(w),
         "env": sorted(registry_env(project), key=lambda e: e["name"]),
@@ -155,7 +155,7 @@ def model_container(project: ResolvedProject, w: Workload, knative: bool) -> dic
     if es.container is not None:
         c = es.container
         out |= {"image": c.image.ref,
-                "imagePullPolicy": "IfNotPresent" if c.image.digest else "Always",
+                "imagePullPolicy": pull_policy(c.image),
                 "ports": [{"name": "http1" if knative else "http", "containerPort": c.port,
                            "protocol": "TCP"}]}
         if c.command:

@@ -237,7 +237,7 @@ def _templates(project: ResolvedProject, ep: Endpoint) -> list[Any]:
 def _gate_container(ep: Endpoint, name: str, gates_path: str) -> Container:
     return Container(
         name=name, image=ep.image.ref,
-        image_pull_policy="IfNotPresent" if ep.image.digest else "Always",
+        image_pull_policy=pods.pull_policy(ep.image),
         command=["python", "-m", "mlc.runtime"],
         args=["gate", "--gates", gates_path, "--new", _param(NEW), "--stable", _param(STABLE),
               "--duration", _param("duration")],

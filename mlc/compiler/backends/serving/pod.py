@@ -25,6 +25,7 @@ from ..pods import (
     RUNTIME_UID,
     container_security_context,
     pod_security_context,
+    pull_policy,
     resources,
     scheduling,
     secret_env,
@@ -128,9 +129,7 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
     out: dict[str, Any] = {
         "name": CONTAINER,
         "image": ep.image.ref,
-        # a tag without a digest is allowed only where the environment says so (dev), and
-        # then it moves: pull it every time
-        "imagePullPolicy": "IfNotPresent" if ep.image.digest else "Always",
+        "imagePullPolicy": pull_policy(ep.image),
         "command": cmd,
         "args": args,
         "env": env(project, w),

@@ -11,7 +11,7 @@ from mlc import ingest_contract as contract
 
 from ...ir import Image, KafkaConnection, ResolvedProject, SecretRef
 from ..network import destinations as d
-from ..pods import container_security_context
+from ..pods import container_security_context, pull_policy
 
 TLS_VOLUME = "kafka-tls"
 # Owner and group may read the TLS files; the pod's fsGroup is the runtime's group.
@@ -73,7 +73,7 @@ def consumer_container(*, name: str, image: Image, args: list[str], env: list[di
     return {
         "name": name,
         "image": image.ref,
-        "imagePullPolicy": "IfNotPresent" if image.digest else "Always",
+        "imagePullPolicy": pull_policy(image),
         "command": ["python", "-m", "mlc.runtime"],
         "args": args,
         "env": env,
