@@ -64,21 +64,29 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def _mlflow_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+def _restore_mlflow_environment(saved: dict[str, str]) -> None:
+    """The MLFLOW_* variables as `saved` had them, and no registry URI set in-process."""
+    for key in set(_mlflow_environment()) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if registry is not None:
+        registry._registry_uri = None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _module_mlflow_environment():
     """A module's fixtures may point MLflow at their store for all of the module's tests
     (`mlflow.set_registry_uri` sets MLFLOW_REGISTRY_URI too); that ends with the module, or a
     later module's client would read another test's registry (set up before `saved` below,
     such a variable survived every test's restore)."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    saved = _mlflow_environment()
     yield
-    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
-        if key not in saved:
-            del os.environ[key]
-    os.environ.update(saved)
-    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
-    if registry is not None:
-        registry._registry_uri = None
+    _restore_mlflow_environment(saved)
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +94,7 @@ def _fresh_mlflow_state():
     """MLflow keeps the tracking URI and the active experiment in process-global state; a
     test that points MLflow at its own temporary store must not inherit the previous test's
     experiment id (a runtime step or server is its own process, where this cannot happen)."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    saved = _mlflow_environment()
     yield
     fluent = sys.modules.get("mlflow.tracking.fluent")
     if fluent is not None:
@@ -95,13 +103,7 @@ def _fresh_mlflow_state():
         fluent._active_experiment_id = None
         # back to "nothing set", as in a new process (an empty URI would mean ./mlruns)
         sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = None
-        registry = sys.modules.get("mlflow.tracking._model_registry.utils")
-        if registry is not None:
-            registry._registry_uri = None
-    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
-        if key not in saved:
-            del os.environ[key]
-    os.environ.update(saved)
+    _restore_mlflow_environment(saved)
 
 
 @pytest.fixture
