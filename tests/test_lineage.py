@@ -271,3 +271,35 @@ def test_kafka_brokers_get_an_egress_rule(tmp_path):
     assert any({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}
                in r["to"] and {"port": 9092, "protocol": "TCP"} in r.get("ports", [])
                for r in rules)
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_a_dataset_models_train_step_names_its_files_as_input(tmp_path, registry, env):
+    """examples/llm's fine-tune reads a `dataset:` of files, not sources: the train step's
+    events name it as OpenLineage names files (a local folder made absolute against the data
+    root, an object store's bucket and key), and the registered model as the output."""
+    from mlc.compiler import ir
+    from mlc.runtime.lineage import StepLineage
+
+    project = check_environment(ROOT / "examples" / "llm", env, Diagnostics())
+    assert project is not None
+    lineage = ir.Lineage(transport="file", namespace="support", path="lineage/events.jsonl")
+    project = project.model_copy(update={"platform": project.platform.model_copy(
+        update={"lineage": lineage})})
+    run_dir = tmp_path / "run"
+    ctx = build_context(project, "train-support-assistant", "train", environ={
+        "MLC_DATA_ROOT": str(tmp_path), "MLC_RUN_DIR": str(run_dir), "MLC_RUN_ID": "wf-1"})
+    StepLineage(ctx).start()
+    [event] = read_events(run_dir / "lineage" / "events.jsonl")
+    check_event(event, registry)
+    [data] = event["inputs"]
+    if env == "dev":  # `files: data/chats`, relative to the project folder
+        assert (data["namespace"], data["name"]) == ("file", str(tmp_path / "data" / "chats"))
+        assert data["facets"]["documentation"]["description"] == "training data: files dataset"
+    else:
+        assert (data["namespace"], data["name"]) == ("s3://support-ml-corpora",
+                                                     "chats/resolved-*.jsonl")
+        assert data["facets"]["documentation"]["description"] == \
+            "training data: files dataset (jsonl)"
+    [model] = event["outputs"]
+    assert model["name"] == f"models/{project.models['support-assistant'].registered_name}"

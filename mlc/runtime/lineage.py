@@ -4,8 +4,9 @@ Every step of a project with `platform.lineage` sends START before its work and 
 FAIL after it (docs/lineage.md). The job is `<pipeline>.<step>` in the project's namespace;
 its parent run is the pipeline run (one id for all steps of one run, derived from the run's
 name, so that the steps of an Argo workflow and of `mlc run` group the same way). Inputs are
-the sources the model reads, with ml.yaml's columns as the schema facet and, where ml.yaml
-says so, the job that produces them; outputs are what the step writes (the registered model).
+the sources the model reads (for a `dataset:` model, its files or its table's source), with
+ml.yaml's columns as the schema facet and, where ml.yaml says so, the job that produces them;
+outputs are what the step writes (the registered model).
 
 Without `platform.lineage` this module is never imported: no client, no events.
 """
@@ -97,7 +98,10 @@ def input_datasets(ctx) -> list:
         return []
     model = ctx.project.models[ctx.pipeline.model]
     out = []
-    for name in sources_of(model, ctx.project) if ctx.step.kind in _READS_SOURCES else []:
+    reads = ctx.step.kind in _READS_SOURCES
+    if reads and model.dataset is not None and model.dataset.kind != "table":
+        out.append(_training_dataset(ctx, model.dataset, InputDataset))
+    for name in sources_of(model, ctx.project) if reads else []:
         source = ctx.project.sources[name]
         namespace, dataset = _dataset_id(ctx, source)
         facets: dict[str, Any] = {"schema": _schema_facet(source)}
@@ -140,6 +144,27 @@ def _produced_by_facet(upstream: ir.Upstream):
 
     return ProducedByDatasetFacet(tool=upstream.tool, jobNamespace=upstream.namespace,
                                   jobName=upstream.job, producer=PRODUCER)
+
+
+def _training_dataset(ctx, d: ir.Dataset, kind):
+    """A `generative` or `custom` model's `dataset:` of files or a Hugging Face-style folder,
+    named as its files are (a table dataset is its source, named as sources are); the
+    documentation facet says what kind and format the trainer is handed."""
+    from openlineage.client.facet_v2 import documentation_dataset
+
+    from mlc.runtime.train.custom import dataset_env
+
+    uri = dataset_env(d, ctx.data_root)[sc.DATASET_URI_ENV]
+    if "://" in uri:
+        scheme, _, rest = uri.partition("://")
+        bucket, _, key = rest.partition("/")
+        namespace, name = f"{scheme}://{bucket}", key
+    else:
+        namespace, name = "file", uri
+    what = f"{d.kind} dataset" + (f" ({d.format})" if d.format else "")
+    return kind(namespace=namespace, name=name, facets={
+        "documentation": documentation_dataset.DocumentationDatasetFacet(
+            description=f"training data: {what}", producer=PRODUCER)})
 
 
 def _model_dataset(ctx, model: ir.Model, kind):
