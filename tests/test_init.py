@@ -1,6 +1,7 @@
 """`mlc init`: every blueprint, initialised into an empty folder, validates with no finding,
 compiles for every environment, and its objects pass the upstream schemas (CRDs from
-../shared/schemas, Kubernetes' own kinds by kubernetes-validate) and `kubectl kustomize`."""
+../shared/schemas, Kubernetes' own kinds by kubernetes-validate), `kubectl kustomize` and,
+for its alert rules and their unit tests, the real promtool."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mlc.schema.jsonschema import overlay_schema_text, schema_text
 
 from . import crd_monitoring_check, schema_check
 from .conftest import ROOT
+from .test_promtool import check_tree, promtool  # noqa: F401 (promtool: a fixture)
 
 EVENTS = "argo-events/schema.json"
 K8S_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io",
@@ -146,6 +148,20 @@ def test_every_blueprints_objects_pass_the_upstream_schemas(initialised):
             assert checked > 3, (blueprint, env)
     # the check reached the custom resources, not only Kubernetes' own kinds
     assert {"WorkflowTemplate", "Application", "Rollout", "PrometheusRule"} <= kinds, kinds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("blueprint", sorted(BLUEPRINTS))
+def test_every_blueprints_rules_pass_promtool(blueprint: str, initialised, promtool: str):  # noqa: F811
+    """`promtool check rules` on every rule file and `promtool test rules` on every test
+    file the blueprint compiles to, in every environment (the minimal one has none)."""
+    out, _, _ = initialised[blueprint]
+    checked = 0
+    for env in environments(out):
+        if (out / env / "monitoring" / "rules").is_dir():
+            check_tree(promtool, out / env)
+            checked += 1
+    assert checked == (0 if blueprint == "minimal" else len(environments(out))), blueprint
 
 
 def test_the_project_around_the_blueprint(workdir: Path):
