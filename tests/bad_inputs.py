@@ -1137,8 +1137,11 @@ CASES = [
     Case("shared-memory-past-the-memory-limit", "MLC589", "ml.yaml:13:19",
          {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n  loader:\n    memory: 1Gi\n"
                           "    sharedMemory: 2Gi\n")}),
-    Case("shared-memory-on-an-endpoint", "MLC594", "ml.yaml:39:15",
-         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n    sharedMemory: 256Mi\n")}),
+    # the online endpoint on the same profile mounts it: only the batch one is refused
+    Case("shared-memory-on-a-batch-endpoint", "MLC594", "ml.yaml:43:15",
+         {"ml.yaml": edit("    memory: 1Gi\n", "    memory: 1Gi\n    sharedMemory: 256Mi\n",
+                          batch_endpoint("output: \"s3://b/scores/\"").replace(
+                              "    mode: batch\n", "    mode: batch\n    hardware: cpu-small\n"))}),
     Case("dataset-model-served-by-mlc", "MLC595", "ml.yaml:46:12",
          {"ml.yaml": writer(serving="  writer-api:\n    model: writer\n"
                             "    hardware: cpu-small\n")}),

@@ -203,3 +203,32 @@ def test_mlc_run_serve_refuses_an_endpoint_of_another_engine(tmp_path, capsys):
     assert main(["run", "serve", "churn-api", "-C", str(root)]) == 2
     err = capsys.readouterr().err
     assert "served by engine `mlserver`" in err and "models:/" in err
+
+
+def _shm_patch(values) -> None:
+    """The engines' project with /dev/shm on the profile that every endpoint runs on."""
+    engines_patch(values)
+    values["hardware"]["small"]["sharedMemory"] = "256Mi"
+
+
+def test_endpoint_pods_mount_the_profiles_shared_memory(tmp_path):
+    """A profile's `sharedMemory` reaches the serving pods (mlc's Deployment, an engine's
+    predictor in Knative and Standard mode, a custom container) as a memory-backed
+    emptyDir at /dev/shm of that size; the objects stay valid for their CRDs."""
+    schema_check.require_schemas()
+    out = mlc_compile(write_project(tmp_path / "project", _shm_patch), "dev", tmp_path / "out")
+    docs = read_tree(out)
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}
+    mount = {"name": "dshm", "mountPath": "/dev/shm"}
+    pods = {"fraud-api": named(docs, "Deployment", "fraud-api")["spec"]["template"]["spec"]}
+    for name in ("fraud-triton", "fraud-ts", "fraud-ms", "fraud-custom"):
+        isvc = named(docs, "InferenceService", name)
+        assert schema_check.check_crd(isvc, ISVC_CRD) == [], name
+        pods[name] = isvc["spec"]["predictor"]
+    for name, pod in pods.items():
+        assert shm in pod["volumes"], name
+        containers = pod.get("containers") or [pod["model"]]
+        assert [c["name"] for c in containers if mount in c["volumeMounts"]], name
+        # the model fetch writes files, not tensors: it does not mount it
+        for init in pod.get("initContainers", []):
+            assert mount not in init["volumeMounts"], name

@@ -137,16 +137,18 @@ def _check_shared_memory(ctx: Context, name: str, p) -> None:
 
 
 def check_endpoint_shared_memory(ctx: Context, hardware: dict[str, ir.Hardware]) -> None:
-    """Serving pods do not mount /dev/shm of a profile yet: refused rather than ignored."""
+    """Online and serverless endpoints' pods mount /dev/shm of their profile; the scoring
+    pods of batch and stream endpoints do not yet: refused rather than ignored."""
     for name in sorted(ctx.project.serving):
         e = ctx.project.serving[name]
         profile = hardware.get(e.hardware)
-        if profile is not None and profile.shared_memory is not None:
-            ctx.error(SHARED_MEMORY_NOT_SERVED, f"endpoint `{name}` runs on hardware profile "
-                      f"`{e.hardware}`, whose `sharedMemory` only training pods mount so far",
-                      ("serving", name, "hardware"),
-                      help="give the endpoint a profile without `sharedMemory` (training "
-                      "pods, one node or several, do mount it)")
+        if e.mode in ("batch", "stream") and profile is not None \
+                and profile.shared_memory is not None:
+            ctx.error(SHARED_MEMORY_NOT_SERVED, f"endpoint `{name}` is `mode: {e.mode}` on "
+                      f"hardware profile `{e.hardware}`, whose `sharedMemory` its scoring "
+                      "pods do not mount", ("serving", name, "hardware"),
+                      help="give the endpoint a profile without `sharedMemory` (online and "
+                      "serverless endpoints' pods and training pods do mount it)")
 
 
 NO_SECRET_STORE = "MLC220"

@@ -23,17 +23,26 @@ from ...ir import Endpoint, EngineServing, ResolvedProject
 from ...resolve.engines import MODEL_DIR
 from ..escape import container_text
 from ..objects import metadata
-from ..pods import pod_security_context, pull_policy, resources, scheduling, secret_env
+from ..pods import (
+    pod_security_context,
+    pull_policy,
+    resources,
+    scheduling,
+    secret_env,
+    shared_memory_mount,
+)
 from . import kserve
 from .pod import (
     KSERVE_CONTAINER,
     MODEL_URI_ENV,
     SCRATCH_DIR,
+    SHM_VOLUME,
     STARTUP_FAILURES,
     STARTUP_PERIOD_SECONDS,
     TERMINATION_GRACE_SECONDS,
     hardware,
     security_context,
+    shm_volumes,
     template_metadata,
     topology_spread,
 )
@@ -170,6 +179,8 @@ def model_container(project: ResolvedProject, w: Workload, knative: bool) -> dic
     else:
         out["volumeMounts"].insert(0, {"name": MODELS_VOLUME, "mountPath": MODEL_DIR,
                                        "readOnly": True})
+    if hardware(project, w).shared_memory:  # vLLM's tensor-parallel workers, NCCL
+        out["volumeMounts"].append(shared_memory_mount(SHM_VOLUME))
     return dict(sorted(out.items()))
 
 
@@ -183,7 +194,8 @@ def inference_service(project: ResolvedProject, w: Workload,
         fields["canaryTrafficPercent"] = 0
     meta = template_metadata(project, w, config_hash, {
         "prometheus.io/port": str(es.scrape_port)})
-    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}},
+                                     *shm_volumes(project, w)]
     predictor: dict[str, Any] = {
         **fields,
         "serviceAccountName": service_account_name(ep),

@@ -29,6 +29,8 @@ from ..pods import (
     resources,
     scheduling,
     secret_env,
+    shared_memory_mount,
+    shared_memory_volume,
 )
 from . import ab_guard
 from .workloads import Form, Workload, config_map_name, pod_labels, selector, service_account_name
@@ -151,6 +153,8 @@ def container(project: ResolvedProject, w: Workload, form: Form) -> dict[str, An
                                     "readOnly": True})
     if w.role == "router" and ab_guard.guard_of(ep) is not None:
         out["volumeMounts"].append(ab_guard.router_mount())
+    if hardware(project, w).shared_memory:
+        out["volumeMounts"].append(shared_memory_mount(SHM_VOLUME))
     if form == "kubernetes":
         out["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
     return out
@@ -177,7 +181,18 @@ def volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
         out.append({"name": "feast", "configMap": {"name": repo_config_map_name(project)}})
     if w.role == "router" and ab_guard.guard_of(w.endpoint) is not None:
         out.append(ab_guard.router_volume(w.endpoint))  # re-read as the kubelet refreshes it
+    out += shm_volumes(project, w)
     return out
+
+
+SHM_VOLUME = "dshm"
+
+
+def shm_volumes(project: ResolvedProject, w: Workload) -> list[dict[str, Any]]:
+    """/dev/shm at the hardware profile's `sharedMemory`, where it sets one (a model server
+    whose workers or GPUs exchange tensors through it: a container's own is 64Mi)."""
+    profile = hardware(project, w)
+    return [shared_memory_volume(SHM_VOLUME, profile)] if profile.shared_memory else []
 
 
 def topology_spread(project: ResolvedProject, w: Workload,
