@@ -408,12 +408,16 @@ def _literal_ok(text: str) -> bool:
     # Literal blocks show text verbatim, so anything invisible or ambiguous in it (control
     # characters, trailing or whitespace-only lines, leading tabs that some parsers take for
     # indentation) goes to a double-quoted string instead.
-    for line in text.split("\n"):
-        if line != line.rstrip(" \t") or line.startswith("\t"):
-            return False
-        if not line.replace("\t", " ").isprintable():
-            return False
-    return True
+    #
+    # Line by line: no line ends in a space or tab, none starts with a tab, and every line is
+    # printable once its tabs count as spaces. Tested on the whole text at once (a line ends
+    # before a "\n" or at the end, starts after one or at the start; printability is per
+    # character), which does the same checks in a few passes of C over long scripts.
+    if text.startswith("\t") or text.endswith((" ", "\t")):
+        return False
+    if " \n" in text or "\t\n" in text or "\n\t" in text:
+        return False
+    return text.replace("\t", " ").replace("\n", "").isprintable()
 
 
 def _literal(text: str, indent: int) -> tuple[str, list[str]]:
