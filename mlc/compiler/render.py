@@ -172,11 +172,15 @@ def _fast_mapping(mapping: dict, indent: int, lines: list[str], prefix: str) -> 
     pad = " " * indent
     for key in _fast_keys(mapping):
         text = _one_line(key)
+        value = mapping[key]
         if len(text) > _MAX_IMPLICIT_KEY:
             lines.append(prefix + "? " + text)
-            _fast_entry(pad, ":", mapping[key], indent, lines)
+            _fast_entry(pad, ":", value, indent, lines)
+        elif type(value) is str and "\n" not in value:
+            # the commonest entry, `key: scalar`, as _fast_entry writes it, without the call
+            lines.append(prefix + text + ": " + _one_line(value))
         else:
-            _fast_entry(prefix, text + ":", mapping[key], indent, lines)
+            _fast_entry(prefix, text + ":", value, indent, lines)
         prefix = pad
 
 
