@@ -238,9 +238,14 @@ def measure(n: int, runs: int, kustomize: str | None, tree: Path = REPO,
 
 
 def creation_probe(count: int = 500) -> str:
-    """What creating `count` small files costs in the folder the projects go to: a compile
-    creates a few thousand (2,700 per environment at N = 100), and on some filesystems each
-    creation costs the kernel half a millisecond, which the compile's CPU time includes."""
+    """What creating `count` small files costs in the folder the projects go to.
+
+    A compile creates a few thousand (2,700 per environment at N = 100) and its CPU time
+    includes the kernel's. On ext4, allocating an inode skips the ones freed in the last
+    seconds (`recently_deleted`, which reads each candidate's inode block), so right after
+    thousands of deletions (the previous run's tree, another job's) a creation cost up to
+    half a millisecond of kernel CPU here instead of 20 us: seconds of a compile's CPU time
+    that are the disk's history, not mlc's work."""
     with tempfile.TemporaryDirectory(prefix="mlc-bench-probe-") as tmp:
         start = os.times()
         for i in range(count):
@@ -372,9 +377,9 @@ def main() -> None:
     parser.add_argument("--write", metavar="DIR", help="only write the N-model project (the "
                         "first size) into DIR, for profiling")
     parser.add_argument("--workdir", metavar="DIR", help="generate the projects (and write "
-                        "their output) under DIR instead of the system's temporary folder: "
-                        "creating files costs the compile kernel time that depends on the "
-                        "folder's filesystem (printed as the file-creation probe)")
+                        "their output) under DIR instead of the system's temporary folder "
+                        "(another filesystem); the file-creation probe printed first says "
+                        "what creating a file costs there now")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.workdir:
