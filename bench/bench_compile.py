@@ -237,6 +237,28 @@ def measure(n: int, runs: int, kustomize: str | None, tree: Path = REPO,
             for step, rows in results.items()}
 
 
+def creation_probe(count: int = 500) -> str:
+    """What creating `count` small files costs in the folder the projects go to.
+
+    A compile creates a few thousand (2,700 per environment at N = 100) and its CPU time
+    includes the kernel's. On ext4, allocating an inode skips the ones freed in the last
+    seconds (`recently_deleted`, which reads each candidate's inode block), so right after
+    thousands of deletions (the previous run's tree, another job's) a creation cost up to
+    half a millisecond of kernel CPU here instead of 20 us: seconds of a compile's CPU time
+    that are the disk's history, not mlc's work."""
+    with tempfile.TemporaryDirectory(prefix="mlc-bench-probe-") as tmp:
+        start = os.times()
+        for i in range(count):
+            fd = os.open(os.path.join(tmp, f"f{i}.yaml"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o644)
+            os.write(fd, b"x" * 4096)
+            os.close(fd)
+        end = os.times()
+    per_file = (end.user + end.system - start.user - start.system) / count
+    return (f"projects under {tempfile.gettempdir()}: creating a file there costs "
+            f"{per_file * 1e6:.0f} us of CPU")
+
+
 def phases(n: int) -> None:
     """CPU seconds of each pass of one compile of an N-model project, in this process."""
     sys.path.insert(0, str(REPO))
@@ -354,8 +376,16 @@ def main() -> None:
                         "and print CPU ratios")
     parser.add_argument("--write", metavar="DIR", help="only write the N-model project (the "
                         "first size) into DIR, for profiling")
+    parser.add_argument("--workdir", metavar="DIR", help="generate the projects (and write "
+                        "their output) under DIR instead of the system's temporary folder "
+                        "(another filesystem); the file-creation probe printed first says "
+                        "what creating a file costs there now")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.workdir:
+        tempfile.tempdir = str(Path(args.workdir).resolve())
+    if not args.write:
+        print(creation_probe())
     if args.write:
         write_project(Path(args.write), sizes[0])
         return

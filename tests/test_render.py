@@ -356,3 +356,21 @@ def test_fast_path_writes_what_the_general_path_writes(doc: dict) -> None:
     general: list[str] = []
     r._mapping(doc, 0, general)
     assert r.dump_document(doc) == "\n".join(general) + "\n"
+
+
+def _literal_ok_by_line(text: str) -> bool:
+    """The literal-block rule stated line by line, as the renderer once tested it."""
+    for line in text.split("\n"):
+        if line != line.rstrip(" \t") or line.startswith("\t"):
+            return False
+        if not line.replace("\t", " ").isprintable():
+            return False
+    return True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab \t\n\r\x07\x85\u2028\u00e9#:-")), max_size=12)
+       | st.text(max_size=20))
+def test_literal_check_on_the_whole_text_is_the_line_by_line_rule(text: str) -> None:
+    from mlc.compiler.render import _literal_ok
+    assert _literal_ok(text) == _literal_ok_by_line(text)

@@ -172,11 +172,15 @@ def _fast_mapping(mapping: dict, indent: int, lines: list[str], prefix: str) -> 
     pad = " " * indent
     for key in _fast_keys(mapping):
         text = _one_line(key)
+        value = mapping[key]
         if len(text) > _MAX_IMPLICIT_KEY:
             lines.append(prefix + "? " + text)
-            _fast_entry(pad, ":", mapping[key], indent, lines)
+            _fast_entry(pad, ":", value, indent, lines)
+        elif type(value) is str and "\n" not in value:
+            # the commonest entry, `key: scalar`, as _fast_entry writes it, without the call
+            lines.append(prefix + text + ": " + _one_line(value))
         else:
-            _fast_entry(prefix, text + ":", mapping[key], indent, lines)
+            _fast_entry(prefix, text + ":", value, indent, lines)
         prefix = pad
 
 
@@ -408,12 +412,16 @@ def _literal_ok(text: str) -> bool:
     # Literal blocks show text verbatim, so anything invisible or ambiguous in it (control
     # characters, trailing or whitespace-only lines, leading tabs that some parsers take for
     # indentation) goes to a double-quoted string instead.
-    for line in text.split("\n"):
-        if line != line.rstrip(" \t") or line.startswith("\t"):
-            return False
-        if not line.replace("\t", " ").isprintable():
-            return False
-    return True
+    #
+    # Line by line: no line ends in a space or tab, none starts with a tab, and every line is
+    # printable once its tabs count as spaces. Tested on the whole text at once (a line ends
+    # before a "\n" or at the end, starts after one or at the start; printability is per
+    # character), which does the same checks in a few passes of C over long scripts.
+    if text.startswith("\t") or text.endswith((" ", "\t")):
+        return False
+    if " \n" in text or "\t\n" in text or "\n\t" in text:
+        return False
+    return text.replace("\t", " ").replace("\n", "").isprintable()
 
 
 def _literal(text: str, indent: int) -> tuple[str, list[str]]:
