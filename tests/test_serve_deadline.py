@@ -77,6 +77,38 @@ def test_a_request_admitted_behind_a_slow_call_expires_instead_of_being_computed
     assert computed == [1.0, 1.0, 1.0, SLOW_VALUE, 3.0, 3.0, 3.0]  # 2.0 never reached it
 
 
+def test_the_deadline_counts_a_slow_call_not_the_median_one():
+    """Three calls in fifteen take 0.4 s, the rest 0.02 s: admission may count the median
+    call, but a request queued behind a 0.4 s call whose deadline a median call would still
+    meet (0.42 s < 0.6 s) is late after each slow one. It expires instead of being computed
+    late (the deadline counts DEADLINE_QUANTILE of the recent calls)."""
+    computed: list[float] = []
+    slo, slow = 0.6, 0.4
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        time.sleep(slow if rows[:, 0].max() >= 5.0 else FAST)
+        computed.extend(rows[:, 0].tolist())
+        return rows[:, 0]
+
+    async def scenario():
+        batcher = Batcher(run, max_batch_size=1, max_latency=0.0, max_queue=10, max_wait=slo)
+        batcher.start()
+        for value in [1.0] * 6 + [5.0] + [1.0] * 3 + [5.0] + [1.0] * 3 + [5.0]:
+            await batcher.submit(np.array([[value]]))  # one at a time: no deadlines
+        assert batcher.service_time < slow / 2  # the median call is a fast one
+        running = asyncio.ensure_future(batcher.submit(np.array([[5.0]])))
+        await asyncio.sleep(0.01)  # the 0.4 s call has started
+        assert batcher.refusal(1) is None  # admitted: the median call fits the SLO
+        with pytest.raises(Expired):
+            await batcher.submit(np.array([[2.0]]))
+        await running
+        await batcher.close()
+        return batcher.expired
+
+    assert asyncio.run(scenario()) == 1
+    assert 2.0 not in computed
+
+
 def test_a_model_slower_than_the_slo_keeps_no_deadline():
     computed: list[float] = []
 
