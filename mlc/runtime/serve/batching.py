@@ -22,9 +22,10 @@ seconds each.
 Admission is an estimate; the deadline is the guarantee. Every admitted request carries
 one, its arrival plus the SLO, and when a batch is formed a request that can no longer be
 answered by its deadline (now, plus a slow call, the 90th percentile of the recent ones, and
-the loop's work until the next call, is past it) is not computed: it fails with `Expired` (the server answers 503 with Retry-After) and its place in the batch
-goes to the next request; a timer at the oldest request's last moment does the same while
-the model is busy, so that a request that will miss its deadline hears so at it. The
+the loop's work until the next call, is past it) is not computed: it fails with `Expired`
+(the server answers 503 with Retry-After) and its place in the batch goes to the next
+request; a timer at the oldest request's last moment does the same while the model is busy,
+so that a request that will miss its deadline hears so at it. The
 deadline also corrects the estimate: while admitted requests expire (the calls run slower
 than measured, or the event loop falls behind), admission grants a shrinking share of the
 SLO (`headroom`), given back as batches keep their deadlines. A request that found the
