@@ -310,17 +310,62 @@ HUGGINGFACE = EngineMetrics(
            "at the 1s bucket."),
 )
 
-# `custom`: nothing is known of the user's server's series (ml.yaml has no mapping of them
-# yet); every quantity is refused.
+# `custom` without a `container.metrics` mapping: nothing is known of the user's server's
+# series; every quantity is refused. With one, `custom()` below builds its mapping.
 CUSTOM = EngineMetrics(
-    engine="custom", source="the endpoint's own `metrics` mapping in ml.yaml",
+    engine="custom", source="the endpoint's own `container.metrics` mapping in ml.yaml",
     scrape_port=8080, scrape_path="/metrics", model_label=None, requires=(),
     requests=None, server_errors=None, client_errors=None, latency=None, inflight=None,
     queue=None,
-    missing={q: "mlc knows no series of the user's server (`engine: custom`)"
+    missing={q: "mlc knows no series of the user's server (`engine: custom` without "
+                "`container.metrics`)"
              for q in ("requests", "errors", "latency_quantile", "latency_slo", "inflight",
                        "queue", "time_to_first_token", "tokens_per_second")},
 )
+
+
+def custom(spec, port: int) -> EngineMetrics:
+    """The mapping of a custom server from its `container.metrics` (the schema's or the IR's
+    ServerMetrics, read by attribute), scraped at `port` (its own, or the container's). The
+    requests' status label, where named, splits the server's errors (`5..`: a code `503` or
+    a class `5xx`) from the client's (`4..`)."""
+
+    def match(part, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({**part.match, **dict(extra)}.items()))
+
+    def labels(part) -> tuple[str, ...]:
+        status = getattr(part, "status_label", None)
+        return tuple(sorted({*part.match, *([status] if status else [])}))
+
+    r = spec.requests
+    requests = server_errors = client_errors = None
+    if r is not None:
+        requests = Counter(tuple(r.series), match(r), labels(r))
+        if r.status_label:
+            server_errors, client_errors = (
+                Counter(tuple(r.series), match(r, ((r.status_label, f"{c}.."),)), labels(r))
+                for c in "54")
+
+    def gauge(part) -> Gauge | None:
+        return None if part is None else Gauge(tuple(part.series), labels(part), match(part))
+
+    h = spec.latency
+    latency = None if h is None else Histogram(h.series, h.unit, tuple(h.buckets), labels(h),
+                                               match(h))
+    missing = {q: f"`container.metrics` maps no `{key}`" for q, key in (
+        ("requests", "requests"), ("latency_quantile", "latency"), ("latency_slo", "latency"),
+        ("inflight", "inflight"), ("queue", "queue"))}
+    missing["errors"] = ("`container.metrics.requests` names no `statusLabel`" if r is not None
+                         else "`container.metrics` maps no `requests`")
+    missing |= {q: "the server's LLM series are not part of `container.metrics`"
+                for q in ("time_to_first_token", "tokens_per_second")}
+    return EngineMetrics(
+        engine="custom", source="the endpoint's `container.metrics` in ml.yaml",
+        scrape_port=port, scrape_path=spec.path, model_label=None, requires=(),
+        requests=requests, server_errors=server_errors, client_errors=client_errors,
+        latency=latency, inflight=gauge(spec.inflight), queue=gauge(spec.queue),
+        missing=missing)
+
 
 ENGINES: dict[str, EngineMetrics] = {
     e.engine: e for e in (MLSERVER, TRITON, TORCHSERVE, TFSERVING, HUGGINGFACE, CUSTOM)}

@@ -641,6 +641,15 @@ CASES = [
     Case("engine-custom-without-container", "MLC389", "ml.yaml:39:13",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: custom\nmonitoring")}),
+    Case("engine-custom-series-regex", "MLC380", "ml.yaml:46:59",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: custom\n"
+                                 "    container:\n      image: server\n"
+                                 "      readinessPath: /ready\n      metrics:\n"
+                                 "        requests: {series: [hits_total], match: {handler: "
+                                 "\"/predict(\"}}\nmonitoring").replace(
+                                     "models:\n", "images:\n  custom: {server: x/server:1}\n"
+                                     "models:\n", 1)}),
     Case("engine-container-unused", "MLC390", "ml.yaml:40:5",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: triton\n"

@@ -478,3 +478,139 @@ def test_llm_settings_on_huggingface_pass_the_engine_checks(tmp_path: Path):
     codes = {d.code for d in diags}
     assert codes & {"MLC374", "MLC376", "MLC378"} == set(), list(diags)
     assert "MLC332" in codes  # vLLM serves no bundled trainer's tabular model
+
+
+# --- a custom server's own series (`container.metrics`) -----------------------------------
+
+CUSTOM_METRICS = {  # tests/custom_server.py's series, as its user would map them
+    "requests": {"series": ["http_requests_total"], "match": {"handler": "/predict"},
+                 "statusLabel": "status"},
+    "latency": {"series": "http_request_duration_seconds", "unit": "seconds",
+                "buckets": [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                "match": {"handler": "/predict"}},
+    "inflight": {"series": ["http_requests_inflight"]},
+}
+
+
+def custom_project(tmp_path: Path, metrics: dict | None = CUSTOM_METRICS
+                   ) -> tuple[ResolvedProject, Diagnostics]:
+    """The example (prod) whose fraud-api is the user's own server on KServe's Knative mode
+    (a gated canary), compiled from ml.yaml: `container.metrics` maps its series."""
+    from ruamel.yaml import YAML
+
+    from mlc.compiler.pipeline import check_environment
+
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "environments", root / "environments")
+    values = YAML(typ="safe").load((ROOT / "ml.yaml").read_text("utf-8"))
+    container = {"image": "server", "port": 9000, "readinessPath": "/ready"}
+    if metrics is not None:
+        container["metrics"] = metrics
+    api = values["serving"]["fraud-api"]
+    api.update({"engine": "custom", "mode": "serverless", "container": container})
+    api["rollout"]["gates"]["maxPredictionDrift"] = None  # mlc's runtime only
+    api["autoscaling"] = {"minReplicas": 2, "maxReplicas": 6, "metric": "concurrency",
+                          "target": 8}
+    del api["allowFrom"]  # Knative's address, not the pods', is what clients reach
+    del values["monitoring"]["drift"]  # no prediction log from a custom server
+    values.setdefault("images", {}).setdefault("custom", {})["server"] = \
+        "registry.example.com/fraud/server@sha256:" + "ab" * 32  # prod pins by digest
+    (root / "ml.yaml").write_text(json.dumps(values, indent=2), "utf-8")
+    diags = Diagnostics()
+    project = check_environment(root, "prod", diags)
+    return project, diags
+
+
+def test_a_custom_server_without_metrics_is_measured_by_nothing(tmp_path: Path):
+    project, diags = custom_project(tmp_path, None)
+    assert project is None
+    refused = {(d.code, ".".join(map(str, d.path))) for d in diags if d.code == "MLC374"}
+    assert ("MLC374", "serving.fraud-api.slo.availability") in refused, list(diags)
+
+
+def test_a_custom_servers_rules_read_its_own_series_and_pass_promtool(promtool: str,
+                                                                     tmp_path: Path):
+    project, diags = custom_project(tmp_path)
+    assert project is not None, [d.message for d in diags]
+    assert not [d for d in diags if d.code.startswith("MLC37")], [str(d) for d in diags]
+    folder = write_tree(project, tmp_path / "out")
+    rules = "monitoring/rules/endpoint-fraud-api.rules.yaml"
+    tests = "monitoring/tests/endpoint-fraud-api.test.yaml"
+    text = (folder / rules).read_text()
+    assert not re.search(r"(?<![:\w])mlc_[a-z_]+\{", text), text
+    assert 'http_requests_total{' in text and 'status=~"5.."' in text
+    assert "http_request_duration_seconds_bucket{" in text
+    checked = _promtool(promtool, folder, "check", "rules", rules)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _promtool(promtool, folder, "test", "rules", tests)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    (folder / rules).write_text(text.replace("http_requests_total", "http_requests_renamed"))
+    assert _promtool(promtool, folder, "test", "rules", tests).returncode != 0
+    (ep,) = project.endpoints.values()
+    monitor = servicemonitors.engine_pod_monitor(project, ep)
+    assert monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 9000
+    assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+
+
+def test_a_custom_label_regex_that_does_not_compile_is_refused(tmp_path: Path):
+    bad = {**CUSTOM_METRICS, "inflight": {"series": ["http_requests_inflight"],
+                                          "match": {"pool": "5(.."}}}
+    project, diags = custom_project(tmp_path, bad)
+    assert project is None
+    [d] = [d for d in diags if d.code == "MLC380"]
+    assert ".".join(map(str, d.path)) == \
+        "serving.fraud-api.container.metrics.inflight.match.pool"
+
+
+@pytest.mark.slow
+def test_a_real_custom_server_in_a_real_prometheus(tmp_path: Path):
+    """tests/custom_server.py (a Starlette app with its own prometheus_client series) under
+    steady traffic, scraped by a real Prometheus with the compiled rules: the SLO ratios
+    come from its series, the canary's gates decide as Argo would, KEDA's concurrency reads
+    its in-flight gauge; then 5xx answers make the error gate fail."""
+    project, diags = custom_project(tmp_path)
+    assert project is not None, [d.message for d in diags]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.custom_server", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            wait_ok(http, "/ready", server, lambda: "", "the custom server", 30)
+            prom = PrometheusServer(tmp_path / "prom", [_target(port, project)],
+                                    _rule_groups(project))
+            try:
+                stop, ready = time.time() + 90, False
+                while time.time() < stop and not ready:
+                    for _ in range(20):
+                        assert http.post("/predict", json={}).status_code == 200
+                    http.post("/predict", json={"bad": True})  # a client's error
+                    result = prom.query("endpoint:mlc_requests:error_ratio_rate5m")
+                    ready = len(result) == 1 and result[0][1] == 0
+                    time.sleep(0.3)
+                assert ready, prom.query("endpoint:mlc_requests:error_ratio_rate5m")
+                slow = _recorded(prom, "endpoint:mlc_request_duration_seconds:slow_ratio_rate5m")
+                assert 0 <= slow < 0.5, slow  # 20 ms answers against a 100 ms objective
+                gates = _check_gates(prom, project)
+                assert gates["error-rate"] == 0  # 400s are the client's
+                assert 0.01 < gates["latency-p99"] <= 0.1, gates
+                assert len(prom.query(_keda(project, "concurrency"))) == 1
+                (ep,) = project.endpoints.values()
+                limit = ep.rollout.gates.max_error_rate
+                template = {m["name"]: m for m in
+                            analysis.analysis_template(project, ep)["spec"]["metrics"]}
+                stop, failing = time.time() + 60, None
+                while time.time() < stop:
+                    for _ in range(10):
+                        http.post("/predict", json={"fail": True})
+                    [(_, value)] = _gate_results(prom, project, "new")["error-rate"]
+                    if value > limit:
+                        failing = value
+                        break
+                    time.sleep(0.3)
+                assert failing is not None and failing > limit
+                assert decide(template["error-rate"], [failing]) == "Failed"
+            finally:
+                prom.stop()
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -656,6 +656,37 @@ class BatchScoring(IR):
     timeout_seconds: int
 
 
+class ServerSeries(IR):
+    """Counters or gauges of a custom server, summed: names, and label -> regex, with a
+    value of each that the regex matches (what the alert rules' unit tests export)."""
+
+    series: list[str]
+    match: dict[str, str]
+    examples: dict[str, str]
+    status_label: str | None  # requests only: the label holding the HTTP status
+    status_format: Literal["code", "class"]  # `503`, or `5xx`
+
+
+class ServerHistogram(IR):
+    series: str  # without `_bucket`
+    unit: Literal["seconds", "milliseconds", "microseconds"]
+    buckets: list[float]
+    match: dict[str, str]
+    examples: dict[str, str]
+
+
+class ServerMetrics(IR):
+    """`container.metrics`: which of a custom server's series give mlc's quantities
+    (mlc/engine_metrics.py `custom`)."""
+
+    port: int  # where the metrics are served (the container's port unless set)
+    path: str
+    requests: ServerSeries | None
+    latency: ServerHistogram | None
+    inflight: ServerSeries | None
+    queue: ServerSeries | None
+
+
 class EngineContainer(IR):
     """`engine: custom`: the user's server (`serving.<e>.container`)."""
 
@@ -665,6 +696,7 @@ class EngineContainer(IR):
     port: int
     readiness_path: str
     liveness_path: str
+    metrics: ServerMetrics | None
 
 
 class EngineServing(IR):

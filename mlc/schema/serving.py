@@ -307,6 +307,79 @@ HttpPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/%-]{0,255}
                      Field(examples=["/healthz"])]
 
 
+# Prometheus' own syntax for series and label names (a label name starting `__` is
+# Prometheus' internal one, which no exporter sets)
+PromSeriesName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"),
+                           Field(examples=["http_requests_total"])]
+PromLabelName = Annotated[str, StringConstraints(
+    pattern=r"^([a-zA-Z][a-zA-Z0-9_]{0,99}|_[a-zA-Z0-9][a-zA-Z0-9_]{0,98})$"),
+    Field(examples=["handler", "status"])]
+SeriesMatch = Annotated[dict[PromLabelName, Annotated[str, StringConstraints(max_length=256)]],
+                        Field(max_length=16)]
+
+
+class ServerCounter(Spec):
+    """Counters of the user's server, summed: their stored names (with `_total` where the
+    client library adds it), narrowed by label regexes (RE2, anchored, as Prometheus
+    matches `=~`)."""
+
+    series: list[PromSeriesName] = Field(min_length=1, max_length=8,
+                                         description="Stored series names, summed.")
+    match: SeriesMatch = Field(default_factory=dict, description="Label -> regex the "
+                               "series must match, e.g. `{handler: /predict}`.")
+    status_label: PromLabelName | None = Field(None, description="The label holding each "
+                                               "answer's HTTP status: `5..` of it are the "
+                                               "server's errors, `4..` the client's; none: "
+                                               "errors are not measured.")
+    status_format: Literal["code", "class"] = Field("code", description="What the status "
+                                                    "label holds: the code (`503`) or its "
+                                                    "class (`5xx`).")
+
+
+class ServerGauge(Spec):
+    """Gauges of the user's server (requests in flight, or queued), summed."""
+
+    series: list[PromSeriesName] = Field(min_length=1, max_length=8,
+                                         description="Stored series names, summed.")
+    match: SeriesMatch = Field(default_factory=dict, description="Label -> regex the "
+                               "series must match.")
+
+
+class ServerHistogram(Spec):
+    """A classic histogram of the user's server (`<series>_bucket`, `_sum`, `_count`)."""
+
+    series: PromSeriesName = Field(description="The histogram's name, without `_bucket`.")
+    unit: Literal["seconds", "milliseconds", "microseconds"] = Field(
+        description="The unit of its observations and bucket bounds.")
+    buckets: list[Annotated[float, Field(gt=0, le=1e9)]] = Field(
+        min_length=1, max_length=64, description="Its bucket bounds (`le`), increasing, in "
+        "`unit`, as the server declares them.")
+    match: SeriesMatch = Field(default_factory=dict, description="Label -> regex the "
+                               "series must match.")
+
+    @model_validator(mode="after")
+    def _increasing(self):
+        if any(b <= a for a, b in zip(self.buckets, self.buckets[1:], strict=False)):
+            raise PydanticCustomError("mlc_range", "`buckets` must increase: {buckets}",
+                                      {"buckets": self.buckets})
+        return self
+
+
+class ServerMetrics(Spec):
+    """`engine: custom`: which of the user's server's series give mlc's quantities, so that
+    its objectives, alerts, dashboards, gates and autoscaling are measured
+    (docs/serving-engines.md, "Metrics of a custom server")."""
+
+    port: int | None = Field(None, ge=1024, le=65535, description="Where the server serves "
+                             "its metrics; defaults to the container's `port`.")
+    path: HttpPath = Field("/metrics", description="The metrics page's path.")
+    requests: ServerCounter | None = Field(None, description="Every inference request "
+                                           "answered, by status where `statusLabel` says.")
+    latency: ServerHistogram | None = Field(None, description="Request latency.")
+    inflight: ServerGauge | None = Field(None, description="Requests being handled now.")
+    queue: ServerGauge | None = Field(None, description="Requests waiting.")
+
+
 class EngineContainer(Spec):
     """`engine: custom`: the user's own server, as the predictor of a KServe
     InferenceService (docs/serving-engines.md)."""
@@ -324,6 +397,9 @@ class EngineContainer(Spec):
                                      "requests.")
     liveness_path: HttpPath | None = Field(None, description="Answers 200 while the server "
                                            "lives; defaults to `readinessPath`.")
+    metrics: ServerMetrics | None = Field(None, description="Which of the server's series "
+                                          "give mlc's quantities; none: nothing of it is "
+                                          "measured.")
 
 
 # What answers an endpoint's requests (docs/serving-engines.md).

@@ -72,7 +72,9 @@ def check_engine_metrics(ctx: Context, name: str, e: Any) -> None:
             if getattr(e.rollout.gates, field) is not None:
                 _llm_refused(ctx, name, engine, (*path, "rollout", "gates", key))
         return
-    m = em.for_engine(engine)
+    server = e.container.metrics if engine == "custom" and e.container is not None else None
+    m = (em.custom(server, server.port or e.container.port) if server is not None
+         else em.for_engine(engine))
     set_slo = e.slo.model_fields_set
     for key, quantity, field in _OBJECTIVES:
         why = m.why_not(quantity)

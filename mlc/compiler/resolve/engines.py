@@ -22,7 +22,8 @@ tfserving stays refused (MLC387): mlc makes nothing that it reads.
 Codes: MLC387 an engine not compiled; MLC388 a setting the engine cannot honour; MLC389
 `engine: custom` without `container`; MLC390 `container` on another engine; MLC391 an
 engine in batch or stream mode; MLC392 a rollout only mlc's runtime delivers; MLC393 a
-check that reads the prediction log of an engine endpoint, which writes none.
+check that reads the prediction log of an engine endpoint, which writes none; MLC380 a label
+regex of a custom server's `container.metrics` that mlc cannot read.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Literal
 from ... import engine_metrics as em
 from ...schema.serving import Endpoint
 from .. import ir
+from . import regex_examples
 from .context import Context
 
 ENGINE_NOT_BUILT = "MLC387"
@@ -41,6 +43,7 @@ CONTAINER_UNUSED = "MLC390"
 ENGINE_MODE = "MLC391"
 ENGINE_ROLLOUT = "MLC392"
 NO_PREDICTION_LOG = "MLC393"
+BAD_SERIES_MATCH = "MLC380"
 
 MODEL_DIR = "/mnt/models"  # where every stock runtime reads its model
 HTTP_PORT = 8080  # where every stock runtime answers HTTP
@@ -103,13 +106,15 @@ def resolve_engine(ctx: Context, name: str, e: Endpoint, model: ir.Model,
         if not ctx.check_ref(c.image, ctx.project.images.custom, "image",
                              (*path, "container", "image"), "images.custom"):
             return None
+        server_metrics = _server_metrics(ctx, name, c)
         return ir.EngineServing(
             runtime=None, model_format=None, model_format_version=None, protocol=None,
-            layout=None, model_name=e.model, http_port=c.port, scrape_port=c.port,
+            layout=None, model_name=e.model, http_port=c.port,
+            scrape_port=server_metrics.port if server_metrics else c.port,
             container=ir.EngineContainer(
                 image=images[f"custom/{c.image}"], command=list(c.command),
                 args=list(c.args), port=c.port, readiness_path=c.readiness_path,
-                liveness_path=c.liveness_path or c.readiness_path))
+                liveness_path=c.liveness_path or c.readiness_path, metrics=server_metrics))
     if e.container is not None:
         _container_unused(ctx, name, e)
     runtime, fmt, version, protocol, layout = STOCK[e.engine]
@@ -117,6 +122,49 @@ def resolve_engine(ctx: Context, name: str, e: Endpoint, model: ir.Model,
                             protocol=protocol, layout=layout, model_name=model.name,
                             http_port=HTTP_PORT, scrape_port=metrics.scrape_port,
                             container=None)
+
+
+def _server_metrics(ctx: Context, name: str, c) -> ir.ServerMetrics | None:
+    """`container.metrics` in the IR, with a value each label regex matches (the series
+    that the alert rules' unit tests export); a regex that does not compile, or of which no
+    value can be written, is refused (MLC380)."""
+    m = c.metrics
+    if m is None:
+        return None
+    path = ("serving", name, "container", "metrics")
+
+    def examples(key: str, part) -> dict[str, str]:
+        out = {}
+        for label, regex in sorted(part.match.items()):
+            value = regex_examples.example(regex)
+            if value is None:
+                ctx.error(BAD_SERIES_MATCH, f"endpoint `{name}`: `container.metrics.{key}` "
+                          f"matches label `{label}` with `{regex}`, which is no regular "
+                          "expression mlc can read (nor write a matching value of, for the "
+                          "alert rules' unit tests)", (*path, key, "match", label),
+                          help="write an RE2 regular expression of literals, classes, `.`, "
+                          "`|` and repeats, anchored as Prometheus anchors `=~` (e.g. "
+                          "`/predict` or `/v[12]/predict`)")
+            else:
+                out[label] = value
+        return out
+
+    def series(key: str, part) -> ir.ServerSeries | None:
+        if part is None:
+            return None
+        return ir.ServerSeries(series=list(part.series), match=dict(sorted(part.match.items())),
+                               examples=examples(key, part),
+                               status_label=getattr(part, "status_label", None),
+                               status_format=getattr(part, "status_format", "code"))
+
+    h = m.latency
+    return ir.ServerMetrics(
+        port=m.port if m.port is not None else c.port, path=m.path,
+        requests=series("requests", m.requests),
+        latency=None if h is None else ir.ServerHistogram(
+            series=h.series, unit=h.unit, buckets=list(h.buckets),
+            match=dict(sorted(h.match.items())), examples=examples("latency", h)),
+        inflight=series("inflight", m.inflight), queue=series("queue", m.queue))
 
 
 def _container_unused(ctx: Context, name: str, e: Endpoint) -> None:

@@ -131,7 +131,7 @@ def _panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]
 def _engine_panels(project: ResolvedProject, endpoint: Endpoint) -> list[dict[str, Any]]:
     """An endpoint of another engine: the panels its series can fill (mlc/engine_metrics.py),
     from the same query builders as its rules; none over series the engine does not have."""
-    m = engine_metrics.for_engine(endpoint.engine)
+    m = engine_queries.mapping(endpoint)
     labels = promql.endpoint_labels(project, endpoint)
     select = promql.engine_select(labels)
     window = promql.duration(endpoint.slo.window_seconds)

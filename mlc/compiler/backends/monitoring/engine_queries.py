@@ -31,6 +31,12 @@ class Unmeasurable(ValueError):
 
 
 def mapping(endpoint: Endpoint) -> em.EngineMetrics:
+    """The endpoint's engine's series: the engine's table, or a custom server's own
+    `container.metrics`."""
+    es = endpoint.engine_serving
+    server = es.container.metrics if es is not None and es.container is not None else None
+    if endpoint.engine == "custom" and server is not None:
+        return em.custom(server, server.port)
     return em.for_engine(endpoint.engine)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from mlc import engine_metrics as em
 
 from ...ir import Endpoint
-from . import promql
+from . import engine_queries, promql
 from .alerts import Series
 
 PerMinute = Mapping[str, float]  # requests per minute by HTTP status code: {"200": 95}
@@ -119,9 +119,26 @@ def requests(endpoint: Endpoint, labels: Mapping[str, str],
         add("vllm:request_success_total",
             {"model_name": endpoint.model, "finished_reason": "stop"}, _sum_rates(phases, ok),
             lazy=True)
+    elif engine == "custom" and _server(endpoint) is not None:
+        r = _server(endpoint).requests
+        if r is None:
+            raise ValueError(f"endpoint {endpoint.name}: no request counter to write")
+        name = r.series[0]  # one of the counters summed carries the traffic
+        if r.status_label is None:
+            add(name, r.examples, _sum_rates(phases, None), lazy=True)
+        for code in codes if r.status_label is not None else ():
+            status = code if r.status_format == "code" else f"{code[0]}xx"
+            add(name, {**r.examples, r.status_label: status}, _sum_rates(phases, {code}),
+                lazy=True)
     else:
         raise ValueError(f"no synthetic traffic for engine {engine}")
     return tuple(out)
+
+
+def _server(endpoint: Endpoint):
+    """A custom server's `container.metrics` (the IR's ServerMetrics), if any."""
+    es = endpoint.engine_serving
+    return es.container.metrics if es is not None and es.container is not None else None
 
 
 def latency(endpoint: Endpoint, labels: Mapping[str, str], threshold_seconds: float,
@@ -129,9 +146,8 @@ def latency(endpoint: Endpoint, labels: Mapping[str, str], threshold_seconds: fl
             histogram: em.Histogram | None = None) -> tuple[Series, ...]:
     """The engine's latency histogram: `per_minute` requests, `good_per_minute` of them in
     the bucket the objective is measured at."""
-    from . import engine_queries  # the bucket choice is the queries'
 
-    m = em.for_engine(endpoint.engine)
+    m = engine_queries.mapping(endpoint)
     h = histogram or m.latency
     if not isinstance(h, em.Histogram):
         raise ValueError(f"engine {endpoint.engine} has no latency histogram")
@@ -151,4 +167,7 @@ def _histogram_labels(endpoint: Endpoint) -> dict[str, str]:
                 "status_code": "200"}
     if endpoint.engine == "tfserving":
         return {"model_name": endpoint.model, "API": "Predict", "entrypoint": "REST"}
+    server = _server(endpoint) if endpoint.engine == "custom" else None
+    if server is not None and server.latency is not None:
+        return dict(server.latency.examples)
     return {"model_name": endpoint.model}

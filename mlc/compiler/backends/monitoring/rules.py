@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlc import engine_metrics, metrics
+from mlc import metrics
 
 from ...ir import DriftCheck, Endpoint, FeatureView, Model, Origin, ResolvedProject
 from ...names import dns_label
@@ -163,7 +163,7 @@ def _no_traffic(project: ResolvedProject, endpoint: Endpoint, labels: dict[str, 
         requests = promql.selector(promql.series(metrics.REQUESTS), labels)
     else:
         requests = engine_queries.counter_selector(
-            promql.engine_select(labels), engine_metrics.for_engine(endpoint.engine).requests)
+            promql.engine_select(labels), engine_queries.mapping(endpoint).requests)
     window = promql.duration(NO_TRAFFIC_SECONDS)
     return Alert(
         name="EndpointNoTraffic",

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlc import engine_metrics
-
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata, selector_labels
+from . import engine_queries
 
 API_VERSION = "monitoring.coreos.com/v1"
 METRICS_PATH = "/metrics"
@@ -90,7 +89,7 @@ def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str
     the contract's `endpoint` label set on every series, which the engine does not export
     (every query scopes by it). The engine's own labels are not honoured: it is not ours, so
     a label of its own named `namespace` or `pod` must not overwrite the target's."""
-    m = engine_metrics.for_engine(endpoint.engine)
+    m = engine_queries.mapping(endpoint)
     return {
         "apiVersion": API_VERSION,
         "kind": "PodMonitor",
@@ -100,7 +99,8 @@ def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str
             "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
             "podTargetLabels": [ROLLOUT_POD_LABEL, KNATIVE_REVISION_LABEL],
             "podMetricsEndpoints": [{
-                # `engine: custom`: the port its `container` declares
+                # `engine: custom`: the port its `container.metrics` (or `container`)
+                # declares
                 "portNumber": (endpoint.engine_serving.scrape_port
                                if endpoint.engine_serving else m.scrape_port),
                 "path": m.scrape_path,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlc import engine_metrics, metrics
+from mlc import metrics
 
 from ...ir import Endpoint, ResolvedProject
 from . import engine_queries, engine_traffic, promql, traffic
@@ -98,7 +98,7 @@ def objectives(endpoint: Endpoint) -> list[Objective]:
     out = [availability(endpoint), latency(endpoint)]
     if endpoint.engine == "mlc":
         return out
-    m = engine_metrics.for_engine(endpoint.engine)
+    m = engine_queries.mapping(endpoint)
     out = [o for o in out
            if m.why_not("errors" if o.kind == "availability" else "latency_slo") is None]
     s = endpoint.slo
@@ -222,7 +222,7 @@ def _description(endpoint: Endpoint, objective: Objective, w: BurnWindow) -> tup
 
 
 def _llm_what(endpoint: Endpoint, objective: Objective) -> str:
-    m = engine_metrics.for_engine(endpoint.engine)
+    m = engine_queries.mapping(endpoint)
     slo = endpoint.slo
     if objective.kind == "ttft":
         assert slo.ttft_seconds is not None and m.time_to_first_token is not None
@@ -246,7 +246,7 @@ def _scenario(project: ResolvedProject, endpoint: Endpoint, objective: Objective
     good_per_minute = rpm * (1 - share)
     if objective.kind in ("ttft", "tokens"):
         labels = promql.endpoint_labels(project, endpoint)
-        m = engine_metrics.for_engine(endpoint.engine)
+        m = engine_queries.mapping(endpoint)
         if objective.kind == "ttft":
             assert endpoint.slo.ttft_seconds is not None
             h, threshold = m.time_to_first_token, endpoint.slo.ttft_seconds
