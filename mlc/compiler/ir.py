@@ -667,6 +667,14 @@ class EngineContainer(IR):
     liveness_path: str
 
 
+class PayloadLogReceiver(IR):
+    """The receiver of an engine endpoint's KServe payload logger, which writes its
+    prediction log (backends/serving/payload_log.py, mlc/runtime/payload_log/)."""
+
+    name: str  # its Deployment, Service and pods (app.kubernetes.io/name)
+    port: int  # where it listens: the endpoint's port, which the servers' egress allows
+
+
 class EngineServing(IR):
     """What an endpoint served by another engine than mlc's compiles to: a KServe predictor
     (backends/serving/engines.py, docs/serving-engines.md). Every choice is made here."""
@@ -682,6 +690,8 @@ class EngineServing(IR):
     http_port: int  # where the engine answers requests
     scrape_port: int  # where it serves its metrics (mlc/engine_metrics.py)
     container: EngineContainer | None  # `custom` only
+    # set where a drift check or a quality monitor reads the endpoint's prediction log
+    payload_log: PayloadLogReceiver | None = None
 
 
 class Endpoint(IR):

@@ -24,7 +24,7 @@ from ...resolve.engines import MODEL_DIR
 from ..escape import container_text
 from ..objects import metadata
 from ..pods import pod_security_context, pull_policy, resources, scheduling, secret_env
-from . import kserve
+from . import kserve, payload_log
 from .pod import (
     KSERVE_CONTAINER,
     MODEL_URI_ENV,
@@ -205,6 +205,9 @@ def inference_service(project: ResolvedProject, w: Workload,
                                                                  "pod-template-hash")
     predictor["labels"] = meta["labels"]
     predictor["annotations"] = meta["annotations"]
+    log_to = payload_log.logger(project, ep)
+    if log_to is not None:  # a drift check or quality monitor reads its prediction log
+        predictor["logger"] = log_to
     return {
         "apiVersion": kserve.API_VERSION,
         "kind": "InferenceService",
