@@ -286,10 +286,8 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path, monkeypatch
                 "MLC_DRIFT_REFERENCE": str(tmp_path / "reference.parquet"),
                 "MLC_PREDICTION_LOG_URI": str(log_dir), "MLC_DATA_ROOT": str(ROOT)}
     _drift_step(project, check, step_env, monkeypatch)
-    report = tmp_path / "drift" / "drift" / check / "report.json"
-    assert report.is_file()
-    rows = json.loads(report.read_text())
-    assert str(total) in json.dumps(rows) or rows  # the report of the logged rows
+    # up: it read rows (an empty or unreadable log fails closed, tests/test_drift.py)
+    assert (tmp_path / "drift" / "drift" / check / "report.json").read_text().startswith("{")
     text = (tmp_path / "drift" / "drift" / check / "metrics.prom").read_text()
     assert f'mlc_drift_check_up{{check="{check}"}} 1' in text, text
 
