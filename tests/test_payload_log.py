@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,7 +150,7 @@ def _headers(event_id: str, kind: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path, monkeypatch):
+def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path):
     mlserver = MLSERVER_VENV / "bin" / "mlserver"
     if not mlserver.exists():
         pytest.skip(f"no MLServer environment at {MLSERVER_VENV} (`make mlserver-venv` "
@@ -159,6 +160,7 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path, monkeypatch
 
     from mlc.compiler import ir
     from mlc.runtime.prediction_log import PREDICTION_COLUMN
+    from mlc.runtime.step import EXIT_DRIFT
 
     _, docs = tree
     config = next(d for d in docs if d.get("kind") == "ConfigMap"
@@ -277,28 +279,31 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path, monkeypatch
         p = np.asarray(output["data"], dtype=float).reshape(output["shape"])
         np.testing.assert_allclose(rows[PREDICTION_COLUMN].to_numpy(), p[:, 1])
 
-    # the drift step reads that log as it reads mlc's server's (tests/test_drift.py)
+    # the drift step, as its WorkflowTemplate's container declares, reads that log
     check = "ms-inputs"
     reference = pd.DataFrame(rng.normal(10, 3, (500, len(features))), columns=features)
     reference[PREDICTION_COLUMN] = rng.uniform(0, 1, 500)
     reference.to_parquet(tmp_path / "reference.parquet")
-    step_env = {"MLC_RUN_DIR": str(tmp_path / "drift"),
-                "MLC_DRIFT_REFERENCE": str(tmp_path / "reference.parquet"),
-                "MLC_PREDICTION_LOG_URI": str(log_dir), "MLC_DATA_ROOT": str(ROOT)}
-    _drift_step(project, check, step_env, monkeypatch)
-    # up: it read rows (an empty or unreadable log fails closed, tests/test_drift.py)
-    assert (tmp_path / "drift" / "drift" / check / "report.json").read_text().startswith("{")
-    text = (tmp_path / "drift" / "drift" / check / "metrics.prom").read_text()
+    template = named(docs, "WorkflowTemplate", f"drift-{check}")["spec"]
+    step = next(t for t in template["templates"] if t["name"] == "drift-check")["container"]
+    # the test's overrides: the bucket as the local folder, the model's reference data as a
+    # file (no registry here), and the textfile export instead of the cluster's Pushgateway
+    # (both copied into the pod's run volume: the pod's /tmp is its own emptyDir)
+    run_volume = cluster.work / "pods" / "drift-0" / "fs" / "var" / "lib" / "mlc" / "run"
+    shutil.copytree(log_dir, run_volume / "bucket" / "predictions")
+    shutil.copy(tmp_path / "reference.parquet", run_volume / "bucket" / "reference.parquet")
+    step = {**step, "env": [e for e in step["env"] if e["name"] != "MLC_PUSHGATEWAY_URL"] + [
+        {"name": "MLC_PREDICTION_LOG_URI", "value": "/var/lib/mlc/run/bucket/predictions"},
+        {"name": "MLC_DRIFT_REFERENCE", "value": "/var/lib/mlc/run/bucket/reference.parquet"}]}
+    drift_workdir = tmp_path / "image-drift"
+    drift_workdir.mkdir()
+    cluster.images[step["image"]] = Image(drift_workdir)
+    ran = cluster.run_pod(step, {v["name"]: v for v in template["volumes"]}, "drift-0",
+                          {"workflow.name": "drift-0", "workflow.namespace": "fraud-dev",
+                           "workflow.parameters.window_seconds": "86400"})
+    assert ran.returncode in (0, EXIT_DRIFT), ran.log[-4000:]  # decided: stable or drifted
+    out = run_volume / "drift"
+    text = (out / check / "metrics.prom").read_text()
     assert f'mlc_drift_check_up{{check="{check}"}} 1' in text, text
-
-
-def _drift_step(project, check: str, env: dict[str, str], monkeypatch) -> None:
-    from mlc.runtime.step import EXIT_DRIFT, StepFailed, build_context, run_step
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    ctx = build_context(project, f"drift-{check}", "drift-check", environ=env)
-    try:
-        run_step(ctx)
-    except StepFailed as exc:  # drift found: the step read the log and decided
-        assert exc.exit_code == EXIT_DRIFT, exc.message
+    # up: it read rows (an empty or unreadable log fails closed, tests/test_drift.py)
+    assert (out / check / "report.json").read_text().startswith("{")
