@@ -307,3 +307,29 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path):
     assert f'mlc_drift_check_up{{check="{check}"}} 1' in text, text
     # up: it read rows (an empty or unreadable log fails closed, tests/test_drift.py)
     assert (out / check / "report.json").read_text().startswith("{")
+
+
+def test_a_serverless_triton_endpoint_logs_too(tmp_path):
+    def patch(values):
+        engines_patch(values)
+        drift = values["monitoring"]["drift"]
+        drift["triton-inputs"] = {**drift["fraud-inputs"], "endpoint": "fraud-triton"}
+
+    docs = read_tree(mlc_compile(write_project(tmp_path / "project", patch), "dev",
+                                 tmp_path / "deploy"))
+    isvc = named(docs, "InferenceService", "fraud-triton")
+    assert schema_check.check_crd(isvc, ISVC_CRD) == []
+    assert isvc["spec"]["predictor"]["logger"]["url"] == (
+        "http://fraud-triton-payload-log.fraud-dev.svc.cluster.local:8080")
+    assert "logger" not in named(docs, "InferenceService", ENDPOINT)["spec"]["predictor"]
+    receiver = named(docs, "Deployment", "fraud-triton-payload-log")
+    pod_labels = receiver["spec"]["template"]["metadata"]["labels"]
+    # the namespace's model-servers policy gives the predictors egress to the receiver's
+    # port and the receiver egress to the registry and the store, as to any server
+    servers = named(docs, "NetworkPolicy", "model-servers")
+    selected = servers["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod_labels.items()
+    assert selected.items() <= isvc["spec"]["predictor"]["labels"].items()
+    assert any(p.get("podSelector", {}).get("matchLabels") == selected
+               and {"port": 8080, "protocol": "TCP"} in rule["ports"]
+               for rule in servers["spec"]["egress"] for p in rule["to"])
