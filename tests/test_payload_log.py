@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -333,3 +332,29 @@ def test_a_serverless_triton_endpoint_logs_too(tmp_path):
     assert any(p.get("podSelector", {}).get("matchLabels") == selected
                and {"port": 8080, "protocol": "TCP"} in rule["ports"]
                for rule in servers["spec"]["egress"] for p in rule["to"])
+
+
+def test_a_custom_server_declaring_its_protocol_logs(tmp_path):
+    def patch(values):
+        engines_patch(values)
+        values["serving"]["fraud-custom"]["container"]["protocol"] = "v1"
+        drift = values["monitoring"]["drift"]
+        drift["custom-inputs"] = {**drift["fraud-inputs"], "endpoint": "fraud-custom"}
+
+    out = mlc_compile(write_project(tmp_path / "project", patch), "dev", tmp_path / "deploy")
+    docs = read_tree(out)
+    isvc = named(docs, "InferenceService", "fraud-custom")
+    assert schema_check.check_crd(isvc, ISVC_CRD) == []
+    assert isvc["spec"]["predictor"]["logger"]["mode"] == "all"
+    config = next(d for d in docs if d.get("kind") == "ConfigMap"
+                  and "project.json" in d.get("data", {}))
+    project = json.loads(config["data"]["project.json"])
+    receiver = project["endpoints"]["fraud-custom"]["engine_serving"]["payload_log"]
+    assert receiver == {"name": "fraud-custom-payload-log", "port": 8080, "protocol": "v1"}
+    # the receiver decodes V1 for it (ReceiverSettings reads the IR as its pod does)
+    from mlc.compiler import ir
+    from mlc.runtime.payload_log.receiver import ReceiverSettings
+
+    settings = ReceiverSettings.for_endpoint(
+        ir.ResolvedProject.model_validate(project), "fraud-custom", env={})
+    assert settings.protocol == "v1" and settings.endpoint == "fraud-custom"

@@ -42,7 +42,9 @@ def app_for(tmp_path, protocol="v2", task="classification", sample=1.0, entity_k
 
 
 def send(app: ReceiverApp, event_id: str, request, response) -> int:
-    body = (lambda d: d if isinstance(d, bytes) else json.dumps(d).encode())
+    def body(d) -> bytes:
+        return d if isinstance(d, bytes) else json.dumps(d).encode()
+
     app.receive_event(headers(event_id, "response"), body(response))
     return app.receive_event(headers(event_id, "request"), body(request))
 

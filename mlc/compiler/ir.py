@@ -673,6 +673,7 @@ class PayloadLogReceiver(IR):
 
     name: str  # its Deployment, Service and pods (app.kubernetes.io/name)
     port: int  # where it listens: the endpoint's port, which the servers' egress allows
+    protocol: Literal["v1", "v2"]  # what it decodes: the engine's, or `container.protocol`
 
 
 class EngineServing(IR):

@@ -23,8 +23,9 @@ Codes: MLC387 an engine not compiled; MLC388 a setting the engine cannot honour;
 `engine: custom` without `container`; MLC390 `container` on another engine; MLC391 an
 engine in batch or stream mode; MLC392 a rollout only mlc's runtime delivers; MLC393 a
 check that reads the prediction log of an engine whose answers the payload logger's
-receiver cannot read (huggingface, custom); MLC394 a label join on an entity key that the
-engine's requests cannot carry; MLC395 `predictionLogSample` where no receiver is built.
+receiver cannot read (huggingface; custom without `container.protocol`); MLC394 a label
+join on an entity key that the engine's requests cannot carry; MLC395
+`predictionLogSample` where no receiver is built.
 
 Where a drift check or a quality monitor reads an engine endpoint's prediction log, the
 endpoint gets the receiver of KServe's payload logger (`payload_log`), which writes it
@@ -194,6 +195,17 @@ NO_LOG_WHY = {
 }
 
 
+def _logged_protocol(ctx: Context, name: str, ep: ir.Endpoint) -> str | None:
+    """The protocol the receiver decodes for endpoint `name`, or None where none is read."""
+    if ep.engine in LOGGED_PROTOCOL:
+        assert ep.engine_serving is not None
+        return ep.engine_serving.protocol
+    e = ctx.project.serving.get(name)
+    if ep.engine == "custom" and e is not None and e.container is not None:
+        return e.container.protocol  # the user's server's requests: the user's to shape
+    return None
+
+
 def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]
                       ) -> dict[str, ir.Endpoint]:
     """Drift checks and quality monitors read the endpoint's prediction log: an engine's is
@@ -211,15 +223,16 @@ def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]
             continue
         what = "drift check" if kind == "drift" else "quality monitor"
         path = ("monitoring", kind, check)
-        if ep.engine not in LOGGED_PROTOCOL:
+        if _logged_protocol(ctx, endpoint, ep) is None:
             ctx.error(NO_PREDICTION_LOG, f"{what} `{check}` reads the prediction log of "
                       f"endpoint `{endpoint}`, which engine `{ep.engine}` cannot have: "
                       f"{NO_LOG_WHY.get(ep.engine, 'its protocol is not read')}",
                       (*path, "endpoint"),
                       help=f"serve `{endpoint}` with `engine: mlc`, `mlserver`, `triton` or "
-                      f"`torchserve`, or remove the {what}")
+                      "`torchserve`" + (", set `container.protocol: v1|v2`" if ep.engine
+                                         == "custom" else "") + f", or remove the {what}")
             continue
-        if entity is not None and not LOGGED_PROTOCOL[ep.engine]:
+        if entity is not None and not LOGGED_PROTOCOL.get(ep.engine, True):
             x = ctx.project.entities.get(entity)
             model = ctx.project.models.get(ep.model)
             inputs = {f.field for f in ep.input_features}
@@ -247,12 +260,13 @@ def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]
                       help=f"remove `predictionLogSample:`, or add a drift check or a "
                       f"quality monitor of `{name}` (docs/serving-engines.md, \"Prediction "
                       "logging\")")
-    return {name: _with_receiver(ep) if name in read else ep
+    return {name: _with_receiver(ep, _logged_protocol(ctx, name, ep)) if name in read else ep
             for name, ep in endpoints.items()}
 
 
-def _with_receiver(ep: ir.Endpoint) -> ir.Endpoint:
-    assert ep.engine_serving is not None
-    receiver = ir.PayloadLogReceiver(name=dns_label(ep.k8s_name, "payload-log"), port=ep.port)
+def _with_receiver(ep: ir.Endpoint, protocol) -> ir.Endpoint:
+    assert ep.engine_serving is not None and protocol is not None
+    receiver = ir.PayloadLogReceiver(name=dns_label(ep.k8s_name, "payload-log"), port=ep.port,
+                                     protocol=protocol)
     return ep.model_copy(update={
         "engine_serving": ep.engine_serving.model_copy(update={"payload_log": receiver})})

@@ -79,12 +79,12 @@ class ReceiverSettings:
 
         env = dict(os.environ if env is None else env)
         e = project.endpoints.get(name)
-        if e is None or e.engine_serving is None or e.engine_serving.protocol is None:
-            raise SystemExit(f"error: `{name}` is not an endpoint of a V1 or V2 engine in "
-                             f"project `{project.name}`")
+        if e is None or e.engine_serving is None or e.engine_serving.payload_log is None:
+            raise SystemExit(f"error: `{name}` is not an endpoint whose payloads are logged "
+                             f"in project `{project.name}`")
         model = project.models[e.model]
         return cls(
-            endpoint=e.name, protocol=e.engine_serving.protocol, task=model.task,
+            endpoint=e.name, protocol=e.engine_serving.payload_log.protocol, task=model.task,
             features=[f.field for f in model.features],
             entity_keys={x.join_key: x.type for x in project.entities.values()
                          if x.join_key in model.entity_keys},
