@@ -246,6 +246,8 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path):
                           headers={"Content-Type": "text/plain"}).status_code == 200
         assert post("g3", "other", b"{}").status_code == 200
         assert post("lonely", "request", sent[0][2]).status_code == 200  # never answered
+        big = b"[" + b"0," * (1 << 20) + b"0]"  # over the 1 MiB a body may have
+        assert post("big", "request", big).status_code == 413
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         _stop(receiver)
@@ -263,8 +265,9 @@ def test_receiver_logs_what_a_real_mlserver_answered(tree, tmp_path):
     assert values[("mlc_payload_log_pending", ep)] == 1  # `lonely`, until it expires
     undecodable = {dict(k)["reason"]: v for (n, k), v in values.items()
                    if n == "mlc_payload_log_undecodable_total" and v}
-    assert set(undecodable) >= {"not_json", "not_cloudevent", "event_type"}, undecodable
-    assert sum(undecodable.values()) >= 4
+    assert set(undecodable) == {"not_json", "not_cloudevent", "event_type", "shape_mismatch",
+                                "too_large"}, undecodable
+    assert sum(undecodable.values()) == 5
 
     import pyarrow.dataset as ds
     logged = ds.dataset(str(log_dir), format="parquet").to_table().to_pandas()
