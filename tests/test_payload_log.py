@@ -71,6 +71,10 @@ def test_the_predictor_logs_to_the_receiver(tree):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["limits"] and container["resources"]["requests"]
+    # the endpoint's identity (its store access), as its predictor runs
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == isvc["spec"]["predictor"]["serviceAccountName"]
+    assert named(docs, "ServiceAccount", account)
     # ingress from the predictor's pods (the agent) only, and Prometheus
     policy = named(docs, "NetworkPolicy", "fraud-ms-payload-log-ingress")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
