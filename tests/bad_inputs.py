@@ -671,9 +671,23 @@ CASES = [
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: triton\n"
                                  "    mode: serverless\nmonitoring")}),
-    Case("engine-drift-without-log", "MLC393", "ml.yaml:43:17",
+    Case("engine-drift-without-log", "MLC393", "ml.yaml:47:17",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
-                          "    engine: mlserver\nmonitoring")}),
+                          "    engine: custom\n"
+                          "    container: {image: server, readinessPath: /ready}\n"
+                          "monitoring",
+                          edit("platform:\n", "images:\n  custom:\n    server: "
+                               "registry.example.com/server:1.0\nplatform:\n"))}),
+    Case("engine-log-entity-key", "MLC394", "ml.yaml:45:15",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring:\n",
+                                 "    hardware: cpu-small\n    engine: triton\nmonitoring:\n"
+                                 "  quality:\n    churn-quality:\n      endpoint: churn-api\n"
+                                 "      labels: events\n      entity: user\n"
+                                 "      routes: [team]\n")}),
+    Case("engine-log-sample-unused", "MLC395", "ml.yaml:40:26",
+         {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
+                                 "    hardware: cpu-small\n    engine: mlserver\n"
+                                 "    predictionLogSample: 0.5\nmonitoring")}),
     Case("ab-gates-kserve", "MLC340", "ml.yaml:45:7",
          {"ml.yaml": edit("    hardware: cpu-small\nmonitoring", "    hardware: cpu-small\n"
                           "    kserve: true\n    rollout:\n      strategy: ab\n      variants:\n"

@@ -699,6 +699,15 @@ class EngineContainer(IR):
     metrics: ServerMetrics | None
 
 
+class PayloadLogReceiver(IR):
+    """The receiver of an engine endpoint's KServe payload logger, which writes its
+    prediction log (backends/serving/payload_log.py, mlc/runtime/payload_log/)."""
+
+    name: str  # its Deployment, Service and pods (app.kubernetes.io/name)
+    port: int  # where it listens: the endpoint's port, which the servers' egress allows
+    protocol: Literal["v1", "v2"]  # what it decodes: the engine's, or `container.protocol`
+
+
 class EngineServing(IR):
     """What an endpoint served by another engine than mlc's compiles to: a KServe predictor
     (backends/serving/engines.py, docs/serving-engines.md). Every choice is made here."""
@@ -714,6 +723,8 @@ class EngineServing(IR):
     http_port: int  # where the engine answers requests
     scrape_port: int  # where it serves its metrics (mlc/engine_metrics.py)
     container: EngineContainer | None  # `custom` only
+    # set where a drift check or a quality monitor reads the endpoint's prediction log
+    payload_log: PayloadLogReceiver | None = None
 
 
 class Endpoint(IR):

@@ -17,6 +17,7 @@ commands:
   stream-score --project project.json --endpoint E   score a Kafka topic into another
   ab-guard --gates ab-guard.json [--state JSON]    one run of an A/B endpoint's guardrails
   fetch-model --model-uri URI --layout L --model-name M --dest DIR   a model for an engine
+  payload-log --project project.json --endpoint E [--port N]   an engine's prediction log
 """
 
 
@@ -25,7 +26,8 @@ COMMANDS = {"step": (".step", False), "serve": (".serve.server", True),
             "gate": (".gate", False), "route": (".serve.router", True),
             "verdict": (".verdict.command", False), "ingest": (".ingest.command", True),
             "stream-score": (".stream_score.command", True),
-            "ab-guard": (".ab_guard", False), "fetch-model": (".serve.fetch", False)}
+            "ab-guard": (".ab_guard", False), "fetch-model": (".serve.fetch", False),
+            "payload-log": (".payload_log.receiver", True)}
 
 
 def main(argv: list[str]) -> int:

@@ -397,6 +397,14 @@ class EngineContainer(Spec):
                                      "requests.")
     liveness_path: HttpPath | None = Field(None, description="Answers 200 while the server "
                                            "lives; defaults to `readinessPath`.")
+    protocol: Literal["v1", "v2"] | None = Field(None, description="The inference protocol "
+                                                  "the server speaks (KServe's V1 "
+                                                  "`instances`/`predictions`, or V2 "
+                                                  "tensors), which the payload logger's "
+                                                  "receiver decodes where a drift check or "
+                                                  "a quality monitor reads the endpoint's "
+                                                  "prediction log; none: it cannot be read "
+                                                  "(MLC393).")
     metrics: ServerMetrics | None = Field(None, description="Which of the server's series "
                                           "give mlc's quantities; none: nothing of it is "
                                           "measured.")

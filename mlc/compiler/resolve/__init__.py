@@ -78,7 +78,7 @@ def resolve_project(project: Project, doc: Document, *, env: str, environments: 
                                   secrets)
     check_dataset_consumers(ctx, models)  # what would read a dataset model's features
     check_endpoint_shared_memory(ctx, hardware)
-    check_log_readers(ctx, endpoints)  # an engine writes no prediction log
+    endpoints = check_log_readers(ctx, endpoints)  # an engine's log: its payload receiver
     vector_writes |= resolve_score_vector_writes(ctx, endpoints, models, sources, entities,
                                                  vector_stores)
     routes = resolve_routes(ctx, secrets)

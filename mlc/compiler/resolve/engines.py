@@ -22,8 +22,15 @@ tfserving stays refused (MLC387): mlc makes nothing that it reads.
 Codes: MLC387 an engine not compiled; MLC388 a setting the engine cannot honour; MLC389
 `engine: custom` without `container`; MLC390 `container` on another engine; MLC391 an
 engine in batch or stream mode; MLC392 a rollout only mlc's runtime delivers; MLC393 a
-check that reads the prediction log of an engine endpoint, which writes none; MLC380 a label
-regex of a custom server's `container.metrics` that mlc cannot read.
+check that reads the prediction log of an engine whose answers the payload logger's
+receiver cannot read (huggingface; custom without `container.protocol`); MLC394 a label
+join on an entity key that the engine's requests cannot carry; MLC395
+`predictionLogSample` where no receiver is built; MLC380 a label regex of a custom
+server's `container.metrics` that mlc cannot read.
+
+Where a drift check or a quality monitor reads an engine endpoint's prediction log, the
+endpoint gets the receiver of KServe's payload logger (`payload_log`), which writes it
+(mlc/runtime/payload_log/, docs/serving-engines.md, "Prediction logging").
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Literal
 from ... import engine_metrics as em
 from ...schema.serving import Endpoint
 from .. import ir
+from ..names import dns_label
 from . import regex_examples
 from .context import Context
 
@@ -43,6 +51,8 @@ CONTAINER_UNUSED = "MLC390"
 ENGINE_MODE = "MLC391"
 ENGINE_ROLLOUT = "MLC392"
 NO_PREDICTION_LOG = "MLC393"
+LOG_ENTITY_KEY = "MLC394"
+LOG_SAMPLE_UNUSED = "MLC395"
 BAD_SERIES_MATCH = "MLC380"
 
 MODEL_DIR = "/mnt/models"  # where every stock runtime reads its model
@@ -196,9 +206,7 @@ def _check_settings(ctx: Context, name: str, e: Endpoint) -> None:
     refused = (("online_features", "onlineFeatures",
                 "the feature lookup by entity key is mlc's runtime"),
                ("allow_pickle", "allowPickle",
-                "the engine loads what its own runtime loads; the setting is mlc's server's"),
-               ("prediction_log_sample", "predictionLogSample",
-                "the prediction log is written by mlc's runtime"))
+                "the engine loads what its own runtime loads; the setting is mlc's server's"))
     for field, key, why in refused:
         if field in e.model_fields_set and getattr(e, field) != Endpoint.model_fields[
                 field].default:
@@ -223,20 +231,90 @@ def _check_settings(ctx: Context, name: str, e: Endpoint) -> None:
                   help="remove `shadowFirst:`; the canary's steps are still gated")
 
 
-def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]) -> None:
-    """Drift checks and quality monitors read the endpoint's prediction log, which only
-    mlc's runtime writes."""
+# engines whose answers the receiver reads, and whether their requests carry inputs beside
+# the model's (an entity key): V2 tensors by name do (MLServer); Triton's one [n, features]
+# tensor and TorchServe's handler take the model's inputs only
+LOGGED_PROTOCOL = {"mlserver": True, "triton": False, "torchserve": False}
+NO_LOG_WHY = {
+    "huggingface": "a generative model answers text, which holds no feature rows to compare "
+                   "or score",
+    "custom": "nothing says which protocol the user's server speaks, so its requests and "
+              "answers cannot be read",
+}
+
+
+def _logged_protocol(ctx: Context, name: str, ep: ir.Endpoint) -> str | None:
+    """The protocol the receiver decodes for endpoint `name`, or None where none is read."""
+    if ep.engine in LOGGED_PROTOCOL:
+        assert ep.engine_serving is not None
+        return ep.engine_serving.protocol
+    e = ctx.project.serving.get(name)
+    if ep.engine == "custom" and e is not None and e.container is not None:
+        return e.container.protocol  # the user's server's requests: the user's to shape
+    return None
+
+
+def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]
+                      ) -> dict[str, ir.Endpoint]:
+    """Drift checks and quality monitors read the endpoint's prediction log: an engine's is
+    written by the receiver of KServe's payload logger, which is added to the endpoints
+    returned here; what the receiver cannot log is refused."""
     monitoring = ctx.project.monitoring
-    readers = [("drift", n, monitoring.drift[n].endpoint) for n in sorted(monitoring.drift)]
-    readers += [("quality", n, monitoring.quality[n].endpoint)
+    readers = [("drift", n, monitoring.drift[n].endpoint, None)
+               for n in sorted(monitoring.drift)]
+    readers += [("quality", n, monitoring.quality[n].endpoint, monitoring.quality[n].entity)
                 for n in sorted(monitoring.quality)]
-    for kind, check, endpoint in readers:
+    read: set[str] = set()
+    for kind, check, endpoint, entity in readers:
         ep = endpoints.get(endpoint) if endpoint else None
-        if ep is None or ep.engine == "mlc":
+        if ep is None or ep.engine == "mlc" or ep.engine_serving is None:
             continue
         what = "drift check" if kind == "drift" else "quality monitor"
-        ctx.error(NO_PREDICTION_LOG, f"{what} `{check}` reads the prediction log of endpoint "
-                  f"`{endpoint}`, but engine `{ep.engine}` writes none: the log is written by "
-                  "mlc's runtime, and no receiver of KServe's payload logger is built",
-                  ("monitoring", kind, check, "endpoint"),
-                  help=f"serve `{endpoint}` with `engine: mlc`, or remove the {what}")
+        path = ("monitoring", kind, check)
+        if _logged_protocol(ctx, endpoint, ep) is None:
+            ctx.error(NO_PREDICTION_LOG, f"{what} `{check}` reads the prediction log of "
+                      f"endpoint `{endpoint}`, which engine `{ep.engine}` cannot have: "
+                      f"{NO_LOG_WHY.get(ep.engine, 'its protocol is not read')}",
+                      (*path, "endpoint"),
+                      help=f"serve `{endpoint}` with `engine: mlc`, `mlserver`, `triton` or "
+                      "`torchserve`" + (", set `container.protocol: v1|v2`" if ep.engine
+                                         == "custom" else "") + f", or remove the {what}")
+            continue
+        if entity is not None and not LOGGED_PROTOCOL.get(ep.engine, True):
+            x = ctx.project.entities.get(entity)
+            model = ctx.project.models.get(ep.model)
+            inputs = {f.field for f in ep.input_features}
+            if x is not None and model is not None and x.join_key not in inputs:
+                ctx.error(LOG_ENTITY_KEY, f"quality monitor `{check}` joins labels on entity "
+                          f"`{entity}`, whose key `{x.join_key}` is no input of the model: "
+                          f"engine `{ep.engine}`'s requests carry the model's inputs only, so "
+                          "the prediction log of endpoint "
+                          f"`{endpoint}` cannot hold it", (*path, "entity"),
+                          help="join on `key: request_id` (the id KServe's logger records), "
+                          "or serve the endpoint with `engine: mlserver` or `mlc`, whose "
+                          "requests carry entity keys beside the inputs")
+                continue
+        read.add(endpoint)
+    for name in sorted(endpoints):
+        ep = endpoints[name]
+        e = ctx.project.serving.get(name)
+        if ep.engine_serving is None or e is None or name in read:
+            continue
+        if "prediction_log_sample" in e.model_fields_set:
+            ctx.error(LOG_SAMPLE_UNUSED, f"endpoint `{name}` sets `predictionLogSample`, but "
+                      "no drift check or quality monitor reads its prediction log, so no "
+                      f"receiver of engine `{ep.engine}`'s payloads is deployed to sample it",
+                      ("serving", name, "predictionLogSample"),
+                      help=f"remove `predictionLogSample:`, or add a drift check or a "
+                      f"quality monitor of `{name}` (docs/serving-engines.md, \"Prediction "
+                      "logging\")")
+    return {name: _with_receiver(ep, _logged_protocol(ctx, name, ep)) if name in read else ep
+            for name, ep in endpoints.items()}
+
+
+def _with_receiver(ep: ir.Endpoint, protocol) -> ir.Endpoint:
+    assert ep.engine_serving is not None and protocol is not None
+    receiver = ir.PayloadLogReceiver(name=dns_label(ep.k8s_name, "payload-log"), port=ep.port,
+                                     protocol=protocol)
+    return ep.model_copy(update={
+        "engine_serving": ep.engine_serving.model_copy(update={"payload_log": receiver})})

@@ -22,6 +22,8 @@ files, `<system>/<kind>-<e>.yaml`:
     knative/route-<e>.yaml                    ...and the Route that splits traffic by weight
     kserve/inferenceservice-<e>.yaml          `kserve: true`: InferenceServices instead;
                                               another `engine`: its stock runtime (engines.py)
+    payloadlog/<kind>-<e>.yaml                an engine's prediction log: the receiver of
+                                              its payload logger (payload_log.py)
     delivery/workflow-<e>.yaml                Knative/KServe canary: steps, gates (gate_driver)
     delivery/rbac-<e>.yaml                    ...and the one object its identity may patch
     delivery/cronworkflow-<e>.yaml            A/B guardrails: the guard (ab_guard.py),...
@@ -51,6 +53,7 @@ from . import (
     knative,
     kserve,
     network,
+    payload_log,
     rollouts,
 )
 from . import service as services
@@ -189,6 +192,7 @@ def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
     render = engines.inference_service if ep.engine != "mlc" else kserve.inference_service
     files = {path("kserve", "inferenceservice", ep): [
         render(project, w, hashes[w.name]) for w in workloads]}
+    files |= payload_log.files(project, ep, workloads)  # an engine's prediction log
     if ep.mode == "serverless":
         if ep.rollout.strategy == "ab":
             files[path("knative", "route", ep)] = [knative.route(

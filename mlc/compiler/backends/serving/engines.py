@@ -31,7 +31,7 @@ from ..pods import (
     secret_env,
     shared_memory_mount,
 )
-from . import kserve
+from . import kserve, payload_log
 from .pod import (
     KSERVE_CONTAINER,
     MODEL_URI_ENV,
@@ -40,7 +40,9 @@ from .pod import (
     STARTUP_FAILURES,
     STARTUP_PERIOD_SECONDS,
     TERMINATION_GRACE_SECONDS,
+    fetch_resources,
     hardware,
+    registry_env,
     security_context,
     shm_volumes,
     template_metadata,
@@ -70,21 +72,6 @@ def fetch_args(w: Workload) -> list[str]:
                  "--max-batch-delay-ms", str(round(b.max_latency_seconds * 1000)),
                  "--max-queue", str(b.max_queue)]
     return args
-
-
-def registry_env(project: ResolvedProject) -> list[dict[str, Any]]:
-    p = project.platform
-    out: list[dict[str, Any]] = [
-        {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "MLFLOW_TRACKING_URI", "value": container_text(p.mlflow_tracking_uri)}]
-    secrets = {"MLFLOW_TRACKING_TOKEN": p.mlflow_credentials} if p.mlflow_credentials else {}
-    return out + secret_env(secrets)
-
-
-def fetch_resources(project: ResolvedProject, w: Workload) -> dict[str, dict[str, str]]:
-    """The profile's CPU and memory: a download needs no accelerator."""
-    out = resources(hardware(project, w))
-    return {k: {r: q for r, q in v.items() if not r.endswith("/gpu")} for k, v in out.items()}
 
 
 def fetch_container(project: ResolvedProject, w: Workload, knative: bool) -> dict[str, Any]:
@@ -217,6 +204,9 @@ def inference_service(project: ResolvedProject, w: Workload,
                                                                  "pod-template-hash")
     predictor["labels"] = meta["labels"]
     predictor["annotations"] = meta["annotations"]
+    log_to = payload_log.logger(project, ep)
+    if log_to is not None:  # a drift check or quality monitor reads its prediction log
+        predictor["logger"] = log_to
     return {
         "apiVersion": kserve.API_VERSION,
         "kind": "InferenceService",

@@ -241,3 +241,21 @@ def template_metadata(project: ResolvedProject, w: Workload, config_hash: str,
             **(annotations or {}),
         },
     }
+
+def registry_env(project: ResolvedProject) -> list[dict[str, Any]]:
+    """What a container that reads the MLflow registry needs (the model fetch of an engine
+    endpoint, a custom server, the payload log receiver): its home, the tracking URI, the
+    token by reference."""
+    p = project.platform
+    out: list[dict[str, Any]] = [
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "MLFLOW_TRACKING_URI", "value": container_text(p.mlflow_tracking_uri)}]
+    secrets = {"MLFLOW_TRACKING_TOKEN": p.mlflow_credentials} if p.mlflow_credentials else {}
+    return out + secret_env(secrets)
+
+
+def fetch_resources(project: ResolvedProject, w: Workload) -> dict[str, dict[str, str]]:
+    """The profile's CPU and memory: a download needs no accelerator."""
+    out = resources(hardware(project, w))
+    return {k: {r: q for r, q in v.items() if not r.endswith("/gpu")} for k, v in out.items()}
+
