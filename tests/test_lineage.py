@@ -255,6 +255,34 @@ def test_kafka_transport_with_no_broker_does_not_stop_the_step(tmp_path, data_ro
     run(project, "validate-data", data_root, tmp_path / "run")  # no exception, no hang
 
 
+def test_kafka_transport_delivers_each_event_to_the_topic(tmp_path, data_root, registry,
+                                                        monkeypatch):
+    """The Kafka transport as compiled (topic, brokers, flush after each event) through
+    openlineage-python's own KafkaTransport, with the brokers replaced at the client
+    library's boundary (tests/fake_kafka.py): every event reaches the topic, keyed by
+    the run, and is a valid OpenLineage event."""
+    from . import fake_kafka
+
+    produced = tmp_path / "produced.json"
+    monkeypatch.setenv("FAKE_KAFKA_PRODUCED", str(produced))
+    monkeypatch.setitem(sys.modules, "confluent_kafka", fake_kafka.load())
+    project = lineage_project({"transport": "kafka", "namespace": "mlc.fraud",
+                               "bootstrap_servers": "kafka-0.kafka:9092",
+                               "topic": "openlineage.events"})
+    run(project, "validate-data", data_root, tmp_path / "run")
+    record = json.loads(produced.read_text())
+    assert record["config"]["bootstrap.servers"] == "kafka-0.kafka:9092"
+    messages = record["messages"]
+    assert [m["topic"] for m in messages] == ["openlineage.events"] * 2
+    events = [json.loads(m["value"]) for m in messages]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    for event in events:
+        check_event(event, registry)
+        assert event["job"]["name"] == f"{PIPELINE}.validate-data"
+    # one key for the run's events, so one partition keeps them in order
+    assert messages[0]["key"] and messages[0]["key"] == messages[1]["key"]
+
+
 def test_kafka_brokers_get_an_egress_rule(tmp_path):
     shutil.copy(ROOT / "ml.yaml", tmp_path / "ml.yaml")
     shutil.copytree(ROOT / "environments", tmp_path / "environments")
