@@ -219,6 +219,33 @@ def ir_search(**changes):
     return ir.Search(**{**base, **changes})
 
 
+def test_random_trials_draw_within_the_space_and_each_trial_redraws_the_same():
+    """`method: random`: Optuna's RandomSampler seeded by the search's seed and the trial's
+    number, so that a retried trial pod draws what it drew before, and trials differ."""
+    import optuna
+
+    from mlc.compiler import ir
+    from mlc.runtime.train import search as rs
+    from mlc.runtime.train import search_runs as sr
+
+    search = ir_search(method="random", trials=8, space=[
+        *ir_search().space, ir.SearchRange(name="learning_rate", type="loguniform", low=1e-4,
+                                           high=1e-1, step=None, values=None)])
+    study = rs.study_for(search, 0, [])
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+
+    def draw(n: int) -> dict:
+        return sr.decode(search, rs.study_for(search, n, []).ask(
+            rs.distributions(search)).params)
+
+    drawn = [draw(n) for n in range(8)]
+    assert drawn == [draw(n) for n in range(8)]  # a retried trial redraws the same
+    assert len({d["learning_rate"] for d in drawn}) == 8  # and trials differ
+    for d in drawn:
+        assert 1e-4 <= d["learning_rate"] <= 1e-1
+        assert d["epochs"] in (1, 3) and d["hidden_layers"] in ([4], [8])
+
+
 def test_grid_trial_n_is_the_nth_combination_and_a_study_rebuilds_from_mlflow_records():
     from mlc.runtime.train import search as rs
     from mlc.runtime.train import search_runs as sr
