@@ -139,20 +139,24 @@ def check_the_search(tracking_uri: str, run_dir: Path, trials: int) -> None:
 
 
 @pytest.mark.slow
-def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
+def test_the_compiled_workflow_runs_its_trials_then_the_gated_training_as_pods(tmp_path):
     """Slow (every pod is a new process importing Feast, MLflow and torch): the only proof
-    that the trial pods' command, env and mounts work as Argo runs them. The DAG runs up to
-    the trials; what follows them is the same train step `mlc run` proves
-    (tests/test_lifecycle_run.py)."""
+    that the pods' command, env and mounts work as Argo runs them, for the trials and for
+    what follows them: the best trial's training, the evaluation with fairness and slice
+    gates, the SHAP explanation and the registration."""
     from mlflow.tracking import MlflowClient
 
     from mlc.runtime.train import search_runs as sr
 
+    from .test_fairness import EVALUATION
+
     # two trials, both at once: one round of trial pods
-    values = lp.values(training(trials=2))
+    model = {**training(trials=2),
+             "evaluation": {**EVALUATION, "explain": {"samples": 40, "background": 20}}}
+    values = lp.values(model)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     values["platform"]["mlflow"]["trackingUri"] = tracking
-    folder = lp.write(tmp_path / "project")
+    folder = lp.write(tmp_path / "project", data=lp.rows(1000))
     (folder / "ml.yaml").write_text(json.dumps(values), "utf-8")
     tree = mlc_compile(folder, lp.ENV, tmp_path / "deploy")
     workdir = tmp_path / "image-mlc"
@@ -164,10 +168,11 @@ def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
     run_dir = cluster.claim(f"{workflow}-run")
     (run_dir / "data").mkdir()
     (run_dir / "data" / "rows.parquet").write_bytes((folder / "data/rows.parquet").read_bytes())
-    ran = cluster.submit(lp.PIPELINE, workflow, {}, until="search")
+    ran = cluster.submit(lp.PIPELINE, workflow, {})
     names = [t.name for t in ran]
     trials = [f"{workflow}-search-trial-{i}" for i in range(2)]
-    assert names == ["validate-data", "materialize", "search-start", *trials]
+    assert names[:5] == ["validate-data", "materialize", "search-start", *trials], names
+    assert {"train", "evaluate", "explain", "register"} <= set(names[5:]), names
     logs = {t.name: t.log for t in ran}
     assert "trial 1: complete" in logs[trials[1]] and "trial 0" not in logs[trials[1]]
     parent = json.loads((run_dir / sc.MLFLOW_RUN_FILE).read_text())["run_id"]
@@ -176,7 +181,21 @@ def test_the_compiled_workflow_runs_its_trials_as_pods(tmp_path):
     assert [(t.number, t.state, t.status) for t in found] == [
         (0, sr.COMPLETE, "FINISHED"), (1, sr.COMPLETE, "FINISHED")]
     assert found[0].drawn != found[1].drawn  # each pod drew its own trial's values
-    assert client.get_run(parent).data.params["search_trials"] == "2"
+    run = client.get_run(parent)
+    assert run.data.params["search_trials"] == "2"
+    # the best trial's values trained the model that was gated (fairness and slices),
+    # explained and registered as @challenger, each step as its pod
+    check_the_search(tracking, run_dir, 2)
+    evaluation = json.loads((run_dir / sc.EVALUATION_FILE).read_text())
+    assert evaluation["passed"]
+    assert [(s["value"], s["passed"]) for s in evaluation["slices"]] == [(0, True), (1, True)]
+    metrics = run.data.metrics
+    assert {"test_demographic_parity_difference", "test_equalized_odds_difference",
+            "test_slice_group_0_accuracy"} <= set(metrics), sorted(metrics)
+    assert {k for k in metrics if k.startswith("shap_")} == {"shap_x1", "shap_x2",
+                                                             "shap_group"}
+    artifacts = {a.path for a in client.list_artifacts(parent, "mlc")}
+    assert {"mlc/explain.json", "mlc/explain.html", "mlc/evaluation.json"} <= artifacts
 
 
 def test_parallel_trials_warn_on_a_one_node_volume_and_are_priced_per_trial(tmp_path):
