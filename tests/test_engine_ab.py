@@ -170,7 +170,8 @@ def test_the_compiled_router_splits_v2_requests_and_the_guard_judges_each_varian
     data = standin.named("ConfigMap", "shop-serve")["data"]
     serve = ["serve", "--project", str(tmp_path / "project.json"), "--endpoint", "shop"]
     env = {"MLFLOW_TRACKING_URI": tracking, "MLC_TORCH_THREADS": "1"}
-    variants = {n: Process(tmp_path, n, serve, json.loads(data[f"variant-{n}.json"]), env)
+    variants = {n: Process(tmp_path, n, serve, json.loads(data[f"variant-{n}.json"]),
+                           {**env, "MLC_PREDICTION_LOG_URI": str(tmp_path / f"{n}-log")})
                 for n in WEIGHTS}
 
     # the router as its Deployment declares it; only the predictors' addresses are local
@@ -219,14 +220,14 @@ def test_the_compiled_router_splits_v2_requests_and_the_guard_judges_each_varian
                        for b, u in zip(bodies, users, strict=True)]
         assert all(a.status_code == 200 for a in answers), answers[0].text
         arms = [a.headers["x-mlc-variant"] for a in answers]
+        served = {n: _total(p.metrics(), "mlc_requests_total", code="200")
+                  for n, p in variants.items()}
         # V2 round trip: the router's answer is the variant's own answer to the same body
         for a, b, arm in list(zip(answers, bodies, arms, strict=True))[:40]:
             direct = httpx.post(variants[arm].url + path, json=b, timeout=30)
             mine = {k: v for k, v in a.json().items() if k != "id"}
             theirs = {k: v for k, v in direct.json().items() if k != "id"}
             assert mine == theirs and "outputs" in mine
-        served = {n: _total(p.metrics(), "mlc_requests_total", code="200")
-                  for n, p in variants.items()}
         gates: dict[str, dict[str, float]] = {}
         if prometheus is not None:
             # the treatment's predictor goes away: the router answers its share 502
