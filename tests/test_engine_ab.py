@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -270,3 +269,30 @@ def test_the_compiled_router_splits_v2_requests_and_the_guard_judges_each_varian
     assert gates["control"]["error-rate"] == 0.0
     assert gates["control"]["latency-p99"] <= limits["latency-p99"]
     assert gates["treatment"]["error-rate"] > limits["error-rate"]  # the guard stops it
+
+
+def _with_engine_ab(values) -> None:
+    values["serving"]["fraud-ab"] = {
+        "model": "fraud-classifier", "engine": "mlserver", "hardware": "small",
+        "rollout": {"strategy": "ab", "assignment": {"header": "X-User"},
+                    "gates": {"maxErrorRate": 0.05, "interval": "1m"},
+                    "variants": [{"name": "a", "weight": 60}, {"name": "b", "weight": 40}]}}
+
+
+def test_the_example_with_an_engine_ab_compiles_and_its_rules_pass_promtool(tmp_path):
+    """The whole tree, through the CLI: every backend takes the router of an engine's A/B;
+    the guard's and the engine's alert rules pass their promtool tests."""
+    from .cluster_pods import mlc_compile
+    from .test_engines import write_project
+
+    out = mlc_compile(write_project(tmp_path / "project", _with_engine_ab), "dev",
+                      tmp_path / "deploy")
+    assert (out / "serving" / "deployment-fraud-ab.yaml").is_file()
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/install-system-deps.sh installs it)")
+    monitoring = out / "monitoring"
+    tests = [f"tests/{n}-fraud-ab.test.yaml" for n in ("ab-guard", "endpoint")]
+    done = subprocess.run([promtool, "test", "rules", *tests], cwd=monitoring,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
