@@ -72,7 +72,9 @@ HONOURED_BATCHING = {
 # strategies delivered by mlc's runtime (its router, its mirror) or by Argo Rollouts
 MLC_ONLY_STRATEGIES = {
     "ab": "the A/B router is built for `mode: online` only",
-    "shadow": "the copies to a shadow are sent by mlc's runtime",
+    "shadow": "the copies to a shadow are sent by mlc's primary server, which an engine "
+              "endpoint does not run, and mlc's A/B router in front of an engine does not "
+              "mirror",
     "blueGreen": "a blue-green switch is an Argo Rollout of mlc's server",
 }
 
@@ -186,7 +188,7 @@ def _check_rollout(ctx: Context, name: str, e: Endpoint) -> None:
     if r.shadow_first is not None:
         ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: `shadowFirst` cannot be delivered "
                   f"with engine `{engine}`: the copies to the shadow and their comparison are "
-                  "mlc's runtime", (*path, "rollout", "shadowFirst"),
+                  "made by mlc's primary server, which an engine endpoint does not run", (*path, "rollout", "shadowFirst"),
                   help="remove `shadowFirst:`; the canary's steps are still gated")
 
 
