@@ -661,12 +661,10 @@ CASES = [
                                  "    engine: mlserver\n"
                                  "    batch: {schedule: \"0 2 * * *\", input: events, "
                                  "output: out/scores.parquet}\nmonitoring")}),
-    Case("engine-ab-rollout", "MLC392", "ml.yaml:41:17",
+    Case("engine-blue-green-rollout", "MLC392", "ml.yaml:41:17",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: triton\n"
-                                 "    rollout:\n      strategy: ab\n      variants:\n"
-                                 "        - {name: a, weight: 50}\n"
-                                 "        - {name: b, weight: 50}\nmonitoring")}),
+                                 "    rollout:\n      strategy: blueGreen\nmonitoring")}),
     Case("serverless-engine-without-init-containers-flag", "MLC345", "ml.yaml:39:13",
          {"ml.yaml": engine_edit("    hardware: cpu-small\nmonitoring",
                                  "    hardware: cpu-small\n    engine: triton\n"

@@ -37,6 +37,8 @@ def _form(e: Endpoint, platform: ir.Platform) -> str | None:
     if e.mode == "serverless":
         return ("its variants are split by a Knative Route, whose weights Argo CD keeps as "
                 "git has them")
+    if e.engine != "mlc":
+        return None  # mlc's router in front of the variants' predictors (resolve/traffic.py)
     if e.kserve:
         return "one Service spreads requests over the variants' pods: there is no weight to set"
     if platform.gateway is not None and e.rollout.assignment is None:

@@ -101,12 +101,13 @@ def check_engine_metrics(ctx: Context, name: str, e: Any) -> None:
             if getattr(e.rollout.gates, field) is not None:
                 _llm_refused(ctx, name, engine, (*path, "rollout", "gates", key))
     r = e.rollout
-    if r.strategy in ("shadow", "ab") or r.shadow_first is not None:
+    # an A/B is measured by mlc's router in front of the engine (its mlc_router_* series,
+    # per variant); a serverless A/B is refused by resolve/engines.py (MLC392)
+    if r.strategy == "shadow" or r.shadow_first is not None:
         key = "shadowFirst" if r.shadow_first is not None else "strategy"
         ctx.error(GATE_NOT_MEASURED,
                   f"endpoint `{name}`: rollout `{key}` needs mlc's runtime, which engine "
-                  f"`{engine}` replaces: {em.RUNTIME_ONLY['shadow']}"
-                  + (" and the A/B router's variant metrics" if r.strategy == "ab" else ""),
+                  f"`{engine}` replaces: {em.RUNTIME_ONLY['shadow']}",
                   (*path, "rollout", key),
                   help="use `strategy: canary` or `blueGreen` with the engine's gates")
     if r.strategy in GATED:

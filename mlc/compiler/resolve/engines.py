@@ -21,7 +21,8 @@ tfserving stays refused (MLC387): mlc makes nothing that it reads.
 
 Codes: MLC387 an engine not compiled; MLC388 a setting the engine cannot honour; MLC389
 `engine: custom` without `container`; MLC390 `container` on another engine; MLC391 an
-engine in batch or stream mode; MLC392 a rollout only mlc's runtime delivers; MLC393 a
+engine in batch or stream mode; MLC392 a rollout only mlc's runtime delivers (a
+serverless A/B, a shadow, shadowFirst, blue-green; an online A/B is mlc's router); MLC393 a
 check that reads the prediction log of an engine whose answers the payload logger's
 receiver cannot read (huggingface; custom without `container.protocol`); MLC394 a label
 join on an entity key that the engine's requests cannot carry; MLC395
@@ -83,8 +84,10 @@ HONOURED_BATCHING = {
 }
 # strategies delivered by mlc's runtime (its router, its mirror) or by Argo Rollouts
 MLC_ONLY_STRATEGIES = {
-    "ab": "the A/B router and its guardrails are mlc's runtime",
-    "shadow": "the copies to a shadow are sent by mlc's runtime",
+    "ab": "the A/B router is built for `mode: online` only",
+    "shadow": "the copies to a shadow are sent by mlc's primary server, which an engine "
+              "endpoint does not run, and mlc's A/B router in front of an engine does not "
+              "mirror",
     "blueGreen": "a blue-green switch is an Argo Rollout of mlc's server",
 }
 
@@ -217,17 +220,31 @@ def _check_settings(ctx: Context, name: str, e: Endpoint) -> None:
         ctx.error(SETTING_NOT_HONOURED, f"endpoint `{name}`: engine `{engine}` is always "
                   "served as a KServe InferenceService, so `kserve: false` cannot be honoured",
                   (*path, "kserve"), help="remove `kserve: false`")
-    r = e.rollout
-    if r.strategy in MLC_ONLY_STRATEGIES:
+    _check_rollout(ctx, name, e)
+
+
+def _check_rollout(ctx: Context, name: str, e: Endpoint) -> None:
+    """What an engine endpoint's rollout asks that nothing delivers: an online A/B is mlc's
+    router in front of the variants' predictors (resolve/traffic.py); a serverless one, a
+    shadow and a blue-green switch are not built."""
+    path, engine, r = ("serving", name), e.engine, e.rollout
+    if r.strategy == "ab" and e.mode == "serverless":
+        ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: a serverless `ab` rollout cannot be "
+                  f"delivered with engine `{engine}`: mlc's A/B router is built in front of "
+                  "KServe Standard predictors only", (*path, "rollout", "strategy"),
+                  help="use `mode: online` (mlc's A/B router splits the variants' "
+                  "InferenceServices by weight and sticky key), or `strategy: canary`")
+    elif r.strategy in MLC_ONLY_STRATEGIES and r.strategy != "ab":
         ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: a `{r.strategy}` rollout cannot be "
                   f"delivered with engine `{engine}`: {MLC_ONLY_STRATEGIES[r.strategy]}",
                   (*path, "rollout", "strategy"),
                   help="use `strategy: canary` with `mode: serverless` (KServe's "
-                  "`canaryTrafficPercent`, stepped and gated) or `strategy: rolling`")
+                  "`canaryTrafficPercent`, stepped and gated), `strategy: ab` with `mode: "
+                  "online` (mlc's A/B router) or `strategy: rolling`")
     if r.shadow_first is not None:
         ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: `shadowFirst` cannot be delivered "
                   f"with engine `{engine}`: the copies to the shadow and their comparison are "
-                  "mlc's runtime", (*path, "rollout", "shadowFirst"),
+                  "made by mlc's primary server, which an engine endpoint does not run", (*path, "rollout", "shadowFirst"),
                   help="remove `shadowFirst:`; the canary's steps are still gated")
 
 

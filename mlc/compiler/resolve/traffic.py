@@ -50,6 +50,8 @@ def traffic(ctx: Context, name: str, e, model: ir.Model, platform: ir.Platform) 
                     f"{'KServe' if e.kserve else 'Knative'} gives it its own address, so "
                     + ("the primary server mirrors to the shadow" if r.strategy == "shadow"
                        else "the variants are split " + ("by Knative" if e.mode == "serverless"
+                                                         else "by mlc's A/B router"
+                                                         if engine_routed(e)
                                                          else "by pod count")),
                     (*path, "strategy"), help="use `mode: online` without `kserve: true` "
                     "for the gateway to route it, or ignore this warning")
@@ -66,6 +68,9 @@ def traffic(ctx: Context, name: str, e, model: ir.Model, platform: ir.Platform) 
                       "assigned at random, by the weights), or use `mode: online`, where "
                       "the A/B router assigns by the key")
         return "knative"
+    if engine_routed(e):
+        _check_router_name(ctx, name, r, path)
+        return "router"  # in front of the variants' InferenceServices
     if e.kserve:
         if r.assignment is not None:
             ctx.error(NO_STICKY_KEY, f"endpoint `{name}` is served by KServe in raw mode: one "
@@ -77,13 +82,23 @@ def traffic(ctx: Context, name: str, e, model: ir.Model, platform: ir.Platform) 
         return "pods"
     if platform.gateway is not None and r.assignment is None:
         return "gateway"
+    _check_router_name(ctx, name, r, path)
+    # a gateway's HTTPRoute cannot hash a key into weights: it sends all to the router
+    return "router"
+
+
+def engine_routed(e) -> bool:
+    """An online A/B endpoint of another engine: mlc's router (a Deployment) forwards each
+    request unchanged to its variant's KServe predictor, whatever the protocol."""
+    return e.engine != "mlc" and e.mode == "online" and e.rollout.strategy == "ab"
+
+
+def _check_router_name(ctx: Context, name: str, r, path) -> None:
     for i, v in enumerate(r.variants):
         if v.name == ROUTER:  # both would be the workload and Service `<endpoint>-router`
             ctx.error(NAME_CLASH, f"variant `{v.name}` of endpoint `{name}` has the name of "
                       "the endpoint's A/B router", (*path, "variants", i, "name"),
                       help="rename the variant")
-    # a gateway's HTTPRoute cannot hash a key into weights: it sends all to the router
-    return "router"
 
 
 def _check_key(ctx: Context, name: str, assignment, model: ir.Model, path) -> None:

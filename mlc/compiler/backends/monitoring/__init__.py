@@ -63,7 +63,7 @@ def emit(project: ResolvedProject) -> list[OutputFile]:
             continue
         files += [
             OutputFile(f"monitoring/podmonitor-{endpoint.k8s_name}.yaml",
-                       servicemonitors.pod_monitor(project, endpoint), src),
+                       servicemonitors.pod_monitors(project, endpoint), src),
             OutputFile(f"monitoring/dashboard-{endpoint.k8s_name}.yaml",
                        dashboards.config_map(project, endpoint), src),
         ]

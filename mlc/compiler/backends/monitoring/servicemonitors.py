@@ -18,6 +18,7 @@ from typing import Any
 from ...ir import Endpoint, ResolvedProject
 from ...names import dns_label
 from ..objects import metadata, selector_labels
+from ..serving.workloads import ROLE_LABEL
 from . import engine_queries
 
 API_VERSION = "monitoring.coreos.com/v1"
@@ -30,6 +31,26 @@ ROLLOUT_POD_LABEL = "rollouts-pod-template-hash"
 # Knative labels each revision's pods with its name; kept (as `serving_knative_dev_revision`)
 # for the gates of Knative and KServe canaries, which the delivery workflow measures.
 KNATIVE_REVISION_LABEL = "serving.knative.dev/revision"
+
+
+def pod_monitors(project: ResolvedProject,
+                 endpoint: Endpoint) -> dict[str, Any] | list[dict[str, Any]]:
+    """The endpoint's PodMonitor; an engine's A/B adds one for mlc's router in front of it,
+    whose mlc_router_* series (by variant) the A/B guard reads."""
+    if endpoint.engine != "mlc" and endpoint.rollout.traffic == "router":
+        return [engine_pod_monitor(project, endpoint), engine_router_pod_monitor(project,
+                                                                                 endpoint)]
+    return pod_monitor(project, endpoint)
+
+
+def engine_router_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
+    """mlc's A/B router before an engine's variants: mlc's port and labels, as pod_monitor."""
+    doc = pod_monitor(project, endpoint.model_copy(update={"engine": "mlc"}))
+    doc["metadata"] = metadata(project, f"{endpoint.k8s_name}-router", origin=endpoint.origin,
+                               component="monitoring")
+    doc["spec"]["selector"] = {"matchLabels": {
+        **selector_labels(project, endpoint.k8s_name), ROLE_LABEL: "router"}}
+    return doc
 
 
 def pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
@@ -84,6 +105,15 @@ def pushgateway_monitor(project: ResolvedProject) -> dict[str, Any]:
     }
 
 
+def engine_selector(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
+    """The engine's pods: every pod of the endpoint but mlc's A/B router in front of them."""
+    out: dict[str, Any] = {"matchLabels": selector_labels(project, endpoint.k8s_name)}
+    if endpoint.rollout.traffic == "router":
+        out["matchExpressions"] = [{"key": ROLE_LABEL, "operator": "NotIn",
+                                    "values": ["router"]}]
+    return out
+
+
 def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str, Any]:
     """An endpoint of another engine: its metrics port and path (mlc/engine_metrics.py), and
     the contract's `endpoint` label set on every series, which the engine does not export
@@ -96,7 +126,7 @@ def engine_pod_monitor(project: ResolvedProject, endpoint: Endpoint) -> dict[str
         "metadata": metadata(project, endpoint.k8s_name, origin=endpoint.origin,
                              component="monitoring"),
         "spec": {
-            "selector": {"matchLabels": selector_labels(project, endpoint.k8s_name)},
+            "selector": engine_selector(project, endpoint),
             "podTargetLabels": [ROLLOUT_POD_LABEL, KNATIVE_REVISION_LABEL],
             "podMetricsEndpoints": [{
                 # `engine: custom`: the port its `container.metrics` (or `container`)

@@ -89,6 +89,14 @@ def mirror_url(project: ResolvedProject, ep: Endpoint, workloads: list[Workload]
     return services.url(project, shadow.name, ep.port if shape == "kubernetes" else None)
 
 
+def variant_url(project: ResolvedProject, ep: Endpoint, w: Workload) -> str:
+    """Where the A/B router sends a variant's requests: its Service, or (an engine's
+    InferenceService) the predictor Service KServe makes, on port 80."""
+    if ep.engine != "mlc":
+        return kserve.predictor_url(project, w.name)
+    return services.url(project, w.name, ep.port)
+
+
 def batch_settings(ep: Endpoint) -> dict[str, Any]:
     return {"endpoint": ep.name, "role": "batch", "model_uri": ep.model_uri,
             "batching": {"max_batch_size": ep.batching.max_batch_size}}
@@ -98,7 +106,7 @@ def endpoint_files(project: ResolvedProject, ep: Endpoint) -> list[OutputFile]:
     workloads = plan(ep)
     mirror = mirror_url(project, ep, workloads)
     task = project.models[ep.model].task
-    variant_urls = {w.variant: services.url(project, w.name, ep.port) for w in workloads
+    variant_urls = {w.variant: variant_url(project, ep, w) for w in workloads
                     if w.role == "variant"}
     settings = {w.config_key: (config.router_settings(w, variant_urls) if w.role == "router"
                                else config.runtime_settings(w, mirror, task))
@@ -191,8 +199,11 @@ def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
             hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     render = engines.inference_service if ep.engine != "mlc" else kserve.inference_service
     files = {path("kserve", "inferenceservice", ep): [
-        render(project, w, hashes[w.name]) for w in workloads]}
-    files |= payload_log.files(project, ep, workloads)  # an engine's prediction log
+        render(project, w, hashes[w.name]) for w in workloads if w.role != "router"]}
+    # an engine's prediction log: the receiver behind the predictors (not the router)
+    files |= payload_log.files(project, ep, [w for w in workloads if w.role != "router"])
+    if ep.rollout.traffic == "router":  # an engine's A/B: mlc's router before the predictors
+        return files | _engine_router(project, ep, workloads, hashes)
     if ep.mode == "serverless":
         if ep.rollout.strategy == "ab":
             files[path("knative", "route", ep)] = [knative.route(
@@ -202,3 +213,17 @@ def _kserve(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
         # the variants' pods behind one address, weighted by replica count
         files[path("serving", "service", ep)] = services.services(project, ep, [])
     return files | _policies(project, ep, workloads)
+
+
+def _engine_router(project: ResolvedProject, ep: Endpoint, workloads: list[Workload],
+                   hashes: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """An engine endpoint's A/B router: a Deployment of mlc's serve image, the endpoint's
+    Service `<e>` over its pods, and the policies (the variants' pods take the router's
+    requests on the engine's port)."""
+    router = [w for w in workloads if w.role == "router"]
+    return {
+        path("serving", "deployment", ep): [
+            deployment.deployment(project, w, hashes[w.name]) for w in router],
+        path("serving", "service", ep): services.services(project, ep, []),
+        **_policies(project, ep, workloads),
+    }

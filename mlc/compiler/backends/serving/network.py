@@ -90,7 +90,7 @@ def scrape_ports(ep: Endpoint) -> tuple[int, ...]:
 def network_policy(project: ResolvedProject, ep: Endpoint, w: Workload,
                    peers: list[dict[str, Any]]) -> dict[str, Any]:
     es = ep.engine_serving
-    if es is not None:
+    if es is not None and w.role != "router":  # mlc's A/B router listens as mlc's server
         # a stock runtime's container names no port `http`: numbers, and the engine's
         # metrics port for Prometheus (mlc/engine_metrics.py)
         clients = [p for p in peers if p != prometheus_peer(project)]
