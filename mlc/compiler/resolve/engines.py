@@ -244,7 +244,8 @@ def _check_rollout(ctx: Context, name: str, e: Endpoint) -> None:
     if r.shadow_first is not None:
         ctx.error(ENGINE_ROLLOUT, f"endpoint `{name}`: `shadowFirst` cannot be delivered "
                   f"with engine `{engine}`: the copies to the shadow and their comparison are "
-                  "made by mlc's primary server, which an engine endpoint does not run", (*path, "rollout", "shadowFirst"),
+                  "made by mlc's primary server, which an engine endpoint does not run",
+                  (*path, "rollout", "shadowFirst"),
                   help="remove `shadowFirst:`; the canary's steps are still gated")
 
 

@@ -31,7 +31,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..serve import admission
-from ..serve.body import BodyTimeout, Disconnected, read_body
+from ..serve.body import BodyTimeout, Disconnected, read_body, send_response
 from ..serve.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_DRAIN_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT
 from . import cloudevents, decode
 from .pairing import Pair, Pairing
@@ -316,11 +316,7 @@ def _body(doc) -> bytes:
 
 async def _send(send, status: int, doc, headers=(), kind: bytes = b"application/json"
                 ) -> None:
-    body = _body(doc)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind), *headers,
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, _body(doc), [(b"content-type", kind), *headers])
 
 
 def main(argv: list[str]) -> int:

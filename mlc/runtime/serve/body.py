@@ -1,5 +1,5 @@
-"""Reading a request body off the ASGI channel, bounded in size and in time: the server and
-the router share it.
+"""Reading a request body off the ASGI channel, bounded in size and in time, and writing a
+whole response onto it: the server, the router and the payload log's receiver share them.
 
 The header deadline (connections.py) ends once a request's headers are complete; from then
 on, a client that sends its body a byte a second would hold a slot of the server for as
@@ -49,3 +49,11 @@ async def _read(receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(send, status: int, body: bytes,
+                        headers: list[tuple[bytes, bytes]]) -> None:
+    """A whole response: the status, `headers` and the body's length, then the body."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -36,7 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from mlc import metrics as contract
 
 from . import admission, request_id, weights_override
-from .body import BodyTimeout, Disconnected, read_body
+from .body import BodyTimeout, Disconnected, read_body, send_response
 from .metrics import Histogram, family, label_values
 from .settings import DEFAULT_BODY_TIMEOUT, DEFAULT_DRAIN_SECONDS, DEFAULT_SHUTDOWN_TIMEOUT
 
@@ -345,10 +345,7 @@ class RouterApp:
 
 async def _send(send, status: int, body: bytes, headers, kind: bytes = b"application/json"
                 ) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind), *headers,
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, body, [(b"content-type", kind), *headers])
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ from mlc import metrics as contract
 from . import admission, request_id
 from . import explain as explaining
 from .batching import Batcher, Closed, Expired, Overloaded
-from .body import BodyTimeout, Disconnected, read_body
+from .body import BodyTimeout, Disconnected, read_body, send_response
 from .config_reload import MirrorReloader
 from .connections import ARRIVED
 from .metrics import CONTENT_TYPE, ServeMetrics
@@ -611,9 +611,7 @@ async def _send(send, status: int, doc, headers=None) -> None:
 
 
 async def _send_raw(send, status: int, body: bytes, headers) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, body, list(headers))
 
 
 def _version() -> str:
