@@ -201,3 +201,49 @@ def test_an_object_version_compiles_to_the_ir(tmp_path):
     project = check_environment(folder, "default", Diagnostics())
     assert project.sources["events"].version.model_dump(exclude_none=True) == \
         {"kind": "object", "pinned": "3HL4kq.1"}
+
+
+def test_an_object_version_reads_that_version_of_the_key(tmp_path, monkeypatch):
+    """`objectVersion` through the step runtime's own read (boto3 GetObject with the version
+    id) against a versioned bucket of an in-process S3 (moto): each pinned id reads its own
+    version of one key, though a later one was written since, and is what resolve records."""
+    pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    import io
+
+    import boto3
+
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto.mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="acme")
+        s3.put_bucket_versioning(Bucket="acme",
+                                 VersioningConfiguration={"Status": "Enabled"})
+        ids = {}
+        for name, rows in (("v1", V1), ("v2", V2)):
+            buffer = io.BytesIO()
+            pq.write_table(pa.table(rows), buffer)
+            ids[name] = s3.put_object(Bucket="acme", Key="events.parquet",
+                                      Body=buffer.getvalue())["VersionId"]
+        assert ids["v1"] != ids["v2"]
+        old = "    path: data/events.parquet\n"
+        for name, rows in (("v1", 2), ("v2", 3)):
+            folder = write_project(tmp_path / name, {"ml.yaml": BASE.replace(
+                old, "    path: s3://acme/events.parquet\n"
+                     f"    version: {{objectVersion: \"{ids[name]}\"}}\n")})
+            ctx = context(folder, tmp_path / name / "run")
+            source = ctx.project.sources["events"]
+            table = sources.read(ctx, source)
+            assert table.num_rows == rows
+            assert table.column("clicks").to_pylist()[-1] == (5 if name == "v1" else 7)
+            assert versions.resolve(ctx, source)["resolved"] == ids[name]
+        # a version id the bucket does not hold: a located step failure, not a traceback
+        folder = write_project(tmp_path / "gone", {"ml.yaml": BASE.replace(
+            old, "    path: s3://acme/events.parquet\n    version: {objectVersion: nosuch}\n")})
+        ctx = context(folder, tmp_path / "gone" / "run")
+        with pytest.raises(StepFailed, match="events"):
+            sources.read(ctx, ctx.project.sources["events"])
