@@ -562,6 +562,18 @@ def test_a_custom_label_regex_that_does_not_compile_is_refused(tmp_path: Path):
         "serving.fraud-api.container.metrics.inflight.match.pool"
 
 
+def test_a_status_format_without_a_status_label_is_refused(tmp_path: Path):
+    """`statusFormat` alone would compile to nothing (no errors are measured without the
+    label it describes): refused, located at the requests block."""
+    requests = {k: v for k, v in CUSTOM_METRICS["requests"].items() if k != "statusLabel"}
+    project, diags = custom_project(tmp_path, {**CUSTOM_METRICS, "requests": {
+        **requests, "statusFormat": "class"}})
+    assert project is None
+    [d] = [d for d in diags if d.code == "MLC114"]
+    assert ".".join(map(str, d.path)) == "serving.fraud-api.container.metrics.requests"
+    assert "statusLabel" in d.message
+
+
 @pytest.mark.slow
 def test_a_real_custom_server_in_a_real_prometheus(tmp_path: Path):
     """tests/custom_server.py (a Starlette app with its own prometheus_client series) under

@@ -335,6 +335,14 @@ class ServerCounter(Spec):
                                                     "label holds: the code (`503`) or its "
                                                     "class (`5xx`).")
 
+    @model_validator(mode="after")
+    def _format_needs_label(self):
+        if "status_format" in self.model_fields_set and self.status_label is None:
+            raise PydanticCustomError("mlc_one_of", "`statusFormat` says what the status "
+                                      "label holds, but no `statusLabel` names it: set "
+                                      "`statusLabel`, or remove `statusFormat`", {})
+        return self
+
 
 class ServerGauge(Spec):
     """Gauges of the user's server (requests in flight, or queued), summed."""
