@@ -492,8 +492,8 @@ CUSTOM_METRICS = {  # tests/custom_server.py's series, as its user would map the
 }
 
 
-def custom_project(tmp_path: Path, metrics: dict | None = CUSTOM_METRICS
-                   ) -> tuple[ResolvedProject, Diagnostics]:
+def custom_project(tmp_path: Path, metrics: dict | None = CUSTOM_METRICS,
+                   protocol: str | None = None) -> tuple[ResolvedProject, Diagnostics]:
     """The example (prod) whose fraud-api is the user's own server on KServe's Knative mode
     (a gated canary), compiled from ml.yaml: `container.metrics` maps its series."""
     from ruamel.yaml import YAML
@@ -506,6 +506,8 @@ def custom_project(tmp_path: Path, metrics: dict | None = CUSTOM_METRICS
     container = {"image": "server", "port": 9000, "readinessPath": "/ready"}
     if metrics is not None:
         container["metrics"] = metrics
+    if protocol is not None:
+        container["protocol"] = protocol
     api = values["serving"]["fraud-api"]
     api.update({"engine": "custom", "mode": "serverless", "container": container})
     api["rollout"]["gates"]["maxPredictionDrift"] = None  # mlc's runtime only
@@ -572,6 +574,15 @@ def test_a_status_format_without_a_status_label_is_refused(tmp_path: Path):
     [d] = [d for d in diags if d.code == "MLC114"]
     assert ".".join(map(str, d.path)) == "serving.fraud-api.container.metrics.requests"
     assert "statusLabel" in d.message
+
+
+def test_a_protocol_nothing_decodes_is_refused(tmp_path: Path):
+    """`container.protocol` is read by the payload logger's receiver only: with no drift
+    check or quality monitor of the endpoint, none is deployed and it is refused."""
+    project, diags = custom_project(tmp_path, protocol="v2")
+    assert project is None
+    [d] = [d for d in diags if d.code == "MLC395"]
+    assert ".".join(map(str, d.path)) == "serving.fraud-api.container.protocol"
 
 
 @pytest.mark.slow

@@ -326,6 +326,13 @@ def check_log_readers(ctx: Context, endpoints: dict[str, ir.Endpoint]
                       help=f"remove `predictionLogSample:`, or add a drift check or a "
                       f"quality monitor of `{name}` (docs/serving-engines.md, \"Prediction "
                       "logging\")")
+        if e.container is not None and e.container.protocol is not None:
+            ctx.error(LOG_SAMPLE_UNUSED, f"endpoint `{name}` sets `container.protocol`, which "
+                      "only the payload logger's receiver reads, but no drift check or "
+                      "quality monitor reads its prediction log, so none is deployed",
+                      ("serving", name, "container", "protocol"),
+                      help=f"remove `protocol:`, or add a drift check or a quality monitor of "
+                      f"`{name}` (docs/serving-engines.md, \"Prediction logging\")")
     return {name: _with_receiver(ep, _logged_protocol(ctx, name, ep)) if name in read else ep
             for name, ep in endpoints.items()}
 
